@@ -1,0 +1,589 @@
+//! `heal agent`: long-polls the server, runs each op's steps (`exec`),
+//! streams output, and reports results until the server acknowledges them.
+//!
+//! The agent never opens SQLite and never puts alert data on a command line:
+//! alert data reaches steps only as HEAL_* environment variables and the
+//! HEAL_ALERT_JSON file. An op is run only once: the server hands it out
+//! once, and a 409 on the start acknowledgement (the op was declared lost)
+//! cancels the step.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::exec::{self, Output, Run};
+use crate::server::Shutdown;
+use crate::store::StepResult;
+
+/// Longest the agent asks the server to hold a poll.
+const POLL_WAIT_SECS: u64 = 25;
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often running output is sent to the server.
+const STREAM_EVERY: Duration = Duration::from_millis(500);
+
+/// Options of `heal agent`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Server base URL.
+    pub server: String,
+    /// Agent id.
+    pub id: String,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Tags for `{ tags = [...] }` targets.
+    pub tags: Vec<String>,
+    /// Runbook name patterns (`*`, `?`) this agent accepts.
+    pub allow: Vec<String>,
+    /// Ops at once.
+    pub concurrency: usize,
+    /// On SIGTERM, how long running steps may finish before they are stopped.
+    pub drain_grace: Duration,
+}
+
+struct Agent {
+    opts: Options,
+    instance: String,
+    client: Client,
+    running: Mutex<usize>,
+    slot_freed: Condvar,
+    cancels: Mutex<std::collections::HashMap<i64, Arc<AtomicBool>>>,
+    reports: Mutex<VecDeque<(String, Value)>>,
+    report_ready: Condvar,
+    log_seq: AtomicUsize,
+}
+
+/// Runs the agent until `shutdown` is triggered, then drains.
+pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
+    crate::rules::check_agent_id(&opts.id).map_err(Error::Usage)?;
+    let agent = Agent {
+        client: Client::new(
+            &opts.server,
+            opts.token.clone(),
+            Duration::from_secs(POLL_WAIT_SECS + 15),
+        ),
+        instance: random_hex(8),
+        opts,
+        running: Mutex::new(0),
+        slot_freed: Condvar::new(),
+        cancels: Mutex::new(std::collections::HashMap::new()),
+        reports: Mutex::new(VecDeque::new()),
+        report_ready: Condvar::new(),
+        log_seq: AtomicUsize::new(0),
+    };
+    log::info!(
+        "agent {} (instance {}) polling {} with {} slots; runbooks allowed: {}",
+        agent.opts.id,
+        agent.instance,
+        agent.opts.server,
+        agent.opts.concurrency,
+        agent.opts.allow.join(", ")
+    );
+    let reporter_done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| agent.reporter(shutdown, &reporter_done));
+        agent.poll_loop(s, shutdown);
+        agent.drain();
+        reporter_done.store(true, Ordering::SeqCst);
+        agent.report_ready.notify_all();
+    });
+    log::info!("agent {} stopped", agent.opts.id);
+    Ok(())
+}
+
+impl Agent {
+    fn poll_loop<'s>(&'s self, s: &'s std::thread::Scope<'s, '_>, shutdown: &Shutdown) {
+        let mut backoff = Duration::from_millis(100);
+        let mut failing = false;
+        let hello = json!({
+            "instance": self.instance,
+            "tags": self.opts.tags,
+            "allow": self.opts.allow,
+            "version": env!("CARGO_PKG_VERSION"),
+            "hostname": hostname(),
+        });
+        while !shutdown.is_triggered() {
+            let free = self.opts.concurrency.saturating_sub(*self.lock_running());
+            if free == 0 {
+                let guard = self.lock_running();
+                let _ = self
+                    .slot_freed
+                    .wait_timeout(guard, Duration::from_millis(500));
+                continue;
+            }
+            let path = format!(
+                "/api/v1/agents/{}/poll?capacity={free}&wait={POLL_WAIT_SECS}",
+                self.opts.id
+            );
+            match self.client.request("POST", &path, Some(&hello)) {
+                Ok((200, body)) => {
+                    if failing {
+                        log::info!(
+                            "agent {}: connected to {} again",
+                            self.opts.id,
+                            self.opts.server
+                        );
+                        failing = false;
+                    }
+                    backoff = Duration::from_millis(100);
+                    for op in body
+                        .get("ops")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        *self.lock_running() += 1;
+                        let op = op.clone();
+                        s.spawn(move || {
+                            self.run_op(&op);
+                            *self.lock_running() -= 1;
+                            self.slot_freed.notify_all();
+                        });
+                    }
+                }
+                other => {
+                    let why = match other {
+                        Ok((status, body)) => format!(
+                            "{status}: {}",
+                            body.get("error").and_then(Value::as_str).unwrap_or("")
+                        ),
+                        Err(e) => e.to_string(),
+                    };
+                    if !failing {
+                        log::warn!(
+                            "agent {}: poll failed: {why}; retrying with backoff",
+                            self.opts.id
+                        );
+                        failing = true;
+                    }
+                    if shutdown.wait(jitter(backoff)) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Lets running ops finish within the grace, then stops them.
+    fn drain(&self) {
+        let deadline = Instant::now() + self.opts.drain_grace;
+        let mut guard = self.lock_running();
+        if *guard > 0 {
+            log::info!(
+                "agent {}: waiting up to {:?} for {} running ops",
+                self.opts.id,
+                self.opts.drain_grace,
+                *guard
+            );
+        }
+        while *guard > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log::warn!(
+                    "agent {}: stopping {} ops still running after the grace",
+                    self.opts.id,
+                    *guard
+                );
+                for c in self
+                    .cancels
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                {
+                    c.store(true, Ordering::SeqCst);
+                }
+                let (g, _) = self
+                    .slot_freed
+                    .wait_timeout(guard, Duration::from_millis(200))
+                    .unwrap_or_else(|e| e.into_inner());
+                guard = g;
+                continue;
+            }
+            let (g, _) = self
+                .slot_freed
+                .wait_timeout(guard, left.min(Duration::from_millis(200)))
+                .unwrap_or_else(|e| e.into_inner());
+            guard = g;
+        }
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn op_path(&self, op_id: i64, what: &str) -> String {
+        format!("/api/v1/agents/{}/ops/{op_id}/{what}", self.opts.id)
+    }
+
+    fn run_op(&self, op: &Value) {
+        let op_id = op.get("id").and_then(Value::as_i64).unwrap_or(-1);
+        let runbook = op
+            .get("runbook")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if !self.opts.allow.iter().any(|p| glob_match(p, &runbook)) {
+            let error = format!(
+                "agent {} refuses runbook {runbook:?}: not in its --allow list ({})",
+                self.opts.id,
+                self.opts.allow.join(", ")
+            );
+            log::warn!("op {op_id}: {error}");
+            self.report(
+                op_id,
+                json!({ "state": "failed", "error": error, "steps": [] }),
+            );
+            return;
+        }
+        log::info!("op {op_id}: running runbook {runbook}");
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(op_id, cancel.clone());
+        let cancel = &*cancel;
+        let acked = AtomicBool::new(false);
+        let alert_file =
+            std::env::temp_dir().join(format!("heal-op-{op_id}-{}.json", self.instance));
+        let result = std::thread::scope(|s| {
+            s.spawn(|| self.acknowledge(op_id, op, cancel, &acked));
+            let result = self.run_steps(op_id, op, &alert_file, cancel);
+            cancel.store(true, Ordering::SeqCst); // Ends the acknowledgement retries, if any.
+            result
+        });
+        let _ = std::fs::remove_file(&alert_file);
+        self.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&op_id);
+        log::info!("op {op_id}: {}", result["state"].as_str().unwrap_or("?"));
+        self.report(op_id, result);
+    }
+
+    /// Tells the server the op started; a 409 means the op was given up as lost, so the step is cancelled.
+    fn acknowledge(&self, op_id: i64, op: &Value, cancel: &AtomicBool, acked: &AtomicBool) {
+        let body = json!({ "budget_ms": op.get("budget_ms") });
+        let mut backoff = Duration::from_millis(100);
+        while !cancel.load(Ordering::SeqCst) {
+            match self
+                .client
+                .request("POST", &self.op_path(op_id, "start"), Some(&body))
+            {
+                Ok((200, _)) => {
+                    acked.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Ok((status @ 400..=499, body)) => {
+                    log::error!(
+                        "op {op_id}: the server refused the start ({status}: {}); stopping the op",
+                        body.get("error").and_then(Value::as_str).unwrap_or("")
+                    );
+                    cancel.store(true, Ordering::SeqCst);
+                    return;
+                }
+                _ => {
+                    std::thread::sleep(jitter(backoff));
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn run_steps(
+        &self,
+        op_id: i64,
+        op: &Value,
+        alert_file: &std::path::Path,
+        cancel: &AtomicBool,
+    ) -> Value {
+        let fail = |error: String| json!({ "state": "failed", "error": error, "steps": [] });
+        let mut env: Vec<(String, String)> = op
+            .get("env")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| {
+                Some((
+                    kv.get(0)?.as_str()?.to_string(),
+                    kv.get(1)?.as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        if let Err(e) = write_private(
+            alert_file,
+            op.get("alert")
+                .unwrap_or(&Value::Null)
+                .to_string()
+                .as_bytes(),
+        ) {
+            return fail(format!("cannot write {}: {e}", alert_file.display()));
+        }
+        env.push(("HEAL_ALERT_JSON".into(), alert_file.display().to_string()));
+        let grace =
+            Duration::from_millis(op.get("grace_ms").and_then(Value::as_u64).unwrap_or(10_000));
+        let max_output = op
+            .get("max_output")
+            .and_then(Value::as_u64)
+            .unwrap_or(256 << 10) as usize;
+        let steps = op
+            .get("steps")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut results = Vec::new();
+        let mut state = "succeeded";
+        for (idx, step) in steps.iter().enumerate() {
+            let name = step
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("step")
+                .to_string();
+            let run = match step.get("run") {
+                Some(Value::String(s)) => Run::Shell(s.clone()),
+                Some(Value::Array(a)) => Run::Argv(
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect(),
+                ),
+                _ => return fail(format!("step {name:?} has no command")),
+            };
+            let timeout = Duration::from_millis(
+                step.get("timeout_ms")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(300_000),
+            );
+            let output = Output::new(max_output);
+            let spec = exec::Step {
+                run: &run,
+                env: &env,
+                timeout,
+                grace,
+                max_output,
+            };
+            let done = AtomicBool::new(false);
+            let outcome = std::thread::scope(|s| {
+                s.spawn(|| self.stream(op_id, idx, &output, &done));
+                let outcome = exec::run_step(&spec, &output, cancel);
+                done.store(true, Ordering::SeqCst);
+                outcome
+            });
+            let (tail, truncated) = output.tail();
+            let mut text = String::from_utf8_lossy(&tail).into_owned();
+            if let Some(e) = &outcome.spawn_error {
+                text.push_str(&format!("[heal: cannot start step: {e}]\n"));
+            }
+            results.push(StepResult {
+                name: name.clone(),
+                exit_code: outcome.exit_code,
+                signal: outcome.signal,
+                timed_out: outcome.timed_out,
+                duration_ms: outcome.duration_ms,
+                output: text,
+                output_bytes: output.total(),
+                truncated,
+            });
+            if outcome.success() {
+                continue;
+            }
+            if outcome.timed_out {
+                state = "timed_out";
+            } else if state == "succeeded" {
+                state = "failed";
+            }
+            let tolerated = step
+                .get("continue_on_error")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                && !outcome.cancelled;
+            if tolerated {
+                state = "succeeded";
+                continue;
+            }
+            break;
+        }
+        let error = if cancel.load(Ordering::SeqCst) {
+            Some("stopped by the agent (shutdown, or the server gave the op up)".to_string())
+        } else {
+            None
+        };
+        json!({ "state": state, "steps": results, "error": error })
+    }
+
+    /// Sends new output of a running step every STREAM_EVERY (best effort; the result carries the tail).
+    fn stream(&self, op_id: i64, step: usize, output: &Output, done: &AtomicBool) {
+        let mut cursor = 0u64;
+        let mut last = Instant::now();
+        while !done.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+            if last.elapsed() < STREAM_EVERY {
+                continue;
+            }
+            last = Instant::now();
+            let (data, skipped) = output.take_new(&mut cursor);
+            if data.is_empty() && skipped == 0 {
+                continue;
+            }
+            let seq = self.log_seq.fetch_add(1, Ordering::SeqCst);
+            let body = json!({ "seq": seq, "step": step, "skipped": skipped, "data": String::from_utf8_lossy(&data) });
+            let _ = self
+                .client
+                .request("POST", &self.op_path(op_id, "log"), Some(&body));
+        }
+    }
+
+    fn report(&self, op_id: i64, result: Value) {
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((self.op_path(op_id, "result"), result));
+        self.report_ready.notify_all();
+    }
+
+    /// Delivers results in order, re-sending each until the server acknowledges it.
+    fn reporter(&self, shutdown: &Shutdown, done: &AtomicBool) {
+        let mut backoff = Duration::from_millis(100);
+        let mut flush_deadline: Option<Instant> = None;
+        loop {
+            let next = {
+                let mut queue = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+                while queue.is_empty() && !done.load(Ordering::SeqCst) {
+                    queue = self
+                        .report_ready
+                        .wait_timeout(queue, Duration::from_millis(500))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                match queue.front() {
+                    Some(r) => r.clone(),
+                    None => return,
+                }
+            };
+            if done.load(Ordering::SeqCst) {
+                let deadline =
+                    *flush_deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(10));
+                if Instant::now() > deadline {
+                    log::error!(
+                        "agent {}: could not deliver {} results before exiting",
+                        self.opts.id,
+                        self.reports.lock().map(|q| q.len()).unwrap_or(0)
+                    );
+                    return;
+                }
+            }
+            let (path, body) = next;
+            match self.client.request("POST", &path, Some(&body)) {
+                Ok((200, _)) => {
+                    backoff = Duration::from_millis(100);
+                    self.reports
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop_front();
+                }
+                Ok((status @ 400..=499, answer)) if status != 408 && status != 429 => {
+                    log::error!(
+                        "{path}: the server refused the result ({status}: {}); dropping it",
+                        answer.get("error").and_then(Value::as_str).unwrap_or("")
+                    );
+                    self.reports
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop_front();
+                }
+                _ => {
+                    let _ = shutdown;
+                    std::thread::sleep(jitter(backoff));
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
+}
+
+/// Matches `*` (any run) and `?` (one character).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Random bytes from the kernel as hex; falls back to time and pid.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .is_ok();
+    if !ok {
+        let seed = crate::time::now_ms() as u64 ^ ((std::process::id() as u64) << 32);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (seed.rotate_left(i as u32 * 7) & 0xff) as u8;
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// ±50% jitter so many agents do not reconnect in step.
+fn jitter(d: Duration) -> Duration {
+    let r = u64::from_str_radix(&random_hex(2), 16).unwrap_or(0) as f64 / 65535.0;
+    d.mul_f64(0.5 + r)
+}
+
+/// This host's name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("haproxy-*", "haproxy-reset-queue"));
+        assert!(!glob_match("haproxy-*", "nginx-restart"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "abbc"));
+        assert!(glob_match("*-queue", "haproxy-reset-queue"));
+    }
+}

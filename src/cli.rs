@@ -1,0 +1,723 @@
+//! Command-line types (argh) and one function per subcommand.
+//!
+//! Results go to stdout, logs and errors to stderr. Exit codes: 0 success,
+//! 1 operation failed, 2 usage or configuration error.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argh::FromArgs;
+use serde_json::{json, Value};
+
+use crate::alert::{self, Alert};
+use crate::client::{Client, DEFAULT_SERVER};
+use crate::config::{self, Action, Config};
+use crate::error::{Error, Result};
+use crate::rules::{self, KeyFacts};
+use crate::server::{self, Shutdown};
+use crate::time::format_rfc3339;
+
+/// heal: when an alert fires, run the right runbook on the right host, once.
+///
+/// Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
+#[derive(FromArgs)]
+pub struct Heal {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Serve(Serve),
+    Agent(AgentCmd),
+    CheckConfig(CheckConfig),
+    RunRule(RunRule),
+    Fire(Fire),
+    Events(Events),
+    Agents(Agents),
+}
+
+/// Run the server: webhooks, rules, dispatch to agents.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "serve")]
+struct Serve {
+    /// config file (default: ./runbooks.toml)
+    #[argh(option, default = "PathBuf::from(\"runbooks.toml\")")]
+    config: PathBuf,
+    /// SQLite database (default: [server] db, else ./heal.db)
+    #[argh(option)]
+    db: Option<PathBuf>,
+    /// address to listen on; port 0 picks a free port (default: [server] listen, else 127.0.0.1:7878)
+    #[argh(option)]
+    listen: Option<String>,
+    /// also run an agent in this process, named after the host
+    #[argh(switch)]
+    local_agent: bool,
+    /// id of the local agent (default: the host name)
+    #[argh(option)]
+    local_agent_id: Option<String>,
+    /// tags of the local agent, comma-separated
+    #[argh(option, default = "String::new()")]
+    local_agent_tags: String,
+}
+
+/// Run an agent: poll the server and run the ops it hands out.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "agent")]
+struct AgentCmd {
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// agent id (default: the host name)
+    #[argh(option)]
+    id: Option<String>,
+    /// bearer token (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// tags, comma-separated (for { tags = [...] } targets)
+    #[argh(option, default = "String::new()")]
+    tags: String,
+    /// runbook name patterns this agent runs, comma-separated, * and ? allowed (default: *)
+    #[argh(option, default = "String::from(\"*\")")]
+    allow: String,
+    /// ops at once (default: 4)
+    #[argh(option, default = "4")]
+    concurrency: usize,
+    /// seconds running steps may finish after SIGTERM (default: 60)
+    #[argh(option, default = "60")]
+    drain_grace: u64,
+}
+
+/// Validate a config file.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check-config")]
+struct CheckConfig {
+    /// config file (default: ./runbooks.toml)
+    #[argh(option, default = "PathBuf::from(\"runbooks.toml\")")]
+    config: PathBuf,
+}
+
+/// Show what heal would decide for a sample alert; runs nothing.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "run-rule")]
+struct RunRule {
+    /// alert file: an Alertmanager payload or heal's own format; - or nothing reads stdin
+    #[argh(positional)]
+    alert: Option<PathBuf>,
+    /// config file (default: ./runbooks.toml)
+    #[argh(option, default = "PathBuf::from(\"runbooks.toml\")")]
+    config: PathBuf,
+    /// print the trace as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Send an alert to the server: heal fire NAME [LABEL=VALUE ...].
+#[derive(FromArgs)]
+#[argh(subcommand, name = "fire")]
+struct Fire {
+    /// alert name, then LABEL=VALUE pairs
+    #[argh(positional)]
+    args: Vec<String>,
+    /// annotation KEY=VALUE (repeatable)
+    #[argh(option)]
+    annotation: Vec<String>,
+    /// send the alert as resolved
+    #[argh(switch)]
+    resolved: bool,
+    /// send this JSON file instead (Alertmanager payload or heal's own format)
+    #[argh(option)]
+    file: Option<PathBuf>,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print the server's answer as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// List events, or show one: heal events [show ID].
+#[derive(FromArgs)]
+#[argh(subcommand, name = "events")]
+struct Events {
+    /// show ID, or nothing to list events
+    #[argh(positional)]
+    args: Vec<String>,
+    /// only events in this state
+    #[argh(option)]
+    state: Option<String>,
+    /// most events listed (default: 50)
+    #[argh(option, default = "50")]
+    limit: u32,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// List agents.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "agents")]
+struct Agents {
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Runs the parsed command.
+pub fn run(heal: Heal) -> Result<()> {
+    match heal.command {
+        Command::Serve(c) => serve(c),
+        Command::Agent(c) => agent(c),
+        Command::CheckConfig(c) => {
+            let config = config::load(&c.config)?;
+            println!("{}", config::summary(&config));
+            Ok(())
+        }
+        Command::RunRule(c) => run_rule(c),
+        Command::Fire(c) => fire(c),
+        Command::Events(c) => events(c),
+        Command::Agents(c) => agents(c),
+    }
+}
+
+fn serve(c: Serve) -> Result<()> {
+    let config = config::load(&c.config)?;
+    let local_agent = c.local_agent.then(|| server::LocalAgent {
+        id: c.local_agent_id.unwrap_or_else(crate::agent::hostname),
+        tags: split_list(&c.local_agent_tags),
+        concurrency: 4,
+    });
+    let shutdown = Arc::new(Shutdown::default());
+    server::serve(
+        server::Options {
+            config,
+            listen: c.listen,
+            db: c.db,
+            local_agent,
+        },
+        shutdown,
+    )
+}
+
+fn agent(c: AgentCmd) -> Result<()> {
+    if c.concurrency == 0 {
+        return Err(Error::Usage("--concurrency must be at least 1\nTry: heal agent --server URL --id ID --concurrency 4".into()));
+    }
+    let opts = crate::agent::Options {
+        server: server_url(c.server),
+        id: c.id.unwrap_or_else(crate::agent::hostname),
+        token: token(c.token, c.token_file)?,
+        tags: split_list(&c.tags),
+        allow: split_list(&c.allow),
+        concurrency: c.concurrency,
+        drain_grace: Duration::from_secs(c.drain_grace),
+    };
+    let shutdown = Arc::new(Shutdown::default());
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]);
+    let mut signals = signals.map_err(|e| Error::Io("cannot install signal handlers".into(), e))?;
+    let handle = signals.handle();
+    let result = std::thread::scope(|s| {
+        let sd = shutdown.clone();
+        s.spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                log::info!("signal {signal}: draining and stopping");
+                sd.trigger();
+            }
+        });
+        let result = crate::agent::run(opts, &shutdown);
+        handle.close();
+        result
+    });
+    result
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn server_url(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("HEAL_SERVER").ok())
+        .unwrap_or_else(|| DEFAULT_SERVER.into())
+}
+
+fn token(flag: Option<String>, file: Option<PathBuf>) -> Result<Option<String>> {
+    if let Some(t) = flag {
+        return Ok(Some(t));
+    }
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(&f)
+            .map_err(|e| Error::Usage(format!("--token-file {}: {e}", f.display())))?;
+        return Ok(Some(t.trim().to_string()));
+    }
+    Ok(std::env::var("HEAL_TOKEN").ok().filter(|t| !t.is_empty()))
+}
+
+fn client(server: Option<String>, tok: Option<String>, file: Option<PathBuf>) -> Result<Client> {
+    Ok(Client::new(
+        &server_url(server),
+        token(tok, file)?,
+        Duration::from_secs(30),
+    ))
+}
+
+fn read_json_file(path: Option<&PathBuf>) -> Result<Value> {
+    let (name, text) = match path {
+        Some(p) if p.as_os_str() != "-" => (
+            p.display().to_string(),
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::Usage(format!("cannot read {}: {e}", p.display())))?,
+        ),
+        _ => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| Error::Io("reading stdin".into(), e))?;
+            ("stdin".into(), text)
+        }
+    };
+    serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{name}: not JSON: {e}")))
+}
+
+fn run_rule(c: RunRule) -> Result<()> {
+    let config = config::load(&c.config)?;
+    let body = read_json_file(c.alert.as_ref())?;
+    let alerts = alert::from_any(&body).map_err(|e| Error::Usage(format!("not an alert: {e}")))?;
+    let traces: Vec<Value> = alerts.iter().map(|a| trace(&config, a)).collect();
+    if c.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "alerts": traces }))
+                .expect("JSON values serialize")
+        );
+    } else {
+        for t in &traces {
+            print!("{}", render_trace(t));
+        }
+    }
+    Ok(())
+}
+
+/// The decision trace for one alert, from the same functions the server uses.
+fn trace(config: &Config, alert: &Alert) -> Value {
+    let mut out = json!({
+        "alert": { "name": alert.name, "status": alert.status.as_str(), "fingerprint": alert.fingerprint, "labels": alert.labels },
+    });
+    if !rules::needs_decision(alert) {
+        out["note"] = json!("resolved alerts get no decision: the server records the resolution on the alert's events");
+        return out;
+    }
+    let eval = rules::evaluate(config, alert);
+    out["tried"] = eval
+        .tried
+        .iter()
+        .map(|t| json!({ "rule": t.rule, "matched": t.matched, "note": t.note }))
+        .collect();
+    if eval.matches.is_empty() {
+        let d = rules::unmatched();
+        out["decisions"] = json!([{ "outcome": d.outcome.as_str(), "reason": d.reason }]);
+        return out;
+    }
+    let decisions: Vec<Value> = eval
+        .matches
+        .iter()
+        .map(|m| {
+            // Offline there is no store, so no event is active for the key.
+            let d = rules::decide(m, &KeyFacts::default());
+            let mut v = json!({
+                "rule": m.rule, "outcome": d.outcome.as_str(), "reason": d.reason,
+                "key": m.key, "targets": m.targets, "target_tags": m.target_tags, "params": m.params,
+            });
+            if let Action::Run(rb) = &m.action {
+                if let Some(runbook) = config.runbooks.get(rb) {
+                    let env = rules::environment(0, &m.rule, rb, alert, &m.params);
+                    v["runbook"] = json!(rb);
+                    v["steps"] = runbook.steps.iter().map(|s| json!({ "name": s.name, "run": format!("{:?}", s.run), "timeout": crate::time::format_duration(s.timeout) })).collect();
+                    v["environment"] = env.iter().map(|(k, v)| json!([k, v])).collect();
+                }
+            }
+            v
+        })
+        .collect();
+    out["decisions"] = Value::Array(decisions);
+    out
+}
+
+fn render_trace(t: &Value) -> String {
+    let mut s = String::new();
+    let a = &t["alert"];
+    s.push_str(&format!(
+        "alert {} ({}) fingerprint {}\n",
+        str_of(&a["name"]),
+        str_of(&a["status"]),
+        str_of(&a["fingerprint"])
+    ));
+    let labels: Vec<String> = a["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", str_of(v)))
+        .collect();
+    s.push_str(&format!("  labels: {}\n", labels.join(" ")));
+    if let Some(note) = t["note"].as_str() {
+        s.push_str(&format!("  {note}\n\n"));
+        return s;
+    }
+    for tr in t["tried"].as_array().into_iter().flatten() {
+        let mark = if tr["matched"].as_bool() == Some(true) {
+            "match"
+        } else {
+            "no"
+        };
+        s.push_str(&format!(
+            "  rule {:<24} {mark:<5} {}\n",
+            format!("{:?}", str_of(&tr["rule"])),
+            str_of(&tr["note"])
+        ));
+    }
+    for d in t["decisions"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "  decision: {}: {}\n",
+            str_of(&d["outcome"]),
+            str_of(&d["reason"])
+        ));
+        if d.get("key").is_some() {
+            s.push_str(&format!("    key: {}\n", str_of(&d["key"])));
+            let targets: Vec<&str> = d["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            s.push_str(&format!(
+                "    target: {}\n",
+                if targets.is_empty() {
+                    format!("agents tagged {}", d["target_tags"])
+                } else {
+                    targets.join(", ")
+                }
+            ));
+        }
+        if let Some(rb) = d["runbook"].as_str() {
+            s.push_str(&format!("    runbook: {rb}\n"));
+            for st in d["steps"].as_array().into_iter().flatten() {
+                s.push_str(&format!(
+                    "      step {:?}: {} (timeout {})\n",
+                    str_of(&st["name"]),
+                    str_of(&st["run"]),
+                    str_of(&st["timeout"])
+                ));
+            }
+            s.push_str("    environment (HEAL_EVENT_ID is the event's id; HEAL_ALERT_JSON names a file holding the alert):\n");
+            for kv in d["environment"].as_array().into_iter().flatten() {
+                s.push_str(&format!(
+                    "      {}={}\n",
+                    str_of(&kv[0]),
+                    shell_quote(str_of(&kv[1]))
+                ));
+            }
+        }
+    }
+    s.push('\n');
+    s
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// Quotes a value for display so hostile text is shown, not interpreted.
+fn shell_quote(v: &str) -> String {
+    let shown: String = v.chars().take(200).collect();
+    let more = if v.chars().count() > 200 {
+        format!(" …({} bytes)", v.len())
+    } else {
+        String::new()
+    };
+    format!(
+        "'{}'{more}",
+        shown.replace('\'', "'\\''").replace('\n', "\\n")
+    )
+}
+
+fn fire(c: Fire) -> Result<()> {
+    let client = client(c.server, c.token, c.token_file)?;
+    let answer = if let Some(file) = &c.file {
+        let body = read_json_file(Some(file))?;
+        let is_am = body.get("alerts").is_some()
+            && (body.get("version").is_some() || body.get("receiver").is_some());
+        let path = if is_am {
+            "/api/v1/alerts/alertmanager"
+        } else {
+            "/api/v1/alerts"
+        };
+        client.post(path, &body)?
+    } else {
+        let usage = || {
+            Error::Usage(
+                "give an alert name\nTry: heal fire DiskSpaceLow instance=web-1 severity=warning"
+                    .into(),
+            )
+        };
+        let (name, pairs) = c.args.split_first().ok_or_else(usage)?;
+        let labels = parse_pairs(pairs, "label")?;
+        let annotations = parse_pairs(&c.annotation, "--annotation")?;
+        let status = if c.resolved { "resolved" } else { "firing" };
+        client.post("/api/v1/alerts", &json!({ "name": name, "labels": labels, "annotations": annotations, "status": status }))?
+    };
+    if c.json {
+        println!("{answer}");
+        return Ok(());
+    }
+    for a in answer["alerts"].as_array().into_iter().flatten() {
+        println!(
+            "alert {} {} ({})",
+            str_of(&a["name"]),
+            str_of(&a["fingerprint"]),
+            str_of(&a["status"])
+        );
+        for d in a["decisions"].as_array().into_iter().flatten() {
+            let event = d["event_id"]
+                .as_i64()
+                .map(|id| format!(" → event {id} (heal events show {id})"))
+                .unwrap_or_default();
+            println!(
+                "  {}: {}{event}",
+                str_of(&d["outcome"]),
+                str_of(&d["reason"])
+            );
+        }
+        if let Some(r) = a["recorded"].as_str() {
+            println!("  {r}");
+        }
+    }
+    Ok(())
+}
+
+fn parse_pairs(pairs: &[String], what: &str) -> Result<serde_json::Map<String, Value>> {
+    let mut map = serde_json::Map::new();
+    for p in pairs {
+        let (k, v) = p.split_once('=').ok_or_else(|| {
+            Error::Usage(format!(
+                "{what} {p:?} is not KEY=VALUE\nTry: heal fire DiskSpaceLow instance=web-1"
+            ))
+        })?;
+        map.insert(k.to_string(), json!(v));
+    }
+    Ok(map)
+}
+
+fn events(c: Events) -> Result<()> {
+    let client = client(c.server, c.token, c.token_file)?;
+    let id = match c.args.as_slice() {
+        [] => None,
+        [cmd, id] if cmd == "show" => Some(id.clone()),
+        [id] if id.parse::<i64>().is_ok() => Some(id.clone()),
+        _ => {
+            return Err(Error::Usage(
+                "heal events takes nothing, or show ID\nTry: heal events show 12".into(),
+            ))
+        }
+    };
+    if let Some(id) = id {
+        let id: i64 = id.parse().map_err(|_| {
+            Error::Usage(format!(
+                "{id:?} is not an event id\nTry: heal events show 12"
+            ))
+        })?;
+        let event = client.get(&format!("/api/v1/events/{id}"))?;
+        if c.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&event).expect("JSON values serialize")
+            );
+        } else {
+            print!("{}", render_event(&event));
+        }
+        return Ok(());
+    }
+    let mut path = format!("/api/v1/events?limit={}", c.limit);
+    if let Some(s) = &c.state {
+        path.push_str(&format!("&state={s}"));
+    }
+    let list = client.get(&path)?;
+    if c.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list["events"]).expect("JSON values serialize")
+        );
+        return Ok(());
+    }
+    println!(
+        "{:>6}  {:<10}  {:<24}  {:<20}  {:>4}  created",
+        "ID", "STATE", "RULE", "RUNBOOK", "HITS"
+    );
+    for e in list["events"].as_array().into_iter().flatten() {
+        println!(
+            "{:>6}  {:<10}  {:<24}  {:<20}  {:>4}  {}",
+            e["id"],
+            str_of(&e["state"]),
+            str_of(&e["rule"]),
+            str_of(&e["runbook"]),
+            e["hits"],
+            e["created_at"]
+                .as_i64()
+                .map(format_rfc3339)
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn render_event(e: &Value) -> String {
+    let mut s = format!(
+        "event {}  {}  rule {}  runbook {}  hits {}\n  key: {}\n",
+        e["id"],
+        str_of(&e["state"]),
+        str_of(&e["rule"]),
+        str_of(&e["runbook"]),
+        e["hits"],
+        str_of(&e["key"])
+    );
+    if let Some(a) = e.get("alert").filter(|a| !a.is_null()) {
+        let labels: Vec<String> = a["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", shell_quote(str_of(v))))
+            .collect();
+        s.push_str(&format!(
+            "  alert: {} ({}) {}\n    labels: {}\n",
+            str_of(&a["name"]),
+            str_of(&a["status"]),
+            str_of(&a["fingerprint"]),
+            labels.join(" ")
+        ));
+    }
+    s.push_str("timeline:\n");
+    for t in e["timeline"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "  {}  {:<14} {}\n",
+            t["at"].as_i64().map(format_rfc3339).unwrap_or_default(),
+            str_of(&t["kind"]),
+            str_of(&t["message"])
+        ));
+    }
+    for op in e["ops"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "op {} on agent {}: {}",
+            op["id"],
+            str_of(&op["agent"]),
+            str_of(&op["state"])
+        ));
+        if let Some(err) = op["error"].as_str() {
+            s.push_str(&format!(" ({err})"));
+        }
+        s.push('\n');
+        for st in op["steps"].as_array().into_iter().flatten() {
+            let how = match (st["exit_code"].as_i64(), st["signal"].as_i64()) {
+                _ if st["timed_out"].as_bool() == Some(true) => "timed out".to_string(),
+                (Some(c), _) => format!("exit {c}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                _ => "did not start".into(),
+            };
+            s.push_str(&format!(
+                "  step {:?}: {how} in {}ms\n",
+                str_of(&st["name"]),
+                st["duration_ms"]
+            ));
+            if st["truncated"].as_bool() == Some(true) {
+                s.push_str(&format!(
+                    "    (output: last part of {} bytes)\n",
+                    st["output_bytes"]
+                ));
+            }
+            for line in str_of(&st["output"]).lines() {
+                s.push_str(&format!("    | {line}\n"));
+            }
+        }
+        let live = str_of(&op["live_output"]);
+        if !live.is_empty() {
+            s.push_str("  output so far:\n");
+            for line in live.lines() {
+                s.push_str(&format!("    | {line}\n"));
+            }
+        }
+    }
+    s
+}
+
+fn agents(c: Agents) -> Result<()> {
+    let client = client(c.server, c.token, c.token_file)?;
+    let list = client.get("/api/v1/agents")?;
+    if c.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list["agents"]).expect("JSON values serialize")
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<24}  {:<8}  {:>7}  {:>6}  {:<20}  last seen",
+        "ID", "POLLING", "RUNNING", "QUEUED", "TAGS"
+    );
+    for a in list["agents"].as_array().into_iter().flatten() {
+        let tags: Vec<&str> = a["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "{:<24}  {:<8}  {:>7}  {:>6}  {:<20}  {}",
+            str_of(&a["id"]),
+            if a["polling"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            a["running_ops"],
+            a["queued_ops"],
+            tags.join(","),
+            a["last_seen"]
+                .as_i64()
+                .map(format_rfc3339)
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,1043 @@
+//! runbooks.toml → validated `Config`.
+//!
+//! Two steps: serde structs that mirror the file (`Raw*`), then one
+//! `validate` pass that compiles JMESPath, parses durations, expands
+//! `${ENV}` secrets and cross-checks names. `serve`, `check-config` and
+//! `run-rule` all go through `load`, so the runtime never meets an invalid
+//! rule. Every error names file, line, item and field.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+use crate::exec::Run;
+use crate::time::parse_duration;
+
+/// A compiled JMESPath expression with its source text.
+pub struct Expr {
+    /// The expression as written in the file.
+    pub source: String,
+    /// The compiled form.
+    pub compiled: jmespath::Expression<'static>,
+}
+
+impl std::fmt::Debug for Expr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`", self.source)
+    }
+}
+
+/// Converts JSON into the document form expressions search.
+pub fn doc(value: serde_json::Value) -> jmespath::Rcvar {
+    use jmespath::ToJmespath;
+    value
+        .to_jmespath()
+        .unwrap_or_else(|_| jmespath::Rcvar::new(jmespath::Variable::Null))
+}
+
+impl Expr {
+    /// Compiles `source`; the error is JMESPath's own message.
+    pub fn compile(source: &str) -> std::result::Result<Expr, String> {
+        jmespath::compile(source)
+            .map(|compiled| Expr {
+                source: source.to_string(),
+                compiled,
+            })
+            .map_err(|e| e.to_string().replace('\n', " "))
+    }
+
+    /// Evaluates over a document and returns the result as JSON.
+    pub fn eval(&self, doc: &jmespath::Rcvar) -> std::result::Result<serde_json::Value, String> {
+        let var = self
+            .compiled
+            .search(doc.clone())
+            .map_err(|e| format!("`{}`: {}", self.source, e.to_string().replace('\n', " ")))?;
+        serde_json::to_value(&*var).map_err(|e| format!("`{}`: {e}", self.source))
+    }
+
+    /// Evaluates and applies JMESPath truthiness (false, null, "", [] and {} are false).
+    pub fn truthy(&self, doc: &jmespath::Rcvar) -> std::result::Result<bool, String> {
+        let var = self
+            .compiled
+            .search(doc.clone())
+            .map_err(|e| format!("`{}`: {}", self.source, e.to_string().replace('\n', " ")))?;
+        Ok(var.is_truthy())
+    }
+}
+
+/// The validated configuration. Immutable; a reload builds a new one.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// `[server]`.
+    pub server: Server,
+    /// `[[token]]` in file order.
+    pub tokens: Vec<Token>,
+    /// `[[source]]` by name.
+    pub sources: BTreeMap<String, Source>,
+    /// `[[rule]]` in file order.
+    pub rules: Vec<Rule>,
+    /// `[runbook.NAME]` by name.
+    pub runbooks: BTreeMap<String, Arc<Runbook>>,
+}
+
+/// `[server]` settings.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Address to listen on (`--listen` overrides).
+    pub listen: String,
+    /// SQLite file (`--db` overrides).
+    pub db: PathBuf,
+    /// Longest a poll waits for work.
+    pub poll_wait: Duration,
+    /// Time a dispatched op has to be acknowledged by its agent.
+    pub lease: Duration,
+    /// Time between SIGTERM and SIGKILL for a step, and slack past an op's deadline.
+    pub kill_grace: Duration,
+    /// Longest an op waits in the queue for its agent before it is given up as lost.
+    pub dispatch_timeout: Duration,
+    /// Largest accepted request body, in bytes.
+    pub max_body: usize,
+    /// Output kept per step, in bytes (the tail).
+    pub max_output: usize,
+    /// HTTP worker threads.
+    pub http_threads: usize,
+}
+
+/// A token scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Everything.
+    Admin,
+    /// GET of alerts, events, agents.
+    Read,
+    /// Alert intake.
+    Webhook,
+    /// Heartbeat pings.
+    Ping,
+    /// Agent polling and reporting.
+    Agent,
+}
+
+impl Scope {
+    fn parse(text: &str) -> Option<Scope> {
+        Some(match text {
+            "admin" => Scope::Admin,
+            "read" => Scope::Read,
+            "webhook" => Scope::Webhook,
+            "ping" => Scope::Ping,
+            "agent" => Scope::Agent,
+            _ => return None,
+        })
+    }
+}
+
+/// A `[[token]]`.
+#[derive(Clone)]
+pub struct Token {
+    /// Name used in logs and the audit trail (never the secret).
+    pub name: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// The secret, after `${ENV}` expansion.
+    pub secret: String,
+    /// For agent tokens: the only agent id it may act as.
+    pub agent: Option<String>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Token({}, {:?}, agent {:?}, secret redacted)",
+            self.name, self.scopes, self.agent
+        )
+    }
+}
+
+/// A `[[source]]`: maps any JSON webhook to alerts.
+#[derive(Debug)]
+pub struct Source {
+    /// The `<source>` of `/hooks/<source>`.
+    pub name: String,
+    /// Evaluated over the body: the list of alerts (default: the body, or `[body]`).
+    pub alerts: Option<Expr>,
+    /// Evaluated over each alert: its name.
+    pub name_expr: Expr,
+    /// Evaluated over each alert: "firing" or "resolved" (default: firing).
+    pub status: Option<Expr>,
+    /// Evaluated over each alert: an object of labels.
+    pub labels: Option<Expr>,
+    /// Evaluated over each alert: an object of annotations.
+    pub annotations: Option<Expr>,
+    /// Evaluated over each alert: its fingerprint (default: hash of the labels).
+    pub fingerprint: Option<Expr>,
+    /// Evaluated over each alert: RFC 3339 start time.
+    pub starts_at: Option<Expr>,
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Run the named runbook.
+    Run(String),
+    /// Record and drop the alert.
+    Discard,
+}
+
+/// Where a rule's runbook runs.
+#[derive(Debug)]
+pub enum Target {
+    /// An expression giving an agent id or a list of them.
+    Expr(Expr),
+    /// Every agent carrying all these tags.
+    Tags(Vec<String>),
+}
+
+/// Whether a rule acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Runs the runbook.
+    Live,
+    /// Records what would run and runs nothing.
+    DryRun,
+}
+
+/// A `[[rule]]`.
+#[derive(Debug)]
+pub struct Rule {
+    /// Unique name.
+    pub name: String,
+    /// Line of the `[[rule]]` in the file.
+    pub line: usize,
+    /// Match condition (default: always).
+    pub when: Option<Expr>,
+    /// Run a runbook or discard.
+    pub action: Action,
+    /// Where to run (required for `Action::Run`).
+    pub target: Option<Target>,
+    /// HEAL_PARAM_<NAME> = expression.
+    pub params: Vec<(String, Expr)>,
+    /// Identity of "the same problem" (default: the alert's fingerprint).
+    pub key: Option<Expr>,
+    /// Guard over the context document.
+    pub unless: Option<Expr>,
+    /// Settle time after an event ends.
+    pub cooldown: Duration,
+    /// Attempts allowed within `within`.
+    pub max_attempts: Option<u32>,
+    /// Window for `max_attempts`.
+    pub within: Duration,
+    /// Wait for a person before running.
+    pub approve: bool,
+    /// How long an approval may wait.
+    pub approve_timeout: Duration,
+    /// Live or dry-run.
+    pub mode: Mode,
+    /// Go on to later rules after this one matched.
+    pub cont: bool,
+}
+
+/// One runbook step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Name shown in logs and the timeline.
+    pub name: String,
+    /// What to execute.
+    pub run: Run,
+    /// Per-step timeout (default: the runbook's).
+    pub timeout: Duration,
+    /// Go on to the next step when this one fails.
+    pub continue_on_error: bool,
+}
+
+/// How an event is checked after its steps.
+#[derive(Debug, Clone)]
+pub enum Verify {
+    /// Success is exit 0 of every step.
+    None,
+    /// The alert must resolve within this time.
+    ResolvedWithin(Duration),
+    /// A check command must exit 0 within its retries.
+    Run {
+        run: Run,
+        retries: u32,
+        interval: Duration,
+    },
+}
+
+/// A `[runbook.NAME]`.
+#[derive(Debug)]
+pub struct Runbook {
+    /// Its name.
+    pub name: String,
+    /// What it does, for people.
+    pub description: String,
+    /// Steps in order.
+    pub steps: Vec<Step>,
+    /// Check after the steps.
+    pub verify: Verify,
+    /// Targets at once when fanning out.
+    pub max_parallel: u32,
+}
+
+impl Runbook {
+    /// Longest the steps may take together.
+    pub fn total_timeout(&self) -> Duration {
+        self.steps.iter().map(|s| s.timeout).sum()
+    }
+}
+
+// ---- raw form -------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default, rename = "token")]
+    tokens: Vec<Spanned<RawToken>>,
+    #[serde(default, rename = "source")]
+    sources: Vec<Spanned<RawSource>>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Spanned<RawRule>>,
+    #[serde(default, rename = "runbook")]
+    runbooks: BTreeMap<String, Spanned<RawRunbook>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    db: Option<String>,
+    poll_wait: Option<Spanned<String>>,
+    lease: Option<Spanned<String>>,
+    kill_grace: Option<Spanned<String>>,
+    dispatch_timeout: Option<Spanned<String>>,
+    max_body: Option<Spanned<i64>>,
+    max_output: Option<Spanned<i64>>,
+    http_threads: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    scopes: Vec<Spanned<String>>,
+    secret: Option<Spanned<String>>,
+    secret_file: Option<Spanned<String>>,
+    agent: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: String,
+    alerts: Option<Spanned<String>>,
+    #[serde(rename = "alert_name")]
+    name_expr: Spanned<String>,
+    status: Option<Spanned<String>>,
+    labels: Option<Spanned<String>>,
+    annotations: Option<Spanned<String>>,
+    fingerprint: Option<Spanned<String>>,
+    starts_at: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTarget {
+    Expr(String),
+    Tags { tags: Vec<String> },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    when: Option<Spanned<String>>,
+    runbook: Option<Spanned<String>>,
+    action: Option<Spanned<String>>,
+    target: Option<Spanned<RawTarget>>,
+    #[serde(default)]
+    params: BTreeMap<String, Spanned<String>>,
+    key: Option<Spanned<String>>,
+    unless: Option<Spanned<String>>,
+    cooldown: Option<Spanned<String>>,
+    max_attempts: Option<Spanned<i64>>,
+    within: Option<Spanned<String>>,
+    #[serde(default)]
+    approve: bool,
+    approve_timeout: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    #[serde(default, rename = "continue")]
+    cont: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRun {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: String,
+    run: Spanned<RawRun>,
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    continue_on_error: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    resolved_within: Option<Spanned<String>>,
+    run: Option<Spanned<RawRun>>,
+    retries: Option<i64>,
+    interval: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRunbook {
+    #[serde(default)]
+    description: String,
+    timeout: Option<Spanned<String>>,
+    steps: Vec<Spanned<RawStep>>,
+    verify: Option<Spanned<RawVerify>>,
+    max_parallel: Option<Spanned<i64>>,
+}
+
+// ---- validation -------------------------------------------------------------
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "{}: cannot read config: {e} (pass --config FILE)",
+            path.display()
+        ))
+    })?;
+    parse(path, &text)
+}
+
+/// Validates config text; `path` is used in error messages.
+pub fn parse(path: &Path, text: &str) -> Result<Config> {
+    let v = Validator {
+        file: path.display().to_string(),
+        text,
+    };
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| v.line(s.start)).unwrap_or(1);
+        Error::Config(format!("{}:{line}: {}", v.file, e.message()))
+    })?;
+    v.validate(path, raw)
+}
+
+struct Validator<'a> {
+    file: String,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        item: &str,
+        message: impl std::fmt::Display,
+    ) -> Result<T> {
+        Err(Error::Config(format!(
+            "{}:{}: {item}: {message}",
+            self.file,
+            self.line(span.start)
+        )))
+    }
+
+    fn expr(&self, s: &Spanned<String>, item: &str, field: &str) -> Result<Expr> {
+        Expr::compile(s.get_ref()).or_else(|e| {
+            self.err(
+                s.span(),
+                item,
+                format!("{field}: {e} (got {:?})", s.get_ref()),
+            )
+        })
+    }
+
+    fn opt_expr(
+        &self,
+        s: &Option<Spanned<String>>,
+        item: &str,
+        field: &str,
+    ) -> Result<Option<Expr>> {
+        s.as_ref().map(|s| self.expr(s, item, field)).transpose()
+    }
+
+    fn duration(
+        &self,
+        s: &Option<Spanned<String>>,
+        default: Duration,
+        item: &str,
+        field: &str,
+    ) -> Result<Duration> {
+        match s {
+            None => Ok(default),
+            Some(s) => parse_duration(s.get_ref())
+                .or_else(|e| self.err(s.span(), item, format!("{field}: {e}"))),
+        }
+    }
+
+    fn count(
+        &self,
+        s: &Option<Spanned<i64>>,
+        default: i64,
+        min: i64,
+        max: i64,
+        item: &str,
+        field: &str,
+    ) -> Result<i64> {
+        match s {
+            None => Ok(default),
+            Some(s) if (min..=max).contains(s.get_ref()) => Ok(*s.get_ref()),
+            Some(s) => self.err(
+                s.span(),
+                item,
+                format!("{field}: must be from {min} to {max} (got {})", s.get_ref()),
+            ),
+        }
+    }
+
+    fn validate(&self, path: &Path, raw: RawFile) -> Result<Config> {
+        let server = self.server(&raw.server)?;
+        let mut tokens = Vec::new();
+        for t in &raw.tokens {
+            let token = self.token(t)?;
+            if tokens.iter().any(|o: &Token| o.name == token.name) {
+                return self.err(
+                    t.span(),
+                    &format!("token {:?}", token.name),
+                    "duplicate token name",
+                );
+            }
+            tokens.push(token);
+        }
+        let mut sources = BTreeMap::new();
+        for s in &raw.sources {
+            let source = self.source(s)?;
+            if sources.contains_key(&source.name) {
+                return self.err(
+                    s.span(),
+                    &format!("source {:?}", source.name),
+                    "duplicate source name",
+                );
+            }
+            sources.insert(source.name.clone(), source);
+        }
+        let mut runbooks = BTreeMap::new();
+        for (name, r) in &raw.runbooks {
+            runbooks.insert(name.clone(), Arc::new(self.runbook(name, r)?));
+        }
+        let mut rules: Vec<Rule> = Vec::new();
+        for r in &raw.rules {
+            let rule = self.rule(r, &runbooks)?;
+            if rules.iter().any(|o| o.name == rule.name) {
+                return self.err(
+                    r.span(),
+                    &format!("rule {:?}", rule.name),
+                    "duplicate rule name",
+                );
+            }
+            rules.push(rule);
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            server,
+            tokens,
+            sources,
+            rules,
+            runbooks,
+        })
+    }
+
+    fn server(&self, raw: &RawServer) -> Result<Server> {
+        let item = "[server]";
+        Ok(Server {
+            listen: raw
+                .listen
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:7878".into()),
+            db: PathBuf::from(raw.db.clone().unwrap_or_else(|| "heal.db".into())),
+            poll_wait: self.duration(&raw.poll_wait, Duration::from_secs(30), item, "poll_wait")?,
+            lease: self.duration(&raw.lease, Duration::from_secs(30), item, "lease")?,
+            kill_grace: self.duration(
+                &raw.kill_grace,
+                Duration::from_secs(10),
+                item,
+                "kill_grace",
+            )?,
+            dispatch_timeout: self.duration(
+                &raw.dispatch_timeout,
+                Duration::from_secs(600),
+                item,
+                "dispatch_timeout",
+            )?,
+            max_body: self.count(&raw.max_body, 1 << 20, 1024, 1 << 30, item, "max_body")? as usize,
+            max_output: self.count(
+                &raw.max_output,
+                256 << 10,
+                1024,
+                64 << 20,
+                item,
+                "max_output",
+            )? as usize,
+            http_threads: self.count(&raw.http_threads, 32, 1, 1024, item, "http_threads")?
+                as usize,
+        })
+    }
+
+    fn token(&self, t: &Spanned<RawToken>) -> Result<Token> {
+        let raw = t.get_ref();
+        let item = format!("token {:?}", raw.name);
+        check_name(&raw.name).or_else(|e| self.err(t.span(), &item, format!("name: {e}")))?;
+        let mut scopes = Vec::new();
+        for s in &raw.scopes {
+            match Scope::parse(s.get_ref()) {
+                Some(scope) => scopes.push(scope),
+                None => {
+                    return self.err(
+                        s.span(),
+                        &item,
+                        format!(
+                            "scopes: unknown scope {:?} (admin, read, webhook, ping or agent)",
+                            s.get_ref()
+                        ),
+                    )
+                }
+            }
+        }
+        if scopes.is_empty() {
+            return self.err(
+                t.span(),
+                &item,
+                "scopes: empty (give at least one of admin, read, webhook, ping, agent)",
+            );
+        }
+        let secret = match (&raw.secret, &raw.secret_file) {
+            (Some(s), None) => expand_env(s.get_ref())
+                .or_else(|e| self.err(s.span(), &item, format!("secret: {e}")))?,
+            (None, Some(f)) => std::fs::read_to_string(f.get_ref())
+                .map(|s| s.trim().to_string())
+                .or_else(|e| {
+                    self.err(
+                        f.span(),
+                        &item,
+                        format!("secret_file: cannot read {:?}: {e}", f.get_ref()),
+                    )
+                })?,
+            _ => return self.err(t.span(), &item, "give exactly one of secret or secret_file"),
+        };
+        if secret.len() < 16 {
+            return self.err(
+                t.span(),
+                &item,
+                "secret: shorter than 16 characters (use e.g. `openssl rand -hex 32`)",
+            );
+        }
+        if raw.agent.is_some() && !scopes.contains(&Scope::Agent) {
+            return self.err(
+                t.span(),
+                &item,
+                "agent: only tokens with the agent scope are bound to an agent",
+            );
+        }
+        Ok(Token {
+            name: raw.name.clone(),
+            scopes,
+            secret,
+            agent: raw.agent.clone(),
+        })
+    }
+
+    fn source(&self, s: &Spanned<RawSource>) -> Result<Source> {
+        let raw = s.get_ref();
+        let item = format!("source {:?}", raw.name);
+        check_name(&raw.name).or_else(|e| self.err(s.span(), &item, format!("name: {e}")))?;
+        Ok(Source {
+            name: raw.name.clone(),
+            alerts: self.opt_expr(&raw.alerts, &item, "alerts")?,
+            name_expr: self.expr(&raw.name_expr, &item, "alert_name")?,
+            status: self.opt_expr(&raw.status, &item, "status")?,
+            labels: self.opt_expr(&raw.labels, &item, "labels")?,
+            annotations: self.opt_expr(&raw.annotations, &item, "annotations")?,
+            fingerprint: self.opt_expr(&raw.fingerprint, &item, "fingerprint")?,
+            starts_at: self.opt_expr(&raw.starts_at, &item, "starts_at")?,
+        })
+    }
+
+    fn run(&self, r: &Spanned<RawRun>, item: &str, field: &str) -> Result<Run> {
+        match r.get_ref() {
+            RawRun::Shell(s) if !s.trim().is_empty() => Ok(Run::Shell(s.clone())),
+            RawRun::Argv(v) if !v.is_empty() && !v[0].is_empty() => Ok(Run::Argv(v.clone())),
+            _ => self.err(r.span(), item, format!("{field}: empty command (a shell string or a list like [\"/usr/bin/x\", \"arg\"])")),
+        }
+    }
+
+    fn runbook(&self, name: &str, r: &Spanned<RawRunbook>) -> Result<Runbook> {
+        let raw = r.get_ref();
+        let item = format!("runbook {name:?}");
+        check_name(name).or_else(|e| self.err(r.span(), &item, format!("name: {e}")))?;
+        let timeout = self.duration(&raw.timeout, Duration::from_secs(300), &item, "timeout")?;
+        if raw.steps.is_empty() {
+            return self.err(
+                r.span(),
+                &item,
+                "steps: empty (give at least one { name = \"...\", run = \"...\" })",
+            );
+        }
+        let mut steps: Vec<Step> = Vec::new();
+        for s in &raw.steps {
+            let rs = s.get_ref();
+            let step_item = format!("{item} step {:?}", rs.name);
+            if rs.name.trim().is_empty() || steps.iter().any(|o| o.name == rs.name) {
+                return self.err(
+                    s.span(),
+                    &step_item,
+                    "name: empty or used twice in this runbook",
+                );
+            }
+            steps.push(Step {
+                name: rs.name.clone(),
+                run: self.run(&rs.run, &step_item, "run")?,
+                timeout: self.duration(&rs.timeout, timeout, &step_item, "timeout")?,
+                continue_on_error: rs.continue_on_error,
+            });
+        }
+        let verify = match &raw.verify {
+            None => Verify::None,
+            Some(v) => {
+                let rv = v.get_ref();
+                match (&rv.resolved_within, &rv.run) {
+                    (Some(d), None) => Verify::ResolvedWithin(self.duration(
+                        &Some(d.clone()),
+                        Duration::ZERO,
+                        &item,
+                        "verify.resolved_within",
+                    )?),
+                    (None, Some(run)) => Verify::Run {
+                        run: self.run(run, &item, "verify.run")?,
+                        retries: rv.retries.unwrap_or(3).clamp(0, 1000) as u32,
+                        interval: self.duration(
+                            &rv.interval,
+                            Duration::from_secs(10),
+                            &item,
+                            "verify.interval",
+                        )?,
+                    },
+                    _ => {
+                        return self.err(
+                            v.span(),
+                            &item,
+                            "verify: give exactly one of resolved_within or run",
+                        )
+                    }
+                }
+            }
+        };
+        let max_parallel =
+            self.count(&raw.max_parallel, 1, 1, 10_000, &item, "max_parallel")? as u32;
+        Ok(Runbook {
+            name: name.to_string(),
+            description: raw.description.clone(),
+            steps,
+            verify,
+            max_parallel,
+        })
+    }
+
+    fn rule(
+        &self,
+        r: &Spanned<RawRule>,
+        runbooks: &BTreeMap<String, Arc<Runbook>>,
+    ) -> Result<Rule> {
+        let raw = r.get_ref();
+        let item = format!("rule {:?}", raw.name);
+        check_name(&raw.name).or_else(|e| self.err(r.span(), &item, format!("name: {e}")))?;
+        let action = match (
+            raw.action
+                .as_ref()
+                .map(|a| (a.get_ref().as_str(), a.span())),
+            &raw.runbook,
+        ) {
+            (Some(("discard", _)), None) => Action::Discard,
+            (Some(("discard", span)), Some(_)) => {
+                return self.err(span, &item, "action: \"discard\" takes no runbook")
+            }
+            (None | Some(("run", _)), Some(rb)) => {
+                if !runbooks.contains_key(rb.get_ref()) {
+                    let known: Vec<&str> = runbooks.keys().map(String::as_str).collect();
+                    return self.err(
+                        rb.span(),
+                        &item,
+                        format!(
+                            "runbook: no [runbook.{}] in this file (known: {})",
+                            rb.get_ref(),
+                            known.join(", ")
+                        ),
+                    );
+                }
+                Action::Run(rb.get_ref().clone())
+            }
+            (None | Some(("run", _)), None) => {
+                return self.err(
+                    r.span(),
+                    &item,
+                    "runbook: missing (name a [runbook.NAME], or say action = \"discard\")",
+                )
+            }
+            (Some((other, span)), _) => {
+                return self.err(
+                    span,
+                    &item,
+                    format!("action: unknown action {other:?} (\"run\" or \"discard\")"),
+                )
+            }
+        };
+        let target = match &raw.target {
+            None => None,
+            Some(t) => Some(match t.get_ref() {
+                RawTarget::Expr(e) => {
+                    Target::Expr(self.expr(&Spanned::new(t.span(), e.clone()), &item, "target")?)
+                }
+                RawTarget::Tags { tags } if !tags.is_empty() => Target::Tags(tags.clone()),
+                RawTarget::Tags { .. } => {
+                    return self.err(t.span(), &item, "target: tags is empty")
+                }
+            }),
+        };
+        if matches!(action, Action::Run(_)) && target.is_none() {
+            return self.err(r.span(), &item, "target: missing (an agent id expression like \"labels.instance\", or { tags = [\"lb\"] })");
+        }
+        let mut params = Vec::new();
+        for (name, e) in &raw.params {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return self.err(
+                    e.span(),
+                    &item,
+                    format!("params: name {name:?} must be letters, digits and _"),
+                );
+            }
+            params.push((
+                name.clone(),
+                self.expr(e, &item, &format!("params.{name}"))?,
+            ));
+        }
+        let mode = match raw.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+            None | Some(("live", _)) => Mode::Live,
+            Some(("dry-run", _)) => Mode::DryRun,
+            Some((other, span)) => {
+                return self.err(
+                    span,
+                    &item,
+                    format!("mode: unknown mode {other:?} (\"live\" or \"dry-run\")"),
+                )
+            }
+        };
+        Ok(Rule {
+            name: raw.name.clone(),
+            line: self.line(r.span().start),
+            when: self.opt_expr(&raw.when, &item, "when")?,
+            action,
+            target,
+            params,
+            key: self.opt_expr(&raw.key, &item, "key")?,
+            unless: self.opt_expr(&raw.unless, &item, "unless")?,
+            cooldown: self.duration(&raw.cooldown, Duration::ZERO, &item, "cooldown")?,
+            max_attempts: raw
+                .max_attempts
+                .as_ref()
+                .map(|_| {
+                    self.count(&raw.max_attempts, 0, 1, 1_000_000, &item, "max_attempts")
+                        .map(|n| n as u32)
+                })
+                .transpose()?,
+            within: self.duration(&raw.within, Duration::from_secs(3600), &item, "within")?,
+            approve: raw.approve,
+            approve_timeout: self.duration(
+                &raw.approve_timeout,
+                Duration::from_secs(3600),
+                &item,
+                "approve_timeout",
+            )?,
+            mode,
+            cont: raw.cont,
+        })
+    }
+}
+
+/// Names of rules, runbooks, tokens and sources: letters, digits, `-`, `_`, `.`.
+fn check_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "{name:?} must be 1 to 128 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// Expands `${NAME}` from the environment; an unset variable is an error.
+pub fn expand_env(text: &str) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?
+            + start;
+        let name = &rest[start + 2..end];
+        let value =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Names of runbooks that every rule refers to, for `check-config`'s summary.
+pub fn summary(config: &Config) -> String {
+    let used: BTreeSet<&str> = config
+        .rules
+        .iter()
+        .filter_map(|r| match &r.action {
+            Action::Run(rb) => Some(rb.as_str()),
+            Action::Discard => None,
+        })
+        .collect();
+    let unused: Vec<&str> = config
+        .runbooks
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !used.contains(n))
+        .collect();
+    let mut s = format!(
+        "{}: ok: {} rules, {} runbooks, {} sources, {} tokens",
+        config.path.display(),
+        config.rules.len(),
+        config.runbooks.len(),
+        config.sources.len(),
+        config.tokens.len()
+    );
+    if !unused.is_empty() {
+        s.push_str(&format!(
+            "\nnote: runbooks no rule uses: {}",
+            unused.join(", ")
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[rule]]
+name = "disk"
+when = "labels.alertname == 'DiskSpaceLow'"
+runbook = "clean"
+target = "labels.instance"
+params = { mount = "labels.mountpoint" }
+
+[[rule]]
+name = "rest"
+action = "discard"
+
+[runbook.clean]
+timeout = "5s"
+steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], timeout = "1s" } ]
+"#;
+
+    fn check_err(text: &str, expected: &str) {
+        let err = parse(Path::new("runbooks.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+
+    #[test]
+    fn good_config_validates() {
+        let c = parse(Path::new("runbooks.toml"), GOOD).unwrap();
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(c.rules[0].line, 2);
+        assert_eq!(c.runbooks["clean"].steps[1].timeout, Duration::from_secs(1));
+        assert_eq!(c.runbooks["clean"].steps[0].timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_jmespath_names_file_line_rule_and_value() {
+        check_err(
+            "[[rule]]\nname = \"x\"\nwhen = \"labels.[\"\naction = \"discard\"\n",
+            "runbooks.toml:3: rule \"x\": when:",
+        );
+    }
+
+    #[test]
+    fn unknown_runbook() {
+        check_err(
+            "[[rule]]\nname = \"x\"\nrunbook = \"nope\"\ntarget = \"labels.instance\"\n",
+            "runbooks.toml:3: rule \"x\": runbook: no [runbook.nope]",
+        );
+    }
+
+    #[test]
+    fn missing_target() {
+        check_err("[[rule]]\nname = \"x\"\nrunbook = \"r\"\n[runbook.r]\nsteps = [{name=\"a\", run=\"true\"}]\n", "target: missing");
+    }
+
+    #[test]
+    fn bad_duration_and_unknown_field() {
+        check_err(
+            "[runbook.r]\ntimeout = \"5x\"\nsteps = [{name=\"a\", run=\"true\"}]\n",
+            "runbooks.toml:2: runbook \"r\": timeout: bad duration",
+        );
+        check_err(
+            "[[rule]]\nname = \"x\"\nwhem = \"true\"\n",
+            "unknown field `whem`",
+        );
+    }
+
+    #[test]
+    fn duplicate_rule_and_bad_scope() {
+        check_err("[[rule]]\nname = \"x\"\naction = \"discard\"\n[[rule]]\nname = \"x\"\naction = \"discard\"\n", "duplicate rule name");
+        check_err(
+            "[[token]]\nname = \"t\"\nscopes = [\"root\"]\nsecret = \"0123456789abcdef\"\n",
+            "unknown scope \"root\"",
+        );
+    }
+
+    #[test]
+    fn env_secret_must_be_set() {
+        check_err("[[token]]\nname = \"t\"\nscopes = [\"admin\"]\nsecret = \"${HEAL_TEST_SURELY_UNSET}\"\n", "environment variable HEAL_TEST_SURELY_UNSET is not set");
+    }
+}

@@ -1,0 +1,79 @@
+//! heal: when an alert fires, run the right runbook on the right host, once.
+//!
+//! Modules in reading order: the domain (alert → rules → event), the store,
+//! the server, the agent and its step runner, and the CLI that ties them up.
+
+mod alert;
+mod config;
+mod error;
+mod event;
+mod rules;
+mod store;
+mod time;
+
+mod server;
+
+mod agent;
+mod client;
+mod exec;
+
+mod cli;
+
+use std::process::ExitCode;
+
+use argh::FromArgs;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let heal = match cli::Heal::from_args(&["heal"], strs.get(1..).unwrap_or_default()) {
+        Ok(heal) => heal,
+        Err(early) => {
+            return if early.status.is_ok() {
+                println!("{}", early.output);
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{}", early.output.trim_end());
+                eprintln!("Try: heal --help");
+                ExitCode::from(2)
+            };
+        }
+    };
+    init_logging();
+    match cli::run(heal) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("heal: error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Logs go to stderr; HEAL_LOG sets the level (error, warn, info, debug, trace; default info).
+fn init_logging() {
+    let level = match std::env::var("HEAL_LOG")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "error" => log::LevelFilter::Error,
+        "warn" => log::LevelFilter::Warn,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        "off" => log::LevelFilter::Off,
+        _ => log::LevelFilter::Info,
+    };
+    let config = simplelog::ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_thread_level(log::LevelFilter::Off)
+        .set_target_level(log::LevelFilter::Off)
+        .add_filter_ignore_str("tiny_http")
+        .add_filter_ignore_str("ureq")
+        .build();
+    let _ = simplelog::WriteLogger::init(level, config, std::io::stderr());
+}

@@ -1,0 +1,605 @@
+//! HTTP routing, bearer tokens and scopes, request and response JSON, status
+//! codes. The only code that knows the wire format of the API.
+//!
+//! Every request body is size-limited (413) and parsed before anything is
+//! stored; malformed input gets a 4xx naming the problem.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use serde_json::{json, Value};
+use tiny_http::{Header, Method, Request, Response};
+
+use crate::alert::{self, Alert};
+use crate::config::{Config, Scope};
+use crate::error::{Error, Result};
+use crate::event::OpState;
+use crate::store::{self, AgentHello, StepResult};
+use crate::time::now_ms;
+
+use super::longpoll::{respond_ops, Parked};
+use super::State;
+
+/// A JSON response with the right content type.
+pub fn json_response(status: u16, body: &Value) -> Response<std::io::Cursor<Vec<u8>>> {
+    let header =
+        Header::from_bytes("Content-Type", "application/json").expect("a static header is valid");
+    Response::from_data(body.to_string().into_bytes())
+        .with_status_code(status)
+        .with_header(header)
+}
+
+fn error_body(e: &Error) -> Value {
+    json!({ "error": e.to_string() })
+}
+
+/// What a route needs: which scope, and the handler.
+enum Route {
+    Healthy,
+    Ready,
+    AlertmanagerIntake,
+    OwnIntake,
+    HookIntake(String),
+    ListAlerts,
+    ListEvents,
+    ShowEvent(i64),
+    ListAgents,
+    Poll(String),
+    OpStart(String, i64),
+    OpLog(String, i64),
+    OpResult(String, i64),
+}
+
+impl Route {
+    /// The scope a token needs for this route (admin may do everything); `None`: open.
+    fn scope(&self) -> Option<Scope> {
+        match self {
+            Route::Healthy => None,
+            Route::Ready
+            | Route::ListAlerts
+            | Route::ListEvents
+            | Route::ShowEvent(_)
+            | Route::ListAgents => Some(Scope::Read),
+            Route::AlertmanagerIntake | Route::OwnIntake | Route::HookIntake(_) => {
+                Some(Scope::Webhook)
+            }
+            Route::Poll(_) | Route::OpStart(..) | Route::OpLog(..) | Route::OpResult(..) => {
+                Some(Scope::Agent)
+            }
+        }
+    }
+
+    fn agent(&self) -> Option<&str> {
+        match self {
+            Route::Poll(a) | Route::OpStart(a, _) | Route::OpLog(a, _) | Route::OpResult(a, _) => {
+                Some(a)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn route(method: &Method, path: &str) -> Result<Route> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let not_found = || Error::request(404, format!("no such route: {method} {path}"));
+    let id = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| Error::request(404, format!("{s:?} is not an id (in {path})")))
+    };
+    let want = |m: Method, r: Route| {
+        if *method == m {
+            Ok(r)
+        } else {
+            Err(Error::request(
+                405,
+                format!("{path} does not take {method} (use {m})"),
+            ))
+        }
+    };
+    match segments.as_slice() {
+        ["-", "healthy"] => Ok(Route::Healthy),
+        ["-", "ready"] => Ok(Route::Ready),
+        ["api", "v1", "alerts", "alertmanager"] => want(Method::Post, Route::AlertmanagerIntake),
+        ["api", "v1", "alerts"] if *method == Method::Get => Ok(Route::ListAlerts),
+        ["api", "v1", "alerts"] => want(Method::Post, Route::OwnIntake),
+        ["hooks", source] => want(Method::Post, Route::HookIntake(source.to_string())),
+        ["api", "v1", "events"] => want(Method::Get, Route::ListEvents),
+        ["api", "v1", "events", e] => want(Method::Get, Route::ShowEvent(id(e)?)),
+        ["api", "v1", "agents"] => want(Method::Get, Route::ListAgents),
+        ["api", "v1", "agents", a, "poll"] => want(Method::Post, Route::Poll(a.to_string())),
+        ["api", "v1", "agents", a, "ops", op, "start"] => {
+            want(Method::Post, Route::OpStart(a.to_string(), id(op)?))
+        }
+        ["api", "v1", "agents", a, "ops", op, "log"] => {
+            want(Method::Post, Route::OpLog(a.to_string(), id(op)?))
+        }
+        ["api", "v1", "agents", a, "ops", op, "result"] => {
+            want(Method::Post, Route::OpResult(a.to_string(), id(op)?))
+        }
+        _ => Err(not_found()),
+    }
+}
+
+/// Handles one request to its end (answered here, or parked for a poll).
+pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Connection>) {
+    let method = request.method().clone();
+    let url = request.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let route = match route(&method, path).and_then(|r| authorize(&request, &r, state).map(|()| r))
+    {
+        Ok(r) => r,
+        Err(e) => return answer(request, &method, path, Err(e)),
+    };
+    if let Route::Poll(agent) = route {
+        return match poll_request(&mut request, &agent, query, &state.config()) {
+            Ok(poll) => park_or_answer(request, agent, poll, state),
+            Err(e) => answer(request, &method, path, Err(e)),
+        };
+    }
+    let result = dispatch(&mut request, route, query, state, reader);
+    answer(request, &method, path, result)
+}
+
+fn answer(request: Request, method: &Method, path: &str, result: Result<(u16, Value)>) {
+    let (status, body) = match result {
+        Ok(answer) => answer,
+        Err(e) => {
+            let status = e.http_status();
+            if status >= 500 {
+                log::error!("{method} {path}: {e}");
+            } else {
+                log::debug!("{method} {path}: {status} {e}");
+            }
+            (status, error_body(&e))
+        }
+    };
+    if let Err(e) = request.respond(json_response(status, &body)) {
+        log::debug!("{method} {path}: client went away before the answer ({e})");
+    }
+}
+
+fn bearer(request: &Request) -> Option<String> {
+    let header = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))?;
+    let value = header.value.as_str();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+/// Compares two secrets without an early exit on the first differing byte.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= (*x ^ b.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
+}
+
+fn authorize(request: &Request, route: &Route, state: &State) -> Result<()> {
+    let Some(scope) = route.scope() else {
+        return Ok(());
+    };
+    let config = state.config();
+    if config.tokens.is_empty() && state.open_without_tokens {
+        return Ok(());
+    }
+    let Some(presented) = bearer(request) else {
+        return Err(Error::request(
+            401,
+            "missing bearer token (send Authorization: Bearer <token>)",
+        ));
+    };
+    let mut found = None;
+    for t in config.tokens.iter().chain(state.internal_tokens.iter()) {
+        if same_secret(t.secret.as_bytes(), presented.as_bytes()) {
+            found = Some(t.clone());
+        }
+    }
+    let Some(token) = found else {
+        log::warn!(
+            "refused a request to {} with an unknown token",
+            request.url().split('?').next().unwrap_or("")
+        );
+        return Err(Error::request(401, "invalid token"));
+    };
+    if !token.scopes.contains(&scope) && !token.scopes.contains(&Scope::Admin) {
+        return Err(Error::request(
+            403,
+            format!(
+                "token {:?} lacks the {scope:?} scope for this route",
+                token.name
+            )
+            .to_lowercase(),
+        ));
+    }
+    if let (Some(bound), Some(agent)) = (&token.agent, route.agent()) {
+        if bound != agent {
+            return Err(Error::request(
+                403,
+                format!(
+                    "token {:?} is bound to agent {bound:?}, not {agent:?}",
+                    token.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>> {
+    if let Some(len) = request.body_length() {
+        if len > max {
+            return Err(Error::request(413, format!("body of {len} bytes is larger than the limit of {max} bytes ([server] max_body)")));
+        }
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(max as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::request(400, format!("cannot read request body: {e}")))?;
+    if body.len() > max {
+        return Err(Error::request(
+            413,
+            format!("body is larger than the limit of {max} bytes ([server] max_body)"),
+        ));
+    }
+    Ok(body)
+}
+
+fn read_json(request: &mut Request, max: usize) -> Result<Value> {
+    if let Some(ct) = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Content-Type"))
+    {
+        let ct = ct.value.as_str().to_ascii_lowercase();
+        if !ct.contains("json") {
+            return Err(Error::request(
+                415,
+                format!("content type {ct:?} is not JSON (send Content-Type: application/json)"),
+            ));
+        }
+    }
+    let body = read_body(request, max)?;
+    serde_json::from_slice(&body).map_err(|e| Error::request(400, format!("malformed JSON: {e}")))
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn reader<'a>(state: &State, conn: &'a mut Option<Connection>) -> Result<&'a Connection> {
+    if conn.is_none() {
+        *conn = Some(store::open(&state.db_path)?);
+    }
+    Ok(conn.as_ref().expect("opened just above"))
+}
+
+type Answer = Result<(u16, Value)>;
+
+fn dispatch(
+    request: &mut Request,
+    route: Route,
+    query: &str,
+    state: &Arc<State>,
+    conn: &mut Option<Connection>,
+) -> Answer {
+    let config = state.config();
+    let max = config.server.max_body;
+    match route {
+        Route::Healthy => Ok((200, json!({ "status": "ok" }))),
+        Route::Ready => {
+            reader(state, conn)?
+                .query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(|e| Error::Store("readiness check".into(), e))?;
+            Ok((200, json!({ "status": "ready" })))
+        }
+        Route::AlertmanagerIntake => {
+            let body = read_json(request, max)?;
+            let alerts = alert::from_alertmanager(&body).map_err(|e| {
+                Error::request(422, format!("not a valid Alertmanager payload: {e}"))
+            })?;
+            intake(state, &config, alerts)
+        }
+        Route::OwnIntake => {
+            let body = read_json(request, max)?;
+            let alerts = alert::from_own(&body)
+                .map_err(|e| Error::request(422, format!("not a valid alert: {e}")))?;
+            intake(state, &config, alerts)
+        }
+        Route::HookIntake(source) => {
+            let Some(src) = config.sources.get(&source) else {
+                return Err(Error::request(
+                    404,
+                    format!(
+                        "no [[source]] named {source:?} in {}",
+                        config.path.display()
+                    ),
+                ));
+            };
+            let body = read_json(request, max)?;
+            let alerts = alert::from_source(src, &body).map_err(|e| Error::request(422, e))?;
+            intake(state, &config, alerts)
+        }
+        Route::ListAlerts => {
+            let limit = limit(query)?;
+            let since = query_param(query, "since")
+                .map(parse_since)
+                .transpose()?
+                .unwrap_or(0);
+            let alerts = store::list_alerts(
+                reader(state, conn)?,
+                query_param(query, "status"),
+                query_param(query, "fingerprint"),
+                query_param(query, "name"),
+                since,
+                limit,
+            )?;
+            Ok((200, json!({ "alerts": alerts })))
+        }
+        Route::ListEvents => {
+            let events = store::list_events(
+                reader(state, conn)?,
+                query_param(query, "state"),
+                limit(query)?,
+            )?;
+            Ok((200, json!({ "events": events })))
+        }
+        Route::ShowEvent(id) => match store::event_detail(reader(state, conn)?, id)? {
+            Some(detail) => Ok((
+                200,
+                serde_json::to_value(detail).expect("event detail serializes"),
+            )),
+            None => Err(Error::request(404, format!("no event {id}"))),
+        },
+        Route::ListAgents => {
+            let mut agents = serde_json::to_value(store::list_agents(reader(state, conn)?)?)
+                .expect("agents serialize");
+            let connected = state.waiters.connected();
+            for a in agents.as_array_mut().into_iter().flatten() {
+                let polling = a["id"]
+                    .as_str()
+                    .is_some_and(|id| connected.iter().any(|c| c == id));
+                a["polling"] = json!(polling);
+            }
+            Ok((200, json!({ "agents": agents })))
+        }
+        Route::Poll(_) => unreachable!("polls are handled before dispatch"),
+        Route::OpStart(agent, op) => {
+            let body = read_json(request, max)?;
+            let budget = body
+                .get("budget_ms")
+                .and_then(Value::as_i64)
+                .unwrap_or(3_600_000)
+                .clamp(1_000, 30 * 86_400_000);
+            op_call(state, agent, op, move |conn, op_ref, now| {
+                if op_ref.state == OpState::Dispatched
+                    && store::start_op(conn, op, now + budget, now)?
+                {
+                    store::add_timeline(
+                        conn,
+                        op_ref.event_id,
+                        "started",
+                        &format!("op {op} started on agent {}", op_ref.agent),
+                        now,
+                    )?;
+                    store::refresh_event(conn, op_ref.event_id, now)?;
+                    return Ok((200, json!({ "ok": true })));
+                }
+                if op_ref.state == OpState::Running {
+                    return Ok((200, json!({ "ok": true, "note": "already started" })));
+                }
+                Err(Error::request(
+                    409,
+                    format!("op {op} is {}: do not run it", op_ref.state.as_str()),
+                ))
+            })
+        }
+        Route::OpLog(agent, op) => {
+            let body = read_json(request, max)?;
+            let seq = body
+                .get("seq")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| Error::request(422, "log: missing integer field \"seq\""))?;
+            let step = body.get("step").and_then(Value::as_i64).unwrap_or(0);
+            let skipped = body.get("skipped").and_then(Value::as_i64).unwrap_or(0);
+            let data = body
+                .get("data")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::request(422, "log: missing string field \"data\""))?
+                .to_string();
+            let cap = config.server.max_output;
+            op_call(state, agent, op, move |conn, op_ref, _now| {
+                if op_ref.state.is_final() {
+                    return Ok((200, json!({ "ok": true, "note": "op already ended" })));
+                }
+                store::append_log(conn, op, seq, step, data.as_bytes(), skipped, cap)?;
+                Ok((200, json!({ "ok": true })))
+            })
+        }
+        Route::OpResult(agent, op) => {
+            let body = read_json(request, max)?;
+            let state_name = body
+                .get("state")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let op_state = match OpState::parse(state_name) {
+                Some(s @ (OpState::Succeeded | OpState::Failed | OpState::TimedOut)) => s,
+                _ => return Err(Error::request(
+                    422,
+                    format!(
+                        "result: state must be succeeded, failed or timed_out (got {state_name:?})"
+                    ),
+                )),
+            };
+            let steps: Vec<StepResult> =
+                serde_json::from_value(body.get("steps").cloned().unwrap_or(json!([])))
+                    .map_err(|e| Error::request(422, format!("result: bad steps: {e}")))?;
+            let error = body
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            op_call(state, agent, op, move |conn, op_ref, now| {
+                let recorded = store::record_result(
+                    conn,
+                    op,
+                    op_ref.event_id,
+                    op_state,
+                    error.as_deref(),
+                    &steps,
+                    now,
+                )?;
+                Ok((200, json!({ "recorded": recorded, "duplicate": !recorded })))
+            })
+        }
+    }
+}
+
+fn limit(query: &str) -> Result<i64> {
+    match query_param(query, "limit") {
+        None => Ok(100),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                Error::request(400, format!("limit: {v:?} is not a number from 1 to 10000"))
+            }),
+    }
+}
+
+fn parse_since(v: &str) -> Result<i64> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    let d = crate::time::parse_duration(v).map_err(|e| {
+        Error::request(400, format!("since: {e} (or milliseconds since the epoch)"))
+    })?;
+    Ok(now_ms() - d.as_millis() as i64)
+}
+
+fn intake(state: &Arc<State>, config: &Arc<Config>, alerts: Vec<Alert>) -> Answer {
+    let n = alerts.len();
+    let (config2, state2) = (config.clone(), state.clone());
+    let applied = state.writer.write(move |conn| {
+        super::intake::apply(conn, &config2, &state2.waiters, &alerts, now_ms())
+    })?;
+    for (parked, claimed) in applied.handoffs {
+        respond_ops(parked.request, &claimed);
+    }
+    Ok((200, json!({ "accepted": n, "alerts": applied.alerts })))
+}
+
+struct PollRequest {
+    hello: AgentHello,
+    capacity: usize,
+    wait: Duration,
+    lease_ms: i64,
+}
+
+fn poll_request(
+    request: &mut Request,
+    agent: &str,
+    query: &str,
+    config: &Config,
+) -> Result<PollRequest> {
+    crate::rules::check_agent_id(agent).map_err(|e| Error::request(400, e))?;
+    let body = read_json(request, config.server.max_body)?;
+    let hello: AgentHello =
+        serde_json::from_value(body).map_err(|e| Error::request(422, format!("poll: {e}")))?;
+    if hello.instance.is_empty() || hello.instance.len() > 128 {
+        return Err(Error::request(
+            422,
+            "poll: \"instance\" must be 1 to 128 characters",
+        ));
+    }
+    let capacity = query_param(query, "capacity")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, 256);
+    let wait = query_param(query, "wait")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(config.server.poll_wait)
+        .min(config.server.poll_wait);
+    Ok(PollRequest {
+        hello,
+        capacity,
+        wait,
+        lease_ms: config.server.lease.as_millis() as i64,
+    })
+}
+
+/// Claims queued ops for the agent, or parks the poll until work arrives or
+/// the wait ends. Both happen inside one store job, so no op queued by
+/// another request can fall between the two.
+fn park_or_answer(request: Request, agent: String, poll: PollRequest, state: &Arc<State>) {
+    let state2 = state.clone();
+    let handed = state.writer.write(move |conn| {
+        let now = now_ms();
+        store::touch_agent(conn, &agent, &poll.hello, now)?;
+        let claimed = store::claim_ops(
+            conn,
+            &agent,
+            &poll.hello.instance,
+            poll.capacity,
+            now + poll.lease_ms,
+            now,
+        )?;
+        if claimed.is_empty() && !poll.wait.is_zero() {
+            let parked = Parked {
+                request,
+                instance: poll.hello.instance,
+                capacity: poll.capacity,
+                deadline: Instant::now() + poll.wait,
+            };
+            state2.waiters.park(&agent, parked);
+            return Ok(None);
+        }
+        Ok(Some((request, claimed)))
+    });
+    match handed {
+        Ok(Some((request, claimed))) => respond_ops(request, &claimed),
+        Ok(None) => {}
+        // The request was dropped with the failed job: tiny_http answers it with a 500 and the agent polls again.
+        Err(e) => log::error!("poll: {e}"),
+    }
+}
+
+fn op_call(
+    state: &Arc<State>,
+    agent: String,
+    op: i64,
+    f: impl FnOnce(&Connection, &store::OpRef, i64) -> Result<(u16, Value)> + Send + 'static,
+) -> Answer {
+    let answer = state.writer.write(move |conn| {
+        if !store::agent_known(conn, &agent)? {
+            return Err(Error::request(
+                404,
+                format!("unknown agent {agent:?}: it has never polled this server"),
+            ));
+        }
+        let Some(op_ref) = store::op_ref(conn, op)? else {
+            return Err(Error::request(404, format!("no op {op}")));
+        };
+        if op_ref.agent != agent {
+            return Err(Error::request(
+                403,
+                format!("op {op} belongs to agent {:?}, not {agent:?}", op_ref.agent),
+            ));
+        }
+        f(conn, &op_ref, now_ms())
+    })?;
+    Ok(answer)
+}

@@ -1,0 +1,257 @@
+//! `heal serve`: builds the state (config, store, listener), runs every
+//! thread inside one `std::thread::scope`, and owns shutdown and reload.
+//!
+//! Threads: N HTTP workers (`api::handle`), one store writer (group commit),
+//! one sweeper (ends long-poll waits, declares expired ops lost), one signal
+//! thread (SIGTERM/SIGINT stop, SIGHUP reload), and with `--local-agent` an
+//! in-process agent. Shared memory holds only the current `Arc<Config>`, the
+//! parked polls and the shutdown flag; everything else lives in SQLite.
+
+pub mod api;
+pub mod intake;
+pub mod longpoll;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::config::{self, Config, Scope, Token};
+use crate::error::{Error, Result};
+use crate::store::{self, Writer};
+use crate::time::now_ms;
+
+/// A stop signal every loop can wait on.
+#[derive(Default)]
+pub struct Shutdown {
+    stopped: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Shutdown {
+    /// Asks every loop to stop.
+    pub fn trigger(&self) {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_triggered(&self) -> bool {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits up to `d`; returns true when a stop was asked for.
+    pub fn wait(&self, d: Duration) -> bool {
+        let guard = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, d, |stopped| !*stopped)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+/// What every server thread shares.
+pub struct State {
+    config: RwLock<Arc<Config>>,
+    /// The store's writer thread.
+    pub writer: Writer,
+    /// Polls waiting for work.
+    pub waiters: longpoll::Waiters,
+    /// The SQLite file, for readers' own connections.
+    pub db_path: PathBuf,
+    /// Tokens heal made for itself (the local agent's).
+    pub internal_tokens: Vec<Token>,
+    /// With no `[[token]]` configured, requests need no token (loopback only).
+    pub open_without_tokens: bool,
+}
+
+impl State {
+    /// The current config snapshot; a unit of work clones it once and uses that.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn reload(&self) {
+        let path = self.config().path.clone();
+        match config::load(&path) {
+            Ok(new) => {
+                log::info!(
+                    "reloaded {}: {} rules, {} runbooks",
+                    path.display(),
+                    new.rules.len(),
+                    new.runbooks.len()
+                );
+                *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+            }
+            Err(e) => log::error!("reload refused, the running config stays: {e}"),
+        }
+    }
+}
+
+/// Options of `heal serve`.
+pub struct Options {
+    /// The validated config.
+    pub config: Config,
+    /// Listen address (overrides `[server] listen`).
+    pub listen: Option<String>,
+    /// Database (overrides `[server] db`).
+    pub db: Option<PathBuf>,
+    /// Run an in-process agent.
+    pub local_agent: Option<LocalAgent>,
+}
+
+/// The in-process agent of `serve --local-agent`.
+pub struct LocalAgent {
+    /// Its id (default: the host name).
+    pub id: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Ops at once.
+    pub concurrency: usize,
+}
+
+/// Runs the server until SIGTERM/SIGINT (or `shutdown` is triggered).
+pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
+    let config = opts.config;
+    let listen = opts
+        .listen
+        .clone()
+        .unwrap_or_else(|| config.server.listen.clone());
+    let db_path = opts.db.clone().unwrap_or_else(|| config.server.db.clone());
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        Error::Usage(format!(
+            "--listen {listen:?} is not an address like 127.0.0.1:7878"
+        ))
+    })?;
+    if config.tokens.is_empty() {
+        if !addr.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "{}: no [[token]] configured, so heal refuses to listen on {addr}: add a token, or listen on 127.0.0.1",
+                config.path.display()
+            )));
+        }
+        log::warn!(
+            "no [[token]] in {}: serving without authentication on loopback only",
+            config.path.display()
+        );
+    }
+    let write_conn = store::open_and_migrate(&db_path)?;
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| Error::Failed(format!("cannot listen on {addr}: {e}")))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| Error::Failed("listener has no IP address".into()))?;
+    let server = Arc::new(server);
+    let mut internal_tokens = Vec::new();
+    let local = opts.local_agent.map(|l| {
+        let secret = crate::agent::random_hex(32);
+        internal_tokens.push(Token {
+            name: "local-agent".into(),
+            scopes: vec![Scope::Agent],
+            secret: secret.clone(),
+            agent: Some(l.id.clone()),
+        });
+        (l, secret)
+    });
+    let (writer, jobs) = Writer::new();
+    let threads = config.server.http_threads;
+    let state = Arc::new(State {
+        open_without_tokens: config.tokens.is_empty(),
+        config: RwLock::new(Arc::new(config)),
+        writer,
+        waiters: longpoll::Waiters::default(),
+        db_path,
+        internal_tokens,
+    });
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| Error::Io("cannot install signal handlers".into(), e))?;
+    let signal_handle = signals.handle();
+    log::info!("listening on http://{bound}");
+    std::thread::scope(|s| {
+        s.spawn(|| store::run_writer(write_conn, jobs, &shutdown));
+        for _ in 0..threads {
+            let (server, state) = (server.clone(), state.clone());
+            s.spawn(move || http_worker(&server, &state));
+        }
+        s.spawn(|| sweeper(&state, &shutdown));
+        s.spawn(|| {
+            for signal in signals.forever() {
+                if signal == signal_hook::consts::SIGHUP {
+                    state.reload();
+                } else {
+                    log::info!("signal {signal}: shutting down");
+                    shutdown.trigger();
+                }
+            }
+        });
+        if let Some((local, secret)) = local {
+            let opts = crate::agent::Options {
+                server: format!("http://{bound}"),
+                id: local.id,
+                token: Some(secret),
+                tags: local.tags,
+                allow: vec!["*".into()],
+                concurrency: local.concurrency,
+                drain_grace: Duration::from_secs(30),
+            };
+            let shutdown = shutdown.clone();
+            s.spawn(move || crate::agent::run(opts, &shutdown));
+        }
+        shutdown.wait(Duration::MAX);
+        log::info!("stopping: answering waiting polls, finishing requests");
+        state.waiters.expire(Instant::now(), true);
+        for _ in 0..threads {
+            server.unblock();
+        }
+        signal_handle.close();
+    });
+    log::info!("stopped");
+    Ok(())
+}
+
+fn http_worker(server: &tiny_http::Server, state: &Arc<State>) {
+    let mut reader = None;
+    while let Ok(request) = server.recv() {
+        let url = request.url().to_string();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            api::handle(request, state, &mut reader)
+        }));
+        if outcome.is_err() {
+            // The request was dropped while unwinding, which answers it with a 500.
+            log::error!("panic while handling {url}; answered 500");
+            reader = None;
+        }
+    }
+}
+
+/// Ends long-poll waits and declares expired ops lost.
+fn sweeper(state: &State, shutdown: &Shutdown) {
+    let mut last_expiry = Instant::now() - Duration::from_secs(10);
+    loop {
+        if shutdown.wait(Duration::from_millis(200)) {
+            return;
+        }
+        state.waiters.expire(Instant::now(), false);
+        if last_expiry.elapsed() >= Duration::from_secs(1) {
+            last_expiry = Instant::now();
+            let timeout = state.config().server.dispatch_timeout.as_millis() as i64;
+            match state
+                .writer
+                .write(move |conn| store::expire_ops(conn, timeout, now_ms()))
+            {
+                Ok(0) => {}
+                Ok(n) => log::warn!("{n} ops declared lost (lease, deadline or queue time passed)"),
+                Err(e) => log::error!("sweeper: {e}"),
+            }
+        }
+    }
+}

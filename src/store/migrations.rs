@@ -1,0 +1,176 @@
+//! The append-only list of schema migrations, tracked by `PRAGMA user_version`.
+//!
+//! Never edit, reorder or remove an entry, and never drop a column or change
+//! its meaning: add a new entry instead. All times are INTEGER milliseconds
+//! since the Unix epoch, UTC.
+
+use rusqlite::Connection;
+
+/// Migrations in order; entry N brings the schema to version N+1.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the remediation loop.
+    r#"
+    -- One row per alert fingerprint: its latest occurrence and status.
+    CREATE TABLE alert (
+        fingerprint TEXT PRIMARY KEY,
+        source      TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        status      TEXT NOT NULL,          -- firing | resolved
+        labels      TEXT NOT NULL,          -- JSON object
+        annotations TEXT NOT NULL,          -- JSON object
+        starts_at   INTEGER,                -- the source's start of this occurrence
+        ends_at     INTEGER,                -- set when resolved
+        first_seen  INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL,
+        receipts    INTEGER NOT NULL DEFAULT 1  -- notifications received for it
+    ) WITHOUT ROWID;
+    CREATE INDEX alert_status ON alert(status, last_seen);
+
+    -- One remediation: a decision to run a runbook for a key.
+    CREATE TABLE event (
+        id          INTEGER PRIMARY KEY,
+        rule        TEXT NOT NULL,
+        runbook     TEXT NOT NULL,
+        key         TEXT NOT NULL,           -- what counts as the same problem
+        fingerprint TEXT NOT NULL,           -- the alert that started it
+        state       TEXT NOT NULL,           -- see event::event_state
+        mode        TEXT NOT NULL,           -- live | dry-run
+        hits        INTEGER NOT NULL DEFAULT 1, -- firing notifications that joined it
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        ended_at    INTEGER                  -- set once the state is final
+    );
+    CREATE INDEX event_key ON event(rule, key, state);
+    CREATE INDEX event_state ON event(state, id);
+    CREATE INDEX event_fingerprint ON event(fingerprint, id);
+
+    -- Every decision taken on a firing alert, with its reason.
+    CREATE TABLE decision (
+        id          INTEGER PRIMARY KEY,
+        at          INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL,
+        rule        TEXT,                    -- NULL when no rule matched
+        outcome     TEXT NOT NULL,           -- rules::Outcome
+        reason      TEXT NOT NULL,
+        event_id    INTEGER REFERENCES event(id)
+    );
+    CREATE INDEX decision_fingerprint ON decision(fingerprint, id);
+
+    -- Everything that happened to an event, in order.
+    CREATE TABLE timeline (
+        id       INTEGER PRIMARY KEY,
+        event_id INTEGER NOT NULL REFERENCES event(id),
+        at       INTEGER NOT NULL,
+        kind     TEXT NOT NULL,
+        message  TEXT NOT NULL
+    );
+    CREATE INDEX timeline_event ON timeline(event_id, id);
+
+    -- One runbook run on one agent.
+    CREATE TABLE op (
+        id            INTEGER PRIMARY KEY,
+        event_id      INTEGER NOT NULL REFERENCES event(id),
+        agent         TEXT NOT NULL,
+        state         TEXT NOT NULL,         -- event::OpState
+        spec          TEXT NOT NULL,         -- JSON handed to the agent: steps, env, alert
+        created_at    INTEGER NOT NULL,
+        dispatched_at INTEGER,
+        instance      TEXT,                  -- the agent process it was handed to
+        lease_until   INTEGER,               -- dispatched: must be acknowledged by then
+        started_at    INTEGER,
+        deadline      INTEGER,               -- running: must report by then
+        finished_at   INTEGER,
+        error         TEXT                   -- why it failed or was lost
+    );
+    CREATE INDEX op_agent_state ON op(agent, state, id);
+    CREATE INDEX op_state ON op(state, id);
+    CREATE INDEX op_event ON op(event_id);
+
+    -- The result of each step of an op, with the tail of its output.
+    CREATE TABLE op_step (
+        op_id        INTEGER NOT NULL REFERENCES op(id),
+        idx          INTEGER NOT NULL,
+        name         TEXT NOT NULL,
+        exit_code    INTEGER,
+        signal       INTEGER,
+        timed_out    INTEGER NOT NULL,
+        duration_ms  INTEGER NOT NULL,
+        output       BLOB NOT NULL,
+        output_bytes INTEGER NOT NULL,       -- bytes the step printed in total
+        truncated    INTEGER NOT NULL,
+        PRIMARY KEY (op_id, idx)
+    ) WITHOUT ROWID;
+
+    -- Output streamed while an op runs; trimmed to the tail, deleted with the result.
+    CREATE TABLE op_log (
+        op_id   INTEGER NOT NULL REFERENCES op(id),
+        seq     INTEGER NOT NULL,
+        step    INTEGER NOT NULL,
+        data    BLOB NOT NULL,
+        skipped INTEGER NOT NULL,            -- bytes dropped before this chunk
+        PRIMARY KEY (op_id, seq)
+    ) WITHOUT ROWID;
+
+    -- Agents, as last seen polling.
+    CREATE TABLE agent (
+        id         TEXT PRIMARY KEY,
+        instance   TEXT NOT NULL,            -- changes when the agent process restarts
+        tags       TEXT NOT NULL,            -- JSON array
+        allow      TEXT NOT NULL,            -- JSON array of runbook patterns
+        version    TEXT NOT NULL,
+        hostname   TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// Brings the schema up to date in one exclusive transaction. Refuses a
+/// database written by a newer heal.
+pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .map_err(|e| format!("cannot lock the database for migration: {e}"))?;
+    let version: usize = tx
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| format!("cannot read schema version: {e}"))? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(format!(
+            "the database has schema version {version}, newer than this heal knows ({}): run the newer heal, or restore a backup",
+            MIGRATIONS.len()
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)
+            .map_err(|e| format!("migration {} failed: {e}", i + 1))?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
+        .map_err(|e| format!("cannot set schema version: {e}"))?;
+    tx.commit()
+        .map_err(|e| format!("cannot commit migration: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrate_twice_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn newer_database_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+        assert!(migrate(&mut conn)
+            .unwrap_err()
+            .contains("newer than this heal"));
+    }
+}
