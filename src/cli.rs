@@ -211,6 +211,9 @@ pub fn run(heal: Heal) -> Result<()> {
 
 fn serve(c: Serve) -> Result<()> {
     let config = config::load(&c.config)?;
+    for w in config::unenforced(&config) {
+        log::warn!("{w}");
+    }
     let local_agent = c.local_agent.then(|| server::LocalAgent {
         id: c.local_agent_id.unwrap_or_else(crate::agent::hostname),
         tags: split_list(&c.local_agent_tags),
@@ -366,7 +369,8 @@ fn trace(config: &Config, alert: &Alert) -> Value {
                 if let Some(runbook) = config.runbooks.get(rb) {
                     let env = rules::environment(0, &m.rule, rb, alert, &m.params);
                     v["runbook"] = json!(rb);
-                    v["steps"] = runbook.steps.iter().map(|s| json!({ "name": s.name, "run": format!("{:?}", s.run), "timeout": crate::time::format_duration(s.timeout) })).collect();
+                    v["description"] = json!(runbook.description);
+                    v["steps"] = runbook.steps.iter().map(|s| json!({ "name": s.name, "run": s.run.to_string(), "timeout": crate::time::format_duration(s.timeout) })).collect();
                     v["environment"] = env.iter().map(|(k, v)| json!([k, v])).collect();
                 }
             }
@@ -433,7 +437,10 @@ fn render_trace(t: &Value) -> String {
             ));
         }
         if let Some(rb) = d["runbook"].as_str() {
-            s.push_str(&format!("    runbook: {rb}\n"));
+            s.push_str(&format!(
+                "    runbook: {rb}: {}\n",
+                str_of(&d["description"])
+            ));
             for st in d["steps"].as_array().into_iter().flatten() {
                 s.push_str(&format!(
                     "      step {:?}: {} (timeout {})\n",

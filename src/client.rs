@@ -32,11 +32,6 @@ impl Client {
         }
     }
 
-    /// The server's base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// Sends a request; returns the status and the JSON body (Null when empty).
     /// Only transport failures are errors here.
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {

@@ -287,10 +287,13 @@ pub struct Runbook {
     pub max_parallel: u32,
 }
 
-impl Runbook {
-    /// Longest the steps may take together.
-    pub fn total_timeout(&self) -> Duration {
-        self.steps.iter().map(|s| s.timeout).sum()
+impl std::fmt::Display for Run {
+    /// Shows a command as it would be typed: `sh -c '...'`, or the argv list.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Run::Shell(c) => write!(f, "sh -c {c:?}"),
+            Run::Argv(v) => write!(f, "{v:?}"),
+        }
     }
 }
 
@@ -922,6 +925,48 @@ pub fn expand_env(text: &str) -> std::result::Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Settings that are parsed and validated but not acted on by this version
+/// (cooldown, guards, attempt budgets, approval, verification, fan-out
+/// limits): each gets a warning naming file, line and item, so nobody relies
+/// on a safety setting that does nothing.
+pub fn unenforced(config: &Config) -> Vec<String> {
+    let file = config.path.display();
+    let mut out = Vec::new();
+    for r in &config.rules {
+        let mut fields = Vec::new();
+        if r.unless.is_some() {
+            fields.push("unless");
+        }
+        if !r.cooldown.is_zero() {
+            fields.push("cooldown");
+        }
+        if r.max_attempts.is_some() || r.within != Duration::from_secs(3600) {
+            fields.push("max_attempts/within");
+        }
+        if r.approve || r.approve_timeout != Duration::from_secs(3600) {
+            fields.push("approve");
+        }
+        if !fields.is_empty() {
+            out.push(format!("{file}:{}: rule {:?}: {} not enforced by this version of heal; the rule runs without it", r.line, r.name, fields.join(", ")));
+        }
+    }
+    for rb in config.runbooks.values() {
+        match &rb.verify {
+            Verify::None => {}
+            Verify::ResolvedWithin(d) => out.push(format!("{file}: runbook {:?}: verify.resolved_within ({}) not enforced by this version of heal; success is exit 0 of every step", rb.name, crate::time::format_duration(*d))),
+            Verify::Run { run, retries, interval } => out.push(format!(
+                "{file}: runbook {:?}: verify.run ({run}, {retries} retries every {}) not enforced by this version of heal; success is exit 0 of every step",
+                rb.name,
+                crate::time::format_duration(*interval)
+            )),
+        }
+        if rb.max_parallel > 1 {
+            out.push(format!("{file}: runbook {:?}: max_parallel = {} not enforced by this version of heal; all targets run at once", rb.name, rb.max_parallel));
+        }
+    }
+    out
 }
 
 /// Names of runbooks that every rule refers to, for `check-config`'s summary.

@@ -24,7 +24,10 @@ use std::process::ExitCode;
 use argh::FromArgs;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    // argh reads a lone "-" as an unknown option; for file arguments it means stdin.
+    let args: Vec<String> = std::env::args()
+        .map(|a| if a == "-" { "/dev/stdin".into() } else { a })
+        .collect();
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let heal = match cli::Heal::from_args(&["heal"], strs.get(1..).unwrap_or_default()) {
         Ok(heal) => heal,

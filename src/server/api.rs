@@ -436,12 +436,14 @@ fn dispatch(
                 .unwrap_or_default();
             let op_state = match OpState::parse(state_name) {
                 Some(s @ (OpState::Succeeded | OpState::Failed | OpState::TimedOut)) => s,
-                _ => return Err(Error::request(
-                    422,
-                    format!(
+                _ => {
+                    return Err(Error::request(
+                        422,
+                        format!(
                         "result: state must be succeeded, failed or timed_out (got {state_name:?})"
                     ),
-                )),
+                    ))
+                }
             };
             let steps: Vec<StepResult> =
                 serde_json::from_value(body.get("steps").cloned().unwrap_or(json!([])))

@@ -1,1 +1,9 @@
+//! Integration tests: the real `heal` binary, real agents, loopback only.
 
+mod support;
+
+mod agent;
+mod alertmanager;
+mod api;
+mod cli;
+mod intake;

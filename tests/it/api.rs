@@ -1,0 +1,280 @@
+//! The HTTP API under bad input: tokens, scopes, sizes, content, routes.
+//! Nothing refused is stored; nothing accepted is lost.
+
+use serde_json::{json, Value};
+
+use crate::support::{fixture, heal_cli, http, test_dir, Server};
+
+const TOKENS: &str = r#"
+[[token]]
+name = "am"
+scopes = ["webhook"]
+secret = "webhook-secret-0123456789"
+
+[[token]]
+name = "reader"
+scopes = ["read"]
+secret = "read-secret-0123456789ab"
+
+[[token]]
+name = "web-1"
+scopes = ["agent"]
+agent = "web-1"
+secret = "agent-secret-0123456789a"
+
+[[rule]]
+name = "disk"
+when = "labels.alertname == 'DiskSpaceLow'"
+runbook = "fix"
+target = "labels.instance"
+
+[runbook.fix]
+steps = [ { name = "a", run = "true" } ]
+"#;
+
+fn post(server: &Server, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, Value) {
+    let (status, text) = http(
+        "POST",
+        &format!("{}{path}", server.url),
+        Some(body),
+        headers,
+    );
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn stored_alerts(server: &Server) -> usize {
+    let (status, text) = http(
+        "GET",
+        &format!("{}/api/v1/alerts", server.url),
+        None,
+        &[("Authorization", "Bearer read-secret-0123456789ab")],
+    );
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str::<Value>(&text).unwrap()["alerts"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn bad_requests_get_clear_4xx_and_store_nothing() {
+    let dir = test_dir("bad-input");
+    let server = Server::start(&dir, TOKENS);
+    let good = fixture("alertmanager/raw/single_firing.json");
+    let am = "/api/v1/alerts/alertmanager";
+    let json_ct = ("Content-Type", "application/json");
+    let auth = ("Authorization", "Bearer webhook-secret-0123456789");
+
+    let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>, u16, &str)> = vec![
+        (
+            "no token",
+            good.clone().into_bytes(),
+            vec![json_ct],
+            401,
+            "missing bearer token",
+        ),
+        (
+            "wrong token",
+            good.clone().into_bytes(),
+            vec![json_ct, ("Authorization", "Bearer nope-nope-nope-nope")],
+            401,
+            "invalid token",
+        ),
+        (
+            "wrong scheme",
+            good.clone().into_bytes(),
+            vec![json_ct, ("Authorization", "Basic d2ViaG9vaw==")],
+            401,
+            "missing bearer token",
+        ),
+        (
+            "wrong scope",
+            good.clone().into_bytes(),
+            vec![
+                json_ct,
+                ("Authorization", "Bearer read-secret-0123456789ab"),
+            ],
+            403,
+            "lacks the webhook scope",
+        ),
+        (
+            "malformed JSON",
+            b"{\"alerts\": [".to_vec(),
+            vec![json_ct, auth],
+            400,
+            "malformed JSON",
+        ),
+        (
+            "wrong content type",
+            good.clone().into_bytes(),
+            vec![("Content-Type", "text/plain"), auth],
+            415,
+            "not JSON",
+        ),
+        (
+            "2 MB body",
+            vec![b' '; 2_000_000],
+            vec![json_ct, auth],
+            413,
+            "larger than the limit",
+        ),
+        (
+            "not a payload",
+            b"[1, 2]".to_vec(),
+            vec![json_ct, auth],
+            422,
+            "not a valid Alertmanager payload",
+        ),
+        (
+            "missing alertname",
+            br#"{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"}}]}"#.to_vec(),
+            vec![json_ct, auth],
+            422,
+            "alertname",
+        ),
+        (
+            "bad time",
+            br#"{"alerts":[{"status":"firing","labels":{"alertname":"A"},"startsAt":"soon"}]}"#
+                .to_vec(),
+            vec![json_ct, auth],
+            422,
+            "startsAt",
+        ),
+        (
+            "label not a string",
+            br#"{"alerts":[{"status":"firing","labels":{"alertname":"A","x":{"y":1}}}]}"#.to_vec(),
+            vec![json_ct, auth],
+            422,
+            "must be a string",
+        ),
+    ];
+    for (name, body, headers, status, message) in &cases {
+        let (got, answer) = post(&server, am, body, headers);
+        assert_eq!(got, *status, "{name}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(message),
+            "{name}: expected {message:?} in {error:?}"
+        );
+    }
+    let (status, _) = post(&server, "/api/v1/nothing", b"{}", &[json_ct, auth]);
+    assert_eq!(status, 404);
+    let (status, _) = http("GET", &format!("{}{am}", server.url), None, &[auth]);
+    assert_eq!(status, 405);
+    assert_eq!(stored_alerts(&server), 0, "refused requests stored nothing");
+
+    // The good payload is accepted, and a bad one after it loses nothing.
+    let (status, answer) = post(&server, am, good.as_bytes(), &[json_ct, auth]);
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = post(&server, am, b"{", &[json_ct, auth]);
+    assert_eq!(status, 400);
+    assert_eq!(stored_alerts(&server), 1);
+
+    // Health needs no token; reads need one.
+    assert_eq!(
+        http("GET", &format!("{}/-/healthy", server.url), None, &[]).0,
+        200
+    );
+    assert_eq!(
+        http("GET", &format!("{}/api/v1/events", server.url), None, &[]).0,
+        401
+    );
+}
+
+#[test]
+fn agent_token_is_bound_to_its_agent() {
+    let dir = test_dir("agent-token");
+    let server = Server::start(&dir, TOKENS);
+    let json_ct = ("Content-Type", "application/json");
+    let hello = br#"{"instance":"i-1"}"#;
+    let (status, answer) = post(
+        &server,
+        "/api/v1/agents/web-2/poll?wait=0",
+        hello,
+        &[
+            json_ct,
+            ("Authorization", "Bearer agent-secret-0123456789a"),
+        ],
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer["error"]
+        .as_str()
+        .unwrap()
+        .contains("bound to agent \"web-1\""));
+    let (status, answer) = post(
+        &server,
+        "/api/v1/agents/web-1/poll?wait=0",
+        hello,
+        &[
+            json_ct,
+            ("Authorization", "Bearer agent-secret-0123456789a"),
+        ],
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ops"], json!([]));
+    let (status, _) = post(
+        &server,
+        "/api/v1/agents/web-1/poll?wait=0",
+        hello,
+        &[
+            json_ct,
+            ("Authorization", "Bearer webhook-secret-0123456789"),
+        ],
+    );
+    assert_eq!(status, 403, "a webhook token cannot poll");
+    let (status, answer) = post(
+        &server,
+        "/api/v1/agents/web-1/poll?wait=0",
+        b"{}",
+        &[
+            json_ct,
+            ("Authorization", "Bearer agent-secret-0123456789a"),
+        ],
+    );
+    assert_eq!(status, 422, "{answer}");
+}
+
+#[test]
+fn server_without_tokens_refuses_non_loopback_address() {
+    let dir = test_dir("no-token-public");
+    std::fs::write(dir.join("runbooks.toml"), "").unwrap();
+    let config = dir.join("runbooks.toml");
+    let db = dir.join("heal.db");
+    let (code, _, err) = heal_cli(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no [[token]] configured"), "{err}");
+}
+
+#[test]
+fn long_poll_waits_then_answers_empty() {
+    let dir = test_dir("long-poll");
+    let server = Server::start(&dir, "[server]\npoll_wait = \"1s\"\n");
+    let started = std::time::Instant::now();
+    let (status, answer) = server.post(
+        "/api/v1/agents/idle/poll?wait=30",
+        &json!({"instance": "i"}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ops"], json!([]));
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900)
+            && waited < std::time::Duration::from_secs(5),
+        "poll_wait caps the wait: {waited:?}"
+    );
+}

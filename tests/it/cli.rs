@@ -1,0 +1,155 @@
+//! The CLI: check-config, run-rule, exit codes, and the thin clients.
+
+use serde_json::Value;
+
+use crate::support::{heal_cli, test_dir, Server};
+
+#[test]
+fn check_config_accepts_the_example_and_names_errors() {
+    let (code, out, err) = heal_cli(&["check-config", "--config", "runbooks.toml"], &[], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok: 3 rules"), "{out}");
+
+    let dir = test_dir("check-config");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[rule]]\nname = \"broken\"\nwhen = \"labels.[\"\naction = \"discard\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = heal_cli(
+        &["check-config", "--config", bad.to_str().unwrap()],
+        &[],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.toml:3: rule \"broken\": when:"), "{err}");
+
+    let (code, _, err) = heal_cli(
+        &[
+            "check-config",
+            "--config",
+            dir.join("missing.toml").to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read config"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    let (code, _, err) = heal_cli(&["frobnicate"], &[], None);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, _) = heal_cli(&["--help"], &[], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("run-rule"), "{out}");
+    let (code, _, err) = heal_cli(&["events", "show", "abc"], &[], None);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn run_rule_traces_decision_and_environment_without_running() {
+    let (code, out, err) = heal_cli(
+        &[
+            "run-rule",
+            "--config",
+            "runbooks.toml",
+            "tests/fixtures/alertmanager/group_firing.json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("rule \"service-down\"           match"),
+        "{out}"
+    );
+    assert!(out.contains("decision: run"), "{out}");
+    assert!(out.contains("target: web-1"), "{out}");
+    assert!(out.contains("HEAL_PARAM_SERVICE='nginx'"), "{out}");
+    assert!(
+        out.contains("decision: discard: no rule matched"),
+        "web-2 is only a warning: {out}"
+    );
+
+    // Heal's own format from stdin, as JSON, with a hostile label shown, not run.
+    let dir = test_dir("run-rule");
+    let marker = dir.join("pwned");
+    let alert = format!(
+        r#"{{"name": "DiskSpaceLow", "labels": {{"instance": "web-1", "evil": "$(touch {})"}}}}"#,
+        marker.display()
+    );
+    let (code, out, err) = heal_cli(
+        &["run-rule", "--config", "runbooks.toml", "--json", "-"],
+        &[],
+        Some(&alert),
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let d = &v["alerts"][0]["decisions"][0];
+    assert_eq!(d["outcome"], "run");
+    assert_eq!(d["key"], r#"["DiskSpaceLow","web-1"]"#);
+    assert!(d["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|kv| kv[0] == "HEAL_LABEL_EVIL"));
+    assert!(!marker.exists(), "run-rule executes nothing");
+
+    let (code, _, err) = heal_cli(
+        &["run-rule", "--config", "runbooks.toml", "-"],
+        &[],
+        Some("{not json"),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("not JSON"), "{err}");
+}
+
+#[test]
+fn events_and_agents_commands_show_server_state() {
+    let dir = test_dir("cli-events");
+    let server = Server::start_with(
+        &dir,
+        &std::fs::read_to_string(crate::support::repo().join("runbooks.toml")).unwrap(),
+        "127.0.0.1:0",
+        &["--local-agent", "--local-agent-id", "demo"],
+    );
+    crate::support::wait_agent_polling(&server, "demo");
+    let (code, out, err) = heal_cli(
+        &[
+            "fire",
+            "DiskSpaceLow",
+            "instance=demo",
+            "mountpoint=/tmp",
+            "--server",
+            &server.url,
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    server.wait_event(1, &["succeeded"], std::time::Duration::from_secs(20));
+    let (code, out, err) = heal_cli(&["events", "show", "1", "--server", &server.url], &[], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("event 1  succeeded  rule disk-space-low"),
+        "{out}"
+    );
+    assert!(out.contains("step \"clean\": exit 0"), "{out}");
+    assert!(
+        out.contains("| removed 0 files older than a day") || out.contains("| removed"),
+        "{out}"
+    );
+    let (code, out, _) = heal_cli(&["events", "--server", &server.url], &[], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("succeeded"), "{out}");
+    let (code, out, _) = heal_cli(&["agents", "--json", "--server", &server.url], &[], None);
+    assert_eq!(code, 0);
+    let agents: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(agents[0]["id"], "demo");
+    let (code, _, err) = heal_cli(&["events", "--server", "http://127.0.0.1:9"], &[], None);
+    assert_eq!(code, 1, "an unreachable server is an operation failure");
+    assert!(err.contains("cannot reach heal"), "{err}");
+}

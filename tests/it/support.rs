@@ -1,0 +1,450 @@
+//! Test harness: temp dirs, the real `heal` binary as server and agents, and
+//! a small HTTP client. Every wait has a deadline; every child is killed and
+//! reaped on drop, by its own pid.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The heal binary under test.
+pub fn heal_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_heal")
+}
+
+/// The repository root (for fixtures and examples).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fixture file's text.
+pub fn fixture(rel: &str) -> String {
+    std::fs::read_to_string(repo().join("tests/fixtures").join(rel))
+        .unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
+/// A fresh directory under the system temp dir, named after the test.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("heal-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create test dir");
+    dir
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// An HTTP request; returns status and body text. Transport errors give status 0.
+pub fn http(
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let result = if method == "GET" {
+        let mut req = agent.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.call()
+    } else {
+        let mut req = agent.post(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send(body.unwrap_or(b"").to_vec())
+    };
+    match result {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let text = resp
+                .body_mut()
+                .with_config()
+                .limit(64 << 20)
+                .read_to_string()
+                .unwrap_or_default();
+            (status, text)
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn collect_lines(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if std::env::var("HEAL_TEST_ECHO").is_ok() {
+                eprintln!("{line}");
+            }
+            let mut l = log.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+}
+
+/// A running `heal serve`.
+pub struct Server {
+    child: Option<Child>,
+    /// Base URL.
+    pub url: String,
+    /// The listen address, for a restart on the same port.
+    pub addr: String,
+    /// The test directory (config and database live here).
+    pub dir: PathBuf,
+    log: Arc<Mutex<String>>,
+    /// Token sent with requests, if any.
+    pub token: Option<String>,
+}
+
+impl Server {
+    /// Writes `config` to dir/runbooks.toml and starts a server on a free port.
+    pub fn start(dir: &Path, config: &str) -> Server {
+        Self::start_with(dir, config, "127.0.0.1:0", &[])
+    }
+
+    /// Starts with a listen address and extra arguments.
+    pub fn start_with(dir: &Path, config: &str, listen: &str, extra: &[&str]) -> Server {
+        std::fs::write(dir.join("runbooks.toml"), config).expect("write config");
+        let mut child = Command::new(heal_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.join("runbooks.toml"))
+            .arg("--db")
+            .arg(dir.join("heal.db"))
+            .arg("--listen")
+            .arg(listen)
+            .args(extra)
+            .env("HEAL_LOG", "debug")
+            .current_dir(repo())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn heal serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        collect_lines(child.stderr.take().expect("stderr is piped"), log.clone());
+        let mut server = Server {
+            child: Some(child),
+            url: String::new(),
+            addr: String::new(),
+            dir: dir.to_path_buf(),
+            log,
+            token: None,
+        };
+        let addr = wait_until(
+            "the server to log its address",
+            Duration::from_secs(20),
+            || {
+                if let Some(Ok(Some(status))) = server.child.as_mut().map(|c| c.try_wait()) {
+                    panic!("heal serve exited with {status}:\n{}", server.logs());
+                }
+                let logs = server.logs();
+                let at = logs.find("listening on http://")?;
+                let rest = &logs[at + "listening on http://".len()..];
+                Some(rest.lines().next()?.trim().to_string())
+            },
+        );
+        server.url = format!("http://{addr}");
+        server.addr = addr;
+        server
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "heal serve did not stop within 20s of SIGTERM:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn headers(&self) -> Vec<(String, String)> {
+        let mut h = vec![("Content-Type".to_string(), "application/json".to_string())];
+        if let Some(t) = &self.token {
+            h.push(("Authorization".into(), format!("Bearer {t}")));
+        }
+        h
+    }
+
+    /// POST raw bytes with the default headers plus `extra`.
+    pub fn post_raw(&self, path: &str, body: &[u8], extra: &[(&str, &str)]) -> (u16, String) {
+        let own = self.headers();
+        let mut headers: Vec<(&str, &str)> = own
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .filter(|(k, _)| !extra.iter().any(|(ek, _)| ek.eq_ignore_ascii_case(k)))
+            .collect();
+        headers.extend_from_slice(extra);
+        http("POST", &format!("{}{path}", self.url), Some(body), &headers)
+    }
+
+    /// POST JSON; returns status and parsed body.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (status, text) = self.post_raw(path, body.to_string().as_bytes(), &[]);
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// GET; returns status and parsed body.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let own = self.headers();
+        let headers: Vec<(&str, &str)> =
+            own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (status, text) = http("GET", &format!("{}{path}", self.url), None, &headers);
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// GET that must answer 200.
+    pub fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(
+            status,
+            200,
+            "GET {path}: {body}\nserver log:\n{}",
+            self.logs()
+        );
+        body
+    }
+
+    /// One event in full.
+    pub fn event(&self, id: i64) -> Value {
+        self.get_ok(&format!("/api/v1/events/{id}"))
+    }
+
+    /// All events, newest first.
+    pub fn events(&self) -> Vec<Value> {
+        self.get_ok("/api/v1/events?limit=1000")["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits until event `id` is in one of `states`.
+    pub fn wait_event(&self, id: i64, states: &[&str], timeout: Duration) -> Value {
+        wait_until(
+            &format!("event {id} to be one of {states:?}"),
+            timeout,
+            || {
+                let e = self.event(id);
+                states
+                    .contains(&e["state"].as_str().unwrap_or(""))
+                    .then_some(e)
+            },
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- heal serve log ---\n{}", self.logs());
+        }
+    }
+}
+
+/// A running `heal agent`.
+pub struct Agent {
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+    /// Its id.
+    pub id: String,
+}
+
+impl Agent {
+    /// Starts `heal agent --server URL --id ID` plus `extra`.
+    pub fn start(server_url: &str, id: &str, extra: &[&str]) -> Agent {
+        let mut child = Command::new(heal_bin())
+            .args(["agent", "--server", server_url, "--id", id])
+            .args(extra)
+            .env("HEAL_LOG", "debug")
+            .env_remove("HEAL_TOKEN")
+            .current_dir(repo())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn heal agent");
+        let log = Arc::new(Mutex::new(String::new()));
+        collect_lines(child.stderr.take().expect("stderr is piped"), log.clone());
+        Agent {
+            child: Some(child),
+            log,
+            id: id.to_string(),
+        }
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Everything the agent logged so far.
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Peak resident memory (VmHWM) in KiB, from /proc.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- heal agent {} log ---\n{}", self.id, self.logs());
+        }
+    }
+}
+
+/// Waits until the server lists the agent as polling.
+pub fn wait_agent_polling(server: &Server, id: &str) {
+    wait_until(
+        &format!("agent {id} to poll"),
+        Duration::from_secs(20),
+        || {
+            let agents = server.get_ok("/api/v1/agents");
+            agents["agents"]
+                .as_array()?
+                .iter()
+                .any(|a| a["id"] == id && a["polling"] == true)
+                .then_some(())
+        },
+    );
+}
+
+/// Runs the heal CLI with args; returns (exit code, stdout, stderr).
+pub fn heal_cli(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> (i32, String, String) {
+    let mut cmd = Command::new(heal_bin());
+    cmd.args(args)
+        .current_dir(repo())
+        .env_remove("HEAL_TOKEN")
+        .env_remove("HEAL_SERVER");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn heal");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait heal");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A minimal config: one rule `fix` running runbook `fix` with `steps_toml` on `labels.instance`.
+pub fn one_rule_config(steps_toml: &str, server_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+lease = "5s"
+kill_grace = "1s"
+{server_extra}
+
+[[rule]]
+name = "fix"
+when = "labels.alertname != 'Ignored'"
+runbook = "fix"
+target = "labels.instance"
+
+[runbook.fix]
+timeout = "20s"
+steps = [ {steps_toml} ]
+"#
+    )
+}
