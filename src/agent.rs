@@ -366,7 +366,6 @@ impl Agent {
                 env: &env,
                 timeout,
                 grace,
-                max_output,
             };
             let done = AtomicBool::new(false);
             let outcome = std::thread::scope(|s| {

@@ -71,8 +71,6 @@ pub struct Step<'a> {
     pub timeout: Duration,
     /// Time between SIGTERM and SIGKILL to the process group on timeout or cancel.
     pub grace: Duration,
-    /// Bytes of combined stdout+stderr kept (the tail).
-    pub max_output: usize,
 }
 
 /// Combined output of a running step: keeps only the last `max` bytes, counts everything, and lets a streamer take what is new.
@@ -760,9 +758,8 @@ mod tests {
             env,
             timeout,
             grace: Duration::from_millis(500),
-            max_output: 1 << 20,
         };
-        let output = Output::new(step.max_output);
+        let output = Output::new(1 << 20);
         let outcome = run_step(&step, &output, &AtomicBool::new(false));
         (outcome, output.tail().0)
     }
@@ -925,9 +922,8 @@ while :; do sleep 0.05; done"#;
             env: &env,
             timeout: Duration::from_millis(400),
             grace: Duration::from_millis(300),
-            max_output: 4096,
         };
-        let output = Output::new(step.max_output);
+        let output = Output::new(4096);
         let start = Instant::now();
         let outcome = run_step(&step, &output, &AtomicBool::new(false));
         let elapsed = start.elapsed();
@@ -969,9 +965,8 @@ wait"#,
             env: &env,
             timeout: Duration::from_millis(300),
             grace: Duration::from_millis(300),
-            max_output: 4096,
         };
-        let output = Output::new(step.max_output);
+        let output = Output::new(4096);
         let start = Instant::now();
         let outcome = run_step(&step, &output, &AtomicBool::new(false));
         let elapsed = start.elapsed();
@@ -997,9 +992,8 @@ wait"#,
             env: &[],
             timeout: Duration::from_millis(200),
             grace: Duration::from_secs(5),
-            max_output: 4096,
         };
-        let output = Output::new(step.max_output);
+        let output = Output::new(4096);
         let start = Instant::now();
         let outcome = run_step(&step, &output, &AtomicBool::new(false));
         let elapsed = start.elapsed();
@@ -1022,9 +1016,8 @@ wait"#,
             env: &[],
             timeout: Duration::from_secs(60),
             grace: Duration::from_secs(5),
-            max_output: 4096,
         };
-        let output = Output::new(step.max_output);
+        let output = Output::new(4096);
         let cancel = AtomicBool::new(false);
         let start = Instant::now();
         let outcome = thread::scope(|s| {
@@ -1070,7 +1063,6 @@ wait"#,
             env: &[],
             timeout: Duration::from_secs(15),
             grace: Duration::from_millis(500),
-            max_output: max,
         };
         let output = Output::new(max);
         let done = AtomicBool::new(false);

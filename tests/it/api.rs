@@ -68,7 +68,9 @@ fn bad_requests_get_clear_4xx_and_store_nothing() {
     let json_ct = ("Content-Type", "application/json");
     let auth = ("Authorization", "Bearer webhook-secret-0123456789");
 
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>, u16, &str)> = vec![
+    // (case, body, headers, expected status, expected words in the error)
+    type Case<'a> = (&'a str, Vec<u8>, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "no token",
             good.clone().into_bytes(),

@@ -1,0 +1,559 @@
+//! Agents end to end: the real server and real agent processes (or the agent
+//! protocol driven by hand). Ops reach only their target, steps are stopped
+//! as a whole process group, output is capped, alert data stays inert, lost
+//! ops are never re-run, and the result protocol is idempotent and owned.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{one_rule_config, test_dir, wait_agent_polling, wait_until, Agent, Server};
+
+/// Fires one alert and returns the id of the event the rule `fix` opened for it.
+fn fire(server: &Server, labels: Value) -> i64 {
+    let (status, body) = server.post("/api/v1/alerts", &json!({ "name": "X", "labels": labels }));
+    assert_eq!(status, 200, "{body}\nserver log:\n{}", server.logs());
+    assert_eq!(body["accepted"], 1, "{body}");
+    let decision = &body["alerts"][0]["decisions"][0];
+    assert_eq!(decision["rule"], "fix", "{body}");
+    assert_eq!(decision["outcome"], "run", "{body}");
+    decision["event_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no event id in {body}"))
+}
+
+/// The event's ops.
+fn ops(event: &Value) -> Vec<Value> {
+    event["ops"].as_array().cloned().unwrap_or_default()
+}
+
+/// The only op of an event.
+fn only_op(event: &Value) -> Value {
+    let ops = ops(event);
+    assert_eq!(ops.len(), 1, "expected exactly one op: {event:#}");
+    ops[0].clone()
+}
+
+/// Timeline entries of one kind.
+fn timeline_kind(event: &Value, kind: &str) -> Vec<Value> {
+    event["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// Whether a process is gone (or only a zombie, which no longer runs).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+            matches!(rest.split_whitespace().next(), Some("Z" | "X"))
+        }
+    }
+}
+
+/// Peak resident memory (VmHWM) of a process in KiB, 0 when unreadable.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_str().expect("test paths are UTF-8").to_string()
+}
+
+#[test]
+fn ops_reach_only_their_target_agent() {
+    let dir = test_dir("agent-targets");
+    let config = one_rule_config(
+        r#"{ name = "who", run = "printf 'instance=%s n=%s' \"$HEAL_LABEL_INSTANCE\" \"$HEAL_LABEL_N\"" }"#,
+        "",
+    );
+    let server = Server::start(&dir, &config);
+    let a = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    let b = Agent::start(&server.url, "agent-b", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+    wait_agent_polling(&server, "agent-b");
+
+    // Interleaved alerts for both agents.
+    let mut fired = Vec::new();
+    for n in 0..3 {
+        for target in ["agent-a", "agent-b"] {
+            let id = fire(&server, json!({ "instance": target, "n": n.to_string() }));
+            fired.push((target, n, id));
+        }
+    }
+
+    let mut op_ids: Vec<(&str, i64)> = Vec::new();
+    for &(target, n, id) in &fired {
+        let event = server.wait_event(
+            id,
+            &["succeeded", "failed", "timed_out", "lost"],
+            Duration::from_secs(20),
+        );
+        assert_eq!(event["state"], "succeeded", "{event:#}");
+        let op = only_op(&event);
+        assert_eq!(op["agent"], target, "{event:#}");
+        assert_eq!(op["state"], "succeeded", "{event:#}");
+        assert_eq!(
+            op["steps"][0]["output"],
+            format!("instance={target} n={n}"),
+            "{event:#}"
+        );
+        op_ids.push((target, op["id"].as_i64().expect("op id")));
+    }
+
+    // Each agent ran exactly its own ops, and never heard of the others'.
+    let (la, lb) = (a.logs(), b.logs());
+    for &(target, op) in &op_ids {
+        let mark = format!("op {op}: running runbook fix");
+        let (own, other) = if target == "agent-a" {
+            (&la, &lb)
+        } else {
+            (&lb, &la)
+        };
+        assert!(own.contains(&mark), "{target} did not run op {op}:\n{own}");
+        assert!(
+            !other.contains(&format!("op {op}:")),
+            "op {op} of {target} showed up at the other agent:\n{other}"
+        );
+    }
+}
+
+#[test]
+fn step_timeout_kills_whole_process_group() {
+    let dir = test_dir("agent-timeout-group");
+    let pidfile = dir.join("pids");
+    // The step's shell and its background grandchild both ignore SIGTERM.
+    let config = one_rule_config(
+        r#"{ name = "stubborn", timeout = "1s", run = '''trap '' TERM; sh -c 'trap "" TERM; echo $$ >> "$HEAL_LABEL_PIDFILE"; while :; do sleep 0.05; done' & echo $$ >> "$HEAL_LABEL_PIDFILE"; echo started; while :; do sleep 0.05; done''' }"#,
+        "",
+    );
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+
+    let start = Instant::now();
+    let id = fire(
+        &server,
+        json!({ "instance": "agent-a", "pidfile": path_str(&pidfile) }),
+    );
+    let event = server.wait_event(
+        id,
+        &["succeeded", "failed", "timed_out", "lost"],
+        Duration::from_secs(20),
+    );
+    let elapsed = start.elapsed();
+    assert_eq!(event["state"], "timed_out", "{event:#}");
+    let op = only_op(&event);
+    assert_eq!(op["state"], "timed_out", "{event:#}");
+    let step = &op["steps"][0];
+    assert_eq!(step["timed_out"], true, "{event:#}");
+    assert_eq!(step["exit_code"], Value::Null, "{event:#}");
+    let output = step["output"].as_str().unwrap_or_default();
+    assert!(output.starts_with("started\n"), "{output:?}");
+    assert!(
+        output.contains("[heal: step timed out after 1s; sent SIGTERM, then SIGKILL]"),
+        "{output:?}"
+    );
+    // 1 s timeout + 1 s grace, plus dispatch and reporting.
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+
+    let pids: Vec<i32> = std::fs::read_to_string(&pidfile)
+        .expect("the step wrote its pids")
+        .lines()
+        .map(|l| l.trim().parse().expect("a pid"))
+        .collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    for pid in pids {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !gone(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(pid), "process {pid} of the timed-out step survived");
+    }
+}
+
+#[test]
+fn huge_output_is_capped_without_memory_blowup() {
+    const MAX: usize = 100_000;
+    let dir = test_dir("agent-huge-output");
+    let config = one_rule_config(
+        r#"{ name = "flood", run = "head -c 50000000 /dev/zero | tr '\\0' x" }"#,
+        &format!("max_output = {MAX}"),
+    );
+    let server = Server::start(&dir, &config);
+    let agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+
+    let id = fire(&server, json!({ "instance": "agent-a" }));
+    let event = server.wait_event(
+        id,
+        &["succeeded", "failed", "timed_out", "lost"],
+        Duration::from_secs(30),
+    );
+    let agent_peak = agent.peak_rss_kib();
+    let server_peak = peak_rss_kib(server.pid());
+    eprintln!("peak RSS for 50 MB of output: agent {agent_peak} KiB, server {server_peak} KiB");
+
+    assert_eq!(event["state"], "succeeded", "{event:#}");
+    let step = &only_op(&event)["steps"][0];
+    let output = step["output"].as_str().unwrap_or_default();
+    assert!(output.len() <= MAX, "stored {} bytes", output.len());
+    assert!(output.len() > MAX / 2, "stored only {} bytes", output.len());
+    assert!(output.bytes().all(|b| b == b'x'), "unexpected bytes kept");
+    assert_eq!(step["truncated"], true, "{step}");
+    assert_eq!(step["output_bytes"], 50_000_000, "{step}");
+
+    assert!(agent_peak > 0, "cannot read the agent's VmHWM");
+    assert!(server_peak > 0, "cannot read the server's VmHWM");
+    assert!(
+        agent_peak < 64 * 1024,
+        "agent peak RSS {agent_peak} KiB for 50 MB of output"
+    );
+    assert!(
+        server_peak < 64 * 1024,
+        "server peak RSS {server_peak} KiB for 50 MB of output"
+    );
+}
+
+#[test]
+fn hostile_labels_are_inert() {
+    let dir = test_dir("agent-hostile-labels");
+    let marker = dir.join("pwned");
+    let m = path_str(&marker);
+    let hostile = [
+        format!("$(touch {m})"),
+        format!("`touch {m}`"),
+        format!("; touch {m}"),
+        format!("x\ntouch {m}"),
+        format!("' \"; touch {m}; echo '\" $HOME \\"),
+    ];
+    let big = "b".repeat(1_000_000);
+    let mut labels = json!({ "instance": "agent-a", "big": big });
+    for (i, v) in hostile.iter().enumerate() {
+        labels[format!("evil{i}")] = json!(v);
+    }
+    // One step per hostile label, plus the sizes of the big one as seen by a step.
+    let mut steps: Vec<String> = (0..hostile.len())
+        .map(|i| format!(r#"{{ name = "evil{i}", run = 'printf "%s" "$HEAL_LABEL_EVIL{i}"' }}"#))
+        .collect();
+    steps.push(
+        r#"{ name = "big", run = 'printf "%s %s" "$(printf "%s" "$HEAL_LABEL_BIG" | wc -c)" "$(wc -c < "$HEAL_ALERT_JSON")"' }"#
+            .to_string(),
+    );
+    let config = one_rule_config(&steps.join(",\n"), "");
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+
+    let id = fire(&server, labels);
+    let event = server.wait_event(
+        id,
+        &["succeeded", "failed", "timed_out", "lost"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(event["state"], "succeeded", "{event:#}");
+    let op = only_op(&event);
+    let steps = op["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), hostile.len() + 1, "{op:#}");
+    for (i, v) in hostile.iter().enumerate() {
+        assert_eq!(
+            steps[i]["output"].as_str(),
+            Some(v.as_str()),
+            "label evil{i}"
+        );
+    }
+    // The environment value is cut to 32 KiB; the alert file holds all of it.
+    let sizes: Vec<u64> = steps[hostile.len()]["output"]
+        .as_str()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|n| n.parse().expect("a byte count"))
+        .collect();
+    assert_eq!(sizes.len(), 2, "{op:#}");
+    assert_eq!(sizes[0], 32 * 1024, "HEAL_LABEL_BIG length");
+    assert!(
+        sizes[1] > 1_000_000,
+        "HEAL_ALERT_JSON holds {} bytes",
+        sizes[1]
+    );
+    assert!(!marker.exists(), "a label value was executed");
+}
+
+#[test]
+fn agent_killed_mid_step_op_is_lost_and_never_rerun() {
+    let dir = test_dir("agent-killed-mid-step");
+    let runs = dir.join("runs");
+    let config = one_rule_config(
+        r#"{ name = "slow", run = 'echo run >> "$HEAL_LABEL_RUNS"; sleep 30' }"#,
+        "",
+    );
+    let server = Server::start(&dir, &config);
+    let mut first = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+
+    let id = fire(
+        &server,
+        json!({ "instance": "agent-a", "runs": path_str(&runs) }),
+    );
+    let op_id = wait_until("the op to run", Duration::from_secs(20), || {
+        let event = server.event(id);
+        let op = ops(&event).into_iter().next()?;
+        (op["state"] == "running" && runs.exists()).then(|| op["id"].as_i64().expect("op id"))
+    });
+    first.kill();
+
+    let restarted = Instant::now();
+    let second = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    let event = server.wait_event(
+        id,
+        &["succeeded", "failed", "timed_out", "lost"],
+        Duration::from_secs(10),
+    );
+    // Far sooner than the op's deadline (20 s + 1 s + 2 s): the new instance gave it away.
+    assert!(
+        restarted.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        restarted.elapsed()
+    );
+    assert_eq!(event["state"], "lost", "{event:#}");
+    let op = only_op(&event);
+    assert_eq!(op["id"], op_id);
+    assert_eq!(op["state"], "lost", "{event:#}");
+    assert!(
+        op["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("restarted")),
+        "{op:#}"
+    );
+    assert_eq!(timeline_kind(&event, "lost").len(), 1, "{event:#}");
+
+    // Give a wrongful re-dispatch time to happen, then check it did not.
+    wait_agent_polling(&server, "agent-a");
+    std::thread::sleep(Duration::from_millis(1500));
+    let event = server.event(id);
+    assert_eq!(event["state"], "lost", "{event:#}");
+    assert_eq!(ops(&event).len(), 1, "{event:#}");
+    assert_eq!(timeline_kind(&event, "dispatched").len(), 1, "{event:#}");
+    assert_eq!(
+        std::fs::read_to_string(&runs).expect("the step ran"),
+        "run\n",
+        "the step ran more than once"
+    );
+    assert!(
+        !second.logs().contains(&format!("op {op_id}:")),
+        "the new agent touched the lost op:\n{}",
+        second.logs()
+    );
+}
+
+#[test]
+fn agent_reconnects_after_server_restart() {
+    let dir = test_dir("agent-server-restart");
+    let config = one_rule_config(r#"{ name = "a", run = "echo ok" }"#, "");
+    let mut old = Server::start(&dir, &config);
+    let agent = Agent::start(&old.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&old, "agent-a");
+    old.kill();
+
+    let server = Server::start_with(&dir, &config, &old.addr, &[]);
+    assert_eq!(server.url, old.url);
+    wait_until(
+        "the agent to poll the restarted server",
+        Duration::from_secs(40),
+        || {
+            let agents = server.get_ok("/api/v1/agents");
+            agents["agents"]
+                .as_array()?
+                .iter()
+                .any(|a| a["id"] == "agent-a" && a["polling"] == true)
+                .then_some(())
+        },
+    );
+    let id = fire(&server, json!({ "instance": "agent-a" }));
+    let event = server.wait_event(
+        id,
+        &["succeeded", "failed", "timed_out", "lost"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(event["state"], "succeeded", "{event:#}");
+    let op = only_op(&event);
+    assert_eq!(op["agent"], "agent-a");
+    assert_eq!(op["steps"][0]["output"], "ok\n");
+    assert!(
+        agent.logs().contains("connected to"),
+        "the agent did not log its reconnection:\n{}",
+        agent.logs()
+    );
+}
+
+/// Registers an agent by polling once without waiting.
+fn manual_poll(server: &Server, agent: &str, instance: &str) -> Vec<Value> {
+    let (status, body) = server.post(
+        &format!("/api/v1/agents/{agent}/poll?capacity=4&wait=0"),
+        &json!({ "instance": instance }),
+    );
+    assert_eq!(status, 200, "poll of {agent}: {body}");
+    body["ops"]
+        .as_array()
+        .cloned()
+        .expect("ops in the poll answer")
+}
+
+fn step_result(name: &str, output: &str) -> Value {
+    json!({
+        "name": name, "exit_code": 0, "signal": null, "timed_out": false,
+        "duration_ms": 5, "output": output, "output_bytes": output.len(), "truncated": false,
+    })
+}
+
+#[test]
+fn result_posted_twice_is_counted_once() {
+    let dir = test_dir("agent-result-twice");
+    let config = one_rule_config(r#"{ name = "a", run = "true" }"#, "");
+    let server = Server::start(&dir, &config);
+    assert!(manual_poll(&server, "manual", "i1").is_empty());
+
+    let id = fire(&server, json!({ "instance": "manual" }));
+    let handed = manual_poll(&server, "manual", "i1");
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    let op = handed[0]["id"].as_i64().expect("op id");
+    assert_eq!(handed[0]["event_id"], id);
+    assert!(
+        manual_poll(&server, "manual", "i1").is_empty(),
+        "op handed out twice"
+    );
+
+    let base = format!("/api/v1/agents/manual/ops/{op}");
+    let (status, body) = server.post(&format!("{base}/start"), &json!({ "budget_ms": 60_000 }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.event(id)["state"], "running");
+
+    let result =
+        json!({ "state": "succeeded", "steps": [step_result("a", "done\n")], "error": null });
+    let (status, body) = server.post(&format!("{base}/result"), &result);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["recorded"], true, "{body}");
+    let (status, body) = server.post(&format!("{base}/result"), &result);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "recorded": false, "duplicate": true }));
+    // A late, different result for the same op changes nothing either.
+    let other = json!({ "state": "failed", "steps": [step_result("a", "other\n")], "error": "x" });
+    let (status, body) = server.post(&format!("{base}/result"), &other);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["duplicate"], true, "{body}");
+
+    let event = server.event(id);
+    assert_eq!(event["state"], "succeeded", "{event:#}");
+    assert_eq!(timeline_kind(&event, "result").len(), 1, "{event:#}");
+    let op = only_op(&event);
+    assert_eq!(op["state"], "succeeded", "{event:#}");
+    assert_eq!(op["error"], Value::Null, "{event:#}");
+    let steps = op["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 1, "{event:#}");
+    assert_eq!(steps[0]["output"], "done\n");
+}
+
+#[test]
+fn agent_refuses_runbooks_outside_allow() {
+    let dir = test_dir("agent-allow");
+    let marker = dir.join("ran");
+    let config = one_rule_config(r#"{ name = "a", run = 'touch "$HEAL_LABEL_MARKER"' }"#, "");
+    let server = Server::start(&dir, &config);
+    let agent = Agent::start(&server.url, "agent-a", &["--allow", "other-*"]);
+    wait_agent_polling(&server, "agent-a");
+
+    let id = fire(
+        &server,
+        json!({ "instance": "agent-a", "marker": path_str(&marker) }),
+    );
+    let event = server.wait_event(
+        id,
+        &["succeeded", "failed", "timed_out", "lost"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(event["state"], "failed", "{event:#}");
+    let op = only_op(&event);
+    assert_eq!(op["state"], "failed", "{event:#}");
+    let error = op["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("\"fix\""),
+        "error does not name the runbook: {error}"
+    );
+    assert!(
+        error.contains("other-*"),
+        "error does not name the allow list: {error}"
+    );
+    assert!(op["steps"].as_array().is_some_and(Vec::is_empty), "{op:#}");
+    assert!(!marker.exists(), "the refused step ran");
+    assert!(agent.logs().contains("refuses runbook"), "{}", agent.logs());
+}
+
+#[test]
+fn result_for_foreign_or_unknown_op_is_refused() {
+    let dir = test_dir("agent-foreign-result");
+    let config = one_rule_config(r#"{ name = "a", run = "true" }"#, "");
+    let server = Server::start(&dir, &config);
+    manual_poll(&server, "a", "ia");
+    manual_poll(&server, "b", "ib");
+
+    let id = fire(&server, json!({ "instance": "a" }));
+    let handed = manual_poll(&server, "a", "ia");
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    let op = handed[0]["id"].as_i64().expect("op id");
+    let (status, body) = server.post(
+        &format!("/api/v1/agents/a/ops/{op}/start"),
+        &json!({ "budget_ms": 60_000 }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let before = server.event(id);
+    assert_eq!(before["state"], "running", "{before:#}");
+
+    let result =
+        json!({ "state": "succeeded", "steps": [step_result("a", "forged\n")], "error": null });
+    let cases = [
+        ("b", op, 403, "belongs to agent"),
+        ("nobody", op, 404, "unknown agent"),
+        ("a", op + 1000, 404, "no op"),
+        ("b", op + 1000, 404, "no op"),
+    ];
+    for (agent, op_id, want, words) in cases {
+        for what in ["result", "start", "log"] {
+            let body = match what {
+                "result" => result.clone(),
+                "start" => json!({ "budget_ms": 60_000 }),
+                _ => json!({ "seq": 0, "step": 0, "skipped": 0, "data": "forged\n" }),
+            };
+            let (status, answer) =
+                server.post(&format!("/api/v1/agents/{agent}/ops/{op_id}/{what}"), &body);
+            assert_eq!(status, want, "{what} by {agent} for op {op_id}: {answer}");
+            let error = answer["error"].as_str().unwrap_or_default();
+            assert!(error.contains(words), "{what} by {agent}: {error}");
+        }
+    }
+
+    let after = server.event(id);
+    assert_eq!(after, before, "a refused request changed the event");
+    assert_eq!(only_op(&after)["live_output"], "");
+
+    // The owner's result still counts: nothing was used up by the refusals.
+    let good =
+        json!({ "state": "succeeded", "steps": [step_result("a", "real\n")], "error": null });
+    let (status, body) = server.post(&format!("/api/v1/agents/a/ops/{op}/result"), &good);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["recorded"], true, "{body}");
+    let event = server.event(id);
+    assert_eq!(event["state"], "succeeded", "{event:#}");
+    assert_eq!(only_op(&event)["steps"][0]["output"], "real\n");
+}
