@@ -280,3 +280,29 @@ fn long_poll_waits_then_answers_empty() {
         "poll_wait caps the wait: {waited:?}"
     );
 }
+
+#[test]
+fn sigterm_answers_waiting_polls_and_exits_cleanly() {
+    let dir = test_dir("sigterm");
+    let mut server = Server::start(&dir, "");
+    let url = format!("{}/api/v1/agents/waiter/poll?wait=30", server.url);
+    let poll = std::thread::spawn(move || {
+        http(
+            "POST",
+            &url,
+            Some(br#"{"instance":"i"}"#),
+            &[("Content-Type", "application/json")],
+        )
+    });
+    crate::support::wait_agent_polling(&server, "waiter");
+    let started = std::time::Instant::now();
+    assert_eq!(server.terminate(), Some(0));
+    let (status, body) = poll.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"ops\":[]"), "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+}
