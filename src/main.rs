@@ -78,5 +78,7 @@ fn init_logging() {
         .add_filter_ignore_str("tiny_http")
         .add_filter_ignore_str("ureq")
         .build();
-    let _ = simplelog::WriteLogger::init(level, config, std::io::stderr());
+    // One write per line: unbuffered stderr would take each piece of a line as its own write.
+    let _ =
+        simplelog::WriteLogger::init(level, config, std::io::LineWriter::new(std::io::stderr()));
 }

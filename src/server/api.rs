@@ -493,12 +493,17 @@ fn parse_since(v: &str) -> Result<i64> {
 
 fn intake(state: &Arc<State>, config: &Arc<Config>, alerts: Vec<Alert>) -> Answer {
     let n = alerts.len();
+    // Rules are pure: evaluate them here, outside the single writer thread.
+    let evals = super::intake::evaluate(config, &alerts);
     let (config2, state2) = (config.clone(), state.clone());
     let applied = state.writer.write(move |conn| {
-        super::intake::apply(conn, &config2, &state2.waiters, &alerts, now_ms())
+        super::intake::apply(conn, &config2, &state2.waiters, &alerts, &evals, now_ms())
     })?;
     for (parked, claimed) in applied.handoffs {
         respond_ops(parked.request, &claimed);
+    }
+    for line in &applied.log {
+        log::info!("{line}");
     }
     Ok((200, json!({ "accepted": n, "alerts": applied.alerts })))
 }

@@ -27,6 +27,17 @@ pub struct Applied {
     pub alerts: Vec<Value>,
     /// Polls answered with new ops once the job commits.
     pub handoffs: Vec<(Parked, Vec<Claimed>)>,
+    /// Log lines, written after the commit so the writer thread does not wait on stderr.
+    pub log: Vec<String>,
+}
+
+/// Evaluates the rules for every firing alert; done before the store job,
+/// since only the active-event lookup needs the store.
+pub fn evaluate(config: &Config, alerts: &[Alert]) -> Vec<Option<rules::Evaluation>> {
+    alerts
+        .iter()
+        .map(|a| rules::needs_decision(a).then(|| rules::evaluate(config, a)))
+        .collect()
 }
 
 /// Stores and decides a batch of alerts.
@@ -35,17 +46,19 @@ pub fn apply(
     config: &Config,
     waiters: &Waiters,
     alerts: &[Alert],
+    evals: &[Option<rules::Evaluation>],
     now: i64,
 ) -> Result<Applied> {
     let mut applied = Applied::default();
     let mut handoff_of: HashMap<String, usize> = HashMap::new();
     let result = (|| {
-        for alert in alerts {
+        for (i, alert) in alerts.iter().enumerate() {
             let line = apply_one(
                 conn,
                 config,
                 waiters,
                 alert,
+                evals.get(i).and_then(Option::as_ref),
                 now,
                 &mut applied,
                 &mut handoff_of,
@@ -67,11 +80,13 @@ pub fn apply(
     Ok(applied)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_one(
     conn: &Connection,
     config: &Config,
     waiters: &Waiters,
     alert: &Alert,
+    eval: Option<&rules::Evaluation>,
     now: i64,
     applied: &mut Applied,
     handoff_of: &mut HashMap<String, usize>,
@@ -89,7 +104,10 @@ fn apply_one(
                 );
                 store::add_timeline(conn, event_id, "alert-resolved", &msg, now)?;
             }
-            log::info!("alert {} {} resolved", alert.name, alert.fingerprint);
+            applied.log.push(format!(
+                "alert {} {} resolved",
+                alert.name, alert.fingerprint
+            ));
         }
         line["recorded"] = json!(if receipt == Receipt::Stale {
             "already resolved"
@@ -104,7 +122,14 @@ fn apply_one(
         line["decisions"] = json!([{ "outcome": "discard", "reason": reason }]);
         return Ok(line);
     }
-    let eval = rules::evaluate(config, alert);
+    let owned;
+    let eval = match eval {
+        Some(e) => e,
+        None => {
+            owned = rules::evaluate(config, alert);
+            &owned
+        }
+    };
     let mut decisions = Vec::new();
     if eval.matches.is_empty() {
         let d = rules::unmatched();
@@ -175,13 +200,13 @@ fn apply_one(
             event_id,
             now,
         )?;
-        log::info!(
+        applied.log.push(format!(
             "alert {} {}: {} ({})",
             alert.name,
             alert.fingerprint,
             d.outcome.as_str(),
             d.reason
-        );
+        ));
         decisions.push(json!({ "rule": m.rule, "outcome": d.outcome.as_str(), "reason": d.reason, "event_id": event_id }));
     }
     line["decisions"] = Value::Array(decisions);
