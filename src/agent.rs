@@ -7,7 +7,7 @@
 //! once, and a 409 on the start acknowledgement (the op was declared lost)
 //! cancels the step.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -28,6 +28,8 @@ const POLL_WAIT_SECS: u64 = 25;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often running output is sent to the server.
 const STREAM_EVERY: Duration = Duration::from_millis(500);
+/// How long after an op starts its acknowledgement is sent.
+const ACK_AFTER: Duration = Duration::from_millis(50);
 
 /// Options of `heal agent`.
 #[derive(Debug, Clone)]
@@ -54,7 +56,11 @@ struct Agent {
     client: Client,
     running: Mutex<usize>,
     slot_freed: Condvar,
-    cancels: Mutex<std::collections::HashMap<i64, Arc<AtomicBool>>>,
+    /// Ops handed out by polls, waiting for a worker.
+    queue: Mutex<VecDeque<Value>>,
+    op_ready: Condvar,
+    /// Running ops, watched by the companion thread (acknowledgement, streaming).
+    ops: Mutex<HashMap<i64, Running>>,
     reports: Mutex<VecDeque<(String, Value)>>,
     report_ready: Condvar,
     log_seq: AtomicUsize,
@@ -73,7 +79,9 @@ pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
         opts,
         running: Mutex::new(0),
         slot_freed: Condvar::new(),
-        cancels: Mutex::new(std::collections::HashMap::new()),
+        queue: Mutex::new(VecDeque::new()),
+        op_ready: Condvar::new(),
+        ops: Mutex::new(HashMap::new()),
         reports: Mutex::new(VecDeque::new()),
         report_ready: Condvar::new(),
         log_seq: AtomicUsize::new(0),
@@ -87,10 +95,18 @@ pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
         agent.opts.allow.join(", ")
     );
     let reporter_done = AtomicBool::new(false);
+    let stopping = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| agent.reporter(shutdown, &reporter_done));
-        agent.poll_loop(s, shutdown);
+        s.spawn(|| agent.companion(&stopping));
+        // Workers wait ready, so no thread is started between a poll's answer and the step.
+        for _ in 0..agent.opts.concurrency {
+            s.spawn(|| agent.op_worker(&stopping));
+        }
+        agent.poll_loop(shutdown);
         agent.drain();
+        stopping.store(true, Ordering::SeqCst);
+        agent.op_ready.notify_all();
         reporter_done.store(true, Ordering::SeqCst);
         agent.report_ready.notify_all();
     });
@@ -99,7 +115,7 @@ pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
 }
 
 impl Agent {
-    fn poll_loop<'s>(&'s self, s: &'s std::thread::Scope<'s, '_>, shutdown: &Shutdown) {
+    fn poll_loop(&self, shutdown: &Shutdown) {
         let mut backoff = Duration::from_millis(100);
         let mut failing = false;
         let hello = json!({
@@ -140,12 +156,8 @@ impl Agent {
                         .flatten()
                     {
                         *self.lock_running() += 1;
-                        let op = op.clone();
-                        s.spawn(move || {
-                            self.run_op(&op);
-                            *self.lock_running() -= 1;
-                            self.slot_freed.notify_all();
-                        });
+                        lock(&self.queue).push_back(op.clone());
+                        self.op_ready.notify_one();
                     }
                 }
                 other => {
@@ -192,13 +204,8 @@ impl Agent {
                     self.opts.id,
                     *guard
                 );
-                for c in self
-                    .cancels
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .values()
-                {
-                    c.store(true, Ordering::SeqCst);
+                for r in lock(&self.ops).values() {
+                    r.cancel.store(true, Ordering::SeqCst);
                 }
                 let (g, _) = self
                     .slot_freed
@@ -217,6 +224,31 @@ impl Agent {
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, usize> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs ops from the queue until the agent stops.
+    fn op_worker(&self, stopping: &AtomicBool) {
+        loop {
+            let op = {
+                let mut queue = lock(&self.queue);
+                loop {
+                    if let Some(op) = queue.pop_front() {
+                        break op;
+                    }
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    queue = self
+                        .op_ready
+                        .wait_timeout(queue, Duration::from_millis(200))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            };
+            self.run_op(&op);
+            *self.lock_running() -= 1;
+            self.slot_freed.notify_all();
+        }
     }
 
     fn op_path(&self, op_id: i64, what: &str) -> String {
@@ -245,54 +277,84 @@ impl Agent {
         }
         log::info!("op {op_id}: running runbook {runbook}");
         let cancel = Arc::new(AtomicBool::new(false));
-        self.cancels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(op_id, cancel.clone());
-        let cancel = &*cancel;
-        let acked = AtomicBool::new(false);
+        let now = Instant::now();
+        let running = Running {
+            budget: op.get("budget_ms").cloned().unwrap_or(Value::Null),
+            cancel: cancel.clone(),
+            acked: false,
+            // Let the first step start before the acknowledgement competes with it
+            // for the CPU; an op that ends sooner needs none, its result says it ran.
+            next_ack: now + ACK_AFTER,
+            ack_backoff: Duration::from_millis(100),
+            output: None,
+            cursor: 0,
+            last_stream: now,
+        };
+        lock(&self.ops).insert(op_id, running);
         let alert_file =
             std::env::temp_dir().join(format!("heal-op-{op_id}-{}.json", self.instance));
-        let result = std::thread::scope(|s| {
-            s.spawn(|| self.acknowledge(op_id, op, cancel, &acked));
-            let result = self.run_steps(op_id, op, &alert_file, cancel);
-            cancel.store(true, Ordering::SeqCst); // Ends the acknowledgement retries, if any.
-            result
-        });
+        let result = self.run_steps(op_id, op, &alert_file, &cancel);
         let _ = std::fs::remove_file(&alert_file);
-        self.cancels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&op_id);
+        lock(&self.ops).remove(&op_id);
         log::info!("op {op_id}: {}", result["state"].as_str().unwrap_or("?"));
         self.report(op_id, result);
     }
 
-    /// Tells the server the op started; a 409 means the op was given up as lost, so the step is cancelled.
-    fn acknowledge(&self, op_id: i64, op: &Value, cancel: &AtomicBool, acked: &AtomicBool) {
-        let body = json!({ "budget_ms": op.get("budget_ms") });
-        let mut backoff = Duration::from_millis(100);
-        while !cancel.load(Ordering::SeqCst) {
-            match self
-                .client
-                .request("POST", &self.op_path(op_id, "start"), Some(&body))
-            {
-                Ok((200, _)) => {
-                    acked.store(true, Ordering::SeqCst);
-                    return;
+    /// Acknowledges started ops and streams their output, for all running ops.
+    /// A 4xx on the acknowledgement (409: the server gave the op up as lost)
+    /// cancels the op.
+    fn companion(&self, stopping: &AtomicBool) {
+        while !stopping.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = Instant::now();
+            let mut acks = Vec::new();
+            let mut chunks = Vec::new();
+            for (id, r) in lock(&self.ops).iter_mut() {
+                if !r.acked && now >= r.next_ack {
+                    acks.push((*id, r.budget.clone()));
                 }
-                Ok((status @ 400..=499, body)) => {
-                    log::error!(
-                        "op {op_id}: the server refused the start ({status}: {}); stopping the op",
-                        body.get("error").and_then(Value::as_str).unwrap_or("")
-                    );
-                    cancel.store(true, Ordering::SeqCst);
-                    return;
+                if let Some((step, output)) = &r.output {
+                    if now.duration_since(r.last_stream) >= STREAM_EVERY {
+                        r.last_stream = now;
+                        let (data, skipped) = output.take_new(&mut r.cursor);
+                        if !data.is_empty() || skipped > 0 {
+                            chunks.push((*id, *step, data, skipped));
+                        }
+                    }
                 }
-                _ => {
-                    std::thread::sleep(jitter(backoff));
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            for (op_id, budget) in acks {
+                let answer = self.client.request(
+                    "POST",
+                    &self.op_path(op_id, "start"),
+                    Some(&json!({ "budget_ms": budget })),
+                );
+                let mut ops = lock(&self.ops);
+                let Some(r) = ops.get_mut(&op_id) else {
+                    continue;
+                };
+                match answer {
+                    Ok((200, _)) => r.acked = true,
+                    Ok((status @ 400..=499, body)) => {
+                        log::error!(
+                            "op {op_id}: the server refused the start ({status}: {}); stopping the op",
+                            body.get("error").and_then(Value::as_str).unwrap_or("")
+                        );
+                        r.acked = true;
+                        r.cancel.store(true, Ordering::SeqCst);
+                    }
+                    _ => {
+                        r.next_ack = Instant::now() + jitter(r.ack_backoff);
+                        r.ack_backoff = (r.ack_backoff * 2).min(Duration::from_secs(5));
+                    }
                 }
+            }
+            for (op_id, step, data, skipped) in chunks {
+                let seq = self.log_seq.fetch_add(1, Ordering::SeqCst);
+                let body = json!({ "seq": seq, "step": step, "skipped": skipped, "data": String::from_utf8_lossy(&data) });
+                let _ = self
+                    .client
+                    .request("POST", &self.op_path(op_id, "log"), Some(&body));
             }
         }
     }
@@ -360,20 +422,21 @@ impl Agent {
                     .and_then(Value::as_u64)
                     .unwrap_or(300_000),
             );
-            let output = Output::new(max_output);
+            let output = Arc::new(Output::new(max_output));
+            if let Some(r) = lock(&self.ops).get_mut(&op_id) {
+                r.output = Some((idx, output.clone()));
+                r.cursor = 0;
+            }
             let spec = exec::Step {
                 run: &run,
                 env: &env,
                 timeout,
                 grace,
             };
-            let done = AtomicBool::new(false);
-            let outcome = std::thread::scope(|s| {
-                s.spawn(|| self.stream(op_id, idx, &output, &done));
-                let outcome = exec::run_step(&spec, &output, cancel);
-                done.store(true, Ordering::SeqCst);
-                outcome
-            });
+            let outcome = exec::run_step(&spec, &output, cancel);
+            if let Some(r) = lock(&self.ops).get_mut(&op_id) {
+                r.output = None;
+            }
             let (tail, truncated) = output.tail();
             let mut text = String::from_utf8_lossy(&tail).into_owned();
             if let Some(e) = &outcome.spawn_error {
@@ -414,28 +477,6 @@ impl Agent {
             None
         };
         json!({ "state": state, "steps": results, "error": error })
-    }
-
-    /// Sends new output of a running step every STREAM_EVERY (best effort; the result carries the tail).
-    fn stream(&self, op_id: i64, step: usize, output: &Output, done: &AtomicBool) {
-        let mut cursor = 0u64;
-        let mut last = Instant::now();
-        while !done.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
-            if last.elapsed() < STREAM_EVERY {
-                continue;
-            }
-            last = Instant::now();
-            let (data, skipped) = output.take_new(&mut cursor);
-            if data.is_empty() && skipped == 0 {
-                continue;
-            }
-            let seq = self.log_seq.fetch_add(1, Ordering::SeqCst);
-            let body = json!({ "seq": seq, "step": step, "skipped": skipped, "data": String::from_utf8_lossy(&data) });
-            let _ = self
-                .client
-                .request("POST", &self.op_path(op_id, "log"), Some(&body));
-        }
     }
 
     fn report(&self, op_id: i64, result: Value) {
@@ -504,6 +545,24 @@ impl Agent {
             }
         }
     }
+}
+
+/// A running op as the companion thread sees it.
+struct Running {
+    budget: Value,
+    cancel: Arc<AtomicBool>,
+    acked: bool,
+    next_ack: Instant,
+    ack_backoff: Duration,
+    /// The running step's index and output.
+    output: Option<(usize, Arc<Output>)>,
+    cursor: u64,
+    last_stream: Instant,
+}
+
+/// Locks a mutex; a panic elsewhere while it was held leaves data that is still usable here.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {

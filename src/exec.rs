@@ -307,20 +307,19 @@ fn spawn(step: &Step) -> Result<Started, String> {
         .stderr(Stdio::from(write_end))
         .process_group(0);
 
-    let (tx, rx) = mpsc::sync_channel(CHANNEL_DEPTH);
-    // The reader starts first: if the spawn fails, dropping `cmd` closes
-    // the write end, the reader sees end of file and ends by itself.
-    let reader_tx = tx.clone();
-    thread::Builder::new()
-        .name("heal-exec-read".to_string())
-        .spawn(move || read_pipe(File::from(read_end), reader_tx))
-        .map_err(|e| format!("cannot start output reader for {shown}: {e}"))?;
-
     let spawned = cmd.spawn();
     // Dropping the command closes the parent's copies of the write end, so
     // end of file comes as soon as the step's processes close theirs.
     drop(cmd);
     let mut child = spawned.map_err(|e| describe_spawn_error(&shown, &e))?;
+
+    // The reader starts after the spawn, so starting a thread does not delay
+    // the step; until it runs, the pipe buffers the output.
+    let (tx, rx) = mpsc::sync_channel(CHANNEL_DEPTH);
+    let reader_tx = tx.clone();
+    let reader = thread::Builder::new()
+        .name("heal-exec-read".to_string())
+        .spawn(move || read_pipe(File::from(read_end), reader_tx));
 
     let pgid = match libc::pid_t::try_from(child.id()) {
         Ok(pid) if pid > 1 => pid,
@@ -333,6 +332,11 @@ fn spawn(step: &Step) -> Result<Started, String> {
         }
     };
     log::debug!("started step {shown} as process group {pgid}");
+    if let Err(e) = reader {
+        signal_group(pgid, libc::SIGKILL);
+        let _ = child.wait();
+        return Err(format!("cannot start output reader for {shown}: {e}"));
+    }
 
     let exited = Arc::new(AtomicBool::new(false));
     let waiter_exited = Arc::clone(&exited);

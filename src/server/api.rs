@@ -400,6 +400,13 @@ fn dispatch(
                 if op_ref.state == OpState::Running {
                     return Ok((200, json!({ "ok": true, "note": "already started" })));
                 }
+                if matches!(
+                    op_ref.state,
+                    OpState::Succeeded | OpState::Failed | OpState::TimedOut
+                ) {
+                    // The result overtook the acknowledgement.
+                    return Ok((200, json!({ "ok": true, "note": "already finished" })));
+                }
                 Err(Error::request(
                     409,
                     format!("op {op} is {}: do not run it", op_ref.state.as_str()),

@@ -557,3 +557,36 @@ fn result_for_foreign_or_unknown_op_is_refused() {
     assert_eq!(event["state"], "succeeded", "{event:#}");
     assert_eq!(only_op(&event)["steps"][0]["output"], "real\n");
 }
+
+#[test]
+fn output_streams_while_the_step_runs() {
+    let dir = test_dir("agent-stream");
+    let server = Server::start(
+        &dir,
+        &one_rule_config(
+            r#"{ name = "slow", run = "echo first-part; sleep 4; echo second-part" }"#,
+            "",
+        ),
+    );
+    let _agent = Agent::start(&server.url, "streamer", &[]);
+    wait_agent_polling(&server, "streamer");
+    let id = fire(&server, json!({"instance": "streamer"}));
+    let live = wait_until(
+        "the first line to stream while the step runs",
+        Duration::from_secs(10),
+        || {
+            let event = server.event(id);
+            let op = only_op(&event);
+            let live = op["live_output"].as_str().unwrap_or_default().to_string();
+            (op["state"] == "running" && live.contains("first-part")).then_some(live)
+        },
+    );
+    assert!(!live.contains("second-part"), "{live}");
+    let event = server.wait_event(id, &["succeeded"], Duration::from_secs(15));
+    let op = only_op(&event);
+    assert_eq!(
+        op["live_output"], "",
+        "streamed chunks give way to the stored result"
+    );
+    assert_eq!(op["steps"][0]["output"], "first-part\nsecond-part\n");
+}
