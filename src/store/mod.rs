@@ -22,6 +22,9 @@ use crate::error::{Error, Result, StoreContext};
 use crate::event::{event_state, OpState, ACTIVE_EVENT_STATES};
 use crate::server::Shutdown;
 
+/// How stale an agent's recorded `last_seen` may be (ms): polls within it write nothing.
+pub const AGENT_SEEN_RESOLUTION_MS: i64 = 5_000;
+
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -708,12 +711,40 @@ pub struct AgentHello {
 
 /// Records a poll; when the agent process changed, its earlier in-flight ops are lost.
 pub fn touch_agent(conn: &Connection, id: &str, hello: &AgentHello, now: i64) -> Result<()> {
-    let previous: Option<String> = conn
-        .prepare_cached("SELECT instance FROM agent WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-        .context("reading agent")?;
     let tags = serde_json::to_string(&hello.tags).expect("strings serialize");
     let allow = serde_json::to_string(&hello.allow).expect("strings serialize");
+    type Row = (String, String, String, String, String, i64);
+    let previous: Option<Row> = conn
+        .prepare_cached(
+            "SELECT instance, tags, allow, version, hostname, last_seen FROM agent WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .optional()
+        })
+        .context("reading agent")?;
+    if let Some((instance, t, a, v, h, last_seen)) = &previous {
+        // A poll that changes nothing and comes soon after the last recorded
+        // one writes nothing, so an idle poll costs no fsync.
+        let same = *instance == hello.instance
+            && *t == tags
+            && *a == allow
+            && *v == hello.version
+            && *h == hello.hostname;
+        if same && now - last_seen < AGENT_SEEN_RESOLUTION_MS {
+            return Ok(());
+        }
+    }
+    let previous = previous.map(|p| p.0);
     conn.prepare_cached(
         "INSERT INTO agent (id, instance, tags, allow, version, hostname, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
          ON CONFLICT (id) DO UPDATE SET instance = ?2, tags = ?3, allow = ?4, version = ?5, hostname = ?6, last_seen = ?7",
