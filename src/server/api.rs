@@ -509,8 +509,8 @@ fn intake(state: &Arc<State>, config: &Arc<Config>, alerts: Vec<Alert>) -> Answe
     for (parked, claimed) in applied.handoffs {
         respond_ops(parked.request, &claimed);
     }
-    for line in &applied.log {
-        log::info!("{line}");
+    for (level, line) in &applied.log {
+        log::log!(*level, "{line}");
     }
     Ok((200, json!({ "accepted": n, "alerts": applied.alerts })))
 }

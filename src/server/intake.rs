@@ -28,7 +28,9 @@ pub struct Applied {
     /// Polls answered with new ops once the job commits.
     pub handoffs: Vec<(Parked, Vec<Claimed>)>,
     /// Log lines, written after the commit so the writer thread does not wait on stderr.
-    pub log: Vec<String>,
+    /// Runs are logged at info; collapses, discards and resolutions, which a
+    /// storm repeats by the thousand, at debug.
+    pub log: Vec<(log::Level, String)>,
 }
 
 /// Evaluates the rules for every firing alert; done before the store job,
@@ -104,9 +106,9 @@ fn apply_one(
                 );
                 store::add_timeline(conn, event_id, "alert-resolved", &msg, now)?;
             }
-            applied.log.push(format!(
-                "alert {} {} resolved",
-                alert.name, alert.fingerprint
+            applied.log.push((
+                log::Level::Debug,
+                format!("alert {} {} resolved", alert.name, alert.fingerprint),
             ));
         }
         line["recorded"] = json!(if receipt == Receipt::Stale {
@@ -200,12 +202,19 @@ fn apply_one(
             event_id,
             now,
         )?;
-        applied.log.push(format!(
-            "alert {} {}: {} ({})",
-            alert.name,
-            alert.fingerprint,
-            d.outcome.as_str(),
-            d.reason
+        let level = match d.outcome {
+            Outcome::Run | Outcome::DryRun => log::Level::Info,
+            Outcome::Collapse | Outcome::Discard => log::Level::Debug,
+        };
+        applied.log.push((
+            level,
+            format!(
+                "alert {} {}: {} ({})",
+                alert.name,
+                alert.fingerprint,
+                d.outcome.as_str(),
+                d.reason
+            ),
         ));
         decisions.push(json!({ "rule": m.rule, "outcome": d.outcome.as_str(), "reason": d.reason, "event_id": event_id }));
     }
