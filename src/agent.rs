@@ -97,7 +97,7 @@ pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
     let reporter_done = AtomicBool::new(false);
     let stopping = AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(|| agent.reporter(shutdown, &reporter_done));
+        s.spawn(|| agent.reporter(&reporter_done));
         s.spawn(|| agent.companion(&stopping));
         // Workers wait ready, so no thread is started between a poll's answer and the step.
         for _ in 0..agent.opts.concurrency {
@@ -488,7 +488,7 @@ impl Agent {
     }
 
     /// Delivers results in order, re-sending each until the server acknowledges it.
-    fn reporter(&self, shutdown: &Shutdown, done: &AtomicBool) {
+    fn reporter(&self, done: &AtomicBool) {
         let mut backoff = Duration::from_millis(100);
         let mut flush_deadline: Option<Instant> = None;
         loop {
@@ -538,7 +538,6 @@ impl Agent {
                         .pop_front();
                 }
                 _ => {
-                    let _ = shutdown;
                     std::thread::sleep(jitter(backoff));
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
