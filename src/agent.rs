@@ -293,7 +293,7 @@ impl Agent {
         lock(&self.ops).insert(op_id, running);
         let alert_file =
             std::env::temp_dir().join(format!("heal-op-{op_id}-{}.json", self.instance));
-        let result = self.run_steps(op_id, op, &alert_file, &cancel);
+        let result = self.run_tries(op_id, op, &alert_file, &cancel);
         let _ = std::fs::remove_file(&alert_file);
         lock(&self.ops).remove(&op_id);
         log::info!("op {op_id}: {}", result["state"].as_str().unwrap_or("?"));
@@ -357,6 +357,56 @@ impl Agent {
                     .request("POST", &self.op_path(op_id, "log"), Some(&body));
             }
         }
+    }
+
+    /// Runs the steps; a verification op (`retries`, `interval_ms`) runs them
+    /// again after a pause until they succeed or the tries are spent. The
+    /// result carries every try's steps.
+    fn run_tries(
+        &self,
+        op_id: i64,
+        op: &Value,
+        alert_file: &std::path::Path,
+        cancel: &AtomicBool,
+    ) -> Value {
+        let retries = op
+            .get("retries")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(1000);
+        let interval = Duration::from_millis(
+            op.get("interval_ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(10_000),
+        );
+        let mut all_steps = Vec::new();
+        let mut result = Value::Null;
+        for try_no in 0..=retries {
+            if try_no > 0 {
+                // A cancellable pause between tries.
+                let until = Instant::now() + interval;
+                while Instant::now() < until && !cancel.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(50).min(interval));
+                }
+                if cancel.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            result = self.run_steps(op_id, op, alert_file, cancel);
+            let mut steps = result["steps"].take();
+            if retries > 0 {
+                for st in steps.as_array_mut().into_iter().flatten() {
+                    let name = st["name"].as_str().unwrap_or("step").to_string();
+                    st["name"] = json!(format!("{name} (try {} of {})", try_no + 1, retries + 1));
+                }
+            }
+            all_steps.extend(steps.as_array().cloned().unwrap_or_default());
+            if result["state"] == "succeeded" || cancel.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        result["steps"] = Value::Array(all_steps);
+        result
     }
 
     fn run_steps(

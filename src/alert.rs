@@ -63,6 +63,28 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// An alert as the store returns it (`store::get_alert`).
+    pub fn from_stored(v: &Value) -> Option<Alert> {
+        let map = |k: &str| -> BTreeMap<String, String> {
+            v.get(k)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        };
+        Some(Alert {
+            fingerprint: v.get("fingerprint")?.as_str()?.to_string(),
+            name: v.get("name")?.as_str()?.to_string(),
+            status: Status::parse(v.get("status")?.as_str()?)?,
+            labels: map("labels"),
+            annotations: map("annotations"),
+            starts_at: v.get("starts_at").and_then(Value::as_i64),
+            ends_at: v.get("ends_at").and_then(Value::as_i64),
+            source: v.get("source")?.as_str()?.to_string(),
+        })
+    }
+
     /// The document rules see: labels, annotations, status, name, source, starts_at, fingerprint.
     pub fn doc(&self) -> Value {
         json!({

@@ -14,7 +14,7 @@ use crate::alert::{self, Alert};
 use crate::client::{Client, DEFAULT_SERVER};
 use crate::config::{self, Action, Config};
 use crate::error::{Error, Result};
-use crate::rules::{self, KeyFacts};
+use crate::rules;
 use crate::server::{self, Shutdown};
 use crate::time::format_rfc3339;
 
@@ -37,6 +37,12 @@ enum Command {
     Fire(Fire),
     Events(Events),
     Agents(Agents),
+    Approve(Approve),
+    Reject(Reject),
+    Pause(Pause),
+    Pauses(Pauses),
+    Resume(Resume),
+    Breaker(BreakerCmd),
 }
 
 /// Run the server: webhooks, rules, dispatch to agents.
@@ -112,6 +118,18 @@ struct RunRule {
     /// config file (default: ./runbooks.toml)
     #[argh(option, default = "PathBuf::from(\"runbooks.toml\")")]
     config: PathBuf,
+    /// context as guards see it (JSON, the shape of GET /api/v1/context): events, alerts, agents, pauses, breaker
+    #[argh(option)]
+    context: Option<PathBuf>,
+    /// take the live context of this running server instead
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token for --server (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token for --server
+    #[argh(option)]
+    token_file: Option<PathBuf>,
     /// print the trace as JSON
     #[argh(switch)]
     json: bool,
@@ -154,9 +172,15 @@ struct Events {
     /// show ID, or nothing to list events
     #[argh(positional)]
     args: Vec<String>,
-    /// only events in this state
+    /// only events in these states (comma-separated)
     #[argh(option)]
     state: Option<String>,
+    /// only events of this rule
+    #[argh(option)]
+    rule: Option<String>,
+    /// only events of this key
+    #[argh(option)]
+    key: Option<String>,
     /// most events listed (default: 50)
     #[argh(option, default = "50")]
     limit: u32,
@@ -192,6 +216,153 @@ struct Agents {
     json: bool,
 }
 
+/// Approve an event waiting for approval: it runs once.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "approve")]
+struct Approve {
+    /// event id
+    #[argh(positional)]
+    id: i64,
+    /// why (recorded on the timeline)
+    #[argh(option, default = "String::new()")]
+    reason: String,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token with the admin scope (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Reject an event waiting for approval: it is cancelled and never runs.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "reject")]
+struct Reject {
+    /// event id
+    #[argh(positional)]
+    id: i64,
+    /// why (recorded on the timeline)
+    #[argh(option, default = "String::new()")]
+    reason: String,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token with the admin scope (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Pause automation for a while: heal pause --runbook R | --target AGENT | --match EXPR | --all --for 30m --reason TEXT.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "pause")]
+struct Pause {
+    /// pause this runbook
+    #[argh(option)]
+    runbook: Option<String>,
+    /// pause runs on this agent
+    #[argh(option)]
+    target: Option<String>,
+    /// pause alerts matching this JMESPath expression (over labels, annotations, name, ...)
+    #[argh(option, long = "match")]
+    matches: Option<String>,
+    /// pause all automation
+    #[argh(switch)]
+    all: bool,
+    /// how long, like 30m or 2h
+    #[argh(option, long = "for")]
+    duration: String,
+    /// why (shown on every decision it pauses)
+    #[argh(option)]
+    reason: String,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token with the admin scope (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// List active pauses (--all: also those ended in the last day).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "pauses")]
+struct Pauses {
+    /// also pauses that ended in the last day
+    #[argh(switch)]
+    all: bool,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// End a pause now: heal resume ID.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "resume")]
+struct Resume {
+    /// pause id
+    #[argh(positional)]
+    id: i64,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token with the admin scope (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+}
+
+/// Show the safety breaker, or: heal breaker reset | heal breaker trip --reason TEXT.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "breaker")]
+struct BreakerCmd {
+    /// nothing to show it, reset to close it, trip to open it
+    #[argh(positional)]
+    action: Option<String>,
+    /// why (required for trip)
+    #[argh(option, default = "String::new()")]
+    reason: String,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token (admin scope to reset or trip; default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
 /// Runs the parsed command.
 pub fn run(heal: Heal) -> Result<()> {
     match heal.command {
@@ -206,14 +377,34 @@ pub fn run(heal: Heal) -> Result<()> {
         Command::Fire(c) => fire(c),
         Command::Events(c) => events(c),
         Command::Agents(c) => agents(c),
+        Command::Approve(c) => decide_approval(
+            c.id,
+            true,
+            &c.reason,
+            client(c.server, c.token, c.token_file)?,
+            c.json,
+        ),
+        Command::Reject(c) => decide_approval(
+            c.id,
+            false,
+            &c.reason,
+            client(c.server, c.token, c.token_file)?,
+            c.json,
+        ),
+        Command::Pause(c) => pause(c),
+        Command::Pauses(c) => pauses(c),
+        Command::Resume(c) => {
+            let answer = client(c.server, c.token, c.token_file)?
+                .post(&format!("/api/v1/pauses/{}/resume", c.id), &json!({}))?;
+            println!("pause {} ended", answer["resumed"]);
+            Ok(())
+        }
+        Command::Breaker(c) => breaker(c),
     }
 }
 
 fn serve(c: Serve) -> Result<()> {
     let config = config::load(&c.config)?;
-    for w in config::unenforced(&config) {
-        log::warn!("{w}");
-    }
     let local_agent = c.local_agent.then(|| server::LocalAgent {
         id: c.local_agent_id.unwrap_or_else(crate::agent::hostname),
         tags: split_list(&c.local_agent_tags),
@@ -318,9 +509,29 @@ fn read_json_file(path: Option<&PathBuf>) -> Result<Value> {
 
 fn run_rule(c: RunRule) -> Result<()> {
     let config = config::load(&c.config)?;
+    let ctx = match (&c.context, &c.server) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Usage(
+                "give --context FILE or --server URL, not both\nTry: heal run-rule alert.json --server http://127.0.0.1:7878".into(),
+            ))
+        }
+        (Some(file), None) => read_json_file(Some(file))?,
+        (None, Some(_)) => client(c.server.clone(), c.token.clone(), c.token_file.clone())?.get("/api/v1/context")?,
+        (None, None) => json!({}),
+    };
+    if !ctx.is_object() {
+        return Err(Error::Usage(
+            "the context must be a JSON object like GET /api/v1/context answers".into(),
+        ));
+    }
+    // A saved context is judged at the time it was taken.
+    let now = ctx["now"].as_i64().unwrap_or_else(crate::time::now_ms);
     let body = read_json_file(c.alert.as_ref())?;
     let alerts = alert::from_any(&body).map_err(|e| Error::Usage(format!("not an alert: {e}")))?;
-    let traces: Vec<Value> = alerts.iter().map(|a| trace(&config, a)).collect();
+    let traces: Vec<Value> = alerts
+        .iter()
+        .map(|a| trace(&config, a, &ctx, now))
+        .collect();
     if c.json {
         println!(
             "{}",
@@ -328,6 +539,9 @@ fn run_rule(c: RunRule) -> Result<()> {
                 .expect("JSON values serialize")
         );
     } else {
+        if c.context.is_none() && c.server.is_none() {
+            println!("no context given (--context FILE or --server URL): decided as if no event, pause or breaker existed\n");
+        }
         for t in &traces {
             print!("{}", render_trace(t));
         }
@@ -336,35 +550,60 @@ fn run_rule(c: RunRule) -> Result<()> {
 }
 
 /// The decision trace for one alert, from the same functions the server uses.
-fn trace(config: &Config, alert: &Alert) -> Value {
+fn trace(config: &Config, alert: &Alert, ctx: &Value, now: i64) -> Value {
     let mut out = json!({
         "alert": { "name": alert.name, "status": alert.status.as_str(), "fingerprint": alert.fingerprint, "labels": alert.labels },
     });
     if !rules::needs_decision(alert) {
-        out["note"] = json!("resolved alerts get no decision: the server records the resolution on the alert's events");
+        out["note"] = json!("resolved alerts get no decision: the server closes what waits on them and records the resolution on their events");
         return out;
     }
     let eval = rules::evaluate(config, alert);
     out["tried"] = eval
         .tried
         .iter()
-        .map(|t| json!({ "rule": t.rule, "matched": t.matched, "note": t.note }))
+        .zip(&config.rules)
+        .map(|(t, r)| json!({ "rule": t.rule, "line": r.line, "matched": t.matched, "note": t.note }))
         .collect();
     if eval.matches.is_empty() {
         let d = rules::unmatched();
         out["decisions"] = json!([{ "outcome": d.outcome.as_str(), "reason": d.reason }]);
         return out;
     }
+    let alert_doc = crate::config::doc(alert.doc());
+    let guard_doc = rules::guard_doc(alert, ctx);
     let decisions: Vec<Value> = eval
         .matches
         .iter()
         .map(|m| {
-            // Offline there is no store, so no event is active for the key.
-            let d = rules::decide(m, &KeyFacts::default());
+            let rule = &config.rules[m.rule_idx];
+            let mut m = m.clone();
+            if !m.target_tags.is_empty() {
+                m.targets = rules::agents_tagged(ctx, &m.target_tags);
+            }
+            let facts = rules::facts(ctx, rule, &m, &alert_doc, now);
+            let mut guard_result = None;
+            let mut guard = || {
+                let r = rule.unless.as_ref().map_or(Ok(false), |u| u.truthy(&guard_doc));
+                guard_result = Some(r.clone());
+                r
+            };
+            let d = rules::decide(&m, rule, &config.safety, &facts, &mut guard);
             let mut v = json!({
-                "rule": m.rule, "outcome": d.outcome.as_str(), "reason": d.reason,
+                "rule": m.rule, "outcome": d.outcome.as_str(), "reason": d.reason, "event_id": d.event,
                 "key": m.key, "targets": m.targets, "target_tags": m.target_tags, "params": m.params,
+                "facts": {
+                    "open_event": facts.open_event.as_ref().map(|e| json!({"id": e.id, "state": e.state})),
+                    "last_run": facts.last_run.as_ref().map(|e| json!({"id": e.id, "state": e.state, "ended_at": e.at})),
+                    "attempts": facts.attempts.iter().map(|e| json!({"id": e.id, "state": e.state, "started_at": e.at})).collect::<Vec<_>>(),
+                    "pause": facts.pause.as_ref().map(|p| json!({"id": p.id, "covers": p.what, "reason": p.reason})),
+                    "breaker": {"open": facts.breaker.open, "runs_last_hour": facts.breaker.runs_last_hour, "failed_in_row": facts.breaker.failed_in_row},
+                    "guard": match &guard_result { None => Value::Null, Some(Ok(b)) => json!(b), Some(Err(e)) => json!(format!("error: {e}")) },
+                },
             });
+            if let Some(live) = d.live {
+                v["live_outcome"] = json!(live.as_str());
+            }
             if let Action::Run(rb) = &m.action {
                 if let Some(runbook) = config.runbooks.get(rb) {
                     let env = rules::environment(0, &m.rule, rb, alert, &m.params);
@@ -408,8 +647,9 @@ fn render_trace(t: &Value) -> String {
             "no"
         };
         s.push_str(&format!(
-            "  rule {:<24} {mark:<5} {}\n",
+            "  rule {:<24} {:<6} {mark:<5} {}\n",
             format!("{:?}", str_of(&tr["rule"])),
+            format!("line {}", tr["line"]),
             str_of(&tr["note"])
         ));
     }
@@ -421,6 +661,30 @@ fn render_trace(t: &Value) -> String {
         ));
         if d.get("key").is_some() {
             s.push_str(&format!("    key: {}\n", str_of(&d["key"])));
+            let f = &d["facts"];
+            let mut known = Vec::new();
+            if let Some(e) = f["open_event"].as_object() {
+                known.push(format!("open event {} ({})", e["id"], str_of(&e["state"])));
+            }
+            if let Some(e) = f["last_run"].as_object() {
+                known.push(format!(
+                    "last run event {} ({})",
+                    e["id"],
+                    str_of(&e["state"])
+                ));
+            }
+            let attempts = f["attempts"].as_array().map_or(0, Vec::len);
+            known.push(format!("{attempts} attempts in the window"));
+            if f["breaker"]["open"].as_bool() == Some(true) {
+                known.push("breaker open".into());
+            }
+            if let Some(p) = f["pause"].as_object() {
+                known.push(format!("paused by pause {}", p["id"]));
+            }
+            if !f["guard"].is_null() {
+                known.push(format!("guard holds: {}", f["guard"]));
+            }
+            s.push_str(&format!("    known: {}\n", known.join(", ")));
             let targets: Vec<&str> = d["targets"]
                 .as_array()
                 .into_iter()
@@ -578,8 +842,10 @@ fn events(c: Events) -> Result<()> {
         return Ok(());
     }
     let mut path = format!("/api/v1/events?limit={}", c.limit);
-    if let Some(s) = &c.state {
-        path.push_str(&format!("&state={s}"));
+    for (name, value) in [("state", &c.state), ("rule", &c.rule), ("key", &c.key)] {
+        if let Some(v) = value {
+            path.push_str(&format!("&{name}={}", encode(v)));
+        }
     }
     let list = client.get(&path)?;
     if c.json {
@@ -590,17 +856,17 @@ fn events(c: Events) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>6}  {:<10}  {:<24}  {:<20}  {:>4}  created",
+        "{:>6}  {:<16}  {:<24}  {:<20}  {:>4}  created",
         "ID", "STATE", "RULE", "RUNBOOK", "HITS"
     );
     for e in list["events"].as_array().into_iter().flatten() {
         println!(
-            "{:>6}  {:<10}  {:<24}  {:<20}  {:>4}  {}",
-            e["id"],
+            "{:>6}  {:<16}  {:<24}  {:<20}  {:>4}  {}",
+            e["id"].to_string(),
             str_of(&e["state"]),
             str_of(&e["rule"]),
             str_of(&e["runbook"]),
-            e["hits"],
+            e["hits"].to_string(),
             e["created_at"]
                 .as_i64()
                 .map(format_rfc3339)
@@ -612,14 +878,29 @@ fn events(c: Events) -> Result<()> {
 
 fn render_event(e: &Value) -> String {
     let mut s = format!(
-        "event {}  {}  rule {}  runbook {}  hits {}\n  key: {}\n",
+        "event {}  {}  rule {}  runbook {}  hits {}  mode {}\n  key: {}\n",
         e["id"],
         str_of(&e["state"]),
         str_of(&e["rule"]),
         str_of(&e["runbook"]),
         e["hits"],
+        str_of(&e["mode"]),
         str_of(&e["key"])
     );
+    if let Some(r) = e["reason"].as_str() {
+        s.push_str(&format!("  why: {r}\n"));
+    }
+    if let Some(by) = e["decided_by"].as_str() {
+        s.push_str(&format!("  approved or rejected by: {by}\n"));
+    }
+    if let (Some(d), true) = (e["deadline"].as_i64(), e["ended_at"].is_null()) {
+        let what = if e["state"] == "pending_approval" {
+            "approval expires"
+        } else {
+            "verification window ends"
+        };
+        s.push_str(&format!("  {what}: {}\n", format_rfc3339(d)));
+    }
     if let Some(a) = e.get("alert").filter(|a| !a.is_null()) {
         let labels: Vec<String> = a["labels"]
             .as_object()
@@ -645,8 +926,13 @@ fn render_event(e: &Value) -> String {
         ));
     }
     for op in e["ops"].as_array().into_iter().flatten() {
+        let kind = if op["kind"] == "verify" {
+            "verification "
+        } else {
+            ""
+        };
         s.push_str(&format!(
-            "op {} on agent {}: {}",
+            "{kind}op {} on agent {}: {}",
             op["id"],
             str_of(&op["agent"]),
             str_of(&op["state"])
@@ -717,8 +1003,8 @@ fn agents(c: Agents) -> Result<()> {
             } else {
                 "no"
             },
-            a["running_ops"],
-            a["queued_ops"],
+            a["running_ops"].to_string(),
+            a["queued_ops"].to_string(),
             tags.join(","),
             a["last_seen"]
                 .as_i64()
@@ -726,5 +1012,159 @@ fn agents(c: Agents) -> Result<()> {
                 .unwrap_or_default()
         );
     }
+    Ok(())
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn decide_approval(
+    id: i64,
+    approve: bool,
+    reason: &str,
+    client: Client,
+    json_out: bool,
+) -> Result<()> {
+    let verb = if approve { "approve" } else { "reject" };
+    let answer = client.post(
+        &format!("/api/v1/events/{id}/{verb}"),
+        &json!({ "reason": reason }),
+    )?;
+    if json_out {
+        println!("{answer}");
+        return Ok(());
+    }
+    let e = &answer["event"];
+    println!(
+        "event {id} {}: {} (heal events show {id})",
+        if approve { "approved" } else { "rejected" },
+        str_of(&e["state"])
+    );
+    Ok(())
+}
+
+fn pause(c: Pause) -> Result<()> {
+    if c.runbook.is_none() && c.target.is_none() && c.matches.is_none() && !c.all {
+        return Err(Error::Usage(
+            "say what to pause: --runbook NAME, --target AGENT, --match EXPR, or --all\nTry: heal pause --runbook restart-service --for 30m --reason 'deploy in progress'".into(),
+        ));
+    }
+    let body = json!({
+        "runbook": c.runbook, "target": c.target, "match": c.matches, "all": c.all,
+        "for": c.duration, "reason": c.reason,
+    });
+    let answer = client(c.server, c.token, c.token_file)?.post("/api/v1/pauses", &body)?;
+    if c.json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let p = &answer["pause"];
+    println!(
+        "pause {} until {} (heal resume {} ends it early)",
+        p["id"],
+        p["until"].as_i64().map(format_rfc3339).unwrap_or_default(),
+        p["id"]
+    );
+    Ok(())
+}
+
+fn pauses(c: Pauses) -> Result<()> {
+    let path = if c.all {
+        "/api/v1/pauses?all=true"
+    } else {
+        "/api/v1/pauses"
+    };
+    let list = client(c.server, c.token, c.token_file)?.get(path)?;
+    if c.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list["pauses"]).expect("JSON values serialize")
+        );
+        return Ok(());
+    }
+    println!(
+        "{:>4}  {:<7}  {:<20}  {:<30}  {:<10}  reason",
+        "ID", "ACTIVE", "UNTIL", "COVERS", "BY"
+    );
+    for p in list["pauses"].as_array().into_iter().flatten() {
+        let mut covers = Vec::new();
+        for (k, label) in [
+            ("runbook", "runbook"),
+            ("target", "agent"),
+            ("match", "match"),
+        ] {
+            if let Some(v) = p[k].as_str() {
+                covers.push(format!("{label} {v}"));
+            }
+        }
+        if covers.is_empty() {
+            covers.push("all automation".into());
+        }
+        println!(
+            "{:>4}  {:<7}  {:<20}  {:<30}  {:<10}  {}",
+            p["id"].to_string(),
+            if p["active"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            p["until"].as_i64().map(format_rfc3339).unwrap_or_default(),
+            covers.join(", "),
+            str_of(&p["created_by"]),
+            str_of(&p["reason"])
+        );
+    }
+    Ok(())
+}
+
+fn breaker(c: BreakerCmd) -> Result<()> {
+    let client = client(c.server, c.token, c.token_file)?;
+    let b = match c.action.as_deref() {
+        None | Some("show") | Some("status") => client.get("/api/v1/breaker")?,
+        Some("reset") => {
+            client.post("/api/v1/breaker/reset", &json!({ "reason": c.reason }))?["breaker"].clone()
+        }
+        Some("trip") => {
+            if c.reason.trim().is_empty() {
+                return Err(Error::Usage(
+                    "say why: heal breaker trip --reason TEXT\nTry: heal breaker trip --reason 'runbooks misbehave, stopping all automation'".into(),
+                ));
+            }
+            client.post("/api/v1/breaker/trip", &json!({ "reason": c.reason }))?["breaker"].clone()
+        }
+        Some(other) => {
+            return Err(Error::Usage(format!(
+                "heal breaker takes nothing, reset or trip (got {other:?})\nTry: heal breaker reset"
+            )))
+        }
+    };
+    if c.json {
+        println!("{b}");
+        return Ok(());
+    }
+    println!(
+        "breaker {}: {} ({} by {})",
+        str_of(&b["state"]),
+        str_of(&b["reason"]),
+        b["changed_at"]
+            .as_i64()
+            .filter(|&t| t > 0)
+            .map(format_rfc3339)
+            .unwrap_or_else(|| "never".into()),
+        str_of(&b["changed_by"])
+    );
+    println!(
+        "  since it last changed: {} runs in the last hour, {} failed events in a row",
+        b["runs_last_hour"], b["failed_in_row"]
+    );
     Ok(())
 }

@@ -85,6 +85,29 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// `[runbook.NAME]` by name.
     pub runbooks: BTreeMap<String, Arc<Runbook>>,
+    /// `[safety]`: the global breaker and fan-out cap.
+    pub safety: Safety,
+}
+
+/// `[safety]` settings: limits over all rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Safety {
+    /// Runs allowed in any hour; the next one opens the breaker.
+    pub max_runs_per_hour: u32,
+    /// Failed events in a row that open the breaker.
+    pub max_failed_in_row: u32,
+    /// Most agents one decision may fan out to (a rule may lower or raise it).
+    pub max_targets: u32,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety {
+            max_runs_per_hour: 60,
+            max_failed_in_row: 10,
+            max_targets: 20,
+        }
+    }
 }
 
 /// `[server]` settings.
@@ -238,6 +261,8 @@ pub struct Rule {
     pub approve: bool,
     /// How long an approval may wait.
     pub approve_timeout: Duration,
+    /// Most agents a `{ tags = [...] }` target may reach (default: `[safety] max_targets`).
+    pub max_targets: u32,
     /// Live or dry-run.
     pub mode: Mode,
     /// Go on to later rules after this one matched.
@@ -266,9 +291,14 @@ pub enum Verify {
     ResolvedWithin(Duration),
     /// A check command must exit 0 within its retries.
     Run {
+        /// The check.
         run: Run,
+        /// Tries after the first.
         retries: u32,
+        /// Pause between tries.
         interval: Duration,
+        /// Timeout of each try (the runbook's step timeout).
+        timeout: Duration,
     },
 }
 
@@ -312,6 +342,16 @@ struct RawFile {
     rules: Vec<Spanned<RawRule>>,
     #[serde(default, rename = "runbook")]
     runbooks: BTreeMap<String, Spanned<RawRunbook>>,
+    #[serde(default)]
+    safety: RawSafety,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSafety {
+    max_runs_per_hour: Option<Spanned<i64>>,
+    max_failed_in_row: Option<Spanned<i64>>,
+    max_targets: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -377,6 +417,7 @@ struct RawRule {
     #[serde(default)]
     approve: bool,
     approve_timeout: Option<Spanned<String>>,
+    max_targets: Option<Spanned<i64>>,
     mode: Option<Spanned<String>>,
     #[serde(default, rename = "continue")]
     cont: bool,
@@ -527,6 +568,7 @@ impl Validator<'_> {
 
     fn validate(&self, path: &Path, raw: RawFile) -> Result<Config> {
         let server = self.server(&raw.server)?;
+        let safety = self.safety(&raw.safety)?;
         let mut tokens = Vec::new();
         for t in &raw.tokens {
             let token = self.token(t)?;
@@ -557,7 +599,7 @@ impl Validator<'_> {
         }
         let mut rules: Vec<Rule> = Vec::new();
         for r in &raw.rules {
-            let rule = self.rule(r, &runbooks)?;
+            let rule = self.rule(r, &runbooks, &safety)?;
             if rules.iter().any(|o| o.name == rule.name) {
                 return self.err(
                     r.span(),
@@ -574,6 +616,29 @@ impl Validator<'_> {
             sources,
             rules,
             runbooks,
+            safety,
+        })
+    }
+
+    fn safety(&self, raw: &RawSafety) -> Result<Safety> {
+        let item = "[safety]";
+        let d = Safety::default();
+        let count = |v, default: u32, field| {
+            self.count(v, default as i64, 1, 1_000_000, item, field)
+                .map(|n| n as u32)
+        };
+        Ok(Safety {
+            max_runs_per_hour: count(
+                &raw.max_runs_per_hour,
+                d.max_runs_per_hour,
+                "max_runs_per_hour",
+            )?,
+            max_failed_in_row: count(
+                &raw.max_failed_in_row,
+                d.max_failed_in_row,
+                "max_failed_in_row",
+            )?,
+            max_targets: count(&raw.max_targets, d.max_targets, "max_targets")?,
         })
     }
 
@@ -750,6 +815,7 @@ impl Validator<'_> {
                             &item,
                             "verify.interval",
                         )?,
+                        timeout,
                     },
                     _ => {
                         return self.err(
@@ -776,6 +842,7 @@ impl Validator<'_> {
         &self,
         r: &Spanned<RawRule>,
         runbooks: &BTreeMap<String, Arc<Runbook>>,
+        safety: &Safety,
     ) -> Result<Rule> {
         let raw = r.get_ref();
         let item = format!("rule {:?}", raw.name);
@@ -886,6 +953,14 @@ impl Validator<'_> {
                 &item,
                 "approve_timeout",
             )?,
+            max_targets: self.count(
+                &raw.max_targets,
+                safety.max_targets as i64,
+                1,
+                1_000_000,
+                &item,
+                "max_targets",
+            )? as u32,
             mode,
             cont: raw.cont,
         })
@@ -925,48 +1000,6 @@ pub fn expand_env(text: &str) -> std::result::Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// Settings that are parsed and validated but not acted on by this version
-/// (cooldown, guards, attempt budgets, approval, verification, fan-out
-/// limits): each gets a warning naming file, line and item, so nobody relies
-/// on a safety setting that does nothing.
-pub fn unenforced(config: &Config) -> Vec<String> {
-    let file = config.path.display();
-    let mut out = Vec::new();
-    for r in &config.rules {
-        let mut fields = Vec::new();
-        if r.unless.is_some() {
-            fields.push("unless");
-        }
-        if !r.cooldown.is_zero() {
-            fields.push("cooldown");
-        }
-        if r.max_attempts.is_some() || r.within != Duration::from_secs(3600) {
-            fields.push("max_attempts/within");
-        }
-        if r.approve || r.approve_timeout != Duration::from_secs(3600) {
-            fields.push("approve");
-        }
-        if !fields.is_empty() {
-            out.push(format!("{file}:{}: rule {:?}: {} not enforced by this version of heal; the rule runs without it", r.line, r.name, fields.join(", ")));
-        }
-    }
-    for rb in config.runbooks.values() {
-        match &rb.verify {
-            Verify::None => {}
-            Verify::ResolvedWithin(d) => out.push(format!("{file}: runbook {:?}: verify.resolved_within ({}) not enforced by this version of heal; success is exit 0 of every step", rb.name, crate::time::format_duration(*d))),
-            Verify::Run { run, retries, interval } => out.push(format!(
-                "{file}: runbook {:?}: verify.run ({run}, {retries} retries every {}) not enforced by this version of heal; success is exit 0 of every step",
-                rb.name,
-                crate::time::format_duration(*interval)
-            )),
-        }
-        if rb.max_parallel > 1 {
-            out.push(format!("{file}: runbook {:?}: max_parallel = {} not enforced by this version of heal; all targets run at once", rb.name, rb.max_parallel));
-        }
-    }
-    out
 }
 
 /// Names of runbooks that every rule refers to, for `check-config`'s summary.

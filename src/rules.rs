@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::alert::{Alert, Status};
-use crate::config::{Action, Config, Mode, Rule, Target};
+use crate::config::{Action, Config, Mode, Rule, Safety, Target};
+use crate::time::format_duration;
 
 /// Longest value of one HEAL_* variable; the full alert is in HEAL_ALERT_JSON.
 /// Linux refuses a single environment string over 128 KiB.
@@ -54,47 +55,6 @@ pub struct Evaluation {
     pub tried: Vec<Tried>,
     /// The matching rules that decide (one, or more with `continue = true`).
     pub matches: Vec<Match>,
-}
-
-/// What heal does with one firing alert for one matching rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A new event, ops queued.
-    Run,
-    /// Joins the active event of the key.
-    Collapse,
-    /// Recorded what would run; nothing runs.
-    DryRun,
-    /// Dropped: a discard rule, no rule, or nothing to run on.
-    Discard,
-}
-
-impl Outcome {
-    /// The name used in the API, the store and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Run => "run",
-            Outcome::Collapse => "collapse",
-            Outcome::DryRun => "dry-run",
-            Outcome::Discard => "discard",
-        }
-    }
-}
-
-/// What the store knows about a key, as far as the decision needs it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyFacts {
-    /// The active event for the rule and key: id and state.
-    pub active_event: Option<(i64, String)>,
-}
-
-/// A decision with its reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    /// The outcome.
-    pub outcome: Outcome,
-    /// Why, in words for the timeline.
-    pub reason: String,
 }
 
 /// Tries every rule in file order; the first match decides unless it says `continue = true`.
@@ -217,56 +177,564 @@ pub fn check_agent_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Decides what one match means for a firing alert, given what the store knows.
-pub fn decide(m: &Match, facts: &KeyFacts) -> Decision {
-    let d = |outcome, reason: String| Decision { outcome, reason };
+/// What heal does with one firing alert for one matching rule: the rows of
+/// the decision table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new event, ops queued.
+    Run,
+    /// Joins the open event of the key.
+    Collapse,
+    /// The key's last run ended less than `cooldown` ago.
+    Cooldown,
+    /// The `unless` guard holds: the event waits for it to clear.
+    Defer,
+    /// The attempt budget is spent: people are told, nothing runs.
+    Escalate,
+    /// The event waits for a person.
+    AwaitApproval,
+    /// A pause covers it.
+    Paused,
+    /// Recorded what would happen; nothing runs.
+    DryRun,
+    /// The safety breaker is open.
+    Breaker,
+    /// Dropped: a discard rule, no rule, or nothing to run on.
+    Discard,
+}
+
+impl Outcome {
+    /// Every outcome, in the order of the decision table.
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Run,
+        Outcome::Collapse,
+        Outcome::Cooldown,
+        Outcome::Defer,
+        Outcome::Escalate,
+        Outcome::AwaitApproval,
+        Outcome::Paused,
+        Outcome::DryRun,
+        Outcome::Breaker,
+        Outcome::Discard,
+    ];
+
+    /// The name used in the API, the store and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Run => "run",
+            Outcome::Collapse => "collapse",
+            Outcome::Cooldown => "cooldown",
+            Outcome::Defer => "defer",
+            Outcome::Escalate => "escalate",
+            Outcome::AwaitApproval => "await-approval",
+            Outcome::Paused => "paused",
+            Outcome::DryRun => "dry-run",
+            Outcome::Breaker => "breaker",
+            Outcome::Discard => "discard",
+        }
+    }
+}
+
+/// An event as the decision sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFact {
+    /// Event id.
+    pub id: i64,
+    /// Its state.
+    pub state: String,
+    /// When it ran (attempts) or ended (the last run).
+    pub at: i64,
+    /// Why it ended as it did, if it has.
+    pub reason: Option<String>,
+}
+
+/// A pause covering the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseFact {
+    /// Pause id.
+    pub id: i64,
+    /// What it covers, in words.
+    pub what: String,
+    /// Why it was set.
+    pub reason: String,
+    /// Who set it.
+    pub by: String,
+    /// When it ends (ms).
+    pub until: i64,
+}
+
+/// The global safety breaker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BreakerFact {
+    /// Whether it is open.
+    pub open: bool,
+    /// Why it opened (or closed).
+    pub reason: String,
+    /// Runs in the last hour (since the breaker last closed).
+    pub runs_last_hour: u32,
+    /// Failed events in a row (since the breaker last closed).
+    pub failed_in_row: u32,
+}
+
+/// What is known about a rule's key when it decides. Built from a context
+/// document by `facts`, by the server and by `heal run-rule` alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFacts {
+    /// The open event of the rule and key (it holds the key).
+    pub open_event: Option<EventFact>,
+    /// The key's last ended event that ran, with `at` = when it ended.
+    pub last_run: Option<EventFact>,
+    /// The key's runs within the rule's `within`, oldest first, `at` = when each ran.
+    pub attempts: Vec<EventFact>,
+    /// A pause covering this decision.
+    pub pause: Option<PauseFact>,
+    /// The breaker.
+    pub breaker: BreakerFact,
+    /// Now (ms).
+    pub now: i64,
+}
+
+/// A decision with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Why, in words for the timeline.
+    pub reason: String,
+    /// The existing event it concerns (collapse: the open one; cooldown: the last run).
+    pub event: Option<i64>,
+    /// The breaker must open now, for this reason.
+    pub trip: Option<String>,
+    /// In dry-run mode: what live mode would have done.
+    pub live: Option<Outcome>,
+}
+
+fn decision(outcome: Outcome, reason: String) -> Decision {
+    Decision {
+        outcome,
+        reason,
+        event: None,
+        trip: None,
+        live: None,
+    }
+}
+
+/// Decides what one match means for a firing alert, given what is known of
+/// its key. The rows are tried in this order: discard, collapse, cooldown,
+/// paused, breaker, escalate, defer, (dry-run), await-approval, run. `guard`
+/// evaluates the rule's `unless` over the context document; it is called
+/// only when the decision gets that far.
+pub fn decide(
+    m: &Match,
+    rule: &Rule,
+    safety: &Safety,
+    facts: &KeyFacts,
+    guard: &mut dyn FnMut() -> std::result::Result<bool, String>,
+) -> Decision {
+    let live = decide_live(m, rule, safety, facts, guard);
+    if m.mode != Mode::DryRun {
+        return live;
+    }
+    match live.outcome {
+        Outcome::Run | Outcome::Defer | Outcome::AwaitApproval | Outcome::Escalate => Decision {
+            outcome: Outcome::DryRun,
+            reason: format!(
+                "rule {:?} is in dry-run mode; live, heal would {}: {}; nothing ran",
+                m.rule,
+                live.outcome.as_str(),
+                live.reason
+            ),
+            event: live.event,
+            trip: None,
+            live: Some(live.outcome),
+        },
+        _ => live,
+    }
+}
+
+fn decide_live(
+    m: &Match,
+    rule: &Rule,
+    safety: &Safety,
+    facts: &KeyFacts,
+    guard: &mut dyn FnMut() -> std::result::Result<bool, String>,
+) -> Decision {
+    let dry = m.mode == Mode::DryRun;
     if m.action == Action::Discard {
-        return d(Outcome::Discard, format!("rule {:?} says discard", m.rule));
+        return decision(Outcome::Discard, format!("rule {:?} says discard", m.rule));
     }
     if let Some(error) = &m.error {
-        return d(
+        return decision(
             Outcome::Discard,
             format!("rule {:?} matched but cannot run: {error}", m.rule),
         );
     }
-    if let Some((id, state)) = &facts.active_event {
-        return d(
+    if m.targets.is_empty() {
+        return decision(
+            Outcome::Discard,
+            format!(
+                "rule {:?} matched but no agent carries tags {:?}",
+                m.rule, m.target_tags
+            ),
+        );
+    }
+    if m.targets.len() > rule.max_targets as usize {
+        return decision(
+            Outcome::Discard,
+            format!(
+                "rule {:?} would fan out to {} agents, more than max_targets = {}: nothing runs (raise max_targets on the rule or in [safety] if this is intended)",
+                m.rule,
+                m.targets.len(),
+                rule.max_targets
+            ),
+        );
+    }
+    if let Some(open) = &facts.open_event {
+        let mut d = decision(
             Outcome::Collapse,
             format!(
-                "event {id} for key {:?} is {state}: the alert joins it, nothing new runs",
-                m.key
+                "event {} for key {:?} is {}: the alert joins it, nothing new runs",
+                open.id, m.key, open.state
             ),
         );
+        d.event = Some(open.id);
+        return d;
     }
-    if m.mode == Mode::DryRun {
-        return d(
-            Outcome::DryRun,
+    if let Some(last) = &facts.last_run {
+        let settle_until = last.at + rule.cooldown.as_millis() as i64;
+        if facts.now < settle_until {
+            let mut d = decision(
+                Outcome::Cooldown,
+                format!(
+                    "event {} for key {:?} ended {} {} ago; cooldown {}: nothing runs for {} more",
+                    last.id,
+                    m.key,
+                    last.state,
+                    ms(facts.now - last.at),
+                    format_duration(rule.cooldown),
+                    ms(settle_until - facts.now)
+                ),
+            );
+            d.event = Some(last.id);
+            return d;
+        }
+    }
+    if let Some(p) = &facts.pause {
+        return decision(
+            Outcome::Paused,
             format!(
-                "rule {:?} is in dry-run mode: recorded what would run, ran nothing",
-                m.rule
+                "pause {} ({}) by {} until {}: {:?}; nothing runs (heal resume {} ends it)",
+                p.id,
+                p.what,
+                p.by,
+                crate::time::format_rfc3339(p.until),
+                p.reason,
+                p.id
             ),
         );
     }
-    let targets = if m.targets.is_empty() {
-        format!("agents tagged {:?}", m.target_tags)
-    } else {
-        m.targets.join(", ")
+    if !dry {
+        let b = &facts.breaker;
+        if b.open {
+            return decision(
+                Outcome::Breaker,
+                format!(
+                    "the safety breaker is open ({}): all automation is stopped until `heal breaker reset`",
+                    b.reason
+                ),
+            );
+        }
+        if b.failed_in_row >= safety.max_failed_in_row {
+            let why = format!(
+                "{} failed events in a row, [safety] max_failed_in_row = {}",
+                b.failed_in_row, safety.max_failed_in_row
+            );
+            let mut d = decision(
+                Outcome::Breaker,
+                format!("the safety breaker opens: {why}; all automation stops until `heal breaker reset`"),
+            );
+            d.trip = Some(why);
+            return d;
+        }
+    }
+    if let Some(max) = rule.max_attempts {
+        if facts.attempts.len() >= max as usize {
+            let history: Vec<String> = facts
+                .attempts
+                .iter()
+                .map(|a| {
+                    let why = a
+                        .reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default();
+                    format!("event {} {}{why}", a.id, a.state)
+                })
+                .collect();
+            return decision(
+                Outcome::Escalate,
+                format!(
+                    "{} attempts for key {:?} within {} (max_attempts = {max}): {}; people must take over, nothing runs",
+                    facts.attempts.len(),
+                    m.key,
+                    format_duration(rule.within),
+                    history.join("; ")
+                ),
+            );
+        }
+    }
+    if let Some(unless) = &rule.unless {
+        match guard() {
+            Ok(false) => {}
+            Ok(true) => {
+                return decision(
+                    Outcome::Defer,
+                    format!(
+                    "guard `unless = {}` holds: the event waits, re-checked while the alert fires",
+                    unless.source
+                ),
+                )
+            }
+            Err(e) => {
+                return decision(
+                    Outcome::Defer,
+                    format!(
+                        "guard `unless = {}` failed ({e}); treated as holding: the event waits",
+                        unless.source
+                    ),
+                )
+            }
+        }
+    }
+    if !dry && facts.breaker.runs_last_hour >= safety.max_runs_per_hour {
+        let why = format!(
+            "this would be run {} within an hour, [safety] max_runs_per_hour = {}",
+            facts.breaker.runs_last_hour + 1,
+            safety.max_runs_per_hour
+        );
+        let mut d = decision(
+            Outcome::Breaker,
+            format!(
+                "the safety breaker opens: {why}; all automation stops until `heal breaker reset`"
+            ),
+        );
+        d.trip = Some(why);
+        return d;
+    }
+    if rule.approve {
+        return decision(
+            Outcome::AwaitApproval,
+            format!(
+                "rule {:?} needs approval: runs on {} once a person approves (heal approve ID), never after {}",
+                m.rule,
+                m.targets.join(", "),
+                format_duration(rule.approve_timeout)
+            ),
+        );
+    }
+    let attempt = match rule.max_attempts {
+        Some(max) => format!(
+            " (attempt {} of {max} within {})",
+            facts.attempts.len() + 1,
+            format_duration(rule.within)
+        ),
+        None => String::new(),
     };
-    d(
+    decision(
         Outcome::Run,
         format!(
-            "rule {:?} matched; no active event for key {:?}: run on {targets}",
-            m.rule, m.key
+            "rule {:?} matched; no open event for key {:?}: run {} on {}{attempt}",
+            m.rule,
+            m.key,
+            match &m.action {
+                Action::Run(rb) => rb.as_str(),
+                Action::Discard => "",
+            },
+            m.targets.join(", ")
         ),
     )
 }
 
+fn ms(d: i64) -> String {
+    format_duration(std::time::Duration::from_millis(d.max(0) as u64))
+}
+
 /// The decision when no rule matched.
 pub fn unmatched() -> Decision {
-    Decision {
-        outcome: Outcome::Discard,
-        reason: "no rule matched".into(),
+    decision(Outcome::Discard, "no rule matched".into())
+}
+
+/// What is known about a match's key, read from a context document (the
+/// shape of `GET /api/v1/context`): events of the rule and key in the rule's
+/// mode, pauses that cover the match, and the breaker.
+pub fn facts(
+    ctx: &Value,
+    rule: &Rule,
+    m: &Match,
+    alert_doc: &jmespath::Rcvar,
+    now: i64,
+) -> KeyFacts {
+    let mode = match m.mode {
+        Mode::Live => "live",
+        Mode::DryRun => "dry-run",
+    };
+    let i = |v: &Value, k: &str| v.get(k).and_then(Value::as_i64);
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let fact = |e: &Value, at: i64| EventFact {
+        id: i(e, "id").unwrap_or(0),
+        state: s(e, "state").unwrap_or_default(),
+        at,
+        reason: s(e, "reason"),
+    };
+    let mut facts = KeyFacts {
+        now,
+        ..KeyFacts::default()
+    };
+    let since = now - rule.within.as_millis() as i64;
+    let mut events: Vec<&Value> = ctx
+        .get("events")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.get("rule").and_then(Value::as_str) == Some(&m.rule)
+                && e.get("key").and_then(Value::as_str) == Some(&m.key)
+                && e.get("mode").and_then(Value::as_str) == Some(mode)
+        })
+        .collect();
+    events.sort_by_key(|e| i(e, "id"));
+    for e in &events {
+        let ended = i(e, "ended_at");
+        let started = i(e, "started_at");
+        if ended.is_none() {
+            facts.open_event = Some(fact(e, i(e, "created_at").unwrap_or(now)));
+        }
+        if let (Some(end), Some(_)) = (ended, started) {
+            if facts.last_run.as_ref().map_or(true, |l| end >= l.at) {
+                facts.last_run = Some(fact(e, end));
+            }
+        }
+        if let Some(start) = started.filter(|&t| t >= since) {
+            facts.attempts.push(fact(e, start));
+        }
     }
+    facts.attempts.sort_by_key(|a| a.at);
+    let runbook = match &m.action {
+        Action::Run(rb) => rb.as_str(),
+        Action::Discard => "",
+    };
+    for p in ctx
+        .get("pauses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if i(p, "until").is_some_and(|u| u <= now) {
+            continue;
+        }
+        if let Some(what) = pause_covers(p, runbook, &m.targets, alert_doc) {
+            facts.pause = Some(PauseFact {
+                id: i(p, "id").unwrap_or(0),
+                what,
+                reason: s(p, "reason").unwrap_or_default(),
+                by: s(p, "created_by").unwrap_or_default(),
+                until: i(p, "until").unwrap_or(now),
+            });
+            break;
+        }
+    }
+    let b = ctx.get("breaker").cloned().unwrap_or(Value::Null);
+    facts.breaker = BreakerFact {
+        open: b.get("state").and_then(Value::as_str) == Some("open"),
+        reason: s(&b, "reason").unwrap_or_default(),
+        runs_last_hour: i(&b, "runs_last_hour").unwrap_or(0) as u32,
+        failed_in_row: i(&b, "failed_in_row").unwrap_or(0) as u32,
+    };
+    facts
+}
+
+/// Whether a pause (as in the context document) covers a runbook on some
+/// targets for an alert; says what it covers if so. Every selector it has
+/// must match; a pause with none covers everything.
+pub fn pause_covers(
+    pause: &Value,
+    runbook: &str,
+    targets: &[String],
+    alert_doc: &jmespath::Rcvar,
+) -> Option<String> {
+    let mut what = Vec::new();
+    if let Some(rb) = pause.get("runbook").and_then(Value::as_str) {
+        if rb != runbook {
+            return None;
+        }
+        what.push(format!("runbook {rb}"));
+    }
+    if let Some(t) = pause.get("target").and_then(Value::as_str) {
+        if !targets.iter().any(|x| x == t) {
+            return None;
+        }
+        what.push(format!("agent {t}"));
+    }
+    if let Some(expr) = pause.get("match").and_then(Value::as_str) {
+        // An expression that no longer compiles covers everything: a pause errs on the safe side.
+        let holds = crate::config::Expr::compile(expr)
+            .and_then(|e| e.truthy(alert_doc))
+            .unwrap_or(true);
+        if !holds {
+            return None;
+        }
+        what.push(format!("alerts matching `{expr}`"));
+    }
+    if what.is_empty() {
+        what.push("all automation".into());
+    }
+    Some(what.join(", "))
+}
+
+/// The document an `unless` guard sees: the alert's fields next to the
+/// context (`alerts`, `events`, `heartbeats`, `probes`, `agents`).
+pub fn guard_doc(alert: &Alert, ctx: &Value) -> jmespath::Rcvar {
+    let mut doc = alert.doc();
+    if let (Some(d), Some(c)) = (doc.as_object_mut(), ctx.as_object()) {
+        for k in [
+            "alerts",
+            "events",
+            "heartbeats",
+            "probes",
+            "agents",
+            "pauses",
+            "breaker",
+        ] {
+            d.insert(
+                k.to_string(),
+                c.get(k).cloned().unwrap_or(Value::Array(Vec::new())),
+            );
+        }
+    }
+    crate::config::doc(doc)
+}
+
+/// Agents of a context document (`agents`) carrying all of `tags`, sorted.
+pub fn agents_tagged(ctx: &Value, tags: &[String]) -> Vec<String> {
+    let mut ids: Vec<String> = ctx
+        .get("agents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| {
+            let have: Vec<&str> = a
+                .get("tags")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            tags.iter().all(|t| have.contains(&t.as_str()))
+        })
+        .filter_map(|a| a.get("id").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// The environment a step gets (all but HEAL_ALERT_JSON, which the agent adds).
@@ -348,9 +816,17 @@ pub fn needs_decision(alert: &Alert) -> bool {
 mod tests {
     use super::*;
     use crate::alert::from_own;
+    use serde_json::json;
     use std::path::Path;
 
+    const NOW: i64 = 1_800_000_000_000;
+    const MIN: i64 = 60_000;
+
     const CONFIG: &str = r#"
+[safety]
+max_runs_per_hour = 5
+max_failed_in_row = 3
+
 [[rule]]
 name = "info-is-noise"
 when = "labels.severity == 'info'"
@@ -363,93 +839,328 @@ runbook = "clean"
 target = "labels.instance"
 key = "[labels.alertname, labels.instance]"
 params = { mount = "labels.mountpoint" }
-continue = true
+unless = "length(events[?runbook=='deploy' && state=='running']) > `0`"
+cooldown = "10m"
+max_attempts = 2
+within = "1h"
 
 [[rule]]
-name = "disk-dry"
-when = "labels.alertname == 'DiskFull'"
+name = "approved"
+when = "labels.alertname == 'NeedsPerson'"
+runbook = "clean"
+target = "labels.instance"
+approve = true
+
+[[rule]]
+name = "dry"
+when = "labels.alertname == 'Trial'"
 runbook = "clean"
 target = "labels.instance"
 mode = "dry-run"
+
+[[rule]]
+name = "fleet"
+when = "labels.alertname == 'Fleet'"
+runbook = "clean"
+target = { tags = ["web"] }
+max_targets = 2
 
 [runbook.clean]
 steps = [ { name = "a", run = "true" } ]
 "#;
 
-    fn check(alert: serde_json::Value, facts: KeyFacts, expected: &[(&str, Outcome)]) {
-        let config = crate::config::parse(Path::new("t.toml"), CONFIG).unwrap();
+    fn config() -> Config {
+        crate::config::parse(Path::new("t.toml"), CONFIG).unwrap()
+    }
+
+    /// The decisions for an alert given a context document, through the
+    /// same functions the server uses.
+    fn decide_all(alert: serde_json::Value, ctx: &Value) -> Vec<(String, Decision)> {
+        let config = config();
         let alert = &from_own(&alert).unwrap()[0];
         let eval = evaluate(&config, alert);
-        let got: Vec<(String, Outcome)> = if eval.matches.is_empty() {
-            vec![("-".into(), unmatched().outcome)]
+        if eval.matches.is_empty() {
+            return vec![("-".into(), unmatched())];
+        }
+        let doc = guard_doc(alert, ctx);
+        eval.matches
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                if !m.target_tags.is_empty() {
+                    m.targets = agents_tagged(ctx, &m.target_tags);
+                }
+                let rule = &config.rules[m.rule_idx];
+                let facts = facts(ctx, rule, &m, &doc, NOW);
+                let mut guard = || rule.unless.as_ref().map_or(Ok(false), |u| u.truthy(&doc));
+                (
+                    m.rule.clone(),
+                    decide(&m, rule, &config.safety, &facts, &mut guard),
+                )
+            })
+            .collect()
+    }
+
+    fn disk() -> serde_json::Value {
+        json!({"name": "DiskFull", "labels": {"instance": "web-1", "mountpoint": "/var"}})
+    }
+
+    fn event(id: i64, rule: &str, state: &str, started: Option<i64>, ended: Option<i64>) -> Value {
+        let key = if rule == "disk" {
+            r#"["DiskFull","web-1"]"#
         } else {
-            eval.matches
-                .iter()
-                .map(|m| (m.rule.clone(), decide(m, &facts).outcome))
-                .collect()
+            "k"
         };
-        let expected: Vec<(String, Outcome)> =
-            expected.iter().map(|(r, o)| (r.to_string(), *o)).collect();
-        assert_eq!(got, expected);
+        json!({"id": id, "rule": rule, "runbook": if rule == "deploy" { "deploy" } else { "clean" }, "key": key,
+               "state": state, "mode": "live", "created_at": started.unwrap_or(NOW - MIN),
+               "started_at": started, "ended_at": ended, "reason": format!("event {id} reason")})
+    }
+
+    fn breaker(state: &str, runs: u32, failed: u32) -> Value {
+        json!({"state": state, "reason": "tripped by hand", "runs_last_hour": runs, "failed_in_row": failed})
+    }
+
+    /// Every row of the decision table (SPEC §4), with the reason it records.
+    #[test]
+    fn decision_table() {
+        struct Row {
+            row: &'static str,
+            alert: Value,
+            ctx: Value,
+            outcome: Outcome,
+            reason: &'static str,
+        }
+        let rows = vec![
+            Row {
+                row: "run: nothing known about the key",
+                alert: disk(),
+                ctx: json!({}),
+                outcome: Outcome::Run,
+                reason: "no open event for key",
+            },
+            Row {
+                row: "run: the attempt number is given",
+                alert: disk(),
+                ctx: json!({"events": [event(1, "disk", "failed", Some(NOW - 30 * MIN), Some(NOW - 20 * MIN))]}),
+                outcome: Outcome::Run,
+                reason: "(attempt 2 of 2 within 1h)",
+            },
+            Row {
+                row: "collapse: an event of the key is running",
+                alert: disk(),
+                ctx: json!({"events": [event(4, "disk", "running", Some(NOW - MIN), None)]}),
+                outcome: Outcome::Collapse,
+                reason: "event 4 for key \"[\\\"DiskFull\\\",\\\"web-1\\\"]\" is running: the alert joins it",
+            },
+            Row {
+                row: "collapse: verifying, awaiting approval and deferred events hold the key too",
+                alert: disk(),
+                ctx: json!({"events": [event(5, "disk", "verifying", Some(NOW - MIN), None)]}),
+                outcome: Outcome::Collapse,
+                reason: "is verifying",
+            },
+            Row {
+                row: "cooldown: the last run ended 2m ago, cooldown 10m",
+                alert: disk(),
+                ctx: json!({"events": [event(6, "disk", "succeeded", Some(NOW - 5 * MIN), Some(NOW - 2 * MIN))]}),
+                outcome: Outcome::Cooldown,
+                reason: "event 6 for key \"[\\\"DiskFull\\\",\\\"web-1\\\"]\" ended succeeded 2m ago; cooldown 10m: nothing runs for 8m more",
+            },
+            Row {
+                row: "defer: the unless guard holds (a deploy runs)",
+                alert: disk(),
+                ctx: json!({"events": [event(7, "deploy", "running", Some(NOW - MIN), None)]}),
+                outcome: Outcome::Defer,
+                reason: "guard `unless = length(events[?runbook=='deploy' && state=='running']) > `0`` holds",
+            },
+            Row {
+                row: "escalate: two attempts within the hour",
+                alert: disk(),
+                ctx: json!({"events": [
+                    event(8, "disk", "failed", Some(NOW - 50 * MIN), Some(NOW - 45 * MIN)),
+                    event(9, "disk", "timed_out", Some(NOW - 30 * MIN), Some(NOW - 25 * MIN)),
+                ]}),
+                outcome: Outcome::Escalate,
+                reason: "2 attempts for key \"[\\\"DiskFull\\\",\\\"web-1\\\"]\" within 1h (max_attempts = 2): event 8 failed: event 8 reason; event 9 timed_out: event 9 reason; people must take over",
+            },
+            Row {
+                row: "await-approval: approve = true",
+                alert: json!({"name": "NeedsPerson", "labels": {"instance": "db-1"}}),
+                ctx: json!({}),
+                outcome: Outcome::AwaitApproval,
+                reason: "needs approval: runs on db-1 once a person approves (heal approve ID), never after 1h",
+            },
+            Row {
+                row: "paused: a pause of the runbook",
+                alert: disk(),
+                ctx: json!({"pauses": [{"id": 3, "runbook": "clean", "reason": "maintenance", "created_by": "ops", "until": NOW + 30 * MIN}]}),
+                outcome: Outcome::Paused,
+                reason: "pause 3 (runbook clean) by ops until",
+            },
+            Row {
+                row: "paused: a pause by label selector",
+                alert: disk(),
+                ctx: json!({"pauses": [{"id": 4, "match": "labels.instance == 'web-1'", "reason": "r", "created_by": "ops", "until": NOW + MIN}]}),
+                outcome: Outcome::Paused,
+                reason: "alerts matching `labels.instance == 'web-1'`",
+            },
+            Row {
+                row: "dry-run: the rule is in dry-run mode",
+                alert: json!({"name": "Trial", "labels": {"instance": "web-2"}}),
+                ctx: json!({}),
+                outcome: Outcome::DryRun,
+                reason: "is in dry-run mode; live, heal would run",
+            },
+            Row {
+                row: "breaker: open",
+                alert: disk(),
+                ctx: json!({"breaker": breaker("open", 0, 0)}),
+                outcome: Outcome::Breaker,
+                reason: "the safety breaker is open (tripped by hand)",
+            },
+            Row {
+                row: "breaker: opens at max_runs_per_hour",
+                alert: disk(),
+                ctx: json!({"breaker": breaker("closed", 5, 0)}),
+                outcome: Outcome::Breaker,
+                reason: "this would be run 6 within an hour, [safety] max_runs_per_hour = 5",
+            },
+            Row {
+                row: "breaker: opens at max_failed_in_row",
+                alert: disk(),
+                ctx: json!({"breaker": breaker("closed", 0, 3)}),
+                outcome: Outcome::Breaker,
+                reason: "3 failed events in a row, [safety] max_failed_in_row = 3",
+            },
+            Row {
+                row: "discard: a discard rule",
+                alert: json!({"name": "DiskFull", "labels": {"severity": "info"}}),
+                ctx: json!({}),
+                outcome: Outcome::Discard,
+                reason: "rule \"info-is-noise\" says discard",
+            },
+            Row {
+                row: "discard: no rule matched",
+                alert: json!({"name": "Other"}),
+                ctx: json!({}),
+                outcome: Outcome::Discard,
+                reason: "no rule matched",
+            },
+            Row {
+                row: "discard: the target label is missing",
+                alert: json!({"name": "DiskFull"}),
+                ctx: json!({}),
+                outcome: Outcome::Discard,
+                reason: "no agent to run on",
+            },
+            Row {
+                row: "discard: fan-out beyond max_targets",
+                alert: json!({"name": "Fleet"}),
+                ctx: json!({"agents": [{"id": "a", "tags": ["web"]}, {"id": "b", "tags": ["web"]}, {"id": "c", "tags": ["web", "x"]}]}),
+                outcome: Outcome::Discard,
+                reason: "would fan out to 3 agents, more than max_targets = 2",
+            },
+            Row {
+                row: "discard: no agent carries the tags",
+                alert: json!({"name": "Fleet"}),
+                ctx: json!({"agents": [{"id": "a", "tags": ["db"]}]}),
+                outcome: Outcome::Discard,
+                reason: "no agent carries tags [\"web\"]",
+            },
+        ];
+        let mut covered = std::collections::BTreeSet::new();
+        for r in rows {
+            let got = decide_all(r.alert, &r.ctx);
+            let d = &got[0].1;
+            assert_eq!(d.outcome, r.outcome, "{}: {}", r.row, d.reason);
+            assert!(
+                d.reason.contains(r.reason),
+                "{}: reason {:?} lacks {:?}",
+                r.row,
+                d.reason,
+                r.reason
+            );
+            covered.insert(r.outcome.as_str());
+        }
+        for o in Outcome::ALL {
+            assert!(covered.contains(o.as_str()), "no row for {}", o.as_str());
+        }
+    }
+
+    #[test]
+    fn order_of_rows() {
+        // Collapse wins over everything that would stop a run: the alert joins what is already there.
+        let ctx = json!({"events": [event(4, "disk", "running", Some(NOW - MIN), None)], "breaker": breaker("open", 0, 0),
+                         "pauses": [{"id": 1, "reason": "r", "created_by": "o", "until": NOW + MIN}]});
+        assert_eq!(decide_all(disk(), &ctx)[0].1.outcome, Outcome::Collapse);
+        // A pause is reported before the breaker, the breaker before the attempt budget.
+        let ctx = json!({"breaker": breaker("open", 0, 0), "pauses": [{"id": 1, "reason": "r", "created_by": "o", "until": NOW + MIN}]});
+        assert_eq!(decide_all(disk(), &ctx)[0].1.outcome, Outcome::Paused);
+        // An expired pause covers nothing.
+        let ctx =
+            json!({"pauses": [{"id": 1, "reason": "r", "created_by": "o", "until": NOW - 1}]});
+        assert_eq!(decide_all(disk(), &ctx)[0].1.outcome, Outcome::Run);
+        // Cooldown over: runs again.
+        let ctx = json!({"events": [event(6, "disk", "failed", Some(NOW - 20 * MIN), Some(NOW - 11 * MIN))]});
+        assert_eq!(decide_all(disk(), &ctx)[0].1.outcome, Outcome::Run);
+        // Attempts older than `within` do not count.
+        let ctx = json!({"events": [
+            event(8, "disk", "failed", Some(NOW - 120 * MIN), Some(NOW - 115 * MIN)),
+            event(9, "disk", "failed", Some(NOW - 90 * MIN), Some(NOW - 85 * MIN)),
+        ]});
+        assert_eq!(decide_all(disk(), &ctx)[0].1.outcome, Outcome::Run);
+        // Dry-run: the breaker does not apply; what live would do is said.
+        let ctx = json!({"breaker": breaker("open", 0, 0)});
+        let d = &decide_all(json!({"name": "Trial", "labels": {"instance": "w"}}), &ctx)[0].1;
+        assert_eq!((d.outcome, d.live), (Outcome::DryRun, Some(Outcome::Run)));
+    }
+
+    #[test]
+    fn failing_guard_defers() {
+        let config = crate::config::parse(
+            Path::new("t.toml"),
+            "[[rule]]\nname = \"g\"\nrunbook = \"r\"\ntarget = \"'a'\"\nunless = \"length(labels)\"\n[runbook.r]\nsteps = [{name = \"a\", run = \"true\"}]\n",
+        )
+        .unwrap();
+        let alert = &from_own(&json!({"name": "X"})).unwrap()[0];
+        let m = &evaluate(&config, alert).matches[0];
+        let rule = &config.rules[0];
+        let facts = KeyFacts {
+            now: NOW,
+            ..KeyFacts::default()
+        };
+        let d = decide(m, rule, &config.safety, &facts, &mut || Err("boom".into()));
+        assert_eq!(d.outcome, Outcome::Defer);
+        assert!(
+            d.reason.contains("failed (boom); treated as holding"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]
     fn first_match_with_continue() {
-        let a = serde_json::json!({"name": "DiskFull", "labels": {"instance": "web-1"}});
-        check(
-            a,
-            KeyFacts::default(),
-            &[("disk", Outcome::Run), ("disk-dry", Outcome::DryRun)],
-        );
-    }
-
-    #[test]
-    fn discard_rule_and_unmatched() {
-        check(
-            serde_json::json!({"name": "DiskFull", "labels": {"severity": "info"}}),
-            KeyFacts::default(),
-            &[("info-is-noise", Outcome::Discard)],
-        );
-        check(
-            serde_json::json!({"name": "Other"}),
-            KeyFacts::default(),
-            &[("-", Outcome::Discard)],
-        );
-    }
-
-    #[test]
-    fn active_event_collapses() {
-        let facts = KeyFacts {
-            active_event: Some((7, "running".into())),
-        };
-        let a = serde_json::json!({"name": "DiskFull", "labels": {"instance": "web-1"}});
-        check(
-            a,
-            facts.clone(),
-            &[("disk", Outcome::Collapse), ("disk-dry", Outcome::Collapse)],
-        );
-    }
-
-    #[test]
-    fn missing_target_label_is_discarded_with_reason() {
-        let config = crate::config::parse(Path::new("t.toml"), CONFIG).unwrap();
-        let alert = &from_own(&serde_json::json!({"name": "DiskFull"})).unwrap()[0];
-        let m = &evaluate(&config, alert).matches[0];
-        let d = decide(m, &KeyFacts::default());
-        assert_eq!(d.outcome, Outcome::Discard);
-        assert!(d.reason.contains("no agent to run on"), "{}", d.reason);
+        let config = crate::config::parse(
+            Path::new("t.toml"),
+            "[[rule]]\nname = \"a\"\nrunbook = \"r\"\ntarget = \"'x'\"\ncontinue = true\n[[rule]]\nname = \"b\"\nrunbook = \"r\"\ntarget = \"'x'\"\n[[rule]]\nname = \"c\"\naction = \"discard\"\n[runbook.r]\nsteps = [{name = \"a\", run = \"true\"}]\n",
+        )
+        .unwrap();
+        let alert = &from_own(&json!({"name": "X"})).unwrap()[0];
+        let eval = evaluate(&config, alert);
+        let names: Vec<&str> = eval.matches.iter().map(|m| m.rule.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
     }
 
     #[test]
     fn hostile_target_is_refused() {
-        assert!(target_ids(&serde_json::json!("$(touch x)")).is_err());
-        assert!(target_ids(&serde_json::json!(["a", "b", "a"])).unwrap() == vec!["a", "b"]);
+        assert!(target_ids(&json!("$(touch x)")).is_err());
+        assert!(target_ids(&json!(["a", "b", "a"])).unwrap() == vec!["a", "b"]);
     }
 
     #[test]
     fn key_and_env() {
-        let config = crate::config::parse(Path::new("t.toml"), CONFIG).unwrap();
-        let alert = &from_own(&serde_json::json!({"name": "DiskFull", "labels": {"instance": "web-1", "mountpoint": "/var", "we-ird": "a\u{0}b"}})).unwrap()[0];
+        let config = config();
+        let alert = &from_own(&json!({"name": "DiskFull", "labels": {"instance": "web-1", "mountpoint": "/var", "we-ird": "a\u{0}b"}})).unwrap()[0];
         let m = &evaluate(&config, alert).matches[0];
         assert_eq!(m.key, r#"["DiskFull","web-1"]"#);
         let env = environment(3, &m.rule, "clean", alert, &m.params);

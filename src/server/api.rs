@@ -45,6 +45,14 @@ enum Route {
     ListAlerts,
     ListEvents,
     ShowEvent(i64),
+    Approve(i64, bool),
+    ListDecisions,
+    Context,
+    ListPauses,
+    AddPause,
+    ResumePause(i64),
+    Breaker,
+    SetBreaker(bool),
     ListAgents,
     Poll(String),
     OpStart(String, i64),
@@ -61,7 +69,14 @@ impl Route {
             | Route::ListAlerts
             | Route::ListEvents
             | Route::ShowEvent(_)
+            | Route::ListDecisions
+            | Route::Context
+            | Route::ListPauses
+            | Route::Breaker
             | Route::ListAgents => Some(Scope::Read),
+            Route::Approve(..) | Route::AddPause | Route::ResumePause(_) | Route::SetBreaker(_) => {
+                Some(Scope::Admin)
+            }
             Route::AlertmanagerIntake | Route::OwnIntake | Route::HookIntake(_) => {
                 Some(Scope::Webhook)
             }
@@ -107,6 +122,16 @@ fn route(method: &Method, path: &str) -> Result<Route> {
         ["hooks", source] => want(Method::Post, Route::HookIntake(source.to_string())),
         ["api", "v1", "events"] => want(Method::Get, Route::ListEvents),
         ["api", "v1", "events", e] => want(Method::Get, Route::ShowEvent(id(e)?)),
+        ["api", "v1", "events", e, "approve"] => want(Method::Post, Route::Approve(id(e)?, true)),
+        ["api", "v1", "events", e, "reject"] => want(Method::Post, Route::Approve(id(e)?, false)),
+        ["api", "v1", "decisions"] => want(Method::Get, Route::ListDecisions),
+        ["api", "v1", "context"] => want(Method::Get, Route::Context),
+        ["api", "v1", "pauses"] if *method == Method::Get => Ok(Route::ListPauses),
+        ["api", "v1", "pauses"] => want(Method::Post, Route::AddPause),
+        ["api", "v1", "pauses", p, "resume"] => want(Method::Post, Route::ResumePause(id(p)?)),
+        ["api", "v1", "breaker"] => want(Method::Get, Route::Breaker),
+        ["api", "v1", "breaker", "reset"] => want(Method::Post, Route::SetBreaker(false)),
+        ["api", "v1", "breaker", "trip"] => want(Method::Post, Route::SetBreaker(true)),
         ["api", "v1", "agents"] => want(Method::Get, Route::ListAgents),
         ["api", "v1", "agents", a, "poll"] => want(Method::Post, Route::Poll(a.to_string())),
         ["api", "v1", "agents", a, "ops", op, "start"] => {
@@ -127,7 +152,8 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
     let method = request.method().clone();
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let route = match route(&method, path).and_then(|r| authorize(&request, &r, state).map(|()| r))
+    let (route, who) = match route(&method, path)
+        .and_then(|r| authorize(&request, &r, state).map(|who| (r, who)))
     {
         Ok(r) => r,
         Err(e) => return answer(request, &method, path, Err(e)),
@@ -138,7 +164,7 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
             Err(e) => answer(request, &method, path, Err(e)),
         };
     }
-    let result = dispatch(&mut request, route, query, state, reader);
+    let result = dispatch(&mut request, route, &who, query, state, reader);
     answer(request, &method, path, result)
 }
 
@@ -181,13 +207,15 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-fn authorize(request: &Request, route: &Route, state: &State) -> Result<()> {
+/// Checks the bearer token against the route's scope; returns who is asking
+/// (the token's name, or "local" when heal serves loopback without tokens).
+fn authorize(request: &Request, route: &Route, state: &State) -> Result<String> {
     let Some(scope) = route.scope() else {
-        return Ok(());
+        return Ok("anonymous".into());
     };
     let config = state.config();
     if config.tokens.is_empty() && state.open_without_tokens {
-        return Ok(());
+        return Ok("local".into());
     }
     let Some(presented) = bearer(request) else {
         return Err(Error::request(
@@ -229,7 +257,7 @@ fn authorize(request: &Request, route: &Route, state: &State) -> Result<()> {
             ));
         }
     }
-    Ok(())
+    Ok(token.name)
 }
 
 fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>> {
@@ -291,6 +319,7 @@ type Answer = Result<(u16, Value)>;
 fn dispatch(
     request: &mut Request,
     route: Route,
+    who: &str,
     query: &str,
     state: &Arc<State>,
     conn: &mut Option<Connection>,
@@ -349,12 +378,134 @@ fn dispatch(
             Ok((200, json!({ "alerts": alerts })))
         }
         Route::ListEvents => {
-            let events = store::list_events(
-                reader(state, conn)?,
-                query_param(query, "state"),
+            let text = |name| {
+                query_param(query, name)
+                    .map(decode)
+                    .filter(|v| !v.is_empty())
+            };
+            let filter = store::EventFilter {
+                states: text("state")
+                    .map(|s| s.split(',').map(str::to_string).collect())
+                    .unwrap_or_default(),
+                rule: text("rule"),
+                key: text("key"),
+                runbook: text("runbook"),
+            };
+            let events = store::list_events(reader(state, conn)?, &filter, limit(query)?)?;
+            Ok((200, json!({ "events": events })))
+        }
+        Route::Approve(id, yes) => {
+            let body = read_optional_json(request, max)?;
+            let note = short(body["reason"].as_str().unwrap_or_default());
+            let by = who.to_string();
+            let (done, event) = state.writer.write(move |conn| {
+                super::lifecycle::approve(conn, id, yes, &by, &note, now_ms())
+            })?;
+            for (level, line) in &done.log {
+                log::log!(*level, "{line}");
+            }
+            state.wake(&done.woke);
+            Ok((200, json!({ "event": event })))
+        }
+        Route::ListDecisions => {
+            let since = query_param(query, "since")
+                .map(parse_since)
+                .transpose()?
+                .unwrap_or(0);
+            let rule = query_param(query, "rule").map(decode);
+            let outcome = query_param(query, "outcome").map(decode);
+            let c = reader(state, conn)?;
+            let counts = store::decision_counts(c, since, rule.as_deref())?;
+            let decisions = store::list_decisions(
+                c,
+                since,
+                rule.as_deref(),
+                outcome.as_deref(),
                 limit(query)?,
             )?;
-            Ok((200, json!({ "events": events })))
+            Ok((
+                200,
+                json!({ "since": since, "counts": counts, "decisions": decisions }),
+            ))
+        }
+        Route::Context => {
+            let ctx = store::context(
+                reader(state, conn)?,
+                super::intake::recent_ms(&config),
+                now_ms(),
+            )?;
+            Ok((200, ctx))
+        }
+        Route::ListPauses => {
+            let all = query_param(query, "all").is_some_and(|v| v == "true" || v == "1");
+            let pauses = store::pauses(reader(state, conn)?, !all, now_ms())?;
+            Ok((200, json!({ "pauses": pauses })))
+        }
+        Route::AddPause => {
+            let body = read_json(request, max)?;
+            let pause = new_pause(&body, who)?;
+            let line = format!("pause added by {who}: {}", body);
+            let pause = state
+                .writer
+                .write(move |conn| store::add_pause(conn, &pause, now_ms()))?;
+            log::info!("{line}");
+            Ok((201, json!({ "pause": pause })))
+        }
+        Route::ResumePause(id) => {
+            let by = who.to_string();
+            let resumed = state
+                .writer
+                .write(move |conn| store::resume_pause(conn, id, &by, now_ms()))?;
+            match resumed {
+                None => Err(Error::request(404, format!("no pause {id}"))),
+                Some(false) => Err(Error::request(409, format!("pause {id} has already ended"))),
+                Some(true) => {
+                    log::info!("pause {id} resumed by {who}");
+                    Ok((200, json!({ "resumed": id })))
+                }
+            }
+        }
+        Route::Breaker => {
+            let mut b = store::breaker(reader(state, conn)?, now_ms())?;
+            b["max_runs_per_hour"] = json!(config.safety.max_runs_per_hour);
+            b["max_failed_in_row"] = json!(config.safety.max_failed_in_row);
+            Ok((200, b))
+        }
+        Route::SetBreaker(open) => {
+            let body = read_optional_json(request, max)?;
+            let note = short(body["reason"].as_str().unwrap_or_default());
+            let note = note.as_str();
+            let (to, reason) = if open {
+                if note.trim().is_empty() {
+                    return Err(Error::request(
+                        422,
+                        "breaker trip: give a \"reason\" (why all automation must stop)",
+                    ));
+                }
+                ("open", format!("opened by {who}: {note}"))
+            } else {
+                (
+                    "closed",
+                    format!(
+                        "reset by {who}{}",
+                        if note.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {note}")
+                        }
+                    ),
+                )
+            };
+            let (by, reason2) = (who.to_string(), reason.clone());
+            let changed = state.writer.write(move |conn| {
+                let now = now_ms();
+                let changed = store::set_breaker(conn, to, &reason2, &by, now)?;
+                Ok((changed, store::breaker(conn, now)?))
+            })?;
+            if changed.0 {
+                log::warn!("safety breaker {reason}");
+            }
+            Ok((200, json!({ "changed": changed.0, "breaker": changed.1 })))
         }
         Route::ShowEvent(id) => match store::event_detail(reader(state, conn)?, id)? {
             Some(detail) => Ok((
@@ -394,7 +545,7 @@ fn dispatch(
                         &format!("op {op} started on agent {}", op_ref.agent),
                         now,
                     )?;
-                    store::refresh_event(conn, op_ref.event_id, now)?;
+                    store::advance(conn, op_ref.event_id, now)?;
                     return Ok((200, json!({ "ok": true })));
                 }
                 if op_ref.state == OpState::Running {
@@ -460,7 +611,7 @@ fn dispatch(
                 .and_then(Value::as_str)
                 .map(str::to_string);
             op_call(state, agent, op, move |conn, op_ref, now| {
-                let recorded = store::record_result(
+                let woke = store::record_result(
                     conn,
                     op,
                     op_ref.event_id,
@@ -469,10 +620,109 @@ fn dispatch(
                     &steps,
                     now,
                 )?;
-                Ok((200, json!({ "recorded": recorded, "duplicate": !recorded })))
+                let recorded = woke.is_some();
+                Ok((200, json!({ "recorded": recorded, "duplicate": !recorded, "woke": woke.unwrap_or_default() })))
+            })
+            .map(|(status, mut body)| {
+                let woke: Vec<String> = serde_json::from_value(body["woke"].take()).unwrap_or_default();
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("woke");
+                }
+                state.wake(&woke);
+                (status, body)
             })
         }
     }
+}
+
+/// A JSON body that may be absent (empty) or `{}`.
+fn read_optional_json(request: &mut Request, max: usize) -> Result<Value> {
+    let body = read_body(request, max)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| Error::request(400, format!("malformed JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(Error::request(422, "the body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+/// A note from a person, cut to 1000 characters for the timeline and logs.
+fn short(note: &str) -> String {
+    note.chars().take(1000).collect()
+}
+
+/// Decodes a query value: `+` and `%XX` escapes.
+fn decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| Some(hex(*bytes.get(i + 1)?)? * 16 + hex(*bytes.get(i + 2)?)?))
+            .flatten();
+        match (bytes[i], escaped) {
+            (_, Some(b)) => {
+                out.push(b);
+                i += 2;
+            }
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A pause from its JSON: `{runbook?, target?, match?, all?, for | until, reason}`.
+fn new_pause(body: &Value, who: &str) -> Result<store::NewPause> {
+    let bad = |m: String| Error::request(422, format!("pause: {m}"));
+    let text = |k: &str| -> Result<Option<String>> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 1024 => {
+                Ok(Some(s.clone()))
+            }
+            Some(_) => Err(bad(format!(
+                "{k:?} must be a non-empty string of at most 1024 bytes"
+            ))),
+        }
+    };
+    let (runbook, target, matches) = (text("runbook")?, text("target")?, text("match")?);
+    let all = body.get("all").and_then(Value::as_bool).unwrap_or(false);
+    if runbook.is_none() && target.is_none() && matches.is_none() && !all {
+        return Err(bad("say what it covers: \"runbook\", \"target\", \"match\", or \"all\": true for all automation".into()));
+    }
+    if let Some(m) = &matches {
+        crate::config::Expr::compile(m).map_err(|e| bad(format!("match: {e}")))?;
+    }
+    let reason = text("reason")?
+        .ok_or_else(|| bad("give a \"reason\" (shown on every decision it pauses)".into()))?;
+    let now = now_ms();
+    let until = match (body.get("for").and_then(Value::as_str), body.get("until").and_then(Value::as_i64)) {
+        (Some(d), None) => {
+            let d = crate::time::parse_duration(d).map_err(|e| bad(format!("for: {e}")))?;
+            now + d.as_millis() as i64
+        }
+        (None, Some(t)) => t,
+        _ => return Err(bad("give exactly one of \"for\" (a duration like \"30m\") or \"until\" (ms since the epoch)".into())),
+    };
+    if until <= now || until > now + 90 * 86_400_000 {
+        return Err(bad(
+            "the pause must end in the future, within 90 days".into()
+        ));
+    }
+    Ok(store::NewPause {
+        runbook,
+        target,
+        matches,
+        reason,
+        by: who.to_string(),
+        until,
+    })
 }
 
 fn limit(query: &str) -> Result<i64> {

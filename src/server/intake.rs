@@ -3,16 +3,15 @@
 //! store job, so decisions are serialized and a 2xx means all of it is durable.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use crate::alert::{Alert, Status};
-use crate::config::{Action, Config, Runbook};
+use crate::config::{Action, Config, Mode, Runbook, Verify};
 use crate::error::Result;
 use crate::exec::Run;
-use crate::rules::{self, KeyFacts, Match, Outcome};
+use crate::rules::{self, Match, Outcome};
 use crate::store::{self, Claimed, NewEvent, Receipt};
 
 use super::longpoll::{Parked, Waiters};
@@ -97,19 +96,7 @@ fn apply_one(
     let mut line = json!({ "fingerprint": alert.fingerprint, "name": alert.name, "status": alert.status.as_str() });
     if alert.status == Status::Resolved {
         if receipt != Receipt::Stale {
-            for (event_id, state) in
-                store::events_of_alert(conn, &alert.fingerprint, now - RESOLVE_LOOKBACK_MS)?
-            {
-                let msg = format!(
-                    "alert {} ({}) resolved while the event was {state}",
-                    alert.name, alert.fingerprint
-                );
-                store::add_timeline(conn, event_id, "alert-resolved", &msg, now)?;
-            }
-            applied.log.push((
-                log::Level::Debug,
-                format!("alert {} {} resolved", alert.name, alert.fingerprint),
-            ));
+            resolve(conn, alert, now, applied)?;
         }
         line["recorded"] = json!(if receipt == Receipt::Stale {
             "already resolved"
@@ -146,53 +133,33 @@ fn apply_one(
         )?;
         decisions.push(json!({ "outcome": d.outcome.as_str(), "reason": d.reason }));
     }
+    let alert_doc = crate::config::doc(alert.doc());
     for m in &eval.matches {
-        let facts = KeyFacts {
-            active_event: store::active_event(conn, &m.rule, &m.key)?,
-        };
-        let mut d = rules::decide(m, &facts);
-        let mut event_id = None;
-        match d.outcome {
-            Outcome::Collapse => {
-                let (id, _) = facts
-                    .active_event
-                    .clone()
-                    .expect("collapse is decided only with an active event");
-                store::collapse_into(conn, id, now)?;
-                store::add_timeline(conn, id, "collapse", &d.reason, now)?;
-                event_id = Some(id);
-            }
-            Outcome::Discard => {}
-            Outcome::DryRun | Outcome::Run => {
-                let Action::Run(runbook_name) = &m.action else {
-                    unreachable!("decide gives run only for run rules")
-                };
-                let runbook = config
-                    .runbooks
-                    .get(runbook_name)
-                    .expect("config validation checked that the runbook exists");
-                let targets = if m.target_tags.is_empty() {
-                    m.targets.clone()
-                } else {
-                    store::agents_with_tags(conn, &m.target_tags)?
-                };
-                if targets.is_empty() {
-                    d = rules::Decision {
-                        outcome: Outcome::Discard,
-                        reason: format!(
-                            "rule {:?} matched but no agent carries tags {:?}",
-                            m.rule, m.target_tags
-                        ),
-                    };
-                } else {
-                    let id = start_event(
-                        conn, config, waiters, alert, m, runbook, &targets, d.outcome, &d.reason,
-                        now, applied, handoff_of,
-                    )?;
-                    event_id = Some(id);
-                }
-            }
+        let rule = &config.rules[m.rule_idx];
+        let mut m = m.clone();
+        if !m.target_tags.is_empty() {
+            m.targets = store::agents_with_tags(conn, &m.target_tags)?;
         }
+        // Discard rules and matches that cannot run are decided without the store.
+        let facts = if matches!(m.action, Action::Run(_)) && m.error.is_none() {
+            let since = now - rule.within.as_millis() as i64;
+            let key_ctx = store::key_context(conn, &m.rule, &m.key, mode_name(m.mode), since, now)?;
+            rules::facts(&key_ctx, rule, &m, &alert_doc, now)
+        } else {
+            rules::KeyFacts::default()
+        };
+        let mut guard = || match &rule.unless {
+            None => Ok(false),
+            Some(unless) => {
+                let ctx =
+                    store::context(conn, recent_ms(config), now).map_err(|e| e.to_string())?;
+                unless.truthy(&rules::guard_doc(alert, &ctx))
+            }
+        };
+        let d = rules::decide(&m, rule, &config.safety, &facts, &mut guard);
+        let event_id = act(
+            conn, config, waiters, alert, &m, &d, now, applied, handoff_of,
+        )?;
         store::record_decision(
             conn,
             &alert.fingerprint,
@@ -203,13 +170,21 @@ fn apply_one(
             now,
         )?;
         let level = match d.outcome {
-            Outcome::Run | Outcome::DryRun => log::Level::Info,
-            Outcome::Collapse | Outcome::Discard => log::Level::Debug,
+            Outcome::Run | Outcome::DryRun | Outcome::Defer | Outcome::AwaitApproval => {
+                log::Level::Info
+            }
+            Outcome::Escalate | Outcome::Breaker => log::Level::Warn,
+            Outcome::Collapse | Outcome::Cooldown | Outcome::Paused | Outcome::Discard => {
+                log::Level::Debug
+            }
         };
+        let event = event_id
+            .map(|id| format!(" event {id}"))
+            .unwrap_or_default();
         applied.log.push((
             level,
             format!(
-                "alert {} {}: {} ({})",
+                "alert {} {}: {}{event} ({})",
                 alert.name,
                 alert.fingerprint,
                 d.outcome.as_str(),
@@ -222,98 +197,293 @@ fn apply_one(
     Ok(line)
 }
 
+/// "live" or "dry-run", as stored on events.
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Live => "live",
+        Mode::DryRun => "dry-run",
+    }
+}
+
+/// How far back the context's `events` reach: the longest `within` or
+/// `cooldown` of any rule, and at least a day.
+pub fn recent_ms(config: &Config) -> i64 {
+    config
+        .rules
+        .iter()
+        .map(|r| r.within.max(r.cooldown).as_millis() as i64)
+        .max()
+        .unwrap_or(0)
+        .max(24 * 3_600_000)
+}
+
+/// A resolved alert: closes what waits on it (deferred, pending approval,
+/// escalated, dry-run), verifies what waits for it (verifying by
+/// resolution), and notes it on events that are running or recently ended.
+fn resolve(conn: &Connection, alert: &Alert, now: i64, applied: &mut Applied) -> Result<()> {
+    for (event_id, state, open) in
+        store::events_of_alert(conn, &alert.fingerprint, now - RESOLVE_LOOKBACK_MS)?
+    {
+        let what = format!("alert {} ({}) resolved", alert.name, alert.fingerprint);
+        if !open {
+            store::add_timeline(
+                conn,
+                event_id,
+                "alert-resolved",
+                &format!("{what} after the event ended {state}"),
+                now,
+            )?;
+            continue;
+        }
+        if store::alerts_firing(conn, event_id)? {
+            store::add_timeline(
+                conn,
+                event_id,
+                "alert-resolved",
+                &format!("{what}; other alerts of the event still fire"),
+                now,
+            )?;
+            continue;
+        }
+        let (end_state, reason) = match state.as_str() {
+            "deferred" | "pending_approval" => (
+                "cancelled",
+                format!("{what} while the event was {state}: dropped, nothing ran"),
+            ),
+            "escalated" => ("escalated", format!("{what}: the escalation is closed")),
+            "dry_run" => ("dry_run", what.to_string()),
+            "verifying"
+                if store::event_by_id(conn, event_id)?.is_some_and(|e| e.deadline.is_some()) =>
+            {
+                (
+                    "succeeded",
+                    format!("{what} within the verification window: the fix worked"),
+                )
+            }
+            _ => {
+                store::add_timeline(
+                    conn,
+                    event_id,
+                    "alert-resolved",
+                    &format!("{what} while the event was {state}"),
+                    now,
+                )?;
+                continue;
+            }
+        };
+        store::end_event(conn, event_id, end_state, &reason, now)?;
+        applied.log.push((
+            log::Level::Info,
+            format!("event {event_id} {end_state}: {reason}"),
+        ));
+    }
+    applied.log.push((
+        log::Level::Debug,
+        format!("alert {} {} resolved", alert.name, alert.fingerprint),
+    ));
+    Ok(())
+}
+
+/// Carries out a decision: the event it creates or joins. Returns the event's id.
 #[allow(clippy::too_many_arguments)]
-fn start_event(
+fn act(
     conn: &Connection,
     config: &Config,
     waiters: &Waiters,
     alert: &Alert,
     m: &Match,
-    runbook: &Arc<Runbook>,
-    targets: &[String],
-    outcome: Outcome,
-    reason: &str,
+    d: &rules::Decision,
     now: i64,
     applied: &mut Applied,
     handoff_of: &mut HashMap<String, usize>,
-) -> Result<i64> {
-    let dry = outcome == Outcome::DryRun;
-    let event = NewEvent {
-        rule: &m.rule,
-        runbook: &runbook.name,
-        key: &m.key,
-        fingerprint: &alert.fingerprint,
-        state: if dry { "dry_run" } else { "queued" },
-        mode: if dry { "dry-run" } else { "live" },
-    };
-    let event_id = store::create_event(conn, &event, now)?;
-    store::add_timeline(
-        conn,
-        event_id,
-        "decision",
-        &format!("{}: {reason}", outcome.as_str()),
-        now,
-    )?;
-    let spec = op_spec(config, event_id, m, runbook, alert);
-    if dry {
-        let env: Vec<String> = spec["env"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|kv| Some(format!("{}={}", kv[0].as_str()?, kv[1].as_str()?)))
-            .collect();
-        let msg = format!(
-            "would run runbook {} on {}; environment: {}",
-            runbook.name,
-            targets.join(", "),
-            env.join(" ")
-        );
-        store::add_timeline(conn, event_id, "dry-run", &msg, now)?;
-        return Ok(event_id);
+) -> Result<Option<i64>> {
+    if let Some(why) = &d.trip {
+        if store::set_breaker(conn, "open", why, "heal", now)? {
+            applied.log.push((
+                log::Level::Error,
+                format!(
+                    "safety breaker opened: {why}; all automation stops until `heal breaker reset`"
+                ),
+            ));
+        }
     }
-    let lease_until = now + config.server.lease.as_millis() as i64;
-    for target in targets {
-        let op_id = store::queue_op(conn, event_id, target, &spec, now)?;
+    let timeline = |id: i64, kind: &str| {
         store::add_timeline(
             conn,
-            event_id,
-            "queued",
-            &format!(
-                "op {op_id}: runbook {} queued for agent {target}",
-                runbook.name
-            ),
+            id,
+            kind,
+            &format!("{}: {}", d.outcome.as_str(), d.reason),
             now,
-        )?;
-        if !store::agent_known(conn, target)? {
-            let msg = format!(
-                "agent {target} has never polled heal; the op waits up to {} for it",
-                crate::time::format_duration(config.server.dispatch_timeout)
-            );
-            store::add_timeline(conn, event_id, "warning", &msg, now)?;
+        )
+    };
+    match d.outcome {
+        Outcome::Collapse => {
+            let id = d.event.expect("collapse names the open event");
+            store::collapse_into(conn, id, &alert.fingerprint, now)?;
+            timeline(id, "collapse")?;
+            Ok(Some(id))
         }
-        let slot = match handoff_of.get(target) {
+        Outcome::Cooldown => {
+            let id = d.event.expect("cooldown names the last run");
+            timeline(id, "cooldown")?;
+            Ok(Some(id))
+        }
+        Outcome::Paused | Outcome::Breaker | Outcome::Discard => Ok(None),
+        Outcome::Escalate
+        | Outcome::Defer
+        | Outcome::AwaitApproval
+        | Outcome::DryRun
+        | Outcome::Run => {
+            let Action::Run(runbook_name) = &m.action else {
+                unreachable!("decide gives these outcomes only for run rules")
+            };
+            let runbook = config
+                .runbooks
+                .get(runbook_name)
+                .expect("config validation checked that the runbook exists");
+            let rule = &config.rules[m.rule_idx];
+            let (state, started, deadline) = match d.outcome {
+                Outcome::Escalate => ("escalated", None, None),
+                Outcome::Defer => ("deferred", None, None),
+                Outcome::AwaitApproval => (
+                    "pending_approval",
+                    None,
+                    Some(now + rule.approve_timeout.as_millis() as i64),
+                ),
+                Outcome::DryRun => (
+                    "dry_run",
+                    (d.live == Some(Outcome::Run)).then_some(now),
+                    None,
+                ),
+                _ => ("queued", Some(now), None),
+            };
+            let event_id = store::create_event(
+                conn,
+                &NewEvent {
+                    rule: &m.rule,
+                    runbook: &runbook.name,
+                    key: &m.key,
+                    fingerprint: &alert.fingerprint,
+                    state,
+                    mode: mode_name(m.mode),
+                    started_at: started,
+                    deadline,
+                },
+                now,
+            )?;
+            timeline(event_id, "decision")?;
+            let plan = plan(config, event_id, m, runbook, alert);
+            store::set_plan(conn, event_id, &plan)?;
+            match d.outcome {
+                Outcome::DryRun => {
+                    let env: Vec<String> = plan["spec"]["env"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|kv| Some(format!("{}={}", kv[0].as_str()?, kv[1].as_str()?)))
+                        .collect();
+                    let msg = format!(
+                        "would run runbook {} on {}; environment: {}",
+                        runbook.name,
+                        m.targets.join(", "),
+                        env.join(" ")
+                    );
+                    store::add_timeline(conn, event_id, "dry-run", &msg, now)?;
+                }
+                Outcome::Run => {
+                    let queued = store::start_event(conn, event_id, now)?;
+                    offer(conn, config, waiters, queued, now, applied, handoff_of)?;
+                }
+                _ => {}
+            }
+            Ok(Some(event_id))
+        }
+    }
+}
+
+/// Hands just-queued ops to their agents' parked polls, inside this job.
+fn offer(
+    conn: &Connection,
+    config: &Config,
+    waiters: &Waiters,
+    queued: Vec<store::Queued>,
+    now: i64,
+    applied: &mut Applied,
+    handoff_of: &mut HashMap<String, usize>,
+) -> Result<()> {
+    let lease_until = now + config.server.lease.as_millis() as i64;
+    for q in queued {
+        let slot = match handoff_of.get(&q.agent) {
             Some(&idx) if applied.handoffs[idx].1.len() < applied.handoffs[idx].0.capacity => {
                 Some(idx)
             }
             Some(_) => None,
-            None => waiters.take(target).map(|p| {
+            None => waiters.take(&q.agent).map(|p| {
                 applied.handoffs.push((p, Vec::new()));
-                handoff_of.insert(target.clone(), applied.handoffs.len() - 1);
+                handoff_of.insert(q.agent.clone(), applied.handoffs.len() - 1);
                 applied.handoffs.len() - 1
             }),
         };
         if let Some(idx) = slot {
             let instance = applied.handoffs[idx].0.instance.clone();
-            if store::dispatch_op(conn, op_id, event_id, target, &instance, lease_until, now)? {
+            if store::dispatch_op(
+                conn,
+                q.id,
+                q.event_id,
+                &q.agent,
+                &instance,
+                lease_until,
+                now,
+            )? {
                 applied.handoffs[idx].1.push(Claimed {
-                    id: op_id,
-                    event_id,
-                    spec: spec.clone(),
+                    id: q.id,
+                    event_id: q.event_id,
+                    spec: q.spec,
                 });
             }
         }
     }
-    Ok(event_id)
+    Ok(())
+}
+
+/// What an event will do, fixed at its decision: the targets, the op spec,
+/// the verification (with its own op spec for a check), `max_parallel`.
+pub fn plan(config: &Config, event_id: i64, m: &Match, runbook: &Runbook, alert: &Alert) -> Value {
+    let spec = op_spec(config, event_id, m, runbook, alert);
+    let verify = match &runbook.verify {
+        Verify::None => json!({ "kind": "none" }),
+        Verify::ResolvedWithin(d) => {
+            json!({ "kind": "resolved_within", "within_ms": d.as_millis() as u64 })
+        }
+        Verify::Run {
+            run,
+            retries,
+            interval,
+            timeout,
+        } => {
+            let mut check = spec.clone();
+            let grace = config.server.kill_grace.as_millis() as u64;
+            let (timeout, interval) = (timeout.as_millis() as u64, interval.as_millis() as u64);
+            let tries = *retries as u64 + 1;
+            check["kind"] = json!("verify");
+            check["steps"] = json!([{
+                "name": "verify",
+                "run": match run { Run::Shell(c) => json!(c), Run::Argv(v) => json!(v) },
+                "timeout_ms": timeout,
+                "continue_on_error": false,
+            }]);
+            check["retries"] = json!(retries);
+            check["interval_ms"] = json!(interval);
+            check["budget_ms"] = json!(tries * (timeout + grace + 2_000) + (tries - 1) * interval);
+            json!({ "kind": "run", "spec": check, "retries": retries, "interval_ms": interval })
+        }
+    };
+    json!({
+        "targets": m.targets,
+        "spec": spec,
+        "verify": verify,
+        "max_parallel": runbook.max_parallel,
+    })
 }
 
 /// The op as handed to the agent: steps, environment, the alert, limits.
@@ -345,6 +515,7 @@ pub fn op_spec(
         .sum();
     json!({
         "event_id": event_id,
+        "kind": "run",
         "rule": m.rule,
         "runbook": runbook.name,
         "steps": steps,

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod intake;
+pub mod lifecycle;
 pub mod longpoll;
 
 use std::net::SocketAddr;
@@ -73,6 +74,55 @@ impl State {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Offers newly queued ops to the parked polls of these agents (after
+    /// the commit that queued them); an agent without a parked poll gets them
+    /// when it next polls.
+    pub fn wake(&self, agents: &[String]) {
+        let mut agents = agents.to_vec();
+        agents.sort();
+        agents.dedup();
+        let lease = self.config().server.lease.as_millis() as i64;
+        for agent in agents {
+            let Some(parked) = self.waiters.take(&agent) else {
+                continue;
+            };
+            let id = agent.clone();
+            let claimed = self.writer.write(move |conn| {
+                let now = now_ms();
+                let claimed = store::claim_ops(
+                    conn,
+                    &id,
+                    &parked.instance,
+                    parked.capacity,
+                    now + lease,
+                    now,
+                )?;
+                Ok((parked, claimed))
+            });
+            match claimed {
+                Ok((parked, claimed)) if claimed.is_empty() => {
+                    self.waiters.put_back(&agent, parked)
+                }
+                Ok((parked, claimed)) => longpoll::respond_ops(parked.request, &claimed),
+                // The poll was dropped with the failed job (answered 500); the agent polls again.
+                Err(e) => log::error!("handing new ops to agent {agent}: {e}"),
+            }
+        }
+    }
+
+    /// Runs a lifecycle job in the store, then wakes agents and logs.
+    pub fn lifecycle(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<lifecycle::Done> + Send + 'static,
+    ) -> Result<()> {
+        let done = self.writer.write(f)?;
+        for (level, line) in &done.log {
+            log::log!(*level, "{line}");
+        }
+        self.wake(&done.woke);
+        Ok(())
     }
 
     fn reload(&self) {
@@ -218,6 +268,16 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     Ok(())
 }
 
+/// Whether any event is deferred (a cheap read, so idle ticks write nothing).
+fn any_deferred(state: &State, reader: &mut Option<rusqlite::Connection>) -> bool {
+    if reader.is_none() {
+        *reader = store::open(&state.db_path).ok();
+    }
+    reader
+        .as_ref()
+        .map_or(true, |conn| store::any_deferred(conn).unwrap_or(true))
+}
+
 fn http_worker(server: &tiny_http::Server, state: &Arc<State>) {
     let mut reader = None;
     while let Ok(request) = server.recv() {
@@ -233,25 +293,28 @@ fn http_worker(server: &tiny_http::Server, state: &Arc<State>) {
     }
 }
 
-/// Ends long-poll waits and declares expired ops lost.
+/// Ends long-poll waits; every 250 ms re-checks deferred events (if any);
+/// every second expires approvals and verification windows, counts failures
+/// for the breaker and declares expired ops lost.
 fn sweeper(state: &State, shutdown: &Shutdown) {
     let mut last_expiry = Instant::now() - Duration::from_secs(10);
+    let mut reader: Option<rusqlite::Connection> = None;
     loop {
-        if shutdown.wait(Duration::from_millis(200)) {
+        if shutdown.wait(Duration::from_millis(250)) {
             return;
         }
         state.waiters.expire(Instant::now(), false);
-        if last_expiry.elapsed() >= Duration::from_secs(1) {
-            last_expiry = Instant::now();
-            let timeout = state.config().server.dispatch_timeout.as_millis() as i64;
-            match state
-                .writer
-                .write(move |conn| store::expire_ops(conn, timeout, now_ms()))
+        let full = last_expiry.elapsed() >= Duration::from_secs(1);
+        if full || any_deferred(state, &mut reader) {
+            let config = state.config();
+            if let Err(e) =
+                state.lifecycle(move |conn| lifecycle::tick(conn, &config, !full, now_ms()))
             {
-                Ok(0) => {}
-                Ok(n) => log::warn!("{n} ops declared lost (lease, deadline or queue time passed)"),
-                Err(e) => log::error!("sweeper: {e}"),
+                log::error!("sweeper: {e}");
             }
+        }
+        if full {
+            last_expiry = Instant::now();
         }
     }
 }

@@ -123,6 +123,60 @@ pub const MIGRATIONS: &[&str] = &[
         last_seen  INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 2: the decision lifecycle: guards, attempts, approvals, verification, pauses, the breaker.
+    r#"
+    -- An event is open while ended_at is NULL: it holds its key.
+    ALTER TABLE event ADD COLUMN started_at INTEGER;   -- when it ran (its ops were queued), or would have (dry-run)
+    ALTER TABLE event ADD COLUMN plan TEXT;            -- JSON: targets, op spec, verification, max_parallel
+    ALTER TABLE event ADD COLUMN deadline INTEGER;     -- pending_approval: expiry; verifying: the resolution deadline
+    ALTER TABLE event ADD COLUMN decided_by TEXT;      -- who approved or rejected it
+    ALTER TABLE event ADD COLUMN reason TEXT;          -- why it ended as it did
+    -- Each index is a page written per new event: keep only those decisions read.
+    DROP INDEX event_key;                    -- superseded by event_key_started
+    DROP INDEX event_fingerprint;            -- alerts find their events through event_alert
+    CREATE INDEX event_key_started ON event(rule, key, mode, started_at);
+    CREATE INDEX event_started ON event(started_at) WHERE started_at IS NOT NULL;
+    CREATE INDEX event_ended ON event(ended_at) WHERE ended_at IS NOT NULL;
+    UPDATE event SET started_at = created_at WHERE mode = 'live';
+
+    -- Ops that check the fix (verify.run) next to the ops that run it.
+    ALTER TABLE op ADD COLUMN kind TEXT NOT NULL DEFAULT 'run';   -- run | verify
+
+    -- Every alert that joined an event (the one that started it and those that collapsed into it).
+    CREATE TABLE event_alert (
+        event_id    INTEGER NOT NULL REFERENCES event(id),
+        fingerprint TEXT NOT NULL,
+        PRIMARY KEY (event_id, fingerprint)
+    ) WITHOUT ROWID;
+    CREATE INDEX event_alert_fingerprint ON event_alert(fingerprint, event_id);
+    INSERT INTO event_alert (event_id, fingerprint) SELECT id, fingerprint FROM event;
+
+    -- Pauses: automation covered by one is not run until it ends or is resumed.
+    CREATE TABLE pause (
+        id         INTEGER PRIMARY KEY,
+        runbook    TEXT,                     -- covers this runbook (NULL: any)
+        target     TEXT,                     -- covers this agent (NULL: any)
+        match      TEXT,                     -- JMESPath over the alert (NULL: any)
+        reason     TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        until      INTEGER NOT NULL,
+        resumed_at INTEGER,
+        resumed_by TEXT
+    );
+
+    -- The global safety breaker: one row.
+    CREATE TABLE breaker (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        state      TEXT NOT NULL,            -- closed | open
+        reason     TEXT NOT NULL,
+        changed_at INTEGER NOT NULL,
+        changed_by TEXT NOT NULL
+    );
+    INSERT INTO breaker (id, state, reason, changed_at, changed_by) VALUES (1, 'closed', 'never opened', 0, 'heal');
+
+    CREATE INDEX decision_at ON decision(at);
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction. Refuses a
@@ -163,6 +217,31 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn version_1_database_is_upgraded_with_its_events() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at, ended_at)
+             VALUES ('r', 'b', 'k', 'fp1', 'succeeded', 'live', 10, 20, 20)",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let (fp, started): (String, i64) = conn
+            .query_row(
+                "SELECT ea.fingerprint, e.started_at FROM event_alert ea JOIN event e ON e.id = ea.event_id",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((fp.as_str(), started), ("fp1", 10));
+        let breaker: String = conn
+            .query_row("SELECT state FROM breaker", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(breaker, "closed");
     }
 
     #[test]

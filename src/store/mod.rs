@@ -7,7 +7,10 @@
 //! savepoint, so one failing request does not undo the others. Readers open
 //! their own connection per thread (`open`).
 
+pub mod lifecycle;
 pub mod migrations;
+
+pub use lifecycle::*;
 
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
@@ -19,7 +22,7 @@ use serde_json::Value;
 
 use crate::alert::{Alert, Status};
 use crate::error::{Error, Result, StoreContext};
-use crate::event::{event_state, OpState, ACTIVE_EVENT_STATES};
+use crate::event::OpState;
 use crate::server::Shutdown;
 
 /// How stale an agent's recorded `last_seen` may be (ms): polls within it write nothing.
@@ -34,6 +37,8 @@ pub fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(|e| Error::Store(what(), e))?;
     conn.busy_timeout(Duration::from_secs(10))
         .context("setting busy timeout")?;
+    // heal has more statements than rusqlite's default cache of 16: keep them all prepared.
+    conn.set_prepared_statement_cache_capacity(256);
     conn.pragma_update(None, "journal_mode", "WAL")
         .context("setting WAL mode")?;
     conn.pragma_update(None, "synchronous", "FULL")
@@ -232,17 +237,6 @@ pub fn record_decision(
 
 // ---- events -----------------------------------------------------------------
 
-/// The active event of a rule and key: id and state.
-pub fn active_event(conn: &Connection, rule: &str, key: &str) -> Result<Option<(i64, String)>> {
-    let sql = format!("SELECT id, state FROM event WHERE rule = ?1 AND key = ?2 AND state IN {ACTIVE_EVENT_STATES} ORDER BY id DESC LIMIT 1");
-    conn.prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_row([rule, key], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
-        .context("looking up active event")
-}
-
 /// A new event to create.
 pub struct NewEvent<'a> {
     /// Rule that decided.
@@ -257,21 +251,32 @@ pub struct NewEvent<'a> {
     pub state: &'a str,
     /// "live" or "dry-run".
     pub mode: &'a str,
+    /// When it ran, or would have (dry-run); `None` while it waits.
+    pub started_at: Option<i64>,
+    /// Approval expiry.
+    pub deadline: Option<i64>,
 }
 
-/// Creates an event and returns its id.
+/// Creates an open event (its alert joined to it) and returns its id.
 pub fn create_event(conn: &Connection, e: &NewEvent, now: i64) -> Result<i64> {
-    let ended = if e.state == "dry_run" {
-        Some(now)
-    } else {
-        None
-    };
     conn.prepare_cached(
-        "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at, ended_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+        "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at, started_at, deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
     )
-    .and_then(|mut s| s.execute(params![e.rule, e.runbook, e.key, e.fingerprint, e.state, e.mode, now, ended]))
+    .and_then(|mut s| s.execute(params![e.rule, e.runbook, e.key, e.fingerprint, e.state, e.mode, now, e.started_at, e.deadline]))
     .context("creating event")?;
-    Ok(conn.last_insert_rowid())
+    let id = conn.last_insert_rowid();
+    join_alert(conn, id, e.fingerprint)?;
+    Ok(id)
+}
+
+/// Records that an alert joined an event.
+pub fn join_alert(conn: &Connection, event_id: i64, fingerprint: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO event_alert (event_id, fingerprint) VALUES (?1, ?2)",
+    )
+    .and_then(|mut s| s.execute(params![event_id, fingerprint]))
+    .context("joining alert to event")?;
+    Ok(())
 }
 
 /// Appends a line to an event's timeline.
@@ -290,87 +295,50 @@ pub fn add_timeline(
     Ok(())
 }
 
-/// Counts one more firing notification on an active event.
-pub fn collapse_into(conn: &Connection, event_id: i64, now: i64) -> Result<()> {
+/// Counts one more firing notification on an open event; the alert joins it.
+pub fn collapse_into(conn: &Connection, event_id: i64, fingerprint: &str, now: i64) -> Result<()> {
     conn.prepare_cached("UPDATE event SET hits = hits + 1, updated_at = ?2 WHERE id = ?1")
         .and_then(|mut s| s.execute(params![event_id, now]))
         .context("counting hit")?;
-    Ok(())
+    join_alert(conn, event_id, fingerprint)
 }
 
-/// Events started by an alert that are active or ended within `recent_ms`, newest first.
+/// Events an alert joined that are open or ended since `since`, newest
+/// first: id, state and whether it is open.
 pub fn events_of_alert(
     conn: &Connection,
     fingerprint: &str,
     since: i64,
-) -> Result<Vec<(i64, String)>> {
-    let sql = format!(
-        "SELECT id, state FROM event WHERE fingerprint = ?1 AND (state IN {ACTIVE_EVENT_STATES} OR coalesce(ended_at, updated_at) >= ?2) ORDER BY id DESC LIMIT 20"
-    );
+) -> Result<Vec<(i64, String, bool)>> {
     let mut stmt = conn
-        .prepare_cached(&sql)
+        .prepare_cached(
+            "SELECT e.id, e.state, e.ended_at IS NULL FROM event_alert ea JOIN event e ON e.id = ea.event_id
+             WHERE ea.fingerprint = ?1 AND (e.ended_at IS NULL OR e.ended_at >= ?2) ORDER BY e.id DESC LIMIT 20",
+        )
         .context("preparing events of alert")?;
     let rows = stmt
-        .query_map(params![fingerprint, since], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map(params![fingerprint, since], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .context("reading events of alert")?;
     rows.collect::<std::result::Result<_, _>>()
         .context("reading events of alert")
 }
 
-/// Recomputes an event's state from its ops; appends a timeline line when it changes.
-pub fn refresh_event(conn: &Connection, event_id: i64, now: i64) -> Result<String> {
-    let (old, mode): (String, String) = conn
-        .prepare_cached("SELECT state, mode FROM event WHERE id = ?1")
-        .and_then(|mut s| s.query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?))))
-        .context("reading event")?;
-    if mode != "live" {
-        return Ok(old);
-    }
-    let ops: Vec<OpState> = {
-        let mut stmt = conn
-            .prepare_cached("SELECT state FROM op WHERE event_id = ?1")
-            .context("reading ops")?;
-        let rows = stmt
-            .query_map([event_id], |r| r.get::<_, String>(0))
-            .context("reading ops")?;
-        rows.filter_map(|s| s.ok().and_then(|s| OpState::parse(&s)))
-            .collect()
-    };
-    let new = event_state(&ops);
-    if new != old {
-        let ended = if ops.iter().all(|s| s.is_final()) {
-            Some(now)
-        } else {
-            None
-        };
-        conn.prepare_cached(
-            "UPDATE event SET state = ?2, updated_at = ?3, ended_at = ?4 WHERE id = ?1",
-        )
-        .and_then(|mut s| s.execute(params![event_id, new, now, ended]))
-        .context("updating event state")?;
-        add_timeline(
-            conn,
-            event_id,
-            "state",
-            &format!("event is {new} (was {old})"),
-            now,
-        )?;
-    }
-    Ok(new.to_string())
-}
-
 // ---- ops --------------------------------------------------------------------
 
-/// Queues an op for an agent and returns its id.
+/// Adds an op for an agent (`queued`, or `waiting` behind `max_parallel`) and returns its id.
 pub fn queue_op(
     conn: &Connection,
     event_id: i64,
     agent: &str,
+    kind: &str,
+    state: OpState,
     spec: &Value,
     now: i64,
 ) -> Result<i64> {
-    conn.prepare_cached("INSERT INTO op (event_id, agent, state, spec, created_at) VALUES (?1, ?2, 'queued', ?3, ?4)")
-        .and_then(|mut s| s.execute(params![event_id, agent, spec.to_string(), now]))
+    conn.prepare_cached("INSERT INTO op (event_id, agent, kind, state, spec, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+        .and_then(|mut s| s.execute(params![event_id, agent, kind, state.as_str(), spec.to_string(), now]))
         .context("queuing op")?;
     Ok(conn.last_insert_rowid())
 }
@@ -442,7 +410,7 @@ pub fn dispatch_op(
             &format!("op {op_id} handed to agent {agent}"),
             now,
         )?;
-        refresh_event(conn, event_id, now)?;
+        lifecycle::advance(conn, event_id, now)?;
     }
     Ok(n == 1)
 }
@@ -571,7 +539,9 @@ pub struct StepResult {
     pub truncated: bool,
 }
 
-/// Stores an op's final result unless one is stored already; returns false for a duplicate.
+/// Stores an op's final result unless one is stored already. Returns `None`
+/// for a duplicate, else the agents that got new ops (the next targets, the
+/// verification).
 pub fn record_result(
     conn: &Connection,
     op_id: i64,
@@ -580,7 +550,7 @@ pub fn record_result(
     error: Option<&str>,
     steps: &[StepResult],
     now: i64,
-) -> Result<bool> {
+) -> Result<Option<Vec<String>>> {
     let current = op_ref(conn, op_id)?
         .map(|o| o.state)
         .unwrap_or(OpState::Lost);
@@ -589,7 +559,7 @@ pub fn record_result(
         .and_then(|mut s| s.query_row([op_id], |r| r.get(0)))
         .context("checking result")?;
     if already > 0 || current.is_final() && current != OpState::Lost {
-        return Ok(false);
+        return Ok(None);
     }
     for (idx, s) in steps.iter().enumerate() {
         conn.prepare_cached(
@@ -615,8 +585,17 @@ pub fn record_result(
         .collect::<Vec<_>>()
         .join(", ");
     if current == OpState::Lost {
-        add_timeline(conn, event_id, "late-result", &format!("op {op_id} reported {} after it was declared lost ({summary}); the event stays lost", state.as_str()), now)?;
-        return Ok(true);
+        add_timeline(
+            conn,
+            event_id,
+            "late-result",
+            &format!(
+                "op {op_id} reported {} after it was declared lost ({summary}); it stays lost",
+                state.as_str()
+            ),
+            now,
+        )?;
+        return Ok(Some(Vec::new()));
     }
     let from = if current == OpState::Dispatched {
         OpState::Dispatched
@@ -629,8 +608,7 @@ pub fn record_result(
         line.push_str(&format!(" ({e})"));
     }
     add_timeline(conn, event_id, "result", &line, now)?;
-    refresh_event(conn, event_id, now)?;
-    Ok(true)
+    Some(lifecycle::advance(conn, event_id, now)).transpose()
 }
 
 /// Declares an op lost (at most once), with the reason on the timeline.
@@ -651,7 +629,7 @@ pub fn lose_op(conn: &Connection, op_id: i64, reason: &str, now: i64) -> Result<
         ),
         now,
     )?;
-    refresh_event(conn, op.event_id, now)?;
+    lifecycle::advance(conn, op.event_id, now)?;
     Ok(true)
 }
 
@@ -827,14 +805,22 @@ pub struct EventRow {
     pub created_at: i64,
     /// Last change (ms).
     pub updated_at: i64,
-    /// Ended (ms).
+    /// Ended (ms); `None` while open.
     pub ended_at: Option<i64>,
+    /// When it ran (ms), or would have in dry-run.
+    pub started_at: Option<i64>,
+    /// Approval expiry, or verification deadline (ms).
+    pub deadline: Option<i64>,
+    /// Who approved or rejected it.
+    pub decided_by: Option<String>,
+    /// Why it ended as it did.
+    pub reason: Option<String>,
 }
 
-const EVENT_COLUMNS: &str =
-    "id, rule, runbook, key, fingerprint, state, mode, hits, created_at, updated_at, ended_at";
+pub(crate) const EVENT_COLUMNS: &str =
+    "id, rule, runbook, key, fingerprint, state, mode, hits, created_at, updated_at, ended_at, started_at, deadline, decided_by, reason";
 
-fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRow> {
+pub(crate) fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
         id: r.get(0)?,
         rule: r.get(1)?,
@@ -847,15 +833,38 @@ fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRow> {
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
         ended_at: r.get(10)?,
+        started_at: r.get(11)?,
+        deadline: r.get(12)?,
+        decided_by: r.get(13)?,
+        reason: r.get(14)?,
     })
 }
 
-/// Events newest first, optionally of one state.
-pub fn list_events(conn: &Connection, state: Option<&str>, limit: i64) -> Result<Vec<EventRow>> {
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM event WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2");
+/// Filters of an event list; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Any of these states.
+    pub states: Vec<String>,
+    /// This rule.
+    pub rule: Option<String>,
+    /// This key.
+    pub key: Option<String>,
+    /// This runbook.
+    pub runbook: Option<String>,
+}
+
+/// Events newest first, filtered.
+pub fn list_events(conn: &Connection, f: &EventFilter, limit: i64) -> Result<Vec<EventRow>> {
+    let states = serde_json::to_string(&f.states).expect("strings serialize");
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM event
+         WHERE (?1 = '[]' OR state IN (SELECT value FROM json_each(?1)))
+           AND (?2 IS NULL OR rule = ?2) AND (?3 IS NULL OR key = ?3) AND (?4 IS NULL OR runbook = ?4)
+         ORDER BY id DESC LIMIT ?5"
+    );
     let mut stmt = conn.prepare_cached(&sql).context("listing events")?;
     let rows = stmt
-        .query_map(params![state, limit], event_row)
+        .query_map(params![states, f.rule, f.key, f.runbook, limit], event_row)
         .context("listing events")?;
     rows.collect::<std::result::Result<_, _>>()
         .context("listing events")
@@ -879,6 +888,8 @@ pub struct OpRow {
     pub id: i64,
     /// Agent.
     pub agent: String,
+    /// run, or verify.
+    pub kind: String,
     /// State.
     pub state: String,
     /// Dispatched (ms).
@@ -940,7 +951,7 @@ pub fn event_detail(conn: &Connection, id: i64) -> Result<Option<EventDetail>> {
     };
     let mut ops: Vec<OpRow> = {
         let mut stmt = conn
-            .prepare_cached("SELECT id, agent, state, dispatched_at, started_at, finished_at, error FROM op WHERE event_id = ?1 ORDER BY id")
+            .prepare_cached("SELECT id, agent, state, dispatched_at, started_at, finished_at, error, kind FROM op WHERE event_id = ?1 ORDER BY id")
             .context("reading ops")?;
         let rows = stmt
             .query_map([id], |r| {
@@ -952,6 +963,7 @@ pub fn event_detail(conn: &Connection, id: i64) -> Result<Option<EventDetail>> {
                     started_at: r.get(4)?,
                     finished_at: r.get(5)?,
                     error: r.get(6)?,
+                    kind: r.get(7)?,
                     steps: Vec::new(),
                     live_output: String::new(),
                 })

@@ -1,0 +1,632 @@
+//! The decision lifecycle in SQL: an event's plan and its ops, how it moves
+//! on as ops end (`advance`), how it ends, and what decisions read — the
+//! context document, pauses and the breaker.
+//!
+//! An event is open while `ended_at` is NULL, and an open event holds its
+//! rule and key. Its `plan` (targets, op spec, verification, `max_parallel`)
+//! is fixed when it is decided, so a reload never changes an event in flight.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+
+use super::{add_timeline, agent_known, event_row, queue_op, EventRow, EVENT_COLUMNS};
+use crate::error::{Result, StoreContext};
+use crate::event::{
+    is_failure, progress, OpState, Progress, VerifyKind, FINAL_STATES, HELD_STATES,
+};
+
+/// How long an hour is, for `max_runs_per_hour` (ms).
+const HOUR_MS: i64 = 3_600_000;
+
+/// An op just queued: who should be told.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// Op id.
+    pub id: i64,
+    /// Event id.
+    pub event_id: i64,
+    /// Its agent.
+    pub agent: String,
+    /// Its spec.
+    pub spec: Value,
+}
+
+/// Stores the plan of an event: `{targets, spec, verify, max_parallel}`.
+pub fn set_plan(conn: &Connection, event_id: i64, plan: &Value) -> Result<()> {
+    conn.prepare_cached("UPDATE event SET plan = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![event_id, plan.to_string()]))
+        .context("storing plan")?;
+    Ok(())
+}
+
+fn plan_of(conn: &Connection, event_id: i64) -> Result<Value> {
+    let plan: Option<String> = conn
+        .prepare_cached("SELECT plan FROM event WHERE id = ?1")
+        .and_then(|mut s| s.query_row([event_id], |r| r.get(0)))
+        .context("reading plan")?;
+    Ok(plan
+        .and_then(|p| serde_json::from_str(&p).ok())
+        .unwrap_or(Value::Null))
+}
+
+/// Runs an event: queues one op per target of its plan (the first
+/// `max_parallel` queued, the rest waiting) and marks it started. Returns the
+/// ops queued now.
+pub fn start_event(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<Queued>> {
+    let plan = plan_of(conn, event_id)?;
+    let targets: Vec<String> = plan["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect();
+    let max_parallel = plan["max_parallel"].as_u64().unwrap_or(1).max(1) as usize;
+    let runbook = plan["spec"]["runbook"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    conn.prepare_cached(
+        "UPDATE event SET state = 'queued', started_at = ?2, deadline = NULL, updated_at = ?2 WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![event_id, now]))
+    .context("starting event")?;
+    let mut queued = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        let state = if i < max_parallel {
+            OpState::Queued
+        } else {
+            OpState::Waiting
+        };
+        let op_id = queue_op(conn, event_id, target, "run", state, &plan["spec"], now)?;
+        let msg = if state == OpState::Queued {
+            format!("op {op_id}: runbook {runbook} queued for agent {target}")
+        } else {
+            format!("op {op_id}: runbook {runbook} for agent {target} waits its turn (max_parallel = {max_parallel})")
+        };
+        add_timeline(conn, event_id, "queued", &msg, now)?;
+        if !agent_known(conn, target)? {
+            let msg = format!("agent {target} has never polled heal; the op waits for it up to [server] dispatch_timeout");
+            add_timeline(conn, event_id, "warning", &msg, now)?;
+        }
+        if state == OpState::Queued {
+            queued.push(Queued {
+                id: op_id,
+                event_id,
+                agent: target.clone(),
+                spec: plan["spec"].clone(),
+            });
+        }
+    }
+    Ok(queued)
+}
+
+/// Whether any alert joined to the event still fires.
+pub fn alerts_firing(conn: &Connection, event_id: i64) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM event_alert ea JOIN alert a ON a.fingerprint = ea.fingerprint
+         WHERE ea.event_id = ?1 AND a.status = 'firing')",
+    )
+    .and_then(|mut s| s.query_row([event_id], |r| r.get(0)))
+    .context("reading alerts of event")
+}
+
+/// Moves an event on after one of its ops changed: derives its state
+/// (`event::progress`), releases waiting targets, cancels the rest after a
+/// failure, starts verification, ends it. Returns the agents that got new ops.
+pub fn advance(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<String>> {
+    let (state, mode, ended): (String, String, Option<i64>) = conn
+        .prepare_cached("SELECT state, mode, ended_at FROM event WHERE id = ?1")
+        .and_then(|mut s| s.query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+        .context("reading event")?;
+    if ended.is_some() || mode != "live" || HELD_STATES.contains(&state.as_str()) {
+        return Ok(Vec::new());
+    }
+    let ops: Vec<(i64, String, String, OpState)> = {
+        let mut stmt = conn
+            .prepare_cached("SELECT id, agent, kind, state FROM op WHERE event_id = ?1 ORDER BY id")
+            .context("reading ops")?;
+        let rows = stmt
+            .query_map([event_id], |r| {
+                let s: String = r.get(3)?;
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    OpState::parse(&s).unwrap_or(OpState::Lost),
+                ))
+            })
+            .context("reading ops")?;
+        rows.collect::<std::result::Result<_, _>>()
+            .context("reading ops")?
+    };
+    let plan = plan_of(conn, event_id)?;
+    let verify_kind = match plan["verify"]["kind"].as_str() {
+        Some("resolved_within") => VerifyKind::ResolvedWithin,
+        Some("run") => VerifyKind::Run,
+        _ => VerifyKind::None,
+    };
+    let run: Vec<OpState> = ops.iter().filter(|o| o.2 == "run").map(|o| o.3).collect();
+    let verify: Vec<OpState> = ops
+        .iter()
+        .filter(|o| o.2 == "verify")
+        .map(|o| o.3)
+        .collect();
+    let max_parallel = plan["max_parallel"]
+        .as_u64()
+        .map_or(run.len(), |n| n as usize);
+    let next = progress(&Progress {
+        run: &run,
+        verify: &verify,
+        verify_kind,
+        max_parallel,
+        alerts_firing: alerts_firing(conn, event_id)?,
+    });
+    let mut woke = Vec::new();
+    if next.cancel_waiting {
+        let n = conn
+            .prepare_cached("UPDATE op SET state = 'cancelled', finished_at = ?2, error = 'an earlier target failed, so this one was not started' WHERE event_id = ?1 AND state = 'waiting'")
+            .and_then(|mut s| s.execute(params![event_id, now]))
+            .context("cancelling waiting ops")?;
+        add_timeline(
+            conn,
+            event_id,
+            "cancelled",
+            &format!("{n} waiting targets not started: an earlier target failed"),
+            now,
+        )?;
+    }
+    let waiting: Vec<&(i64, String, String, OpState)> = ops
+        .iter()
+        .filter(|o| o.3 == OpState::Waiting)
+        .take(next.release)
+        .collect();
+    for (op_id, agent, _, _) in waiting {
+        conn.prepare_cached(
+            "UPDATE op SET state = 'queued', created_at = ?2 WHERE id = ?1 AND state = 'waiting'",
+        )
+        .and_then(|mut s| s.execute(params![op_id, now]))
+        .context("releasing op")?;
+        add_timeline(
+            conn,
+            event_id,
+            "queued",
+            &format!("op {op_id}: its turn came; queued for agent {agent}"),
+            now,
+        )?;
+        woke.push(agent.clone());
+    }
+    if next.start_verify {
+        let mut agents: Vec<&String> = ops.iter().filter(|o| o.2 == "run").map(|o| &o.1).collect();
+        agents.dedup();
+        let spec = &plan["verify"]["spec"];
+        for agent in agents {
+            let op_id = queue_op(conn, event_id, agent, "verify", OpState::Queued, spec, now)?;
+            add_timeline(
+                conn,
+                event_id,
+                "verify",
+                &format!("op {op_id}: verification check queued for agent {agent}"),
+                now,
+            )?;
+            woke.push(agent.clone());
+        }
+    }
+    if next.state != state {
+        let is_final = FINAL_STATES.contains(&next.state);
+        let deadline = next
+            .await_resolution
+            .then(|| now + plan["verify"]["within_ms"].as_i64().unwrap_or(0));
+        conn.prepare_cached(
+            "UPDATE event SET state = ?2, updated_at = ?3, ended_at = ?4, reason = ?5, deadline = coalesce(?6, deadline) WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![event_id, next.state, now, is_final.then_some(now), next.reason, deadline])
+        })
+        .context("updating event state")?;
+        let mut line = format!("event is {} (was {state})", next.state);
+        if let Some(r) = &next.reason {
+            line.push_str(&format!(": {r}"));
+        }
+        if let Some(d) = deadline {
+            line.push_str(&format!(
+                ": the alert must resolve within {}",
+                crate::time::format_duration(std::time::Duration::from_millis(
+                    (d - now).max(0) as u64
+                ))
+            ));
+        }
+        add_timeline(conn, event_id, "state", &line, now)?;
+    }
+    Ok(woke)
+}
+
+/// Ends an open event in `state` with its reason; ops not yet handed out are
+/// cancelled. Returns false if it had already ended.
+pub fn end_event(
+    conn: &Connection,
+    event_id: i64,
+    state: &str,
+    reason: &str,
+    now: i64,
+) -> Result<bool> {
+    let old: Option<String> = conn
+        .prepare_cached("SELECT state FROM event WHERE id = ?1 AND ended_at IS NULL")
+        .and_then(|mut s| s.query_row([event_id], |r| r.get(0)).optional())
+        .context("reading event")?;
+    let Some(old) = old else {
+        return Ok(false);
+    };
+    conn.prepare_cached(
+        "UPDATE event SET state = ?2, ended_at = ?3, updated_at = ?3, reason = ?4 WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![event_id, state, now, reason]))
+    .context("ending event")?;
+    conn.prepare_cached("UPDATE op SET state = 'cancelled', finished_at = ?2, error = ?3 WHERE event_id = ?1 AND state IN ('waiting', 'queued')")
+        .and_then(|mut s| s.execute(params![event_id, now, format!("the event ended: {reason}")]))
+        .context("cancelling ops")?;
+    let line = if old == state {
+        format!("event {state} is closed: {reason}")
+    } else {
+        format!("event is {state} (was {old}): {reason}")
+    };
+    add_timeline(conn, event_id, "state", &line, now)?;
+    Ok(true)
+}
+
+/// Open events in one state, oldest first, optionally only those whose deadline has passed.
+pub fn open_events(
+    conn: &Connection,
+    state: &str,
+    deadline_before: Option<i64>,
+) -> Result<Vec<EventRow>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM event WHERE state = ?1 AND ended_at IS NULL AND (?2 IS NULL OR deadline < ?2) ORDER BY id LIMIT 1000"
+    );
+    let mut stmt = conn.prepare_cached(&sql).context("reading open events")?;
+    let rows = stmt
+        .query_map(params![state, deadline_before], event_row)
+        .context("reading open events")?;
+    rows.collect::<std::result::Result<_, _>>()
+        .context("reading open events")
+}
+
+/// One event's row.
+pub fn event_by_id(conn: &Connection, id: i64) -> Result<Option<EventRow>> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM event WHERE id = ?1");
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([id], event_row).optional())
+        .context("reading event")
+}
+
+/// Records who approved or rejected an event.
+pub fn set_decided_by(conn: &Connection, id: i64, by: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE event SET decided_by = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id, by]))
+        .context("recording approver")?;
+    Ok(())
+}
+
+/// Whether the last timeline line of an event is of this kind (to say a thing once).
+pub fn last_timeline_kind(conn: &Connection, event_id: i64) -> Result<Option<String>> {
+    conn.prepare_cached("SELECT kind FROM timeline WHERE event_id = ?1 ORDER BY id DESC LIMIT 1")
+        .and_then(|mut s| s.query_row([event_id], |r| r.get(0)).optional())
+        .context("reading timeline")
+}
+
+// ---- what decisions read ----------------------------------------------------
+
+fn firing_alerts(conn: &Connection) -> Result<Vec<Value>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT fingerprint, source, name, status, labels, annotations, starts_at FROM alert WHERE status = 'firing' ORDER BY last_seen DESC LIMIT 10000",
+        )
+        .context("reading firing alerts")?;
+    let rows = stmt
+        .query_map([], |r| {
+            let labels: String = r.get(4)?;
+            let annotations: String = r.get(5)?;
+            Ok(json!({
+                "fingerprint": r.get::<_, String>(0)?, "source": r.get::<_, String>(1)?, "name": r.get::<_, String>(2)?,
+                "status": r.get::<_, String>(3)?,
+                "labels": serde_json::from_str::<Value>(&labels).unwrap_or(Value::Null),
+                "annotations": serde_json::from_str::<Value>(&annotations).unwrap_or(Value::Null),
+                "starts_at": r.get::<_, Option<i64>>(6)?,
+            }))
+        })
+        .context("reading firing alerts")?;
+    rows.collect::<std::result::Result<_, _>>()
+        .context("reading firing alerts")
+}
+
+fn events_json(
+    conn: &Connection,
+    sql_where: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Value>> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM event WHERE {sql_where}");
+    let mut stmt = conn.prepare_cached(&sql).context("reading events")?;
+    let rows = stmt.query_map(args, event_row).context("reading events")?;
+    let rows: Vec<EventRow> = rows
+        .collect::<std::result::Result<_, _>>()
+        .context("reading events")?;
+    Ok(rows.into_iter().map(|e| event_json(&e)).collect())
+}
+
+fn event_json(e: &EventRow) -> Value {
+    let mut v = serde_json::to_value(e).expect("event rows serialize");
+    v["open"] = json!(e.ended_at.is_none());
+    v
+}
+
+/// The context document guards see and `GET /api/v1/context` serves:
+/// firing `alerts`, open and recent `events` (ended within `recent_ms`),
+/// `agents`, active `pauses`, the `breaker`, and `heartbeats` and `probes`.
+pub fn context(conn: &Connection, recent_ms: i64, now: i64) -> Result<Value> {
+    let events = events_json(
+        conn,
+        "ended_at IS NULL OR ended_at >= ?1 OR started_at >= ?1 ORDER BY id DESC LIMIT 5000",
+        &[&(now - recent_ms)],
+    )?;
+    let agents: Vec<Value> = super::list_agents(conn)?
+        .into_iter()
+        .map(|a| json!({"id": a.id, "tags": a.tags, "hostname": a.hostname, "version": a.version, "last_seen": a.last_seen, "running_ops": a.running_ops}))
+        .collect();
+    Ok(json!({
+        "now": now,
+        "alerts": firing_alerts(conn)?,
+        "events": events,
+        "agents": agents,
+        "heartbeats": [],
+        "probes": [],
+        "pauses": pauses(conn, true, now)?,
+        "breaker": breaker(conn, now)?,
+    }))
+}
+
+/// The part of the context one decision needs: the events of a rule and key
+/// in one mode (open ones, those that ran since `since`, and the last one that
+/// ran), active pauses and the breaker. `rules::facts` reads it like the full one.
+pub fn key_context(
+    conn: &Connection,
+    rule: &str,
+    key: &str,
+    mode: &str,
+    since: i64,
+    now: i64,
+) -> Result<Value> {
+    let mut events = events_json(
+        conn,
+        "rule = ?1 AND key = ?2 AND mode = ?3 AND (ended_at IS NULL OR started_at >= ?4) ORDER BY id DESC LIMIT 1000",
+        &[&rule, &key, &mode, &since],
+    )?;
+    let last = events_json(
+        conn,
+        "rule = ?1 AND key = ?2 AND mode = ?3 AND ended_at IS NOT NULL AND started_at IS NOT NULL ORDER BY ended_at DESC LIMIT 1",
+        &[&rule, &key, &mode],
+    )?;
+    for e in last {
+        if !events.iter().any(|x| x["id"] == e["id"]) {
+            events.push(e);
+        }
+    }
+    Ok(json!({
+        "events": events,
+        "pauses": pauses(conn, true, now)?,
+        "breaker": breaker(conn, now)?,
+    }))
+}
+
+// ---- the breaker ------------------------------------------------------------
+
+/// The breaker: state, reason, who changed it when, and what it counts since
+/// it last closed: runs in the last hour and failed events in a row.
+pub fn breaker(conn: &Connection, now: i64) -> Result<Value> {
+    let (state, reason, changed_at, changed_by): (String, String, i64, String) = conn
+        .prepare_cached("SELECT state, reason, changed_at, changed_by FROM breaker WHERE id = 1")
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))))
+        .context("reading breaker")?;
+    let since = changed_at;
+    let runs: i64 = conn
+        .prepare_cached("SELECT count(*) FROM event WHERE mode = 'live' AND started_at >= ?1")
+        .and_then(|mut s| s.query_row([since.max(now - HOUR_MS)], |r| r.get(0)))
+        .context("counting runs")?;
+    let mut failed_in_row = 0;
+    {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT state FROM event WHERE ended_at > ?1 AND mode = 'live' AND started_at IS NOT NULL ORDER BY ended_at DESC LIMIT 10000",
+            )
+            .context("counting failures")?;
+        let mut rows = stmt.query([since]).context("counting failures")?;
+        while let Some(row) = rows.next().context("counting failures")? {
+            let s: String = row.get(0).context("counting failures")?;
+            if !is_failure(&s) {
+                break;
+            }
+            failed_in_row += 1;
+        }
+    }
+    Ok(json!({
+        "state": state, "reason": reason, "changed_at": changed_at, "changed_by": changed_by,
+        "runs_last_hour": runs, "failed_in_row": failed_in_row,
+    }))
+}
+
+/// Opens or closes the breaker; returns false if it already was in that state.
+pub fn set_breaker(
+    conn: &Connection,
+    state: &str,
+    reason: &str,
+    by: &str,
+    now: i64,
+) -> Result<bool> {
+    let n = conn
+        .prepare_cached("UPDATE breaker SET state = ?1, reason = ?2, changed_at = ?3, changed_by = ?4 WHERE id = 1 AND state != ?1")
+        .and_then(|mut s| s.execute(params![state, reason, now, by]))
+        .context("setting breaker")?;
+    Ok(n == 1)
+}
+
+// ---- pauses -----------------------------------------------------------------
+
+/// A pause to add.
+#[derive(Debug, Clone)]
+pub struct NewPause {
+    /// Covers this runbook.
+    pub runbook: Option<String>,
+    /// Covers this agent.
+    pub target: Option<String>,
+    /// Covers alerts matching this JMESPath expression.
+    pub matches: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub by: String,
+    /// Until (ms).
+    pub until: i64,
+}
+
+/// Adds a pause and returns it.
+pub fn add_pause(conn: &Connection, p: &NewPause, now: i64) -> Result<Value> {
+    conn.prepare_cached("INSERT INTO pause (runbook, target, match, reason, created_by, created_at, until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+        .and_then(|mut s| s.execute(params![p.runbook, p.target, p.matches, p.reason, p.by, now, p.until]))
+        .context("adding pause")?;
+    let id = conn.last_insert_rowid();
+    Ok(pause_rows(conn, "id = ?1", &[&id], now)?.remove(0))
+}
+
+fn pause_rows(
+    conn: &Connection,
+    sql_where: &str,
+    args: &[&dyn rusqlite::ToSql],
+    now: i64,
+) -> Result<Vec<Value>> {
+    let sql = format!(
+        "SELECT id, runbook, target, match, reason, created_by, created_at, until, resumed_at, resumed_by FROM pause WHERE {sql_where}"
+    );
+    let mut stmt = conn.prepare_cached(&sql).context("reading pauses")?;
+    let rows = stmt
+        .query_map(args, |r| {
+            let until: i64 = r.get(7)?;
+            let resumed: Option<i64> = r.get(8)?;
+            Ok(json!({
+                "id": r.get::<_, i64>(0)?, "runbook": r.get::<_, Option<String>>(1)?, "target": r.get::<_, Option<String>>(2)?,
+                "match": r.get::<_, Option<String>>(3)?, "reason": r.get::<_, String>(4)?, "created_by": r.get::<_, String>(5)?,
+                "created_at": r.get::<_, i64>(6)?, "until": until, "resumed_at": resumed, "resumed_by": r.get::<_, Option<String>>(9)?,
+                "active": resumed.is_none() && until > now,
+            }))
+        })
+        .context("reading pauses")?;
+    rows.collect::<std::result::Result<_, _>>()
+        .context("reading pauses")
+}
+
+/// Pauses, newest first: only active ones, or also those ended in the last day.
+pub fn pauses(conn: &Connection, active_only: bool, now: i64) -> Result<Vec<Value>> {
+    if active_only {
+        pause_rows(
+            conn,
+            "resumed_at IS NULL AND until > ?1 ORDER BY id DESC LIMIT 1000",
+            &[&now],
+            now,
+        )
+    } else {
+        pause_rows(
+            conn,
+            "coalesce(resumed_at, until) > ?1 ORDER BY id DESC LIMIT 1000",
+            &[&(now - 24 * HOUR_MS)],
+            now,
+        )
+    }
+}
+
+/// Ends a pause early; `None` if there is no such pause, false if it had already ended.
+pub fn resume_pause(conn: &Connection, id: i64, by: &str, now: i64) -> Result<Option<bool>> {
+    let exists: Option<i64> = conn
+        .prepare_cached("SELECT id FROM pause WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .context("reading pause")?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let n = conn
+        .prepare_cached("UPDATE pause SET resumed_at = ?2, resumed_by = ?3 WHERE id = ?1 AND resumed_at IS NULL AND until > ?2")
+        .and_then(|mut s| s.execute(params![id, now, by]))
+        .context("resuming pause")?;
+    Ok(Some(n == 1))
+}
+
+// ---- decisions --------------------------------------------------------------
+
+/// Decisions since `since` counted by outcome (every outcome present, zeros included).
+pub fn decision_counts(
+    conn: &Connection,
+    since: i64,
+    rule: Option<&str>,
+) -> Result<BTreeMap<String, i64>> {
+    let mut counts: BTreeMap<String, i64> = crate::rules::Outcome::ALL
+        .iter()
+        .map(|o| (o.as_str().to_string(), 0))
+        .collect();
+    let mut stmt = conn
+        .prepare_cached("SELECT outcome, count(*) FROM decision WHERE at >= ?1 AND (?2 IS NULL OR rule = ?2) GROUP BY outcome")
+        .context("counting decisions")?;
+    let rows = stmt
+        .query_map(params![since, rule], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .context("counting decisions")?;
+    for row in rows {
+        let (o, n) = row.context("counting decisions")?;
+        counts.insert(o, n);
+    }
+    Ok(counts)
+}
+
+/// Decisions newest first, filtered.
+pub fn list_decisions(
+    conn: &Connection,
+    since: i64,
+    rule: Option<&str>,
+    outcome: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Value>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, at, fingerprint, rule, outcome, reason, event_id FROM decision
+             WHERE at >= ?1 AND (?2 IS NULL OR rule = ?2) AND (?3 IS NULL OR outcome = ?3) ORDER BY id DESC LIMIT ?4",
+        )
+        .context("listing decisions")?;
+    let rows = stmt
+        .query_map(params![since, rule, outcome, limit], |r| {
+            Ok(json!({
+                "id": r.get::<_, i64>(0)?, "at": r.get::<_, i64>(1)?, "fingerprint": r.get::<_, String>(2)?,
+                "rule": r.get::<_, Option<String>>(3)?, "outcome": r.get::<_, String>(4)?, "reason": r.get::<_, String>(5)?,
+                "event_id": r.get::<_, Option<i64>>(6)?,
+            }))
+        })
+        .context("listing decisions")?;
+    rows.collect::<std::result::Result<_, _>>()
+        .context("listing decisions")
+}
+
+/// The targets of an event's plan.
+pub fn event_targets(conn: &Connection, event_id: i64) -> Result<Vec<String>> {
+    Ok(plan_of(conn, event_id)?["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect())
+}
+
+/// Whether any open event is deferred.
+pub fn any_deferred(conn: &Connection) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM event WHERE state = 'deferred' AND ended_at IS NULL)",
+    )
+    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+    .context("looking for deferred events")
+}
