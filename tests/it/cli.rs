@@ -63,7 +63,8 @@ fn run_rule_traces_decision_and_environment_without_running() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("rule \"service-down\"           match"),
+        out.lines()
+            .any(|l| l.contains("rule \"service-down\"") && l.contains(" match when")),
         "{out}"
     );
     assert!(out.contains("decision: run"), "{out}");

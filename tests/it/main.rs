@@ -7,3 +7,4 @@ mod alertmanager;
 mod api;
 mod cli;
 mod intake;
+mod lifecycle;
