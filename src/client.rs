@@ -72,6 +72,22 @@ impl Client {
         Ok((status, value))
     }
 
+    /// POST of a plain-text body (a ping's log) that must succeed.
+    pub fn post_text(&self, path: &str, body: Vec<u8>) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.post(&url).header("Content-Type", "text/plain");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut response = req.send(&body[..]).map_err(|e| {
+            Error::Http(format!("cannot reach heal at {url}: {e} (is `heal serve` running? set --server or HEAL_SERVER)"))
+        })?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        self.expect_ok(path, (status, value))
+    }
+
     /// GET that must succeed.
     pub fn get(&self, path: &str) -> Result<Value> {
         self.expect_ok(path, self.request("GET", path, None)?)

@@ -23,6 +23,8 @@ pub enum Error {
     Http(String),
     /// An operation ran and failed.
     Failed(String),
+    /// A wrapped command (`heal ping NAME -- CMD`) exited with this code; heal exits with it too.
+    Exit(i32),
 }
 
 /// heal's result type.
@@ -33,6 +35,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Config(_) => 2,
+            Error::Exit(code) => (*code & 0xff) as u8,
             _ => 1,
         }
     }
@@ -68,6 +71,7 @@ impl fmt::Display for Error {
             Error::Request(_, m) => f.write_str(m),
             Error::Store(what, e) => write!(f, "store: {what}: {e}"),
             Error::Io(what, e) => write!(f, "{what}: {e}"),
+            Error::Exit(code) => write!(f, "the command exited with code {code}"),
         }
     }
 }

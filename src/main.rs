@@ -7,7 +7,10 @@ mod alert;
 mod config;
 mod error;
 mod event;
+mod heartbeat;
+mod probe;
 mod rules;
+mod schedule;
 mod store;
 mod time;
 
@@ -45,6 +48,8 @@ fn main() -> ExitCode {
     init_logging();
     match cli::run(heal) {
         Ok(()) => ExitCode::SUCCESS,
+        // The wrapped command spoke for itself.
+        Err(e @ error::Error::Exit(_)) => ExitCode::from(e.exit_code()),
         Err(e) => {
             eprintln!("heal: error: {e}");
             let mut source = std::error::Error::source(&e);

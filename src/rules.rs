@@ -62,6 +62,9 @@ pub fn evaluate(config: &Config, alert: &Alert) -> Evaluation {
     let doc = crate::config::doc(alert.doc());
     let mut eval = Evaluation::default();
     for (idx, rule) in config.rules.iter().enumerate() {
+        if rule.schedule {
+            continue;
+        }
         let (matched, note) = match &rule.when {
             None => (true, "no `when`: matches every alert".to_string()),
             Some(when) => match when.truthy(&doc) {
@@ -83,6 +86,21 @@ pub fn evaluate(config: &Config, alert: &Alert) -> Evaluation {
         }
     }
     eval
+}
+
+/// The decision input for a `[[schedule]]` that fired: its own rule, matched
+/// against the alert that stands for this run.
+pub fn evaluate_schedule(config: &Config, rule_idx: usize, alert: &Alert) -> Evaluation {
+    let rule = &config.rules[rule_idx];
+    let doc = crate::config::doc(alert.doc());
+    Evaluation {
+        tried: vec![Tried {
+            rule: rule.name.clone(),
+            matched: true,
+            note: "the schedule fired".into(),
+        }],
+        matches: vec![apply_rule(rule_idx, rule, alert, &doc)],
+    }
 }
 
 fn apply_rule(rule_idx: usize, rule: &Rule, alert: &Alert, doc: &jmespath::Rcvar) -> Match {
@@ -610,7 +628,7 @@ pub fn facts(
             facts.open_event = Some(fact(e, i(e, "created_at").unwrap_or(now)));
         }
         if let (Some(end), Some(_)) = (ended, started) {
-            if facts.last_run.as_ref().map_or(true, |l| end >= l.at) {
+            if facts.last_run.as_ref().is_none_or(|l| end >= l.at) {
                 facts.last_run = Some(fact(e, end));
             }
         }

@@ -18,6 +18,8 @@ use crate::rules;
 use crate::server::{self, Shutdown};
 use crate::time::format_rfc3339;
 
+mod watch;
+
 /// heal: when an alert fires, run the right runbook on the right host, once.
 ///
 /// Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
@@ -43,6 +45,9 @@ enum Command {
     Pauses(Pauses),
     Resume(Resume),
     Breaker(BreakerCmd),
+    Ping(watch::Ping),
+    Heartbeats(watch::Heartbeats),
+    Probes(watch::Probes),
 }
 
 /// Run the server: webhooks, rules, dispatch to agents.
@@ -400,6 +405,9 @@ pub fn run(heal: Heal) -> Result<()> {
             Ok(())
         }
         Command::Breaker(c) => breaker(c),
+        Command::Ping(c) => watch::ping(c),
+        Command::Heartbeats(c) => watch::heartbeats(c),
+        Command::Probes(c) => watch::probes(c),
     }
 }
 

@@ -18,6 +18,10 @@ use crate::error::{Error, Result};
 use crate::exec::Run;
 use crate::time::parse_duration;
 
+mod watch;
+
+pub use watch::{heartbeat, Heartbeat, Probe, RawHeartbeat, Retention, Scheduled};
+
 /// A compiled JMESPath expression with its source text.
 pub struct Expr {
     /// The expression as written in the file.
@@ -87,6 +91,16 @@ pub struct Config {
     pub runbooks: BTreeMap<String, Arc<Runbook>>,
     /// `[safety]`: the global breaker and fan-out cap.
     pub safety: Safety,
+    /// `[[heartbeat]]` by name.
+    pub heartbeats: BTreeMap<String, Heartbeat>,
+    /// Their raw forms, as stored (secrets still `${ENV}` references).
+    pub raw_heartbeats: BTreeMap<String, RawHeartbeat>,
+    /// `[[probe]]` by name.
+    pub probes: BTreeMap<String, Probe>,
+    /// `[[schedule]]` in file order; each is decided by its rule in `rules`.
+    pub schedules: Vec<Scheduled>,
+    /// `[retention]`.
+    pub retention: Retention,
 }
 
 /// `[safety]` settings: limits over all rules.
@@ -131,6 +145,8 @@ pub struct Server {
     pub max_output: usize,
     /// HTTP worker threads.
     pub http_threads: usize,
+    /// An agent that has not polled for this long raises `AgentDown`.
+    pub agent_down_after: Duration,
 }
 
 /// A token scope.
@@ -267,6 +283,8 @@ pub struct Rule {
     pub mode: Mode,
     /// Go on to later rules after this one matched.
     pub cont: bool,
+    /// Built for a `[[schedule]]`: never matched against alerts, decided when the schedule fires.
+    pub schedule: bool,
 }
 
 /// One runbook step.
@@ -344,6 +362,14 @@ struct RawFile {
     runbooks: BTreeMap<String, Spanned<RawRunbook>>,
     #[serde(default)]
     safety: RawSafety,
+    #[serde(default, rename = "heartbeat")]
+    heartbeats: Vec<Spanned<RawHeartbeat>>,
+    #[serde(default, rename = "probe")]
+    probes: Vec<Spanned<watch::RawProbe>>,
+    #[serde(default, rename = "schedule")]
+    schedules: Vec<Spanned<watch::RawSchedule>>,
+    #[serde(default)]
+    retention: watch::RawRetention,
 }
 
 #[derive(Deserialize, Default)]
@@ -366,6 +392,7 @@ struct RawServer {
     max_body: Option<Spanned<i64>>,
     max_output: Option<Spanned<i64>>,
     http_threads: Option<Spanned<i64>>,
+    agent_down_after: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -609,6 +636,33 @@ impl Validator<'_> {
             }
             rules.push(rule);
         }
+        let mut schedules: Vec<Scheduled> = Vec::new();
+        for s in &raw.schedules {
+            let item = format!("schedule {:?}", s.get_ref().name);
+            let raw_rule = self.schedule_rule(s)?;
+            let mut rule = self.rule(&Spanned::new(s.span(), raw_rule), &runbooks, &safety)?;
+            rule.schedule = true;
+            if let Action::Run(rb) = &rule.action {
+                if matches!(runbooks[rb].verify, Verify::ResolvedWithin(_)) {
+                    return self.err(s.span(), &item, format!("runbook {rb:?} verifies with resolved_within, but a scheduled run has no alert to resolve (use verify.run)"));
+                }
+            }
+            if rules.iter().any(|o| o.name == rule.name) {
+                return self.err(s.span(), &item, "duplicate schedule name");
+            }
+            schedules.push(self.schedule(s, rules.len())?);
+            rules.push(rule);
+        }
+        if server.agent_down_after <= server.poll_wait {
+            return self.err(
+                0..0,
+                "[server]",
+                format!(
+                    "agent_down_after: must be longer than poll_wait ({}), or idle agents look down",
+                    crate::time::format_duration(server.poll_wait)
+                ),
+            );
+        }
         Ok(Config {
             path: path.to_path_buf(),
             server,
@@ -617,6 +671,15 @@ impl Validator<'_> {
             rules,
             runbooks,
             safety,
+            heartbeats: self.heartbeats(&raw.heartbeats)?,
+            raw_heartbeats: raw
+                .heartbeats
+                .iter()
+                .map(|h| (h.get_ref().name.clone(), h.get_ref().clone()))
+                .collect(),
+            probes: self.probes(&raw.probes)?,
+            schedules,
+            retention: self.retention(&raw.retention)?,
         })
     }
 
@@ -675,6 +738,12 @@ impl Validator<'_> {
             )? as usize,
             http_threads: self.count(&raw.http_threads, 32, 1, 1024, item, "http_threads")?
                 as usize,
+            agent_down_after: self.duration(
+                &raw.agent_down_after,
+                Duration::from_secs(120),
+                item,
+                "agent_down_after",
+            )?,
         })
     }
 
@@ -963,6 +1032,7 @@ impl Validator<'_> {
             )? as u32,
             mode,
             cont: raw.cont,
+            schedule: false,
         })
     }
 }

@@ -32,6 +32,25 @@ pub struct Applied {
     pub log: Vec<(log::Level, String)>,
 }
 
+impl Applied {
+    /// Adds what another job part did.
+    pub fn merge(&mut self, other: Applied) {
+        self.alerts.extend(other.alerts);
+        self.handoffs.extend(other.handoffs);
+        self.log.extend(other.log);
+    }
+}
+
+/// After the commit: answers the polls that get new ops, then logs.
+pub fn finish(applied: Applied) {
+    for (parked, claimed) in applied.handoffs {
+        super::longpoll::respond_ops(parked.request, &claimed);
+    }
+    for (level, line) in &applied.log {
+        log::log!(*level, "{line}");
+    }
+}
+
 /// Evaluates the rules for every firing alert; done before the store job,
 /// since only the active-event lookup needs the store.
 pub fn evaluate(config: &Config, alerts: &[Alert]) -> Vec<Option<rules::Evaluation>> {

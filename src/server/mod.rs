@@ -11,6 +11,7 @@ pub mod api;
 pub mod intake;
 pub mod lifecycle;
 pub mod longpoll;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +66,8 @@ pub struct State {
     pub internal_tokens: Vec<Token>,
     /// With no `[[token]]` configured, requests need no token (loopback only).
     pub open_without_tokens: bool,
+    /// What the scheduler shares with the API.
+    pub watch: watch::Shared,
 }
 
 impl State {
@@ -217,6 +220,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         waiters: longpoll::Waiters::default(),
         db_path,
         internal_tokens,
+        watch: watch::Shared::default(),
     });
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -233,6 +237,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
             s.spawn(move || http_worker(&server, &state));
         }
         s.spawn(|| sweeper(&state, &shutdown));
+        s.spawn(|| watch::scheduler(&state, &shutdown));
         s.spawn(|| {
             for signal in signals.forever() {
                 if signal == signal_hook::consts::SIGHUP {
@@ -275,7 +280,7 @@ fn any_deferred(state: &State, reader: &mut Option<rusqlite::Connection>) -> boo
     }
     reader
         .as_ref()
-        .map_or(true, |conn| store::any_deferred(conn).unwrap_or(true))
+        .is_none_or(|conn| store::any_deferred(conn).unwrap_or(true))
 }
 
 fn http_worker(server: &tiny_http::Server, state: &Arc<State>) {

@@ -378,8 +378,14 @@ pub fn context(conn: &Connection, recent_ms: i64, now: i64) -> Result<Value> {
         "alerts": firing_alerts(conn)?,
         "events": events,
         "agents": agents,
-        "heartbeats": [],
-        "probes": [],
+        "heartbeats": super::heartbeats(conn)?
+            .into_iter()
+            .map(|h| json!({"name": h.name, "state": h.state, "since": h.state_since, "paused": h.paused, "last_start": h.last_start, "last_end_at": h.last_end_at, "last_end_ok": h.last_end_ok}))
+            .collect::<Vec<_>>(),
+        "probes": super::probes(conn)?
+            .into_iter()
+            .map(|p| json!({"name": p.name, "state": p.state, "since": p.state_since, "last_at": p.last_at, "last_ok": p.last_ok, "last_detail": p.last_detail}))
+            .collect::<Vec<_>>(),
         "pauses": pauses(conn, true, now)?,
         "breaker": breaker(conn, now)?,
     }))

@@ -177,6 +177,83 @@ pub const MIGRATIONS: &[&str] = &[
 
     CREATE INDEX decision_at ON decision(at);
     "#,
+    // 3: what heal watches by itself: heartbeats and their pings, probes and
+    // their results, scheduled runs, and the internal alerts raised for them.
+    r#"
+    -- A heartbeat, from runbooks.toml (origin config) or the API (origin api).
+    CREATE TABLE heartbeat (
+        name          TEXT PRIMARY KEY,
+        origin        TEXT NOT NULL,         -- config | api
+        def           TEXT NOT NULL,         -- JSON: its raw form (config::RawHeartbeat)
+        registered_at INTEGER NOT NULL,      -- lateness of a never-pinged heartbeat counts from here
+        paused        INTEGER NOT NULL DEFAULT 0,  -- muted: no alerts
+        paused_reason TEXT,
+        resumed_at    INTEGER,               -- last unmute: lateness counts from here
+        last_start    INTEGER,               -- last /start ping
+        last_end_at   INTEGER,               -- last success or failure ping
+        last_end_ok   INTEGER,
+        last_end_code INTEGER,               -- its exit code, when given
+        pings         INTEGER NOT NULL DEFAULT 0,  -- pings received in all
+        state         TEXT NOT NULL DEFAULT 'new', -- heartbeat::State as of the checker's last sweep
+        state_since   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Every ping, with its body (capped) as the run's log.
+    CREATE TABLE ping (
+        id        INTEGER PRIMARY KEY,
+        heartbeat TEXT NOT NULL,
+        at        INTEGER NOT NULL,
+        kind      TEXT NOT NULL,             -- start | success | fail
+        exit_code INTEGER,
+        body      BLOB NOT NULL,
+        remote    TEXT NOT NULL              -- the client's address
+    );
+    CREATE INDEX ping_heartbeat ON ping(heartbeat, id);
+    CREATE INDEX ping_at ON ping(at);
+
+    -- A probe's running state (fail_after / recover_after counting).
+    CREATE TABLE probe (
+        name            TEXT PRIMARY KEY,
+        state           TEXT NOT NULL,       -- probe::State: unknown | up | down
+        fails_in_row    INTEGER NOT NULL,
+        oks_in_row      INTEGER NOT NULL,
+        state_since     INTEGER NOT NULL,
+        last_at         INTEGER,
+        last_ok         INTEGER,
+        last_latency_ms INTEGER,
+        last_detail     TEXT
+    ) WITHOUT ROWID;
+
+    -- Every probe run.
+    CREATE TABLE probe_result (
+        id         INTEGER PRIMARY KEY,
+        probe      TEXT NOT NULL,
+        at         INTEGER NOT NULL,
+        ok         INTEGER NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        value      REAL,
+        detail     TEXT NOT NULL
+    );
+    CREATE INDEX probe_result_probe ON probe_result(probe, id);
+    CREATE INDEX probe_result_at ON probe_result(at);
+
+    -- The last time each [[schedule]] fired, so a restart never fires a time twice.
+    CREATE TABLE schedule_run (
+        name      TEXT PRIMARY KEY,
+        last_fire INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Internal alerts heal raised and has not resolved yet.
+    CREATE TABLE internal_alert (
+        fingerprint TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,           -- heartbeat | runtime | agent | probe | breaker
+        subject     TEXT NOT NULL,           -- the heartbeat, agent or probe it is about
+        alert       TEXT NOT NULL,           -- JSON: name, labels, annotations as last sent
+        raised_at   INTEGER NOT NULL,
+        sent_at     INTEGER NOT NULL         -- last sent (raised, or re-raised by renotify)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX internal_alert_subject ON internal_alert(kind, subject);
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction. Refuses a

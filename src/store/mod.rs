@@ -9,8 +9,10 @@
 
 pub mod lifecycle;
 pub mod migrations;
+pub mod watch;
 
 pub use lifecycle::*;
+pub use watch::*;
 
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};

@@ -22,6 +22,10 @@ use crate::time::now_ms;
 use super::longpoll::{respond_ops, Parked};
 use super::State;
 
+mod watch;
+
+use watch::PingPath;
+
 /// A JSON response with the right content type.
 pub fn json_response(status: u16, body: &Value) -> Response<std::io::Cursor<Vec<u8>>> {
     let header =
@@ -58,6 +62,15 @@ enum Route {
     OpStart(String, i64),
     OpLog(String, i64),
     OpResult(String, i64),
+    Ping(String, PingPath),
+    ListHeartbeats,
+    ShowHeartbeat(String),
+    PutHeartbeat(String),
+    DeleteHeartbeat(String),
+    MuteHeartbeat(String, bool),
+    ListProbes,
+    ShowProbe(String),
+    ListSchedules,
 }
 
 impl Route {
@@ -73,10 +86,20 @@ impl Route {
             | Route::Context
             | Route::ListPauses
             | Route::Breaker
-            | Route::ListAgents => Some(Scope::Read),
-            Route::Approve(..) | Route::AddPause | Route::ResumePause(_) | Route::SetBreaker(_) => {
-                Some(Scope::Admin)
-            }
+            | Route::ListAgents
+            | Route::ListHeartbeats
+            | Route::ShowHeartbeat(_)
+            | Route::ListProbes
+            | Route::ShowProbe(_)
+            | Route::ListSchedules => Some(Scope::Read),
+            Route::Approve(..)
+            | Route::AddPause
+            | Route::ResumePause(_)
+            | Route::SetBreaker(_)
+            | Route::PutHeartbeat(_)
+            | Route::DeleteHeartbeat(_)
+            | Route::MuteHeartbeat(..) => Some(Scope::Admin),
+            Route::Ping(..) => Some(Scope::Ping),
             Route::AlertmanagerIntake | Route::OwnIntake | Route::HookIntake(_) => {
                 Some(Scope::Webhook)
             }
@@ -132,6 +155,42 @@ fn route(method: &Method, path: &str) -> Result<Route> {
         ["api", "v1", "breaker"] => want(Method::Get, Route::Breaker),
         ["api", "v1", "breaker", "reset"] => want(Method::Post, Route::SetBreaker(false)),
         ["api", "v1", "breaker", "trip"] => want(Method::Post, Route::SetBreaker(true)),
+        ["ping", name, rest @ ..] if rest.len() <= 1 => {
+            let Some(what) = PingPath::parse(rest.first().copied()) else {
+                return Err(Error::request(
+                    404,
+                    format!(
+                        "{path}: after the name comes start, fail or an exit code from 0 to 255"
+                    ),
+                ));
+            };
+            if ![Method::Get, Method::Post, Method::Head].contains(method) {
+                return Err(Error::request(405, format!("{path} takes GET or POST")));
+            }
+            Ok(Route::Ping(decode(name), what))
+        }
+        ["api", "v1", "heartbeats"] => want(Method::Get, Route::ListHeartbeats),
+        ["api", "v1", "heartbeats", n] => {
+            let n = decode(n);
+            match method {
+                Method::Get => Ok(Route::ShowHeartbeat(n)),
+                Method::Put => Ok(Route::PutHeartbeat(n)),
+                Method::Delete => Ok(Route::DeleteHeartbeat(n)),
+                _ => Err(Error::request(
+                    405,
+                    format!("{path} takes GET, PUT or DELETE"),
+                )),
+            }
+        }
+        ["api", "v1", "heartbeats", n, "mute"] => {
+            want(Method::Post, Route::MuteHeartbeat(decode(n), true))
+        }
+        ["api", "v1", "heartbeats", n, "unmute"] => {
+            want(Method::Post, Route::MuteHeartbeat(decode(n), false))
+        }
+        ["api", "v1", "probes"] => want(Method::Get, Route::ListProbes),
+        ["api", "v1", "probes", n] => want(Method::Get, Route::ShowProbe(decode(n))),
+        ["api", "v1", "schedules"] => want(Method::Get, Route::ListSchedules),
         ["api", "v1", "agents"] => want(Method::Get, Route::ListAgents),
         ["api", "v1", "agents", a, "poll"] => want(Method::Post, Route::Poll(a.to_string())),
         ["api", "v1", "agents", a, "ops", op, "start"] => {
@@ -152,12 +211,20 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
     let method = request.method().clone();
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let (route, who) = match route(&method, path)
-        .and_then(|r| authorize(&request, &r, state).map(|who| (r, who)))
-    {
+    // A ping may carry its heartbeat's key instead of a token (cron lines that cannot send headers).
+    let ping_key = query_param(query, "key").filter(|_| path.starts_with("/ping/"));
+    let (route, who) = match route(&method, path).and_then(|r| match (&r, ping_key) {
+        (Route::Ping(..), Some(_)) => Ok((r, "ping-key".to_string())),
+        _ => authorize(&request, &r, state).map(|who| (r, who)),
+    }) {
         Ok(r) => r,
         Err(e) => return answer(request, &method, path, Err(e)),
     };
+    if let Route::Ping(name, what) = route {
+        let key = ping_key.map(decode);
+        let result = watch::ping(&mut request, name, what, key.as_deref(), state, reader);
+        return answer(request, &method, path, result);
+    }
     if let Route::Poll(agent) = route {
         return match poll_request(&mut request, &agent, query, &state.config()) {
             Ok(poll) => park_or_answer(request, agent, poll, state),
@@ -328,6 +395,20 @@ fn dispatch(
     let max = config.server.max_body;
     match route {
         Route::Healthy => Ok((200, json!({ "status": "ok" }))),
+        Route::Ping(..) => unreachable!("pings are answered in handle"),
+        Route::ListHeartbeats => watch::list(state, reader(state, conn)?),
+        Route::ShowHeartbeat(n) => watch::show(reader(state, conn)?, &n, limit(query)?.min(200)),
+        Route::PutHeartbeat(n) => watch::put(request, n, state, &config),
+        Route::DeleteHeartbeat(n) => watch::delete(n, state),
+        Route::MuteHeartbeat(n, on) => {
+            let reason = watch::reason(request, max)?;
+            watch::mute(n, on, reason, who, state)
+        }
+        Route::ListProbes => watch::probes(reader(state, conn)?, &config),
+        Route::ShowProbe(n) => {
+            watch::probe(reader(state, conn)?, &config, &n, limit(query)?.min(200))
+        }
+        Route::ListSchedules => watch::schedules(reader(state, conn)?, &config),
         Route::Ready => {
             reader(state, conn)?
                 .query_row("SELECT 1", [], |_| Ok(()))
@@ -753,16 +834,12 @@ fn intake(state: &Arc<State>, config: &Arc<Config>, alerts: Vec<Alert>) -> Answe
     // Rules are pure: evaluate them here, outside the single writer thread.
     let evals = super::intake::evaluate(config, &alerts);
     let (config2, state2) = (config.clone(), state.clone());
-    let applied = state.writer.write(move |conn| {
+    let mut applied = state.writer.write(move |conn| {
         super::intake::apply(conn, &config2, &state2.waiters, &alerts, &evals, now_ms())
     })?;
-    for (parked, claimed) in applied.handoffs {
-        respond_ops(parked.request, &claimed);
-    }
-    for (level, line) in &applied.log {
-        log::log!(*level, "{line}");
-    }
-    Ok((200, json!({ "accepted": n, "alerts": applied.alerts })))
+    let alerts = std::mem::take(&mut applied.alerts);
+    super::intake::finish(applied);
+    Ok((200, json!({ "accepted": n, "alerts": alerts })))
 }
 
 struct PollRequest {

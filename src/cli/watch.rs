@@ -1,0 +1,373 @@
+//! `heal ping`, `heal heartbeats`, `heal probes`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use argh::FromArgs;
+use serde_json::{json, Value};
+
+use super::{client, encode, str_of};
+use crate::error::{Error, Result};
+use crate::exec::{self, Output, Run};
+use crate::time::format_rfc3339;
+
+/// Bytes of a wrapped command's output sent with its ping (the tail).
+const PING_OUTPUT_TAIL: usize = 10_000;
+
+/// Ping a heartbeat; with `-- CMD ARGS`, wrap a command: start ping, run it, then success or failure with its exit code and output.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "ping")]
+pub struct Ping {
+    /// the heartbeat's name, then optionally -- and a command to run
+    #[argh(positional)]
+    args: Vec<String>,
+    /// report a failure
+    #[argh(switch)]
+    fail: bool,
+    /// report a start (a run that will report its end later)
+    #[argh(switch)]
+    start: bool,
+    /// report this exit code (0 success, else failure)
+    #[argh(option)]
+    exit_code: Option<i32>,
+    /// the heartbeat's ping key, instead of a token
+    #[argh(option)]
+    key: Option<String>,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+}
+
+/// List heartbeats, or: show NAME (with recent pings), mute NAME, unmute NAME.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "heartbeats")]
+pub struct Heartbeats {
+    /// show NAME, mute NAME, unmute NAME, or nothing to list
+    #[argh(positional)]
+    args: Vec<String>,
+    /// why (with mute)
+    #[argh(option, default = "String::new()")]
+    reason: String,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// List probes with their last results, or: show NAME.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "probes")]
+pub struct Probes {
+    /// show NAME, or nothing to list
+    #[argh(positional)]
+    args: Vec<String>,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+fn ping_path(name: &str, what: &str, key: &Option<String>) -> String {
+    let mut p = format!("/ping/{}{what}", encode(name));
+    if let Some(k) = key {
+        p.push_str(&format!("?key={}", encode(k)));
+    }
+    p
+}
+
+/// `heal ping`.
+pub fn ping(c: Ping) -> Result<()> {
+    let usage = |m: &str| {
+        Error::Usage(format!(
+            "{m}\nTry: heal ping backup, heal ping backup --fail, or heal ping backup -- /usr/local/bin/backup"
+        ))
+    };
+    let (name, command) = match c.args.split_first() {
+        None => return Err(usage("heal ping needs a heartbeat name")),
+        Some((name, rest)) => (name.clone(), rest.to_vec()),
+    };
+    let command: Vec<String> = match command.split_first() {
+        Some((dashes, rest)) if dashes == "--" => rest.to_vec(),
+        _ => command,
+    };
+    let client = client(c.server, c.token, c.token_file)?;
+    if command.is_empty() {
+        let what = match (c.start, c.fail, c.exit_code) {
+            (false, false, None) => String::new(),
+            (true, false, None) => "/start".into(),
+            (false, true, None) => "/fail".into(),
+            (false, false, Some(code)) if (0..=255).contains(&code) => format!("/{code}"),
+            (false, false, Some(code)) => {
+                return Err(usage(&format!("--exit-code {code}: must be from 0 to 255")))
+            }
+            _ => return Err(usage("give at most one of --start, --fail, --exit-code")),
+        };
+        client.post_text(&ping_path(&name, &what, &c.key), Vec::new())?;
+        return Ok(());
+    }
+    if c.start || c.fail || c.exit_code.is_some() {
+        return Err(usage(
+            "--start, --fail and --exit-code do not go with a command: its exit code is reported",
+        ));
+    }
+    // Monitoring must never stop the job: a ping that fails is a warning.
+    if let Err(e) = client.post_text(&ping_path(&name, "/start", &c.key), Vec::new()) {
+        eprintln!("heal ping: start ping failed: {e}");
+    }
+    let (code, tail) = run_wrapped(&command);
+    if let Err(e) = client.post_text(
+        &ping_path(&name, &format!("/{}", code.min(255)), &c.key),
+        tail,
+    ) {
+        eprintln!("heal ping: end ping failed: {e}");
+    }
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Error::Exit(code))
+    }
+}
+
+/// Runs the wrapped command, passing its output through; returns its exit
+/// code (128 + signal when killed) and the tail of its output.
+fn run_wrapped(command: &[String]) -> (i32, Vec<u8>) {
+    let run = Run::Argv(command.to_vec());
+    let output = Output::new(PING_OUTPUT_TAIL);
+    let done = AtomicBool::new(false);
+    let never = AtomicBool::new(false);
+    let step = exec::Step {
+        run: &run,
+        env: &[],
+        timeout: Duration::from_secs(10 * 365 * 86_400),
+        grace: Duration::from_secs(10),
+    };
+    let outcome = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut cursor = 0;
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let (new, _) = output.take_new(&mut cursor);
+                let _ = std::io::stdout().write_all(&new);
+                let _ = std::io::stdout().flush();
+                if finished {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let outcome = exec::run_step(&step, &output, &never);
+        done.store(true, Ordering::Release);
+        outcome
+    });
+    let (mut tail, _) = output.tail();
+    if let Some(e) = &outcome.spawn_error {
+        eprintln!("heal ping: {e}");
+        tail.extend_from_slice(format!("\nheal ping: {e}\n").as_bytes());
+    }
+    let code = match (outcome.exit_code, outcome.signal) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 127,
+    };
+    (code, tail)
+}
+
+fn when(v: &Value) -> String {
+    v.as_i64().map(format_rfc3339).unwrap_or_else(|| "-".into())
+}
+
+/// `heal heartbeats`.
+pub fn heartbeats(c: Heartbeats) -> Result<()> {
+    let client = client(c.server, c.token, c.token_file)?;
+    let usage = || {
+        Error::Usage(
+            "heal heartbeats takes nothing, show NAME, mute NAME or unmute NAME\nTry: heal heartbeats show nightly-backup".into(),
+        )
+    };
+    match c.args.as_slice() {
+        [] => {}
+        [cmd, name] if cmd == "show" => {
+            let v = client.get(&format!("/api/v1/heartbeats/{}?limit=20", encode(name)))?;
+            if c.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).expect("JSON values serialize")
+                );
+            } else {
+                print!("{}", render_heartbeat(&v["heartbeat"]));
+            }
+            return Ok(());
+        }
+        [cmd, name] if cmd == "mute" || cmd == "unmute" => {
+            client.post(
+                &format!("/api/v1/heartbeats/{}/{cmd}", encode(name)),
+                &json!({ "reason": c.reason }),
+            )?;
+            println!("heartbeat {name} {cmd}d");
+            return Ok(());
+        }
+        _ => return Err(usage()),
+    }
+    let v = client.get("/api/v1/heartbeats")?;
+    if c.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v["heartbeats"]).expect("JSON values serialize")
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<24}  {:<7}  {:<28}  {:<20}  {:<20}  why",
+        "NAME", "STATE", "SCHEDULE", "LAST PING", "DUE"
+    );
+    for h in v["heartbeats"].as_array().into_iter().flatten() {
+        let last = h["last_end_at"].as_i64().max(h["last_start"].as_i64());
+        println!(
+            "{:<24}  {:<7}  {:<28}  {:<20}  {:<20}  {}",
+            str_of(&h["name"]),
+            str_of(&h["state"]),
+            str_of(&h["schedule"]),
+            last.map(format_rfc3339).unwrap_or_else(|| "never".into()),
+            when(&h["due_at"]),
+            str_of(&h["reason"])
+        );
+    }
+    Ok(())
+}
+
+fn render_heartbeat(h: &Value) -> String {
+    let mut s = format!(
+        "heartbeat {} ({}): {}\n  {}\n  schedule: {}, grace {}",
+        str_of(&h["name"]),
+        str_of(&h["origin"]),
+        str_of(&h["state"]),
+        str_of(&h["reason"]),
+        str_of(&h["schedule"]),
+        str_of(&h["grace"]),
+    );
+    if let Some(m) = h["max_runtime"].as_str() {
+        s.push_str(&format!(", max runtime {m}"));
+    }
+    s.push('\n');
+    if h["paused"] == true {
+        s.push_str(&format!("  muted: {}\n", str_of(&h["paused_reason"])));
+    }
+    s.push_str(&format!(
+        "  due: {}, down after: {}\n  recent pings:\n",
+        when(&h["due_at"]),
+        when(&h["down_at"])
+    ));
+    for p in h["recent_pings"].as_array().into_iter().flatten() {
+        let code = p["exit_code"]
+            .as_i64()
+            .map(|c| format!(" exit {c}"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "    {}  {:<7}{code}  from {}\n",
+            when(&p["at"]),
+            str_of(&p["kind"]),
+            str_of(&p["remote"])
+        ));
+        let body = str_of(&p["body"]).trim_end();
+        for line in body
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            s.push_str(&format!("      | {line}\n"));
+        }
+    }
+    s
+}
+
+/// `heal probes`.
+pub fn probes(c: Probes) -> Result<()> {
+    let client = client(c.server, c.token, c.token_file)?;
+    match c.args.as_slice() {
+        [] => {}
+        [cmd, name] if cmd == "show" => {
+            let v = client.get(&format!("/api/v1/probes/{}?limit=20", encode(name)))?;
+            if c.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).expect("JSON values serialize")
+                );
+                return Ok(());
+            }
+            let p = &v["probe"];
+            println!(
+                "probe {} ({}, {}): {}",
+                str_of(&p["name"]),
+                str_of(&p["type"]),
+                str_of(&p["schedule"]),
+                str_of(&p["state"])
+            );
+            for r in p["recent_results"].as_array().into_iter().flatten() {
+                println!(
+                    "  {}  {:<4}  {:>6} ms  {}",
+                    when(&r["at"]),
+                    if r["ok"] == true { "ok" } else { "FAIL" },
+                    r["latency_ms"],
+                    str_of(&r["detail"])
+                );
+            }
+            return Ok(());
+        }
+        _ => {
+            return Err(Error::Usage(
+                "heal probes takes nothing, or show NAME\nTry: heal probes show web".into(),
+            ))
+        }
+    }
+    let v = client.get("/api/v1/probes")?;
+    if c.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v["probes"]).expect("JSON values serialize")
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<24}  {:<10}  {:<8}  {:<20}  {:<20}  last result",
+        "NAME", "TYPE", "STATE", "SCHEDULE", "LAST RUN"
+    );
+    for p in v["probes"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24}  {:<10}  {:<8}  {:<20}  {:<20}  {}",
+            str_of(&p["name"]),
+            str_of(&p["type"]),
+            str_of(&p["state"]),
+            str_of(&p["schedule"]),
+            when(&p["last_at"]),
+            str_of(&p["last_detail"])
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,542 @@
+//! What heal watches by itself: `[[heartbeat]]`, `[[probe]]`, `[[schedule]]`
+//! and `[retention]`. A heartbeat registered through the API goes through
+//! the same `heartbeat` function as one in the file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{check_name, expand_env, Validator};
+use crate::error::Result;
+use crate::heartbeat;
+use crate::probe::{self, Check, Expect};
+use crate::schedule::Schedule;
+use crate::time::parse_duration;
+
+/// A `[[heartbeat]]`, or one registered with `PUT /api/v1/heartbeats/NAME`.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    /// The `<name>` of `/ping/<name>`.
+    pub name: String,
+    /// Schedule, grace and longest run.
+    pub spec: heartbeat::Spec,
+    /// Raise `HeartbeatMissing` again this often while down (None: once).
+    pub renotify: Option<Duration>,
+    /// Owner, for routing.
+    pub team: Option<String>,
+    /// p1..p5 or whatever the site uses.
+    pub priority: Option<String>,
+    /// The service it belongs to.
+    pub service: Option<String>,
+    /// Where people read what to do.
+    pub runbook_url: Option<String>,
+    /// Free-form tags, shown and matched by rules (`labels.tags`, comma-separated).
+    pub tags: Vec<String>,
+    /// Extra labels on its alerts.
+    pub labels: BTreeMap<String, String>,
+    /// A secret that lets `/ping/<name>?key=...` ping without a token.
+    pub ping_key: Option<String>,
+    /// What it watches, for people.
+    pub description: String,
+}
+
+/// The raw form of a heartbeat: the TOML table and the API's JSON body.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeartbeat {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runtime: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renotify: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_key: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// Labels heal sets itself on internal alerts; a heartbeat or probe may not override them.
+const RESERVED_LABELS: &[&str] = &[
+    "alertname",
+    "heartbeat",
+    "probe",
+    "agent",
+    "team",
+    "priority",
+    "service",
+    "tags",
+];
+
+/// Validates a raw heartbeat; the message names the field ("grace: bad duration ...").
+pub fn heartbeat(raw: &RawHeartbeat) -> std::result::Result<Heartbeat, String> {
+    check_name(&raw.name).map_err(|e| format!("name: {e}"))?;
+    let schedule = Schedule::parse(raw.every.as_deref(), raw.cron.as_deref(), raw.tz.as_deref())?;
+    let dur = |v: &Option<String>, field: &str| -> std::result::Result<Option<Duration>, String> {
+        v.as_deref()
+            .map(|s| parse_duration(s).map_err(|e| format!("{field}: {e}")))
+            .transpose()
+    };
+    let grace = dur(&raw.grace, "grace")?.unwrap_or(Duration::from_secs(3600));
+    let max_runtime = dur(&raw.max_runtime, "max_runtime")?;
+    let renotify = dur(&raw.renotify, "renotify")?;
+    if renotify.is_some_and(|d| d < Duration::from_secs(60)) {
+        return Err("renotify: must be at least 1m".into());
+    }
+    check_labels(&raw.labels)?;
+    let ping_key = match &raw.ping_key {
+        None => None,
+        Some(k) => {
+            let k = expand_env(k).map_err(|e| format!("ping_key: {e}"))?;
+            if k.len() < 16 {
+                return Err(
+                    "ping_key: shorter than 16 characters (use e.g. `openssl rand -hex 16`)".into(),
+                );
+            }
+            Some(k)
+        }
+    };
+    Ok(Heartbeat {
+        name: raw.name.clone(),
+        spec: heartbeat::Spec {
+            schedule,
+            grace,
+            max_runtime,
+        },
+        renotify,
+        team: raw.team.clone(),
+        priority: raw.priority.clone(),
+        service: raw.service.clone(),
+        runbook_url: raw.runbook_url.clone(),
+        tags: raw.tags.clone(),
+        labels: raw.labels.clone(),
+        ping_key,
+        description: raw.description.clone(),
+    })
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+    for name in labels.keys() {
+        if RESERVED_LABELS.contains(&name.as_str()) {
+            return Err(format!("labels: {name:?} is set by heal itself"));
+        }
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "labels: name {name:?} must be letters, digits and _"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A `[[probe]]`: a check heal runs on a schedule.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// Unique name; the `probe` label of its alert.
+    pub name: String,
+    /// What it checks.
+    pub check: Check,
+    /// When it runs.
+    pub schedule: Schedule,
+    /// Longest one run may take.
+    pub timeout: Duration,
+    /// Failures in a row before `ProbeFailing` fires.
+    pub fail_after: u32,
+    /// Successes in a row before it resolves.
+    pub recover_after: u32,
+    /// Free-form tags (`labels.tags` on its alert).
+    pub tags: Vec<String>,
+    /// Extra labels on its alert.
+    pub labels: BTreeMap<String, String>,
+    /// Owner, for routing.
+    pub team: Option<String>,
+    /// What it watches, for people.
+    pub description: String,
+}
+
+impl Probe {
+    /// "http", "tcp", "command" or "prometheus".
+    pub fn kind(&self) -> &'static str {
+        match self.check {
+            Check::Http(_) => "http",
+            Check::Tcp { .. } => "tcp",
+            Check::Command { .. } => "command",
+            Check::Prometheus(_) => "prometheus",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProbe {
+    name: String,
+    every: Option<String>,
+    cron: Option<String>,
+    tz: Option<String>,
+    timeout: Option<String>,
+    fail_after: Option<i64>,
+    recover_after: Option<i64>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    team: Option<String>,
+    #[serde(default)]
+    description: String,
+    http: Option<RawHttp>,
+    tcp: Option<RawTcp>,
+    command: Option<RawCommand>,
+    prometheus: Option<RawPrometheus>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    url: String,
+    method: Option<String>,
+    #[serde(default)]
+    status: Vec<u16>,
+    body_contains: Option<String>,
+    max_latency: Option<String>,
+    tls_min_days: Option<u32>,
+    ca_file: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTcp {
+    addr: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommand {
+    run: super::RawRun,
+    on: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrometheus {
+    url: String,
+    query: String,
+    expect: String,
+    #[serde(default)]
+    empty_ok: bool,
+}
+
+fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
+    check_name(&raw.name).map_err(|e| format!("name: {e}"))?;
+    let schedule = Schedule::parse(raw.every.as_deref(), raw.cron.as_deref(), raw.tz.as_deref())?;
+    let timeout = match &raw.timeout {
+        None => Duration::from_secs(10),
+        Some(t) => parse_duration(t).map_err(|e| format!("timeout: {e}"))?,
+    };
+    if timeout.is_zero() {
+        return Err("timeout: must be more than 0s".into());
+    }
+    let count = |v: Option<i64>, default: u32, field: &str| match v {
+        None => Ok(default),
+        Some(n) if (1..=1000).contains(&n) => Ok(n as u32),
+        Some(n) => Err(format!("{field}: must be from 1 to 1000 (got {n})")),
+    };
+    check_labels(&raw.labels)?;
+    let kinds = [
+        raw.http.is_some(),
+        raw.tcp.is_some(),
+        raw.command.is_some(),
+        raw.prometheus.is_some(),
+    ];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        return Err(
+            "give exactly one of http = {...}, tcp = {...}, command = {...} or prometheus = {...}"
+                .into(),
+        );
+    }
+    let check = if let Some(h) = &raw.http {
+        Check::Http(http(h)?)
+    } else if let Some(t) = &raw.tcp {
+        if t.addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(format!("tcp.addr: {:?} is not host:port", t.addr));
+        }
+        Check::Tcp {
+            addr: t.addr.clone(),
+        }
+    } else if let Some(c) = &raw.command {
+        if c.on.is_some() {
+            return Err("command.on: command probes run on the server; to check a host, run an http or tcp probe against it, or a heartbeat pinged from it".into());
+        }
+        let run = match &c.run {
+            super::RawRun::Shell(s) if !s.trim().is_empty() => crate::exec::Run::Shell(s.clone()),
+            super::RawRun::Argv(v) if !v.is_empty() && !v[0].is_empty() => {
+                crate::exec::Run::Argv(v.clone())
+            }
+            _ => return Err("command.run: empty command".into()),
+        };
+        Check::Command { run }
+    } else if let Some(p) = &raw.prometheus {
+        Check::Prometheus(probe::Prometheus {
+            url: base_url(&p.url, "prometheus.url")?,
+            query: p.query.clone(),
+            expect: Expect::parse(&p.expect).map_err(|e| format!("prometheus.expect: {e}"))?,
+            empty_ok: p.empty_ok,
+        })
+    } else {
+        unreachable!("exactly one kind was checked above")
+    };
+    Ok(Probe {
+        name: raw.name.clone(),
+        check,
+        schedule,
+        timeout,
+        fail_after: count(raw.fail_after, 2, "fail_after")?,
+        recover_after: count(raw.recover_after, 1, "recover_after")?,
+        tags: raw.tags.clone(),
+        labels: raw.labels.clone(),
+        team: raw.team.clone(),
+        description: raw.description.clone(),
+    })
+}
+
+fn base_url(url: &str, field: &str) -> std::result::Result<String, String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "{field}: {url:?} must start with http:// or https://"
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+fn http(h: &RawHttp) -> std::result::Result<probe::Http, String> {
+    let url = base_url(&h.url, "http.url")?;
+    let method = h
+        .method
+        .clone()
+        .unwrap_or_else(|| "GET".into())
+        .to_uppercase();
+    if !["GET", "HEAD", "POST", "PUT", "OPTIONS"].contains(&method.as_str()) {
+        return Err(format!(
+            "http.method: {method:?} (GET, HEAD, POST, PUT or OPTIONS)"
+        ));
+    }
+    if let Some(s) = h.status.iter().find(|s| !(100..=599).contains(*s)) {
+        return Err(format!("http.status: {s} is not an HTTP status"));
+    }
+    if h.tls_min_days.is_some() && !url.starts_with("https://") {
+        return Err("http.tls_min_days: needs an https:// url".into());
+    }
+    let max_latency = h
+        .max_latency
+        .as_deref()
+        .map(|d| parse_duration(d).map_err(|e| format!("http.max_latency: {e}")))
+        .transpose()?;
+    let mut headers = Vec::new();
+    for (k, v) in &h.headers {
+        headers.push((
+            k.clone(),
+            expand_env(v).map_err(|e| format!("http.headers.{k}: {e}"))?,
+        ));
+    }
+    Ok(probe::Http {
+        url,
+        method,
+        expect_status: h.status.clone(),
+        body_contains: h.body_contains.clone(),
+        max_latency,
+        tls_min_days: h.tls_min_days,
+        ca_file: h.ca_file.as_ref().map(PathBuf::from),
+        headers,
+    })
+}
+
+/// A `[[schedule]]`: a runbook run on a schedule, decided like an alert by
+/// the rule heal builds for it (`Config::rules`, `Rule::schedule`).
+#[derive(Debug)]
+pub struct Scheduled {
+    /// Its name; the rule is `schedule.<name>`.
+    pub name: String,
+    /// When it runs.
+    pub schedule: Schedule,
+    /// Index of its rule in `Config::rules`.
+    pub rule_idx: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedule {
+    pub(super) name: String,
+    every: Option<String>,
+    cron: Option<String>,
+    tz: Option<String>,
+    runbook: Spanned<String>,
+    target: Spanned<RawScheduleTarget>,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    approve: bool,
+    unless: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawScheduleTarget {
+    One(String),
+    List(Vec<String>),
+    Tags { tags: Vec<String> },
+}
+
+/// `[retention]`: how long finished things are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Heartbeat pings.
+    pub pings: Duration,
+    /// Probe results.
+    pub probe_results: Duration,
+    /// Finished events with their timeline, ops and output.
+    pub events: Duration,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetention {
+    pings: Option<Spanned<String>>,
+    probe_results: Option<Spanned<String>>,
+    events: Option<Spanned<String>>,
+}
+
+/// A JMESPath raw string literal for a fixed value.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+impl Validator<'_> {
+    pub(super) fn heartbeats(
+        &self,
+        raw: &[Spanned<RawHeartbeat>],
+    ) -> Result<BTreeMap<String, Heartbeat>> {
+        let mut out = BTreeMap::new();
+        for h in raw {
+            let item = format!("heartbeat {:?}", h.get_ref().name);
+            let hb = heartbeat(h.get_ref()).or_else(|e| self.err(h.span(), &item, e))?;
+            if out.insert(hb.name.clone(), hb).is_some() {
+                return self.err(h.span(), &item, "duplicate heartbeat name");
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn probes(&self, raw: &[Spanned<RawProbe>]) -> Result<BTreeMap<String, Probe>> {
+        let mut out = BTreeMap::new();
+        for p in raw {
+            let item = format!("probe {:?}", p.get_ref().name);
+            let probe = probe(p.get_ref()).or_else(|e| self.err(p.span(), &item, e))?;
+            if out.insert(probe.name.clone(), probe).is_some() {
+                return self.err(p.span(), &item, "duplicate probe name");
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rule a schedule is decided by, built from the same raw form as `[[rule]]`.
+    pub(super) fn schedule_rule(&self, s: &Spanned<RawSchedule>) -> Result<super::RawRule> {
+        let raw = s.get_ref();
+        let item = format!("schedule {:?}", raw.name);
+        check_name(&raw.name).or_else(|e| self.err(s.span(), &item, format!("name: {e}")))?;
+        let target = match raw.target.get_ref() {
+            RawScheduleTarget::One(id) => super::RawTarget::Expr(literal(id)),
+            RawScheduleTarget::List(ids) if !ids.is_empty() => super::RawTarget::Expr(format!(
+                "[{}]",
+                ids.iter()
+                    .map(|i| literal(i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            RawScheduleTarget::List(_) => {
+                return self.err(raw.target.span(), &item, "target: empty list")
+            }
+            RawScheduleTarget::Tags { tags } => super::RawTarget::Tags { tags: tags.clone() },
+        };
+        let params = raw
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), Spanned::new(s.span(), literal(v))))
+            .collect();
+        Ok(super::RawRule {
+            name: format!("schedule.{}", raw.name),
+            when: None,
+            runbook: Some(raw.runbook.clone()),
+            action: None,
+            target: Some(Spanned::new(raw.target.span(), target)),
+            params,
+            key: None,
+            unless: raw.unless.clone(),
+            cooldown: None,
+            max_attempts: None,
+            within: None,
+            approve: raw.approve,
+            approve_timeout: None,
+            max_targets: None,
+            mode: raw.mode.clone(),
+            cont: false,
+        })
+    }
+
+    pub(super) fn schedule(&self, s: &Spanned<RawSchedule>, rule_idx: usize) -> Result<Scheduled> {
+        let raw = s.get_ref();
+        let item = format!("schedule {:?}", raw.name);
+        let schedule =
+            Schedule::parse(raw.every.as_deref(), raw.cron.as_deref(), raw.tz.as_deref())
+                .or_else(|e| self.err(s.span(), &item, e))?;
+        Ok(Scheduled {
+            name: raw.name.clone(),
+            schedule,
+            rule_idx,
+        })
+    }
+
+    pub(super) fn retention(&self, raw: &RawRetention) -> Result<Retention> {
+        let item = "[retention]";
+        let days30 = Duration::from_secs(30 * 86_400);
+        let r = Retention {
+            pings: self.duration(&raw.pings, days30, item, "pings")?,
+            probe_results: self.duration(&raw.probe_results, days30, item, "probe_results")?,
+            events: self.duration(&raw.events, days30, item, "events")?,
+        };
+        if [r.pings, r.probe_results, r.events]
+            .iter()
+            .any(|d| *d < Duration::from_secs(3600))
+        {
+            return self.err(0..0, item, "every retention must be at least 1h");
+        }
+        Ok(r)
+    }
+}

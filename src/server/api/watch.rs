@@ -1,0 +1,332 @@
+//! Pings, heartbeats, probes and schedules on the wire.
+
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use serde_json::{json, Value};
+use tiny_http::Request;
+
+use super::{read_body, read_json, reader, same_secret, Answer};
+use crate::config::{self, Config, RawHeartbeat};
+use crate::error::{Error, Result};
+use crate::heartbeat;
+use crate::server::State;
+use crate::store::{self, NewPing, PingKind};
+use crate::time::{format_duration, now_ms};
+
+/// Bytes of a ping's body kept as its log (the tail).
+pub const PING_BODY_MAX: usize = 10_000;
+
+/// What `/ping/<name>[/...]` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingPath {
+    /// `/ping/<name>`.
+    Success,
+    /// `/ping/<name>/start`.
+    Start,
+    /// `/ping/<name>/fail`.
+    Fail,
+    /// `/ping/<name>/<exit-code>`.
+    Code(i32),
+}
+
+impl PingPath {
+    /// The last path segment after the name, if any.
+    pub fn parse(segment: Option<&str>) -> Option<PingPath> {
+        Some(match segment {
+            None => PingPath::Success,
+            Some("start") => PingPath::Start,
+            Some("fail") => PingPath::Fail,
+            Some(code) => {
+                PingPath::Code(code.parse::<i32>().ok().filter(|c| (0..=255).contains(c))?)
+            }
+        })
+    }
+}
+
+/// A heartbeat's ping key, read from its stored definition.
+fn ping_key(conn: &Connection, name: &str) -> Result<Option<String>> {
+    let Some(row) = store::heartbeat(conn, name)? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_str::<RawHeartbeat>(&row.def)
+        .ok()
+        .and_then(|raw| config::heartbeat(&raw).ok())
+        .and_then(|hb| hb.ping_key))
+}
+
+/// Records a ping. `key` is the `?key=` of a request that brought no token.
+pub fn ping(
+    request: &mut Request,
+    name: String,
+    path: PingPath,
+    key: Option<&str>,
+    state: &Arc<State>,
+    conn: &mut Option<Connection>,
+) -> Answer {
+    if let Some(key) = key {
+        let expected = ping_key(reader(state, conn)?, &name)?;
+        if !expected.is_some_and(|k| same_secret(k.as_bytes(), key.as_bytes())) {
+            return Err(Error::request(
+                401,
+                "wrong ping key (send the heartbeat's ping_key as ?key=, or a token with the ping scope)",
+            ));
+        }
+    }
+    let mut body = read_body(request, state.config().server.max_body)?;
+    if body.len() > PING_BODY_MAX {
+        body.drain(..body.len() - PING_BODY_MAX);
+    }
+    let remote = request
+        .remote_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let (kind, exit_code) = match path {
+        PingPath::Success => (PingKind::Success, None),
+        PingPath::Start => (PingKind::Start, None),
+        PingPath::Fail => (PingKind::Fail, None),
+        PingPath::Code(0) => (PingKind::Success, Some(0)),
+        PingPath::Code(c) => (PingKind::Fail, Some(c)),
+    };
+    let name2 = name.clone();
+    state.writer.write(move |conn| {
+        let ping = NewPing {
+            heartbeat: &name2,
+            kind,
+            exit_code,
+            body: &body,
+            remote: &remote,
+        };
+        store::record_ping(conn, &ping, now_ms())
+    })?;
+    Ok((
+        200,
+        json!({ "ok": true, "heartbeat": name, "ping": kind.as_str(), "exit_code": exit_code }),
+    ))
+}
+
+/// A heartbeat as the API shows it: its definition, its status right now and what it last heard.
+fn describe(row: &store::HeartbeatRow, now: i64) -> Value {
+    let parsed = serde_json::from_str::<RawHeartbeat>(&row.def)
+        .map_err(|e| e.to_string())
+        .and_then(|raw| config::heartbeat(&raw).map(|hb| (raw, hb)));
+    let mut v = json!({
+        "name": row.name,
+        "origin": row.origin,
+        "registered_at": row.registered_at,
+        "paused": row.paused,
+        "paused_reason": row.paused_reason,
+        "last_start": row.last_start,
+        "last_end_at": row.last_end_at,
+        "last_end_ok": row.last_end_ok,
+        "last_end_code": row.last_end_code,
+        "pings": row.pings,
+        "checked_state": row.state,
+        "checked_since": row.state_since,
+    });
+    match parsed {
+        Err(e) => {
+            v["state"] = json!("invalid");
+            v["error"] = json!(e);
+        }
+        Ok((raw, hb)) => {
+            let st = heartbeat::status(&hb.spec, &row.seen(), now);
+            v["state"] = json!(st.state.as_str());
+            v["reason"] = json!(st.reason);
+            v["due_at"] = json!(st.due_at);
+            v["down_at"] = json!(st.down_at);
+            v["running_since"] = json!(st.running_since);
+            v["overrun"] = json!(st.overrun);
+            v["schedule"] = json!(hb.spec.schedule.to_string());
+            v["grace"] = json!(format_duration(hb.spec.grace));
+            v["max_runtime"] = json!(hb.spec.max_runtime.map(format_duration));
+            v["renotify"] = json!(hb.renotify.map(format_duration));
+            v["has_ping_key"] = json!(raw.ping_key.is_some());
+            for (k, val) in [
+                ("team", &raw.team),
+                ("priority", &raw.priority),
+                ("service", &raw.service),
+                ("runbook_url", &raw.runbook_url),
+            ] {
+                v[k] = json!(val);
+            }
+            v["tags"] = json!(raw.tags);
+            v["labels"] = json!(raw.labels);
+            v["description"] = json!(raw.description);
+        }
+    }
+    v
+}
+
+/// `GET /api/v1/heartbeats`.
+pub fn list(state: &State, conn: &Connection) -> Answer {
+    let now = now_ms();
+    let rows = store::heartbeats(conn)?;
+    let sweep = *state
+        .watch
+        .last_sweep
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    Ok((
+        200,
+        json!({
+            "heartbeats": rows.iter().map(|r| describe(r, now)).collect::<Vec<_>>(),
+            "last_sweep": sweep.map(|(at, n, us)| json!({"at": at, "heartbeats": n, "micros": us})),
+        }),
+    ))
+}
+
+/// `GET /api/v1/heartbeats/<name>`: with its recent pings.
+pub fn show(conn: &Connection, name: &str, limit: i64) -> Answer {
+    let Some(row) = store::heartbeat(conn, name)? else {
+        return Err(Error::request(404, format!("no heartbeat {name:?}")));
+    };
+    let mut v = describe(&row, now_ms());
+    v["recent_pings"] = json!(store::recent_pings(conn, name, limit)?);
+    Ok((200, json!({ "heartbeat": v })))
+}
+
+/// `PUT /api/v1/heartbeats/<name>`: registers or updates one, validated like the config file.
+pub fn put(request: &mut Request, name: String, state: &Arc<State>, config: &Config) -> Answer {
+    let body = read_json(request, config.server.max_body)?;
+    let mut raw: RawHeartbeat = serde_json::from_value(body)
+        .map_err(|e| Error::request(422, format!("heartbeat {name:?}: {e}")))?;
+    if !raw.name.is_empty() && raw.name != name {
+        return Err(Error::request(
+            422,
+            format!(
+                "heartbeat {name:?}: the body names {:?}; leave name out or make it match the URL",
+                raw.name
+            ),
+        ));
+    }
+    raw.name = name.clone();
+    config::heartbeat(&raw).map_err(|e| Error::request(422, format!("heartbeat {name:?}: {e}")))?;
+    let def = serde_json::to_string(&raw).expect("a raw heartbeat always serializes");
+    let name2 = name.clone();
+    let created = state
+        .writer
+        .write(move |conn| store::put_heartbeat(conn, &name2, &def, now_ms()))?;
+    log::info!(
+        "heartbeat {name} {} through the API",
+        if created { "registered" } else { "updated" }
+    );
+    Ok((
+        if created { 201 } else { 200 },
+        json!({ "heartbeat": name, "created": created }),
+    ))
+}
+
+/// `DELETE /api/v1/heartbeats/<name>`.
+pub fn delete(name: String, state: &Arc<State>) -> Answer {
+    let name2 = name.clone();
+    state
+        .writer
+        .write(move |conn| store::delete_heartbeat(conn, &name2))?;
+    log::info!("heartbeat {name} deleted through the API");
+    Ok((200, json!({ "deleted": name })))
+}
+
+/// `POST /api/v1/heartbeats/<name>/mute|unmute`.
+pub fn mute(name: String, on: bool, reason: String, who: &str, state: &Arc<State>) -> Answer {
+    let name2 = name.clone();
+    let note = if reason.is_empty() {
+        format!("muted by {who}")
+    } else {
+        format!("{reason} (muted by {who})")
+    };
+    state
+        .writer
+        .write(move |conn| store::mute_heartbeat(conn, &name2, on, &note, now_ms()))?;
+    log::info!(
+        "heartbeat {name} {} by {who}",
+        if on { "muted" } else { "unmuted" }
+    );
+    Ok((200, json!({ "heartbeat": name, "paused": on })))
+}
+
+fn probe_json(config: &Config, row: Option<&store::ProbeRow>, name: &str) -> Value {
+    let mut v = json!({ "name": name, "state": "unknown" });
+    if let Some(p) = config.probes.get(name) {
+        v["type"] = json!(p.kind());
+        v["schedule"] = json!(p.schedule.to_string());
+        v["fail_after"] = json!(p.fail_after);
+        v["recover_after"] = json!(p.recover_after);
+        v["tags"] = json!(p.tags);
+        v["description"] = json!(p.description);
+    } else {
+        v["removed"] = json!(true);
+    }
+    if let Some(r) = row {
+        let mut stored = serde_json::to_value(r).expect("a probe row always serializes");
+        if let (Some(obj), Some(into)) = (stored.as_object_mut(), v.as_object_mut()) {
+            into.append(obj);
+        }
+    }
+    v
+}
+
+/// `GET /api/v1/probes`: configured probes with their last results.
+pub fn probes(conn: &Connection, config: &Config) -> Answer {
+    let rows = store::probes(conn)?;
+    let mut names: Vec<&str> = config.probes.keys().map(String::as_str).collect();
+    for r in &rows {
+        if !config.probes.contains_key(&r.name) {
+            names.push(&r.name);
+        }
+    }
+    let list: Vec<Value> = names
+        .iter()
+        .map(|n| probe_json(config, rows.iter().find(|r| r.name == *n), n))
+        .collect();
+    Ok((200, json!({ "probes": list })))
+}
+
+/// `GET /api/v1/probes/<name>`: with its recent results.
+pub fn probe(conn: &Connection, config: &Config, name: &str, limit: i64) -> Answer {
+    let row = store::probe(conn, name)?;
+    if row.is_none() && !config.probes.contains_key(name) {
+        return Err(Error::request(404, format!("no probe {name:?}")));
+    }
+    let mut v = probe_json(config, row.as_ref(), name);
+    v["recent_results"] = json!(store::recent_probe_results(conn, name, limit)?);
+    Ok((200, json!({ "probe": v })))
+}
+
+/// `GET /api/v1/schedules`.
+pub fn schedules(conn: &Connection, config: &Config) -> Answer {
+    let now = now_ms();
+    let mut list = Vec::new();
+    for s in &config.schedules {
+        let rule = &config.rules[s.rule_idx];
+        let runbook = match &rule.action {
+            config::Action::Run(rb) => rb.clone(),
+            config::Action::Discard => String::new(),
+        };
+        list.push(json!({
+            "name": s.name,
+            "schedule": s.schedule.to_string(),
+            "runbook": runbook,
+            "rule": rule.name,
+            "last_run": store::schedule_last_fire(conn, &s.name)?,
+            "next_run": s.schedule.next_after(now),
+        }));
+    }
+    Ok((200, json!({ "schedules": list })))
+}
+
+/// Reads `{"reason": "..."}` if a body was sent.
+pub fn reason(request: &mut Request, max: usize) -> Result<String> {
+    let body = read_body(request, max)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(String::new());
+    }
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| Error::request(400, format!("malformed JSON: {e}")))?;
+    Ok(v["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .chars()
+        .take(500)
+        .collect())
+}

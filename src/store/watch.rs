@@ -1,0 +1,695 @@
+//! SQL of what heal watches by itself: heartbeats and pings, probes and their
+//! results, scheduled runs, internal alerts, and retention.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result, StoreContext};
+use crate::heartbeat::{End, Seen};
+use crate::probe;
+
+/// A heartbeat's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeartbeatRow {
+    /// Its name.
+    pub name: String,
+    /// "config" or "api".
+    pub origin: String,
+    /// Its raw form as JSON text.
+    #[serde(skip)]
+    pub def: String,
+    /// When heal started watching it.
+    pub registered_at: i64,
+    /// Muted.
+    pub paused: bool,
+    /// Why it was muted.
+    pub paused_reason: Option<String>,
+    /// Last unmute.
+    pub resumed_at: Option<i64>,
+    /// Last start ping.
+    pub last_start: Option<i64>,
+    /// Last success or failure ping.
+    pub last_end_at: Option<i64>,
+    /// Whether that was a success.
+    pub last_end_ok: Option<bool>,
+    /// Its exit code.
+    pub last_end_code: Option<i32>,
+    /// Pings received.
+    pub pings: i64,
+    /// State as of the checker's last sweep.
+    pub state: String,
+    /// Since when.
+    pub state_since: i64,
+}
+
+impl HeartbeatRow {
+    /// What the pure status function needs.
+    pub fn seen(&self) -> Seen {
+        Seen {
+            registered_at: self.registered_at,
+            resumed_at: self.resumed_at,
+            paused: self.paused,
+            last_start: self.last_start,
+            last_end: self.last_end_at.map(|at| End {
+                at,
+                ok: self.last_end_ok.unwrap_or(true),
+                exit_code: self.last_end_code,
+            }),
+        }
+    }
+}
+
+const HEARTBEAT_COLUMNS: &str = "name, origin, def, registered_at, paused, paused_reason, resumed_at, last_start, last_end_at, last_end_ok, last_end_code, pings, state, state_since";
+
+fn heartbeat_row(r: &rusqlite::Row) -> rusqlite::Result<HeartbeatRow> {
+    Ok(HeartbeatRow {
+        name: r.get(0)?,
+        origin: r.get(1)?,
+        def: r.get(2)?,
+        registered_at: r.get(3)?,
+        paused: r.get(4)?,
+        paused_reason: r.get(5)?,
+        resumed_at: r.get(6)?,
+        last_start: r.get(7)?,
+        last_end_at: r.get(8)?,
+        last_end_ok: r.get(9)?,
+        last_end_code: r.get(10)?,
+        pings: r.get(11)?,
+        state: r.get(12)?,
+        state_since: r.get(13)?,
+    })
+}
+
+/// Every heartbeat, by name.
+pub fn heartbeats(conn: &Connection) -> Result<Vec<HeartbeatRow>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {HEARTBEAT_COLUMNS} FROM heartbeat ORDER BY name"
+        ))
+        .context("listing heartbeats")?;
+    let rows = stmt
+        .query_map([], heartbeat_row)
+        .context("listing heartbeats")?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context("listing heartbeats")
+}
+
+/// One heartbeat.
+pub fn heartbeat(conn: &Connection, name: &str) -> Result<Option<HeartbeatRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {HEARTBEAT_COLUMNS} FROM heartbeat WHERE name = ?1"
+    ))
+    .context("reading a heartbeat")?
+    .query_row([name], heartbeat_row)
+    .optional()
+    .context("reading a heartbeat")
+}
+
+fn no_heartbeat(name: &str) -> Error {
+    Error::request(
+        404,
+        format!("no heartbeat {name:?} (add a [[heartbeat]] to runbooks.toml, or PUT /api/v1/heartbeats/{name})"),
+    )
+}
+
+/// Makes the config's heartbeats the `config` rows: adds new ones, updates
+/// changed ones, deletes those no longer in the file. Returns log lines.
+pub fn sync_heartbeats(
+    conn: &Connection,
+    defs: &[(String, String)],
+    now: i64,
+) -> Result<Vec<String>> {
+    let mut log = Vec::new();
+    for (name, def) in defs {
+        let origin: Option<String> = conn
+            .query_row(
+                "SELECT origin FROM heartbeat WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+            .context("syncing heartbeats")?;
+        if origin.as_deref() == Some("api") {
+            log.push(format!(
+                "heartbeat {name:?} registered through the API is now defined by the config file"
+            ));
+        }
+        conn.execute(
+            "INSERT INTO heartbeat (name, origin, def, registered_at, state_since) VALUES (?1, 'config', ?2, ?3, ?3)
+             ON CONFLICT(name) DO UPDATE SET origin = 'config', def = excluded.def",
+            params![name, def, now],
+        )
+        .context("syncing heartbeats")?;
+    }
+    let mut stmt = conn
+        .prepare("SELECT name FROM heartbeat WHERE origin = 'config'")
+        .context("syncing heartbeats")?;
+    let stored: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .context("syncing heartbeats")?
+        .collect::<rusqlite::Result<_>>()
+        .context("syncing heartbeats")?;
+    for name in stored {
+        if !defs.iter().any(|(n, _)| *n == name) {
+            remove_heartbeat(conn, &name)?;
+            log.push(format!(
+                "heartbeat {name:?} is no longer in the config file: removed"
+            ));
+        }
+    }
+    Ok(log)
+}
+
+fn remove_heartbeat(conn: &Connection, name: &str) -> Result<()> {
+    conn.execute("DELETE FROM ping WHERE heartbeat = ?1", [name])
+        .context("deleting a heartbeat's pings")?;
+    conn.execute("DELETE FROM heartbeat WHERE name = ?1", [name])
+        .context("deleting a heartbeat")?;
+    Ok(())
+}
+
+/// Registers or updates a heartbeat through the API; true when it is new.
+pub fn put_heartbeat(conn: &Connection, name: &str, def: &str, now: i64) -> Result<bool> {
+    match heartbeat(conn, name)? {
+        Some(row) if row.origin == "config" => Err(Error::request(
+            409,
+            format!("heartbeat {name:?} is defined in the config file; change it there"),
+        )),
+        Some(_) => {
+            conn.execute(
+                "UPDATE heartbeat SET def = ?2 WHERE name = ?1",
+                params![name, def],
+            )
+            .context("updating a heartbeat")?;
+            Ok(false)
+        }
+        None => {
+            conn.execute(
+                "INSERT INTO heartbeat (name, origin, def, registered_at, state_since) VALUES (?1, 'api', ?2, ?3, ?3)",
+                params![name, def, now],
+            )
+            .context("registering a heartbeat")?;
+            Ok(true)
+        }
+    }
+}
+
+/// Deletes a heartbeat registered through the API, with its pings.
+pub fn delete_heartbeat(conn: &Connection, name: &str) -> Result<()> {
+    match heartbeat(conn, name)? {
+        None => Err(no_heartbeat(name)),
+        Some(row) if row.origin == "config" => Err(Error::request(
+            409,
+            format!("heartbeat {name:?} is defined in the config file; remove it there and reload"),
+        )),
+        Some(_) => remove_heartbeat(conn, name),
+    }
+}
+
+/// Mutes (no alerts) or unmutes a heartbeat; unmuting restarts its clock.
+pub fn mute_heartbeat(
+    conn: &Connection,
+    name: &str,
+    mute: bool,
+    reason: &str,
+    now: i64,
+) -> Result<()> {
+    let n = if mute {
+        conn.execute(
+            "UPDATE heartbeat SET paused = 1, paused_reason = ?2 WHERE name = ?1",
+            params![name, reason],
+        )
+    } else {
+        conn.execute(
+            "UPDATE heartbeat SET paused = 0, paused_reason = NULL, resumed_at = ?2 WHERE name = ?1 AND paused = 1",
+            params![name, now],
+        )
+        .and_then(|n| {
+            // Unmuting a heartbeat that is not muted is not an error.
+            if n == 0 {
+                conn.query_row("SELECT count(*) FROM heartbeat WHERE name = ?1", [name], |r| r.get::<_, usize>(0))
+            } else {
+                Ok(n)
+            }
+        })
+    }
+    .context("muting a heartbeat")?;
+    if n == 0 {
+        return Err(no_heartbeat(name));
+    }
+    Ok(())
+}
+
+/// The checker's view of a heartbeat's state.
+pub fn set_heartbeat_state(conn: &Connection, name: &str, state: &str, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE heartbeat SET state = ?2, state_since = ?3 WHERE name = ?1 AND state <> ?2",
+    )
+    .context("recording a heartbeat's state")?
+    .execute(params![name, state, now])
+    .context("recording a heartbeat's state")?;
+    Ok(())
+}
+
+/// What a ping says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingKind {
+    /// A run started.
+    Start,
+    /// A run succeeded (or a plain check-in).
+    Success,
+    /// A run failed.
+    Fail,
+}
+
+impl PingKind {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PingKind::Start => "start",
+            PingKind::Success => "success",
+            PingKind::Fail => "fail",
+        }
+    }
+}
+
+/// A ping to record.
+pub struct NewPing<'a> {
+    /// The heartbeat's name.
+    pub heartbeat: &'a str,
+    /// What it says.
+    pub kind: PingKind,
+    /// The exit code, when given.
+    pub exit_code: Option<i32>,
+    /// Its body (already capped).
+    pub body: &'a [u8],
+    /// The client's address.
+    pub remote: &'a str,
+}
+
+/// Records a ping and moves the heartbeat's last start or end; 404 for an unknown name.
+pub fn record_ping(conn: &Connection, ping: &NewPing, now: i64) -> Result<()> {
+    let n = match ping.kind {
+        PingKind::Start => conn
+            .prepare_cached("UPDATE heartbeat SET last_start = ?2, pings = pings + 1 WHERE name = ?1")
+            .and_then(|mut s| s.execute(params![ping.heartbeat, now])),
+        PingKind::Success | PingKind::Fail => conn
+            .prepare_cached(
+                "UPDATE heartbeat SET last_end_at = ?2, last_end_ok = ?3, last_end_code = ?4, pings = pings + 1 WHERE name = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    ping.heartbeat,
+                    now,
+                    ping.kind == PingKind::Success,
+                    ping.exit_code
+                ])
+            }),
+    }
+    .context("recording a ping")?;
+    if n == 0 {
+        return Err(no_heartbeat(ping.heartbeat));
+    }
+    conn.prepare_cached(
+        "INSERT INTO ping (heartbeat, at, kind, exit_code, body, remote) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            ping.heartbeat,
+            now,
+            ping.kind.as_str(),
+            ping.exit_code,
+            ping.body,
+            ping.remote
+        ])
+    })
+    .context("recording a ping")?;
+    Ok(())
+}
+
+/// A stored ping.
+#[derive(Debug, Clone, Serialize)]
+pub struct PingRow {
+    /// Id.
+    pub id: i64,
+    /// When.
+    pub at: i64,
+    /// start | success | fail.
+    pub kind: String,
+    /// Exit code, when given.
+    pub exit_code: Option<i32>,
+    /// Its body, as text (invalid UTF-8 replaced).
+    pub body: String,
+    /// Who sent it.
+    pub remote: String,
+}
+
+/// The newest pings of a heartbeat, newest first.
+pub fn recent_pings(conn: &Connection, name: &str, limit: i64) -> Result<Vec<PingRow>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, at, kind, exit_code, body, remote FROM ping WHERE heartbeat = ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .context("listing pings")?;
+    let rows = stmt
+        .query_map(params![name, limit], |r| {
+            Ok(PingRow {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                kind: r.get(2)?,
+                exit_code: r.get(3)?,
+                body: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(4)?).into_owned(),
+                remote: r.get(5)?,
+            })
+        })
+        .context("listing pings")?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context("listing pings")
+}
+
+/// A probe's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeRow {
+    /// Its name.
+    pub name: String,
+    /// unknown | up | down.
+    pub state: String,
+    /// Failures in a row.
+    pub fails_in_row: u32,
+    /// Successes in a row.
+    pub oks_in_row: u32,
+    /// Since when the state holds.
+    pub state_since: i64,
+    /// Last run.
+    pub last_at: Option<i64>,
+    /// Whether it passed.
+    pub last_ok: Option<bool>,
+    /// How long it took.
+    pub last_latency_ms: Option<i64>,
+    /// What it said.
+    pub last_detail: Option<String>,
+}
+
+impl ProbeRow {
+    /// The counting state of `probe::step`.
+    pub fn counts(&self) -> probe::Counts {
+        probe::Counts {
+            state: probe::State::parse(&self.state).unwrap_or(probe::State::Unknown),
+            fails_in_row: self.fails_in_row,
+            oks_in_row: self.oks_in_row,
+        }
+    }
+}
+
+const PROBE_COLUMNS: &str = "name, state, fails_in_row, oks_in_row, state_since, last_at, last_ok, last_latency_ms, last_detail";
+
+fn probe_row(r: &rusqlite::Row) -> rusqlite::Result<ProbeRow> {
+    Ok(ProbeRow {
+        name: r.get(0)?,
+        state: r.get(1)?,
+        fails_in_row: r.get(2)?,
+        oks_in_row: r.get(3)?,
+        state_since: r.get(4)?,
+        last_at: r.get(5)?,
+        last_ok: r.get(6)?,
+        last_latency_ms: r.get(7)?,
+        last_detail: r.get(8)?,
+    })
+}
+
+/// Every probe that has run, by name.
+pub fn probes(conn: &Connection) -> Result<Vec<ProbeRow>> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {PROBE_COLUMNS} FROM probe ORDER BY name"))
+        .context("listing probes")?;
+    let rows = stmt.query_map([], probe_row).context("listing probes")?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context("listing probes")
+}
+
+/// One probe's row, once it has run.
+pub fn probe(conn: &Connection, name: &str) -> Result<Option<ProbeRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {PROBE_COLUMNS} FROM probe WHERE name = ?1"
+    ))
+    .context("reading a probe")?
+    .query_row([name], probe_row)
+    .optional()
+    .context("reading a probe")
+}
+
+/// Records one run of a probe and its new counting state.
+pub fn record_probe_result(
+    conn: &Connection,
+    name: &str,
+    outcome: &probe::Outcome,
+    counts: probe::Counts,
+    changed: bool,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO probe_result (probe, at, ok, latency_ms, value, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            name,
+            now,
+            outcome.ok,
+            outcome.latency_ms,
+            outcome.value,
+            outcome.detail
+        ])
+    })
+    .context("recording a probe result")?;
+    conn.prepare_cached(
+        "INSERT INTO probe (name, state, fails_in_row, oks_in_row, state_since, last_at, last_ok, last_latency_ms, last_detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)
+         ON CONFLICT(name) DO UPDATE SET state = excluded.state, fails_in_row = excluded.fails_in_row,
+            oks_in_row = excluded.oks_in_row,
+            state_since = CASE WHEN ?9 OR state <> excluded.state THEN excluded.state_since ELSE state_since END,
+            last_at = excluded.last_at, last_ok = excluded.last_ok,
+            last_latency_ms = excluded.last_latency_ms, last_detail = excluded.last_detail",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            name,
+            counts.state.as_str(),
+            counts.fails_in_row,
+            counts.oks_in_row,
+            now,
+            outcome.ok,
+            outcome.latency_ms,
+            outcome.detail,
+            changed
+        ])
+    })
+    .context("recording a probe's state")?;
+    Ok(())
+}
+
+/// A stored probe run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResultRow {
+    /// When.
+    pub at: i64,
+    /// Passed.
+    pub ok: bool,
+    /// How long it took.
+    pub latency_ms: i64,
+    /// The measured value, when there is one.
+    pub value: Option<f64>,
+    /// What it said.
+    pub detail: String,
+}
+
+/// The newest results of a probe, newest first.
+pub fn recent_probe_results(
+    conn: &Connection,
+    name: &str,
+    limit: i64,
+) -> Result<Vec<ProbeResultRow>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT at, ok, latency_ms, value, detail FROM probe_result WHERE probe = ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .context("listing probe results")?;
+    let rows = stmt
+        .query_map(params![name, limit], |r| {
+            Ok(ProbeResultRow {
+                at: r.get(0)?,
+                ok: r.get(1)?,
+                latency_ms: r.get(2)?,
+                value: r.get(3)?,
+                detail: r.get(4)?,
+            })
+        })
+        .context("listing probe results")?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context("listing probe results")
+}
+
+/// When a schedule last fired.
+pub fn schedule_last_fire(conn: &Connection, name: &str) -> Result<Option<i64>> {
+    conn.query_row(
+        "SELECT last_fire FROM schedule_run WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .optional()
+    .context("reading a schedule's last run")
+}
+
+/// Records that a schedule fired for `at`; false if that time (or a later one) was already recorded.
+pub fn claim_schedule_fire(conn: &Connection, name: &str, at: i64) -> Result<bool> {
+    let n = conn
+        .execute(
+            "INSERT INTO schedule_run (name, last_fire) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET last_fire = excluded.last_fire WHERE last_fire < excluded.last_fire",
+            params![name, at],
+        )
+        .context("recording a schedule's run")?;
+    Ok(n > 0)
+}
+
+/// An internal alert heal raised and has not resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct InternalRow {
+    /// The alert's fingerprint.
+    pub fingerprint: String,
+    /// heartbeat | runtime | agent | probe | breaker.
+    pub kind: String,
+    /// What it is about.
+    pub subject: String,
+    /// name, labels and annotations as last sent.
+    pub alert: Value,
+    /// When it was raised.
+    pub raised_at: i64,
+    /// When it was last sent.
+    pub sent_at: i64,
+}
+
+fn internal_row(r: &rusqlite::Row) -> rusqlite::Result<InternalRow> {
+    Ok(InternalRow {
+        fingerprint: r.get(0)?,
+        kind: r.get(1)?,
+        subject: r.get(2)?,
+        alert: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or(Value::Null),
+        raised_at: r.get(4)?,
+        sent_at: r.get(5)?,
+    })
+}
+
+/// Raised internal alerts of one kind.
+pub fn internal_alerts(conn: &Connection, kind: &str) -> Result<Vec<InternalRow>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT fingerprint, kind, subject, alert, raised_at, sent_at FROM internal_alert WHERE kind = ?1",
+        )
+        .context("listing internal alerts")?;
+    let rows = stmt
+        .query_map([kind], internal_row)
+        .context("listing internal alerts")?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context("listing internal alerts")
+}
+
+/// Records an internal alert as raised (or re-sent) now.
+pub fn put_internal_alert(conn: &Connection, row: &InternalRow) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO internal_alert (fingerprint, kind, subject, alert, raised_at, sent_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(fingerprint) DO UPDATE SET alert = excluded.alert, sent_at = excluded.sent_at",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            row.fingerprint,
+            row.kind,
+            row.subject,
+            row.alert.to_string(),
+            row.raised_at,
+            row.sent_at
+        ])
+    })
+    .context("recording an internal alert")?;
+    Ok(())
+}
+
+/// Forgets a resolved internal alert.
+pub fn delete_internal_alert(conn: &Connection, fingerprint: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM internal_alert WHERE fingerprint = ?1")
+        .and_then(|mut s| s.execute([fingerprint]))
+        .context("forgetting an internal alert")?;
+    Ok(())
+}
+
+/// Agents as the checker sees them: id, tags (JSON text), last poll.
+pub fn agents_seen(conn: &Connection) -> Result<Vec<(String, String, i64)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, tags, last_seen FROM agent")
+        .context("listing agents")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .context("listing agents")?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context("listing agents")
+}
+
+/// What retention deletes.
+#[derive(Debug, Clone, Copy)]
+pub enum Purge {
+    /// Heartbeat pings.
+    Pings,
+    /// Probe results.
+    ProbeResults,
+    /// Finished events with their timeline, decisions, ops and output.
+    Events,
+    /// Decisions (a discarded alert's have no event).
+    Decisions,
+}
+
+/// Deletes up to `batch` items older than `cutoff`; returns how many went.
+pub fn purge(conn: &Connection, what: Purge, cutoff: i64, batch: i64) -> Result<usize> {
+    let n = match what {
+        Purge::Pings => conn.execute(
+            "DELETE FROM ping WHERE id IN (SELECT id FROM ping WHERE at < ?1 LIMIT ?2)",
+            params![cutoff, batch],
+        ),
+        Purge::ProbeResults => conn.execute(
+            "DELETE FROM probe_result WHERE id IN (SELECT id FROM probe_result WHERE at < ?1 LIMIT ?2)",
+            params![cutoff, batch],
+        ),
+        Purge::Decisions => conn.execute(
+            "DELETE FROM decision WHERE id IN (SELECT id FROM decision WHERE at < ?1 AND (event_id IS NULL OR event_id IN (SELECT id FROM event WHERE ended_at IS NOT NULL)) LIMIT ?2)",
+            params![cutoff, batch],
+        ),
+        Purge::Events => {
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS purge_event (id INTEGER PRIMARY KEY)",
+                [],
+            )
+            .and_then(|_| conn.execute("DELETE FROM temp.purge_event", []))
+            .and_then(|_| {
+                conn.execute(
+                    "INSERT INTO temp.purge_event (id) SELECT id FROM event WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT ?2",
+                    params![cutoff, batch],
+                )
+            })
+            .and_then(|n| {
+                for sql in [
+                    "DELETE FROM op_log WHERE op_id IN (SELECT o.id FROM op o JOIN temp.purge_event p ON p.id = o.event_id)",
+                    "DELETE FROM op_step WHERE op_id IN (SELECT o.id FROM op o JOIN temp.purge_event p ON p.id = o.event_id)",
+                    "DELETE FROM op WHERE event_id IN (SELECT id FROM temp.purge_event)",
+                    "DELETE FROM timeline WHERE event_id IN (SELECT id FROM temp.purge_event)",
+                    "DELETE FROM decision WHERE event_id IN (SELECT id FROM temp.purge_event)",
+                    "DELETE FROM event_alert WHERE event_id IN (SELECT id FROM temp.purge_event)",
+                    "DELETE FROM event WHERE id IN (SELECT id FROM temp.purge_event)",
+                ] {
+                    conn.execute(sql, [])?;
+                }
+                Ok(n)
+            })
+        }
+    }
+    .context("deleting old rows")?;
+    Ok(n)
+}
