@@ -8,3 +8,4 @@ mod api;
 mod cli;
 mod intake;
 mod lifecycle;
+mod watch;

@@ -68,8 +68,18 @@ pub fn http(
             req = req.header(*k, *v);
         }
         req.call()
+    } else if method == "DELETE" {
+        let mut req = agent.delete(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.call()
     } else {
-        let mut req = agent.post(url);
+        let mut req = if method == "PUT" {
+            agent.put(url)
+        } else {
+            agent.post(url)
+        };
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
