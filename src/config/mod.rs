@@ -1188,4 +1188,87 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
     fn env_secret_must_be_set() {
         check_err("[[token]]\nname = \"t\"\nscopes = [\"admin\"]\nsecret = \"${HEAL_TEST_SURELY_UNSET}\"\n", "environment variable HEAL_TEST_SURELY_UNSET is not set");
     }
+
+    #[test]
+    fn heartbeats_probes_and_schedules_validate() {
+        let text = r#"
+[server]
+agent_down_after = "5m"
+
+[[heartbeat]]
+name = "backup"
+cron = "0 3 * * *"
+tz = "Europe/Berlin"
+grace = "1h"
+max_runtime = "2h"
+renotify = "6h"
+tags = ["db"]
+
+[[probe]]
+name = "web"
+every = "30s"
+fail_after = 3
+http = { url = "https://example.org/health", status = [200], tls_min_days = 14 }
+
+[[probe]]
+name = "cpu"
+cron = "*/5 * * * *"
+prometheus = { url = "http://127.0.0.1:9090/", query = "up", expect = "== 1" }
+
+[[schedule]]
+name = "cleanup"
+cron = "0 4 * * *"
+runbook = "clean"
+target = ["web-1", "web-2"]
+
+[runbook.clean]
+steps = [ { name = "a", run = "true" } ]
+"#;
+        let c = parse(Path::new("runbooks.toml"), text).unwrap();
+        assert_eq!(
+            c.heartbeats["backup"].spec.max_runtime,
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(c.probes["web"].fail_after, 3);
+        assert_eq!(c.probes["cpu"].kind(), "prometheus");
+        assert_eq!(c.server.agent_down_after, Duration::from_secs(300));
+        let rule = &c.rules[c.schedules[0].rule_idx];
+        assert!(rule.schedule && rule.name == "schedule.cleanup");
+        assert_eq!(c.retention.pings, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn watch_errors_name_the_item_and_field() {
+        check_err(
+            "[[heartbeat]]\nname = \"b\"\n",
+            "runbooks.toml:1: heartbeat \"b\": give `every` or `cron`",
+        );
+        check_err(
+            "[[heartbeat]]\nname = \"b\"\nevery = \"1h\"\ngrace = \"soon\"\n",
+            "heartbeat \"b\": grace: bad duration",
+        );
+        check_err(
+            "[[heartbeat]]\nname = \"b\"\ncron = \"0 3 * *\"\n",
+            "heartbeat \"b\": cron `0 3 * *`",
+        );
+        check_err(
+            "[[heartbeat]]\nname = \"b\"\nevery = \"1h\"\nlabels = { alertname = \"x\" }\n",
+            "\"alertname\" is set by heal itself",
+        );
+        check_err(
+            "[[probe]]\nname = \"p\"\nevery = \"1m\"\n",
+            "probe \"p\": give exactly one of http",
+        );
+        check_err(
+            "[[probe]]\nname = \"p\"\nevery = \"1m\"\ntcp = { addr = \"nohost\" }\n",
+            "tcp.addr: \"nohost\" is not host:port",
+        );
+        check_err("[[probe]]\nname = \"p\"\nevery = \"1m\"\nprometheus = { url = \"http://x\", query = \"up\", expect = \"about 1\" }\n", "prometheus.expect");
+        check_err("[[schedule]]\nname = \"s\"\ncron = \"0 4 * * *\"\nrunbook = \"nope\"\ntarget = \"a\"\n", "runbook: no [runbook.nope]");
+        check_err(
+            "[server]\npoll_wait = \"30s\"\nagent_down_after = \"10s\"\n",
+            "agent_down_after: must be longer than poll_wait",
+        );
+        check_err("[retention]\npings = \"1m\"\n", "at least 1h");
+    }
 }

@@ -693,3 +693,120 @@ pub fn purge(conn: &Connection, what: Purge, cutoff: i64, batch: i64) -> Result<
     .context("deleting old rows")?;
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut conn).unwrap();
+        conn
+    }
+
+    fn count(conn: &Connection, table: &str) -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn config_heartbeats_sync_and_pings_move_the_row() {
+        let conn = db();
+        let defs = vec![
+            ("a".to_string(), "{}".to_string()),
+            ("b".to_string(), "{}".to_string()),
+        ];
+        sync_heartbeats(&conn, &defs, 10).unwrap();
+        assert!(
+            put_heartbeat(&conn, "a", "{}", 20).is_err(),
+            "config heartbeats are not the API's"
+        );
+        assert!(put_heartbeat(&conn, "c", "{}", 20).unwrap());
+        let ping = NewPing {
+            heartbeat: "a",
+            kind: PingKind::Fail,
+            exit_code: Some(3),
+            body: b"log",
+            remote: "127.0.0.1",
+        };
+        record_ping(&conn, &ping, 30).unwrap();
+        let row = heartbeat(&conn, "a").unwrap().unwrap();
+        assert_eq!(
+            (
+                row.last_end_at,
+                row.last_end_ok,
+                row.last_end_code,
+                row.pings
+            ),
+            (Some(30), Some(false), Some(3), 1)
+        );
+        let missing = NewPing {
+            heartbeat: "zz",
+            ..ping
+        };
+        assert_eq!(
+            record_ping(&conn, &missing, 31).unwrap_err().http_status(),
+            404
+        );
+        // "b" left the file: removed; the API's "c" stays.
+        sync_heartbeats(&conn, &defs[..1], 40).unwrap();
+        let names: Vec<String> = heartbeats(&conn)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.name)
+            .collect();
+        assert_eq!(names, ["a", "c"]);
+    }
+
+    #[test]
+    fn retention_deletes_old_rows_in_batches_and_keeps_the_rest() {
+        let conn = db();
+        sync_heartbeats(&conn, &[("a".into(), "{}".into())], 0).unwrap();
+        for at in 0..25 {
+            let ping = NewPing {
+                heartbeat: "a",
+                kind: PingKind::Success,
+                exit_code: None,
+                body: b"",
+                remote: "",
+            };
+            record_ping(&conn, &ping, at * 10).unwrap();
+        }
+        // Old finished event with an op, timeline and decision; and an open one.
+        conn.execute_batch(
+            "INSERT INTO event (id, rule, runbook, key, fingerprint, state, mode, created_at, updated_at, ended_at)
+               VALUES (1, 'r', 'b', 'k', 'f', 'succeeded', 'live', 1, 1, 5),
+                      (2, 'r', 'b', 'k2', 'f', 'running', 'live', 1, 1, NULL);
+             INSERT INTO op (id, event_id, agent, state, spec, created_at) VALUES (1, 1, 'x', 'succeeded', '{}', 1);
+             INSERT INTO op_step (op_id, idx, name, timed_out, duration_ms, output, output_bytes, truncated) VALUES (1, 0, 's', 0, 1, x'', 0, 0);
+             INSERT INTO timeline (event_id, at, kind, message) VALUES (1, 1, 'k', 'm'), (2, 1, 'k', 'm');
+             INSERT INTO decision (at, fingerprint, rule, outcome, reason, event_id) VALUES (1, 'f', 'r', 'run', 'x', 1), (1, 'f', 'r', 'run', 'x', 2), (1, 'g', NULL, 'discard', 'x', NULL);",
+        )
+        .unwrap();
+        let mut rounds = 0;
+        while purge(&conn, Purge::Pings, 100, 4).unwrap() > 0 {
+            rounds += 1;
+        }
+        assert_eq!(
+            (rounds, count(&conn, "ping")),
+            (3, 15),
+            "10 pings before t=100, 4 at a time"
+        );
+        assert_eq!(
+            purge(&conn, Purge::Decisions, 100, 100).unwrap(),
+            2,
+            "not the open event's"
+        );
+        assert_eq!(purge(&conn, Purge::Events, 100, 100).unwrap(), 1);
+        assert_eq!(
+            (
+                count(&conn, "event"),
+                count(&conn, "op"),
+                count(&conn, "op_step"),
+                count(&conn, "timeline")
+            ),
+            (1, 0, 0, 1)
+        );
+        assert_eq!(purge(&conn, Purge::Events, 100, 100).unwrap(), 0);
+    }
+}
