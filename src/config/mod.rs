@@ -1089,12 +1089,15 @@ pub fn summary(config: &Config) -> String {
         .filter(|n| !used.contains(n))
         .collect();
     let mut s = format!(
-        "{}: ok: {} rules, {} runbooks, {} sources, {} tokens",
+        "{}: ok: {} rules, {} runbooks, {} sources, {} tokens, {} heartbeats, {} probes, {} schedules",
         config.path.display(),
-        config.rules.len(),
+        config.rules.iter().filter(|r| !r.schedule).count(),
         config.runbooks.len(),
         config.sources.len(),
-        config.tokens.len()
+        config.tokens.len(),
+        config.heartbeats.len(),
+        config.probes.len(),
+        config.schedules.len()
     );
     if !unused.is_empty() {
         s.push_str(&format!(
