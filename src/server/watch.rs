@@ -833,3 +833,73 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raise(subject: &str, renotify: Option<Duration>) -> Raise {
+        let labels = BTreeMap::from([("heartbeat".to_string(), subject.to_string())]);
+        Raise {
+            kind: "heartbeat",
+            subject: subject.into(),
+            alert: internal("HeartbeatMissing", labels, BTreeMap::new(), 0),
+            renotify,
+        }
+    }
+
+    fn row(r: &Raise, sent_at: i64) -> InternalRow {
+        InternalRow {
+            fingerprint: r.alert.fingerprint.clone(),
+            kind: r.kind.into(),
+            subject: r.subject.clone(),
+            alert: stored_alert(&r.alert),
+            raised_at: 0,
+            sent_at,
+        }
+    }
+
+    #[test]
+    fn differs_only_on_new_gone_changed_or_renotify_due() {
+        let hour = Some(Duration::from_secs(3600));
+        let a = raise("a", hour);
+        let raised = vec![row(&a, 1_000)];
+        assert!(
+            !differs(&raised, &[raise("a", hour)], 1_000 + 3_599_999),
+            "raised, renotify not due"
+        );
+        assert!(
+            differs(&raised, &[raise("a", hour)], 1_000 + 3_600_000),
+            "renotify due"
+        );
+        assert!(
+            !differs(&raised, &[raise("a", None)], i64::MAX / 2),
+            "no renotify: raised once"
+        );
+        assert!(differs(&raised, &[], 0), "gone: resolve");
+        assert!(differs(&[], &[raise("a", None)], 0), "new: raise");
+        let mut changed = raise("a", None);
+        changed.alert.fingerprint = "other".into();
+        assert!(
+            differs(&raised, &[changed], 0),
+            "labels changed: resolve and raise"
+        );
+        let mut other_kind = raise("a", None);
+        other_kind.kind = "runtime";
+        assert!(
+            differs(&raised, &[other_kind], 0),
+            "same subject, other kind"
+        );
+    }
+
+    #[test]
+    fn stored_alert_round_trips_for_resolution() {
+        let a = raise("a", None);
+        let back = from_row(&row(&a, 5), Status::Resolved, 9);
+        assert_eq!(
+            (back.fingerprint, back.labels, back.starts_at, back.ends_at),
+            (a.alert.fingerprint, a.alert.labels, Some(0), Some(9))
+        );
+        assert_eq!(back.name, "HeartbeatMissing");
+    }
+}

@@ -730,3 +730,78 @@ steps = [ {{ name = "clean", run = "echo $HEAL_PARAM_SCOPE >> {}" }} ]
     let fired = alerts_named(&server, "ScheduledRun");
     assert!(fired.iter().all(|a| a["status"] == "resolved"), "{fired:?}");
 }
+
+#[test]
+fn internal_alerts_and_schedules_survive_a_kill_without_repeats_or_bursts() {
+    let dir = test_dir("watch-restart");
+    let marker = dir.join("runs");
+    let config = format!(
+        r#"
+[[heartbeat]]
+name = "backup"
+every = "1s"
+grace = "1s"
+
+[[schedule]]
+name = "tick"
+cron = "*/2 * * * * *"
+runbook = "tick"
+target = "node-1"
+
+[runbook.tick]
+steps = [ {{ name = "mark", run = "date +%s%N >> {}" }} ]
+"#,
+        marker.display()
+    );
+    let mut server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "node-1", &["--tags", "x"]);
+    wait_agent_polling(&server, "node-1");
+    assert_eq!(server.post_raw("/ping/backup", b"", &[]).0, 200);
+    wait_alert(
+        &server,
+        "HeartbeatMissing",
+        "heartbeat",
+        "backup",
+        "firing",
+        Duration::from_secs(6),
+    );
+    wait_until("a scheduled run", Duration::from_secs(6), || {
+        std::fs::metadata(&marker).ok()
+    });
+    let receipts = |s: &Server| {
+        alerts_named(s, "HeartbeatMissing")[0]["receipts"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(receipts(&server), 1);
+
+    // Down for about 7 s: three schedule times pass while heal is not running.
+    let addr = server.addr.clone();
+    server.kill();
+    let runs_before = std::fs::read_to_string(&marker).unwrap().lines().count();
+    std::thread::sleep(Duration::from_secs(7));
+    let restarted = Instant::now();
+    let server = Server::start_with(&dir, &config, &addr, &[]);
+    wait_agent_polling(&server, "node-1");
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(restarted.elapsed()));
+    let runs_after = std::fs::read_to_string(&marker).unwrap().lines().count();
+    assert!(
+        runs_after - runs_before <= 2,
+        "missed times are not replayed: {runs_before} runs before, {runs_after} about 3.5 s after the restart"
+    );
+    // Still down: the alert stays raised once, not raised again by the restart.
+    assert_eq!(
+        alert_status(&server, "HeartbeatMissing", "heartbeat", "backup").as_deref(),
+        Some("firing")
+    );
+    assert_eq!(receipts(&server), 1, "{}", server.logs());
+    assert_eq!(server.post_raw("/ping/backup", b"", &[]).0, 200);
+    wait_alert(
+        &server,
+        "HeartbeatMissing",
+        "heartbeat",
+        "backup",
+        "resolved",
+        Duration::from_secs(3),
+    );
+}
