@@ -1,12 +1,21 @@
 //! End-to-end benchmarks of the real, optimized `heal` binary.
 //!
-//! `cargo bench --bench e2e` runs both; `cargo bench --bench e2e -- latency`
-//! or `-- intake` runs the benches whose name contains an argument.
+//! `cargo bench --bench e2e` runs them all; `cargo bench --bench e2e -- latency`
+//! (or `-- intake`, `-- ping`, `-- sweep`) runs the benches whose name
+//! contains an argument.
 //!
 //! - latency: alert POST → the runbook step's process starts, through a
 //!   separate `heal agent` that is idle and long-polling.
 //! - intake: sustained Alertmanager webhooks from many keep-alive clients,
 //!   every answer a durable 200.
+//! - ping: sustained heartbeat pings (`POST /ping/<name>`, a small body) to
+//!   100 heartbeats from many keep-alive clients; every answer must be a 200
+//!   and every 200 a counted, stored ping (else the bench fails).
+//! - sweep: the scheduler's once-a-second sweep of 10,000 heartbeats (half
+//!   `every`, half `cron` in Europe/Berlin) from the config file, as its own
+//!   `last_sweep.micros` tells it, and the server's CPU and memory at idle.
+//!   `last_sweep` is read by listing all heartbeats just after a sweep has
+//!   ended; what that listing costs (time, memory) is reported too.
 //!
 //! Every server and agent is started on 127.0.0.1 port 0 in a fresh temp
 //! dir, and killed and reaped by its own pid at the end (also on panic).
@@ -22,6 +31,8 @@
 //!
 //! Diagnostics: `HEAL_BENCH_LOG=warn` runs the server at that log level (to
 //! see what logging costs); the bench then picks the port itself.
+//! `HEAL_BENCH_CLIENTS=N` sets the number of client threads of intake and
+//! ping (by default 32 and 16).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -50,6 +61,21 @@ const INTAKE_DURATION: Duration = Duration::from_secs(10);
 /// Upper bound on requests per client thread, whatever the speed.
 const INTAKE_MAX_PER_THREAD: usize = 500_000;
 
+const PING_HEARTBEATS: usize = 100;
+/// 16 and 32 were tried on 2 cores: 16 gave more pings/s (5.6k-7.1k against
+/// 4.7k-5.6k) at a third of the p99 latency.
+const PING_THREADS: usize = 16;
+const PING_BODY: &[u8] = b"ok";
+const PING_WARMUP: Duration = Duration::from_secs(1);
+const PING_DURATION: Duration = Duration::from_secs(10);
+const PING_MAX_PER_THREAD: usize = 1_000_000;
+
+const SWEEP_HEARTBEATS: usize = 10_000;
+/// Distinct sweeps sampled, about one a second.
+const SWEEP_SAMPLES: usize = 10;
+/// The window with no requests in which idle CPU is measured.
+const SWEEP_IDLE: Duration = Duration::from_secs(10);
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(MARK_FLAG) {
@@ -73,8 +99,17 @@ fn main() {
         intake();
         ran = true;
     }
+    if wanted("ping") {
+        ping();
+        ran = true;
+    }
+    if wanted("sweep") {
+        sweep(false);
+        sweep(true);
+        ran = true;
+    }
     if !ran {
-        eprintln!("no bench matches {filters:?} (benches: latency, intake)");
+        eprintln!("no bench matches {filters:?} (benches: latency, intake, ping, sweep)");
         std::process::exit(2);
     }
 }
@@ -252,9 +287,14 @@ fn http_agent(timeout: Duration) -> ureq::Agent {
 
 /// POST a JSON body; status and body text. Transport errors give status 0.
 fn post(agent: &ureq::Agent, url: &str, body: &[u8]) -> (u16, String) {
+    post_as(agent, url, "application/json", body)
+}
+
+/// POST a body of `content_type`; status and body text. Transport errors give status 0.
+fn post_as(agent: &ureq::Agent, url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
     match agent
         .post(url)
-        .header("Content-Type", "application/json")
+        .header("Content-Type", content_type)
         .send(body)
     {
         Ok(mut resp) => {
@@ -271,7 +311,14 @@ fn get_json(agent: &ureq::Agent, url: &str) -> Option<Value> {
     if resp.status() != 200 {
         return None;
     }
-    serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
+    // Listing 10,000 heartbeats is more than ureq's default 10 MB limit.
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Polls `f` every `every` until it gives Some; panics after `timeout`.
@@ -788,31 +835,219 @@ action = "discard"
     let (server, url) = start_server(&dir, config);
     let target = format!("{url}/api/v1/alerts/alertmanager");
 
+    let spec = LoadSpec {
+        threads: clients(INTAKE_THREADS),
+        warmup: INTAKE_WARMUP,
+        duration: INTAKE_DURATION,
+        max_per_thread: INTAKE_MAX_PER_THREAD,
+    };
+    let load = drive(&server, &spec, intake_body, |http, body| {
+        post(http, &target, body)
+    });
+    let (hwm, rss) = server.rss_kib();
+    let threads = server.threads();
+    let mut server = server;
+    server.kill();
+
+    if let Some(f) = &load.first_failure {
+        println!("intake: {} requests failed; first: {f}", load.failed);
+    }
+    let alerts_per_req = FIXTURE.matches("\"fingerprint\"").count();
+
+    // Every 200 must be a stored row.
+    let stored: i64 = rusqlite::Connection::open(dir.join("heal.db"))
+        .and_then(|c| c.query_row("SELECT count(*) FROM alert", [], |r| r.get(0)))
+        .unwrap_or(-1);
+    let db_bytes: u64 = ["heal.db", "heal.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+
+    println!();
+    println!(
+        "intake: POST /api/v1/alerts/alertmanager (single_firing.json, unique instance+fingerprint each), {} keep-alive clients, {:.0} s measured after {:.0} s warm-up, http_threads = 64, rule action = discard",
+        spec.threads,
+        load.secs,
+        INTAKE_WARMUP.as_secs_f64()
+    );
+    let mut rows = load.rows();
+    rows.insert(
+        3,
+        (
+            "alerts/s",
+            format!("{:.0}", load.rps() * alerts_per_req as f64),
+        ),
+    );
+    rows.extend([
+        ("server VmHWM (KiB)", hwm.to_string()),
+        ("server VmRSS at end (KiB)", rss.to_string()),
+        ("server threads", threads.to_string()),
+        (
+            "alert rows stored / 200s (all)",
+            format!("{stored} / {}", load.ok_total),
+        ),
+        (
+            "db + wal size (MiB)",
+            format!("{:.1}", db_bytes as f64 / 1048576.0),
+        ),
+        ("loadavg (1 min) at the end", loadavg()),
+    ]);
+    print_rows(&rows);
+    println!(
+        "  target: >= 5000 notifications/s: {}",
+        verdict(load.rps() >= 5000.0)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- load from keep-alive clients ---------------------------------------------
+
+/// The number of client threads of a load bench: `default`, or `HEAL_BENCH_CLIENTS`.
+fn clients(default: usize) -> usize {
+    std::env::var("HEAL_BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=1024).contains(n))
+        .unwrap_or(default)
+}
+
+/// How a load bench drives the server.
+struct LoadSpec {
+    /// Keep-alive client threads, each sending its next request once answered.
+    threads: usize,
+    /// Sent but not measured, first.
+    warmup: Duration,
+    /// The measured window.
+    duration: Duration,
+    /// Upper bound on requests per client thread, whatever the speed.
+    max_per_thread: usize,
+}
+
+/// What a load run measured.
+struct Load {
+    /// Length of the measured window (s).
+    secs: f64,
+    /// Requests answered 200, warm-up included.
+    ok_total: usize,
+    /// Requests answered otherwise, or not at all.
+    failed: usize,
+    first_failure: Option<String>,
+    /// Latencies (µs) of the 200s sent and answered within the window, sorted.
+    latencies_us: Vec<u32>,
+    /// CPU seconds used within the window: the server, its busiest thread,
+    /// this process (the clients), the whole machine.
+    server_cpu: f64,
+    busiest_thread: f64,
+    client_cpu: f64,
+    machine_busy: f64,
+}
+
+impl Load {
+    /// 200s per second within the window.
+    fn rps(&self) -> f64 {
+        self.latencies_us.len() as f64 / self.secs
+    }
+
+    /// Server CPU per measured 200 (µs).
+    fn server_us_per_request(&self) -> f64 {
+        self.server_cpu * 1e6 / self.latencies_us.len().max(1) as f64
+    }
+
+    /// The figures every load bench prints: rate, latency, CPU.
+    fn rows(&self) -> Vec<(&'static str, String)> {
+        let secs = self.secs;
+        let lat = &self.latencies_us;
+        let mut rows = vec![
+            ("requests answered 200 (measured)", lat.len().to_string()),
+            ("requests failed", self.failed.to_string()),
+            ("requests/s", format!("{:.0}", self.rps())),
+        ];
+        if !lat.is_empty() {
+            let as_ms = |us: u32| format!("{:.2}", us as f64 / 1e3);
+            rows.extend([
+                ("client latency p50 (ms)", as_ms(quantile(lat, 0.5))),
+                ("client latency p90 (ms)", as_ms(quantile(lat, 0.9))),
+                ("client latency p99 (ms)", as_ms(quantile(lat, 0.99))),
+                (
+                    "client latency max (ms)",
+                    as_ms(*lat.last().expect("samples")),
+                ),
+            ]);
+        }
+        rows.extend([
+            (
+                "server CPU (cores busy, avg)",
+                format!("{:.2}", self.server_cpu / secs),
+            ),
+            (
+                "server CPU per request (us)",
+                format!("{:.0}", self.server_us_per_request()),
+            ),
+            (
+                "busiest server thread (cores, avg)",
+                format!("{:.2}", self.busiest_thread / secs),
+            ),
+            (
+                "client CPU (cores busy, avg)",
+                format!("{:.2}", self.client_cpu / secs),
+            ),
+            (
+                "machine busy (cores, avg)",
+                format!("{:.2}", self.machine_busy / secs),
+            ),
+            (
+                "  of which others (cores, avg)",
+                format!(
+                    "{:.2}",
+                    (self.machine_busy - self.server_cpu - self.client_cpu).max(0.0) / secs
+                ),
+            ),
+        ]);
+        rows
+    }
+}
+
+fn print_rows(rows: &[(&str, String)]) {
+    for (k, v) in rows {
+        println!("  {k:<40} {v:>14}");
+    }
+}
+
+/// Runs `spec.threads` keep-alive clients against `server` until the window
+/// ends. `prepare(thread, i)` makes request `i` of a thread outside the timed
+/// part; `send` sends it. More than 100 failures in one thread stop all.
+fn drive<B>(
+    server: &Proc,
+    spec: &LoadSpec,
+    prepare: impl Fn(usize, usize) -> B + Sync,
+    send: impl Fn(&ureq::Agent, &B) -> (u16, String) + Sync,
+) -> Load {
     let stop = AtomicBool::new(false);
     let start = Instant::now();
-    let measure_from = start + INTAKE_WARMUP;
-    let measure_to = measure_from + INTAKE_DURATION;
+    let measure_from = start + spec.warmup;
+    let measure_to = measure_from + spec.duration;
     let mut server_cpu = (Duration::ZERO, Duration::ZERO);
     let mut threads_cpu = (HashMap::new(), HashMap::new());
     let mut client_cpu = (Duration::ZERO, Duration::ZERO);
     let mut machine_cpu = (Duration::ZERO, Duration::ZERO);
     let tallies: Vec<ClientTally> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..INTAKE_THREADS)
+        let handles: Vec<_> = (0..spec.threads)
             .map(|t| {
-                let (target, stop) = (&target, &stop);
+                let (stop, prepare, send) = (&stop, &prepare, &send);
                 s.spawn(move || {
                     let http = http_agent(Duration::from_secs(30));
                     let mut tally = ClientTally {
                         latencies_us: Vec::with_capacity(16_384),
                         ..ClientTally::default()
                     };
-                    for i in 0..INTAKE_MAX_PER_THREAD {
+                    for i in 0..spec.max_per_thread {
                         if stop.load(Ordering::Relaxed) || Instant::now() >= measure_to {
                             break;
                         }
-                        let body = intake_body(t, i);
+                        let input = prepare(t, i);
                         let t0 = Instant::now();
-                        let (status, text) = post(&http, target, &body);
+                        let (status, text) = send(&http, &input);
                         let t1 = Instant::now();
                         if status == 200 {
                             tally.ok_total += 1;
@@ -850,108 +1085,349 @@ action = "discard"
             .map(|h| h.join().expect("client thread"))
             .collect()
     });
+    let mut latencies_us: Vec<u32> = tallies
+        .iter()
+        .flat_map(|t| t.latencies_us.iter().copied())
+        .collect();
+    latencies_us.sort_unstable();
+    Load {
+        secs: spec.duration.as_secs_f64(),
+        ok_total: tallies.iter().map(|t| t.ok_total).sum(),
+        failed: tallies.iter().map(|t| t.failed).sum(),
+        first_failure: tallies.iter().find_map(|t| t.first_failure.clone()),
+        latencies_us,
+        server_cpu: server_cpu.1.saturating_sub(server_cpu.0).as_secs_f64(),
+        busiest_thread: busiest_thread(&threads_cpu.0, &threads_cpu.1).as_secs_f64(),
+        client_cpu: client_cpu.1.saturating_sub(client_cpu.0).as_secs_f64(),
+        machine_busy: machine_cpu.1.saturating_sub(machine_cpu.0).as_secs_f64(),
+    }
+}
+
+// ---- ping -------------------------------------------------------------------
+
+/// `[[heartbeat]]` tables named `hb-0` .. `hb-{n-1}`; `def(i)` gives each one's schedule lines.
+fn heartbeat_config(n: usize, def: impl Fn(usize) -> String) -> String {
+    let mut config = String::with_capacity(n * 64);
+    for i in 0..n {
+        config.push_str(&format!("\n[[heartbeat]]\nname = \"hb-{i}\"\n{}\n", def(i)));
+    }
+    config
+}
+
+/// What `GET /api/v1/heartbeats` tells the benches.
+struct Listing {
+    /// Heartbeats listed.
+    count: usize,
+    /// The sum of their `pings`.
+    pings: i64,
+    /// The scheduler's last sweep, once there was one.
+    sweep: Option<Sweep>,
+}
+
+fn heartbeats(http: &ureq::Agent, url: &str) -> Option<Listing> {
+    let v = get_json(http, &format!("{url}/api/v1/heartbeats?limit=10000"))?;
+    let list = v["heartbeats"].as_array()?;
+    let s = &v["last_sweep"];
+    Some(Listing {
+        count: list.len(),
+        pings: list.iter().map(|h| h["pings"].as_i64().unwrap_or(0)).sum(),
+        sweep: s["at"].as_i64().map(|at| Sweep {
+            at,
+            heartbeats: s["heartbeats"].as_u64().unwrap_or(0) as usize,
+            micros: s["micros"].as_u64().unwrap_or(0),
+        }),
+    })
+}
+
+/// The scheduler's last heartbeat sweep, as `GET /api/v1/heartbeats` tells it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Sweep {
+    /// Its start (ms since the epoch, the server's clock).
+    at: i64,
+    heartbeats: usize,
+    micros: u64,
+}
+
+fn ping() {
+    let dir = bench_dir("ping");
+    let config = format!(
+        "[server]\nhttp_threads = 64\n{}",
+        heartbeat_config(PING_HEARTBEATS, |_| "every = \"1h\"".into())
+    );
+    let (server, url) = start_server(&dir, &config);
+    let http = http_agent(Duration::from_secs(30));
+    // Config heartbeats are stored by the scheduler thread shortly after start.
+    wait_for(
+        "the config's heartbeats to be stored",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || {
+            let listing = heartbeats(&http, &url)?;
+            (listing.count == PING_HEARTBEATS).then_some(())
+        },
+    );
+
+    let spec = LoadSpec {
+        threads: clients(PING_THREADS),
+        warmup: PING_WARMUP,
+        duration: PING_DURATION,
+        max_per_thread: PING_MAX_PER_THREAD,
+    };
+    // Consecutive requests of all clients go to consecutive heartbeats.
+    let threads = spec.threads;
+    let load = drive(
+        &server,
+        &spec,
+        |t, i| format!("{url}/ping/hb-{}", (i * threads + t) % PING_HEARTBEATS),
+        |http, target| post_as(http, target, "text/plain", PING_BODY),
+    );
     let (hwm, rss) = server.rss_kib();
-    let threads = server.threads();
+    let server_threads = server.threads();
+    let server_cpu_total = cpu_time(server.pid());
+    // Every 200 must be a ping counted by its heartbeat, and a stored ping row.
+    let counted = heartbeats(&http, &url)
+        .expect("GET /api/v1/heartbeats")
+        .pings;
     let mut server = server;
     server.kill();
-
-    let failed: usize = tallies.iter().map(|t| t.failed).sum();
-    if let Some(f) = tallies.iter().find_map(|t| t.first_failure.clone()) {
-        println!("intake: {failed} requests failed; first: {f}");
-    }
-    let ok_total: usize = tallies.iter().map(|t| t.ok_total).sum();
-    let mut lat: Vec<u32> = tallies.into_iter().flat_map(|t| t.latencies_us).collect();
-    lat.sort_unstable();
-    let measured = lat.len();
-    let secs = INTAKE_DURATION.as_secs_f64();
-    let rps = measured as f64 / secs;
-    let alerts_per_req = FIXTURE.matches("\"fingerprint\"").count();
-    let server_cpu_s = (server_cpu.1 - server_cpu.0).as_secs_f64();
-    let client_cpu_s = (client_cpu.1 - client_cpu.0).as_secs_f64();
-    let machine_s = (machine_cpu.1.saturating_sub(machine_cpu.0)).as_secs_f64();
-    let busiest_s = busiest_thread(&threads_cpu.0, &threads_cpu.1).as_secs_f64();
-
-    // Every 200 must be a stored row.
-    let stored: i64 = rusqlite::Connection::open(dir.join("heal.db"))
-        .and_then(|c| c.query_row("SELECT count(*) FROM alert", [], |r| r.get(0)))
+    let rows: i64 = rusqlite::Connection::open(dir.join("heal.db"))
+        .and_then(|c| c.query_row("SELECT count(*) FROM ping", [], |r| r.get(0)))
         .unwrap_or(-1);
-    let db_bytes: u64 = ["heal.db", "heal.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum();
 
+    if let Some(f) = &load.first_failure {
+        println!("ping: {} requests failed; first: {f}", load.failed);
+    }
     println!();
     println!(
-        "intake: POST /api/v1/alerts/alertmanager (single_firing.json, unique instance+fingerprint each), {INTAKE_THREADS} keep-alive clients, {:.0} s measured after {:.0} s warm-up, http_threads = 64, rule action = discard",
-        secs,
-        INTAKE_WARMUP.as_secs_f64()
+        "ping: POST /ping/hb-<n % {PING_HEARTBEATS}> (body {:?}, {PING_HEARTBEATS} heartbeats every 1h), {} keep-alive clients, {:.0} s measured after {:.0} s warm-up, http_threads = 64",
+        String::from_utf8_lossy(PING_BODY),
+        spec.threads,
+        load.secs,
+        PING_WARMUP.as_secs_f64()
     );
-    let line = |k: &str, v: String| println!("  {k:<40} {v:>14}");
-    line("requests answered 200 (measured)", measured.to_string());
-    line("requests failed", failed.to_string());
-    line("requests/s", format!("{rps:.0}"));
-    line("alerts/s", format!("{:.0}", rps * alerts_per_req as f64));
-    if measured > 0 {
-        line(
-            "client latency p50 (ms)",
-            format!("{:.2}", quantile(&lat, 0.5) as f64 / 1e3),
-        );
-        line(
-            "client latency p90 (ms)",
-            format!("{:.2}", quantile(&lat, 0.9) as f64 / 1e3),
-        );
-        line(
-            "client latency p99 (ms)",
-            format!("{:.2}", quantile(&lat, 0.99) as f64 / 1e3),
-        );
-        line(
-            "client latency max (ms)",
-            format!("{:.2}", *lat.last().expect("samples") as f64 / 1e3),
-        );
-    }
-    line(
-        "server CPU (cores busy, avg)",
-        format!("{:.2}", server_cpu_s / secs),
-    );
-    line(
-        "server CPU per request (us)",
-        format!("{:.0}", server_cpu_s * 1e6 / measured.max(1) as f64),
-    );
-    line(
-        "busiest server thread (cores, avg)",
-        format!("{:.2}", busiest_s / secs),
-    );
-    line(
-        "client CPU (cores busy, avg)",
-        format!("{:.2}", client_cpu_s / secs),
-    );
-    line(
-        "machine busy (cores, avg)",
-        format!("{:.2}", machine_s / secs),
-    );
-    line(
-        "  of which others (cores, avg)",
-        format!(
-            "{:.2}",
-            (machine_s - server_cpu_s - client_cpu_s).max(0.0) / secs
+    let mut rows_out = load.rows();
+    rows_out.extend([
+        ("server VmHWM (KiB)", hwm.to_string()),
+        ("server VmRSS at end (KiB)", rss.to_string()),
+        ("server threads", server_threads.to_string()),
+        (
+            "server CPU since start (s)",
+            format!("{:.2}", server_cpu_total.as_secs_f64()),
         ),
-    );
-    line("server VmHWM (KiB)", hwm.to_string());
-    line("server VmRSS at end (KiB)", rss.to_string());
-    line("server threads", threads.to_string());
-    line(
-        "alert rows stored / 200s (all)",
-        format!("{stored} / {ok_total}"),
-    );
-    line(
-        "db + wal size (MiB)",
-        format!("{:.1}", db_bytes as f64 / 1048576.0),
-    );
-    line("loadavg (1 min) at the end", loadavg());
+        (
+            "pings counted / ping rows / 200s (all)",
+            format!("{counted} / {rows} / {}", load.ok_total),
+        ),
+        ("loadavg (1 min) at the end", loadavg()),
+    ]);
+    print_rows(&rows_out);
     println!(
-        "  target: >= 5000 notifications/s: {}",
-        verdict(rps >= 5000.0)
+        "  target: >= 10000 pings/s: {}",
+        verdict(load.rps() >= 10_000.0)
     );
     let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        load.failed, 0,
+        "ping: every request must be answered 200 (first failure: {:?})",
+        load.first_failure
+    );
+    assert!(
+        counted == load.ok_total as i64 && rows == load.ok_total as i64,
+        "ping: {} pings answered 200, but the heartbeats count {counted} and {rows} rows are stored",
+        load.ok_total
+    );
+}
+
+// ---- sweep ------------------------------------------------------------------
+
+/// With `down`, every heartbeat is down (every = "1s", grace = "1s", never
+/// pinged), so each sweep also compares 10,000 raised HeartbeatMissing alerts.
+fn sweep(down: bool) {
+    let dir = bench_dir("sweep");
+    let config = heartbeat_config(SWEEP_HEARTBEATS, |i| {
+        if down {
+            "every = \"1s\"\ngrace = \"1s\"".into()
+        } else if i % 2 == 0 {
+            "every = \"1h\"".into()
+        } else {
+            "cron = \"*/5 * * * *\"\ntz = \"Europe/Berlin\"".into()
+        }
+    });
+    let spawned = Instant::now();
+    let (server, url) = start_server(&dir, &config);
+    let listening = spawned.elapsed();
+    let http = http_agent(Duration::from_secs(60));
+    // The scheduler stores the config's heartbeats (the last one last), then
+    // sweeps them all within a second. Asking for one keeps the big listing
+    // (and its memory) out of the idle window.
+    let last_name = format!("hb-{}", SWEEP_HEARTBEATS - 1);
+    wait_for(
+        "the config's heartbeats to be stored",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || get_json(&http, &format!("{url}/api/v1/heartbeats/{last_name}")),
+    );
+    if down {
+        wait_for(
+            "every heartbeat to be down with its alert raised",
+            Duration::from_secs(120),
+            Duration::from_millis(250),
+            || {
+                let v = get_json(
+                    &http,
+                    &format!("{url}/api/v1/alerts?name=HeartbeatMissing&status=firing&limit=10000"),
+                )?;
+                (v["alerts"].as_array()?.len() == SWEEP_HEARTBEATS).then_some(())
+            },
+        );
+    }
+    let stored = spawned.elapsed();
+
+    // Idle: no requests at all, so what the server uses is its own timekeeping.
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_from = (
+        Instant::now(),
+        cpu_time(server.pid()),
+        thread_cpu_times(server.pid()),
+    );
+    std::thread::sleep(SWEEP_IDLE);
+    let idle_secs = idle_from.0.elapsed().as_secs_f64();
+    let idle_cpu = cpu_time(server.pid()).saturating_sub(idle_from.1);
+    let idle_busiest = busiest_thread(&idle_from.2, &thread_cpu_times(server.pid()));
+    let (idle_hwm, idle_rss) = server.rss_kib();
+
+    // Sampling: one GET just after each sweep should have ended, so listing
+    // 10,000 heartbeats does not run alongside the next sweep. The first GET
+    // comes at any moment, so the first sweep it reports is dropped.
+    let mut samples: Vec<Sweep> = Vec::new();
+    let mut get_ms: Vec<i64> = Vec::new();
+    let mut last: Option<Sweep> = None;
+    let sampling_from = (Instant::now(), cpu_time(server.pid()));
+    let deadline = Instant::now() + Duration::from_secs(SWEEP_SAMPLES as u64 * 3);
+    while samples.len() < SWEEP_SAMPLES + 1 && Instant::now() < deadline {
+        if let Some(last) = last {
+            let next_end = last.at + 1000 + (2 * last.micros as i64 / 1000).max(100);
+            let wait_ms = (next_end - now_ns() / 1_000_000).clamp(0, 1500);
+            std::thread::sleep(Duration::from_millis(wait_ms as u64));
+        }
+        let t0 = now_ns();
+        let listing = heartbeats(&http, &url).expect("GET /api/v1/heartbeats");
+        get_ms.push(now_ns() - t0);
+        assert_eq!(listing.count, SWEEP_HEARTBEATS, "heartbeats listed");
+        let s = listing.sweep.expect("a sweep has run");
+        if last.is_none_or(|l| l.at != s.at) {
+            assert_eq!(
+                s.heartbeats, SWEEP_HEARTBEATS,
+                "a sweep saw {} heartbeats",
+                s.heartbeats
+            );
+            samples.push(s);
+            last = Some(s);
+        }
+    }
+    let sampling_secs = sampling_from.0.elapsed().as_secs_f64();
+    let sampling_cpu = cpu_time(server.pid()).saturating_sub(sampling_from.1);
+    let (hwm, rss) = server.rss_kib();
+    let server_cpu_total = cpu_time(server.pid());
+    drop(server);
+    if !samples.is_empty() {
+        samples.remove(0);
+    }
+
+    let mut micros: Vec<u64> = samples.iter().map(|s| s.micros).collect();
+    micros.sort_unstable();
+    get_ms.sort_unstable();
+    let sweep_ms = |us: u64| format!("{:.1}", us as f64 / 1e3);
+    println!();
+    let kind = if down {
+        "all down (every = \"1s\", never pinged), each with its HeartbeatMissing alert raised"
+    } else {
+        "half every = \"1h\", half cron = \"*/5 * * * *\" tz = \"Europe/Berlin\""
+    };
+    println!(
+        "sweep: the scheduler's heartbeat sweep with {SWEEP_HEARTBEATS} heartbeats in runbooks.toml ({kind}), {} sweeps sampled",
+        samples.len()
+    );
+    let as_secs = |d: Duration| format!("{:.2}", d.as_secs_f64());
+    let mut rows: Vec<(&str, String)> = vec![
+        ("server listening after (s)", as_secs(listening)),
+        (
+            if down {
+                "all heartbeats stored, down and alerted after (s)"
+            } else {
+                "all heartbeats stored after (s)"
+            },
+            as_secs(stored),
+        ),
+    ];
+    if !micros.is_empty() {
+        rows.extend([
+            ("sweep min (ms)", sweep_ms(micros[0])),
+            ("sweep p50 (ms)", sweep_ms(quantile(&micros, 0.5))),
+            ("sweep max (ms)", sweep_ms(*micros.last().expect("samples"))),
+            (
+                "sweep per heartbeat (us, p50)",
+                format!(
+                    "{:.2}",
+                    quantile(&micros, 0.5) as f64 / SWEEP_HEARTBEATS as f64
+                ),
+            ),
+        ]);
+    }
+    rows.extend([
+        (
+            "idle server CPU (% of a core)",
+            format!("{:.1}", idle_cpu.as_secs_f64() * 100.0 / idle_secs),
+        ),
+        (
+            "  busiest thread (% of a core)",
+            format!("{:.1}", idle_busiest.as_secs_f64() * 100.0 / idle_secs),
+        ),
+        ("idle VmRSS, before any listing (KiB)", idle_rss.to_string()),
+        (
+            "CPU while sampling (% of a core)",
+            format!("{:.1}", sampling_cpu.as_secs_f64() * 100.0 / sampling_secs),
+        ),
+    ]);
+    if !get_ms.is_empty() {
+        rows.extend([
+            (
+                "listing GET + JSON parse p50 (ms)",
+                ms(quantile(&get_ms, 0.5)),
+            ),
+            (
+                "listing GET + JSON parse max (ms)",
+                ms(*get_ms.last().expect("samples")),
+            ),
+        ]);
+    }
+    rows.extend([
+        ("server VmHWM (KiB)", hwm.max(idle_hwm).to_string()),
+        ("server VmRSS after the listings (KiB)", rss.to_string()),
+        (
+            "server CPU since start (s)",
+            format!("{:.2}", server_cpu_total.as_secs_f64()),
+        ),
+        ("loadavg (1 min) at the end", loadavg()),
+    ]);
+    print_rows(&rows);
+    println!(
+        "  sweeps (ms): {}",
+        samples
+            .iter()
+            .map(|s| sweep_ms(s.micros))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "  target: every sweep of {SWEEP_HEARTBEATS} < 50 ms: {}",
+        verdict(!micros.is_empty() && *micros.last().expect("samples") < 50_000)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        samples.len() >= SWEEP_SAMPLES / 2,
+        "only {} distinct sweeps in {:.0} s",
+        samples.len(),
+        sampling_secs
+    );
 }

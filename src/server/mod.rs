@@ -192,6 +192,13 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
             config.path.display()
         );
     }
+    // Many HTTP threads each get a glibc malloc arena that keeps what a large
+    // answer once used; a few shared arenas keep the server's memory flat.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter, before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let write_conn = store::open_and_migrate(&db_path)?;
     let server = tiny_http::Server::http(addr)
         .map_err(|e| Error::Failed(format!("cannot listen on {addr}: {e}")))?;

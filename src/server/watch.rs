@@ -42,6 +42,21 @@ pub struct Shared {
     pub last_sweep: Mutex<Option<(i64, usize, u64)>>,
     /// Probes running now.
     running: Mutex<HashSet<String>>,
+    /// Parsed heartbeat definitions, shared by the sweep and the API.
+    defs: Mutex<Defs>,
+}
+
+impl Shared {
+    /// The parsed definition of a heartbeat row (an error if it does not validate).
+    pub fn heartbeat(
+        &self,
+        row: &store::HeartbeatRow,
+    ) -> std::result::Result<Arc<Heartbeat>, String> {
+        self.defs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&row.name, &row.def)
+    }
 }
 
 /// An internal alert that should be firing.
@@ -197,10 +212,10 @@ fn submit(
 
 /// Parsed heartbeat definitions by name, re-parsed only when their text changes.
 #[derive(Default)]
-struct Defs(HashMap<String, (String, Option<Arc<Heartbeat>>)>);
+struct Defs(HashMap<String, (String, std::result::Result<Arc<Heartbeat>, String>)>);
 
 impl Defs {
-    fn get(&mut self, name: &str, def: &str) -> Option<Arc<Heartbeat>> {
+    fn get(&mut self, name: &str, def: &str) -> std::result::Result<Arc<Heartbeat>, String> {
         if let Some((text, parsed)) = self.0.get(name) {
             if text == def {
                 return parsed.clone();
@@ -209,9 +224,10 @@ impl Defs {
         let parsed = serde_json::from_str::<config::RawHeartbeat>(def)
             .map_err(|e| e.to_string())
             .and_then(|raw| config::heartbeat(&raw))
-            .map_err(|e| log::error!("heartbeat {name:?}: {e}; it is not checked until fixed"))
-            .ok()
             .map(Arc::new);
+        if let Err(e) = &parsed {
+            log::error!("heartbeat {name:?}: {e}; it is not checked until fixed");
+        }
         self.0
             .insert(name.to_string(), (def.to_string(), parsed.clone()));
         parsed
@@ -287,38 +303,35 @@ fn heartbeat_raises(hb: &Heartbeat, st: &heartbeat::Status, now: i64) -> Vec<Rai
 /// Computes every heartbeat's status on a reader; only heartbeats whose state
 /// or alerts must change go to the store, where they are computed again from
 /// their current rows (a ping may have arrived meanwhile).
-fn sweep_heartbeats(state: &Arc<State>, reader: &Connection, defs: &mut Defs) -> Result<()> {
+fn sweep_heartbeats(state: &Arc<State>, reader: &Connection) -> Result<()> {
     let started = Instant::now();
     let now = now_ms();
     let rows = store::heartbeats(reader)?;
-    let raised: Vec<InternalRow> = ["heartbeat", "runtime"]
-        .iter()
-        .map(|k| store::internal_alerts(reader, k))
-        .collect::<Result<Vec<_>>>()?
-        .concat();
+    let mut raised: HashMap<String, Vec<InternalRow>> = HashMap::new();
+    for kind in ["heartbeat", "runtime"] {
+        for r in store::internal_alerts(reader, kind)? {
+            raised.entry(r.subject.clone()).or_default().push(r);
+        }
+    }
     let mut changed: BTreeSet<String> = BTreeSet::new();
     let mut parsed: HashMap<String, Arc<Heartbeat>> = HashMap::new();
     for row in &rows {
-        let Some(hb) = defs.get(&row.name, &row.def) else {
+        let Ok(hb) = state.watch.heartbeat(row) else {
             continue;
         };
         let st = heartbeat::status(&hb.spec, &row.seen(), now);
-        let mine: Vec<InternalRow> = raised
-            .iter()
-            .filter(|r| r.subject == row.name)
-            .cloned()
-            .collect();
+        let mine = raised.get(&row.name).map_or(&[][..], Vec::as_slice);
         if heartbeat::State::parse(&row.state) != Some(st.state)
-            || differs(&mine, &heartbeat_raises(&hb, &st, now), now)
+            || differs(mine, &heartbeat_raises(&hb, &st, now), now)
         {
             changed.insert(row.name.clone());
         }
         parsed.insert(row.name.clone(), hb);
     }
     // Alerts of heartbeats that were deleted.
-    for r in &raised {
-        if !parsed.contains_key(&r.subject) {
-            changed.insert(r.subject.clone());
+    for subject in raised.keys() {
+        if !parsed.contains_key(subject) {
+            changed.insert(subject.clone());
         }
     }
     *state
@@ -723,7 +736,6 @@ pub fn scheduler(state: &Arc<State>, shutdown: &Shutdown) {
 
 fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>) {
     let mut reader: Option<Connection> = None;
-    let mut defs = Defs::default();
     let mut due = Due {
         config: None,
         probes: HashMap::new(),
@@ -757,7 +769,7 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
         if now >= next_sweep {
             next_sweep = now + 1000;
             for (what, r) in [
-                ("heartbeats", sweep_heartbeats(state, conn, &mut defs)),
+                ("heartbeats", sweep_heartbeats(state, conn)),
                 ("agents", sweep_source(state, conn, "agent", agent_raises)),
                 (
                     "breaker",

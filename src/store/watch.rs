@@ -651,7 +651,7 @@ pub enum Purge {
 pub fn purge(conn: &Connection, what: Purge, cutoff: i64, batch: i64) -> Result<usize> {
     let n = match what {
         Purge::Pings => conn.execute(
-            "DELETE FROM ping WHERE id IN (SELECT id FROM ping WHERE at < ?1 LIMIT ?2)",
+            "DELETE FROM ping WHERE id IN (SELECT id FROM ping WHERE at < ?1 ORDER BY id LIMIT ?2)",
             params![cutoff, batch],
         ),
         Purge::ProbeResults => conn.execute(

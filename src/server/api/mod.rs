@@ -396,8 +396,17 @@ fn dispatch(
     match route {
         Route::Healthy => Ok((200, json!({ "status": "ok" }))),
         Route::Ping(..) => unreachable!("pings are answered in handle"),
-        Route::ListHeartbeats => watch::list(state, reader(state, conn)?),
-        Route::ShowHeartbeat(n) => watch::show(reader(state, conn)?, &n, limit(query)?.min(200)),
+        Route::ListHeartbeats => {
+            let only = query_param(query, "state").map(decode);
+            let n = match query_param(query, "limit") {
+                None => 1000,
+                Some(_) => limit(query)? as usize,
+            };
+            watch::list(state, reader(state, conn)?, only.as_deref(), n)
+        }
+        Route::ShowHeartbeat(n) => {
+            watch::show(state, reader(state, conn)?, &n, limit(query)?.min(200))
+        }
         Route::PutHeartbeat(n) => watch::put(request, n, state, &config),
         Route::DeleteHeartbeat(n) => watch::delete(n, state),
         Route::MuteHeartbeat(n, on) => {

@@ -106,10 +106,8 @@ pub fn ping(
 }
 
 /// A heartbeat as the API shows it: its definition, its status right now and what it last heard.
-fn describe(row: &store::HeartbeatRow, now: i64) -> Value {
-    let parsed = serde_json::from_str::<RawHeartbeat>(&row.def)
-        .map_err(|e| e.to_string())
-        .and_then(|raw| config::heartbeat(&raw).map(|hb| (raw, hb)));
+fn describe(state: &State, row: &store::HeartbeatRow, now: i64) -> Value {
+    let parsed = state.watch.heartbeat(row);
     let mut v = json!({
         "name": row.name,
         "origin": row.origin,
@@ -129,7 +127,7 @@ fn describe(row: &store::HeartbeatRow, now: i64) -> Value {
             v["state"] = json!("invalid");
             v["error"] = json!(e);
         }
-        Ok((raw, hb)) => {
+        Ok(hb) => {
             let st = heartbeat::status(&hb.spec, &row.seen(), now);
             v["state"] = json!(st.state.as_str());
             v["reason"] = json!(st.reason);
@@ -141,27 +139,34 @@ fn describe(row: &store::HeartbeatRow, now: i64) -> Value {
             v["grace"] = json!(format_duration(hb.spec.grace));
             v["max_runtime"] = json!(hb.spec.max_runtime.map(format_duration));
             v["renotify"] = json!(hb.renotify.map(format_duration));
-            v["has_ping_key"] = json!(raw.ping_key.is_some());
+            v["has_ping_key"] = json!(hb.ping_key.is_some());
             for (k, val) in [
-                ("team", &raw.team),
-                ("priority", &raw.priority),
-                ("service", &raw.service),
-                ("runbook_url", &raw.runbook_url),
+                ("team", &hb.team),
+                ("priority", &hb.priority),
+                ("service", &hb.service),
+                ("runbook_url", &hb.runbook_url),
             ] {
                 v[k] = json!(val);
             }
-            v["tags"] = json!(raw.tags);
-            v["labels"] = json!(raw.labels);
-            v["description"] = json!(raw.description);
+            v["tags"] = json!(hb.tags);
+            v["labels"] = json!(hb.labels);
+            v["description"] = json!(hb.description);
         }
     }
     v
 }
 
-/// `GET /api/v1/heartbeats`.
-pub fn list(state: &State, conn: &Connection) -> Answer {
+/// `GET /api/v1/heartbeats?state=&limit=`: by name, at most `limit` (1,000 by default).
+pub fn list(state: &State, conn: &Connection, only: Option<&str>, limit: usize) -> Answer {
     let now = now_ms();
     let rows = store::heartbeats(conn)?;
+    let total = rows.len();
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|r| describe(state, r, now))
+        .filter(|v| only.is_none_or(|s| v["state"] == s))
+        .take(limit)
+        .collect();
     let sweep = *state
         .watch
         .last_sweep
@@ -170,18 +175,19 @@ pub fn list(state: &State, conn: &Connection) -> Answer {
     Ok((
         200,
         json!({
-            "heartbeats": rows.iter().map(|r| describe(r, now)).collect::<Vec<_>>(),
+            "heartbeats": list,
+            "total": total,
             "last_sweep": sweep.map(|(at, n, us)| json!({"at": at, "heartbeats": n, "micros": us})),
         }),
     ))
 }
 
 /// `GET /api/v1/heartbeats/<name>`: with its recent pings.
-pub fn show(conn: &Connection, name: &str, limit: i64) -> Answer {
+pub fn show(state: &State, conn: &Connection, name: &str, limit: i64) -> Answer {
     let Some(row) = store::heartbeat(conn, name)? else {
         return Err(Error::request(404, format!("no heartbeat {name:?}")));
     };
-    let mut v = describe(&row, now_ms());
+    let mut v = describe(state, &row, now_ms());
     v["recent_pings"] = json!(store::recent_pings(conn, name, limit)?);
     Ok((200, json!({ "heartbeat": v })))
 }
