@@ -26,7 +26,7 @@ use crate::config::{self, Config, Heartbeat, Probe};
 use crate::error::Result;
 use crate::heartbeat;
 use crate::probe;
-use crate::store::{self, InternalRow, Purge};
+use crate::store::{self, Held, InternalRow, Purge};
 use crate::time::{format_duration, now_ms};
 
 /// Rows deleted per retention job.
@@ -67,13 +67,19 @@ struct Raise {
     renotify: Option<Duration>,
 }
 
+/// An internal alert's labels: its own plus `alertname`.
+fn with_name(name: &str, mut labels: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    labels.insert("alertname".into(), name.into());
+    labels
+}
+
 fn internal(
     name: &str,
-    mut labels: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
     now: i64,
 ) -> Alert {
-    labels.insert("alertname".into(), name.into());
+    let labels = with_name(name, labels);
     Alert {
         fingerprint: alert::fingerprint(&labels),
         name: name.into(),
@@ -182,18 +188,37 @@ fn reconcile(
 
 /// Whether `reconcile` would do anything (read on a reader connection, so an
 /// idle sweep costs no write).
-fn differs(raised: &[InternalRow], desired: &[Raise], now: i64) -> bool {
+fn differs(raised: &[Held], desired: &[Want], now: i64) -> bool {
     raised.len() != desired.len()
         || desired.iter().any(|d| {
             raised
                 .iter()
                 .find(|r| r.kind == d.kind && r.subject == d.subject)
                 .is_none_or(|r| {
-                    r.fingerprint != d.alert.fingerprint
+                    r.fingerprint != d.fingerprint
                         || d.renotify
                             .is_some_and(|n| now - r.sent_at >= n.as_millis() as i64)
                 })
         })
+}
+
+/// What `differs` compares of an alert that should be raised.
+struct Want<'a> {
+    kind: &'a str,
+    subject: &'a str,
+    fingerprint: &'a str,
+    renotify: Option<Duration>,
+}
+
+impl Raise {
+    fn want(&self) -> Want<'_> {
+        Want {
+            kind: self.kind,
+            subject: &self.subject,
+            fingerprint: &self.alert.fingerprint,
+            renotify: self.renotify,
+        }
+    }
 }
 
 /// Runs a store job that applies internal alerts, then hands out ops and logs.
@@ -303,13 +328,34 @@ fn heartbeat_raises(hb: &Heartbeat, st: &heartbeat::Status, now: i64) -> Vec<Rai
 /// Computes every heartbeat's status on a reader; only heartbeats whose state
 /// or alerts must change go to the store, where they are computed again from
 /// their current rows (a ping may have arrived meanwhile).
-fn sweep_heartbeats(state: &Arc<State>, reader: &Connection) -> Result<()> {
+/// A parsed heartbeat with the fingerprints of its two alerts, which depend
+/// only on its definition.
+struct Known {
+    hb: Arc<Heartbeat>,
+    missing: String,
+    runtime: String,
+}
+
+fn known(hb: Arc<Heartbeat>) -> Known {
+    let labels = heartbeat_labels(&hb);
+    Known {
+        missing: alert::fingerprint(&with_name("HeartbeatMissing", labels.clone())),
+        runtime: alert::fingerprint(&with_name("HeartbeatRuntimeExceeded", labels)),
+        hb,
+    }
+}
+
+fn sweep_heartbeats(
+    state: &Arc<State>,
+    reader: &Connection,
+    fps: &mut HashMap<String, Known>,
+) -> Result<()> {
     let started = Instant::now();
     let now = now_ms();
     let rows = store::heartbeats(reader)?;
-    let mut raised: HashMap<String, Vec<InternalRow>> = HashMap::new();
+    let mut raised: HashMap<String, Vec<Held>> = HashMap::new();
     for kind in ["heartbeat", "runtime"] {
-        for r in store::internal_alerts(reader, kind)? {
+        for r in store::held_alerts(reader, kind)? {
             raised.entry(r.subject.clone()).or_default().push(r);
         }
     }
@@ -319,15 +365,38 @@ fn sweep_heartbeats(state: &Arc<State>, reader: &Connection) -> Result<()> {
         let Ok(hb) = state.watch.heartbeat(row) else {
             continue;
         };
+        let k = match fps.get(&row.name) {
+            Some(k) if Arc::ptr_eq(&k.hb, &hb) => k,
+            _ => {
+                fps.insert(row.name.clone(), known(hb.clone()));
+                &fps[&row.name]
+            }
+        };
         let st = heartbeat::status(&hb.spec, &row.seen(), now);
+        let mut wants = Vec::new();
+        if st.state == heartbeat::State::Down {
+            wants.push(Want {
+                kind: "heartbeat",
+                subject: &row.name,
+                fingerprint: &k.missing,
+                renotify: hb.renotify,
+            });
+        }
+        if st.overrun {
+            wants.push(Want {
+                kind: "runtime",
+                subject: &row.name,
+                fingerprint: &k.runtime,
+                renotify: hb.renotify,
+            });
+        }
         let mine = raised.get(&row.name).map_or(&[][..], Vec::as_slice);
-        if heartbeat::State::parse(&row.state) != Some(st.state)
-            || differs(mine, &heartbeat_raises(&hb, &st, now), now)
-        {
+        if heartbeat::State::parse(&row.state) != Some(st.state) || differs(mine, &wants, now) {
             changed.insert(row.name.clone());
         }
         parsed.insert(row.name.clone(), hb);
     }
+    fps.retain(|name, _| parsed.contains_key(name));
     // Alerts of heartbeats that were deleted.
     for subject in raised.keys() {
         if !parsed.contains_key(subject) {
@@ -469,7 +538,8 @@ fn sweep_source(
     let config = state.config();
     let now = now_ms();
     let desired = raises(reader, &config, now)?;
-    if !differs(&store::internal_alerts(reader, kind)?, &desired, now) {
+    let wants: Vec<Want> = desired.iter().map(Raise::want).collect();
+    if !differs(&store::held_alerts(reader, kind)?, &wants, now) {
         return Ok(());
     }
     let st2 = state.clone();
@@ -736,6 +806,7 @@ pub fn scheduler(state: &Arc<State>, shutdown: &Shutdown) {
 
 fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>) {
     let mut reader: Option<Connection> = None;
+    let mut fps = HashMap::new();
     let mut due = Due {
         config: None,
         probes: HashMap::new(),
@@ -769,7 +840,7 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
         if now >= next_sweep {
             next_sweep = now + 1000;
             for (what, r) in [
-                ("heartbeats", sweep_heartbeats(state, conn)),
+                ("heartbeats", sweep_heartbeats(state, conn, &mut fps)),
                 ("agents", sweep_source(state, conn, "agent", agent_raises)),
                 (
                     "breaker",
@@ -860,6 +931,16 @@ mod tests {
         }
     }
 
+    fn held(r: &Raise, sent_at: i64) -> Held {
+        let row = row(r, sent_at);
+        Held {
+            kind: row.kind,
+            subject: row.subject,
+            fingerprint: row.fingerprint,
+            sent_at,
+        }
+    }
+
     fn row(r: &Raise, sent_at: i64) -> InternalRow {
         InternalRow {
             fingerprint: r.alert.fingerprint.clone(),
@@ -875,7 +956,14 @@ mod tests {
     fn differs_only_on_new_gone_changed_or_renotify_due() {
         let hour = Some(Duration::from_secs(3600));
         let a = raise("a", hour);
-        let raised = vec![row(&a, 1_000)];
+        let raised = vec![held(&a, 1_000)];
+        let differs = |raised: &[Held], desired: &[Raise], now| {
+            super::differs(
+                raised,
+                &desired.iter().map(Raise::want).collect::<Vec<_>>(),
+                now,
+            )
+        };
         assert!(
             !differs(&raised, &[raise("a", hour)], 1_000 + 3_599_999),
             "raised, renotify not due"

@@ -594,6 +594,41 @@ pub fn internal_alerts(conn: &Connection, kind: &str) -> Result<Vec<InternalRow>
         .context("listing internal alerts")
 }
 
+/// What is known of a raised internal alert without its stored body: enough
+/// to tell whether it still matches what should be raised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// heartbeat | runtime | agent | probe | breaker.
+    pub kind: String,
+    /// What it is about.
+    pub subject: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// When it was last sent.
+    pub sent_at: i64,
+}
+
+/// Raised internal alerts of one kind, without their bodies (cheap for a sweep).
+pub fn held_alerts(conn: &Connection, kind: &str) -> Result<Vec<Held>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT kind, subject, fingerprint, sent_at FROM internal_alert WHERE kind = ?1",
+        )
+        .context("listing internal alerts")?;
+    let rows = stmt
+        .query_map([kind], |r| {
+            Ok(Held {
+                kind: r.get(0)?,
+                subject: r.get(1)?,
+                fingerprint: r.get(2)?,
+                sent_at: r.get(3)?,
+            })
+        })
+        .context("listing internal alerts")?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context("listing internal alerts")
+}
+
 /// Records an internal alert as raised (or re-sent) now.
 pub fn put_internal_alert(conn: &Connection, row: &InternalRow) -> Result<()> {
     conn.prepare_cached(
