@@ -541,11 +541,7 @@ fn run_rule(c: RunRule) -> Result<()> {
         .map(|a| trace(&config, a, &ctx, now))
         .collect();
     if c.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "alerts": traces }))
-                .expect("JSON values serialize")
-        );
+        print_json(&json!({ "alerts": traces }));
     } else {
         if c.context.is_none() && c.server.is_none() {
             println!("no context given (--context FILE or --server URL): decided as if no event, pause or breaker existed\n");
@@ -735,6 +731,14 @@ fn render_trace(t: &Value) -> String {
     s
 }
 
+/// Prints JSON for scripts (`--json`).
+fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON values serialize")
+    );
+}
+
 fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
@@ -840,10 +844,7 @@ fn events(c: Events) -> Result<()> {
         })?;
         let event = client.get(&format!("/api/v1/events/{id}"))?;
         if c.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&event).expect("JSON values serialize")
-            );
+            print_json(&event);
         } else {
             print!("{}", render_event(&event));
         }
@@ -857,10 +858,7 @@ fn events(c: Events) -> Result<()> {
     }
     let list = client.get(&path)?;
     if c.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list["events"]).expect("JSON values serialize")
-        );
+        print_json(&list["events"]);
         return Ok(());
     }
     println!(
@@ -986,10 +984,7 @@ fn agents(c: Agents) -> Result<()> {
     let client = client(c.server, c.token, c.token_file)?;
     let list = client.get("/api/v1/agents")?;
     if c.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list["agents"]).expect("JSON values serialize")
-        );
+        print_json(&list["agents"]);
         return Ok(());
     }
     println!(
@@ -1093,10 +1088,7 @@ fn pauses(c: Pauses) -> Result<()> {
     };
     let list = client(c.server, c.token, c.token_file)?.get(path)?;
     if c.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list["pauses"]).expect("JSON values serialize")
-        );
+        print_json(&list["pauses"]);
         return Ok(());
     }
     println!(

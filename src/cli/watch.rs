@@ -8,13 +8,13 @@ use std::time::Duration;
 use argh::FromArgs;
 use serde_json::{json, Value};
 
-use super::{client, encode, str_of};
+use super::{client, encode, print_json, str_of};
 use crate::error::{Error, Result};
 use crate::exec::{self, Output, Run};
 use crate::time::format_rfc3339;
 
-/// Bytes of a wrapped command's output sent with its ping (the tail).
-const PING_OUTPUT_TAIL: usize = 10_000;
+/// Bytes of a wrapped command's output sent with its ping: the tail the server keeps.
+const PING_OUTPUT_TAIL: usize = crate::server::api::PING_BODY_MAX;
 
 /// Ping a heartbeat; with `-- CMD ARGS`, wrap a command: start ping, run it, then success or failure with its exit code and output.
 #[derive(FromArgs)]
@@ -213,10 +213,7 @@ pub fn heartbeats(c: Heartbeats) -> Result<()> {
         [cmd, name] if cmd == "show" => {
             let v = client.get(&format!("/api/v1/heartbeats/{}?limit=20", encode(name)))?;
             if c.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).expect("JSON values serialize")
-                );
+                print_json(&v);
             } else {
                 print!("{}", render_heartbeat(&v["heartbeat"]));
             }
@@ -234,10 +231,7 @@ pub fn heartbeats(c: Heartbeats) -> Result<()> {
     }
     let v = client.get("/api/v1/heartbeats")?;
     if c.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v["heartbeats"]).expect("JSON values serialize")
-        );
+        print_json(&v["heartbeats"]);
         return Ok(());
     }
     println!(
@@ -315,10 +309,7 @@ pub fn probes(c: Probes) -> Result<()> {
         [cmd, name] if cmd == "show" => {
             let v = client.get(&format!("/api/v1/probes/{}?limit=20", encode(name)))?;
             if c.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).expect("JSON values serialize")
-                );
+                print_json(&v);
                 return Ok(());
             }
             let p = &v["probe"];
@@ -348,10 +339,7 @@ pub fn probes(c: Probes) -> Result<()> {
     }
     let v = client.get("/api/v1/probes")?;
     if c.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v["probes"]).expect("JSON values serialize")
-        );
+        print_json(&v["probes"]);
         return Ok(());
     }
     println!(

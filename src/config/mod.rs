@@ -20,7 +20,9 @@ use crate::time::parse_duration;
 
 mod watch;
 
-pub use watch::{heartbeat, Heartbeat, Probe, RawHeartbeat, Retention, Scheduled};
+pub use watch::{
+    heartbeat, heartbeat_from_def, Heartbeat, Probe, RawHeartbeat, Retention, Scheduled,
+};
 
 /// A compiled JMESPath expression with its source text.
 pub struct Expr {
@@ -93,8 +95,6 @@ pub struct Config {
     pub safety: Safety,
     /// `[[heartbeat]]` by name.
     pub heartbeats: BTreeMap<String, Heartbeat>,
-    /// Their raw forms, as stored (secrets still `${ENV}` references).
-    pub raw_heartbeats: BTreeMap<String, RawHeartbeat>,
     /// `[[probe]]` by name.
     pub probes: BTreeMap<String, Probe>,
     /// `[[schedule]]` in file order; each is decided by its rule in `rules`.
@@ -653,16 +653,6 @@ impl Validator<'_> {
             schedules.push(self.schedule(s, rules.len())?);
             rules.push(rule);
         }
-        if server.agent_down_after <= server.poll_wait {
-            return self.err(
-                0..0,
-                "[server]",
-                format!(
-                    "agent_down_after: must be longer than poll_wait ({}), or idle agents look down",
-                    crate::time::format_duration(server.poll_wait)
-                ),
-            );
-        }
         Ok(Config {
             path: path.to_path_buf(),
             server,
@@ -672,11 +662,6 @@ impl Validator<'_> {
             runbooks,
             safety,
             heartbeats: self.heartbeats(&raw.heartbeats)?,
-            raw_heartbeats: raw
-                .heartbeats
-                .iter()
-                .map(|h| (h.get_ref().name.clone(), h.get_ref().clone()))
-                .collect(),
             probes: self.probes(&raw.probes)?,
             schedules,
             retention: self.retention(&raw.retention)?,
@@ -707,7 +692,7 @@ impl Validator<'_> {
 
     fn server(&self, raw: &RawServer) -> Result<Server> {
         let item = "[server]";
-        Ok(Server {
+        let server = Server {
             listen: raw
                 .listen
                 .clone()
@@ -744,7 +729,23 @@ impl Validator<'_> {
                 item,
                 "agent_down_after",
             )?,
-        })
+        };
+        if server.agent_down_after <= server.poll_wait {
+            let span = raw
+                .agent_down_after
+                .as_ref()
+                .or(raw.poll_wait.as_ref())
+                .map_or(0..0, Spanned::span);
+            return self.err(
+                span,
+                item,
+                format!(
+                    "agent_down_after: must be longer than poll_wait ({}), or idle agents look down",
+                    crate::time::format_duration(server.poll_wait)
+                ),
+            );
+        }
+        Ok(server)
     }
 
     fn token(&self, t: &Spanned<RawToken>) -> Result<Token> {
@@ -827,10 +828,9 @@ impl Validator<'_> {
     }
 
     fn run(&self, r: &Spanned<RawRun>, item: &str, field: &str) -> Result<Run> {
-        match r.get_ref() {
-            RawRun::Shell(s) if !s.trim().is_empty() => Ok(Run::Shell(s.clone())),
-            RawRun::Argv(v) if !v.is_empty() && !v[0].is_empty() => Ok(Run::Argv(v.clone())),
-            _ => self.err(r.span(), item, format!("{field}: empty command (a shell string or a list like [\"/usr/bin/x\", \"arg\"])")),
+        match run_of(r.get_ref()) {
+            Some(run) => Ok(run),
+            None => self.err(r.span(), item, format!("{field}: empty command (a shell string or a list like [\"/usr/bin/x\", \"arg\"])")),
         }
     }
 
@@ -1034,6 +1034,15 @@ impl Validator<'_> {
             cont: raw.cont,
             schedule: false,
         })
+    }
+}
+
+/// A command as written: a shell string or an argv list; None when empty.
+fn run_of(raw: &RawRun) -> Option<Run> {
+    match raw {
+        RawRun::Shell(s) if !s.trim().is_empty() => Some(Run::Shell(s.clone())),
+        RawRun::Argv(v) if !v.is_empty() && !v[0].is_empty() => Some(Run::Argv(v.clone())),
+        _ => None,
     }
 }
 
@@ -1270,8 +1279,11 @@ steps = [ { name = "a", run = "true" } ]
         check_err("[[schedule]]\nname = \"s\"\ncron = \"0 4 * * *\"\nrunbook = \"nope\"\ntarget = \"a\"\n", "runbook: no [runbook.nope]");
         check_err(
             "[server]\npoll_wait = \"30s\"\nagent_down_after = \"10s\"\n",
-            "agent_down_after: must be longer than poll_wait",
+            "runbooks.toml:3: [server]: agent_down_after: must be longer than poll_wait",
         );
-        check_err("[retention]\npings = \"1m\"\n", "at least 1h");
+        check_err(
+            "[retention]\npings = \"1m\"\n",
+            "runbooks.toml:2: [retention]: pings: must be at least 1h",
+        );
     }
 }

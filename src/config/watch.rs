@@ -41,6 +41,8 @@ pub struct Heartbeat {
     pub ping_key: Option<String>,
     /// What it watches, for people.
     pub description: String,
+    /// Its raw form as stored (JSON; secrets stay `${ENV}` references).
+    pub def: String,
 }
 
 /// The raw form of a heartbeat: the TOML table and the API's JSON body.
@@ -135,7 +137,14 @@ pub fn heartbeat(raw: &RawHeartbeat) -> std::result::Result<Heartbeat, String> {
         labels: raw.labels.clone(),
         ping_key,
         description: raw.description.clone(),
+        def: serde_json::to_string(raw).expect("a raw heartbeat always serializes"),
     })
+}
+
+/// A heartbeat from its stored form (`Heartbeat::def`).
+pub fn heartbeat_from_def(def: &str) -> std::result::Result<Heartbeat, String> {
+    let raw: RawHeartbeat = serde_json::from_str(def).map_err(|e| e.to_string())?;
+    heartbeat(&raw)
 }
 
 fn check_labels(labels: &BTreeMap<String, String>) -> std::result::Result<(), String> {
@@ -294,13 +303,7 @@ fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
         if c.on.is_some() {
             return Err("command.on: command probes run on the server; to check a host, run an http or tcp probe against it, or a heartbeat pinged from it".into());
         }
-        let run = match &c.run {
-            super::RawRun::Shell(s) if !s.trim().is_empty() => crate::exec::Run::Shell(s.clone()),
-            super::RawRun::Argv(v) if !v.is_empty() && !v[0].is_empty() => {
-                crate::exec::Run::Argv(v.clone())
-            }
-            _ => return Err("command.run: empty command".into()),
-        };
+        let run = super::run_of(&c.run).ok_or("command.run: empty command")?;
         Check::Command { run }
     } else if let Some(p) = &raw.prometheus {
         Check::Prometheus(probe::Prometheus {
@@ -524,19 +527,21 @@ impl Validator<'_> {
     }
 
     pub(super) fn retention(&self, raw: &RawRetention) -> Result<Retention> {
-        let item = "[retention]";
-        let days30 = Duration::from_secs(30 * 86_400);
-        let r = Retention {
-            pings: self.duration(&raw.pings, days30, item, "pings")?,
-            probe_results: self.duration(&raw.probe_results, days30, item, "probe_results")?,
-            events: self.duration(&raw.events, days30, item, "events")?,
+        let keep = |v: &Option<Spanned<String>>, field: &str| -> Result<Duration> {
+            let d = self.duration(v, Duration::from_secs(30 * 86_400), "[retention]", field)?;
+            match v {
+                Some(s) if d < Duration::from_secs(3600) => self.err(
+                    s.span(),
+                    "[retention]",
+                    format!("{field}: must be at least 1h"),
+                ),
+                _ => Ok(d),
+            }
         };
-        if [r.pings, r.probe_results, r.events]
-            .iter()
-            .any(|d| *d < Duration::from_secs(3600))
-        {
-            return self.err(0..0, item, "every retention must be at least 1h");
-        }
-        Ok(r)
+        Ok(Retention {
+            pings: keep(&raw.pings, "pings")?,
+            probe_results: keep(&raw.probe_results, "probe_results")?,
+            events: keep(&raw.events, "events")?,
+        })
     }
 }

@@ -48,14 +48,27 @@ pub struct Shared {
 
 impl Shared {
     /// The parsed definition of a heartbeat row (an error if it does not validate).
-    pub fn heartbeat(
-        &self,
-        row: &store::HeartbeatRow,
-    ) -> std::result::Result<Arc<Heartbeat>, String> {
-        self.defs
+    pub fn heartbeat(&self, row: &store::HeartbeatRow) -> std::result::Result<Arc<Known>, String> {
+        self.lock_defs().get(&row.name, &row.def)
+    }
+
+    fn lock_defs(&self) -> std::sync::MutexGuard<'_, Defs> {
+        self.defs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks a probe running; false if it already was.
+    fn start_probe(&self, name: &str) -> bool {
+        self.running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&row.name, &row.def)
+            .insert(name.to_string())
+    }
+
+    fn end_probe(&self, name: &str) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
     }
 }
 
@@ -92,29 +105,27 @@ fn internal(
     }
 }
 
+/// An internal alert as `internal_alert.alert` keeps it: the shape `Alert::from_stored` reads.
 fn stored_alert(a: &Alert) -> Value {
-    json!({"name": a.name, "labels": a.labels, "annotations": a.annotations, "starts_at": a.starts_at})
+    json!({
+        "fingerprint": a.fingerprint,
+        "name": a.name,
+        "status": a.status.as_str(),
+        "source": a.source,
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "starts_at": a.starts_at,
+    })
 }
 
-fn from_row(row: &InternalRow, status: Status, now: i64) -> Alert {
-    let map = |k: &str| -> BTreeMap<String, String> {
-        row.alert[k]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-            .collect()
-    };
-    Alert {
-        fingerprint: row.fingerprint.clone(),
-        name: row.alert["name"].as_str().unwrap_or_default().to_string(),
-        status,
-        labels: map("labels"),
-        annotations: map("annotations"),
-        starts_at: row.alert["starts_at"].as_i64(),
-        ends_at: (status == Status::Resolved).then_some(now),
-        source: "heal".into(),
-    }
+/// The resolution of a raised internal alert; None if its stored form is unreadable.
+fn resolution(row: &InternalRow, now: i64) -> Option<Alert> {
+    let alert = Alert::from_stored(&row.alert)?;
+    Some(Alert {
+        status: Status::Resolved,
+        ends_at: Some(now),
+        ..alert
+    })
 }
 
 /// Brings the raised internal alerts of `kind` in line with `desired`: raises
@@ -158,7 +169,7 @@ fn reconcile(
             old => {
                 if let Some(old) = old {
                     // Its labels changed (a reload): resolve the old alert, raise the new one.
-                    send.push(from_row(&old, Status::Resolved, now));
+                    send.extend(resolution(&old, now));
                     store::delete_internal_alert(conn, &old.fingerprint)?;
                 }
                 store::put_internal_alert(
@@ -177,7 +188,7 @@ fn reconcile(
         send.push(alert);
     }
     for row in raised.into_values() {
-        send.push(from_row(&row, Status::Resolved, now));
+        send.extend(resolution(&row, now));
         store::delete_internal_alert(conn, &row.fingerprint)?;
     }
     if send.is_empty() {
@@ -235,21 +246,34 @@ fn submit(
 
 // ---- heartbeats -------------------------------------------------------------
 
+/// A parsed heartbeat with the fingerprints of its two alerts, which depend
+/// only on its definition.
+pub struct Known {
+    /// The heartbeat.
+    pub hb: Heartbeat,
+    missing: String,
+    runtime: String,
+}
+
 /// Parsed heartbeat definitions by name, re-parsed only when their text changes.
 #[derive(Default)]
-struct Defs(HashMap<String, (String, std::result::Result<Arc<Heartbeat>, String>)>);
+struct Defs(HashMap<String, (String, std::result::Result<Arc<Known>, String>)>);
 
 impl Defs {
-    fn get(&mut self, name: &str, def: &str) -> std::result::Result<Arc<Heartbeat>, String> {
+    fn get(&mut self, name: &str, def: &str) -> std::result::Result<Arc<Known>, String> {
         if let Some((text, parsed)) = self.0.get(name) {
             if text == def {
                 return parsed.clone();
             }
         }
-        let parsed = serde_json::from_str::<config::RawHeartbeat>(def)
-            .map_err(|e| e.to_string())
-            .and_then(|raw| config::heartbeat(&raw))
-            .map(Arc::new);
+        let parsed = config::heartbeat_from_def(def).map(|hb| {
+            let labels = heartbeat_labels(&hb);
+            Arc::new(Known {
+                missing: alert::fingerprint(&with_name("HeartbeatMissing", labels.clone())),
+                runtime: alert::fingerprint(&with_name("HeartbeatRuntimeExceeded", labels)),
+                hb,
+            })
+        });
         if let Err(e) = &parsed {
             log::error!("heartbeat {name:?}: {e}; it is not checked until fixed");
         }
@@ -328,28 +352,7 @@ fn heartbeat_raises(hb: &Heartbeat, st: &heartbeat::Status, now: i64) -> Vec<Rai
 /// Computes every heartbeat's status on a reader; only heartbeats whose state
 /// or alerts must change go to the store, where they are computed again from
 /// their current rows (a ping may have arrived meanwhile).
-/// A parsed heartbeat with the fingerprints of its two alerts, which depend
-/// only on its definition.
-struct Known {
-    hb: Arc<Heartbeat>,
-    missing: String,
-    runtime: String,
-}
-
-fn known(hb: Arc<Heartbeat>) -> Known {
-    let labels = heartbeat_labels(&hb);
-    Known {
-        missing: alert::fingerprint(&with_name("HeartbeatMissing", labels.clone())),
-        runtime: alert::fingerprint(&with_name("HeartbeatRuntimeExceeded", labels)),
-        hb,
-    }
-}
-
-fn sweep_heartbeats(
-    state: &Arc<State>,
-    reader: &Connection,
-    fps: &mut HashMap<String, Known>,
-) -> Result<()> {
+fn sweep_heartbeats(state: &Arc<State>, reader: &Connection) -> Result<()> {
     let started = Instant::now();
     let now = now_ms();
     let rows = store::heartbeats(reader)?;
@@ -360,18 +363,12 @@ fn sweep_heartbeats(
         }
     }
     let mut changed: BTreeSet<String> = BTreeSet::new();
-    let mut parsed: HashMap<String, Arc<Heartbeat>> = HashMap::new();
+    let mut parsed: HashMap<String, Arc<Known>> = HashMap::new();
     for row in &rows {
-        let Ok(hb) = state.watch.heartbeat(row) else {
+        let Ok(k) = state.watch.heartbeat(row) else {
             continue;
         };
-        let k = match fps.get(&row.name) {
-            Some(k) if Arc::ptr_eq(&k.hb, &hb) => k,
-            _ => {
-                fps.insert(row.name.clone(), known(hb.clone()));
-                &fps[&row.name]
-            }
-        };
+        let hb = &k.hb;
         let st = heartbeat::status(&hb.spec, &row.seen(), now);
         let mut wants = Vec::new();
         if st.state == heartbeat::State::Down {
@@ -394,9 +391,15 @@ fn sweep_heartbeats(
         if heartbeat::State::parse(&row.state) != Some(st.state) || differs(mine, &wants, now) {
             changed.insert(row.name.clone());
         }
-        parsed.insert(row.name.clone(), hb);
+        parsed.insert(row.name.clone(), k);
     }
-    fps.retain(|name, _| parsed.contains_key(name));
+    // Deleted heartbeats: forget their definitions, resolve their alerts.
+    let names: HashSet<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    state
+        .watch
+        .lock_defs()
+        .0
+        .retain(|name, _| names.contains(name.as_str()));
     // Alerts of heartbeats that were deleted.
     for subject in raised.keys() {
         if !parsed.contains_key(subject) {
@@ -421,7 +424,7 @@ fn sweep_heartbeats(
             let (Some(row), Some(hb)) = (store::heartbeat(conn, name)?, parsed.get(name)) else {
                 continue;
             };
-            let st = heartbeat::status(&hb.spec, &row.seen(), now);
+            let st = heartbeat::status(&hb.hb.spec, &row.seen(), now);
             if heartbeat::State::parse(&row.state) != Some(st.state) {
                 store::set_heartbeat_state(conn, name, st.state.as_str(), now)?;
                 log.push((
@@ -434,7 +437,7 @@ fn sweep_heartbeats(
                     ),
                 ));
             }
-            for r in heartbeat_raises(hb, &st, now) {
+            for r in heartbeat_raises(&hb.hb, &st, now) {
                 if r.kind == "heartbeat" {
                     desired.0.push(r)
                 } else {
@@ -472,11 +475,16 @@ fn sweep_heartbeats(
 fn agent_raises(conn: &Connection, config: &Config, now: i64) -> Result<Vec<Raise>> {
     let after = config.server.agent_down_after.as_millis() as i64;
     let mut out = Vec::new();
-    for (id, tags, last_seen) in store::agents_seen(conn)? {
+    for store::AgentRow {
+        id,
+        tags,
+        last_seen,
+        ..
+    } in store::list_agents(conn)?
+    {
         if now - last_seen <= after {
             continue;
         }
-        let tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
         let mut labels = BTreeMap::from([("agent".to_string(), id.clone())]);
         if !tags.is_empty() {
             labels.insert("tags".into(), tags.join(","));
@@ -600,7 +608,7 @@ fn probe_worker(state: &Arc<State>, jobs: &Mutex<Receiver<Probe>>) {
                 .map(|r| r.counts())
                 .unwrap_or_default();
             let (counts, change) = probe::step(prev, outcome.ok, p.fail_after, p.recover_after);
-            store::record_probe_result(conn, &p.name, &outcome, counts, change.is_some(), now)?;
+            store::record_probe_result(conn, &p.name, &outcome, counts, now)?;
             let desired = if counts.state == probe::State::Down {
                 vec![probe_raise(&p, &outcome, now)]
             } else {
@@ -616,12 +624,7 @@ fn probe_worker(state: &Arc<State>, jobs: &Mutex<Receiver<Probe>>) {
             }
             Ok(applied)
         });
-        state
-            .watch
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&name);
+        state.watch.end_probe(&name);
     }
 }
 
@@ -755,12 +758,14 @@ impl Due {
                 .flatten()
                 .unwrap_or(now);
             let from = last.max(now);
-            if let Some(at) = self
-                .schedules
-                .get(&s.name)
-                .copied()
-                .or_else(|| s.schedule.next_after(from))
-            {
+            // A schedule unchanged by a reload keeps its next time.
+            let unchanged = self.config.as_ref().is_some_and(|old| {
+                old.schedules
+                    .iter()
+                    .any(|o| o.name == s.name && o.schedule == s.schedule)
+            });
+            let kept = self.schedules.get(&s.name).copied().filter(|_| unchanged);
+            if let Some(at) = kept.or_else(|| s.schedule.next_after(from)) {
                 schedules.insert(s.name.clone(), at);
             }
         }
@@ -768,7 +773,7 @@ impl Due {
         let defs: Vec<(String, String)> = config
             .heartbeats
             .values()
-            .map(|h| (h.name.clone(), raw_def(config, &h.name)))
+            .map(|h| (h.name.clone(), h.def.clone()))
             .collect();
         match state
             .writer
@@ -780,15 +785,6 @@ impl Due {
         forget_removed_probes(state, config);
         self.config = Some(config.clone());
     }
-}
-
-/// The raw form of a config heartbeat, as stored (secrets stay `${ENV}` references).
-fn raw_def(config: &Config, name: &str) -> String {
-    config
-        .raw_heartbeats
-        .get(name)
-        .map(|r| serde_json::to_string(r).expect("a raw heartbeat always serializes"))
-        .unwrap_or_default()
 }
 
 /// The scheduler thread, with its probe pool.
@@ -806,7 +802,6 @@ pub fn scheduler(state: &Arc<State>, shutdown: &Shutdown) {
 
 fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>) {
     let mut reader: Option<Connection> = None;
-    let mut fps = HashMap::new();
     let mut due = Due {
         config: None,
         probes: HashMap::new(),
@@ -840,7 +835,7 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
         if now >= next_sweep {
             next_sweep = now + 1000;
             for (what, r) in [
-                ("heartbeats", sweep_heartbeats(state, conn, &mut fps)),
+                ("heartbeats", sweep_heartbeats(state, conn)),
                 ("agents", sweep_source(state, conn, "agent", agent_raises)),
                 (
                     "breaker",
@@ -858,25 +853,14 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
             }
             let p = &config.probes[name];
             *at = p.schedule.next_after(now).unwrap_or(i64::MAX);
-            if !state
-                .watch
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.clone())
-            {
+            if !state.watch.start_probe(name) {
                 log::warn!("probe {name}: still running from last time; this run is skipped");
                 continue;
             }
             if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
                 probes.try_send(p.clone())
             {
-                state
-                    .watch
-                    .running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(name);
+                state.watch.end_probe(name);
                 log::warn!("probe {name}: every probe thread is busy; this run is skipped");
             }
         }
@@ -995,7 +979,7 @@ mod tests {
     #[test]
     fn stored_alert_round_trips_for_resolution() {
         let a = raise("a", None);
-        let back = from_row(&row(&a, 5), Status::Resolved, 9);
+        let back = resolution(&row(&a, 5), 9).unwrap();
         assert_eq!(
             (back.fingerprint, back.labels, back.starts_at, back.ends_at),
             (a.alert.fingerprint, a.alert.labels, Some(0), Some(9))

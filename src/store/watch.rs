@@ -207,7 +207,8 @@ pub fn delete_heartbeat(conn: &Connection, name: &str) -> Result<()> {
     }
 }
 
-/// Mutes (no alerts) or unmutes a heartbeat; unmuting restarts its clock.
+/// Mutes (no alerts) or unmutes a heartbeat; unmuting restarts its clock
+/// (unmuting one that is not muted changes nothing).
 pub fn mute_heartbeat(
     conn: &Connection,
     name: &str,
@@ -215,7 +216,10 @@ pub fn mute_heartbeat(
     reason: &str,
     now: i64,
 ) -> Result<()> {
-    let n = if mute {
+    if heartbeat(conn, name)?.is_none() {
+        return Err(no_heartbeat(name));
+    }
+    if mute {
         conn.execute(
             "UPDATE heartbeat SET paused = 1, paused_reason = ?2 WHERE name = ?1",
             params![name, reason],
@@ -225,19 +229,8 @@ pub fn mute_heartbeat(
             "UPDATE heartbeat SET paused = 0, paused_reason = NULL, resumed_at = ?2 WHERE name = ?1 AND paused = 1",
             params![name, now],
         )
-        .and_then(|n| {
-            // Unmuting a heartbeat that is not muted is not an error.
-            if n == 0 {
-                conn.query_row("SELECT count(*) FROM heartbeat WHERE name = ?1", [name], |r| r.get::<_, usize>(0))
-            } else {
-                Ok(n)
-            }
-        })
     }
     .context("muting a heartbeat")?;
-    if n == 0 {
-        return Err(no_heartbeat(name));
-    }
     Ok(())
 }
 
@@ -445,7 +438,6 @@ pub fn record_probe_result(
     name: &str,
     outcome: &probe::Outcome,
     counts: probe::Counts,
-    changed: bool,
     now: i64,
 ) -> Result<()> {
     conn.prepare_cached(
@@ -467,7 +459,7 @@ pub fn record_probe_result(
          VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)
          ON CONFLICT(name) DO UPDATE SET state = excluded.state, fails_in_row = excluded.fails_in_row,
             oks_in_row = excluded.oks_in_row,
-            state_since = CASE WHEN ?9 OR state <> excluded.state THEN excluded.state_since ELSE state_since END,
+            state_since = CASE WHEN state <> excluded.state THEN excluded.state_since ELSE state_since END,
             last_at = excluded.last_at, last_ok = excluded.last_ok,
             last_latency_ms = excluded.last_latency_ms, last_detail = excluded.last_detail",
     )
@@ -480,8 +472,7 @@ pub fn record_probe_result(
             now,
             outcome.ok,
             outcome.latency_ms,
-            outcome.detail,
-            changed
+            outcome.detail
         ])
     })
     .context("recording a probe's state")?;
@@ -655,18 +646,6 @@ pub fn delete_internal_alert(conn: &Connection, fingerprint: &str) -> Result<()>
         .and_then(|mut s| s.execute([fingerprint]))
         .context("forgetting an internal alert")?;
     Ok(())
-}
-
-/// Agents as the checker sees them: id, tags (JSON text), last poll.
-pub fn agents_seen(conn: &Connection) -> Result<Vec<(String, String, i64)>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT id, tags, last_seen FROM agent")
-        .context("listing agents")?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .context("listing agents")?;
-    rows.collect::<rusqlite::Result<_>>()
-        .context("listing agents")
 }
 
 /// What retention deletes.

@@ -25,6 +25,7 @@ use super::State;
 mod watch;
 
 use watch::PingPath;
+pub use watch::PING_BODY_MAX;
 
 /// A JSON response with the right content type.
 pub fn json_response(status: u16, body: &Value) -> Response<std::io::Cursor<Vec<u8>>> {
@@ -410,7 +411,8 @@ fn dispatch(
         Route::PutHeartbeat(n) => watch::put(request, n, state, &config),
         Route::DeleteHeartbeat(n) => watch::delete(n, state),
         Route::MuteHeartbeat(n, on) => {
-            let reason = watch::reason(request, max)?;
+            let body = read_optional_json(request, max)?;
+            let reason = short(body["reason"].as_str().unwrap_or_default());
             watch::mute(n, on, reason, who, state)
         }
         Route::ListProbes => watch::probes(reader(state, conn)?, &config),

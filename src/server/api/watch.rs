@@ -44,15 +44,16 @@ impl PingPath {
     }
 }
 
-/// A heartbeat's ping key, read from its stored definition.
-fn ping_key(conn: &Connection, name: &str) -> Result<Option<String>> {
+/// A heartbeat's ping key, from its parsed definition.
+fn ping_key(state: &State, conn: &Connection, name: &str) -> Result<Option<String>> {
     let Some(row) = store::heartbeat(conn, name)? else {
         return Ok(None);
     };
-    Ok(serde_json::from_str::<RawHeartbeat>(&row.def)
+    Ok(state
+        .watch
+        .heartbeat(&row)
         .ok()
-        .and_then(|raw| config::heartbeat(&raw).ok())
-        .and_then(|hb| hb.ping_key))
+        .and_then(|k| k.hb.ping_key.clone()))
 }
 
 /// Records a ping. `key` is the `?key=` of a request that brought no token.
@@ -65,7 +66,7 @@ pub fn ping(
     conn: &mut Option<Connection>,
 ) -> Answer {
     if let Some(key) = key {
-        let expected = ping_key(reader(state, conn)?, &name)?;
+        let expected = ping_key(state, reader(state, conn)?, &name)?;
         if !expected.is_some_and(|k| same_secret(k.as_bytes(), key.as_bytes())) {
             return Err(Error::request(
                 401,
@@ -127,7 +128,8 @@ fn describe(state: &State, row: &store::HeartbeatRow, now: i64) -> Value {
             v["state"] = json!("invalid");
             v["error"] = json!(e);
         }
-        Ok(hb) => {
+        Ok(k) => {
+            let hb = &k.hb;
             let st = heartbeat::status(&hb.spec, &row.seen(), now);
             v["state"] = json!(st.state.as_str());
             v["reason"] = json!(st.reason);
@@ -207,8 +209,9 @@ pub fn put(request: &mut Request, name: String, state: &Arc<State>, config: &Con
         ));
     }
     raw.name = name.clone();
-    config::heartbeat(&raw).map_err(|e| Error::request(422, format!("heartbeat {name:?}: {e}")))?;
-    let def = serde_json::to_string(&raw).expect("a raw heartbeat always serializes");
+    let def = config::heartbeat(&raw)
+        .map_err(|e| Error::request(422, format!("heartbeat {name:?}: {e}")))?
+        .def;
     let name2 = name.clone();
     let created = state
         .writer
@@ -319,20 +322,4 @@ pub fn schedules(conn: &Connection, config: &Config) -> Answer {
         }));
     }
     Ok((200, json!({ "schedules": list })))
-}
-
-/// Reads `{"reason": "..."}` if a body was sent.
-pub fn reason(request: &mut Request, max: usize) -> Result<String> {
-    let body = read_body(request, max)?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(String::new());
-    }
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| Error::request(400, format!("malformed JSON: {e}")))?;
-    Ok(v["reason"]
-        .as_str()
-        .unwrap_or_default()
-        .chars()
-        .take(500)
-        .collect())
 }
