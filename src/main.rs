@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod event;
 mod heartbeat;
+mod notify;
 mod probe;
 mod rules;
 mod schedule;

@@ -1,0 +1,186 @@
+//! Notifications: what kinds exist, the document a route's `when` sees, and
+//! how each channel renders and sends one. Pure except `send`.
+//!
+//! A notification is recorded in the store in the transaction of the state
+//! change that caused it (`store::notify`); the server's outbox threads route
+//! it through `[[notify]]` and deliver it (`server::outbox`).
+
+pub mod render;
+pub mod send;
+
+use serde_json::Value;
+
+/// One kind of notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// As routes see it: `event.failed`.
+    pub name: &'static str,
+    /// Severity when the alert carries no `severity` label.
+    pub severity: &'static str,
+    /// The subject kind it opens or closes (`event`, `heartbeat`, …).
+    pub subject: &'static str,
+    /// Whether it closes what an earlier kind of the same subject opened
+    /// (PagerDuty resolve, Opsgenie close).
+    pub resolves: bool,
+}
+
+const fn kind(
+    name: &'static str,
+    severity: &'static str,
+    subject: &'static str,
+    resolves: bool,
+) -> Kind {
+    Kind {
+        name,
+        severity,
+        subject,
+        resolves,
+    }
+}
+
+/// Every kind. Adding one is one line here plus the place that records it.
+pub const KINDS: &[Kind] = &[
+    kind("event.started", "info", "event", false),
+    kind("event.succeeded", "info", "event", true),
+    kind("event.failed", "error", "event", false),
+    kind("event.escalated", "error", "event", false),
+    kind("event.pending_approval", "warning", "event", false),
+    kind("event.cancelled", "info", "event", true),
+    kind("event.resolved", "info", "event", true),
+    kind("event.dry_run", "info", "event", false),
+    kind("heartbeat.down", "error", "heartbeat", false),
+    kind("heartbeat.up", "info", "heartbeat", true),
+    kind("heartbeat.overrun", "warning", "heartbeat-runtime", false),
+    kind("heartbeat.finished", "info", "heartbeat-runtime", true),
+    kind("probe.down", "error", "probe", false),
+    kind("probe.up", "info", "probe", true),
+    kind("agent.down", "error", "agent", false),
+    kind("agent.up", "info", "agent", true),
+    kind("safety.tripped", "critical", "safety", false),
+    kind("safety.reset", "info", "safety", true),
+    kind("test", "info", "test", false),
+];
+
+/// Looks a kind up by name.
+pub fn kind_named(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// The kind an event's state change calls for, if any. `old` is `None` for
+/// a new event; `closed` says the change ended the event.
+pub fn event_kind(old: Option<&str>, new: &str, closed: bool, live: bool) -> Option<&'static str> {
+    if old == Some(new) && !closed {
+        return None;
+    }
+    Some(match new {
+        "queued" if live && !matches!(old, Some("running" | "dispatched")) => "event.started",
+        "pending_approval" => "event.pending_approval",
+        "escalated" if old == Some("escalated") => "event.resolved",
+        "escalated" => "event.escalated",
+        "succeeded" => "event.succeeded",
+        "failed" | "timed_out" | "lost" => "event.failed",
+        "cancelled" => "event.cancelled",
+        "dry_run" if old.is_none() => "event.dry_run",
+        _ => return None,
+    })
+}
+
+/// The kind an internal alert calls for when raised (`firing`) or resolved.
+/// `source` is the internal alert's kind as `server::watch` records it.
+pub fn internal_kind(source: &str, firing: bool) -> Option<&'static str> {
+    Some(match (source, firing) {
+        ("heartbeat", true) => "heartbeat.down",
+        ("heartbeat", false) => "heartbeat.up",
+        ("runtime", true) => "heartbeat.overrun",
+        ("runtime", false) => "heartbeat.finished",
+        ("probe", true) => "probe.down",
+        ("probe", false) => "probe.up",
+        ("agent", true) => "agent.down",
+        ("agent", false) => "agent.up",
+        ("breaker", true) => "safety.tripped",
+        ("breaker", false) => "safety.reset",
+        _ => return None,
+    })
+}
+
+/// The stable key that ties a trigger to its resolve (PagerDuty `dedup_key`,
+/// Opsgenie `alias`): `heal/<subject kind>/<id>`.
+pub fn dedup_key(kind: &Kind, id: &str) -> String {
+    format!("heal/{}/{id}", kind.subject)
+}
+
+/// Normalizes a severity label to one of PagerDuty's four levels.
+pub fn severity_level(text: &str) -> &'static str {
+    match text.to_ascii_lowercase().as_str() {
+        "critical" | "crit" | "page" | "fatal" | "emergency" | "p1" => "critical",
+        "error" | "err" | "high" | "major" | "p2" => "error",
+        "warning" | "warn" | "medium" | "minor" | "p3" => "warning",
+        _ => "info",
+    }
+}
+
+/// Text of a JSON field, or "".
+pub fn text<'a>(doc: &'a Value, path: &[&str]) -> &'a str {
+    let mut v = doc;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_str().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_kinds() {
+        let check = |old, new, closed, live, want| {
+            assert_eq!(
+                event_kind(old, new, closed, live),
+                want,
+                "{old:?} -> {new} closed={closed} live={live}"
+            )
+        };
+        check(None, "queued", false, true, Some("event.started"));
+        check(Some("pending_approval"), "queued", false, true, Some("event.started"));
+        check(Some("deferred"), "queued", false, true, Some("event.started"));
+        check(Some("queued"), "queued", false, true, None);
+        check(Some("queued"), "running", false, true, None);
+        check(Some("running"), "verifying", false, true, None);
+        check(Some("verifying"), "succeeded", true, true, Some("event.succeeded"));
+        check(Some("running"), "failed", true, true, Some("event.failed"));
+        check(Some("running"), "timed_out", true, true, Some("event.failed"));
+        check(Some("queued"), "lost", true, true, Some("event.failed"));
+        check(None, "pending_approval", false, true, Some("event.pending_approval"));
+        check(Some("pending_approval"), "cancelled", true, true, Some("event.cancelled"));
+        check(None, "escalated", false, true, Some("event.escalated"));
+        check(Some("escalated"), "escalated", true, true, Some("event.resolved"));
+        check(None, "deferred", false, true, None);
+        check(None, "dry_run", false, false, Some("event.dry_run"));
+        check(Some("dry_run"), "dry_run", true, false, None);
+    }
+
+    #[test]
+    fn every_internal_source_has_both_kinds_and_each_kind_exists() {
+        for source in ["heartbeat", "runtime", "probe", "agent", "breaker"] {
+            for firing in [true, false] {
+                let k = internal_kind(source, firing).expect(source);
+                let kind = kind_named(k).expect(k);
+                assert_eq!(kind.resolves, !firing, "{k}");
+            }
+        }
+        for new in ["queued", "pending_approval", "escalated", "succeeded", "failed", "cancelled"] {
+            let k = event_kind(None, new, false, true).unwrap();
+            assert!(kind_named(k).is_some(), "{k}");
+        }
+        assert_eq!(internal_kind("schedule", true), None);
+    }
+
+    #[test]
+    fn severities() {
+        assert_eq!(severity_level("CRITICAL"), "critical");
+        assert_eq!(severity_level("high"), "error");
+        assert_eq!(severity_level("warning"), "warning");
+        assert_eq!(severity_level("whatever"), "info");
+    }
+}

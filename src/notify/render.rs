@@ -1,0 +1,1 @@
+//! Rendering a notification document into each channel's message.

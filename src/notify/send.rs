@@ -1,0 +1,1 @@
+//! Delivering one rendered notification: an HTTP POST or a command.
