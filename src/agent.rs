@@ -482,6 +482,7 @@ impl Agent {
                 env: &env,
                 timeout,
                 grace,
+                stdin: &[],
             };
             let outcome = exec::run_step(&spec, &output, cancel);
             if let Some(r) = lock(&self.ops).get_mut(&op_id) {

@@ -28,7 +28,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -71,6 +71,9 @@ pub struct Step<'a> {
     pub timeout: Duration,
     /// Time between SIGTERM and SIGKILL to the process group on timeout or cancel.
     pub grace: Duration,
+    /// Written to the process's stdin, which is then closed; empty: stdin is
+    /// closed from the start (runbook steps never read a terminal).
+    pub stdin: &'a [u8],
 }
 
 /// Combined output of a running step: keeps only the last `max` bytes, counts everything, and lets a streamer take what is new.
@@ -302,16 +305,30 @@ fn spawn(step: &Step) -> Result<Started, String> {
     let write_dup = write_end
         .try_clone()
         .map_err(|e| format!("cannot duplicate output pipe for {shown}: {e}"))?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(write_dup))
-        .stderr(Stdio::from(write_end))
-        .process_group(0);
+    cmd.stdin(if step.stdin.is_empty() {
+        Stdio::null()
+    } else {
+        Stdio::piped()
+    })
+    .stdout(Stdio::from(write_dup))
+    .stderr(Stdio::from(write_end))
+    .process_group(0);
 
     let spawned = cmd.spawn();
     // Dropping the command closes the parent's copies of the write end, so
     // end of file comes as soon as the step's processes close theirs.
     drop(cmd);
     let mut child = spawned.map_err(|e| describe_spawn_error(&shown, &e))?;
+    if let Some(mut pipe) = child.stdin.take() {
+        // A writer thread, so a command that does not read cannot block the
+        // step past its timeout; a broken pipe only means it stopped reading.
+        let input = step.stdin.to_vec();
+        let _ = thread::Builder::new()
+            .name("heal-exec-stdin".to_string())
+            .spawn(move || {
+                let _ = pipe.write_all(&input);
+            });
+    }
 
     // The reader starts after the spawn, so starting a thread does not delay
     // the step; until it runs, the pipe buffers the output.
@@ -762,6 +779,7 @@ mod tests {
             env,
             timeout,
             grace: Duration::from_millis(500),
+            stdin: &[],
         };
         let output = Output::new(1 << 20);
         let outcome = run_step(&step, &output, &AtomicBool::new(false));
@@ -926,6 +944,7 @@ while :; do sleep 0.05; done"#;
             env: &env,
             timeout: Duration::from_millis(400),
             grace: Duration::from_millis(300),
+            stdin: &[],
         };
         let output = Output::new(4096);
         let start = Instant::now();
@@ -969,6 +988,7 @@ wait"#,
             env: &env,
             timeout: Duration::from_millis(300),
             grace: Duration::from_millis(300),
+            stdin: &[],
         };
         let output = Output::new(4096);
         let start = Instant::now();
@@ -996,6 +1016,7 @@ wait"#,
             env: &[],
             timeout: Duration::from_millis(200),
             grace: Duration::from_secs(5),
+            stdin: &[],
         };
         let output = Output::new(4096);
         let start = Instant::now();
@@ -1020,6 +1041,7 @@ wait"#,
             env: &[],
             timeout: Duration::from_secs(60),
             grace: Duration::from_secs(5),
+            stdin: &[],
         };
         let output = Output::new(4096);
         let cancel = AtomicBool::new(false);
@@ -1067,6 +1089,7 @@ wait"#,
             env: &[],
             timeout: Duration::from_secs(15),
             grace: Duration::from_millis(500),
+            stdin: &[],
         };
         let output = Output::new(max);
         let done = AtomicBool::new(false);

@@ -457,7 +457,7 @@ fn read_answer(
 }
 
 /// One line for a failed request, naming the address or URL.
-fn describe_error(e: &ureq::Error, url: &str, timeout: Duration) -> String {
+pub(crate) fn describe_error(e: &ureq::Error, url: &str, timeout: Duration) -> String {
     let authority = host_port(url)
         .map(|(host, port)| format!("{host}:{port}"))
         .unwrap_or_else(|_| url.to_string());
@@ -824,6 +824,7 @@ fn run_command(run: &exec::Run, timeout: Duration) -> Outcome {
         env: &[],
         timeout,
         grace: COMMAND_GRACE,
+        stdin: &[],
     };
     let end = exec::run_step(&step, &output, &cancel);
     if let Some(e) = end.spawn_error {

@@ -18,6 +18,7 @@ use crate::rules;
 use crate::server::{self, Shutdown};
 use crate::time::format_rfc3339;
 
+mod notify;
 mod watch;
 
 /// heal: when an alert fires, run the right runbook on the right host, once.
@@ -48,6 +49,7 @@ enum Command {
     Ping(watch::Ping),
     Heartbeats(watch::Heartbeats),
     Probes(watch::Probes),
+    Notify(notify::Notify),
 }
 
 /// Run the server: webhooks, rules, dispatch to agents.
@@ -408,6 +410,7 @@ pub fn run(heal: Heal) -> Result<()> {
         Command::Ping(c) => watch::ping(c),
         Command::Heartbeats(c) => watch::heartbeats(c),
         Command::Probes(c) => watch::probes(c),
+        Command::Notify(c) => notify::notify(c),
     }
 }
 

@@ -164,6 +164,7 @@ fn run_wrapped(command: &[String]) -> (i32, Vec<u8>) {
         env: &[],
         timeout: Duration::from_secs(10 * 365 * 86_400),
         grace: Duration::from_secs(10),
+        stdin: &[],
     };
     let outcome = std::thread::scope(|s| {
         s.spawn(|| {

@@ -18,8 +18,10 @@ use crate::error::{Error, Result};
 use crate::exec::Run;
 use crate::time::parse_duration;
 
+mod notify;
 mod watch;
 
+pub use notify::{redact, Channel, ChannelKind, RateLimit, Route, Stdin};
 pub use watch::{
     heartbeat, heartbeat_from_def, Heartbeat, Probe, RawHeartbeat, Retention, Scheduled,
 };
@@ -101,6 +103,10 @@ pub struct Config {
     pub schedules: Vec<Scheduled>,
     /// `[retention]`.
     pub retention: Retention,
+    /// `[channel.NAME]` by name.
+    pub channels: BTreeMap<String, Channel>,
+    /// `[[notify]]` routes in file order.
+    pub routes: Vec<Route>,
 }
 
 /// `[safety]` settings: limits over all rules.
@@ -147,6 +153,8 @@ pub struct Server {
     pub http_threads: usize,
     /// An agent that has not polled for this long raises `AgentDown`.
     pub agent_down_after: Duration,
+    /// Where people reach this server (links in notifications).
+    pub public_url: Option<String>,
 }
 
 /// A token scope.
@@ -370,6 +378,10 @@ struct RawFile {
     schedules: Vec<Spanned<watch::RawSchedule>>,
     #[serde(default)]
     retention: watch::RawRetention,
+    #[serde(default, rename = "channel")]
+    channels: BTreeMap<String, Spanned<notify::RawChannel>>,
+    #[serde(default, rename = "notify")]
+    routes: Vec<Spanned<notify::RawRoute>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -393,6 +405,7 @@ struct RawServer {
     max_output: Option<Spanned<i64>>,
     http_threads: Option<Spanned<i64>>,
     agent_down_after: Option<Spanned<String>>,
+    public_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -653,6 +666,8 @@ impl Validator<'_> {
             schedules.push(self.schedule(s, rules.len())?);
             rules.push(rule);
         }
+        let channels = self.channels(&raw.channels)?;
+        let routes = self.routes(&raw.routes, &channels)?;
         Ok(Config {
             path: path.to_path_buf(),
             server,
@@ -665,6 +680,8 @@ impl Validator<'_> {
             probes: self.probes(&raw.probes)?,
             schedules,
             retention: self.retention(&raw.retention)?,
+            channels,
+            routes,
         })
     }
 
@@ -729,6 +746,20 @@ impl Validator<'_> {
                 item,
                 "agent_down_after",
             )?,
+            public_url: match &raw.public_url {
+                None => None,
+                Some(u) => Some(
+                    notify::check_url(u.get_ref())
+                        .map(|()| u.get_ref().trim_end_matches('/').to_string())
+                        .or_else(|e| {
+                            self.err(
+                                u.span(),
+                                item,
+                                format!("public_url: {e} (got {:?})", u.get_ref()),
+                            )
+                        })?,
+                ),
+            },
         };
         if server.agent_down_after <= server.poll_wait {
             let span = raw
@@ -775,20 +806,7 @@ impl Validator<'_> {
                 "scopes: empty (give at least one of admin, read, webhook, ping, agent)",
             );
         }
-        let secret = match (&raw.secret, &raw.secret_file) {
-            (Some(s), None) => expand_env(s.get_ref())
-                .or_else(|e| self.err(s.span(), &item, format!("secret: {e}")))?,
-            (None, Some(f)) => std::fs::read_to_string(f.get_ref())
-                .map(|s| s.trim().to_string())
-                .or_else(|e| {
-                    self.err(
-                        f.span(),
-                        &item,
-                        format!("secret_file: cannot read {:?}: {e}", f.get_ref()),
-                    )
-                })?,
-            _ => return self.err(t.span(), &item, "give exactly one of secret or secret_file"),
-        };
+        let secret = self.secret(&raw.secret, &raw.secret_file, &t.span(), &item, "secret")?;
         if secret.len() < 16 {
             return self.err(
                 t.span(),
@@ -1098,7 +1116,7 @@ pub fn summary(config: &Config) -> String {
         .filter(|n| !used.contains(n))
         .collect();
     let mut s = format!(
-        "{}: ok: {} rules, {} runbooks, {} sources, {} tokens, {} heartbeats, {} probes, {} schedules",
+        "{}: ok: {} rules, {} runbooks, {} sources, {} tokens, {} heartbeats, {} probes, {} schedules, {} channels, {} notify routes",
         config.path.display(),
         config.rules.iter().filter(|r| !r.schedule).count(),
         config.runbooks.len(),
@@ -1106,12 +1124,34 @@ pub fn summary(config: &Config) -> String {
         config.tokens.len(),
         config.heartbeats.len(),
         config.probes.len(),
-        config.schedules.len()
+        config.schedules.len(),
+        config.channels.len(),
+        config.routes.len()
     );
     if !unused.is_empty() {
         s.push_str(&format!(
             "\nnote: runbooks no rule uses: {}",
             unused.join(", ")
+        ));
+    }
+    for c in config.channels.values() {
+        s.push_str(&format!("\nchannel {}: {}", c.name, c.kind.describe()));
+    }
+    let routed: BTreeSet<&str> = config
+        .routes
+        .iter()
+        .flat_map(|r| r.channels.iter().map(String::as_str))
+        .collect();
+    let idle: Vec<&str> = config
+        .channels
+        .keys()
+        .map(String::as_str)
+        .filter(|c| !routed.contains(c))
+        .collect();
+    if !idle.is_empty() {
+        s.push_str(&format!(
+            "\nnote: channels no [[notify]] route uses: {}",
+            idle.join(", ")
         ));
     }
     s

@@ -1,1 +1,353 @@
-//! Delivering one rendered notification: an HTTP POST or a command.
+//! Delivering one rendered notification: an HTTP POST or a command. Each
+//! channel kind is one arm of `prepare`; `deliver` does the I/O with the
+//! channel's timeout and says whether a failure is worth another try.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::render;
+use crate::config::{redact, ChannelKind, Stdin};
+use crate::exec;
+
+/// What to send.
+pub enum Request {
+    /// A POST with a JSON body.
+    Http {
+        /// Where.
+        url: String,
+        /// Headers besides `Content-Type: application/json`.
+        headers: Vec<(String, String)>,
+        /// The body.
+        body: Vec<u8>,
+    },
+    /// A command with the message on stdin.
+    Command {
+        /// The command.
+        run: exec::Run,
+        /// Its stdin.
+        stdin: Vec<u8>,
+        /// `HEAL_NOTIFICATION_*` variables.
+        env: Vec<(String, String)>,
+    },
+}
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What went wrong, with no secret in it.
+    pub error: String,
+    /// Trying again cannot help (a 4xx other than 408 and 429).
+    pub permanent: bool,
+    /// The receiver asked to wait this long (`Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+/// Builds the request for `docs` (one notification, or several as one
+/// digest) on a channel. `id` names the delivery (the webhook's
+/// `X-Heal-Delivery`); `now` is the signing time (ms).
+pub fn prepare(
+    kind: &ChannelKind,
+    docs: &[Value],
+    base_url: Option<&str>,
+    id: i64,
+    now: i64,
+) -> Request {
+    let single = docs.len() == 1;
+    let doc = docs.first().cloned().unwrap_or(Value::Null);
+    let message = if single {
+        render::message(&doc, base_url)
+    } else {
+        render::digest(docs, base_url)
+    };
+    let json = |v: Value| v.to_string().into_bytes();
+    match kind {
+        ChannelKind::Slack { url } => {
+            let subject = if single {
+                doc
+            } else {
+                serde_json::json!({ "kind": "digest" })
+            };
+            Request::Http {
+                url: url.clone(),
+                headers: Vec::new(),
+                body: json(render::slack(&message, &subject)),
+            }
+        }
+        ChannelKind::PagerDuty { url, routing_key } => Request::Http {
+            url: url.clone(),
+            headers: Vec::new(),
+            body: json(render::pagerduty(&doc, &message, routing_key)),
+        },
+        ChannelKind::Opsgenie { url, api_key } => {
+            let (path, body) = render::opsgenie(&doc, &message);
+            Request::Http {
+                url: format!("{url}{path}"),
+                headers: vec![("Authorization".into(), format!("GenieKey {api_key}"))],
+                body: json(body),
+            }
+        }
+        ChannelKind::Webhook {
+            url,
+            secret,
+            headers,
+        } => {
+            let body = json(if single {
+                render::webhook(&doc, &message)
+            } else {
+                render::webhook_digest(docs, &message, base_url)
+            });
+            let ts = now.div_euclid(1000);
+            let mut h = headers.clone();
+            h.push(("X-Heal-Delivery".into(), id.to_string()));
+            h.push(("X-Heal-Timestamp".into(), ts.to_string()));
+            if let Some(secret) = secret {
+                h.push((
+                    "X-Heal-Signature".into(),
+                    render::signature(secret, ts, &body),
+                ));
+            }
+            Request::Http {
+                url: url.clone(),
+                headers: h,
+                body,
+            }
+        }
+        ChannelKind::Command { run, stdin } => {
+            let stdin = match stdin {
+                Stdin::Json => json(if single {
+                    render::webhook(&doc, &message)
+                } else {
+                    render::webhook_digest(docs, &message, base_url)
+                }),
+                Stdin::Text => render::text(&message).into_bytes(),
+            };
+            let kind = if single {
+                super::text(&doc, &["kind"]).to_string()
+            } else {
+                "digest".into()
+            };
+            let severity = if single {
+                super::text(&doc, &["severity"])
+            } else {
+                ""
+            };
+            let env = vec![
+                ("HEAL_NOTIFICATION_ID".to_string(), id.to_string()),
+                ("HEAL_NOTIFICATION_KIND".to_string(), kind),
+                (
+                    "HEAL_NOTIFICATION_SEVERITY".to_string(),
+                    severity.to_string(),
+                ),
+                ("HEAL_NOTIFICATION_TITLE".to_string(), message.title.clone()),
+                (
+                    "HEAL_NOTIFICATION_URL".to_string(),
+                    message.link.clone().unwrap_or_default(),
+                ),
+            ];
+            Request::Command {
+                run: run.clone(),
+                stdin,
+                env,
+            }
+        }
+    }
+}
+
+/// Most of an answer's body kept for the error message.
+const ANSWER_LIMIT: u64 = 2048;
+
+/// Sends a request within `timeout`. `secrets` are scrubbed from any error.
+/// Ok carries a short description of the answer ("HTTP 202").
+pub fn deliver(req: &Request, timeout: Duration, secrets: &[&str]) -> Result<String, Failure> {
+    let result = match req {
+        Request::Http { url, headers, body } => post(url, headers, body, timeout),
+        Request::Command { run, stdin, env } => command(run, stdin, env, timeout),
+    };
+    result.map_err(|f| Failure {
+        error: redact(&f.error, secrets),
+        ..f
+    })
+}
+
+fn post(
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<String, Failure> {
+    use std::io::Read;
+    let transient = |error: String| Failure {
+        error,
+        permanent: false,
+        retry_after: None,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(concat!("heal/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let mut builder = ureq::http::Request::builder()
+        .method("POST")
+        .uri(url)
+        .header("Content-Type", "application/json");
+    for (k, v) in headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let request = builder.body(body.to_vec()).map_err(|e| Failure {
+        error: format!("bad request to {url}: {e} (check the channel's URL and headers)"),
+        permanent: true,
+        retry_after: None,
+    })?;
+    let mut response = agent
+        .run(request)
+        .map_err(|e| transient(crate::probe::describe_error(&e, url, timeout)))?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let mut answer = Vec::new();
+    let _ = response
+        .body_mut()
+        .as_reader()
+        .take(ANSWER_LIMIT)
+        .read_to_end(&mut answer);
+    if (200..300).contains(&status) {
+        return Ok(format!("HTTP {status}"));
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    let answer: String = answer.split_whitespace().collect::<Vec<_>>().join(" ");
+    let hint = match status {
+        401 | 403 => " (check the channel's key or token)",
+        404 | 410 => " (check the channel's URL: the receiver does not know it)",
+        400 | 422 => " (the receiver refused the message)",
+        _ => "",
+    };
+    Err(Failure {
+        error: format!(
+            "HTTP {status}{}{hint}",
+            if answer.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", super::tail(&answer, 300))
+            }
+        ),
+        permanent: (400..500).contains(&status) && !matches!(status, 408 | 425 | 429),
+        retry_after,
+    })
+}
+
+fn command(
+    run: &exec::Run,
+    stdin: &[u8],
+    env: &[(String, String)],
+    timeout: Duration,
+) -> Result<String, Failure> {
+    let output = exec::Output::new(1024);
+    let cancel = AtomicBool::new(false);
+    let step = exec::Step {
+        run,
+        env,
+        timeout,
+        grace: Duration::from_secs(2),
+        stdin,
+    };
+    let end = exec::run_step(&step, &output, &cancel);
+    let (tail, _) = output.tail();
+    let tail = String::from_utf8_lossy(&tail);
+    let tail = tail.trim();
+    let tail = if tail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", tail.lines().last().unwrap_or_default())
+    };
+    if let Some(e) = end.spawn_error {
+        return Err(Failure {
+            error: format!("command {run}: {e}"),
+            permanent: false,
+            retry_after: None,
+        });
+    }
+    if end.success() {
+        return Ok("exit 0".into());
+    }
+    let how = if end.timed_out {
+        format!("timed out after {}", crate::time::format_duration(timeout))
+    } else if let Some(code) = end.exit_code {
+        format!("exit {code}")
+    } else {
+        format!("killed by signal {}", end.signal.unwrap_or_default())
+    };
+    Err(Failure {
+        error: format!("command {run}: {how}{tail}"),
+        permanent: false,
+        retry_after: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> Value {
+        serde_json::json!({ "id": 1, "kind": "event.failed", "severity": "error", "dedup_key": "heal/event/1" })
+    }
+
+    #[test]
+    fn command_gets_the_message_on_stdin_and_its_variables() {
+        let dir = std::env::temp_dir().join(format!("heal-send-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("stdin");
+        let kind = ChannelKind::Command {
+            run: exec::Run::Shell(format!(
+                "cat > {} && test \"$HEAL_NOTIFICATION_KIND\" = event.failed",
+                out.display()
+            )),
+            stdin: Stdin::Json,
+        };
+        let req = prepare(&kind, &[doc()], None, 7, 0);
+        assert_eq!(
+            deliver(&req, Duration::from_secs(5), &[]),
+            Ok("exit 0".into())
+        );
+        let got: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(got["kind"], "event.failed");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failing_command_is_retried_and_names_how_it_ended() {
+        let kind = ChannelKind::Command {
+            run: exec::Run::Shell("echo mail server down >&2; exit 75".into()),
+            stdin: Stdin::Text,
+        };
+        let f = deliver(
+            &prepare(&kind, &[doc()], None, 1, 0),
+            Duration::from_secs(5),
+            &[],
+        )
+        .unwrap_err();
+        assert!(!f.permanent);
+        assert!(f.error.contains("exit 75: mail server down"), "{}", f.error);
+    }
+
+    #[test]
+    fn transport_errors_never_show_the_secret_url() {
+        let url = "http://127.0.0.1:1/services/T0/B0/SECRETSECRET";
+        let kind = ChannelKind::Slack { url: url.into() };
+        let f = deliver(
+            &prepare(&kind, &[doc()], None, 1, 0),
+            Duration::from_secs(2),
+            &kind.secrets(),
+        )
+        .unwrap_err();
+        assert!(!f.error.contains("SECRETSECRET"), "{}", f.error);
+        assert!(!f.permanent);
+    }
+}

@@ -252,6 +252,23 @@ fn resolve(conn: &Connection, alert: &Alert, now: i64, applied: &mut Applied) ->
                 &format!("{what} after the event ended {state}"),
                 now,
             )?;
+            // People paged for a failure hear that the problem went away.
+            if crate::event::is_failure(&state)
+                && !store::alerts_firing(conn, event_id)?
+                && !store::event_noticed(conn, event_id, "event.resolved")?
+            {
+                store::record_notice(
+                    conn,
+                    &store::NewNotice {
+                        kind: "event.resolved",
+                        subject: &event_id.to_string(),
+                        event_id: Some(event_id),
+                        state: Some(&state),
+                        parts: None,
+                    },
+                    now,
+                )?;
+            }
             continue;
         }
         if store::alerts_firing(conn, event_id)? {

@@ -11,6 +11,7 @@ pub mod api;
 pub mod intake;
 pub mod lifecycle;
 pub mod longpoll;
+pub mod outbox;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -68,6 +69,8 @@ pub struct State {
     pub open_without_tokens: bool,
     /// What the scheduler shares with the API.
     pub watch: watch::Shared,
+    /// What the outbox shares with the API.
+    pub outbox: outbox::Shared,
 }
 
 impl State {
@@ -228,7 +231,9 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         db_path,
         internal_tokens,
         watch: watch::Shared::default(),
+        outbox: outbox::Shared::default(),
     });
+    state.outbox.set_bound(bound);
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -245,6 +250,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         }
         s.spawn(|| sweeper(&state, &shutdown));
         s.spawn(|| watch::scheduler(&state, &shutdown));
+        s.spawn(|| outbox::run(s, &state, &shutdown));
         s.spawn(|| {
             for signal in signals.forever() {
                 if signal == signal_hook::consts::SIGHUP {

@@ -146,6 +146,7 @@ fn reconcile(
         .map(|r| (r.subject.clone(), r))
         .collect();
     let mut send = Vec::new();
+    let mut notices: Vec<(String, Alert)> = Vec::new();
     for d in desired {
         let mut alert = d.alert;
         match raised.remove(&d.subject) {
@@ -169,6 +170,7 @@ fn reconcile(
             old => {
                 if let Some(old) = old {
                     // Its labels changed (a reload): resolve the old alert, raise the new one.
+                    // People hear only of the new one: the cause did not go away.
                     send.extend(resolution(&old, now));
                     store::delete_internal_alert(conn, &old.fingerprint)?;
                 }
@@ -185,14 +187,35 @@ fn reconcile(
                 )?;
             }
         }
+        notices.push((d.subject, alert.clone()));
         send.push(alert);
     }
     for row in raised.into_values() {
-        send.extend(resolution(&row, now));
+        if let Some(alert) = resolution(&row, now) {
+            notices.push((row.subject.clone(), alert.clone()));
+            send.push(alert);
+        }
         store::delete_internal_alert(conn, &row.fingerprint)?;
     }
     if send.is_empty() {
         return Ok(Applied::default());
+    }
+    for (subject, alert) in &notices {
+        let firing = alert.status == Status::Firing;
+        if let Some(notice) = crate::notify::internal_kind(kind, firing) {
+            let parts = crate::notify::internal_parts(kind, alert);
+            store::record_notice(
+                conn,
+                &store::NewNotice {
+                    kind: notice,
+                    subject,
+                    event_id: None,
+                    state: None,
+                    parts: Some(&parts),
+                },
+                now,
+            )?;
+        }
     }
     intake::apply(conn, config, &state.waiters, &send, &[], now)
 }

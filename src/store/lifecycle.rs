@@ -67,11 +67,18 @@ pub fn start_event(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<Que
         .as_str()
         .unwrap_or_default()
         .to_string();
+    let old: String = conn
+        .prepare_cached("SELECT state FROM event WHERE id = ?1")
+        .and_then(|mut s| s.query_row([event_id], |r| r.get(0)))
+        .context("reading event")?;
     conn.prepare_cached(
         "UPDATE event SET state = 'queued', started_at = ?2, deadline = NULL, updated_at = ?2 WHERE id = ?1",
     )
     .and_then(|mut s| s.execute(params![event_id, now]))
     .context("starting event")?;
+    // A new event is created queued: it was never announced.
+    let was = (old != "queued").then_some(old.as_str());
+    super::note_event(conn, event_id, was, "queued", false, now)?;
     let mut queued = Vec::new();
     for (i, target) in targets.iter().enumerate() {
         let state = if i < max_parallel {
@@ -225,6 +232,7 @@ pub fn advance(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<String>
             s.execute(params![event_id, next.state, now, is_final.then_some(now), next.reason, deadline])
         })
         .context("updating event state")?;
+        super::note_event(conn, event_id, Some(&state), next.state, is_final, now)?;
         let mut line = format!("event is {} (was {state})", next.state);
         if let Some(r) = &next.reason {
             line.push_str(&format!(": {r}"));
@@ -266,6 +274,7 @@ pub fn end_event(
     conn.prepare_cached("UPDATE op SET state = 'cancelled', finished_at = ?2, error = ?3 WHERE event_id = ?1 AND state IN ('waiting', 'queued')")
         .and_then(|mut s| s.execute(params![event_id, now, format!("the event ended: {reason}")]))
         .context("cancelling ops")?;
+    super::note_event(conn, event_id, Some(&old), state, true, now)?;
     let line = if old == state {
         format!("event {state} is closed: {reason}")
     } else {

@@ -255,6 +255,49 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE UNIQUE INDEX internal_alert_subject ON internal_alert(kind, subject);
     "#,
+    // 4: notifications and their delivery (the outbox).
+    r#"
+    -- One per state change people hear of, written in the transaction of the
+    -- change. No foreign key to event: retention deletes events on its own.
+    CREATE TABLE notification (
+        id        INTEGER PRIMARY KEY,
+        kind      TEXT NOT NULL,            -- notify::KINDS
+        subject   TEXT NOT NULL,            -- event id, heartbeat or probe name, agent id, "breaker"
+        event_id  INTEGER,                  -- for event kinds
+        at        INTEGER NOT NULL,         -- when the state changed
+        state     TEXT,                     -- the event's state then
+        doc       TEXT,                     -- JSON that routes and channels see; event kinds get it when routed
+        routed_at INTEGER                   -- NULL until routed to its channels
+    );
+    CREATE INDEX notification_unrouted ON notification(id) WHERE routed_at IS NULL;
+    CREATE INDEX notification_event ON notification(event_id) WHERE event_id IS NOT NULL;
+
+    -- One notification to one channel.
+    CREATE TABLE delivery (
+        id              INTEGER PRIMARY KEY,
+        notification_id INTEGER NOT NULL REFERENCES notification(id),
+        channel         TEXT NOT NULL,
+        state           TEXT NOT NULL,      -- pending | sent | failed
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        created_at      INTEGER NOT NULL,
+        next_at         INTEGER NOT NULL,   -- pending: not before
+        done_at         INTEGER,            -- sent or given up
+        digest          INTEGER,            -- sent in a digest of this many
+        error           TEXT                -- the last failure, secrets redacted
+    );
+    CREATE INDEX delivery_pending ON delivery(channel, id) WHERE state = 'pending';
+    CREATE INDEX delivery_notification ON delivery(notification_id);
+    CREATE INDEX delivery_state ON delivery(state, id);
+
+    -- Incidents a PagerDuty or Opsgenie channel holds open, so the resolve
+    -- follows its trigger whatever the routes say.
+    CREATE TABLE incident (
+        channel   TEXT NOT NULL,
+        dedup_key TEXT NOT NULL,
+        opened_at INTEGER NOT NULL,
+        PRIMARY KEY (channel, dedup_key)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction. Refuses a

@@ -9,9 +9,11 @@
 
 pub mod lifecycle;
 pub mod migrations;
+pub mod notify;
 pub mod watch;
 
 pub use lifecycle::*;
+pub use notify::*;
 pub use watch::*;
 
 use std::path::Path;
@@ -268,6 +270,10 @@ pub fn create_event(conn: &Connection, e: &NewEvent, now: i64) -> Result<i64> {
     .context("creating event")?;
     let id = conn.last_insert_rowid();
     join_alert(conn, id, e.fingerprint)?;
+    // A queued event is announced by `start_event`, once its plan is set.
+    if e.state != "queued" {
+        note_event(conn, id, None, e.state, false, now)?;
+    }
     Ok(id)
 }
 

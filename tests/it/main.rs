@@ -8,4 +8,5 @@ mod api;
 mod cli;
 mod intake;
 mod lifecycle;
+mod notify;
 mod watch;

@@ -22,6 +22,7 @@ use crate::time::now_ms;
 use super::longpoll::{respond_ops, Parked};
 use super::State;
 
+mod notify;
 mod watch;
 
 use watch::PingPath;
@@ -72,6 +73,9 @@ enum Route {
     ListProbes,
     ShowProbe(String),
     ListSchedules,
+    Outbox,
+    ListChannels,
+    TestChannel(String),
 }
 
 impl Route {
@@ -92,14 +96,17 @@ impl Route {
             | Route::ShowHeartbeat(_)
             | Route::ListProbes
             | Route::ShowProbe(_)
-            | Route::ListSchedules => Some(Scope::Read),
+            | Route::ListSchedules
+            | Route::Outbox
+            | Route::ListChannels => Some(Scope::Read),
             Route::Approve(..)
             | Route::AddPause
             | Route::ResumePause(_)
             | Route::SetBreaker(_)
             | Route::PutHeartbeat(_)
             | Route::DeleteHeartbeat(_)
-            | Route::MuteHeartbeat(..) => Some(Scope::Admin),
+            | Route::MuteHeartbeat(..)
+            | Route::TestChannel(_) => Some(Scope::Admin),
             Route::Ping(..) => Some(Scope::Ping),
             Route::AlertmanagerIntake | Route::OwnIntake | Route::HookIntake(_) => {
                 Some(Scope::Webhook)
@@ -192,6 +199,9 @@ fn route(method: &Method, path: &str) -> Result<Route> {
         ["api", "v1", "probes"] => want(Method::Get, Route::ListProbes),
         ["api", "v1", "probes", n] => want(Method::Get, Route::ShowProbe(decode(n))),
         ["api", "v1", "schedules"] => want(Method::Get, Route::ListSchedules),
+        ["api", "v1", "outbox"] => want(Method::Get, Route::Outbox),
+        ["api", "v1", "channels"] => want(Method::Get, Route::ListChannels),
+        ["api", "v1", "channels", n, "test"] => want(Method::Post, Route::TestChannel(decode(n))),
         ["api", "v1", "agents"] => want(Method::Get, Route::ListAgents),
         ["api", "v1", "agents", a, "poll"] => want(Method::Post, Route::Poll(a.to_string())),
         ["api", "v1", "agents", a, "ops", op, "start"] => {
@@ -420,6 +430,9 @@ fn dispatch(
             watch::probe(reader(state, conn)?, &config, &n, limit(query)?.min(200))
         }
         Route::ListSchedules => watch::schedules(reader(state, conn)?, &config),
+        Route::Outbox => notify::outbox(reader(state, conn)?, query, limit(query)?),
+        Route::ListChannels => notify::channels(&config),
+        Route::TestChannel(n) => notify::test(state, &config, &n, who),
         Route::Ready => {
             reader(state, conn)?
                 .query_row("SELECT 1", [], |_| Ok(()))
@@ -600,10 +613,18 @@ fn dispatch(
             Ok((200, json!({ "changed": changed.0, "breaker": changed.1 })))
         }
         Route::ShowEvent(id) => match store::event_detail(reader(state, conn)?, id)? {
-            Some(detail) => Ok((
-                200,
-                serde_json::to_value(detail).expect("event detail serializes"),
-            )),
+            Some(detail) => {
+                let mut v = serde_json::to_value(detail).expect("event detail serializes");
+                v["notifications"] = serde_json::to_value(store::deliveries(
+                    reader(state, conn)?,
+                    None,
+                    None,
+                    Some(id),
+                    100,
+                )?)
+                .expect("deliveries serialize");
+                Ok((200, v))
+            }
             None => Err(Error::request(404, format!("no event {id}"))),
         },
         Route::ListAgents => {

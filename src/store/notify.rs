@@ -1,0 +1,393 @@
+//! The outbox's SQL: notifications recorded with the state change that
+//! caused them, their deliveries to channels, and the incidents that
+//! PagerDuty and Opsgenie channels hold open.
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Result, StoreContext};
+
+/// A notification to record.
+pub struct NewNotice<'a> {
+    /// `notify::KINDS` name.
+    pub kind: &'a str,
+    /// What it is about: event id, heartbeat or probe name, agent id, "breaker".
+    pub subject: &'a str,
+    /// For event kinds.
+    pub event_id: Option<i64>,
+    /// The event's state when it changed.
+    pub state: Option<&'a str>,
+    /// The document's parts, when known now (internal alerts); event kinds
+    /// get theirs when routed.
+    pub parts: Option<&'a Value>,
+}
+
+/// Records a notification, in the caller's transaction.
+pub fn record_notice(conn: &Connection, n: &NewNotice, now: i64) -> Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO notification (kind, subject, event_id, at, state, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            n.kind,
+            n.subject,
+            n.event_id,
+            now,
+            n.state,
+            n.parts.map(Value::to_string)
+        ])
+    })
+    .context("recording notification")?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Records the notification an event's state change calls for, if any
+/// (`notify::event_kind`). Called by every function that changes an event's state.
+pub fn note_event(
+    conn: &Connection,
+    event_id: i64,
+    old: Option<&str>,
+    new: &str,
+    closed: bool,
+    now: i64,
+) -> Result<()> {
+    let mode: String = conn
+        .prepare_cached("SELECT mode FROM event WHERE id = ?1")
+        .and_then(|mut s| s.query_row([event_id], |r| r.get(0)))
+        .context("reading event mode")?;
+    let Some(kind) = crate::notify::event_kind(old, new, closed, mode == "live") else {
+        return Ok(());
+    };
+    record_notice(
+        conn,
+        &NewNotice {
+            kind,
+            subject: &event_id.to_string(),
+            event_id: Some(event_id),
+            state: Some(new),
+            parts: None,
+        },
+        now,
+    )?;
+    Ok(())
+}
+
+/// Whether an event already had a notification of this kind.
+pub fn event_noticed(conn: &Connection, event_id: i64, kind: &str) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM notification WHERE event_id = ?1 AND kind = ?2)",
+    )
+    .and_then(|mut s| s.query_row(params![event_id, kind], |r| r.get(0)))
+    .context("reading notifications of event")
+}
+
+/// A notification not yet routed.
+pub struct Unrouted {
+    /// Id.
+    pub id: i64,
+    /// Kind name.
+    pub kind: String,
+    /// Subject.
+    pub subject: String,
+    /// For event kinds.
+    pub event_id: Option<i64>,
+    /// When (ms).
+    pub at: i64,
+    /// The event's state then.
+    pub state: Option<String>,
+    /// Parts recorded with it.
+    pub parts: Option<Value>,
+}
+
+/// The oldest notifications not yet routed.
+pub fn unrouted(conn: &Connection, limit: i64) -> Result<Vec<Unrouted>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, kind, subject, event_id, at, state, doc FROM notification
+             WHERE routed_at IS NULL ORDER BY id LIMIT ?1",
+        )
+        .context("reading notifications")?;
+    let rows = stmt
+        .query_map([limit], |r| {
+            Ok(Unrouted {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                subject: r.get(2)?,
+                event_id: r.get(3)?,
+                at: r.get(4)?,
+                state: r.get(5)?,
+                parts: r
+                    .get::<_, Option<String>>(6)?
+                    .and_then(|d| serde_json::from_str(&d).ok()),
+            })
+        })
+        .context("reading notifications")?;
+    rows.collect::<std::result::Result<_, _>>()
+        .context("reading notifications")
+}
+
+/// Whether any notification waits to be routed (read every tick of the outbox).
+pub fn any_unrouted(conn: &Connection) -> Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM notification WHERE routed_at IS NULL)")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .context("reading notifications")
+}
+
+/// Stores a notification's document and queues one delivery per channel.
+pub fn route_notice(
+    conn: &Connection,
+    id: i64,
+    doc: &Value,
+    channels: &[String],
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached("UPDATE notification SET doc = ?2, routed_at = ?3 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id, doc.to_string(), now]))
+        .context("routing notification")?;
+    for channel in channels {
+        conn.prepare_cached(
+            "INSERT INTO delivery (notification_id, channel, state, created_at, next_at) VALUES (?1, ?2, 'pending', ?3, ?3)",
+        )
+        .and_then(|mut s| s.execute(params![id, channel, now]))
+        .context("queueing delivery")?;
+    }
+    Ok(())
+}
+
+/// Marks an incident open on a channel.
+pub fn open_incident(conn: &Connection, channel: &str, key: &str, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO incident (channel, dedup_key, opened_at) VALUES (?1, ?2, ?3)",
+    )
+    .and_then(|mut s| s.execute(params![channel, key, now]))
+    .context("opening incident")?;
+    Ok(())
+}
+
+/// Closes the incidents open under `key`; returns their channels.
+pub fn close_incidents(conn: &Connection, key: &str) -> Result<Vec<String>> {
+    let channels: Vec<String> = {
+        let mut stmt = conn
+            .prepare_cached("SELECT channel FROM incident WHERE dedup_key = ?1 ORDER BY channel")
+            .context("reading incidents")?;
+        let rows = stmt
+            .query_map([key], |r| r.get(0))
+            .context("reading incidents")?;
+        rows.collect::<std::result::Result<_, _>>()
+            .context("reading incidents")?
+    };
+    conn.prepare_cached("DELETE FROM incident WHERE dedup_key = ?1")
+        .and_then(|mut s| s.execute([key]))
+        .context("closing incidents")?;
+    Ok(channels)
+}
+
+/// The first pending delivery of each channel: (channel, when it may go).
+pub fn pending_heads(conn: &Connection) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT d.channel, d.next_at FROM delivery d
+             JOIN (SELECT min(id) AS id FROM delivery WHERE state = 'pending' GROUP BY channel) h ON h.id = d.id",
+        )
+        .context("reading outbox")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .context("reading outbox")?;
+    rows.collect::<std::result::Result<_, _>>()
+        .context("reading outbox")
+}
+
+/// A delivery waiting to go.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Delivery id.
+    pub id: i64,
+    /// Its notification.
+    pub notification_id: i64,
+    /// Tries so far.
+    pub attempts: i64,
+    /// Queued (ms).
+    pub created_at: i64,
+    /// Not before (ms).
+    pub next_at: i64,
+    /// The last failure.
+    pub error: Option<String>,
+    /// The notification's document.
+    pub doc: Value,
+}
+
+/// A channel's pending deliveries, oldest first.
+pub fn pending(conn: &Connection, channel: &str, limit: i64) -> Result<Vec<Pending>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT d.id, d.notification_id, d.attempts, d.created_at, d.next_at, n.doc, d.error
+             FROM delivery d JOIN notification n ON n.id = d.notification_id
+             WHERE d.channel = ?1 AND d.state = 'pending' ORDER BY d.id LIMIT ?2",
+        )
+        .context("reading outbox")?;
+    let rows = stmt
+        .query_map(params![channel, limit], |r| {
+            Ok(Pending {
+                id: r.get(0)?,
+                notification_id: r.get(1)?,
+                attempts: r.get(2)?,
+                created_at: r.get(3)?,
+                next_at: r.get(4)?,
+                error: r.get(6)?,
+                doc: r
+                    .get::<_, Option<String>>(5)?
+                    .and_then(|d| serde_json::from_str(&d).ok())
+                    .unwrap_or(Value::Null),
+            })
+        })
+        .context("reading outbox")?;
+    rows.collect::<std::result::Result<_, _>>()
+        .context("reading outbox")
+}
+
+/// How a try of deliveries ended.
+pub enum Outcome<'a> {
+    /// Delivered; `digest` is the size of the digest they went in, if any.
+    Sent {
+        /// Digest size.
+        digest: Option<usize>,
+    },
+    /// Failed; try again at `next_at`.
+    Retry {
+        /// Not before (ms).
+        next_at: i64,
+        /// What went wrong (secrets redacted).
+        error: &'a str,
+    },
+    /// Failed for good.
+    GaveUp {
+        /// Why (secrets redacted).
+        error: &'a str,
+    },
+}
+
+/// Records a try of some pending deliveries. Only pending ones change, so a
+/// result recorded twice counts once.
+pub fn record_try(conn: &Connection, ids: &[i64], outcome: &Outcome, now: i64) -> Result<()> {
+    for id in ids {
+        match outcome {
+            Outcome::Sent { digest } => conn
+                .prepare_cached(
+                    "UPDATE delivery SET state = 'sent', attempts = attempts + 1, done_at = ?2, digest = ?3 WHERE id = ?1 AND state = 'pending'",
+                )
+                .and_then(|mut s| s.execute(params![id, now, digest.map(|d| d as i64)])),
+            Outcome::Retry { next_at, error } => conn
+                .prepare_cached(
+                    "UPDATE delivery SET attempts = attempts + 1, next_at = ?2, error = ?3 WHERE id = ?1 AND state = 'pending'",
+                )
+                .and_then(|mut s| s.execute(params![id, next_at, error])),
+            Outcome::GaveUp { error } => conn
+                .prepare_cached(
+                    "UPDATE delivery SET state = 'failed', attempts = attempts + 1, done_at = ?2, error = ?3 WHERE id = ?1 AND state = 'pending'",
+                )
+                .and_then(|mut s| s.execute(params![id, now, error])),
+        }
+        .context("recording delivery")?;
+    }
+    Ok(())
+}
+
+/// Gives up every pending delivery of a channel that is no longer configured.
+pub fn abandon_channel(conn: &Connection, channel: &str, now: i64) -> Result<usize> {
+    conn.prepare_cached(
+        "UPDATE delivery SET state = 'failed', done_at = ?2, error = 'the channel is no longer in the configuration' WHERE channel = ?1 AND state = 'pending'",
+    )
+    .and_then(|mut s| s.execute(params![channel, now]))
+    .context("abandoning deliveries")
+}
+
+/// A delivery as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRow {
+    /// Delivery id.
+    pub id: i64,
+    /// Notification id.
+    pub notification_id: i64,
+    /// Kind.
+    pub kind: String,
+    /// Subject.
+    pub subject: String,
+    /// Event, for event kinds.
+    pub event_id: Option<i64>,
+    /// Channel.
+    pub channel: String,
+    /// pending, sent or failed.
+    pub state: String,
+    /// Tries so far.
+    pub attempts: i64,
+    /// Queued (ms).
+    pub created_at: i64,
+    /// Next try (ms), while pending.
+    pub next_at: Option<i64>,
+    /// Sent or given up (ms).
+    pub done_at: Option<i64>,
+    /// Sent in a digest of this many.
+    pub digest: Option<i64>,
+    /// The last failure.
+    pub error: Option<String>,
+}
+
+/// Deliveries newest first: all, or one state, one channel, one event.
+pub fn deliveries(
+    conn: &Connection,
+    state: Option<&str>,
+    channel: Option<&str>,
+    event_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT d.id, d.notification_id, n.kind, n.subject, n.event_id, d.channel, d.state, d.attempts,
+                    d.created_at, d.next_at, d.done_at, d.digest, d.error
+             FROM delivery d JOIN notification n ON n.id = d.notification_id
+             WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.channel = ?2) AND (?3 IS NULL OR n.event_id = ?3)
+             ORDER BY d.id DESC LIMIT ?4",
+        )
+        .context("reading outbox")?;
+    let rows = stmt
+        .query_map(params![state, channel, event_id, limit], |r| {
+            let state: String = r.get(6)?;
+            Ok(DeliveryRow {
+                id: r.get(0)?,
+                notification_id: r.get(1)?,
+                kind: r.get(2)?,
+                subject: r.get(3)?,
+                event_id: r.get(4)?,
+                channel: r.get(5)?,
+                next_at: if state == "pending" { r.get(9)? } else { None },
+                state,
+                attempts: r.get(7)?,
+                created_at: r.get(8)?,
+                done_at: r.get(10)?,
+                digest: r.get(11)?,
+                error: r.get(12)?,
+            })
+        })
+        .context("reading outbox")?;
+    rows.collect::<std::result::Result<_, _>>()
+        .context("reading outbox")
+}
+
+/// Deliveries by state, and notifications not yet routed.
+pub fn outbox_counts(conn: &Connection) -> Result<Value> {
+    let mut counts = serde_json::Map::new();
+    for state in ["pending", "sent", "failed"] {
+        let n: i64 = conn
+            .prepare_cached("SELECT count(*) FROM delivery WHERE state = ?1")
+            .and_then(|mut s| s.query_row([state], |r| r.get(0)))
+            .context("counting outbox")?;
+        counts.insert(state.into(), n.into());
+    }
+    let unrouted: i64 = conn
+        .prepare_cached("SELECT count(*) FROM notification WHERE routed_at IS NULL")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .context("counting outbox")?;
+    counts.insert("unrouted".into(), unrouted.into());
+    Ok(Value::Object(counts))
+}
