@@ -99,6 +99,10 @@ fn main() {
         intake();
         ran = true;
     }
+    if wanted("notify") {
+        notify_intake();
+        ran = true;
+    }
     if wanted("ping") {
         ping();
         ran = true;
@@ -109,7 +113,7 @@ fn main() {
         ran = true;
     }
     if !ran {
-        eprintln!("no bench matches {filters:?} (benches: latency, intake, ping, sweep)");
+        eprintln!("no bench matches {filters:?} (benches: latency, intake, notify, ping, sweep)");
         std::process::exit(2);
     }
 }
@@ -899,6 +903,129 @@ action = "discard"
         verdict(load.rps() >= 5000.0)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- intake while a notification channel hangs ---------------------------------
+
+/// A receiver that accepts connections and never answers.
+fn hanging_receiver(stop: Arc<AtomicBool>) -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let t = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((stream, _)) => held.push(stream),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    (url, t)
+}
+
+/// A receiver that answers every request 200 at once.
+fn answering_receiver(stop: Arc<AtomicBool>) -> (String, std::thread::JoinHandle<()>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", server.server_addr());
+    let t = std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(50)) {
+                let _ = req.respond(tiny_http::Response::from_string("{}"));
+            }
+        }
+    });
+    (url, t)
+}
+
+/// Intake of alerts that each become a (dry-run) event and a notification,
+/// with no channel, a channel that answers, and a channel that hangs: a
+/// dead receiver must not slow intake.
+fn notify_intake() {
+    let mut results = Vec::new();
+    for case in ["no channel", "channel answering", "channel hanging"] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let receiver = match case {
+            "channel answering" => Some(answering_receiver(stop.clone())),
+            "channel hanging" => Some(hanging_receiver(stop.clone())),
+            _ => None,
+        };
+        let notify = receiver.as_ref().map_or(String::new(), |(url, _)| {
+            format!(
+                "[channel.hook]\nwebhook = {{ url = \"{url}\" }}\nrate_limit = \"off\"\ntimeout = \"10s\"\n\n[[notify]]\nchannels = [\"hook\"]\n"
+            )
+        });
+        let dir = bench_dir("notify");
+        let config = format!(
+            r#"
+[server]
+http_threads = 64
+
+[[rule]]
+name = "watch"
+when = "labels.alertname == 'DiskSpaceLow'"
+runbook = "noop"
+target = "labels.instance"
+mode = "dry-run"
+
+[runbook.noop]
+steps = [ {{ name = "noop", run = "true" }} ]
+
+{notify}"#
+        );
+        let (server, url) = start_server(&dir, &config);
+        let target = format!("{url}/api/v1/alerts/alertmanager");
+        let spec = LoadSpec {
+            threads: clients(INTAKE_THREADS),
+            warmup: INTAKE_WARMUP,
+            duration: INTAKE_DURATION,
+            max_per_thread: INTAKE_MAX_PER_THREAD,
+        };
+        let load = drive(&server, &spec, intake_body, |http, body| {
+            post(http, &target, body)
+        });
+        let outbox = get_json(
+            &http_agent(Duration::from_secs(10)),
+            &format!("{url}/api/v1/outbox?limit=1"),
+        )
+        .map(|o| o["counts"].to_string())
+        .unwrap_or_default();
+        let mut server = server;
+        server.kill();
+        stop.store(true, Ordering::SeqCst);
+        if let Some((_, t)) = receiver {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(f) = &load.first_failure {
+            println!(
+                "notify ({case}): {} requests failed; first: {f}",
+                load.failed
+            );
+        }
+        println!();
+        println!(
+            "notify ({case}): POST /api/v1/alerts/alertmanager, each alert a dry-run event and one notification, {} keep-alive clients, {:.0} s measured",
+            spec.threads, load.secs
+        );
+        let mut rows = load.rows();
+        rows.push(("outbox at the end", outbox));
+        print_rows(&rows);
+        results.push((case, load.rps()));
+    }
+    let base = results[0].1.max(1.0);
+    let hang = results[2].1;
+    println!();
+    for (case, rps) in &results {
+        println!(
+            "  {case:<18} {rps:>8.0} requests/s ({:.0}% of no channel)",
+            rps * 100.0 / base
+        );
+    }
+    println!(
+        "  target: intake unchanged within noise (>= 90%) while a channel hangs: {}",
+        verdict(hang >= 0.9 * base)
+    );
 }
 
 // ---- load from keep-alive clients ---------------------------------------------

@@ -2,10 +2,12 @@
 //! thread inside one `std::thread::scope`, and owns shutdown and reload.
 //!
 //! Threads: N HTTP workers (`api::handle`), one store writer (group commit),
-//! one sweeper (ends long-poll waits, declares expired ops lost), one signal
-//! thread (SIGTERM/SIGINT stop, SIGHUP reload), and with `--local-agent` an
-//! in-process agent. Shared memory holds only the current `Arc<Config>`, the
-//! parked polls and the shutdown flag; everything else lives in SQLite.
+//! one sweeper (ends long-poll waits, declares expired ops lost), the
+//! scheduler (`watch`), the outbox and its channel workers (`outbox`), one
+//! signal thread (SIGTERM/SIGINT stop, SIGHUP reload), and with
+//! `--local-agent` an in-process agent. Shared memory holds only the current
+//! `Arc<Config>`, the parked polls, the shutdown flag and a few caches;
+//! everything else lives in SQLite.
 
 pub mod api;
 pub mod intake;

@@ -340,7 +340,13 @@ fn worker(state: &State, shutdown: &Shutdown, name: &str) -> Result<()> {
             return Ok(());
         }
         if now - head.created_at >= channel.give_up_after.as_millis() as i64 {
-            give_up(state, channel, &[head.clone()], head.error.as_deref(), now)?;
+            give_up(
+                state,
+                channel,
+                std::slice::from_ref(head),
+                head.error.as_deref(),
+                now,
+            )?;
             continue;
         }
         let due = pending.iter().take_while(|p| p.next_at <= now).count();

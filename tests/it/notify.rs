@@ -538,7 +538,10 @@ fn receiver_down_for_30s_gets_every_notification_once_in_order() {
     );
     let head = o["deliveries"].as_array().unwrap().last().unwrap();
     let err = head["error"].as_str().unwrap_or_default();
-    assert!(err.contains("connection refused"), "the oldest waits, naming why: {o}");
+    assert!(
+        err.contains("connection refused"),
+        "the oldest waits, naming why: {o}"
+    );
     std::thread::sleep(Duration::from_secs(30).saturating_sub(down_since.elapsed()));
 
     let rx = Receiver::start_on(port);
@@ -866,5 +869,71 @@ fn bad_channel_and_route_configs_name_file_line_and_fix() {
     check(
         "[server]\npublic_url = \"heal.example.com\"\n",
         "public_url: must start with http://",
+    );
+}
+
+#[test]
+fn the_example_config_posts_fixes_to_chat_and_pages_only_what_heal_could_not_fix() {
+    let dir = test_dir("notify-example");
+    let rx = Receiver::start();
+    let example =
+        std::fs::read_to_string(crate::support::repo().join("examples/notify.toml")).unwrap();
+    let (code, out, err) = heal_cli(
+        &["check-config", "--config", "examples/notify.toml"],
+        &[
+            (
+                "SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T0/B0/SECRETSLACK",
+            ),
+            ("PD_ROUTING_KEY", PD_KEY),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("channel ops-chat: slack https://hooks.slack.com/…")
+            && !out.contains("SECRETSLACK")
+            && !out.contains(PD_KEY),
+        "{out}"
+    );
+    let example = example
+        .replace("${SLACK_WEBHOOK_URL}", &rx.url("/slack/T0/B0/X"))
+        .replace(
+            r#"routing_key = "${PD_ROUTING_KEY}""#,
+            &format!(
+                r#"routing_key = "{PD_KEY}", url = "{}""#,
+                rx.url("/pd/v2/enqueue")
+            ),
+        )
+        .replace("[server]\n", "[server]\nlease = \"5s\"\n");
+    let server = Server::start(&dir, &format!("{example}\n{RULES}"));
+    let _agent = Agent::start(&server.url, "web-1", &[]);
+    wait_agent_polling(&server, "web-1");
+    let good = event_of(&fire(
+        &server,
+        "NginxDown",
+        json!({ "instance": "web-1" }),
+        json!({}),
+        "firing",
+    ));
+    server.wait_event(good, &["succeeded"], Duration::from_secs(20));
+    rx.wait("/slack", 1, Duration::from_secs(10));
+    let bad = event_of(&fire(
+        &server,
+        "DiskFull",
+        json!({ "instance": "web-1" }),
+        json!({}),
+        "firing",
+    ));
+    server.wait_event(bad, &["failed"], Duration::from_secs(20));
+    let pd = rx.wait("/pd", 1, Duration::from_secs(10));
+    rx.wait("/slack", 2, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pd.len(), 1, "the success paged no one");
+    assert_eq!(pd[0].body["dedup_key"], format!("heal/event/{bad}"));
+    assert_eq!(
+        rx.on("/slack").len(),
+        2,
+        "chat hears the fix and the failure, not the starts"
     );
 }
