@@ -158,20 +158,45 @@ pub fn prepare(
 /// Most of an answer's body kept for the error message.
 const ANSWER_LIMIT: u64 = 2048;
 
-/// Sends a request within `timeout`. `secrets` are scrubbed from any error.
-/// Ok carries a short description of the answer ("HTTP 202").
-pub fn deliver(req: &Request, timeout: Duration, secrets: &[&str]) -> Result<String, Failure> {
-    let result = match req {
-        Request::Http { url, headers, body } => post(url, headers, body, timeout),
-        Request::Command { run, stdin, env } => command(run, stdin, env, timeout),
-    };
-    result.map_err(|f| Failure {
-        error: redact(&f.error, secrets),
-        ..f
-    })
+/// Delivers requests with one channel's timeout, reusing connections.
+pub struct Sender {
+    http: ureq::Agent,
+    timeout: Duration,
+}
+
+impl Sender {
+    /// A sender whose every delivery takes at most `timeout`.
+    pub fn new(timeout: Duration) -> Sender {
+        Sender {
+            http: ureq::Agent::config_builder()
+                .timeout_global(Some(timeout))
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .user_agent(concat!("heal/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .into(),
+            timeout,
+        }
+    }
+
+    /// Sends a request. `secrets` are scrubbed from any error. Ok carries a
+    /// short description of the answer ("HTTP 202").
+    pub fn deliver(&self, req: &Request, secrets: &[&str]) -> Result<String, Failure> {
+        let result = match req {
+            Request::Http { url, headers, body } => {
+                post(&self.http, url, headers, body, self.timeout)
+            }
+            Request::Command { run, stdin, env } => command(run, stdin, env, self.timeout),
+        };
+        result.map_err(|f| Failure {
+            error: redact(&f.error, secrets),
+            ..f
+        })
+    }
 }
 
 fn post(
+    agent: &ureq::Agent,
     url: &str,
     headers: &[(String, String)],
     body: &[u8],
@@ -183,13 +208,6 @@ fn post(
         permanent: false,
         retry_after: None,
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .user_agent(concat!("heal/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
     let mut builder = ureq::http::Request::builder()
         .method("POST")
         .uri(url)
@@ -313,7 +331,7 @@ mod tests {
         };
         let req = prepare(&kind, &[doc()], None, 7, 0);
         assert_eq!(
-            deliver(&req, Duration::from_secs(5), &[]),
+            Sender::new(Duration::from_secs(5)).deliver(&req, &[]),
             Ok("exit 0".into())
         );
         let got: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
@@ -327,12 +345,9 @@ mod tests {
             run: exec::Run::Shell("echo mail server down >&2; exit 75".into()),
             stdin: Stdin::Text,
         };
-        let f = deliver(
-            &prepare(&kind, &[doc()], None, 1, 0),
-            Duration::from_secs(5),
-            &[],
-        )
-        .unwrap_err();
+        let f = Sender::new(Duration::from_secs(5))
+            .deliver(&prepare(&kind, &[doc()], None, 1, 0), &[])
+            .unwrap_err();
         assert!(!f.permanent);
         assert!(f.error.contains("exit 75: mail server down"), "{}", f.error);
     }
@@ -341,12 +356,9 @@ mod tests {
     fn transport_errors_never_show_the_secret_url() {
         let url = "http://127.0.0.1:1/services/T0/B0/SECRETSECRET";
         let kind = ChannelKind::Slack { url: url.into() };
-        let f = deliver(
-            &prepare(&kind, &[doc()], None, 1, 0),
-            Duration::from_secs(2),
-            &kind.secrets(),
-        )
-        .unwrap_err();
+        let f = Sender::new(Duration::from_secs(2))
+            .deliver(&prepare(&kind, &[doc()], None, 1, 0), &kind.secrets())
+            .unwrap_err();
         assert!(!f.error.contains("SECRETSECRET"), "{}", f.error);
         assert!(!f.permanent);
     }

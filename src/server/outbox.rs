@@ -320,87 +320,136 @@ pub fn backoff(attempts: i64, max: Duration, retry_after: Option<Duration>, seed
     }
 }
 
-/// Sends one channel's due deliveries in order.
+/// Sends recorded as sent at least this often, so a crash re-sends little.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// ... or after this many messages.
+const FLUSH_AFTER: usize = 50;
+
+/// Messages sent whose outcome is not yet in the store: (deliveries, digest size).
+type Sent = Vec<(Vec<i64>, Option<usize>)>;
+
+/// Sends one channel's due deliveries in order: the oldest first, each
+/// after the one before it went out; the first failure stops the run.
 fn worker(state: &State, shutdown: &Shutdown, name: &str) -> Result<()> {
     let conn = store::open(&state.db_path)?;
+    let mut sender: Option<(Duration, send::Sender)> = None;
     loop {
-        if shutdown.is_triggered() {
-            return Ok(());
-        }
         let config = state.config();
         let Some(channel) = config.channels.get(name) else {
             return Ok(());
         };
+        if sender.as_ref().is_none_or(|(t, _)| *t != channel.timeout) {
+            sender = Some((channel.timeout, send::Sender::new(channel.timeout)));
+        }
+        let sender = &sender.as_ref().expect("set just above").1;
         let now = now_ms();
         let pending = store::pending(&conn, name, DIGEST_MAX as i64)?;
-        let Some(head) = pending.first() else {
-            return Ok(());
-        };
-        if head.next_at > now {
-            return Ok(());
-        }
-        if now - head.created_at >= channel.give_up_after.as_millis() as i64 {
-            give_up(
-                state,
-                channel,
-                std::slice::from_ref(head),
-                head.error.as_deref(),
-                now,
-            )?;
-            continue;
-        }
         let due = pending.iter().take_while(|p| p.next_at <= now).count();
-        let next = {
-            let sent = state.outbox.sent.lock().unwrap_or_else(|e| e.into_inner());
-            let empty = VecDeque::new();
-            plan(
-                channel.rate_limit,
-                sent.get(name).unwrap_or(&empty),
-                due,
-                channel.kind.is_incident(),
-                now,
-            )
-        };
-        let n = match next {
-            Next::Hold(until) => {
-                state
-                    .outbox
-                    .held
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(name.to_string(), until);
-                return Ok(());
+        if due == 0 {
+            return Ok(());
+        }
+        let mut sent: Sent = Vec::new();
+        let mut flushed = std::time::Instant::now();
+        let mut i = 0;
+        let stop = loop {
+            if i >= due || shutdown.is_triggered() {
+                break false;
             }
-            Next::Send(n) => n,
+            let p = &pending[i];
+            let now = now_ms();
+            if now - p.created_at >= channel.give_up_after.as_millis() as i64 {
+                flush(state, &mut sent)?;
+                give_up(
+                    state,
+                    channel,
+                    std::slice::from_ref(p),
+                    p.error.as_deref(),
+                    now,
+                )?;
+                i += 1;
+                continue;
+            }
+            let next = {
+                let recent = state.outbox.sent.lock().unwrap_or_else(|e| e.into_inner());
+                let empty = VecDeque::new();
+                plan(
+                    channel.rate_limit,
+                    recent.get(name).unwrap_or(&empty),
+                    due - i,
+                    channel.kind.is_incident(),
+                    now,
+                )
+            };
+            let n = match next {
+                Next::Hold(until) => {
+                    state
+                        .outbox
+                        .held
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name.to_string(), until);
+                    break true;
+                }
+                Next::Send(n) => n,
+            };
+            let batch = &pending[i..i + n];
+            if !deliver(state, &config, channel, sender, batch, &mut sent)? {
+                break true;
+            }
+            i += n;
+            if sent.len() >= FLUSH_AFTER || flushed.elapsed() >= FLUSH_EVERY {
+                flush(state, &mut sent)?;
+                flushed = std::time::Instant::now();
+            }
         };
-        let batch = &pending[..n];
-        if !deliver(state, &config, channel, batch)? {
+        flush(state, &mut sent)?;
+        if stop || shutdown.is_triggered() {
             return Ok(());
         }
     }
 }
 
-/// One try of a batch; true when it went out.
-fn deliver(state: &State, config: &Config, channel: &Channel, batch: &[Pending]) -> Result<bool> {
+/// Records what went out since the last flush, in one store job.
+fn flush(state: &State, sent: &mut Sent) -> Result<()> {
+    if sent.is_empty() {
+        return Ok(());
+    }
+    let batch = std::mem::take(sent);
+    let now = now_ms();
+    state.writer.write(move |conn| {
+        for (ids, digest) in &batch {
+            store::record_try(conn, ids, &Outcome::Sent { digest: *digest }, now)?;
+        }
+        Ok(())
+    })
+}
+
+/// One try of a batch (one message); true when it is done with (sent, or
+/// given up), false when it waits for its next try. A failure is recorded
+/// after what went out before it.
+fn deliver(
+    state: &State,
+    config: &Config,
+    channel: &Channel,
+    sender: &send::Sender,
+    batch: &[Pending],
+    sent: &mut Sent,
+) -> Result<bool> {
     let docs: Vec<Value> = batch.iter().map(|p| p.doc.clone()).collect();
     let base = state.outbox.base_url(config);
     let head = &batch[0];
     let req = send::prepare(&channel.kind, &docs, base.as_deref(), head.id, now_ms());
-    let secrets = channel.kind.secrets();
-    let result = send::deliver(&req, channel.timeout, &secrets);
+    let result = sender.deliver(&req, &channel.kind.secrets());
     let now = now_ms();
     let ids: Vec<i64> = batch.iter().map(|p| p.id).collect();
     let what = describe(batch, &channel.name);
     match result {
         Ok(answer) => {
             let digest = (batch.len() > 1).then_some(batch.len());
-            let ids2 = ids.clone();
-            state.writer.write(move |conn| {
-                store::record_try(conn, &ids2, &Outcome::Sent { digest }, now)
-            })?;
+            sent.push((ids, digest));
             if channel.rate_limit.is_some() {
-                let mut sent = state.outbox.sent.lock().unwrap_or_else(|e| e.into_inner());
-                let q = sent.entry(channel.name.clone()).or_default();
+                let mut recent = state.outbox.sent.lock().unwrap_or_else(|e| e.into_inner());
+                let q = recent.entry(channel.name.clone()).or_default();
                 q.push_back(now);
                 while q.len() > 10_000 {
                     q.pop_front();
@@ -416,11 +465,8 @@ fn deliver(state: &State, config: &Config, channel: &Channel, batch: &[Pending])
             }
             Ok(true)
         }
-        Err(f) if f.permanent => {
-            give_up(state, channel, batch, Some(&f.error), now)?;
-            Ok(false)
-        }
         Err(f) => {
+            flush(state, sent)?;
             let wait = backoff(
                 head.attempts + 1,
                 channel.max_backoff,
@@ -428,9 +474,11 @@ fn deliver(state: &State, config: &Config, channel: &Channel, batch: &[Pending])
                 (head.id as u64) ^ (now as u64),
             );
             let next_at = now + wait.as_millis() as i64;
-            if next_at - head.created_at >= channel.give_up_after.as_millis() as i64 {
+            if f.permanent || next_at - head.created_at >= channel.give_up_after.as_millis() as i64
+            {
                 give_up(state, channel, batch, Some(&f.error), now)?;
-                return Ok(false);
+                // Done with it: the next may go.
+                return Ok(true);
             }
             let error = f.error.clone();
             state.writer.write(move |conn| {

@@ -722,6 +722,7 @@ fn retention(state: &Arc<State>, shutdown: &Shutdown) {
         (Purge::ProbeResults, r.probe_results, "probe results"),
         (Purge::Decisions, r.events, "decisions"),
         (Purge::Events, r.events, "finished events"),
+        (Purge::Notifications, r.events, "notifications"),
     ];
     for (what, keep, label) in jobs {
         let cutoff = now - keep.as_millis() as i64;

@@ -391,3 +391,130 @@ pub fn outbox_counts(conn: &Connection) -> Result<Value> {
     counts.insert("unrouted".into(), unrouted.into());
     Ok(Value::Object(counts))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{purge, Purge};
+
+    fn db() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut conn).unwrap();
+        conn
+    }
+
+    fn notice(conn: &Connection, subject: &str, at: i64) -> i64 {
+        let parts = serde_json::json!({ "probe": { "name": subject } });
+        record_notice(
+            conn,
+            &NewNotice {
+                kind: "probe.down",
+                subject,
+                event_id: None,
+                state: None,
+                parts: Some(&parts),
+            },
+            at,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_channel_queue_is_oldest_first_and_outcomes_count_once() {
+        let conn = db();
+        let a = notice(&conn, "a", 1);
+        let b = notice(&conn, "b", 2);
+        assert!(any_unrouted(&conn).unwrap());
+        let un = unrouted(&conn, 10).unwrap();
+        assert_eq!(un.iter().map(|u| u.id).collect::<Vec<_>>(), [a, b]);
+        assert_eq!(un[0].parts.as_ref().unwrap()["probe"]["name"], "a");
+        for u in &un {
+            route_notice(
+                &conn,
+                u.id,
+                &serde_json::json!({ "id": u.id }),
+                &["chat".into(), "page".into()],
+                10,
+            )
+            .unwrap();
+        }
+        assert!(!any_unrouted(&conn).unwrap());
+        let mut heads = pending_heads(&conn).unwrap();
+        heads.sort();
+        assert_eq!(heads, [("chat".to_string(), 10), ("page".to_string(), 10)]);
+        let chat = pending(&conn, "chat", 10).unwrap();
+        assert_eq!(
+            chat.iter().map(|p| p.notification_id).collect::<Vec<_>>(),
+            [a, b]
+        );
+        record_try(
+            &conn,
+            &[chat[0].id],
+            &Outcome::Retry {
+                next_at: 50,
+                error: "down",
+            },
+            11,
+        )
+        .unwrap();
+        assert_eq!(
+            pending_heads(&conn)
+                .unwrap()
+                .iter()
+                .find(|h| h.0 == "chat")
+                .unwrap()
+                .1,
+            50
+        );
+        record_try(&conn, &[chat[0].id], &Outcome::Sent { digest: None }, 51).unwrap();
+        // A second record of the same try changes nothing.
+        record_try(&conn, &[chat[0].id], &Outcome::GaveUp { error: "late" }, 52).unwrap();
+        let rows = deliveries(&conn, None, Some("chat"), None, 10).unwrap();
+        let first = rows.iter().find(|d| d.id == chat[0].id).unwrap();
+        assert_eq!(
+            (first.state.as_str(), first.attempts, first.error.as_deref()),
+            ("sent", 2, Some("down"))
+        );
+        assert_eq!(outbox_counts(&conn).unwrap()["pending"], 3);
+        assert_eq!(abandon_channel(&conn, "page", 60).unwrap(), 2);
+        assert_eq!(outbox_counts(&conn).unwrap()["failed"], 2);
+    }
+
+    #[test]
+    fn incidents_close_once_per_key() {
+        let conn = db();
+        open_incident(&conn, "page", "heal/probe/a", 1).unwrap();
+        open_incident(&conn, "genie", "heal/probe/a", 1).unwrap();
+        open_incident(&conn, "page", "heal/probe/a", 2).unwrap();
+        assert_eq!(
+            close_incidents(&conn, "heal/probe/a").unwrap(),
+            ["genie", "page"]
+        );
+        assert!(close_incidents(&conn, "heal/probe/a").unwrap().is_empty());
+    }
+
+    #[test]
+    fn retention_keeps_what_is_still_to_be_delivered() {
+        let conn = db();
+        let old_done = notice(&conn, "a", 1);
+        let old_pending = notice(&conn, "b", 2);
+        let new = notice(&conn, "c", 500);
+        for id in [old_done, old_pending, new] {
+            route_notice(&conn, id, &Value::Null, &["chat".into()], 600).unwrap();
+        }
+        let done: Vec<i64> = pending(&conn, "chat", 10)
+            .unwrap()
+            .iter()
+            .filter(|p| p.notification_id != old_pending)
+            .map(|p| p.id)
+            .collect();
+        record_try(&conn, &done, &Outcome::Sent { digest: None }, 700).unwrap();
+        assert_eq!(purge(&conn, Purge::Notifications, 100, 10).unwrap(), 1);
+        let left: Vec<i64> = deliveries(&conn, None, None, None, 10)
+            .unwrap()
+            .iter()
+            .map(|d| d.notification_id)
+            .collect();
+        assert_eq!(left, [new, old_pending]);
+    }
+}

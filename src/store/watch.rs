@@ -659,6 +659,8 @@ pub enum Purge {
     Events,
     /// Decisions (a discarded alert's have no event).
     Decisions,
+    /// Notifications with nothing left to deliver, and their deliveries.
+    Notifications,
 }
 
 /// Deletes up to `batch` items older than `cutoff`; returns how many went.
@@ -676,6 +678,26 @@ pub fn purge(conn: &Connection, what: Purge, cutoff: i64, batch: i64) -> Result<
             "DELETE FROM decision WHERE id IN (SELECT id FROM decision WHERE at < ?1 AND (event_id IS NULL OR event_id IN (SELECT id FROM event WHERE ended_at IS NOT NULL)) LIMIT ?2)",
             params![cutoff, batch],
         ),
+        Purge::Notifications => conn
+            .execute(
+                "CREATE TEMP TABLE IF NOT EXISTS purge_notice (id INTEGER PRIMARY KEY)",
+                [],
+            )
+            .and_then(|_| conn.execute("DELETE FROM temp.purge_notice", []))
+            .and_then(|_| {
+                conn.execute(
+                    "INSERT INTO temp.purge_notice (id) SELECT id FROM notification n
+                     WHERE routed_at IS NOT NULL AND at < ?1
+                       AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.notification_id = n.id AND d.state = 'pending')
+                     ORDER BY id LIMIT ?2",
+                    params![cutoff, batch],
+                )
+            })
+            .and_then(|n| {
+                conn.execute("DELETE FROM delivery WHERE notification_id IN (SELECT id FROM temp.purge_notice)", [])?;
+                conn.execute("DELETE FROM notification WHERE id IN (SELECT id FROM temp.purge_notice)", [])?;
+                Ok(n)
+            }),
         Purge::Events => {
             conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS purge_event (id INTEGER PRIMARY KEY)",

@@ -81,7 +81,7 @@ pub fn test(state: &State, config: &Config, name: &str, who: &str) -> Answer {
     let base = state.outbox.base_url(config);
     let req = send::prepare(&channel.kind, &[doc], base.as_deref(), 0, now);
     let started = std::time::Instant::now();
-    let result = send::deliver(&req, channel.timeout, &channel.kind.secrets());
+    let result = send::Sender::new(channel.timeout).deliver(&req, &channel.kind.secrets());
     let ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(answer) => {
