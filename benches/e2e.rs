@@ -820,6 +820,21 @@ struct ClientTally {
     first_failure: Option<String>,
 }
 
+/// Sustained Alertmanager webhooks (`intake_body`) from keep-alive clients.
+fn drive_intake(server: &Proc, url: &str) -> (LoadSpec, Load) {
+    let target = format!("{url}/api/v1/alerts/alertmanager");
+    let spec = LoadSpec {
+        threads: clients(INTAKE_THREADS),
+        warmup: INTAKE_WARMUP,
+        duration: INTAKE_DURATION,
+        max_per_thread: INTAKE_MAX_PER_THREAD,
+    };
+    let load = drive(server, &spec, intake_body, |http, body| {
+        post(http, &target, body)
+    });
+    (spec, load)
+}
+
 fn intake() {
     assert!(
         FIXTURE.contains("\"instance\":\"web-1\"")
@@ -837,17 +852,7 @@ when = "labels.alertname == 'DiskSpaceLow'"
 action = "discard"
 "#;
     let (server, url) = start_server(&dir, config);
-    let target = format!("{url}/api/v1/alerts/alertmanager");
-
-    let spec = LoadSpec {
-        threads: clients(INTAKE_THREADS),
-        warmup: INTAKE_WARMUP,
-        duration: INTAKE_DURATION,
-        max_per_thread: INTAKE_MAX_PER_THREAD,
-    };
-    let load = drive(&server, &spec, intake_body, |http, body| {
-        post(http, &target, body)
-    });
+    let (spec, load) = drive_intake(&server, &url);
     let (hwm, rss) = server.rss_kib();
     let threads = server.threads();
     let mut server = server;
@@ -974,16 +979,7 @@ steps = [ {{ name = "noop", run = "true" }} ]
 {notify}"#
         );
         let (server, url) = start_server(&dir, &config);
-        let target = format!("{url}/api/v1/alerts/alertmanager");
-        let spec = LoadSpec {
-            threads: clients(INTAKE_THREADS),
-            warmup: INTAKE_WARMUP,
-            duration: INTAKE_DURATION,
-            max_per_thread: INTAKE_MAX_PER_THREAD,
-        };
-        let load = drive(&server, &spec, intake_body, |http, body| {
-            post(http, &target, body)
-        });
+        let (spec, load) = drive_intake(&server, &url);
         let outbox = get_json(
             &http_agent(Duration::from_secs(10)),
             &format!("{url}/api/v1/outbox?limit=1"),
