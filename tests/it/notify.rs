@@ -795,7 +795,7 @@ channels = ["gone", "dead"]
 }
 
 #[test]
-fn heartbeat_down_pages_and_its_return_resolves_the_page() {
+fn heal_s_own_alerts_page_and_their_end_resolves_the_page() {
     let dir = test_dir("notify-heartbeat");
     let rx = Receiver::start();
     let config = format!(
@@ -827,6 +827,21 @@ channels = ["oncall"]
     let pd = rx.wait("/pd", 2, Duration::from_secs(20));
     assert_eq!(pd[1].body["event_action"], "resolve");
     assert_eq!(pd[1].body["dedup_key"], "heal/heartbeat/backup");
+
+    // The safety breaker: tripped pages, reset resolves.
+    let (code, body) = server.post("/api/v1/breaker/trip", &json!({ "reason": "maintenance" }));
+    assert_eq!(code, 200, "{body}");
+    let pd = rx.wait("/pd", 3, Duration::from_secs(20));
+    assert_eq!(pd[2].body["event_action"], "trigger");
+    assert_eq!(pd[2].body["dedup_key"], "heal/safety/breaker");
+    assert_eq!(pd[2].body["payload"]["severity"], "critical");
+    let summary = pd[2].body["payload"]["summary"].as_str().unwrap();
+    assert!(summary.contains("breaker"), "{summary}");
+    let (code, body) = server.post("/api/v1/breaker/reset", &json!({ "reason": "done" }));
+    assert_eq!(code, 200, "{body}");
+    let pd = rx.wait("/pd", 4, Duration::from_secs(20));
+    assert_eq!(pd[3].body["event_action"], "resolve");
+    assert_eq!(pd[3].body["dedup_key"], "heal/safety/breaker");
 }
 
 #[test]
@@ -935,5 +950,87 @@ fn the_example_config_posts_fixes_to_chat_and_pages_only_what_heal_could_not_fix
         rx.on("/slack").len(),
         2,
         "chat hears the fix and the failure, not the starts"
+    );
+}
+
+#[test]
+fn an_approval_pages_and_the_approved_fix_resolves_the_page() {
+    let dir = test_dir("notify-approval");
+    let rx = Receiver::start();
+    let config = format!(
+        r#"
+[server]
+lease = "5s"
+
+[[rule]]
+name = "careful"
+when = "labels.alertname == 'DbDown'"
+runbook = "restart"
+target = "labels.instance"
+approve = true
+
+[runbook.restart]
+steps = [ {{ name = "restart", run = "echo restarted" }} ]
+
+[channel.oncall]
+pagerduty = {{ routing_key = "{PD_KEY}", url = "{pd}" }}
+
+[channel.hook]
+webhook = {{ url = "{hook}" }}
+rate_limit = "off"
+
+[[notify]]
+when = "kind == 'event.pending_approval'"
+channels = ["oncall", "hook"]
+continue = true
+
+[[notify]]
+channels = ["hook"]
+"#,
+        pd = rx.url("/pd/v2/enqueue"),
+        hook = rx.url("/hook"),
+    );
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "db-1", &[]);
+    wait_agent_polling(&server, "db-1");
+    let id = event_of(&fire(
+        &server,
+        "DbDown",
+        json!({ "instance": "db-1" }),
+        json!({}),
+        "firing",
+    ));
+    let pd = rx.wait("/pd", 1, Duration::from_secs(15));
+    assert_eq!(pd[0].body["event_action"], "trigger");
+    assert_eq!(pd[0].body["dedup_key"], format!("heal/event/{id}"));
+    let approve = rx.wait("/hook", 1, Duration::from_secs(15));
+    let text = approve[0].body["text"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("heal approve {id}")),
+        "the message says how to approve: {text}"
+    );
+    let (code, body) = server.post(
+        &format!("/api/v1/events/{id}/approve"),
+        &json!({ "reason": "go" }),
+    );
+    assert_eq!(code, 200, "{body}");
+    server.wait_event(id, &["succeeded"], Duration::from_secs(20));
+    let pd = rx.wait("/pd", 2, Duration::from_secs(15));
+    assert_eq!(
+        pd[1].body,
+        json!({ "routing_key": PD_KEY, "event_action": "resolve", "dedup_key": format!("heal/event/{id}") })
+    );
+    let hooks = rx.wait("/hook", 3, Duration::from_secs(15));
+    let kinds: Vec<&str> = hooks
+        .iter()
+        .map(|h| h.body["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["event.pending_approval", "event.started", "event.succeeded"]
+    );
+    assert_eq!(
+        hooks[2].body["event"]["decided_by"], "open",
+        "who approved is on the event"
     );
 }
