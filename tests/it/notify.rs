@@ -1030,7 +1030,7 @@ channels = ["hook"]
         ["event.pending_approval", "event.started", "event.succeeded"]
     );
     assert_eq!(
-        hooks[2].body["event"]["decided_by"], "open",
+        hooks[2].body["event"]["decided_by"], "local",
         "who approved is on the event"
     );
 }
