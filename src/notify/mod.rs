@@ -59,6 +59,7 @@ pub const KINDS: &[Kind] = &[
     kind("safety.tripped", "critical", "safety", false),
     kind("safety.reset", "info", "safety", true),
     kind("test", "info", "test", false),
+    kind("test.resolved", "info", "test", true),
 ];
 
 /// Looks a kind up by name.

@@ -246,7 +246,13 @@ fn route_batch(conn: &Connection, config: &Config, now: i64) -> Result<(usize, L
             }
             channels = routed;
         }
-        store::route_notice(conn, u.id, &doc, &channels, now)?;
+        // Only a delivery reads the document: one that goes nowhere keeps none.
+        let keep = if channels.is_empty() {
+            &Value::Null
+        } else {
+            &doc
+        };
+        store::route_notice(conn, u.id, keep, &channels, now)?;
         if !channels.is_empty() {
             log.push((
                 log::Level::Debug,

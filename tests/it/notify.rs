@@ -1033,4 +1033,24 @@ channels = ["hook"]
         hooks[2].body["event"]["decided_by"], "local",
         "who approved is on the event"
     );
+
+    // A test to PagerDuty opens an incident and closes it again.
+    let (code, out, err) = heal_cli(
+        &["notify", "test", "oncall", "--server", &server.url],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("then resolved"), "{out}");
+    let pd = rx.on("/pd");
+    assert_eq!(pd.len(), 4, "{pd:?}");
+    assert_eq!(
+        (
+            pd[2].body["event_action"].as_str(),
+            pd[3].body["event_action"].as_str()
+        ),
+        (Some("trigger"), Some("resolve"))
+    );
+    assert_eq!(pd[2].body["dedup_key"], "heal/test/oncall");
+    assert_eq!(pd[3].body["dedup_key"], "heal/test/oncall");
 }

@@ -448,10 +448,15 @@ fn safety_words(f: &Facts) -> (String, Vec<String>) {
 }
 
 fn test_words(f: &Facts) -> (String, Vec<String>) {
-    let title = if f.channel.is_empty() {
-        "Test notification from heal".to_string()
+    let what = if f.kind == "test.resolved" {
+        "Test notification resolved"
     } else {
-        format!("Test notification from heal to channel {}", f.channel)
+        "Test notification"
+    };
+    let title = if f.channel.is_empty() {
+        format!("{what} from heal")
+    } else {
+        format!("{what} from heal to channel {}", f.channel)
     };
     let lines = vec![
         "What fired: nothing; this is a test, and heal did nothing.".to_string(),

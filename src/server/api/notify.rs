@@ -74,14 +74,29 @@ pub fn test(state: &State, config: &Config, name: &str, who: &str) -> Answer {
             ),
         ));
     };
-    let kind = notify::kind_named("test").expect("the test kind is in KINDS");
-    let now = now_ms();
-    let mut doc = notify::document(0, kind, name, now, json!({ "channel": name }));
-    doc["requested_by"] = json!(who);
     let base = state.outbox.base_url(config);
-    let req = send::prepare(&channel.kind, &[doc], base.as_deref(), 0, now);
+    let sender = send::Sender::new(channel.timeout);
+    let secrets = channel.kind.secrets();
+    let try_kind = |name: &str| {
+        let kind = notify::kind_named(name).expect("the test kinds are in KINDS");
+        let now = now_ms();
+        let mut doc = notify::document(
+            0,
+            kind,
+            &channel.name,
+            now,
+            json!({ "channel": &channel.name }),
+        );
+        doc["requested_by"] = json!(who);
+        let req = send::prepare(&channel.kind, &[doc], base.as_deref(), 0, now);
+        sender.deliver(&req, &secrets)
+    };
     let started = std::time::Instant::now();
-    let result = send::Sender::new(channel.timeout).deliver(&req, &channel.kind.secrets());
+    let mut result = try_kind("test");
+    // An incident channel closes the test incident it just opened.
+    if result.is_ok() && channel.kind.is_incident() {
+        result = try_kind("test.resolved").map(|a| format!("{a}, then resolved"));
+    }
     let ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(answer) => {
