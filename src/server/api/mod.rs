@@ -23,9 +23,11 @@ use super::longpoll::{respond_ops, Parked};
 use super::State;
 
 mod notify;
+pub mod routes;
 mod watch;
 
-use watch::PingPath;
+use routes::{route, Route};
+
 pub use watch::PING_BODY_MAX;
 
 /// A JSON response with the right content type.
@@ -39,182 +41,6 @@ pub fn json_response(status: u16, body: &Value) -> Response<std::io::Cursor<Vec<
 
 fn error_body(e: &Error) -> Value {
     json!({ "error": e.to_string() })
-}
-
-/// What a route needs: which scope, and the handler.
-enum Route {
-    Healthy,
-    Ready,
-    AlertmanagerIntake,
-    OwnIntake,
-    HookIntake(String),
-    ListAlerts,
-    ListEvents,
-    ShowEvent(i64),
-    Approve(i64, bool),
-    ListDecisions,
-    Context,
-    ListPauses,
-    AddPause,
-    ResumePause(i64),
-    Breaker,
-    SetBreaker(bool),
-    ListAgents,
-    Poll(String),
-    OpStart(String, i64),
-    OpLog(String, i64),
-    OpResult(String, i64),
-    Ping(String, PingPath),
-    ListHeartbeats,
-    ShowHeartbeat(String),
-    PutHeartbeat(String),
-    DeleteHeartbeat(String),
-    MuteHeartbeat(String, bool),
-    ListProbes,
-    ShowProbe(String),
-    ListSchedules,
-    Outbox,
-    ListChannels,
-    TestChannel(String),
-}
-
-impl Route {
-    /// The scope a token needs for this route (admin may do everything); `None`: open.
-    fn scope(&self) -> Option<Scope> {
-        match self {
-            Route::Healthy => None,
-            Route::Ready
-            | Route::ListAlerts
-            | Route::ListEvents
-            | Route::ShowEvent(_)
-            | Route::ListDecisions
-            | Route::Context
-            | Route::ListPauses
-            | Route::Breaker
-            | Route::ListAgents
-            | Route::ListHeartbeats
-            | Route::ShowHeartbeat(_)
-            | Route::ListProbes
-            | Route::ShowProbe(_)
-            | Route::ListSchedules
-            | Route::Outbox
-            | Route::ListChannels => Some(Scope::Read),
-            Route::Approve(..)
-            | Route::AddPause
-            | Route::ResumePause(_)
-            | Route::SetBreaker(_)
-            | Route::PutHeartbeat(_)
-            | Route::DeleteHeartbeat(_)
-            | Route::MuteHeartbeat(..)
-            | Route::TestChannel(_) => Some(Scope::Admin),
-            Route::Ping(..) => Some(Scope::Ping),
-            Route::AlertmanagerIntake | Route::OwnIntake | Route::HookIntake(_) => {
-                Some(Scope::Webhook)
-            }
-            Route::Poll(_) | Route::OpStart(..) | Route::OpLog(..) | Route::OpResult(..) => {
-                Some(Scope::Agent)
-            }
-        }
-    }
-
-    fn agent(&self) -> Option<&str> {
-        match self {
-            Route::Poll(a) | Route::OpStart(a, _) | Route::OpLog(a, _) | Route::OpResult(a, _) => {
-                Some(a)
-            }
-            _ => None,
-        }
-    }
-}
-
-fn route(method: &Method, path: &str) -> Result<Route> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let not_found = || Error::request(404, format!("no such route: {method} {path}"));
-    let id = |s: &str| {
-        s.parse::<i64>()
-            .map_err(|_| Error::request(404, format!("{s:?} is not an id (in {path})")))
-    };
-    let want = |m: Method, r: Route| {
-        if *method == m {
-            Ok(r)
-        } else {
-            Err(Error::request(
-                405,
-                format!("{path} does not take {method} (use {m})"),
-            ))
-        }
-    };
-    match segments.as_slice() {
-        ["-", "healthy"] => Ok(Route::Healthy),
-        ["-", "ready"] => Ok(Route::Ready),
-        ["api", "v1", "alerts", "alertmanager"] => want(Method::Post, Route::AlertmanagerIntake),
-        ["api", "v1", "alerts"] if *method == Method::Get => Ok(Route::ListAlerts),
-        ["api", "v1", "alerts"] => want(Method::Post, Route::OwnIntake),
-        ["hooks", source] => want(Method::Post, Route::HookIntake(source.to_string())),
-        ["api", "v1", "events"] => want(Method::Get, Route::ListEvents),
-        ["api", "v1", "events", e] => want(Method::Get, Route::ShowEvent(id(e)?)),
-        ["api", "v1", "events", e, "approve"] => want(Method::Post, Route::Approve(id(e)?, true)),
-        ["api", "v1", "events", e, "reject"] => want(Method::Post, Route::Approve(id(e)?, false)),
-        ["api", "v1", "decisions"] => want(Method::Get, Route::ListDecisions),
-        ["api", "v1", "context"] => want(Method::Get, Route::Context),
-        ["api", "v1", "pauses"] if *method == Method::Get => Ok(Route::ListPauses),
-        ["api", "v1", "pauses"] => want(Method::Post, Route::AddPause),
-        ["api", "v1", "pauses", p, "resume"] => want(Method::Post, Route::ResumePause(id(p)?)),
-        ["api", "v1", "breaker"] => want(Method::Get, Route::Breaker),
-        ["api", "v1", "breaker", "reset"] => want(Method::Post, Route::SetBreaker(false)),
-        ["api", "v1", "breaker", "trip"] => want(Method::Post, Route::SetBreaker(true)),
-        ["ping", name, rest @ ..] if rest.len() <= 1 => {
-            let Some(what) = PingPath::parse(rest.first().copied()) else {
-                return Err(Error::request(
-                    404,
-                    format!(
-                        "{path}: after the name comes start, fail or an exit code from 0 to 255"
-                    ),
-                ));
-            };
-            if ![Method::Get, Method::Post, Method::Head].contains(method) {
-                return Err(Error::request(405, format!("{path} takes GET or POST")));
-            }
-            Ok(Route::Ping(decode(name), what))
-        }
-        ["api", "v1", "heartbeats"] => want(Method::Get, Route::ListHeartbeats),
-        ["api", "v1", "heartbeats", n] => {
-            let n = decode(n);
-            match method {
-                Method::Get => Ok(Route::ShowHeartbeat(n)),
-                Method::Put => Ok(Route::PutHeartbeat(n)),
-                Method::Delete => Ok(Route::DeleteHeartbeat(n)),
-                _ => Err(Error::request(
-                    405,
-                    format!("{path} takes GET, PUT or DELETE"),
-                )),
-            }
-        }
-        ["api", "v1", "heartbeats", n, "mute"] => {
-            want(Method::Post, Route::MuteHeartbeat(decode(n), true))
-        }
-        ["api", "v1", "heartbeats", n, "unmute"] => {
-            want(Method::Post, Route::MuteHeartbeat(decode(n), false))
-        }
-        ["api", "v1", "probes"] => want(Method::Get, Route::ListProbes),
-        ["api", "v1", "probes", n] => want(Method::Get, Route::ShowProbe(decode(n))),
-        ["api", "v1", "schedules"] => want(Method::Get, Route::ListSchedules),
-        ["api", "v1", "outbox"] => want(Method::Get, Route::Outbox),
-        ["api", "v1", "channels"] => want(Method::Get, Route::ListChannels),
-        ["api", "v1", "channels", n, "test"] => want(Method::Post, Route::TestChannel(decode(n))),
-        ["api", "v1", "agents"] => want(Method::Get, Route::ListAgents),
-        ["api", "v1", "agents", a, "poll"] => want(Method::Post, Route::Poll(a.to_string())),
-        ["api", "v1", "agents", a, "ops", op, "start"] => {
-            want(Method::Post, Route::OpStart(a.to_string(), id(op)?))
-        }
-        ["api", "v1", "agents", a, "ops", op, "log"] => {
-            want(Method::Post, Route::OpLog(a.to_string(), id(op)?))
-        }
-        ["api", "v1", "agents", a, "ops", op, "result"] => {
-            want(Method::Post, Route::OpResult(a.to_string(), id(op)?))
-        }
-        _ => Err(not_found()),
-    }
 }
 
 /// Handles one request to its end (answered here, or parked for a poll).
@@ -288,7 +114,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// Checks the bearer token against the route's scope; returns who is asking
 /// (the token's name, or "local" when heal serves loopback without tokens).
 fn authorize(request: &Request, route: &Route, state: &State) -> Result<String> {
-    let Some(scope) = route.scope() else {
+    let Some(scope) = route.scope(request.method()) else {
         return Ok("anonymous".into());
     };
     let config = state.config();
@@ -406,6 +232,7 @@ fn dispatch(
     let max = config.server.max_body;
     match route {
         Route::Healthy => Ok((200, json!({ "status": "ok" }))),
+        Route::OpenApi => Ok((200, routes::openapi())),
         Route::Ping(..) => unreachable!("pings are answered in handle"),
         Route::ListHeartbeats => {
             let only = query_param(query, "state").map(decode);
