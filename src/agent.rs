@@ -651,16 +651,15 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 /// Random bytes from the kernel as hex; falls back to time and pid.
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .is_ok();
-    if !ok {
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut buf).is_err() {
+        // Only ids need this to be unique; secrets come from `heal token new`,
+        // which fails instead.
         let seed = crate::time::now_ms() as u64 ^ ((std::process::id() as u64) << 32);
         for (i, b) in buf.iter_mut().enumerate() {
             *b = (seed.rotate_left(i as u32 * 7) & 0xff) as u8;
         }
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    crate::config::hex(&buf)
 }
 
 /// ±50% jitter so many agents do not reconnect in step.

@@ -18,6 +18,7 @@ use crate::rules;
 use crate::server::{self, Shutdown};
 use crate::time::format_rfc3339;
 
+mod admin;
 mod notify;
 mod watch;
 
@@ -50,6 +51,8 @@ enum Command {
     Heartbeats(watch::Heartbeats),
     Probes(watch::Probes),
     Notify(notify::Notify),
+    Token(admin::Token),
+    Audit(admin::Audit),
 }
 
 /// Run the server: webhooks, rules, dispatch to agents.
@@ -411,6 +414,8 @@ pub fn run(heal: Heal) -> Result<()> {
         Command::Heartbeats(c) => watch::heartbeats(c),
         Command::Probes(c) => watch::probes(c),
         Command::Notify(c) => notify::notify(c),
+        Command::Token(c) => admin::token(c),
+        Command::Audit(c) => admin::audit(c),
     }
 }
 

@@ -83,6 +83,10 @@ impl Expr {
 pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
+    /// SHA-256 of the file's text, hex: which version of the file is running.
+    pub hash: String,
+    /// The file's text (kept for `GET /api/v1/config`, which redacts it).
+    pub text: String,
     /// `[server]`.
     pub server: Server,
     /// `[[token]]` in file order.
@@ -173,7 +177,8 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn parse(text: &str) -> Option<Scope> {
+    /// A scope by its name in the config.
+    pub fn parse(text: &str) -> Option<Scope> {
         Some(match text {
             "admin" => Scope::Admin,
             "read" => Scope::Read,
@@ -192,8 +197,8 @@ pub struct Token {
     pub name: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
-    /// The secret, after `${ENV}` expansion.
-    pub secret: String,
+    /// SHA-256 of the secret: the secret itself is never kept.
+    pub hash: [u8; 32],
     /// For agent tokens: the only agent id it may act as.
     pub agent: Option<String>,
 }
@@ -202,10 +207,48 @@ impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Token({}, {:?}, agent {:?}, secret redacted)",
+            "Token({}, {:?}, agent {:?}, secret hashed)",
             self.name, self.scopes, self.agent
         )
     }
+}
+
+impl Token {
+    /// Whether `presented` is this token's secret: its hash compared in
+    /// constant time.
+    pub fn matches(&self, presented: &str) -> bool {
+        let h = token_hash(presented);
+        let mut diff = 0u8;
+        for (a, b) in h.iter().zip(self.hash.iter()) {
+            diff |= a ^ b;
+        }
+        diff == 0
+    }
+}
+
+/// SHA-256 of a token's secret, as `[[token]] secret_sha256` holds it.
+pub fn token_hash(secret: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// A `[[source]]`: maps any JSON webhook to alerts.
@@ -415,6 +458,7 @@ struct RawToken {
     scopes: Vec<Spanned<String>>,
     secret: Option<Spanned<String>>,
     secret_file: Option<Spanned<String>>,
+    secret_sha256: Option<Spanned<String>>,
     agent: Option<String>,
 }
 
@@ -523,7 +567,48 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
         let line = e.span().map(|s| v.line(s.start)).unwrap_or(1);
         Error::Config(format!("{}:{line}: {}", v.file, e.message()))
     })?;
-    v.validate(path, raw)
+    let mut config = v.validate(path, raw)?;
+    config.hash = hex(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref());
+    config.text = text.to_string();
+    Ok(config)
+}
+
+/// Keys whose values are secrets, wherever they stand in the file.
+const SECRET_KEYS: &[&str] = &[
+    "secret",
+    "secret_sha256",
+    "webhook_url",
+    "routing_key",
+    "api_key",
+    "ping_key",
+    "headers",
+    "watchdog_url",
+];
+
+/// The running file as JSON with every secret value replaced by
+/// `"<redacted>"` (and a webhook's `url`, which often holds a token).
+pub fn redacted(config: &Config) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value, in_webhook: bool) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, val) in map.iter_mut() {
+                    if SECRET_KEYS.contains(&k.as_str()) || (in_webhook && k == "url") {
+                        *val = serde_json::Value::String("<redacted>".into());
+                    } else {
+                        walk(val, k == "webhook");
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, in_webhook)),
+            _ => {}
+        }
+    }
+    let mut v = toml::from_str::<toml::Value>(&config.text)
+        .ok()
+        .and_then(|t| serde_json::to_value(t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    walk(&mut v, false);
+    v
 }
 
 struct Validator<'a> {
@@ -670,6 +755,8 @@ impl Validator<'_> {
         let routes = self.routes(&raw.routes, &channels)?;
         Ok(Config {
             path: path.to_path_buf(),
+            hash: String::new(),
+            text: String::new(),
             server,
             tokens,
             sources,
@@ -806,14 +893,40 @@ impl Validator<'_> {
                 "scopes: empty (give at least one of admin, read, webhook, ping, agent)",
             );
         }
-        let secret = self.secret(&raw.secret, &raw.secret_file, &t.span(), &item, "secret")?;
-        if secret.len() < 16 {
-            return self.err(
-                t.span(),
-                &item,
-                "secret: shorter than 16 characters (use e.g. `openssl rand -hex 32`)",
-            );
-        }
+        let hash = match (
+            &raw.secret_sha256,
+            raw.secret.is_some() || raw.secret_file.is_some(),
+        ) {
+            (Some(h), false) => parse_sha256(h.get_ref()).map_or_else(
+                || {
+                    self.err(
+                        h.span(),
+                        &item,
+                        "secret_sha256: not 64 hex digits (`heal token new` prints one)",
+                    )
+                },
+                Ok,
+            )?,
+            (Some(h), true) => {
+                return self.err(
+                    h.span(),
+                    &item,
+                    "give exactly one of secret, secret_file or secret_sha256",
+                )
+            }
+            (None, _) => {
+                let secret =
+                    self.secret(&raw.secret, &raw.secret_file, &t.span(), &item, "secret")?;
+                if secret.len() < 16 {
+                    return self.err(
+                        t.span(),
+                        &item,
+                        "secret: shorter than 16 characters (`heal token new` makes one)",
+                    );
+                }
+                token_hash(&secret)
+            }
+        };
         if raw.agent.is_some() && !scopes.contains(&Scope::Agent) {
             return self.err(
                 t.span(),
@@ -824,7 +937,7 @@ impl Validator<'_> {
         Ok(Token {
             name: raw.name.clone(),
             scopes,
-            secret,
+            hash,
             agent: raw.agent.clone(),
         })
     }
@@ -1065,7 +1178,7 @@ fn run_of(raw: &RawRun) -> Option<Run> {
 }
 
 /// Names of rules, runbooks, tokens and sources: letters, digits, `-`, `_`, `.`.
-fn check_name(name: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_name(name: &str) -> std::result::Result<(), String> {
     if name.is_empty()
         || name.len() > 128
         || !name

@@ -73,6 +73,8 @@ pub struct State {
     pub watch: watch::Shared,
     /// What the outbox shares with the API.
     pub outbox: outbox::Shared,
+    /// Refused tokens this minute: (minute, count, not yet recorded).
+    refusals: Mutex<(i64, u64, u64)>,
 }
 
 impl State {
@@ -133,22 +135,106 @@ impl State {
         Ok(())
     }
 
-    fn reload(&self) {
+    /// Reloads the config file: validated first, then swapped whole and
+    /// recorded as a version (new only when the text changed). An invalid
+    /// file is refused with its error and the running config stays.
+    pub fn reload(&self, by: &str) -> Result<(i64, bool)> {
         let path = self.config().path.clone();
-        match config::load(&path) {
-            Ok(new) => {
-                log::info!(
-                    "reloaded {}: {} rules, {} runbooks",
-                    path.display(),
-                    new.rules.len(),
-                    new.runbooks.len()
+        let new = match config::load(&path) {
+            Ok(new) => new,
+            Err(e) => {
+                log::error!("reload refused, the running config stays: {e}");
+                self.audit(
+                    by,
+                    "config.refused",
+                    &path.display().to_string(),
+                    &e.to_string(),
+                    None,
                 );
-                *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+                return Err(e);
             }
-            Err(e) => log::error!("reload refused, the running config stays: {e}"),
+        };
+        let (hash, shown) = (new.hash.clone(), path.display().to_string());
+        let (rules, runbooks) = (new.rules.len(), new.runbooks.len());
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        let by_ = by.to_string();
+        let (version, changed) = self
+            .writer
+            .write(move |conn| store::apply_config(conn, &hash, &by_, &shown, now_ms()))?;
+        log::info!(
+            "reloaded {} ({by}): version {version}{}, {rules} rules, {runbooks} runbooks",
+            path.display(),
+            if changed { "" } else { ", unchanged" }
+        );
+        Ok((version, changed))
+    }
+
+    /// Appends to the audit log (after the change it records) and logs it.
+    pub fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+        remote: Option<&str>,
+    ) {
+        let (a, b, c, d, r) = (
+            actor.to_string(),
+            action.to_string(),
+            target.to_string(),
+            detail.to_string(),
+            remote.map(str::to_string),
+        );
+        let written = self.writer.write(move |conn| {
+            store::record_audit(
+                conn,
+                &store::NewAudit {
+                    actor: &a,
+                    action: &b,
+                    target: &c,
+                    detail: &d,
+                    remote: r.as_deref(),
+                },
+                now_ms(),
+            )
+        });
+        if let Err(e) = written {
+            log::error!("audit log: cannot record {action} by {actor}: {e}");
         }
     }
+
+    /// Records a refused token: the first `REFUSALS_PER_MINUTE` of each
+    /// minute in the audit log and the log, the rest counted into the next
+    /// entry, so a flood cannot fill either.
+    pub fn refused(&self, route: &str, remote: Option<&str>, why: &str) {
+        let minute = now_ms() / 60_000;
+        let folded = {
+            let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+            if r.0 != minute {
+                *r = (minute, 0, r.2);
+            }
+            r.1 += 1;
+            if r.1 > REFUSALS_PER_MINUTE {
+                r.2 += 1;
+                return;
+            }
+            std::mem::take(&mut r.2)
+        };
+        let detail = if folded > 0 {
+            format!("{why} (and {folded} more refusals not recorded one by one)")
+        } else {
+            why.to_string()
+        };
+        log::warn!(
+            "refused a request to {route} from {}: {detail}",
+            remote.unwrap_or("unknown")
+        );
+        self.audit("anonymous", "auth.refused", route, &detail, remote);
+    }
 }
+
+/// Refused tokens recorded one by one per minute; the rest are counted.
+const REFUSALS_PER_MINUTE: u64 = 10;
 
 /// Options of `heal serve`.
 pub struct Options {
@@ -205,6 +291,18 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     let write_conn = store::open_and_migrate(&db_path)?;
+    let (version, _) = store::apply_config(
+        &write_conn,
+        &config.hash,
+        "startup",
+        &config.path.display().to_string(),
+        now_ms(),
+    )?;
+    log::info!(
+        "config {} is version {version} (sha256 {})",
+        config.path.display(),
+        &config.hash[..12.min(config.hash.len())]
+    );
     let server = tiny_http::Server::http(addr)
         .map_err(|e| Error::Failed(format!("cannot listen on {addr}: {e}")))?;
     let bound = server
@@ -218,7 +316,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         internal_tokens.push(Token {
             name: "local-agent".into(),
             scopes: vec![Scope::Agent],
-            secret: secret.clone(),
+            hash: config::token_hash(&secret),
             agent: Some(l.id.clone()),
         });
         (l, secret)
@@ -234,6 +332,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         internal_tokens,
         watch: watch::Shared::default(),
         outbox: outbox::Shared::default(),
+        refusals: Mutex::new((0, 0, 0)),
     });
     state.outbox.set_bound(bound);
     let mut signals = signal_hook::iterator::Signals::new([
@@ -256,7 +355,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         s.spawn(|| {
             for signal in signals.forever() {
                 if signal == signal_hook::consts::SIGHUP {
-                    state.reload();
+                    let _ = state.reload("sighup");
                 } else {
                     log::info!("signal {signal}: shutting down");
                     shutdown.trigger();

@@ -298,6 +298,33 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (channel, dedup_key)
     ) WITHOUT ROWID;
     "#,
+    // 5: the audit log and the versions of the config applied.
+    r#"
+    -- Who changed what. Append-only: triggers refuse updates and deletes.
+    CREATE TABLE audit (
+        id     INTEGER PRIMARY KEY,
+        at     INTEGER NOT NULL,
+        actor  TEXT NOT NULL,           -- token name, "local", "startup", "sighup"
+        action TEXT NOT NULL,           -- config.applied, event.approved, auth.refused, ...
+        target TEXT NOT NULL,           -- what it acted on: event id, pause id, runbook, route
+        detail TEXT NOT NULL,           -- reason, hash, how many refusals were folded in
+        remote TEXT                     -- the client's address, for requests
+    );
+    CREATE INDEX audit_at ON audit(at);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+
+    -- Each distinct config applied, in order.
+    CREATE TABLE config_version (
+        version    INTEGER PRIMARY KEY,
+        hash       TEXT NOT NULL,       -- SHA-256 of the file's text
+        applied_at INTEGER NOT NULL,
+        applied_by TEXT NOT NULL,
+        path       TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction. Refuses a

@@ -7,11 +7,13 @@
 //! savepoint, so one failing request does not undo the others. Readers open
 //! their own connection per thread (`open`).
 
+pub mod admin;
 pub mod lifecycle;
 pub mod migrations;
 pub mod notify;
 pub mod watch;
 
+pub use admin::*;
 pub use lifecycle::*;
 pub use notify::*;
 pub use watch::*;

@@ -9,5 +9,6 @@ mod cli;
 mod intake;
 mod lifecycle;
 mod notify;
+mod reload;
 mod security;
 mod watch;

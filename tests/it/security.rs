@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{http, test_dir, Server};
+use crate::support::{heal_cli, http, test_dir, Server};
 
 const TOKENS: &[(&str, &str)] = &[
     ("admin", "admin-secret-0123456789"),
@@ -137,4 +137,155 @@ fn an_agent_token_acts_only_as_its_agent() {
         let (status, _) = call(&server, "GET", path, Some(agent));
         assert_eq!(status, 403, "{path}: an agent token reads nothing");
     }
+}
+
+#[test]
+fn heal_token_new_prints_a_secret_that_only_its_hash_in_the_config_accepts() {
+    let dir = test_dir("security-token-new");
+    let (code, out, err) = heal_cli(
+        &[
+            "token", "new", "--name", "grafana", "--scope", "read", "--json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let made: Value = serde_json::from_str(&out).unwrap();
+    let secret = made["token"].as_str().unwrap().to_string();
+    let toml = made["toml"].as_str().unwrap();
+    assert_eq!(secret.len(), 64);
+    assert!(
+        !toml.contains(&secret),
+        "the config holds only the hash: {toml}"
+    );
+    assert!(toml.contains("secret_sha256 = "), "{toml}");
+    let server = Server::start(&dir, &format!("{}\n{toml}", config()));
+    let (status, _) = call(&server, "GET", "/api/v1/events", Some(&secret));
+    assert_eq!(status, 200);
+    let (status, _) = call(&server, "POST", "/api/v1/breaker/reset", Some(&secret));
+    assert_eq!(status, 403, "read only");
+    let (code, _, err) = heal_cli(
+        &["token", "new", "--name", "x", "--scope", "root"],
+        &[],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("--scope \"root\""), "{err}");
+    let (code, _, err) = heal_cli(
+        &[
+            "token", "new", "--name", "x", "--scope", "read", "--agent", "web-1",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("add --scope agent"), "{err}");
+    let bad = format!(
+        "{}\n[[token]]\nname = \"h\"\nscopes = [\"read\"]\nsecret_sha256 = \"abc\"\n",
+        config()
+    );
+    std::fs::write(dir.join("bad.toml"), bad).unwrap();
+    let (code, _, err) = heal_cli(
+        &[
+            "check-config",
+            "--config",
+            dir.join("bad.toml").to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("secret_sha256: not 64 hex digits"), "{err}");
+}
+
+#[test]
+fn changes_and_refused_tokens_are_audited_and_a_flood_is_folded() {
+    let dir = test_dir("security-audit");
+    let server = Server::start(&dir, &config());
+    let admin = TOKENS[0].1;
+    let (status, body) = http(
+        "POST",
+        &format!("{}/api/v1/pauses", server.url),
+        Some(br#"{"all": true, "for": "10m", "reason": "maintenance window"}"#),
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &format!("Bearer {admin}")),
+        ],
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http(
+        "POST",
+        &format!("{}/api/v1/breaker/trip", server.url),
+        Some(br#"{"reason": "bad deploy"}"#),
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &format!("Bearer {admin}")),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..25 {
+        let (status, _) = call(
+            &server,
+            "GET",
+            "/api/v1/events",
+            Some("wrong-token-0123456789"),
+        );
+        assert_eq!(status, 401);
+    }
+    let (code, out, err) = heal_cli(
+        &[
+            "audit",
+            "--json",
+            "--limit",
+            "100",
+            "--server",
+            &server.url,
+            "--token",
+            admin,
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let entries: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let of = |action: &str| {
+        entries
+            .iter()
+            .filter(|e| e["action"] == action)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let config = of("config.applied");
+    assert_eq!(config.len(), 1, "{entries:?}");
+    assert_eq!(config[0]["actor"], "startup");
+    let pause = &of("pause.added")[0];
+    assert_eq!(pause["actor"], "admin-token");
+    assert!(
+        pause["detail"]
+            .as_str()
+            .unwrap()
+            .contains("maintenance window"),
+        "{pause}"
+    );
+    assert_eq!(pause["remote"], "127.0.0.1");
+    assert!(of("breaker.tripped")[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("bad deploy"));
+    let refused = of("auth.refused");
+    assert_eq!(
+        refused.len(),
+        10,
+        "at most 10 a minute one by one: {refused:?}"
+    );
+    assert_eq!(refused[0]["target"], "/api/v1/events");
+    assert!(
+        !out.contains("wrong-token"),
+        "the audit log holds no presented secret"
+    );
+    let warned = server.logs().matches("refused a request").count();
+    assert!(warned <= 11, "log lines are limited too: {warned}");
+    // Reading the audit log is for admins.
+    let (status, _) = call(&server, "GET", "/api/v1/audit", Some(TOKENS[1].1));
+    assert_eq!(status, 403);
 }

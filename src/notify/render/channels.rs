@@ -141,7 +141,7 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     let mut ctx = hmac::Context::with_key(&key);
     ctx.update(format!("{timestamp}.").as_bytes());
     ctx.update(body);
-    format!("sha256={}", hex(ctx.sign().as_ref()))
+    format!("sha256={}", crate::config::hex(ctx.sign().as_ref()))
 }
 
 // ---- Slack ------------------------------------------------------------------

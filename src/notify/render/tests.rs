@@ -425,7 +425,7 @@ fn signature_is_hmac_sha256_of_timestamp_dot_body() {
     let key = hmac::Key::new(hmac::HMAC_SHA256, b"Jefe");
     let tag = hmac::sign(&key, b"what do ya want for nothing?");
     assert_eq!(
-        hex(tag.as_ref()),
+        crate::config::hex(tag.as_ref()),
         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     );
     // printf '1700000000.{"kind":"test"}' | openssl dgst -sha256 -hmac Jefe

@@ -68,7 +68,15 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
             Err(e) => answer(request, &method, path, Err(e)),
         };
     }
+    let audited = route.audit_action();
     let result = dispatch(&mut request, route, &who, query, state, reader);
+    if let (Some(action), Ok((status, body))) = (audited, &result) {
+        if *status < 300 {
+            let detail = body.to_string();
+            let detail = crate::notify::tail(&detail, 600);
+            state.audit(&who, action, path, detail, remote(&request).as_deref());
+        }
+    }
     answer(request, &method, path, result)
 }
 
@@ -88,6 +96,11 @@ fn answer(request: Request, method: &Method, path: &str, result: Result<(u16, Va
     if let Err(e) = request.respond(json_response(status, &body)) {
         log::debug!("{method} {path}: client went away before the answer ({e})");
     }
+}
+
+/// The client's address, for the audit log.
+fn remote(request: &Request) -> Option<String> {
+    request.remote_addr().map(|a| a.ip().to_string())
 }
 
 fn bearer(request: &Request) -> Option<String> {
@@ -122,6 +135,7 @@ fn authorize(request: &Request, route: &Route, state: &State) -> Result<String> 
         return Ok("local".into());
     }
     let Some(presented) = bearer(request) else {
+        state.refused(route.template(), remote(request).as_deref(), "no token");
         return Err(Error::request(
             401,
             "missing bearer token (send Authorization: Bearer <token>)",
@@ -129,14 +143,15 @@ fn authorize(request: &Request, route: &Route, state: &State) -> Result<String> 
     };
     let mut found = None;
     for t in config.tokens.iter().chain(state.internal_tokens.iter()) {
-        if same_secret(t.secret.as_bytes(), presented.as_bytes()) {
+        if t.matches(&presented) {
             found = Some(t.clone());
         }
     }
     let Some(token) = found else {
-        log::warn!(
-            "refused a request to {} with an unknown token",
-            request.url().split('?').next().unwrap_or("")
+        state.refused(
+            route.template(),
+            remote(request).as_deref(),
+            "unknown token",
         );
         return Err(Error::request(401, "invalid token"));
     };
@@ -233,6 +248,44 @@ fn dispatch(
     match route {
         Route::Healthy => Ok((200, json!({ "status": "ok" }))),
         Route::OpenApi => Ok((200, routes::openapi())),
+        Route::Audit => {
+            let since = query_param(query, "since")
+                .map(parse_since)
+                .transpose()?
+                .unwrap_or(0);
+            let action = query_param(query, "action").map(decode);
+            let entries = store::audit_entries(
+                reader(state, conn)?,
+                since,
+                action.as_deref(),
+                limit(query)?,
+            )?;
+            Ok((200, json!({ "entries": entries })))
+        }
+        Route::ShowConfig => {
+            let current = store::current_config(reader(state, conn)?)?;
+            Ok((
+                200,
+                json!({
+                    "path": config.path.display().to_string(),
+                    "sha256": config.hash,
+                    "version": current.as_ref().filter(|c| c.hash == config.hash).map(|c| c.version),
+                    "applied_at": current.as_ref().filter(|c| c.hash == config.hash).map(|c| c.applied_at),
+                    "config": crate::config::redacted(&config),
+                }),
+            ))
+        }
+        Route::ReloadConfig => match state.reload(who) {
+            Ok((version, changed)) => Ok((
+                200,
+                json!({ "version": version, "changed": changed, "sha256": state.config().hash }),
+            )),
+            Err(e @ Error::Config(_)) => Err(Error::request(
+                422,
+                format!("the config stays at its running version: {e}"),
+            )),
+            Err(e) => Err(e),
+        },
         Route::Ping(..) => unreachable!("pings are answered in handle"),
         Route::ListHeartbeats => {
             let only = query_param(query, "state").map(decode);

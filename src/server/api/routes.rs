@@ -201,6 +201,24 @@ pub const ROUTES: &[Spec] = &[
     ),
     spec(GET, "/api/v1/agents", READ, "agents"),
     spec(
+        GET,
+        "/api/v1/audit",
+        ADMIN,
+        "the audit log: who changed what",
+    ),
+    spec(
+        GET,
+        "/api/v1/config",
+        READ,
+        "the running config, secrets redacted, with its version",
+    ),
+    spec(
+        POST,
+        "/api/v1/config",
+        ADMIN,
+        "reload the config file: validated, then swapped",
+    ),
+    spec(
         POST,
         "/api/v1/agents/{agent}/poll",
         AGENT,
@@ -266,6 +284,9 @@ pub(super) enum Route {
     ListProbes,
     ShowProbe(String),
     ListSchedules,
+    Audit,
+    ShowConfig,
+    ReloadConfig,
     Outbox,
     ListChannels,
     TestChannel(String),
@@ -358,6 +379,9 @@ pub(super) fn route(method: &Method, path: &str) -> Result<Route> {
         ["api", "v1", "probes", n] => want(Method::Get, Route::ShowProbe(decode(n))),
         ["api", "v1", "schedules"] => want(Method::Get, Route::ListSchedules),
         ["api", "v1", "outbox"] => want(Method::Get, Route::Outbox),
+        ["api", "v1", "audit"] => want(Method::Get, Route::Audit),
+        ["api", "v1", "config"] if *method == Method::Get => Ok(Route::ShowConfig),
+        ["api", "v1", "config"] => want(Method::Post, Route::ReloadConfig),
         ["api", "v1", "channels"] => want(Method::Get, Route::ListChannels),
         ["api", "v1", "channels", n, "test"] => want(Method::Post, Route::TestChannel(decode(n))),
         ["api", "v1", "agents"] => want(Method::Get, Route::ListAgents),
@@ -408,6 +432,8 @@ impl Route {
             Route::ShowProbe(_) => "/api/v1/probes/{name}",
             Route::ListSchedules => "/api/v1/schedules",
             Route::Outbox => "/api/v1/outbox",
+            Route::Audit => "/api/v1/audit",
+            Route::ShowConfig | Route::ReloadConfig => "/api/v1/config",
             Route::ListChannels => "/api/v1/channels",
             Route::TestChannel(_) => "/api/v1/channels/{name}/test",
             Route::ListAgents => "/api/v1/agents",
@@ -416,6 +442,25 @@ impl Route {
             Route::OpLog(..) => "/api/v1/agents/{agent}/ops/{op}/log",
             Route::OpResult(..) => "/api/v1/agents/{agent}/ops/{op}/result",
         }
+    }
+
+    /// The audit log's name for what this route changes, if it changes
+    /// what heal does (a config reload audits itself).
+    pub(super) fn audit_action(&self) -> Option<&'static str> {
+        Some(match self {
+            Route::Approve(_, true) => "event.approved",
+            Route::Approve(_, false) => "event.rejected",
+            Route::AddPause => "pause.added",
+            Route::ResumePause(_) => "pause.resumed",
+            Route::SetBreaker(false) => "breaker.reset",
+            Route::SetBreaker(true) => "breaker.tripped",
+            Route::PutHeartbeat(_) => "heartbeat.registered",
+            Route::DeleteHeartbeat(_) => "heartbeat.deleted",
+            Route::MuteHeartbeat(_, true) => "heartbeat.muted",
+            Route::MuteHeartbeat(_, false) => "heartbeat.unmuted",
+            Route::TestChannel(_) => "channel.tested",
+            _ => return None,
+        })
     }
 
     /// The scope a token needs, from the table; `None`: open.

@@ -1,0 +1,147 @@
+//! `heal token new` and `heal audit`: who may talk to heal, and what they did.
+
+use std::path::PathBuf;
+
+use argh::FromArgs;
+use serde_json::json;
+
+use super::{client, encode, print_json, str_of};
+use crate::config::{self, Scope};
+use crate::error::{Error, Result};
+use crate::time::format_rfc3339;
+
+/// Make a new token: prints the secret (once) and the [[token]] lines to add to runbooks.toml, which hold only its hash.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "token")]
+pub struct Token {
+    /// new
+    #[argh(positional)]
+    action: String,
+    /// the token's name, shown in logs and the audit log
+    #[argh(option)]
+    name: String,
+    /// a scope: admin, read, webhook, ping or agent (repeat for more)
+    #[argh(option)]
+    scope: Vec<String>,
+    /// for agent tokens: the only agent id it may act as
+    #[argh(option)]
+    agent: Option<String>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// `heal token new`.
+pub fn token(t: Token) -> Result<()> {
+    if t.action != "new" {
+        return Err(Error::Usage(format!(
+            "heal token takes new, not {:?}\nTry: heal token new --name alertmanager --scope webhook",
+            t.action
+        )));
+    }
+    config::check_name(&t.name).map_err(|e| Error::Usage(format!("--name: {e}")))?;
+    if t.scope.is_empty() {
+        return Err(Error::Usage(
+            "give at least one --scope (admin, read, webhook, ping, agent)".into(),
+        ));
+    }
+    for s in &t.scope {
+        if Scope::parse(s).is_none() {
+            return Err(Error::Usage(format!(
+                "--scope {s:?}: not admin, read, webhook, ping or agent"
+            )));
+        }
+    }
+    if t.agent.is_some() && !t.scope.iter().any(|s| s == "agent") {
+        return Err(Error::Usage(
+            "--agent binds an agent token: add --scope agent".into(),
+        ));
+    }
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| Error::Failed("the system's random source failed".into()))?;
+    let secret = config::hex(&bytes);
+    let hash = config::hex(&config::token_hash(&secret));
+    let scopes: Vec<String> = t.scope.iter().map(|s| format!("{s:?}")).collect();
+    let mut toml = format!(
+        "[[token]]\nname = {:?}\nscopes = [{}]\nsecret_sha256 = \"{hash}\"\n",
+        t.name,
+        scopes.join(", ")
+    );
+    if let Some(a) = &t.agent {
+        toml.push_str(&format!("agent = {a:?}\n"));
+    }
+    if t.json {
+        print_json(
+            &json!({ "name": t.name, "token": secret, "secret_sha256": hash, "toml": toml }),
+        );
+        return Ok(());
+    }
+    println!("{secret}");
+    println!();
+    println!("# Add to runbooks.toml, then reload (SIGHUP). heal keeps only the hash;");
+    println!(
+        "# the token above is shown once: give it to the client (--token-file or HEAL_TOKEN)."
+    );
+    print!("{toml}");
+    Ok(())
+}
+
+/// Show the audit log: configs applied, approvals, pauses, breaker resets, manual runs, refused tokens.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "audit")]
+pub struct Audit {
+    /// only entries of this action (e.g. config.applied, event.approved, auth.refused)
+    #[argh(option)]
+    action: Option<String>,
+    /// only entries since (e.g. 1h, 7d, or ms since the epoch)
+    #[argh(option)]
+    since: Option<String>,
+    /// most entries listed (default 50)
+    #[argh(option, default = "50")]
+    limit: u32,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// `heal audit`.
+pub fn audit(a: Audit) -> Result<()> {
+    let client = client(a.server, a.token, a.token_file)?;
+    let mut path = format!("/api/v1/audit?limit={}", a.limit.clamp(1, 10_000));
+    if let Some(x) = &a.action {
+        path.push_str(&format!("&action={}", encode(x)));
+    }
+    if let Some(x) = &a.since {
+        path.push_str(&format!("&since={}", encode(x)));
+    }
+    let v = client.get(&path)?;
+    if a.json {
+        print_json(&v["entries"]);
+        return Ok(());
+    }
+    println!(
+        "{:<24}  {:<20}  {:<18}  {:<24}  detail",
+        "AT", "ACTION", "WHO", "WHAT"
+    );
+    for e in v["entries"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24}  {:<20}  {:<18}  {:<24}  {}",
+            e["at"].as_i64().map(format_rfc3339).unwrap_or_default(),
+            str_of(&e["action"]),
+            str_of(&e["actor"]),
+            str_of(&e["target"]),
+            str_of(&e["detail"])
+        );
+    }
+    Ok(())
+}
