@@ -71,6 +71,9 @@ struct Serve {
     /// also run an agent in this process, named after the host
     #[argh(switch)]
     local_agent: bool,
+    /// serve plain HTTP on an address other than loopback (only on a network you trust)
+    #[argh(switch)]
+    insecure_http: bool,
     /// id of the local agent (default: the host name)
     #[argh(option)]
     local_agent_id: Option<String>,
@@ -433,6 +436,7 @@ fn serve(c: Serve) -> Result<()> {
             listen: c.listen,
             db: c.db,
             local_agent,
+            insecure_http: c.insecure_http,
         },
         shutdown,
     )

@@ -246,6 +246,8 @@ pub struct Options {
     pub db: Option<PathBuf>,
     /// Run an in-process agent.
     pub local_agent: Option<LocalAgent>,
+    /// Serve plain HTTP on an address other than loopback.
+    pub insecure_http: bool,
 }
 
 /// The in-process agent of `serve --local-agent`.
@@ -282,6 +284,11 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
             "no [[token]] in {}: serving without authentication on loopback only",
             config.path.display()
         );
+    }
+    if !addr.ip().is_loopback() && !opts.insecure_http {
+        return Err(Error::Config(format!(
+            "heal refuses to serve plain HTTP on {addr}: tokens and alert data would cross the network in clear. Listen on 127.0.0.1 behind a TLS-terminating proxy, or pass --insecure-http on a network you trust"
+        )));
     }
     // Many HTTP threads each get a glibc malloc arena that keeps what a large
     // answer once used; a few shared arenas keep the server's memory flat.

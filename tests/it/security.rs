@@ -289,3 +289,28 @@ fn changes_and_refused_tokens_are_audited_and_a_flood_is_folded() {
     let (status, _) = call(&server, "GET", "/api/v1/audit", Some(TOKENS[1].1));
     assert_eq!(status, 403);
 }
+
+#[test]
+fn plain_http_beyond_loopback_needs_insecure_http() {
+    let dir = test_dir("security-plain");
+    std::fs::write(dir.join("runbooks.toml"), config()).unwrap();
+    let cfg = dir.join("runbooks.toml");
+    let db = dir.join("heal.db");
+    let args = [
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--listen",
+        "0.0.0.0:0",
+    ];
+    let (code, _, err) = heal_cli(&args, &[], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("refuses to serve plain HTTP on 0.0.0.0:0") && err.contains("--insecure-http"),
+        "{err}"
+    );
+    let server = Server::start_with(&dir, &config(), "0.0.0.0:0", &["--insecure-http"]);
+    assert!(server.url.starts_with("http://0.0.0.0:"), "{}", server.url);
+}
