@@ -159,6 +159,16 @@ pub struct Server {
     pub agent_down_after: Duration,
     /// Where people reach this server (links in notifications).
     pub public_url: Option<String>,
+    /// PEM certificate chain: with `tls_key`, heal speaks HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub tls_key: Option<PathBuf>,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header: usize,
+    /// Longest a client may take to send one request.
+    pub request_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 /// A token scope.
@@ -449,6 +459,11 @@ struct RawServer {
     http_threads: Option<Spanned<i64>>,
     agent_down_after: Option<Spanned<String>>,
     public_url: Option<Spanned<String>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
+    max_header: Option<Spanned<i64>>,
+    request_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -833,6 +848,24 @@ impl Validator<'_> {
                 item,
                 "agent_down_after",
             )?,
+            tls_cert: raw.tls_cert.as_ref().map(|p| PathBuf::from(p.get_ref())),
+            tls_key: raw.tls_key.as_ref().map(|p| PathBuf::from(p.get_ref())),
+            max_header: self.count(&raw.max_header, 16 << 10, 1024, 1 << 20, item, "max_header")?
+                as usize,
+            request_timeout: self.duration(
+                &raw.request_timeout,
+                Duration::from_secs(30),
+                item,
+                "request_timeout",
+            )?,
+            max_connections: self.count(
+                &raw.max_connections,
+                1024,
+                1,
+                100_000,
+                item,
+                "max_connections",
+            )? as usize,
             public_url: match &raw.public_url {
                 None => None,
                 Some(u) => Some(
@@ -848,6 +881,22 @@ impl Validator<'_> {
                 ),
             },
         };
+        if server.tls_cert.is_some() != server.tls_key.is_some() {
+            let span = raw
+                .tls_cert
+                .as_ref()
+                .or(raw.tls_key.as_ref())
+                .map_or(0..0, Spanned::span);
+            return self.err(
+                span,
+                item,
+                "give both tls_cert and tls_key (PEM files), or neither",
+            );
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&server.request_timeout) {
+            let span = raw.request_timeout.as_ref().map_or(0..0, Spanned::span);
+            return self.err(span, item, "request_timeout: must be from 1s to 1h");
+        }
         if server.agent_down_after <= server.poll_wait {
             let span = raw
                 .agent_down_after

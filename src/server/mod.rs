@@ -10,6 +10,7 @@
 //! everything else lives in SQLite.
 
 pub mod api;
+pub mod front;
 pub mod intake;
 pub mod lifecycle;
 pub mod longpoll;
@@ -75,6 +76,8 @@ pub struct State {
     pub outbox: outbox::Shared,
     /// Refused tokens this minute: (minute, count, not yet recorded).
     refusals: Mutex<(i64, u64, u64)>,
+    /// The front door (TLS, request limits); knows each request's client.
+    pub front: Arc<front::Front>,
 }
 
 impl State {
@@ -285,7 +288,8 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
             config.path.display()
         );
     }
-    if !addr.ip().is_loopback() && !opts.insecure_http {
+    let tls_set = config.server.tls_cert.is_some();
+    if !addr.ip().is_loopback() && !opts.insecure_http && !tls_set {
         return Err(Error::Config(format!(
             "heal refuses to serve plain HTTP on {addr}: tokens and alert data would cross the network in clear. Listen on 127.0.0.1 behind a TLS-terminating proxy, or pass --insecure-http on a network you trust"
         )));
@@ -310,13 +314,34 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         config.path.display(),
         &config.hash[..12.min(config.hash.len())]
     );
-    let server = tiny_http::Server::http(addr)
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(front::tls_config(cert, key)?),
+        _ => None,
+    };
+    let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| Error::Failed(format!("cannot listen on {addr}: {e}")))?;
-    let bound = server
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::Io("reading the bound address".into(), e))?;
+    // The HTTP server listens on loopback only; the front door is the way in.
+    let server = tiny_http::Server::http("127.0.0.1:0")
+        .map_err(|e| Error::Failed(format!("cannot listen on 127.0.0.1: {e}")))?;
+    let inner = server
         .server_addr()
         .to_ip()
         .ok_or_else(|| Error::Failed("listener has no IP address".into()))?;
     let server = Arc::new(server);
+    let front = Arc::new(front::Front::new(
+        tls,
+        inner,
+        front::Limits {
+            max_header: config.server.max_header,
+            request_timeout: config.server.request_timeout,
+            idle_timeout: config.server.poll_wait + Duration::from_secs(60),
+            max_connections: config.server.max_connections,
+        },
+    ));
+    let scheme = if front.is_tls() { "https" } else { "http" };
     let mut internal_tokens = Vec::new();
     let local = opts.local_agent.map(|l| {
         let secret = crate::agent::random_hex(32);
@@ -340,8 +365,9 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         watch: watch::Shared::default(),
         outbox: outbox::Shared::default(),
         refusals: Mutex::new((0, 0, 0)),
+        front: front.clone(),
     });
-    state.outbox.set_bound(bound);
+    state.outbox.set_bound(&format!("{scheme}://{bound}"));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -349,8 +375,9 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     ])
     .map_err(|e| Error::Io("cannot install signal handlers".into(), e))?;
     let signal_handle = signals.handle();
-    log::info!("listening on http://{bound}");
+    log::info!("listening on {scheme}://{bound}");
     std::thread::scope(|s| {
+        s.spawn(|| front::run(listener, front, &shutdown));
         s.spawn(|| store::run_writer(write_conn, jobs, &shutdown));
         for _ in 0..threads {
             let (server, state) = (server.clone(), state.clone());
@@ -371,7 +398,8 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         });
         if let Some((local, secret)) = local {
             let opts = crate::agent::Options {
-                server: format!("http://{bound}"),
+                // In process: straight to the HTTP server, past the front door.
+                server: format!("http://{inner}"),
                 id: local.id,
                 token: Some(secret),
                 tags: local.tags,

@@ -11,7 +11,6 @@
 //! its own worker; intake never waits on a channel.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Scope;
 use std::time::Duration;
@@ -42,14 +41,14 @@ pub struct Shared {
     sent: Mutex<HashMap<String, VecDeque<i64>>>,
     /// Per channel: held by its rate limit until (ms).
     held: Mutex<HashMap<String, i64>>,
-    /// The address the server listens on, for links when `public_url` is unset.
-    bound: OnceLock<SocketAddr>,
+    /// The URL the server listens on, for links when `public_url` is unset.
+    bound: OnceLock<String>,
 }
 
 impl Shared {
-    /// Records the bound address (once, at start).
-    pub fn set_bound(&self, addr: SocketAddr) {
-        let _ = self.bound.set(addr);
+    /// Records the URL the server listens on (once, at start).
+    pub fn set_bound(&self, url: &str) {
+        let _ = self.bound.set(url.to_string());
     }
 
     /// The base of links in messages: `[server] public_url`, else the bound address.
@@ -58,7 +57,7 @@ impl Shared {
             .server
             .public_url
             .clone()
-            .or_else(|| self.bound.get().map(|a| format!("http://{a}")))
+            .or_else(|| self.bound.get().cloned())
     }
 }
 

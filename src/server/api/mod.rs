@@ -74,7 +74,13 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
         if *status < 300 {
             let detail = body.to_string();
             let detail = crate::notify::tail(&detail, 600);
-            state.audit(&who, action, path, detail, remote(&request).as_deref());
+            state.audit(
+                &who,
+                action,
+                path,
+                detail,
+                remote(state, &request).as_deref(),
+            );
         }
     }
     answer(request, &method, path, result)
@@ -99,8 +105,11 @@ fn answer(request: Request, method: &Method, path: &str, result: Result<(u16, Va
 }
 
 /// The client's address, for the audit log.
-fn remote(request: &Request) -> Option<String> {
-    request.remote_addr().map(|a| a.ip().to_string())
+fn remote(state: &State, request: &Request) -> Option<String> {
+    state
+        .front
+        .peer(request.remote_addr().copied())
+        .map(|a| a.ip().to_string())
 }
 
 fn bearer(request: &Request) -> Option<String> {
@@ -135,7 +144,11 @@ fn authorize(request: &Request, route: &Route, state: &State) -> Result<String> 
         return Ok("local".into());
     }
     let Some(presented) = bearer(request) else {
-        state.refused(route.template(), remote(request).as_deref(), "no token");
+        state.refused(
+            route.template(),
+            remote(state, request).as_deref(),
+            "no token",
+        );
         return Err(Error::request(
             401,
             "missing bearer token (send Authorization: Bearer <token>)",
@@ -150,7 +163,7 @@ fn authorize(request: &Request, route: &Route, state: &State) -> Result<String> 
     let Some(token) = found else {
         state.refused(
             route.template(),
-            remote(request).as_deref(),
+            remote(state, request).as_deref(),
             "unknown token",
         );
         return Err(Error::request(401, "invalid token"));
