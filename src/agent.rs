@@ -48,6 +48,8 @@ pub struct Options {
     pub concurrency: usize,
     /// On SIGTERM, how long running steps may finish before they are stopped.
     pub drain_grace: Duration,
+    /// PEM of the private CA that signed the server's certificate.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 struct Agent {
@@ -74,7 +76,8 @@ pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
             &opts.server,
             opts.token.clone(),
             Duration::from_secs(POLL_WAIT_SECS + 15),
-        ),
+            opts.ca_file.as_deref(),
+        )?,
         instance: random_hex(8),
         opts,
         running: Mutex::new(0),

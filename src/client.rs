@@ -19,17 +19,34 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client with a global per-request timeout.
-    pub fn new(base: &str, token: Option<String>, timeout: Duration) -> Client {
+    /// A client with a global per-request timeout. `ca_file` (PEM) holds
+    /// the private CA that signed an https server's certificate; without
+    /// it, the public roots are trusted.
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Client> {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = ca_file {
+            let certs: Vec<_> = crate::probe::load_ca_file(path)
+                .map_err(|e| Error::Usage(e.replace("ca_file", "--ca-file")))?
+                .iter()
+                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+                .collect();
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
+            .tls_config(tls.build())
             .build();
-        Client {
+        Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             http: config.into(),
-        }
+        })
     }
 
     /// Sends a request; returns the status and the JSON body (Null when empty).

@@ -573,7 +573,7 @@ fn host_port(url: &str) -> Result<(String, u16), String> {
 // ---- TLS certificate expiry ----
 
 /// Reads the PEM certificates of a private CA.
-fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem =
         std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)

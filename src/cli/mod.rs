@@ -98,6 +98,9 @@ struct AgentCmd {
     /// file holding the bearer token
     #[argh(option)]
     token_file: Option<PathBuf>,
+    /// PEM of the private CA that signed the server's certificate (default: $HEAL_CA_FILE)
+    #[argh(option)]
+    ca_file: Option<PathBuf>,
     /// tags, comma-separated (for { tags = [...] } targets)
     #[argh(option, default = "String::new()")]
     tags: String,
@@ -454,6 +457,7 @@ fn agent(c: AgentCmd) -> Result<()> {
         allow: split_list(&c.allow),
         concurrency: c.concurrency,
         drain_grace: Duration::from_secs(c.drain_grace),
+        ca_file: c.ca_file.or_else(ca_file_env),
     };
     let shutdown = Arc::new(Shutdown::default());
     let signals = signal_hook::iterator::Signals::new([
@@ -503,11 +507,19 @@ fn token(flag: Option<String>, file: Option<PathBuf>) -> Result<Option<String>> 
 }
 
 fn client(server: Option<String>, tok: Option<String>, file: Option<PathBuf>) -> Result<Client> {
-    Ok(Client::new(
+    Client::new(
         &server_url(server),
         token(tok, file)?,
         Duration::from_secs(30),
-    ))
+        ca_file_env().as_deref(),
+    )
+}
+
+/// `HEAL_CA_FILE`: the private CA client commands trust for an https server.
+fn ca_file_env() -> Option<PathBuf> {
+    std::env::var_os("HEAL_CA_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 fn read_json_file(path: Option<&PathBuf>) -> Result<Value> {

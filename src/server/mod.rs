@@ -406,6 +406,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
                 allow: vec!["*".into()],
                 concurrency: local.concurrency,
                 drain_grace: Duration::from_secs(30),
+                ca_file: None,
             };
             let shutdown = shutdown.clone();
             s.spawn(move || crate::agent::run(opts, &shutdown));

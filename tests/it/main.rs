@@ -11,4 +11,5 @@ mod lifecycle;
 mod notify;
 mod reload;
 mod security;
+mod tls;
 mod watch;

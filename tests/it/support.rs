@@ -170,12 +170,18 @@ impl Server {
                     panic!("heal serve exited with {status}:\n{}", server.logs());
                 }
                 let logs = server.logs();
-                let at = logs.find("listening on http://")?;
-                let rest = &logs[at + "listening on http://".len()..];
+                let at = logs.find("listening on http")?;
+                let rest = &logs[at + "listening on http".len()..];
+                let rest = rest.trim_start_matches('s').strip_prefix("://")?;
                 Some(rest.lines().next()?.trim().to_string())
             },
         );
-        server.url = format!("http://{addr}");
+        let scheme = if server.logs().contains("listening on https://") {
+            "https"
+        } else {
+            "http"
+        };
+        server.url = format!("{scheme}://{addr}");
         server.addr = addr;
         server
     }
