@@ -25,6 +25,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::Shutdown;
 use crate::error::{Error, Result};
 
+/// Stack of a connection's threads: they only copy bytes through 32 KiB
+/// buffers (on the heap) and rustls.
+const FRONT_STACK: usize = 256 * 1024;
+
 /// What the front enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -143,6 +147,7 @@ pub fn run(listener: TcpListener, front: Arc<Front>, shutdown: &Shutdown) {
         let f = front.clone();
         let spawned = std::thread::Builder::new()
             .name("heal-front".into())
+            .stack_size(FRONT_STACK)
             .spawn(move || {
                 if let Err(e) = connection(&f, client, peer) {
                     log::debug!("front: connection from {peer}: {e}");
@@ -280,6 +285,7 @@ fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<
         let (side, mut from) = (side.clone(), inner.try_clone()?);
         std::thread::Builder::new()
             .name("heal-front-out".into())
+            .stack_size(FRONT_STACK)
             .spawn(move || {
                 let mut buf = vec![0u8; 32 * 1024];
                 loop {
