@@ -7,6 +7,7 @@
 //! savepoint, so one failing request does not undo the others. Readers open
 //! their own connection per thread (`open`).
 
+pub mod backup;
 pub mod lifecycle;
 pub mod migrations;
 pub mod notify;
@@ -55,8 +56,15 @@ pub fn open(path: &Path) -> Result<Connection> {
 /// Opens the database and brings its schema up to date; run once before any thread starts.
 pub fn open_and_migrate(path: &Path) -> Result<Connection> {
     let mut conn = open(path)?;
-    migrations::migrate(&mut conn)
+    let found = migrations::migrate(&mut conn)
         .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
+    if found < migrations::MIGRATIONS.len() {
+        log::info!(
+            "database {}: schema version {found} migrated to {}",
+            path.display(),
+            migrations::MIGRATIONS.len()
+        );
+    }
     Ok(conn)
 }
 
