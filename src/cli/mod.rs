@@ -18,6 +18,7 @@ use crate::rules;
 use crate::server::{self, Shutdown};
 use crate::time::format_rfc3339;
 
+mod database;
 mod notify;
 mod watch;
 
@@ -50,6 +51,8 @@ enum Command {
     Heartbeats(watch::Heartbeats),
     Probes(watch::Probes),
     Notify(notify::Notify),
+    Backup(database::Backup),
+    Migrate(database::Migrate),
 }
 
 /// Run the server: webhooks, rules, dispatch to agents.
@@ -411,6 +414,8 @@ pub fn run(heal: Heal) -> Result<()> {
         Command::Heartbeats(c) => watch::heartbeats(c),
         Command::Probes(c) => watch::probes(c),
         Command::Notify(c) => notify::notify(c),
+        Command::Backup(c) => database::backup(c),
+        Command::Migrate(c) => database::migrate(c),
     }
 }
 
