@@ -9,4 +9,5 @@ mod cli;
 mod intake;
 mod lifecycle;
 mod notify;
+mod ops;
 mod watch;
