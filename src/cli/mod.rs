@@ -25,6 +25,7 @@ mod watch;
 /// heal: when an alert fires, run the right runbook on the right host, once.
 ///
 /// Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
+/// heal --version prints the version.
 #[derive(FromArgs)]
 pub struct Heal {
     #[argh(subcommand)]
