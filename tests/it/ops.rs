@@ -371,3 +371,12 @@ fn serve_until_exit(dir: &Path) -> (Option<i32>, String) {
     }
     (status.code(), err)
 }
+
+#[test]
+fn version_is_printed_and_nothing_else_goes_with_it() {
+    let (code, out, err) = heal_cli(&["--version"], &[], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("heal {}\n", env!("CARGO_PKG_VERSION")));
+    let (code, _, err) = heal_cli(&["--version", "serve"], &[], None);
+    assert_eq!(code, 2, "{err}");
+}
