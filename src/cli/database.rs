@@ -57,12 +57,13 @@ pub fn backup(c: Backup) -> Result<()> {
     let db = db_path(c.db, c.config)?;
     check_target(&c.file, &db, c.force)?;
     let source = open_existing(&db)?;
-    backup::contents(&source).map_err(|e| in_file(&db, e))?;
+    schema_version(&source, &db)?;
     let tmp = Tmp::create(tmp_path(&c.file)?, c.force)?;
     backup::copy_into(&source, &tmp.path)?;
     drop(source);
+    // Read from the copy: what the backup holds, and proof that it opens.
     let copy = backup::open_existing(&tmp.path)?;
-    let contents = backup::contents(&copy).map_err(|e| in_file(&tmp.path, e))?;
+    let contents = backup::contents(&copy).map_err(|e| in_file(&db, e))?;
     drop(copy);
     let size = tmp.persist(&c.file)?;
     println!(
@@ -80,9 +81,7 @@ pub fn backup(c: Backup) -> Result<()> {
 /// `heal migrate [--check]`: the database's schema version against this heal's.
 pub fn migrate(c: Migrate) -> Result<()> {
     let db = db_path(c.db, c.config)?;
-    let conn = open_existing(&db)?;
-    let found = migrations::version(&conn).map_err(|e| in_file(&db, Error::Failed(e)))?;
-    drop(conn);
+    let found = schema_version(&open_existing(&db)?, &db)?;
     let known = migrations::MIGRATIONS.len();
     println!(
         "database {}: schema version {found}, this heal's is {known}",
@@ -147,6 +146,11 @@ fn open_existing(db: &Path) -> Result<rusqlite::Connection> {
         ))),
         Err(e) => Err(Error::Io(format!("cannot read database {}", db.display()), e)),
     }
+}
+
+/// The schema version of the database at `db`; reading it fails on a file that is not SQLite.
+fn schema_version(conn: &rusqlite::Connection, db: &Path) -> Result<usize> {
+    migrations::version(conn).map_err(|e| in_file(db, Error::Failed(e)))
 }
 
 /// Refuses to write over a file unless forced, and never over the database itself.
