@@ -35,11 +35,14 @@ fn user_version(path: &Path) -> i64 {
         .expect("read user_version")
 }
 
-/// Posts alerts with unique labels until `until`; returns the acknowledged fingerprints, in order.
+/// Posts alerts with unique labels until `until` and at least 40 of them (30 s at most),
+/// pushing each acknowledged fingerprint to `acked`.
 fn stream_alerts(url: String, until: Instant, acked: Arc<Mutex<Vec<String>>>) {
     let headers = [("Content-Type", "application/json")];
+    let hard_stop = until + Duration::from_secs(30);
     for n in 0..100_000 {
-        if Instant::now() > until {
+        let now = Instant::now();
+        if (now > until && n >= 40) || now > hard_stop {
             return;
         }
         let body = json!({"name": "Streamed", "labels": {"instance": format!("host-{n}")}});
