@@ -11,7 +11,8 @@ use std::fmt;
 pub enum Error {
     /// The command line is wrong; the message ends with the correct form.
     Usage(String),
-    /// runbooks.toml is invalid; the message names file, line and item.
+    /// runbooks.toml is invalid (the message names file, line and item), or
+    /// the database is from a newer heal.
     Config(String),
     /// A request was refused: the HTTP status (4xx) and a message for the client.
     Request(u16, String),

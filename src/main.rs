@@ -33,6 +33,10 @@ fn main() -> ExitCode {
         .map(|a| if a == "-" { "/dev/stdin".into() } else { a })
         .collect();
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    if strs.get(1..) == Some(&["--version"]) {
+        println!("heal {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let heal = match cli::Heal::from_args(&["heal"], strs.get(1..).unwrap_or_default()) {
         Ok(heal) => heal,
         Err(early) => {

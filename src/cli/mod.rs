@@ -19,12 +19,14 @@ use crate::server::{self, Shutdown};
 use crate::time::format_rfc3339;
 
 mod admin;
+mod database;
 mod notify;
 mod watch;
 
 /// heal: when an alert fires, run the right runbook on the right host, once.
 ///
 /// Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
+/// heal --version prints the version.
 #[derive(FromArgs)]
 pub struct Heal {
     #[argh(subcommand)]
@@ -53,6 +55,8 @@ enum Command {
     Notify(notify::Notify),
     Token(admin::Token),
     Audit(admin::Audit),
+    Backup(database::Backup),
+    Migrate(database::Migrate),
 }
 
 /// Run the server: webhooks, rules, dispatch to agents.
@@ -422,6 +426,8 @@ pub fn run(heal: Heal) -> Result<()> {
         Command::Notify(c) => notify::notify(c),
         Command::Token(c) => admin::token(c),
         Command::Audit(c) => admin::audit(c),
+        Command::Backup(c) => database::backup(c),
+        Command::Migrate(c) => database::migrate(c),
     }
 }
 

@@ -327,29 +327,66 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// Brings the schema up to date in one exclusive transaction. Refuses a
-/// database written by a newer heal.
-pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+/// Brings the schema up to date in one exclusive transaction and returns the
+/// version it found. Refuses a database written by a newer heal.
+pub fn migrate(conn: &mut Connection) -> Result<usize, String> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
         .map_err(|e| format!("cannot lock the database for migration: {e}"))?;
-    let version: usize = tx
-        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
-        .map_err(|e| format!("cannot read schema version: {e}"))? as usize;
-    if version > MIGRATIONS.len() {
-        return Err(format!(
-            "the database has schema version {version}, newer than this heal knows ({}): run the newer heal, or restore a backup",
-            MIGRATIONS.len()
-        ));
+    let found = version(&tx)?;
+    if found > MIGRATIONS.len() {
+        return Err(newer(found));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        tx.execute_batch(sql)
-            .map_err(|e| format!("migration {} failed: {e}", i + 1))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found) {
+        tx.execute_batch(sql).map_err(|e| {
+            // The error would otherwise quote the whole migration's SQL.
+            let e = match e {
+                rusqlite::Error::SqlInputError { msg, .. } => msg,
+                e => e.to_string(),
+            };
+            format!("migration {} failed: {e}", i + 1)
+        })?;
     }
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
         .map_err(|e| format!("cannot set schema version: {e}"))?;
     tx.commit()
-        .map_err(|e| format!("cannot commit migration: {e}"))
+        .map_err(|e| format!("cannot commit migration: {e}"))?;
+    Ok(found)
+}
+
+/// The schema version of a database: how many migrations it has had.
+pub fn version(conn: &Connection) -> Result<usize, String> {
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| format!("cannot read schema version: {e}"))?;
+    usize::try_from(v).map_err(|_| format!("schema version {v} is not one heal writes"))
+}
+
+/// Why a database from a newer heal is refused, in the words `serve` and
+/// `heal migrate` both use.
+pub fn newer(version: usize) -> String {
+    format!(
+        "the database has schema version {version}, newer than this heal knows ({}): run the newer heal, or restore a backup",
+        MIGRATIONS.len()
+    )
+}
+
+/// What migration `n` (counted from 1) is for: the `// n: ...` comment above
+/// its entry in this file, read from the source so it cannot drift from it.
+pub fn summary(n: usize) -> String {
+    const SOURCE: &str = include_str!("migrations.rs");
+    let Some(at) = SOURCE.find(&format!("\n    // {n}: ")) else {
+        return format!("migration {n}");
+    };
+    let lines = SOURCE[at..].lines().skip(1);
+    let comment: Vec<&str> = lines
+        .map_while(|l| l.trim_start().strip_prefix("//"))
+        .map(str::trim)
+        .collect();
+    let text = comment.join(" ");
+    text.strip_prefix(&format!("{n}: "))
+        .unwrap_or(&text)
+        .to_string()
 }
 
 #[cfg(test)]
@@ -390,6 +427,31 @@ mod tests {
             .query_row("SELECT state FROM breaker", [], |r| r.get(0))
             .unwrap();
         assert_eq!(breaker, "closed");
+    }
+
+    #[test]
+    fn every_migration_says_what_it_is_for() {
+        for n in 1..=MIGRATIONS.len() {
+            let summary = summary(n);
+            assert!(
+                summary.ends_with('.') && !summary.starts_with("migration"),
+                "migration {n} needs a `// {n}: what it is for.` comment above its entry, got {summary:?}"
+            );
+        }
+        assert_eq!(summary(1), "the remediation loop.");
+        assert_eq!(
+            summary(3),
+            "what heal watches by itself: heartbeats and their pings, probes and their results, scheduled runs, and the internal alerts raised for them."
+        );
+    }
+
+    #[test]
+    fn migrate_says_the_version_it_found() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut conn), Ok(0));
+        assert_eq!(migrate(&mut conn), Ok(MIGRATIONS.len()));
+        conn.pragma_update(None, "user_version", -1).unwrap();
+        assert!(migrate(&mut conn).unwrap_err().contains("-1"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! their own connection per thread (`open`).
 
 pub mod admin;
+pub mod backup;
 pub mod lifecycle;
 pub mod migrations;
 pub mod notify;
@@ -57,8 +58,15 @@ pub fn open(path: &Path) -> Result<Connection> {
 /// Opens the database and brings its schema up to date; run once before any thread starts.
 pub fn open_and_migrate(path: &Path) -> Result<Connection> {
     let mut conn = open(path)?;
-    migrations::migrate(&mut conn)
+    let found = migrations::migrate(&mut conn)
         .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
+    if found < migrations::MIGRATIONS.len() {
+        log::info!(
+            "database {}: schema version {found} migrated to {}",
+            path.display(),
+            migrations::MIGRATIONS.len()
+        );
+    }
     Ok(conn)
 }
 

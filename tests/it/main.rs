@@ -9,6 +9,7 @@ mod cli;
 mod intake;
 mod lifecycle;
 mod notify;
+mod ops;
 mod reload;
 mod security;
 mod tls;

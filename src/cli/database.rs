@@ -1,0 +1,286 @@
+//! `heal backup` and `heal migrate`: the database file itself, handled while
+//! `heal serve` runs (backup) or before it starts (migrate).
+//!
+//! The database is found as `serve` finds it: `--db`, else `[server] db` of
+//! the config, else `./heal.db`. Neither command ever creates a database: a
+//! missing one is an error naming the path. A backup is written to FILE.tmp,
+//! fsynced, then renamed, so a crash never leaves half a file under FILE.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use argh::FromArgs;
+
+use crate::config;
+use crate::error::{Error, Result};
+use crate::store::{self, backup, migrations};
+
+/// Copy the database while heal serve runs: heal backup FILE [--db F] [--force].
+#[derive(FromArgs)]
+#[argh(subcommand, name = "backup")]
+pub struct Backup {
+    /// where to write the copy (a standalone SQLite file, readable by you only)
+    #[argh(positional)]
+    file: PathBuf,
+    /// SQLite database (default: [server] db of --config, else ./heal.db)
+    #[argh(option)]
+    db: Option<PathBuf>,
+    /// config file naming the database (default: ./runbooks.toml, if it exists)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// replace FILE if it exists, and a FILE.tmp left by an interrupted backup
+    #[argh(switch)]
+    force: bool,
+}
+
+/// Bring the database's schema up to date, or only say what would run (--check).
+///
+/// With --check: exit 0 up to date, 1 migrations pending, 2 the database is
+/// newer than this heal.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "migrate")]
+pub struct Migrate {
+    /// only say which migrations would run; change nothing
+    #[argh(switch)]
+    check: bool,
+    /// SQLite database (default: [server] db of --config, else ./heal.db)
+    #[argh(option)]
+    db: Option<PathBuf>,
+    /// config file naming the database (default: ./runbooks.toml, if it exists)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// `heal backup`: a consistent copy of a live database, written whole or not at all.
+pub fn backup(c: Backup) -> Result<()> {
+    let db = db_path(c.db, c.config)?;
+    check_target(&c.file, &db, c.force)?;
+    let source = open_existing(&db)?;
+    schema_version(&source, &db)?;
+    let tmp = Tmp::create(tmp_path(&c.file)?, c.force)?;
+    backup::copy_into(&source, &tmp.path)?;
+    drop(source);
+    // Read from the copy: what the backup holds, and proof that it opens.
+    let copy = backup::open_existing(&tmp.path)?;
+    let contents = backup::contents(&copy).map_err(|e| in_file(&db, e))?;
+    drop(copy);
+    let size = tmp.persist(&c.file)?;
+    println!(
+        "wrote {}: {size} bytes ({:.1} MiB), schema version {}, {} events, {} alerts (from {})",
+        c.file.display(),
+        size as f64 / (1024.0 * 1024.0),
+        contents.version,
+        contents.events,
+        contents.alerts,
+        db.display()
+    );
+    Ok(())
+}
+
+/// `heal migrate [--check]`: the database's schema version against this heal's.
+pub fn migrate(c: Migrate) -> Result<()> {
+    let db = db_path(c.db, c.config)?;
+    let found = schema_version(&open_existing(&db)?, &db)?;
+    let known = migrations::MIGRATIONS.len();
+    println!(
+        "database {}: schema version {found}, this heal's is {known}",
+        db.display()
+    );
+    if found > known {
+        return Err(Error::Config(format!(
+            "{}: {}",
+            db.display(),
+            migrations::newer(found)
+        )));
+    }
+    if found == known {
+        println!("up to date: nothing to migrate");
+        return Ok(());
+    }
+    let pending = || {
+        for n in found + 1..=known {
+            println!("  {n}: {}", migrations::summary(n));
+        }
+    };
+    if c.check {
+        println!("pending migrations:");
+        pending();
+        return Err(Error::Failed(format!(
+            "{}: {} migration(s) pending: take a heal backup, then run heal migrate (or start heal serve)",
+            db.display(),
+            known - found
+        )));
+    }
+    drop(store::open_and_migrate(&db)?);
+    println!("applied:");
+    pending();
+    println!("schema version {known}: up to date");
+    Ok(())
+}
+
+/// The database path as `serve` resolves it; a missing default config means ./heal.db.
+fn db_path(db: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(db) = db {
+        return Ok(db);
+    }
+    let config = match config {
+        Some(path) => path,
+        None if Path::new("runbooks.toml").exists() => PathBuf::from("runbooks.toml"),
+        None => return Ok(PathBuf::from("heal.db")),
+    };
+    Ok(config::load(&config)?.server.db)
+}
+
+/// Opens the database, which must exist; the error names the path and the fix.
+fn open_existing(db: &Path) -> Result<rusqlite::Connection> {
+    match std::fs::metadata(db) {
+        Ok(m) if m.is_file() => backup::open_existing(db),
+        Ok(_) => Err(Error::Failed(format!(
+            "database {} is not a file: pass --db FILE",
+            db.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Failed(format!(
+            "database {} does not exist: pass --db FILE, or set [server] db in the config (heal serve creates it)",
+            db.display()
+        ))),
+        Err(e) => Err(Error::Io(format!("cannot read database {}", db.display()), e)),
+    }
+}
+
+/// The schema version of the database at `db`; reading it fails on a file that is not SQLite.
+fn schema_version(conn: &rusqlite::Connection, db: &Path) -> Result<usize> {
+    migrations::version(conn).map_err(|e| in_file(db, Error::Failed(e)))
+}
+
+/// Refuses to write over a file unless forced, and never over the database itself.
+fn check_target(file: &Path, db: &Path, force: bool) -> Result<()> {
+    let Ok(target) = std::fs::metadata(file) else {
+        return Ok(());
+    };
+    if target.is_dir() {
+        return Err(Error::Failed(format!(
+            "{} is a directory: give the backup a file name, like {}",
+            file.display(),
+            file.join("heal-backup.db").display()
+        )));
+    }
+    if !force {
+        return Err(Error::Failed(format!(
+            "{} exists: pass --force to replace it, or choose another name",
+            file.display()
+        )));
+    }
+    if let Ok(source) = std::fs::metadata(db) {
+        if (source.dev(), source.ino()) == (target.dev(), target.ino()) {
+            return Err(Error::Usage(format!(
+                "{} is the database itself: write the backup to another file\nTry: heal backup heal-backup.db --db {}",
+                file.display(),
+                db.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn tmp_path(file: &Path) -> Result<PathBuf> {
+    let mut name = file
+        .file_name()
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{} is not a file name\nTry: heal backup heal-backup.db",
+                file.display()
+            ))
+        })?
+        .to_os_string();
+    name.push(".tmp");
+    Ok(file.with_file_name(name))
+}
+
+/// FILE.tmp while the copy is written: removed on drop unless persisted.
+struct Tmp {
+    path: PathBuf,
+    persisted: bool,
+}
+
+impl Tmp {
+    /// Creates the empty file (mode 0600) the copy goes into.
+    fn create(path: PathBuf, force: bool) -> Result<Tmp> {
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+        };
+        match create() {
+            Ok(_) => Ok(Tmp::new(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && force => {
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::Io(format!("cannot remove {}", path.display()), e))?;
+                create().map_err(|e| cannot_create(&path, e))?;
+                Ok(Tmp::new(path))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Failed(format!(
+                "{} exists: another heal backup may be writing it; if none is, remove it or pass --force",
+                path.display()
+            ))),
+            Err(e) => Err(cannot_create(&path, e)),
+        }
+    }
+
+    fn new(path: PathBuf) -> Tmp {
+        Tmp {
+            path,
+            persisted: false,
+        }
+    }
+
+    /// Syncs the copy to disk and renames it to `file`; returns its size.
+    fn persist(mut self, file: &Path) -> Result<u64> {
+        let io = |what: String| move |e| Error::Io(what, e);
+        let f =
+            File::open(&self.path).map_err(io(format!("cannot open {}", self.path.display())))?;
+        f.sync_all()
+            .map_err(io(format!("cannot sync {}", self.path.display())))?;
+        let size = f
+            .metadata()
+            .map_err(io(format!("cannot read {}", self.path.display())))?
+            .len();
+        std::fs::rename(&self.path, file).map_err(io(format!(
+            "cannot rename {} to {}",
+            self.path.display(),
+            file.display()
+        )))?;
+        self.persisted = true;
+        // The rename is durable once the directory is synced.
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(format!("cannot sync directory {}", dir.display())))?;
+        Ok(size)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn cannot_create(path: &Path, e: std::io::Error) -> Error {
+    Error::Failed(format!(
+        "cannot create {}: {e} (does its directory exist, and may heal write there?)",
+        path.display()
+    ))
+}
+
+/// Names the database file an error is about.
+fn in_file(path: &Path, e: Error) -> Error {
+    Error::Failed(format!("{}: {e}", path.display()))
+}
