@@ -14,7 +14,7 @@ pub enum Error {
     /// runbooks.toml is invalid (the message names file, line and item), or
     /// the database is from a newer heal.
     Config(String),
-    /// A request was refused: the HTTP status (4xx) and a message for the client.
+    /// A request was refused: the HTTP status (4xx, or 503 while heal stops) and a message for the client.
     Request(u16, String),
     /// The store failed while doing something.
     Store(String, rusqlite::Error),

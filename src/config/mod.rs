@@ -21,7 +21,7 @@ use crate::time::parse_duration;
 mod notify;
 mod watch;
 
-pub use notify::{redact, Channel, ChannelKind, RateLimit, Route, Stdin};
+pub use notify::{redact, redact_url, Channel, ChannelKind, RateLimit, Route, Stdin};
 pub use watch::{
     heartbeat, heartbeat_from_def, Heartbeat, Probe, RawHeartbeat, Retention, Scheduled,
 };
@@ -169,6 +169,28 @@ pub struct Server {
     pub request_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// A URL heal GETs on a schedule while it is healthy (a dead man's switch elsewhere).
+    pub watchdog: Option<Watchdog>,
+}
+
+/// `[server] watchdog_url` and `watchdog_every`.
+#[derive(Clone)]
+pub struct Watchdog {
+    /// The URL, after `${ENV}` expansion (it may hold a secret: log `redact_url` of it).
+    pub url: String,
+    /// Time between pings (default 1m).
+    pub every: Duration,
+}
+
+impl std::fmt::Debug for Watchdog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Watchdog({} every {:?})",
+            redact_url(&self.url),
+            self.every
+        )
+    }
 }
 
 /// A token scope.
@@ -464,6 +486,8 @@ struct RawServer {
     max_header: Option<Spanned<i64>>,
     request_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
+    watchdog_url: Option<Spanned<String>>,
+    watchdog_every: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -880,6 +904,7 @@ impl Validator<'_> {
                         })?,
                 ),
             },
+            watchdog: self.watchdog(raw, item)?,
         };
         if server.tls_cert.is_some() != server.tls_key.is_some() {
             let span = raw
@@ -913,6 +938,32 @@ impl Validator<'_> {
             );
         }
         Ok(server)
+    }
+
+    fn watchdog(&self, raw: &RawServer, item: &str) -> Result<Option<Watchdog>> {
+        let every = self.duration(
+            &raw.watchdog_every,
+            Duration::from_secs(60),
+            item,
+            "watchdog_every",
+        )?;
+        match (&raw.watchdog_url, &raw.watchdog_every) {
+            (None, None) => Ok(None),
+            (None, Some(e)) => self.err(
+                e.span(),
+                item,
+                "watchdog_every: set without watchdog_url (add the URL to ping, or remove it)",
+            ),
+            (Some(_), every_raw) if every < Duration::from_secs(1) => self.err(
+                every_raw.as_ref().map_or(0..0, Spanned::span),
+                item,
+                "watchdog_every: must be at least 1s",
+            ),
+            (Some(_), _) => Ok(Some(Watchdog {
+                url: self.url(&raw.watchdog_url, "", item, "watchdog_url")?,
+                every,
+            })),
+        }
     }
 
     fn token(&self, t: &Spanned<RawToken>) -> Result<Token> {
@@ -1401,6 +1452,43 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
     #[test]
     fn env_secret_must_be_set() {
         check_err("[[token]]\nname = \"t\"\nscopes = [\"admin\"]\nsecret = \"${HEAL_TEST_SURELY_UNSET}\"\n", "environment variable HEAL_TEST_SURELY_UNSET is not set");
+    }
+
+    #[test]
+    fn watchdog_url_and_every() {
+        let server = |text: &str| parse(Path::new("runbooks.toml"), text).unwrap().server;
+        assert!(server("").watchdog.is_none());
+        let w = server("[server]\nwatchdog_url = \"https://hc-ping.com/0123-secret\"\n")
+            .watchdog
+            .unwrap();
+        assert_eq!(w.url, "https://hc-ping.com/0123-secret");
+        assert_eq!(w.every, Duration::from_secs(60));
+        assert!(!format!("{w:?}").contains("secret"));
+        let w =
+            server("[server]\nwatchdog_url = \"http://127.0.0.1:9/x\"\nwatchdog_every = \"5s\"\n")
+                .watchdog
+                .unwrap();
+        assert_eq!(w.every, Duration::from_secs(5));
+        check_err(
+            "[server]\nwatchdog_url = \"hc-ping.com/x\"\n",
+            "runbooks.toml:2: [server]: watchdog_url: must start with http:// or https://",
+        );
+        check_err(
+            "[server]\nwatchdog_url = \"${HEAL_TEST_SURELY_UNSET}\"\n",
+            "watchdog_url: environment variable HEAL_TEST_SURELY_UNSET is not set",
+        );
+        check_err(
+            "[server]\nwatchdog_every = \"1m\"\n",
+            "runbooks.toml:2: [server]: watchdog_every: set without watchdog_url",
+        );
+        check_err(
+            "[server]\nwatchdog_url = \"https://x/y\"\nwatchdog_every = \"soon\"\n",
+            "runbooks.toml:3: [server]: watchdog_every: bad duration",
+        );
+        check_err(
+            "[server]\nwatchdog_url = \"https://x/y\"\nwatchdog_every = \"0s\"\n",
+            "watchdog_every: must be at least 1s",
+        );
     }
 
     #[test]

@@ -456,7 +456,8 @@ impl Validator<'_> {
         Ok(url)
     }
 
-    fn url(
+    /// An `http(s)://` URL field with `${ENV}` expanded (`default` when absent).
+    pub(super) fn url(
         &self,
         value: &Option<Spanned<String>>,
         default: &str,

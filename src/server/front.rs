@@ -10,12 +10,18 @@
 //! Each connection has two threads: one reads the client (and frames its
 //! requests), one copies the answers back. The HTTP server sees the front's
 //! loopback address; `Front::peer` maps it back to the client's.
+//!
+//! At shutdown the front stops accepting (with a socket from systemd, new
+//! connections wait in its backlog for the next heal) and drains: a
+//! connection between requests is closed once it has been quiet for
+//! `DRAIN_QUIET`, toward the HTTP server only after the answers it awaits
+//! have come back, so every request the front took gets its answer.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Both, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +34,9 @@ use crate::error::{Error, Result};
 /// Stack of a connection's threads: they only copy bytes through 32 KiB
 /// buffers (on the heap) and rustls.
 const FRONT_STACK: usize = 256 * 1024;
+
+/// While draining, a connection between requests is closed after this much quiet.
+const DRAIN_QUIET: Duration = Duration::from_millis(300);
 
 /// What the front enforces.
 #[derive(Debug, Clone, Copy)]
@@ -48,8 +57,28 @@ pub struct Front {
     inner: SocketAddr,
     limits: Limits,
     active: AtomicUsize,
-    /// The front's local port toward the HTTP server → the client's address.
-    peers: Mutex<HashMap<u16, SocketAddr>>,
+    /// The front's local port toward the HTTP server → the connection.
+    conns: Mutex<HashMap<u16, Arc<Conn>>>,
+    /// Set at shutdown: no new connection, polls refused, quiet connections closed.
+    draining: AtomicBool,
+    /// The clock of `Conn::last_read`.
+    epoch: Instant,
+}
+
+/// One client connection, as the drain sees it.
+struct Conn {
+    /// The client's address.
+    peer: SocketAddr,
+    /// The client's socket.
+    client: Arc<TcpStream>,
+    /// The connection to the HTTP server.
+    inner: TcpStream,
+    /// A request is partly sent.
+    busy: AtomicBool,
+    /// When the client last sent something (ms since `Front::epoch`).
+    last_read: AtomicU64,
+    /// The drain closed the client's side for reading.
+    cut: AtomicBool,
 }
 
 impl Front {
@@ -60,8 +89,52 @@ impl Front {
             inner,
             limits,
             active: AtomicUsize::new(0),
-            peers: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Whether heal is stopping: a long poll is then answered at once.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Starts the drain (the accept loop has stopped or is stopping).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// One round of the drain: closes connections quiet between requests
+    /// (all of them when `force`); returns how many connections are open.
+    pub fn drain_step(&self, force: bool) -> usize {
+        let now = self.ms();
+        for conn in self.lock_conns().values() {
+            if force {
+                let _ = conn.client.shutdown(Both::Both);
+                let _ = conn.inner.shutdown(Both::Both);
+                continue;
+            }
+            let quiet = now.saturating_sub(conn.last_read.load(Ordering::SeqCst));
+            if !conn.busy.load(Ordering::SeqCst)
+                && quiet >= DRAIN_QUIET.as_millis() as u64
+                && !conn.cut.swap(true, Ordering::SeqCst)
+            {
+                // The reader sees the end of the client's requests; the
+                // answers still due go out before the connection closes.
+                let _ = conn.client.shutdown(Both::Read);
+            }
+        }
+        self.active.load(Ordering::SeqCst)
+    }
+
+    fn ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Arc<Conn>>> {
+        // Single inserts and removes: a panic cannot leave the map inconsistent.
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether connections speak TLS.
@@ -75,8 +148,8 @@ impl Front {
         if !seen.ip().is_loopback() {
             return Some(seen);
         }
-        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        Some(peers.get(&seen.port()).copied().unwrap_or(seen))
+        let conns = self.lock_conns();
+        Some(conns.get(&seen.port()).map_or(seen, |c| c.peer))
     }
 }
 
@@ -111,7 +184,7 @@ pub fn tls_config(
 }
 
 /// Accepts connections until shutdown; each gets its own threads.
-pub fn run(listener: TcpListener, front: Arc<Front>, shutdown: &Shutdown) {
+pub fn run(listener: TcpListener, front: &Arc<Front>, shutdown: &Shutdown) {
     let fd = listener.as_raw_fd();
     loop {
         if shutdown.is_triggered() {
@@ -276,11 +349,15 @@ fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<
     let inner = TcpStream::connect(front.inner)?;
     inner.set_nodelay(true)?;
     let port = inner.local_addr()?.port();
-    front
-        .peers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(port, peer);
+    let conn = Arc::new(Conn {
+        peer,
+        client: Arc::new(side.tcp().try_clone()?),
+        inner: inner.try_clone()?,
+        busy: AtomicBool::new(false),
+        last_read: AtomicU64::new(front.ms()),
+        cut: AtomicBool::new(false),
+    });
+    front.lock_conns().insert(port, conn.clone());
     let answers = {
         let (side, mut from) = (side.clone(), inner.try_clone()?);
         std::thread::Builder::new()
@@ -301,19 +378,23 @@ fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<
                 side.close();
             })?
     };
-    let result = requests(&side, &inner, &limits);
-    if let Err(Refusal(status, why)) = &result {
-        let _ = side.write_all(&error_response(*status, why));
-        log::debug!("front: {peer}: {status} {why}");
+    let result = requests(&side, &inner, front, &conn);
+    match &result {
+        Err(Refusal(status, why)) => {
+            let _ = side.write_all(&error_response(*status, why));
+            log::debug!("front: {peer}: {status} {why}");
+            let _ = inner.shutdown(Both::Both);
+            side.close();
+        }
+        // No more requests: the HTTP server answers those it has (a long
+        // poll too), then closes its side, which ends `answers`.
+        Ok(()) => {
+            let _ = inner.shutdown(Both::Write);
+        }
     }
-    let _ = inner.shutdown(Both::Both);
-    side.close();
     let _ = answers.join();
-    front
-        .peers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&port);
+    side.close();
+    front.lock_conns().remove(&port);
     Ok(())
 }
 
@@ -326,8 +407,10 @@ struct Refusal(u16, String);
 fn requests(
     side: &Side,
     mut inner: &TcpStream,
-    limits: &Limits,
+    front: &Front,
+    conn: &Conn,
 ) -> std::result::Result<(), Refusal> {
+    let limits = &front.limits;
     let mut framer = Framer::new(limits.max_header);
     let mut buf = vec![0u8; 32 * 1024];
     let mut deadline: Option<Instant> = None;
@@ -360,8 +443,10 @@ fn requests(
             }
             Err(_) => return Ok(()),
         };
+        conn.last_read.store(front.ms(), Ordering::SeqCst);
         let mut out = Vec::with_capacity(n);
         framer.feed(&buf[..n], &mut out)?;
+        conn.busy.store(framer.in_request(), Ordering::SeqCst);
         if !out.is_empty() && inner.write_all(&out).is_err() {
             return Ok(());
         }

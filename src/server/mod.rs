@@ -15,7 +15,9 @@ pub mod intake;
 pub mod lifecycle;
 pub mod longpoll;
 pub mod outbox;
+pub mod systemd;
 pub mod watch;
+pub mod watchdog;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,6 +80,8 @@ pub struct State {
     refusals: Mutex<(i64, u64, u64)>,
     /// The front door (TLS, request limits); knows each request's client.
     pub front: Arc<front::Front>,
+    /// When the sweeper last finished a round (the watchdogs ping only while it is recent).
+    pub alive: watchdog::Alive,
 }
 
 impl State {
@@ -265,17 +269,24 @@ pub struct LocalAgent {
 
 /// Runs the server until SIGTERM/SIGINT (or `shutdown` is triggered).
 pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
+    let mut systemd = systemd::Systemd::from_env()?;
     let config = opts.config;
     let listen = opts
         .listen
         .clone()
         .unwrap_or_else(|| config.server.listen.clone());
     let db_path = opts.db.clone().unwrap_or_else(|| config.server.db.clone());
-    let addr: SocketAddr = listen.parse().map_err(|_| {
-        Error::Usage(format!(
-            "--listen {listen:?} is not an address like 127.0.0.1:7878"
-        ))
-    })?;
+    // A socket from systemd wins over --listen: the checks below apply to it.
+    let addr: SocketAddr = match &systemd.listener {
+        Some(socket) => socket
+            .local_addr()
+            .map_err(|e| Error::Io("reading the address of the socket from systemd".into(), e))?,
+        None => listen.parse().map_err(|_| {
+            Error::Usage(format!(
+                "--listen {listen:?} is not an address like 127.0.0.1:7878"
+            ))
+        })?,
+    };
     if config.tokens.is_empty() {
         if !addr.ip().is_loopback() {
             return Err(Error::Config(format!(
@@ -318,8 +329,12 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         (Some(cert), Some(key)) => Some(front::tls_config(cert, key)?),
         _ => None,
     };
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| Error::Failed(format!("cannot listen on {addr}: {e}")))?;
+    let from_systemd = systemd.listener.is_some();
+    let listener = match systemd.listener.take() {
+        Some(socket) => socket,
+        None => std::net::TcpListener::bind(addr)
+            .map_err(|e| Error::Failed(format!("cannot listen on {addr}: {e}")))?,
+    };
     let bound = listener
         .local_addr()
         .map_err(|e| Error::Io("reading the bound address".into(), e))?;
@@ -366,6 +381,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         outbox: outbox::Shared::default(),
         refusals: Mutex::new((0, 0, 0)),
         front: front.clone(),
+        alive: watchdog::Alive::default(),
     });
     state.outbox.set_bound(&format!("{scheme}://{bound}"));
     let mut signals = signal_hook::iterator::Signals::new([
@@ -375,14 +391,23 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     ])
     .map_err(|e| Error::Io("cannot install signal handlers".into(), e))?;
     let signal_handle = signals.handle();
-    log::info!("listening on {scheme}://{bound}");
+    let passed = if from_systemd {
+        " (socket from systemd)"
+    } else {
+        ""
+    };
+    log::info!("listening on {scheme}://{bound}{passed}");
+    // The writer outlives the drain, so every request answered is committed.
+    let store_stop = Shutdown::default();
     std::thread::scope(|s| {
-        s.spawn(|| front::run(listener, front, &shutdown));
-        s.spawn(|| store::run_writer(write_conn, jobs, &shutdown));
-        for _ in 0..threads {
-            let (server, state) = (server.clone(), state.clone());
-            s.spawn(move || http_worker(&server, &state));
-        }
+        s.spawn(|| front::run(listener, &front, &shutdown));
+        s.spawn(|| store::run_writer(write_conn, jobs, &store_stop));
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (server, state) = (server.clone(), state.clone());
+                s.spawn(move || http_worker(&server, &state))
+            })
+            .collect();
         s.spawn(|| sweeper(&state, &shutdown));
         s.spawn(|| watch::scheduler(&state, &shutdown));
         s.spawn(|| outbox::run(s, &state, &shutdown));
@@ -411,16 +436,49 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
             let shutdown = shutdown.clone();
             s.spawn(move || crate::agent::run(opts, &shutdown));
         }
+        s.spawn(|| watchdog::systemd(&systemd, &state.alive, &shutdown));
+        s.spawn(|| watchdog::url(&state, &shutdown));
+        systemd.notify(&format!("READY=1\nSTATUS=serving on {scheme}://{bound}"));
         shutdown.wait(Duration::MAX);
-        log::info!("stopping: answering waiting polls, finishing requests");
-        state.waiters.expire(Instant::now(), true);
+        log::info!(
+            "stopping: taking no new connection, answering waiting polls, finishing requests"
+        );
+        systemd.notify("STOPPING=1");
+        drain(&state);
         for _ in 0..threads {
             server.unblock();
         }
+        for worker in workers {
+            let _ = worker.join();
+        }
         signal_handle.close();
+        store_stop.trigger();
     });
     log::info!("stopped");
     Ok(())
+}
+
+/// The longest heal waits at shutdown for clients to get their answers.
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+
+/// Lets every connection the front door took get its answers: waiting
+/// polls are answered (and new ones refused, see `Front::is_draining`),
+/// idle connections closed, at most for `DRAIN_MAX`.
+fn drain(state: &State) {
+    let started = Instant::now();
+    state.front.start_draining();
+    loop {
+        state.waiters.expire(Instant::now(), true);
+        let open = state.front.drain_step(started.elapsed() >= DRAIN_MAX);
+        if open == 0 {
+            return;
+        }
+        if started.elapsed() >= DRAIN_MAX + Duration::from_secs(1) {
+            log::warn!("stopping with {open} connections still open after {DRAIN_MAX:?}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Whether any event is deferred (a cheap read, so idle ticks write nothing).
@@ -471,5 +529,6 @@ fn sweeper(state: &State, shutdown: &Shutdown) {
         if full {
             last_expiry = Instant::now();
         }
+        state.alive.beat();
     }
 }

@@ -12,5 +12,6 @@ mod notify;
 mod ops;
 mod reload;
 mod security;
+mod systemd;
 mod tls;
 mod watch;

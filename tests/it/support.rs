@@ -135,8 +135,20 @@ impl Server {
 
     /// Starts with a listen address and extra arguments.
     pub fn start_with(dir: &Path, config: &str, listen: &str, extra: &[&str]) -> Server {
+        Self::start_command(dir, config, Command::new(heal_bin()), listen, extra)
+    }
+
+    /// Starts `heal serve` through `program`: heal itself, or a wrapper that
+    /// execs its arguments, with an environment or descriptors prepared.
+    pub fn start_command(
+        dir: &Path,
+        config: &str,
+        mut program: Command,
+        listen: &str,
+        extra: &[&str],
+    ) -> Server {
         std::fs::write(dir.join("runbooks.toml"), config).expect("write config");
-        let mut child = Command::new(heal_bin())
+        let mut child = program
             .arg("serve")
             .arg("--config")
             .arg(dir.join("runbooks.toml"))
@@ -173,7 +185,7 @@ impl Server {
                 let at = logs.find("listening on http")?;
                 let rest = &logs[at + "listening on http".len()..];
                 let rest = rest.trim_start_matches('s').strip_prefix("://")?;
-                Some(rest.lines().next()?.trim().to_string())
+                Some(rest.split_whitespace().next()?.to_string())
             },
         );
         let scheme = if server.logs().contains("listening on https://") {

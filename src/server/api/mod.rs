@@ -63,6 +63,11 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
         return answer(request, &method, path, result);
     }
     if let Route::Poll(agent) = route {
+        if state.front.is_draining() {
+            // Parked now, the poll would hold its connection open through the drain.
+            let e = Error::request(503, "heal is stopping: poll again in a moment");
+            return answer(request, &method, path, Err(e));
+        }
         return match poll_request(&mut request, &agent, query, &state.config()) {
             Ok(poll) => park_or_answer(request, agent, poll, state),
             Err(e) => answer(request, &method, path, Err(e)),
