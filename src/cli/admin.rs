@@ -26,6 +26,9 @@ pub struct Token {
     /// for agent tokens: the only agent id it may act as
     #[argh(option)]
     agent: Option<String>,
+    /// when the token stops working: a time from now (90d) or a date (2027-01-31)
+    #[argh(option)]
+    expires: Option<String>,
     /// print JSON
     #[argh(switch)]
     json: bool,
@@ -57,6 +60,7 @@ pub fn token(t: Token) -> Result<()> {
             "--agent binds an agent token: add --scope agent".into(),
         ));
     }
+    let expires = t.expires.as_deref().map(expiry).transpose()?;
     let mut bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| Error::Failed("the system's random source failed".into()))?;
@@ -70,6 +74,9 @@ pub fn token(t: Token) -> Result<()> {
     );
     if let Some(a) = &t.agent {
         toml.push_str(&format!("agent = {a:?}\n"));
+    }
+    if let Some(e) = expires {
+        toml.push_str(&format!("expires = {:?}\n", crate::time::format_rfc3339(e)));
     }
     if t.json {
         print_json(
@@ -85,6 +92,15 @@ pub fn token(t: Token) -> Result<()> {
     );
     print!("{toml}");
     Ok(())
+}
+
+/// `--expires`: a duration from now, or what `[[token]] expires` takes.
+fn expiry(text: &str) -> Result<i64> {
+    if let Ok(d) = crate::time::parse_duration(text) {
+        return Ok(crate::time::now_ms() + d.as_millis() as i64);
+    }
+    config::parse_expiry(text)
+        .map_err(|e| Error::Usage(format!("--expires: {e}, or a time from now like \"90d\"")))
 }
 
 /// Show the audit log: configs applied, approvals, pauses, breaker resets, manual runs, refused tokens.

@@ -233,6 +233,8 @@ pub struct Token {
     pub hash: [u8; 32],
     /// For agent tokens: the only agent id it may act as.
     pub agent: Option<String>,
+    /// From this time on (UTC ms) the token is refused.
+    pub expires: Option<i64>,
 }
 
 impl std::fmt::Debug for Token {
@@ -245,7 +247,27 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// `[[token]] expires`: an RFC 3339 time, or a date (the token ends as it begins, 00:00 UTC).
+pub fn parse_expiry(text: &str) -> std::result::Result<i64, String> {
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    match crate::time::parse_rfc3339(&full) {
+        Ok(Some(ms)) => Ok(ms),
+        _ => Err(format!(
+            "{text:?} is not a date like \"2027-01-31\" or a time like \"2027-01-31T12:00:00Z\""
+        )),
+    }
+}
+
 impl Token {
+    /// Whether the token has expired at `now` (UTC ms).
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires.is_some_and(|e| now >= e)
+    }
+
     /// Whether `presented` is this token's secret: its hash compared in
     /// constant time.
     pub fn matches(&self, presented: &str) -> bool {
@@ -499,6 +521,7 @@ struct RawToken {
     secret_file: Option<Spanned<String>>,
     secret_sha256: Option<Spanned<String>>,
     agent: Option<String>,
+    expires: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1034,11 +1057,19 @@ impl Validator<'_> {
                 "agent: only tokens with the agent scope are bound to an agent",
             );
         }
+        let expires = match &raw.expires {
+            None => None,
+            Some(e) => Some(
+                parse_expiry(e.get_ref())
+                    .or_else(|why| self.err(e.span(), &item, format!("expires: {why}")))?,
+            ),
+        };
         Ok(Token {
             name: raw.name.clone(),
             scopes,
             hash,
             agent: raw.agent.clone(),
+            expires,
         })
     }
 

@@ -163,6 +163,7 @@ impl State {
         };
         let (hash, shown) = (new.hash.clone(), path.display().to_string());
         let (rules, runbooks) = (new.rules.len(), new.runbooks.len());
+        warn_expiring_tokens(&new);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         let by_ = by.to_string();
         let (version, changed) = self
@@ -237,6 +238,26 @@ impl State {
             remote.unwrap_or("unknown")
         );
         self.audit("anonymous", "auth.refused", route, &detail, remote);
+    }
+}
+
+/// Tokens that end within this long are named at start and reload.
+const EXPIRY_WARNING_MS: i64 = 14 * 86_400_000;
+
+/// Logs each token that has expired or ends within `EXPIRY_WARNING_MS`.
+fn warn_expiring_tokens(config: &Config) {
+    let now = now_ms();
+    for t in &config.tokens {
+        let Some(at) = t.expires else { continue };
+        let when = crate::time::format_rfc3339(at);
+        if now >= at {
+            log::warn!("token {:?} expired at {when}: heal refuses it; remove it from {} or replace it (heal token new)", t.name, config.path.display());
+        } else if at - now < EXPIRY_WARNING_MS {
+            log::warn!(
+                "token {:?} expires at {when}: give its client a new one (heal token new)",
+                t.name
+            );
+        }
     }
 }
 
@@ -325,6 +346,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         config.path.display(),
         &config.hash[..12.min(config.hash.len())]
     );
+    warn_expiring_tokens(&config);
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(front::tls_config(cert, key)?),
         _ => None,
@@ -365,6 +387,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
             scopes: vec![Scope::Agent],
             hash: config::token_hash(&secret),
             agent: Some(l.id.clone()),
+            expires: None,
         });
         (l, secret)
     });

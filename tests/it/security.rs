@@ -314,3 +314,101 @@ fn plain_http_beyond_loopback_needs_insecure_http() {
     let server = Server::start_with(&dir, &config(), "0.0.0.0:0", &["--insecure-http"]);
     assert!(server.url.starts_with("http://0.0.0.0:"), "{}", server.url);
 }
+
+#[test]
+fn an_expired_token_is_refused_like_a_wrong_one_and_audited() {
+    let dir = test_dir("security-expired");
+    // One token that ended, one that ends within the warning window, one made with --expires.
+    let (code, out, err) = heal_cli(
+        &[
+            "token",
+            "new",
+            "--name",
+            "soon",
+            "--scope",
+            "read",
+            "--expires",
+            "3d",
+            "--json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let made: Value = serde_json::from_str(&out).unwrap();
+    let soon = made["token"].as_str().unwrap().to_string();
+    let toml = made["toml"].as_str().unwrap();
+    assert!(toml.contains("expires = \""), "{toml}");
+    let text = format!(
+        "{}\n[[token]]\nname = \"old\"\nscopes = [\"read\"]\nsecret = \"old-secret-0123456789\"\nexpires = \"2020-01-31\"\n\n{toml}",
+        config()
+    );
+    let server = Server::start(&dir, &text);
+    let logs = server.logs();
+    assert!(
+        logs.contains("token \"old\" expired at 2020-01-31T00:00:00"),
+        "{logs}"
+    );
+    assert!(logs.contains("token \"soon\" expires at"), "{logs}");
+    // Still valid for three days.
+    let (status, _) = call(&server, "GET", "/api/v1/events", Some(&soon));
+    assert_eq!(status, 200);
+    let (status, expired) = call(
+        &server,
+        "GET",
+        "/api/v1/events",
+        Some("old-secret-0123456789"),
+    );
+    let (_, wrong) = call(&server, "GET", "/api/v1/events", Some("not-a-token"));
+    assert_eq!(status, 401);
+    assert_eq!(
+        expired, wrong,
+        "an expired token tells no more than a wrong one"
+    );
+    assert!(
+        !expired.contains("old") && !expired.contains("expire"),
+        "{expired}"
+    );
+    let (code, out, err) = heal_cli(
+        &[
+            "audit",
+            "--json",
+            "--action",
+            "auth.refused",
+            "--server",
+            &server.url,
+            "--token",
+            TOKENS[0].1,
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let entries: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert!(
+        entries.iter().any(|e| e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("token \"old\" expired at 2020-01-31"))),
+        "{entries:#?}"
+    );
+    // A bad expiry is a config error naming the line.
+    let bad = format!(
+        "{}\n[[token]]\nname = \"b\"\nscopes = [\"read\"]\nsecret = \"b-secret-0123456789\"\nexpires = \"next week\"\n",
+        config()
+    );
+    std::fs::write(dir.join("bad.toml"), bad).unwrap();
+    let (code, _, err) = heal_cli(
+        &[
+            "check-config",
+            "--config",
+            dir.join("bad.toml").to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("token \"b\": expires: \"next week\" is not a date"),
+        "{err}"
+    );
+}

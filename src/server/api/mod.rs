@@ -173,6 +173,16 @@ fn authorize(request: &Request, route: &Route, state: &State) -> Result<String> 
         );
         return Err(Error::request(401, "invalid token"));
     };
+    if token.expired(now_ms()) {
+        let when = crate::time::format_rfc3339(token.expires.unwrap_or_default());
+        state.refused(
+            route.template(),
+            remote(state, request).as_deref(),
+            &format!("token {:?} expired at {when}", token.name),
+        );
+        // The client learns no more than for a wrong token.
+        return Err(Error::request(401, "invalid token"));
+    }
     if !token.scopes.contains(&scope) && !token.scopes.contains(&Scope::Admin) {
         return Err(Error::request(
             403,
