@@ -361,8 +361,8 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         .local_addr()
         .map_err(|e| Error::Io("reading the bound address".into(), e))?;
     // The HTTP server listens on loopback only; the front door is the way in.
-    let server = tiny_http::Server::http("127.0.0.1:0")
-        .map_err(|e| Error::Failed(format!("cannot listen on 127.0.0.1: {e}")))?;
+    let server = tiny_http::Server::from_listener(inner_listener()?, None)
+        .map_err(|e| Error::Failed(format!("cannot serve on 127.0.0.1: {e}")))?;
     let inner = server
         .server_addr()
         .to_ip()
@@ -481,6 +481,34 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     Ok(())
 }
 
+/// The loopback listener of the HTTP server, with `TCP_NODELAY`, which the
+/// connections it accepts inherit: tiny_http writes an answer's head and
+/// body apart, and without it the body of any answer over a segment waits
+/// for the front's delayed ACK (40 ms) on a kept-alive connection.
+fn inner_listener() -> Result<std::net::TcpListener> {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::Io("cannot listen on 127.0.0.1".into(), e))?;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from `on`, which lives through the call, on a socket this function owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Io(
+            "cannot set TCP_NODELAY on the loopback listener".into(),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(listener)
+}
+
 /// The longest heal waits at shutdown for clients to get their answers.
 const DRAIN_MAX: Duration = Duration::from_secs(10);
 
@@ -553,5 +581,33 @@ fn sweeper(state: &State, shutdown: &Shutdown) {
             last_expiry = Instant::now();
         }
         state.alive.beat();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn connections_to_the_http_server_send_at_once() {
+        let listener = super::inner_listener().unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(addr.ip().is_loopback());
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`, on a socket the test holds.
+        let rc = unsafe {
+            libc::getsockopt(
+                accepted.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert_eq!(value, 1, "accepted connections inherit TCP_NODELAY");
     }
 }
