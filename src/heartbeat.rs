@@ -106,7 +106,8 @@ pub struct Status {
     pub reason: String,
 }
 
-const STATES: [(State, &str); 5] = [
+/// Every state with its name as stored and shown.
+pub const STATES: [(State, &str); 5] = [
     (State::New, "new"),
     (State::Up, "up"),
     (State::Late, "late"),

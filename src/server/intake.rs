@@ -15,6 +15,7 @@ use crate::rules::{self, Match, Outcome};
 use crate::store::{self, Claimed, NewEvent, Receipt};
 
 use super::longpoll::{Parked, Waiters};
+use super::metrics::{Metrics, Tally};
 
 /// How far back a resolved alert looks for the events it resolves (ms).
 const RESOLVE_LOOKBACK_MS: i64 = 24 * 3_600_000;
@@ -30,6 +31,8 @@ pub struct Applied {
     /// Runs are logged at info; collapses, discards and resolutions, which a
     /// storm repeats by the thousand, at debug.
     pub log: Vec<(log::Level, String)>,
+    /// Alerts received and decisions taken, for `/metrics`.
+    pub tally: Tally,
 }
 
 impl Applied {
@@ -38,11 +41,14 @@ impl Applied {
         self.alerts.extend(other.alerts);
         self.handoffs.extend(other.handoffs);
         self.log.extend(other.log);
+        self.tally.merge(&other.tally);
     }
 }
 
-/// After the commit: answers the polls that get new ops, then logs.
-pub fn finish(applied: Applied) {
+/// After the commit: counts the alerts (as coming from `source`) and
+/// decisions, answers the polls that get new ops, then logs.
+pub fn finish(applied: Applied, metrics: &Metrics, source: &str) {
+    metrics.observe_intake(source, &applied.tally);
     for (parked, claimed) in applied.handoffs {
         super::longpoll::respond_ops(parked.request, &claimed);
     }
@@ -112,6 +118,7 @@ fn apply_one(
     handoff_of: &mut HashMap<String, usize>,
 ) -> Result<Value> {
     let receipt = store::record_alert(conn, alert, now)?;
+    applied.tally.alert();
     let mut line = json!({ "fingerprint": alert.fingerprint, "name": alert.name, "status": alert.status.as_str() });
     if alert.status == Status::Resolved {
         if receipt != Receipt::Stale {
@@ -127,6 +134,7 @@ fn apply_one(
     if receipt == Receipt::Stale {
         let reason = "stale: this occurrence of the alert is already resolved";
         store::record_decision(conn, &alert.fingerprint, None, "discard", reason, None, now)?;
+        applied.tally.decision(Outcome::Discard);
         line["decisions"] = json!([{ "outcome": "discard", "reason": reason }]);
         return Ok(line);
     }
@@ -150,6 +158,7 @@ fn apply_one(
             None,
             now,
         )?;
+        applied.tally.decision(d.outcome);
         decisions.push(json!({ "outcome": d.outcome.as_str(), "reason": d.reason }));
     }
     let alert_doc = crate::config::doc(alert.doc());
@@ -188,6 +197,7 @@ fn apply_one(
             event_id,
             now,
         )?;
+        applied.tally.decision(d.outcome);
         let level = match d.outcome {
             Outcome::Run | Outcome::DryRun | Outcome::Defer | Outcome::AwaitApproval => {
                 log::Level::Info

@@ -6,14 +6,15 @@
 //! scheduler (`watch`), the outbox and its channel workers (`outbox`), one
 //! signal thread (SIGTERM/SIGINT stop, SIGHUP reload), and with
 //! `--local-agent` an in-process agent. Shared memory holds only the current
-//! `Arc<Config>`, the parked polls, the shutdown flag and a few caches;
-//! everything else lives in SQLite.
+//! `Arc<Config>`, the parked polls, the shutdown flag, a few caches and the
+//! metric counters; everything else lives in SQLite.
 
 pub mod api;
 pub mod front;
 pub mod intake;
 pub mod lifecycle;
 pub mod longpoll;
+pub mod metrics;
 pub mod outbox;
 pub mod systemd;
 pub mod watch;
@@ -82,6 +83,8 @@ pub struct State {
     pub front: Arc<front::Front>,
     /// When the sweeper last finished a round (the watchdogs ping only while it is recent).
     pub alive: watchdog::Alive,
+    /// The counters of `/metrics`.
+    pub metrics: metrics::Metrics,
 }
 
 impl State {
@@ -405,6 +408,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         refusals: Mutex::new((0, 0, 0)),
         front: front.clone(),
         alive: watchdog::Alive::default(),
+        metrics: metrics::Metrics::default(),
     });
     state.outbox.set_bound(&format!("{scheme}://{bound}"));
     let mut signals = signal_hook::iterator::Signals::new([
@@ -424,7 +428,11 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     let store_stop = Shutdown::default();
     std::thread::scope(|s| {
         s.spawn(|| front::run(listener, &front, &shutdown));
-        s.spawn(|| store::run_writer(write_conn, jobs, &store_stop));
+        s.spawn(|| {
+            store::run_writer(write_conn, jobs, &store_stop, |took| {
+                state.metrics.observe_commit(took)
+            })
+        });
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let (server, state) = (server.clone(), state.clone());
@@ -546,14 +554,18 @@ fn http_worker(server: &tiny_http::Server, state: &Arc<State>) {
     let mut reader = None;
     while let Ok(request) = server.recv() {
         let url = request.url().to_string();
+        let method = request.method().clone();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             api::handle(request, state, &mut reader)
         }));
-        if outcome.is_err() {
+        let status = outcome.unwrap_or_else(|_| {
             // The request was dropped while unwinding, which answers it with a 500.
             log::error!("panic while handling {url}; answered 500");
             reader = None;
-        }
+            500
+        });
+        let route = api::route_label(&method, &url);
+        state.metrics.observe_http(&method, route, status);
     }
 }
 

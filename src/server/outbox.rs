@@ -116,6 +116,7 @@ fn tick<'scope>(
                 let name = name.clone();
                 move |conn| store::abandon_channel(conn, &name, now_ms())
             })?;
+            state.metrics.observe_gave_up(&name, n);
             log::warn!("outbox: gave up {n} deliveries to channel {name:?}: it is no longer in the configuration");
             continue;
         }
@@ -527,6 +528,7 @@ fn give_up(
     state
         .writer
         .write(move |conn| store::record_try(conn, &ids, &Outcome::GaveUp { error: &e2 }, now))?;
+    state.metrics.observe_gave_up(&channel.name, batch.len());
     log::error!("{}: {error}", describe(batch, &channel.name));
     Ok(())
 }

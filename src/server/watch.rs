@@ -262,7 +262,7 @@ fn submit(
     f: impl FnOnce(&Connection) -> Result<Applied> + Send + 'static,
 ) {
     match state.writer.write(f) {
-        Ok(applied) => intake::finish(applied),
+        Ok(applied) => intake::finish(applied, &state.metrics, super::metrics::INTERNAL),
         Err(e) => log::error!("{what}: {e}"),
     }
 }

@@ -325,6 +325,13 @@ pub const MIGRATIONS: &[&str] = &[
         path       TEXT NOT NULL
     );
     "#,
+    // 6: an index of open events by state, for /metrics.
+    r#"
+    -- Only open events are in it, so counting them costs what is open, not
+    -- the history retention keeps (event_state would also walk every
+    -- finished dry run and escalation).
+    CREATE INDEX event_open ON event(state) WHERE ended_at IS NULL;
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction and returns the

@@ -9,19 +9,21 @@
 
 pub mod admin;
 pub mod backup;
+pub mod figures;
 pub mod lifecycle;
 pub mod migrations;
 pub mod notify;
 pub mod watch;
 
 pub use admin::*;
+pub use figures::*;
 pub use lifecycle::*;
 pub use notify::*;
 pub use watch::*;
 
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -123,8 +125,14 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
     result
 }
 
-/// The writer thread: commits queued jobs in groups until shutdown and an idle queue.
-pub fn run_writer(conn: Connection, jobs: Receiver<Job>, shutdown: &Shutdown) {
+/// The writer thread: commits queued jobs in groups until shutdown and an
+/// idle queue; `committed` hears how long each COMMIT took.
+pub fn run_writer(
+    conn: Connection,
+    jobs: Receiver<Job>,
+    shutdown: &Shutdown,
+    committed: impl Fn(Duration),
+) {
     loop {
         let first = match jobs.recv_timeout(Duration::from_millis(100)) {
             Ok(job) => job,
@@ -149,13 +157,15 @@ pub fn run_writer(conn: Connection, jobs: Receiver<Job>, shutdown: &Shutdown) {
             continue;
         }
         let done: Vec<Done> = batch.into_iter().map(|job| job(&conn)).collect();
-        let committed = conn.execute_batch("COMMIT").map_err(|e| {
+        let commit_started = Instant::now();
+        let result = conn.execute_batch("COMMIT").map_err(|e| {
             log::error!("store: commit failed: {e}");
             let _ = conn.execute_batch("ROLLBACK");
             e.to_string()
         });
+        committed(commit_started.elapsed());
         for d in done {
-            d(committed.clone());
+            d(result.clone());
         }
     }
 }

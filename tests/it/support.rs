@@ -476,3 +476,93 @@ steps = [ {steps_toml} ]
 "#
     )
 }
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A tool of Debian's `prometheus` package (`prometheus`, `promtool`), or
+/// None (the test is skipped) when it is not installed; under CI (`CI` set)
+/// a missing tool is a failure (.ci/run installs the package).
+pub fn prometheus_tool(name: &str, test: &str) -> Option<PathBuf> {
+    let path = PathBuf::from("/usr/bin").join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{test}: {} is not installed, and CI must run this test (.ci/run installs the prometheus package)",
+        path.display()
+    );
+    eprintln!(
+        "\n*** SKIPPED: {test}: {} is not installed (apt-get install prometheus); the test did not run ***\n",
+        path.display()
+    );
+    None
+}
+
+/// A running Prometheus on a free loopback port; killed and reaped on drop.
+pub struct Prometheus {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+}
+
+impl Prometheus {
+    /// Starts `bin` with the config `config(port)` (written to dir/prometheus.yml,
+    /// so relative rule files resolve in `dir`), its storage in dir/tsdb, and
+    /// waits until it is ready.
+    pub fn start(bin: &Path, dir: &Path, config: impl FnOnce(u16) -> String) -> Prometheus {
+        let port = free_port();
+        let file = dir.join("prometheus.yml");
+        std::fs::write(&file, config(port)).expect("write prometheus.yml");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        let prometheus = Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        wait_until("prometheus to be ready", Duration::from_secs(30), || {
+            (http("GET", &format!("{}/-/ready", prometheus.url), None, &[]).0 == 200).then_some(())
+        });
+        prometheus
+    }
+
+    /// Runs an instant query (`/api/v1/query`) until it returns at least one
+    /// series, and returns them.
+    pub fn wait_for(&self, query: &str, timeout: Duration) -> Vec<Value> {
+        let url = format!(
+            "{}/api/v1/query?query={}",
+            self.url,
+            query
+                .bytes()
+                .map(|b| format!("%{b:02X}"))
+                .collect::<String>()
+        );
+        wait_until(&format!("prometheus to answer {query}"), timeout, || {
+            let (code, body) = http("GET", &url, None, &[]);
+            let body: Value = serde_json::from_str(&body).ok()?;
+            let result = body["data"]["result"].as_array()?.clone();
+            (code == 200 && !result.is_empty()).then_some(result)
+        })
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,15 +6,17 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{heal_bin, heal_cli, test_dir, wait_agent_polling, wait_until, Agent, Server};
+use crate::support::{
+    heal_bin, heal_cli, prometheus_tool, test_dir, wait_agent_polling, wait_until, Agent,
+    Prometheus, Server,
+};
 
 /// The firing or resolved internal alerts of a name, newest first.
 fn alerts_named(server: &Server, name: &str) -> Vec<Value> {
@@ -578,84 +580,18 @@ http = {{ url = "http://{}/health", status = [200], body_contains = "good" }}
     );
 }
 
-/// Debian's prometheus, if installed (and required under CI).
-fn prometheus_bin() -> Option<PathBuf> {
-    let found = ["/usr/bin/prometheus"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "prometheus is not installed, and CI must run this test (.ci/run installs it)"
-        );
-        eprintln!("\n*** SKIPPED: prometheus is not installed (apt-get install prometheus); the prometheus probe test did not run ***\n");
-    }
-    found
-}
-
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_prometheus(bin: &Path, dir: &Path) -> (Prometheus, String) {
-    let port = free_port();
-    let cfg = dir.join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    let p = Prometheus(child);
-    let url = format!("http://127.0.0.1:{port}");
-    // Ready once it has scraped itself.
-    wait_until(
-        "prometheus to scrape itself",
-        Duration::from_secs(30),
-        || {
-            let (code, body) =
-                crate::support::http("GET", &format!("{url}/api/v1/query?query=up"), None, &[]);
-            let body: Value = serde_json::from_str(&body).ok()?;
-            (code == 200
-                && body["data"]["result"]
-                    .as_array()
-                    .is_some_and(|r| !r.is_empty()))
-            .then_some(())
-        },
-    );
-    (p, url)
-}
-
 #[test]
 fn prometheus_probe_evaluates_a_real_query() {
-    let Some(bin) = prometheus_bin() else { return };
+    let Some(bin) = prometheus_tool("prometheus", "prometheus_probe_evaluates_a_real_query") else {
+        return;
+    };
     let dir = test_dir("probe-prom");
-    let (_prom, url) = start_prometheus(&bin, &dir);
+    let prom = Prometheus::start(&bin, &dir, |port| {
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n")
+    });
+    // Ready once it has scraped itself.
+    prom.wait_for("up", Duration::from_secs(30));
+    let url = &prom.url;
     let config = format!(
         r#"
 [[probe]]

@@ -22,6 +22,7 @@ use crate::time::now_ms;
 use super::longpoll::{respond_ops, Parked};
 use super::State;
 
+mod metrics;
 mod notify;
 pub mod routes;
 mod watch;
@@ -43,8 +44,9 @@ fn error_body(e: &Error) -> Value {
     json!({ "error": e.to_string() })
 }
 
-/// Handles one request to its end (answered here, or parked for a poll).
-pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Connection>) {
+/// Handles one request to its end (answered here, or parked for a poll);
+/// returns the status it was (or, parked, will be) answered with.
+pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Connection>) -> u16 {
     let method = request.method().clone();
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
@@ -61,6 +63,9 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
         let key = ping_key.map(decode);
         let result = watch::ping(&mut request, name, what, key.as_deref(), state, reader);
         return answer(request, &method, path, result);
+    }
+    if let Route::Metrics = route {
+        return metrics::scrape(request, &method, path, state, reader);
     }
     if let Route::Poll(agent) = route {
         if state.front.is_draining() {
@@ -91,7 +96,7 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
     answer(request, &method, path, result)
 }
 
-fn answer(request: Request, method: &Method, path: &str, result: Result<(u16, Value)>) {
+fn answer(request: Request, method: &Method, path: &str, result: Result<(u16, Value)>) -> u16 {
     let (status, body) = match result {
         Ok(answer) => answer,
         Err(e) => {
@@ -104,9 +109,21 @@ fn answer(request: Request, method: &Method, path: &str, result: Result<(u16, Va
             (status, error_body(&e))
         }
     };
-    if let Err(e) = request.respond(json_response(status, &body)) {
+    send(request, json_response(status, &body), method, path);
+    status
+}
+
+fn send<R: Read>(request: Request, response: Response<R>, method: &Method, path: &str) {
+    if let Err(e) = request.respond(response) {
         log::debug!("{method} {path}: client went away before the answer ({e})");
     }
+}
+
+/// The `route` label of `heal_http_requests_total`: the template of the
+/// route a request went to, or "other" when none matched (a 404 or 405).
+pub fn route_label(method: &Method, url: &str) -> &'static str {
+    let path = url.split_once('?').map_or(url, |(path, _)| path);
+    route(method, path).map_or("other", |r| r.template())
 }
 
 /// The client's address, for the audit log.
@@ -315,6 +332,7 @@ fn dispatch(
             Err(e) => Err(e),
         },
         Route::Ping(..) => unreachable!("pings are answered in handle"),
+        Route::Metrics => unreachable!("/metrics is answered in handle"),
         Route::ListHeartbeats => {
             let only = query_param(query, "state").map(decode);
             let n = match query_param(query, "limit") {
@@ -631,6 +649,7 @@ fn dispatch(
                 .get("error")
                 .and_then(Value::as_str)
                 .map(str::to_string);
+            let ran = Duration::from_millis(steps.iter().map(|s| s.duration_ms).sum());
             op_call(state, agent, op, move |conn, op_ref, now| {
                 let woke = store::record_result(
                     conn,
@@ -648,6 +667,9 @@ fn dispatch(
                 let woke: Vec<String> = serde_json::from_value(body["woke"].take()).unwrap_or_default();
                 if let Some(o) = body.as_object_mut() {
                     o.remove("woke");
+                }
+                if body["recorded"] == true {
+                    state.metrics.observe_op(op_state, ran);
                 }
                 state.wake(&woke);
                 (status, body)
@@ -771,6 +793,8 @@ fn parse_since(v: &str) -> Result<i64> {
 
 fn intake(state: &Arc<State>, config: &Arc<Config>, alerts: Vec<Alert>) -> Answer {
     let n = alerts.len();
+    // One payload, one source: "alertmanager", "heal" or the [[source]] name.
+    let source = alerts.first().map(|a| a.source.clone()).unwrap_or_default();
     // Rules are pure: evaluate them here, outside the single writer thread.
     let evals = super::intake::evaluate(config, &alerts);
     let (config2, state2) = (config.clone(), state.clone());
@@ -778,7 +802,7 @@ fn intake(state: &Arc<State>, config: &Arc<Config>, alerts: Vec<Alert>) -> Answe
         super::intake::apply(conn, &config2, &state2.waiters, &alerts, &evals, now_ms())
     })?;
     let alerts = std::mem::take(&mut applied.alerts);
-    super::intake::finish(applied);
+    super::intake::finish(applied, &state.metrics, &source);
     Ok((200, json!({ "accepted": n, "alerts": alerts })))
 }
 
@@ -825,7 +849,7 @@ fn poll_request(
 /// Claims queued ops for the agent, or parks the poll until work arrives or
 /// the wait ends. Both happen inside one store job, so no op queued by
 /// another request can fall between the two.
-fn park_or_answer(request: Request, agent: String, poll: PollRequest, state: &Arc<State>) {
+fn park_or_answer(request: Request, agent: String, poll: PollRequest, state: &Arc<State>) -> u16 {
     let state2 = state.clone();
     let handed = state.writer.write(move |conn| {
         let now = now_ms();
@@ -854,8 +878,12 @@ fn park_or_answer(request: Request, agent: String, poll: PollRequest, state: &Ar
         Ok(Some((request, claimed))) => respond_ops(request, &claimed),
         Ok(None) => {}
         // The request was dropped with the failed job: tiny_http answers it with a 500 and the agent polls again.
-        Err(e) => log::error!("poll: {e}"),
+        Err(e) => {
+            log::error!("poll: {e}");
+            return 500;
+        }
     }
+    200
 }
 
 fn op_call(

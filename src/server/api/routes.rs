@@ -51,6 +51,12 @@ pub const ROUTES: &[Spec] = &[
     spec(GET, "/-/ready", READ, "readiness: the store answers"),
     spec(
         GET,
+        "/metrics",
+        READ,
+        "heal's own figures in Prometheus' text format",
+    ),
+    spec(
+        GET,
         "/api/v1/openapi.json",
         None,
         "this API's OpenAPI 3 description",
@@ -255,6 +261,7 @@ pub fn spec_of(path: &str, method: &str) -> Option<&'static Spec> {
 pub(super) enum Route {
     Healthy,
     Ready,
+    Metrics,
     OpenApi,
     AlertmanagerIntake,
     OwnIntake,
@@ -325,6 +332,7 @@ pub(super) fn route(method: &Method, path: &str) -> Result<Route> {
     match segments.as_slice() {
         ["-", "healthy"] => want(Method::Get, Route::Healthy),
         ["-", "ready"] => want(Method::Get, Route::Ready),
+        ["metrics"] => want(Method::Get, Route::Metrics),
         ["api", "v1", "openapi.json"] => want(Method::Get, Route::OpenApi),
         ["api", "v1", "alerts", "alertmanager"] => want(Method::Post, Route::AlertmanagerIntake),
         ["api", "v1", "alerts"] if *method == Method::Get => Ok(Route::ListAlerts),
@@ -405,6 +413,7 @@ impl Route {
         match self {
             Route::Healthy => "/-/healthy",
             Route::Ready => "/-/ready",
+            Route::Metrics => "/metrics",
             Route::OpenApi => "/api/v1/openapi.json",
             Route::AlertmanagerIntake => "/api/v1/alerts/alertmanager",
             Route::OwnIntake | Route::ListAlerts => "/api/v1/alerts",
@@ -500,7 +509,7 @@ pub fn openapi() -> Value {
                 "operationId": operation_id(m, s.path),
                 "parameters": params,
                 "responses": {
-                    "200": { "description": "done", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "200": { "description": "done", "content": answer_content(s.path) },
                     "400": { "$ref": "#/components/responses/Error" },
                     "401": { "$ref": "#/components/responses/Error" },
                     "403": { "$ref": "#/components/responses/Error" },
@@ -544,6 +553,16 @@ pub fn openapi() -> Value {
         },
         "security": [{ "bearer": [] }]
     })
+}
+
+/// What a route answers with: `/metrics` Prometheus' text format, every
+/// other route JSON.
+fn answer_content(path: &str) -> Value {
+    if path == "/metrics" {
+        json!({ "text/plain": { "schema": { "type": "string" } } })
+    } else {
+        json!({ "application/json": { "schema": { "type": "object" } } })
+    }
 }
 
 /// A scope's name as the config writes it.
