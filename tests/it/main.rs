@@ -6,6 +6,7 @@ mod agent;
 mod alertmanager;
 mod api;
 mod cli;
+mod crash;
 mod intake;
 mod lifecycle;
 mod metrics;
