@@ -1,31 +1,10 @@
-//! heal: when an alert fires, run the right runbook on the right host, once.
-//!
-//! Modules in reading order: the domain (alert → rules → event), the store,
-//! the server, the agent and its step runner, and the CLI that ties them up.
-
-mod alert;
-mod config;
-mod error;
-mod event;
-mod heartbeat;
-mod notify;
-mod probe;
-mod rules;
-mod schedule;
-mod store;
-mod time;
-
-mod server;
-
-mod agent;
-mod client;
-mod exec;
-
-mod cli;
+//! The `heal` binary: parses the command line, sets up logging, and hands
+//! over to `heal::cli`.
 
 use std::process::ExitCode;
 
 use argh::FromArgs;
+use heal::{cli, error};
 
 fn main() -> ExitCode {
     // argh reads a lone "-" as an unknown option; for file arguments it means stdin.
