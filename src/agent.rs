@@ -120,7 +120,7 @@ pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
 impl Agent {
     fn poll_loop(&self, shutdown: &Shutdown) {
         let mut backoff = Duration::from_millis(100);
-        let mut failing = false;
+        let mut last_failure: Option<String> = None;
         let hello = json!({
             "instance": self.instance,
             "tags": self.opts.tags,
@@ -143,13 +143,12 @@ impl Agent {
             );
             match self.client.request("POST", &path, Some(&hello)) {
                 Ok((200, body)) => {
-                    if failing {
+                    if last_failure.take().is_some() {
                         log::info!(
                             "agent {}: connected to {} again",
                             self.opts.id,
                             self.opts.server
                         );
-                        failing = false;
                     }
                     backoff = Duration::from_millis(100);
                     for op in body
@@ -171,12 +170,13 @@ impl Agent {
                         ),
                         Err(e) => e.to_string(),
                     };
-                    if !failing {
+                    // Logged when it starts failing and when the reason changes.
+                    if last_failure.as_deref() != Some(why.as_str()) {
                         log::warn!(
                             "agent {}: poll failed: {why}; retrying with backoff",
                             self.opts.id
                         );
-                        failing = true;
+                        last_failure = Some(why);
                     }
                     if shutdown.wait(jitter(backoff)) {
                         break;

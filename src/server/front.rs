@@ -63,6 +63,8 @@ pub struct Front {
     draining: AtomicBool,
     /// The clock of `Conn::last_read`.
     epoch: Instant,
+    /// Told the port toward the HTTP server of each client that went away.
+    gone: std::sync::OnceLock<Box<dyn Fn(u16) + Send + Sync>>,
 }
 
 /// One client connection, as the drain sees it.
@@ -92,7 +94,15 @@ impl Front {
             conns: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             epoch: Instant::now(),
+            gone: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what to do when a client goes away (its connection's port
+    /// toward the HTTP server): a long poll parked for it is forgotten, so
+    /// no op is handed to an agent that died while it waited.
+    pub fn on_client_gone(&self, f: impl Fn(u16) + Send + Sync + 'static) {
+        let _ = self.gone.set(Box::new(f));
     }
 
     /// Whether heal is stopping: a long poll is then answered at once.
@@ -386,9 +396,13 @@ fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<
             let _ = inner.shutdown(Both::Both);
             side.close();
         }
-        // No more requests: the HTTP server answers those it has (a long
-        // poll too), then closes its side, which ends `answers`.
+        // No more requests: the HTTP server answers those it has, then
+        // closes its side, which ends `answers`. A long poll left waiting
+        // is forgotten: nobody is there to take an op.
         Ok(()) => {
+            if let Some(gone) = front.gone.get() {
+                gone(port);
+            }
             let _ = inner.shutdown(Both::Write);
         }
     }

@@ -85,8 +85,17 @@ pub fn approve(
 }
 
 /// The sweeper's lifecycle work: every second everything below; in between
-/// (`deferred_only`), only the re-check of deferred events.
-pub fn tick(conn: &Connection, config: &Config, deferred_only: bool, now: i64) -> Result<Done> {
+/// (`deferred_only`), only the re-check of deferred events. Ops whose lease
+/// or deadline passed are declared lost only once `agents_reconnected`: a
+/// deadline that passed while heal itself was down is no agent's fault, and
+/// an agent that kept running the op delivers its result once it is back.
+pub fn tick(
+    conn: &Connection,
+    config: &Config,
+    deferred_only: bool,
+    agents_reconnected: bool,
+    now: i64,
+) -> Result<Done> {
     let mut done = Done::default();
     if !deferred_only {
         for e in store::open_events(conn, "pending_approval", Some(now))? {
@@ -106,7 +115,11 @@ pub fn tick(conn: &Connection, config: &Config, deferred_only: bool, now: i64) -
             done.log
                 .push((log::Level::Warn, format!("event {} failed: {reason}", e.id)));
         }
-        let lost = store::expire_ops(conn, config.server.dispatch_timeout.as_millis() as i64, now)?;
+        let lost = if agents_reconnected {
+            store::expire_ops(conn, config.server.dispatch_timeout.as_millis() as i64, now)?
+        } else {
+            0
+        };
         if lost > 0 {
             done.log.push((
                 log::Level::Warn,

@@ -67,6 +67,26 @@ impl Waiters {
         n
     }
 
+    /// Forgets the poll that came over the HTTP server's connection from `port`
+    /// (its client went away): no op will be handed to it.
+    pub fn forget_port(&self, port: u16) {
+        let forgotten: Vec<(String, Parked)> = {
+            let mut map = self.lock();
+            let ids: Vec<String> = map
+                .iter()
+                .filter(|(_, p)| p.request.remote_addr().map(|a| a.port()) == Some(port))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| map.remove(&id).map(|p| (id, p)))
+                .collect()
+        };
+        // Dropped outside the lock: tiny_http answers a dropped request itself.
+        for (id, _) in forgotten {
+            log::debug!("agent {id}: the connection of its waiting poll closed");
+        }
+    }
+
     /// Agents with a poll parked now.
     pub fn connected(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
@@ -100,5 +120,161 @@ pub fn respond_ops(request: tiny_http::Request, claimed: &[Claimed]) {
             let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
             log::warn!("could not hand ops {ids:?} to their agent ({e}); they become lost when their lease ends");
         }
+    }
+}
+
+/// How long a holder has to show it is alive when another process asks for its agent id.
+pub const CHALLENGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Which agent process holds each agent id. Two processes started with the
+/// same `--id` would otherwise take the id from each other at every poll,
+/// and each time the other's ops in flight would be lost. The first keeps
+/// the id while it is alive; a newcomer is refused until the holder has
+/// not been heard from for `CHALLENGE` after the newcomer first asked (its
+/// parked poll is answered at once, so a live holder polls again at once).
+/// A restarted agent thus takes its id over within a second or two.
+#[derive(Default)]
+pub struct Holders {
+    by_agent: Mutex<HashMap<String, Holder>>,
+}
+
+struct Holder {
+    instance: String,
+    hostname: String,
+    /// When it was last heard from (a poll, or a call about one of its ops).
+    contact: Instant,
+    /// A newcomer's instance and when it first asked.
+    challenge: Option<(String, Instant)>,
+}
+
+/// What a poll from an agent process may do with its agent id.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// It holds the id: poll on.
+    Held,
+    /// Another process holds it; it is being asked whether it is alive.
+    Checking {
+        /// The holder's instance.
+        instance: String,
+        /// The holder's host.
+        hostname: String,
+    },
+    /// Another process holds it and answered.
+    InUse {
+        /// The holder's instance.
+        instance: String,
+        /// The holder's host.
+        hostname: String,
+    },
+}
+
+impl Holders {
+    /// A poll from `instance` (on `hostname`) for `agent` at `now`.
+    pub fn claim(&self, agent: &str, instance: &str, hostname: &str, now: Instant) -> Claim {
+        let mut map = self.by_agent.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = || Holder {
+            instance: instance.to_string(),
+            hostname: hostname.to_string(),
+            contact: now,
+            challenge: None,
+        };
+        let Some(h) = map.get_mut(agent) else {
+            map.insert(agent.to_string(), fresh());
+            return Claim::Held;
+        };
+        if h.instance == instance {
+            h.contact = now;
+            return Claim::Held;
+        }
+        let (holder, host) = (h.instance.clone(), h.hostname.clone());
+        match &h.challenge {
+            Some((who, since)) if who == instance && now >= *since + CHALLENGE => {
+                if h.contact > *since {
+                    // The holder was heard from since: it is alive.
+                    h.challenge = Some((instance.to_string(), now));
+                    Claim::InUse {
+                        instance: holder,
+                        hostname: host,
+                    }
+                } else {
+                    *h = fresh();
+                    Claim::Held
+                }
+            }
+            Some((who, _)) if who == instance => Claim::Checking {
+                instance: holder,
+                hostname: host,
+            },
+            _ => {
+                h.challenge = Some((instance.to_string(), now));
+                Claim::Checking {
+                    instance: holder,
+                    hostname: host,
+                }
+            }
+        }
+    }
+
+    /// A call about one of the agent's ops: its holder is alive.
+    pub fn touch(&self, agent: &str, now: Instant) {
+        let mut map = self.by_agent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = map.get_mut(agent) {
+            h.contact = now;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn checking(instance: &str, hostname: &str) -> Claim {
+        Claim::Checking {
+            instance: instance.into(),
+            hostname: hostname.into(),
+        }
+    }
+
+    #[test]
+    fn a_newcomer_takes_an_id_only_from_a_silent_holder() {
+        let h = Holders::default();
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        assert_eq!(h.claim("web-1", "a", "host-a", t), Claim::Held);
+        assert_eq!(h.claim("web-1", "a", "host-a", ms(10)), Claim::Held);
+        // A second process asks: the holder is asked, the newcomer waits.
+        assert_eq!(
+            h.claim("web-1", "b", "host-b", ms(100)),
+            checking("a", "host-a")
+        );
+        assert_eq!(
+            h.claim("web-1", "b", "host-b", ms(600)),
+            checking("a", "host-a")
+        );
+        // The holder polls again: it is alive, the newcomer is refused.
+        assert_eq!(h.claim("web-1", "a", "host-a", ms(150)), Claim::Held);
+        assert_eq!(
+            h.claim("web-1", "b", "host-b", ms(1200)),
+            Claim::InUse {
+                instance: "a".into(),
+                hostname: "host-a".into()
+            }
+        );
+        // A call about one of its ops counts too.
+        h.touch("web-1", ms(1300));
+        assert!(matches!(
+            h.claim("web-1", "b", "host-b", ms(2300)),
+            Claim::InUse { .. }
+        ));
+        // The holder goes silent: the newcomer takes over.
+        assert_eq!(h.claim("web-1", "b", "host-b", ms(3300)), Claim::Held);
+        // Now the old process is the newcomer.
+        assert_eq!(
+            h.claim("web-1", "a", "host-a", ms(3400)),
+            checking("b", "host-b")
+        );
+        // Other ids are unaffected.
+        assert_eq!(h.claim("web-2", "c", "host-c", ms(3400)), Claim::Held);
     }
 }

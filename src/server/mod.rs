@@ -77,6 +77,8 @@ pub struct State {
     pub watch: watch::Shared,
     /// What the outbox shares with the API.
     pub outbox: outbox::Shared,
+    /// Which agent process holds each agent id.
+    pub holders: longpoll::Holders,
     /// Refused tokens this minute: (minute, count, not yet recorded).
     refusals: Mutex<(i64, u64, u64)>,
     /// The front door (TLS, request limits); knows each request's client.
@@ -405,12 +407,19 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         internal_tokens,
         watch: watch::Shared::default(),
         outbox: outbox::Shared::default(),
+        holders: longpoll::Holders::default(),
         refusals: Mutex::new((0, 0, 0)),
         front: front.clone(),
         alive: watchdog::Alive::default(),
         metrics: metrics::Metrics::default(),
     });
     state.outbox.set_bound(&format!("{scheme}://{bound}"));
+    let weak = Arc::downgrade(&state);
+    front.on_client_gone(move |port| {
+        if let Some(state) = weak.upgrade() {
+            state.waiters.forget_port(port);
+        }
+    });
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -517,6 +526,11 @@ fn inner_listener() -> Result<std::net::TcpListener> {
     Ok(listener)
 }
 
+/// After a start, how long ops may be late before they are declared lost:
+/// agents back off up to 10 s before re-sending a result, so each has had
+/// its chance to reach the new server.
+const RECONNECT_GRACE: Duration = Duration::from_secs(15);
+
 /// The longest heal waits at shutdown for clients to get their answers.
 const DRAIN_MAX: Duration = Duration::from_secs(10);
 
@@ -573,6 +587,7 @@ fn http_worker(server: &tiny_http::Server, state: &Arc<State>) {
 /// every second expires approvals and verification windows, counts failures
 /// for the breaker and declares expired ops lost.
 fn sweeper(state: &State, shutdown: &Shutdown) {
+    let started = Instant::now();
     let mut last_expiry = Instant::now() - Duration::from_secs(10);
     let mut reader: Option<rusqlite::Connection> = None;
     loop {
@@ -583,8 +598,9 @@ fn sweeper(state: &State, shutdown: &Shutdown) {
         let full = last_expiry.elapsed() >= Duration::from_secs(1);
         if full || any_deferred(state, &mut reader) {
             let config = state.config();
-            if let Err(e) =
-                state.lifecycle(move |conn| lifecycle::tick(conn, &config, !full, now_ms()))
+            let reconnected = started.elapsed() >= RECONNECT_GRACE;
+            if let Err(e) = state
+                .lifecycle(move |conn| lifecycle::tick(conn, &config, !full, reconnected, now_ms()))
             {
                 log::error!("sweeper: {e}");
             }

@@ -19,7 +19,7 @@ use crate::event::OpState;
 use crate::store::{self, AgentHello, StepResult};
 use crate::time::now_ms;
 
-use super::longpoll::{respond_ops, Parked};
+use super::longpoll::{respond_ops, Claim, Parked};
 use super::State;
 
 mod metrics;
@@ -74,7 +74,10 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
             return answer(request, &method, path, Err(e));
         }
         return match poll_request(&mut request, &agent, query, &state.config()) {
-            Ok(poll) => park_or_answer(request, agent, poll, state),
+            Ok(poll) => match holder(state, &agent, &poll.hello) {
+                Ok(()) => park_or_answer(request, agent, poll, state),
+                Err(e) => answer(request, &method, path, Err(e)),
+            },
             Err(e) => answer(request, &method, path, Err(e)),
         };
     }
@@ -886,12 +889,49 @@ fn park_or_answer(request: Request, agent: String, poll: PollRequest, state: &Ar
     200
 }
 
+/// Whether the polling process may hold its agent id (see `longpoll::Holders`);
+/// a refused one learns who holds it.
+fn holder(state: &State, agent: &str, hello: &AgentHello) -> Result<()> {
+    let claim = state
+        .holders
+        .claim(agent, &hello.instance, &hello.hostname, Instant::now());
+    let (instance, hostname, alive) = match claim {
+        Claim::Held => return Ok(()),
+        Claim::Checking { instance, hostname } => (instance, hostname, false),
+        Claim::InUse { instance, hostname } => (instance, hostname, true),
+    };
+    // A live holder with a parked poll polls again at once when it is answered.
+    if let Some(parked) = state.waiters.take(agent) {
+        if parked.instance == instance {
+            respond_ops(parked.request, &[]);
+        } else {
+            state.waiters.put_back(agent, parked);
+        }
+    }
+    if !alive {
+        return Err(Error::request(
+            409,
+            format!("agent id {agent:?} is held by another process (instance {instance}, host {hostname:?}); checking that it is still there: poll again in a second"),
+        ));
+    }
+    log::warn!(
+        "agent id {agent:?}: a second process (instance {}, host {:?}) polls while instance {instance} on host {hostname:?} holds the id; refused: give each agent its own --id",
+        hello.instance,
+        hello.hostname
+    );
+    Err(Error::request(
+        409,
+        format!("agent id {agent:?} is in use by a live agent (instance {instance}, host {hostname:?}): give each agent its own --id"),
+    ))
+}
+
 fn op_call(
     state: &Arc<State>,
     agent: String,
     op: i64,
     f: impl FnOnce(&Connection, &store::OpRef, i64) -> Result<(u16, Value)> + Send + 'static,
 ) -> Answer {
+    state.holders.touch(&agent, Instant::now());
     let answer = state.writer.write(move |conn| {
         if !store::agent_known(conn, &agent)? {
             return Err(Error::request(
