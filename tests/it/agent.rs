@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::support::{one_rule_config, test_dir, wait_agent_polling, wait_until, Agent, Server};
 
 /// Fires one alert and returns the id of the event the rule `fix` opened for it.
-fn fire(server: &Server, labels: Value) -> i64 {
+pub(crate) fn fire(server: &Server, labels: Value) -> i64 {
     let (status, body) = server.post("/api/v1/alerts", &json!({ "name": "X", "labels": labels }));
     assert_eq!(status, 200, "{body}\nserver log:\n{}", server.logs());
     assert_eq!(body["accepted"], 1, "{body}");
@@ -24,12 +24,12 @@ fn fire(server: &Server, labels: Value) -> i64 {
 }
 
 /// The event's ops.
-fn ops(event: &Value) -> Vec<Value> {
+pub(crate) fn ops(event: &Value) -> Vec<Value> {
     event["ops"].as_array().cloned().unwrap_or_default()
 }
 
 /// The only op of an event.
-fn only_op(event: &Value) -> Value {
+pub(crate) fn only_op(event: &Value) -> Value {
     let ops = ops(event);
     assert_eq!(ops.len(), 1, "expected exactly one op: {event:#}");
     ops[0].clone()
@@ -68,7 +68,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn path_str(p: &Path) -> String {
+pub(crate) fn path_str(p: &Path) -> String {
     p.to_str().expect("test paths are UTF-8").to_string()
 }
 

@@ -7,6 +7,7 @@ mod alertmanager;
 mod api;
 mod cli;
 mod crash;
+mod faults;
 mod intake;
 mod lifecycle;
 mod metrics;
