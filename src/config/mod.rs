@@ -907,7 +907,7 @@ impl Validator<'_> {
             )?,
             max_connections: self.count(
                 &raw.max_connections,
-                1024,
+                4096,
                 1,
                 100_000,
                 item,

@@ -338,6 +338,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    raise_open_files();
     let write_conn = store::open_and_migrate(&db_path)?;
     let (version, _) = store::apply_config(
         &write_conn,
@@ -496,6 +497,41 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     });
     log::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one: each client
+/// connection takes three descriptors (the client's, the front's toward
+/// the HTTP server, and the HTTP server's), and a soft limit of 1,024
+/// would cap heal near 300 agents.
+fn raise_open_files() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write one rlimit that lives on this frame.
+    let (got, set) = unsafe {
+        let got = libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        let old = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        let set = if got == 0 && old < lim.rlim_max {
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim)
+        } else {
+            0
+        };
+        (got, set)
+    };
+    if got != 0 || set != 0 {
+        log::warn!(
+            "cannot raise the open-file limit: {}; heal serves fewer connections (raise LimitNOFILE)",
+            std::io::Error::last_os_error()
+        );
+    } else if lim.rlim_cur < 8192 {
+        log::warn!(
+            "open-file limit is {}: about {} connections at once (raise LimitNOFILE)",
+            lim.rlim_cur,
+            lim.rlim_cur / 3
+        );
+    }
 }
 
 /// The loopback listener of the HTTP server, with `TCP_NODELAY`, which the
