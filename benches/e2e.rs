@@ -16,6 +16,8 @@
 //!   `last_sweep.micros` tells it, and the server's CPU and memory at idle.
 //!   `last_sweep` is read by listing all heartbeats just after a sweep has
 //!   ended; what that listing costs (time, memory) is reported too.
+//! - agents, load, events (`e2e/scale.rs`): 2,000 agents long-polling one
+//!   server; latency under 0–75% intake load, with a plot; 100,000 events.
 //!
 //! Every server and agent is started on 127.0.0.1 port 0 in a fresh temp
 //! dir, and killed and reaped by its own pid at the end (also on panic).
@@ -44,6 +46,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+
+#[path = "e2e/scale.rs"]
+mod scale;
 
 /// The flag that turns this executable into the latency bench's step.
 const MARK_FLAG: &str = "--heal-bench-mark";
@@ -112,8 +117,20 @@ fn main() {
         sweep(true);
         ran = true;
     }
+    if wanted("agents") {
+        scale::agents();
+        ran = true;
+    }
+    if wanted("load") {
+        scale::load();
+        ran = true;
+    }
+    if wanted("events") {
+        scale::events();
+        ran = true;
+    }
     if !ran {
-        eprintln!("no bench matches {filters:?} (benches: latency, intake, notify, ping, sweep)");
+        eprintln!("no bench matches {filters:?} (benches: latency, intake, notify, ping, sweep, agents, load, events)");
         std::process::exit(2);
     }
 }
@@ -611,62 +628,11 @@ steps = [ {{ name = "mark", run = {step} }} ]
 
     let mut marks = Marks::new(marks_path);
     let mut samples = Vec::new();
-    let intake_url = format!("{url}/api/v1/alerts");
     let started = Instant::now();
     for i in 0..LATENCY_WARMUP + LATENCY_ITERATIONS {
-        let body = json!({
-            "name": "Bench",
-            "labels": { "alertname": "Bench", "instance": "bench", "n": i.to_string() },
-        })
-        .to_string();
-        let t0 = now_ns();
-        let (status, text) = post(&http, &intake_url, body.as_bytes());
-        let t_ack = now_ns();
-        assert_eq!(status, 200, "intake {i}: {text}");
-        let answer: Value = serde_json::from_str(&text).expect("intake answers JSON");
-        let event = answer["alerts"][0]["decisions"][0]["event_id"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("intake {i} made no event: {answer}"));
-        let fingerprint = answer["alerts"][0]["fingerprint"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let at = wait_for(
-            &format!("step of iteration {i} to start"),
-            Duration::from_secs(10),
-            Duration::from_micros(200),
-            || marks.get(i),
-        );
-        // The agent is idle again once the event has ended.
-        let ended = wait_for(
-            &format!("event {event} to end"),
-            Duration::from_secs(10),
-            Duration::from_millis(2),
-            || {
-                let e = get_json(&http, &format!("{url}/api/v1/events/{event}"))?;
-                let state = e["state"].as_str()?;
-                let active = [
-                    "pending_approval",
-                    "deferred",
-                    "queued",
-                    "running",
-                    "verifying",
-                ];
-                (!active.contains(&state)).then_some(e)
-            },
-        );
-        assert_eq!(
-            ended["state"], "succeeded",
-            "event {event} of iteration {i}: {ended}"
-        );
+        let sample = alert_to_step(&http, &url, &mut marks, i, "bench");
         if i >= LATENCY_WARMUP {
-            samples.push(Sample {
-                sent: t0,
-                answered: t_ack,
-                step_started: at,
-                fingerprint,
-                op: ended["ops"][0]["id"].as_i64().unwrap_or(-1),
-            });
+            samples.push(sample);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -753,6 +719,69 @@ struct Sample {
     step_started: i64,
     fingerprint: String,
     op: i64,
+}
+
+/// One alert for agent `instance` whose runbook's step writes mark `i`:
+/// the times it was sent, answered and its step started, once its event has
+/// ended (so the agent is idle again).
+fn alert_to_step(
+    http: &ureq::Agent,
+    url: &str,
+    marks: &mut Marks,
+    i: usize,
+    instance: &str,
+) -> Sample {
+    let body = json!({
+        "name": "Bench",
+        "labels": { "alertname": "Bench", "instance": instance, "n": i.to_string() },
+    })
+    .to_string();
+    let t0 = now_ns();
+    let (status, text) = post(http, &format!("{url}/api/v1/alerts"), body.as_bytes());
+    let t_ack = now_ns();
+    assert_eq!(status, 200, "intake {i}: {text}");
+    let answer: Value = serde_json::from_str(&text).expect("intake answers JSON");
+    let event = answer["alerts"][0]["decisions"][0]["event_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("intake {i} made no event: {answer}"));
+    let fingerprint = answer["alerts"][0]["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let at = wait_for(
+        &format!("step of iteration {i} to start"),
+        Duration::from_secs(10),
+        Duration::from_micros(200),
+        || marks.get(i),
+    );
+    let ended = wait_for(
+        &format!("event {event} to end"),
+        Duration::from_secs(10),
+        Duration::from_millis(2),
+        || {
+            let e = get_json(http, &format!("{url}/api/v1/events/{event}"))?;
+            let state = e["state"].as_str()?;
+            let active = [
+                "pending_approval",
+                "deferred",
+                "queued",
+                "running",
+                "verifying",
+            ];
+            (!active.contains(&state)).then_some(e)
+        },
+    );
+    assert_eq!(
+        ended["state"], "succeeded",
+        "event {event} of iteration {i}: {ended}"
+    );
+    Sample {
+        sent: t0,
+        answered: t_ack,
+        step_started: at,
+        fingerprint,
+        op: ended["ops"][0]["id"].as_i64().unwrap_or(-1),
+    }
 }
 
 /// For each log line `key` picks out, the line's timestamp (first of each key).
