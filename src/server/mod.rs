@@ -14,6 +14,7 @@ pub mod front;
 pub mod intake;
 pub mod lifecycle;
 pub mod longpoll;
+pub mod manual;
 pub mod outbox;
 pub mod systemd;
 pub mod watch;

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod backup;
+pub mod browse;
 pub mod lifecycle;
 pub mod migrations;
 pub mod notify;
@@ -869,23 +870,19 @@ pub struct EventFilter {
     pub key: Option<String>,
     /// This runbook.
     pub runbook: Option<String>,
+    /// Only open events (not ended).
+    pub open: bool,
+    /// With an op on this agent.
+    pub agent: Option<String>,
+    /// Created at or after (ms).
+    pub since: Option<i64>,
+    /// Older than this event id (the next page).
+    pub before: Option<i64>,
 }
 
-/// Events newest first, filtered.
+/// Events newest first, filtered (`browse::find_events`).
 pub fn list_events(conn: &Connection, f: &EventFilter, limit: i64) -> Result<Vec<EventRow>> {
-    let states = serde_json::to_string(&f.states).expect("strings serialize");
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM event
-         WHERE (?1 = '[]' OR state IN (SELECT value FROM json_each(?1)))
-           AND (?2 IS NULL OR rule = ?2) AND (?3 IS NULL OR key = ?3) AND (?4 IS NULL OR runbook = ?4)
-         ORDER BY id DESC LIMIT ?5"
-    );
-    let mut stmt = conn.prepare_cached(&sql).context("listing events")?;
-    let rows = stmt
-        .query_map(params![states, f.rule, f.key, f.runbook, limit], event_row)
-        .context("listing events")?;
-    rows.collect::<std::result::Result<_, _>>()
-        .context("listing events")
+    browse::find_events(conn, f, limit)
 }
 
 /// A timeline line.

@@ -8,6 +8,7 @@ mod api;
 mod cli;
 mod intake;
 mod lifecycle;
+mod manual;
 mod notify;
 mod ops;
 mod reload;
