@@ -10,6 +10,7 @@
 //! everything else lives in SQLite.
 
 pub mod api;
+pub mod dashboard;
 pub mod front;
 pub mod intake;
 pub mod lifecycle;
@@ -83,6 +84,8 @@ pub struct State {
     pub front: Arc<front::Front>,
     /// When the sweeper last finished a round (the watchdogs ping only while it is recent).
     pub alive: watchdog::Alive,
+    /// What the dashboard keeps in memory (failed logins).
+    pub dashboard: dashboard::Shared,
 }
 
 impl State {
@@ -383,6 +386,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         refusals: Mutex::new((0, 0, 0)),
         front: front.clone(),
         alive: watchdog::Alive::default(),
+        dashboard: dashboard::Shared::default(),
     });
     state.outbox.set_bound(&format!("{scheme}://{bound}"));
     let mut signals = signal_hook::iterator::Signals::new([

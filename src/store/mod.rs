@@ -13,6 +13,7 @@ pub mod browse;
 pub mod lifecycle;
 pub mod migrations;
 pub mod notify;
+pub mod session;
 pub mod watch;
 
 pub use admin::*;

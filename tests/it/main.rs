@@ -6,6 +6,7 @@ mod agent;
 mod alertmanager;
 mod api;
 mod cli;
+mod dashboard;
 mod intake;
 mod lifecycle;
 mod manual;

@@ -1,19 +1,39 @@
 //! What people ask heal to do: approve or reject an event, cancel one, pause
 //! and resume, reset or trip the breaker, run a runbook by hand. Each has
 //! one code path here (`perform`) and one audit entry (`audit`), whatever
-//! asked for it.
+//! asked for it: an API route, or a dashboard form (`act`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use tiny_http::Method;
 
-use super::routes::Route;
+use super::routes::{route, Route};
 use super::{new_pause, short, Answer};
 use crate::error::Error;
 use crate::server::{lifecycle, manual, State};
 use crate::store;
 use crate::time::now_ms;
+
+/// Carries out the action of an API route (a POST that `Route::audit_action`
+/// names) with its JSON body, and audits it as the route would: the
+/// dashboard's way into the same code. `path` is the API route's path.
+pub(crate) fn act(
+    state: &Arc<State>,
+    path: &str,
+    who: &str,
+    body: &Value,
+    remote: Option<&str>,
+) -> Answer {
+    let route = route(&Method::Post, path)?;
+    let Some(action) = route.audit_action() else {
+        return Err(Error::request(404, format!("POST {path} is not an action")));
+    };
+    let answer = perform(state, &route, who, body);
+    audit(state, who, action, path, &answer, remote);
+    answer
+}
 
 /// Records a change a request made in the audit log: its action, the path,
 /// and the answer (cut to 600 bytes) as the detail. Refused requests change

@@ -49,6 +49,9 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
     let method = request.method().clone();
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    if super::dashboard::serves(path) {
+        return super::dashboard::handle(request, state, reader);
+    }
     // A ping may carry its heartbeat's key instead of a token (cron lines that cannot send headers).
     let ping_key = query_param(query, "key").filter(|_| path.starts_with("/ping/"));
     let (route, who) = match route(&method, path).and_then(|r| match (&r, ping_key) {
