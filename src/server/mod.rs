@@ -343,7 +343,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         .local_addr()
         .map_err(|e| Error::Io("reading the bound address".into(), e))?;
     // The HTTP server listens on loopback only; the front door is the way in.
-    let server = tiny_http::Server::http("127.0.0.1:0")
+    let server = tiny_http::Server::from_listener(front::inner_listener()?, None)
         .map_err(|e| Error::Failed(format!("cannot listen on 127.0.0.1: {e}")))?;
     let inner = server
         .server_addr()
