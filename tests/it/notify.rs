@@ -605,7 +605,11 @@ fn hanging_receiver_does_not_slow_intake_and_kill_9_keeps_pending_notifications(
         slowest < Duration::from_secs(2),
         "an intake request took {slowest:?} while the channel hung (its timeout is 3s)"
     );
-    let o = server.get_ok("/api/v1/outbox");
+    // The outbox routes what was recorded every 200 ms: intake may be ahead of it.
+    let o = wait_until("every notification routed", Duration::from_secs(10), || {
+        let o = server.get_ok("/api/v1/outbox");
+        (o["counts"]["unrouted"] == 0).then_some(o)
+    });
     assert_eq!(
         o["counts"]["pending"], 60,
         "one delivery is in flight, none sent: {o}"
