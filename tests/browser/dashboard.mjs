@@ -73,9 +73,13 @@ async function until(what, fn, ms = 60000) {
   }
 }
 
-// The state badge in the page's heading.
+// The state badge in the page's heading, read at once: the page's <main> is
+// swapped in place while it refreshes, so no element is waited for.
 async function headingState(page) {
-  return (await page.locator('h1 .badge').first().textContent()).trim();
+  return page.evaluate(() => {
+    const badge = document.querySelector('h1 .badge');
+    return badge ? badge.textContent.trim() : '';
+  });
 }
 
 async function shoot(page, name) {
@@ -154,12 +158,12 @@ async function scenario(page) {
   await page.goto(`${base}/events/${eventId}`);
   const seen = [];
   await until('the event to succeed', async () => {
-    const live = page.locator('pre[id^="live-"]');
-    if ((await live.count()) > 0) {
-      const text = (await live.first().textContent()) || '';
-      if (text.includes('cleaned chunk') && seen[seen.length - 1] !== text) {
-        seen.push(text);
-      }
+    const text = await page.evaluate(() => {
+      const live = document.querySelector('pre[id^="live-"]');
+      return live ? live.textContent : '';
+    });
+    if (text.includes('cleaned chunk') && seen[seen.length - 1] !== text) {
+      seen.push(text);
     }
     return (await headingState(page)) === 'succeeded';
   }, 90000);
