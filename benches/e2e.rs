@@ -1,7 +1,7 @@
 //! End-to-end benchmarks of the real, optimized `heal` binary.
 //!
 //! `cargo bench --bench e2e` runs them all; `cargo bench --bench e2e -- latency`
-//! (or `-- intake`, `-- ping`, `-- sweep`) runs the benches whose name
+//! (or `-- intake`, `-- ping`, `-- dashboard`, `-- sweep`) runs the benches whose name
 //! contains an argument.
 //!
 //! - latency: alert POST → the runbook step's process starts, through a
@@ -11,6 +11,8 @@
 //! - ping: sustained heartbeat pings (`POST /ping/<name>`, a small body) to
 //!   100 heartbeats from many keep-alive clients; every answer must be a 200
 //!   and every 200 a counted, stored ping (else the bench fails).
+//! - dashboard: every page of the dashboard with 10,000 events in the store,
+//!   logged in (`e2e/dashboard.rs`).
 //! - sweep: the scheduler's once-a-second sweep of 10,000 heartbeats (half
 //!   `every`, half `cron` in Europe/Berlin) from the config file, as its own
 //!   `last_sweep.micros` tells it, and the server's CPU and memory at idle.
@@ -47,6 +49,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+#[path = "e2e/dashboard.rs"]
+mod dashboard;
 #[path = "e2e/scale.rs"]
 mod scale;
 
@@ -112,6 +116,10 @@ fn main() {
         ping();
         ran = true;
     }
+    if wanted("dashboard") {
+        dashboard::dashboard();
+        ran = true;
+    }
     if wanted("sweep") {
         sweep(false);
         sweep(true);
@@ -130,7 +138,7 @@ fn main() {
         ran = true;
     }
     if !ran {
-        eprintln!("no bench matches {filters:?} (benches: latency, intake, notify, ping, sweep, agents, load, events)");
+        eprintln!("no bench matches {filters:?} (benches: latency, intake, notify, ping, dashboard, sweep, agents, load, events)");
         std::process::exit(2);
     }
 }

@@ -84,6 +84,58 @@ pub fn approve(
     Ok((done, event))
 }
 
+/// Cancels an open event, whatever it waits for: ops not yet handed to an
+/// agent are cancelled with it. A step already running on an agent runs to
+/// its end (the agent protocol has no way to stop it); its result is still
+/// recorded on the timeline, and changes nothing.
+pub fn cancel(
+    conn: &Connection,
+    id: i64,
+    by: &str,
+    note: &str,
+    now: i64,
+) -> Result<(Done, EventRow)> {
+    let event = store::event_by_id(conn, id)?
+        .ok_or_else(|| Error::request(404, format!("no event {id}")))?;
+    if event.ended_at.is_some() {
+        let why = event
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        return Err(Error::request(
+            409,
+            format!(
+                "cannot cancel event {id}: it already ended {}{why}",
+                event.state
+            ),
+        ));
+    }
+    let mut reason = format!("cancelled by {by}");
+    if !note.is_empty() {
+        reason.push_str(&format!(": {note}"));
+    }
+    let running = store::browse::ops_in_flight(conn, Some(id))?;
+    if !running.is_empty() {
+        let ops: Vec<String> = running
+            .iter()
+            .map(|o| format!("op {} on {}", o.id, o.agent))
+            .collect();
+        reason.push_str(&format!(
+            "; already handed out, {} runs to its end",
+            ops.join(", ")
+        ));
+    }
+    store::end_event(conn, id, "cancelled", &reason, now)?;
+    let mut done = Done::default();
+    done.log.push((
+        log::Level::Info,
+        format!("event {id} ({}) cancelled by {by}", event.runbook),
+    ));
+    let event = store::event_by_id(conn, id)?.expect("the event was read above");
+    Ok((done, event))
+}
+
 /// The sweeper's lifecycle work: every second everything below; in between
 /// (`deferred_only`), only the re-check of deferred events. Ops whose lease
 /// or deadline passed are declared lost only once `agents_reconnected`: a

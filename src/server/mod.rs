@@ -10,10 +10,12 @@
 //! metric counters; everything else lives in SQLite.
 
 pub mod api;
+pub mod dashboard;
 pub mod front;
 pub mod intake;
 pub mod lifecycle;
 pub mod longpoll;
+pub mod manual;
 pub mod metrics;
 pub mod outbox;
 pub mod systemd;
@@ -87,6 +89,8 @@ pub struct State {
     pub alive: watchdog::Alive,
     /// The counters of `/metrics`.
     pub metrics: metrics::Metrics,
+    /// What the dashboard keeps in memory (failed logins).
+    pub dashboard: dashboard::Shared,
 }
 
 impl State {
@@ -413,6 +417,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         front: front.clone(),
         alive: watchdog::Alive::default(),
         metrics: metrics::Metrics::default(),
+        dashboard: dashboard::Shared::default(),
     });
     state.outbox.set_bound(&format!("{scheme}://{bound}"));
     let weak = Arc::downgrade(&state);

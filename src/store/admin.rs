@@ -48,21 +48,24 @@ pub struct AuditRow {
     pub remote: Option<String>,
 }
 
-/// Audit entries newest first, since `since` (ms), optionally of one action.
+/// Audit entries newest first, since `since` (ms), optionally of one action
+/// and older than entry `before` (the next page).
 pub fn audit_entries(
     conn: &Connection,
     since: i64,
     action: Option<&str>,
+    before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<AuditRow>> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT id, at, actor, action, target, detail, remote FROM audit
-             WHERE at >= ?1 AND (?2 IS NULL OR action = ?2) ORDER BY id DESC LIMIT ?3",
+             WHERE at >= ?1 AND (?2 IS NULL OR action = ?2) AND id < coalesce(?3, 9223372036854775807)
+             ORDER BY id DESC LIMIT ?4",
         )
         .context("reading the audit log")?;
     let rows = stmt
-        .query_map(params![since, action, limit], |r| {
+        .query_map(params![since, action, before, limit], |r| {
             Ok(AuditRow {
                 id: r.get(0)?,
                 at: r.get(1)?,
@@ -168,9 +171,12 @@ mod tests {
             apply_config(&conn, "bb", "admin", "r.toml", 3).unwrap(),
             (2, true)
         );
-        let log = audit_entries(&conn, 0, Some("config.applied"), 10).unwrap();
+        let log = audit_entries(&conn, 0, Some("config.applied"), None, 10).unwrap();
         assert_eq!(log.len(), 2);
         assert_eq!(log[0].actor, "admin");
+        let older = audit_entries(&conn, 0, None, Some(log[0].id), 10).unwrap();
+        assert_eq!(older.len(), 1, "the next page starts after the newest");
+        assert_eq!(older[0].id, log[1].id);
         let e = conn
             .execute("DELETE FROM audit", [])
             .unwrap_err()

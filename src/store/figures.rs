@@ -96,21 +96,10 @@ fn count<P: Params>(conn: &Connection, sql: &str, params: P) -> Result<i64> {
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::store::migrations::migrate(&mut conn).unwrap();
-        conn
-    }
+    use crate::store::testing::{db, plan};
 
     fn check_plan(conn: &Connection, sql: &str, expected: &str) {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let args = vec![0i64; stmt.parameter_count()];
-        let plan: Vec<String> = stmt
-            .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
-        assert_eq!(plan.join("; "), expected, "{sql}");
+        assert_eq!(plan(conn, sql, &[]).join("; "), expected, "{sql}");
     }
 
     #[test]

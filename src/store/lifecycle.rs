@@ -435,6 +435,12 @@ pub fn key_context(
 
 // ---- the breaker ------------------------------------------------------------
 
+/// Live runs since a time (through `event_live_started`: dry runs are not walked).
+const RUNS_SINCE: &str = "SELECT count(*) FROM event WHERE mode = 'live' AND started_at >= ?1";
+
+/// Live events ended since a time, newest first (through `event_live_ended`).
+const LAST_ENDED: &str = "SELECT state FROM event WHERE ended_at > ?1 AND mode = 'live' AND started_at IS NOT NULL ORDER BY ended_at DESC LIMIT 10000";
+
 /// The breaker: state, reason, who changed it when, and what it counts since
 /// it last closed: runs in the last hour and failed events in a row.
 pub fn breaker(conn: &Connection, now: i64) -> Result<Value> {
@@ -444,15 +450,13 @@ pub fn breaker(conn: &Connection, now: i64) -> Result<Value> {
         .context("reading breaker")?;
     let since = changed_at;
     let runs: i64 = conn
-        .prepare_cached("SELECT count(*) FROM event WHERE mode = 'live' AND started_at >= ?1")
+        .prepare_cached(RUNS_SINCE)
         .and_then(|mut s| s.query_row([since.max(now - HOUR_MS)], |r| r.get(0)))
         .context("counting runs")?;
     let mut failed_in_row = 0;
     {
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT state FROM event WHERE ended_at > ?1 AND mode = 'live' AND started_at IS NOT NULL ORDER BY ended_at DESC LIMIT 10000",
-            )
+            .prepare_cached(LAST_ENDED)
             .context("counting failures")?;
         let mut rows = stmt.query([since]).context("counting failures")?;
         while let Some(row) = rows.next().context("counting failures")? {
@@ -644,4 +648,23 @@ pub fn any_deferred(conn: &Connection) -> Result<bool> {
     )
     .and_then(|mut s| s.query_row([], |r| r.get(0)))
     .context("looking for deferred events")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LAST_ENDED, RUNS_SINCE};
+    use crate::store::testing::{db, plan};
+
+    #[test]
+    fn the_breaker_counts_live_events_without_walking_dry_runs() {
+        let conn = db();
+        assert_eq!(
+            plan(&conn, RUNS_SINCE, &[]),
+            ["SEARCH event USING COVERING INDEX event_live_started (started_at>?)"]
+        );
+        assert_eq!(
+            plan(&conn, LAST_ENDED, &[]),
+            ["SEARCH event USING INDEX event_live_ended (ended_at>?)"]
+        );
+    }
 }

@@ -332,6 +332,30 @@ pub const MIGRATIONS: &[&str] = &[
     -- finished dry run and escalation).
     CREATE INDEX event_open ON event(state) WHERE ended_at IS NULL;
     "#,
+    // 7: the dashboard: login sessions, and indexes for its event filters.
+    r#"
+    -- A dashboard login. The cookie holds a random id; only its SHA-256 is
+    -- kept, so a copy of the database logs nobody in. The token it was made
+    -- with is named by its SHA-256 (as [[token]] secret_sha256 holds it): a
+    -- token removed from the config or rotated ends its sessions.
+    CREATE TABLE session (
+        id_hash    TEXT PRIMARY KEY,    -- hex SHA-256 of the cookie's id
+        token_hash TEXT NOT NULL,       -- hex SHA-256 of the token's secret
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        remote     TEXT                 -- where the login came from
+    ) WITHOUT ROWID;
+
+    -- The events page filters by runbook and by time; newest first within each.
+    CREATE INDEX event_runbook ON event(runbook, id);
+    CREATE INDEX event_created ON event(created_at);
+    "#,
+    // 8: the breaker counts live events only; dry runs have started_at too,
+    // and without these a rollout in dry-run made every decision walk them.
+    r#"
+    CREATE INDEX event_live_started ON event(started_at) WHERE mode = 'live' AND started_at IS NOT NULL;
+    CREATE INDEX event_live_ended ON event(ended_at) WHERE mode = 'live' AND started_at IS NOT NULL;
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction and returns the

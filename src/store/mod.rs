@@ -9,10 +9,12 @@
 
 pub mod admin;
 pub mod backup;
+pub mod browse;
 pub mod figures;
 pub mod lifecycle;
 pub mod migrations;
 pub mod notify;
+pub mod session;
 pub mod watch;
 
 pub use admin::*;
@@ -879,23 +881,19 @@ pub struct EventFilter {
     pub key: Option<String>,
     /// This runbook.
     pub runbook: Option<String>,
+    /// Only open events (not ended).
+    pub open: bool,
+    /// With an op on this agent.
+    pub agent: Option<String>,
+    /// Created at or after (ms).
+    pub since: Option<i64>,
+    /// Older than this event id (the next page).
+    pub before: Option<i64>,
 }
 
-/// Events newest first, filtered.
+/// Events newest first, filtered (`browse::find_events`).
 pub fn list_events(conn: &Connection, f: &EventFilter, limit: i64) -> Result<Vec<EventRow>> {
-    let states = serde_json::to_string(&f.states).expect("strings serialize");
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM event
-         WHERE (?1 = '[]' OR state IN (SELECT value FROM json_each(?1)))
-           AND (?2 IS NULL OR rule = ?2) AND (?3 IS NULL OR key = ?3) AND (?4 IS NULL OR runbook = ?4)
-         ORDER BY id DESC LIMIT ?5"
-    );
-    let mut stmt = conn.prepare_cached(&sql).context("listing events")?;
-    let rows = stmt
-        .query_map(params![states, f.rule, f.key, f.runbook, limit], event_row)
-        .context("listing events")?;
-    rows.collect::<std::result::Result<_, _>>()
-        .context("listing events")
+    browse::find_events(conn, f, limit)
 }
 
 /// A timeline line.
@@ -1165,4 +1163,30 @@ pub fn list_agents(conn: &Connection) -> Result<Vec<AgentRow>> {
         .context("listing agents")?;
     rows.collect::<std::result::Result<_, _>>()
         .context("listing agents")
+}
+
+/// What tests of the store share: a migrated database in memory, and what
+/// SQLite plans for a query.
+#[cfg(test)]
+pub(crate) mod testing {
+    use rusqlite::{Connection, ToSql};
+
+    /// A fresh database at the current schema.
+    pub fn db() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::migrations::migrate(&mut conn).unwrap();
+        conn
+    }
+
+    /// The lines of `EXPLAIN QUERY PLAN sql` with `args` (zeros for any left out).
+    pub fn plan(conn: &Connection, sql: &str, args: &[&dyn ToSql]) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let zeros = vec![0i64; stmt.parameter_count().saturating_sub(args.len())];
+        let mut all: Vec<&dyn ToSql> = args.to_vec();
+        all.extend(zeros.iter().map(|z| z as &dyn ToSql));
+        stmt.query_map(all.as_slice(), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
 }

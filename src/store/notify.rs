@@ -341,15 +341,21 @@ pub fn deliveries(
     event_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT d.id, d.notification_id, n.kind, n.subject, n.event_id, d.channel, d.state, d.attempts,
-                    d.created_at, d.next_at, d.done_at, d.digest, d.error
-             FROM delivery d JOIN notification n ON n.id = d.notification_id
-             WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.channel = ?2) AND (?3 IS NULL OR n.event_id = ?3)
-             ORDER BY d.id DESC LIMIT ?4",
-        )
-        .context("reading outbox")?;
+    // One event's are found through notification_event, not by walking
+    // every delivery back from the newest.
+    let event_filter = if event_id.is_some() {
+        "n.event_id = ?3"
+    } else {
+        "?3 IS NULL"
+    };
+    let sql = format!(
+        "SELECT d.id, d.notification_id, n.kind, n.subject, n.event_id, d.channel, d.state, d.attempts,
+                d.created_at, d.next_at, d.done_at, d.digest, d.error
+         FROM delivery d JOIN notification n ON n.id = d.notification_id
+         WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.channel = ?2) AND {event_filter}
+         ORDER BY d.id DESC LIMIT ?4"
+    );
+    let mut stmt = conn.prepare_cached(&sql).context("reading outbox")?;
     let rows = stmt
         .query_map(params![state, channel, event_id, limit], |r| {
             let state: String = r.get(6)?;

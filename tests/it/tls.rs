@@ -12,7 +12,7 @@ use crate::support::{heal_cli, test_dir, wait_until, Agent, Server};
 
 /// Writes a test CA and a certificate for 127.0.0.1 and localhost signed by
 /// it; returns (ca.pem, cert.pem, key.pem).
-fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params

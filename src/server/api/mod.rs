@@ -22,10 +22,11 @@ use crate::time::now_ms;
 use super::longpoll::{respond_ops, Claim, Parked};
 use super::State;
 
+pub(crate) mod actions;
 mod metrics;
 mod notify;
 pub mod routes;
-mod watch;
+pub(crate) mod watch;
 
 use routes::{route, Route};
 
@@ -50,6 +51,9 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
     let method = request.method().clone();
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    if super::dashboard::serves(path) {
+        return super::dashboard::handle(request, state, reader);
+    }
     // A ping may carry its heartbeat's key instead of a token (cron lines that cannot send headers).
     let ping_key = query_param(query, "key").filter(|_| path.starts_with("/ping/"));
     let (route, who) = match route(&method, path).and_then(|r| match (&r, ping_key) {
@@ -83,18 +87,9 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
     }
     let audited = route.audit_action();
     let result = dispatch(&mut request, route, &who, query, state, reader);
-    if let (Some(action), Ok((status, body))) = (audited, &result) {
-        if *status < 300 {
-            let detail = body.to_string();
-            let detail = crate::notify::tail(&detail, 600);
-            state.audit(
-                &who,
-                action,
-                path,
-                detail,
-                remote(state, &request).as_deref(),
-            );
-        }
+    if let Some(action) = audited {
+        let from = remote(state, &request);
+        actions::audit(state, &who, action, path, &result, from.as_deref());
     }
     answer(request, &method, path, result)
 }
@@ -126,11 +121,15 @@ fn send<R: Read>(request: Request, response: Response<R>, method: &Method, path:
 /// route a request went to, or "other" when none matched (a 404 or 405).
 pub fn route_label(method: &Method, url: &str) -> &'static str {
     let path = url.split_once('?').map_or(url, |(path, _)| path);
-    route(method, path).map_or("other", |r| r.template())
+    if let Ok(r) = route(method, path) {
+        return r.template();
+    }
+    // A dashboard page is labelled by its row's template, like an API route.
+    super::dashboard::table::route(method.as_str(), path).map_or("other", |(row, _)| row.path)
 }
 
 /// The client's address, for the audit log.
-fn remote(state: &State, request: &Request) -> Option<String> {
+pub(crate) fn remote(state: &State, request: &Request) -> Option<String> {
     state
         .front
         .peer(request.remote_addr().copied())
@@ -150,7 +149,7 @@ fn bearer(request: &Request) -> Option<String> {
 }
 
 /// Compares two secrets without an early exit on the first differing byte.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for (i, x) in a.iter().enumerate() {
         diff |= (*x ^ b.get(i).copied().unwrap_or(0)) as usize;
@@ -227,7 +226,7 @@ fn authorize(request: &Request, route: &Route, state: &State) -> Result<String> 
     Ok(token.name)
 }
 
-fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>> {
+pub(crate) fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>> {
     if let Some(len) = request.body_length() {
         if len > max {
             return Err(Error::request(413, format!("body of {len} bytes is larger than the limit of {max} bytes ([server] max_body)")));
@@ -266,7 +265,7 @@ fn read_json(request: &mut Request, max: usize) -> Result<Value> {
     serde_json::from_slice(&body).map_err(|e| Error::request(400, format!("malformed JSON: {e}")))
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -274,7 +273,10 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn reader<'a>(state: &State, conn: &'a mut Option<Connection>) -> Result<&'a Connection> {
+pub(crate) fn reader<'a>(
+    state: &State,
+    conn: &'a mut Option<Connection>,
+) -> Result<&'a Connection> {
     if conn.is_none() {
         *conn = Some(store::open(&state.db_path)?);
     }
@@ -306,6 +308,7 @@ fn dispatch(
                 reader(state, conn)?,
                 since,
                 action.as_deref(),
+                None,
                 limit(query)?,
             )?;
             Ok((200, json!({ "entries": entries })))
@@ -424,23 +427,29 @@ fn dispatch(
                 rule: text("rule"),
                 key: text("key"),
                 runbook: text("runbook"),
+                open: text("open").is_some_and(|v| v == "true" || v == "1"),
+                agent: text("agent"),
+                since: text("since").map(|v| parse_since(&v)).transpose()?,
+                before: text("before")
+                    .map(|v| {
+                        v.parse::<i64>().map_err(|_| {
+                            Error::request(400, format!("before: {v:?} is not an event id"))
+                        })
+                    })
+                    .transpose()?,
             };
             let events = store::list_events(reader(state, conn)?, &filter, limit(query)?)?;
             Ok((200, json!({ "events": events })))
         }
-        Route::Approve(id, yes) => {
+        Route::Approve(..) | Route::Cancel(_) | Route::SetBreaker(_) => {
             let body = read_optional_json(request, max)?;
-            let note = short(body["reason"].as_str().unwrap_or_default());
-            let by = who.to_string();
-            let (done, event) = state.writer.write(move |conn| {
-                super::lifecycle::approve(conn, id, yes, &by, &note, now_ms())
-            })?;
-            for (level, line) in &done.log {
-                log::log!(*level, "{line}");
-            }
-            state.wake(&done.woke);
-            Ok((200, json!({ "event": event })))
+            actions::perform(state, &route, who, &body)
         }
+        Route::AddPause | Route::Run => {
+            let body = read_json(request, max)?;
+            actions::perform(state, &route, who, &body)
+        }
+        Route::ResumePause(_) => actions::perform(state, &route, who, &json!({})),
         Route::ListDecisions => {
             let since = query_param(query, "since")
                 .map(parse_since)
@@ -475,85 +484,14 @@ fn dispatch(
             let pauses = store::pauses(reader(state, conn)?, !all, now_ms())?;
             Ok((200, json!({ "pauses": pauses })))
         }
-        Route::AddPause => {
-            let body = read_json(request, max)?;
-            let pause = new_pause(&body, who)?;
-            let line = format!("pause added by {who}: {}", body);
-            let pause = state
-                .writer
-                .write(move |conn| store::add_pause(conn, &pause, now_ms()))?;
-            log::info!("{line}");
-            Ok((201, json!({ "pause": pause })))
-        }
-        Route::ResumePause(id) => {
-            let by = who.to_string();
-            let resumed = state
-                .writer
-                .write(move |conn| store::resume_pause(conn, id, &by, now_ms()))?;
-            match resumed {
-                None => Err(Error::request(404, format!("no pause {id}"))),
-                Some(false) => Err(Error::request(409, format!("pause {id} has already ended"))),
-                Some(true) => {
-                    log::info!("pause {id} resumed by {who}");
-                    Ok((200, json!({ "resumed": id })))
-                }
-            }
-        }
         Route::Breaker => {
             let mut b = store::breaker(reader(state, conn)?, now_ms())?;
             b["max_runs_per_hour"] = json!(config.safety.max_runs_per_hour);
             b["max_failed_in_row"] = json!(config.safety.max_failed_in_row);
             Ok((200, b))
         }
-        Route::SetBreaker(open) => {
-            let body = read_optional_json(request, max)?;
-            let note = short(body["reason"].as_str().unwrap_or_default());
-            let note = note.as_str();
-            let (to, reason) = if open {
-                if note.trim().is_empty() {
-                    return Err(Error::request(
-                        422,
-                        "breaker trip: give a \"reason\" (why all automation must stop)",
-                    ));
-                }
-                ("open", format!("opened by {who}: {note}"))
-            } else {
-                (
-                    "closed",
-                    format!(
-                        "reset by {who}{}",
-                        if note.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {note}")
-                        }
-                    ),
-                )
-            };
-            let (by, reason2) = (who.to_string(), reason.clone());
-            let changed = state.writer.write(move |conn| {
-                let now = now_ms();
-                let changed = store::set_breaker(conn, to, &reason2, &by, now)?;
-                Ok((changed, store::breaker(conn, now)?))
-            })?;
-            if changed.0 {
-                log::warn!("safety breaker {reason}");
-            }
-            Ok((200, json!({ "changed": changed.0, "breaker": changed.1 })))
-        }
-        Route::ShowEvent(id) => match store::event_detail(reader(state, conn)?, id)? {
-            Some(detail) => {
-                let mut v = serde_json::to_value(detail).expect("event detail serializes");
-                v["notifications"] = serde_json::to_value(store::deliveries(
-                    reader(state, conn)?,
-                    None,
-                    None,
-                    Some(id),
-                    100,
-                )?)
-                .expect("deliveries serialize");
-                Ok((200, v))
-            }
+        Route::ShowEvent(id) => match event_json(reader(state, conn)?, id)? {
+            Some(v) => Ok((200, v)),
             None => Err(Error::request(404, format!("no event {id}"))),
         },
         Route::ListAgents => {
@@ -681,6 +619,20 @@ fn dispatch(
     }
 }
 
+/// One event as `GET /api/v1/events/{id}` shows it: the event, its alert,
+/// timeline, ops with their steps and output, the decisions that named it and
+/// the notifications sent for it; `None` if there is no such event.
+pub(crate) fn event_json(conn: &Connection, id: i64) -> Result<Option<Value>> {
+    let Some(detail) = store::event_detail(conn, id)? else {
+        return Ok(None);
+    };
+    let mut v = serde_json::to_value(detail).expect("event detail serializes");
+    v["decisions"] = json!(store::browse::event_decisions(conn, id, 500)?);
+    let sent = store::deliveries(conn, None, None, Some(id), 100)?;
+    v["notifications"] = serde_json::to_value(sent).expect("deliveries serialize");
+    Ok(Some(v))
+}
+
 /// A JSON body that may be absent (empty) or `{}`.
 fn read_optional_json(request: &mut Request, max: usize) -> Result<Value> {
     let body = read_body(request, max)?;
@@ -701,7 +653,7 @@ fn short(note: &str) -> String {
 }
 
 /// Decodes a query value: `+` and `%XX` escapes.
-fn decode(v: &str) -> String {
+pub(crate) fn decode(v: &str) -> String {
     let bytes = v.as_bytes();
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(bytes.len());

@@ -1,0 +1,338 @@
+//! The dashboard bench: every page's time to answer with 10,000 events in the
+//! store, logged in with a session cookie, as a person's browser asks.
+//!
+//! The store is filled through the API as heal fills it in use: 10,000
+//! alerts decided by a dry-run rule (each its own event, 9,900 of them then
+//! resolved and so ended, 100 still open), a few events waiting for
+//! approval, and live runs on a real `heal agent` with 2 KB of output each.
+//! Every notification goes to a webhook receiver that answers at once, so
+//! each event has its deliveries; measuring starts once the outbox is empty.
+//! Then each page is fetched `PAGE_SAMPLES` times in a row after
+//! `PAGE_WARMUP`, one request at a time on a kept-alive connection; the time
+//! is the whole request as the client sees it (loopback).
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{
+    answering_receiver, bench_dir, http_agent, loadavg, ms, quantile, start_server, verdict,
+    wait_for, Proc,
+};
+
+const EVENTS: usize = 10_000;
+const STILL_OPEN: usize = 100;
+const LIVE_RUNS: usize = 200;
+const WAITING: usize = 20;
+const BATCH: usize = 200;
+const PAGE_WARMUP: usize = 5;
+const PAGE_SAMPLES: usize = 50;
+/// The bar each page must clear (p99).
+const TARGET_MS: i64 = 50;
+const ADMIN: &str = "bench-admin-secret-0123456789";
+
+fn config(hook: &str) -> String {
+    format!(
+        r#"
+[channel.hook]
+webhook = {{ url = "{hook}" }}
+rate_limit = "off"
+
+[[notify]]
+when = "kind != 'test'"
+channels = ["hook"]
+[server]
+poll_wait = "5s"
+
+[safety]
+max_runs_per_hour = 100000
+max_failed_in_row = 100000
+
+[[token]]
+name = "bench-admin"
+scopes = ["admin"]
+secret = "{ADMIN}"
+
+[[rule]]
+name = "bulk"
+when = "labels.alertname == 'Bulk'"
+runbook = "clean"
+target = "'bench'"
+mode = "dry-run"
+
+[[rule]]
+name = "careful"
+when = "labels.alertname == 'Careful'"
+runbook = "clean"
+target = "'bench'"
+approve = true
+
+[[rule]]
+name = "live"
+when = "labels.alertname == 'Live'"
+runbook = "clean"
+target = "'bench'"
+
+[runbook.clean]
+steps = [ {{ name = "clean", run = "head -c 1500 /dev/zero | tr '\\0' x; echo; echo cleaned $HEAL_LABEL_N" }} ]
+
+[[heartbeat]]
+name = "backup"
+every = "1h"
+"#
+    )
+}
+
+/// POSTs one batch of alerts as the admin.
+fn fire(http: &ureq::Agent, url: &str, alerts: Vec<Value>) {
+    let body = Value::Array(alerts).to_string();
+    let answer = http
+        .post(&format!("{url}/api/v1/alerts"))
+        .header("Content-Type", "application/json")
+        .header("Authorization", &format!("Bearer {ADMIN}"))
+        .send(body.as_bytes());
+    match answer {
+        Ok(r) if r.status() == 200 => {}
+        Ok(r) => panic!("filling the store: {}", r.status()),
+        Err(e) => panic!("filling the store: {e}"),
+    }
+}
+
+fn alert(name: &str, n: usize, status: &str) -> Value {
+    json!({ "name": name, "status": status, "labels": { "n": n.to_string(), "instance": format!("host-{}", n % 50) } })
+}
+
+/// Fills the store; returns (an old ended event, a live event with output).
+fn fill(http: &ureq::Agent, url: &str) -> (i64, i64) {
+    for start in (0..EVENTS).step_by(BATCH) {
+        fire(
+            http,
+            url,
+            (start..start + BATCH)
+                .map(|n| alert("Bulk", n, "firing"))
+                .collect(),
+        );
+    }
+    for start in (0..EVENTS - STILL_OPEN).step_by(BATCH) {
+        fire(
+            http,
+            url,
+            (start..start + BATCH)
+                .map(|n| alert("Bulk", n, "resolved"))
+                .collect(),
+        );
+    }
+    fire(
+        http,
+        url,
+        (0..WAITING)
+            .map(|n| alert("Careful", n, "firing"))
+            .collect(),
+    );
+    for start in (0..LIVE_RUNS).step_by(50) {
+        fire(
+            http,
+            url,
+            (start..start + 50)
+                .map(|n| alert("Live", n, "firing"))
+                .collect(),
+        );
+    }
+    let admin = format!("Bearer {ADMIN}");
+    let events = |query: &str| -> Vec<Value> {
+        let mut r = http
+            .get(&format!("{url}/api/v1/events?{query}"))
+            .header("Authorization", &admin)
+            .call()
+            .expect("list events");
+        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or(Value::Null);
+        v["events"].as_array().cloned().unwrap_or_default()
+    };
+    wait_for(
+        "the live runs to end",
+        Duration::from_secs(300),
+        Duration::from_millis(250),
+        || {
+            events("rule=live&open=true&limit=1")
+                .is_empty()
+                .then_some(())
+        },
+    );
+    let live = events("rule=live&limit=1")[0]["id"]
+        .as_i64()
+        .expect("a live event");
+    let old = events("rule=bulk&state=dry_run&before=100&limit=1")[0]["id"]
+        .as_i64()
+        .expect("an old event");
+    (old, live)
+}
+
+/// Logs in through the form and returns the session cookie.
+fn login(url: &str) -> String {
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let r = http
+        .post(&format!("{url}/login"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("Origin", url)
+        .send(format!("token={ADMIN}&next=%2F").as_bytes())
+        .expect("log in");
+    assert_eq!(r.status(), 303, "login");
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie");
+    cookie.split(';').next().unwrap_or_default().to_string()
+}
+
+/// Times one page: `PAGE_SAMPLES` GETs after `PAGE_WARMUP`; sorted ns and the size.
+fn time_page(http: &ureq::Agent, url: &str, path: &str, cookie: &str) -> (Vec<i64>, usize) {
+    let mut samples = Vec::with_capacity(PAGE_SAMPLES);
+    let mut bytes = 0;
+    for i in 0..PAGE_WARMUP + PAGE_SAMPLES {
+        let t = Instant::now();
+        let mut r = http
+            .get(&format!("{url}{path}"))
+            .header("Cookie", cookie)
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .unwrap_or_default();
+        let took = t.elapsed().as_nanos() as i64;
+        assert_eq!(r.status(), 200, "GET {path}: {body}");
+        assert!(!body.contains("<h1>Log in"), "GET {path}: not logged in");
+        bytes = body.len();
+        if i >= PAGE_WARMUP {
+            samples.push(took);
+        }
+    }
+    samples.sort_unstable();
+    (samples, bytes)
+}
+
+pub fn dashboard() {
+    let dir = bench_dir("dashboard");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hook, receiver) = answering_receiver(stop.clone());
+    let (server, url) = start_server(&dir, &config(&hook));
+    let _agent = Proc::spawn(
+        "heal agent",
+        Command::new(env!("CARGO_BIN_EXE_heal"))
+            .args([
+                "agent",
+                "--server",
+                &url,
+                "--id",
+                "bench",
+                "--concurrency",
+                "8",
+            ])
+            .env("HEAL_LOG", "warn")
+            .env("HEAL_TOKEN", ADMIN)
+            .current_dir(&dir),
+    );
+    let http = http_agent(Duration::from_secs(60));
+    wait_for(
+        "agent bench to poll",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || {
+            let mut r = http
+                .get(&format!("{url}/api/v1/agents"))
+                .header("Authorization", &format!("Bearer {ADMIN}"))
+                .call()
+                .ok()?;
+            let agents: Value = serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()?;
+            agents["agents"]
+                .as_array()?
+                .iter()
+                .any(|a| a["id"] == "bench" && a["polling"] == true)
+                .then_some(())
+        },
+    );
+    let started = Instant::now();
+    let (old, live) = fill(&http, &url);
+    let sent = wait_for(
+        "the outbox to empty",
+        Duration::from_secs(300),
+        Duration::from_millis(250),
+        || {
+            let mut r = http
+                .get(&format!("{url}/api/v1/outbox?limit=1"))
+                .header("Authorization", &format!("Bearer {ADMIN}"))
+                .call()
+                .ok()?;
+            let v: Value = serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()?;
+            let c = &v["counts"];
+            (c["pending"] == 0 && c["unrouted"] == 0).then(|| c["sent"].as_i64().unwrap_or(0))
+        },
+    );
+    let filled = started.elapsed();
+    let cookie = login(&url);
+    let pages = [
+        "/".to_string(),
+        "/events".into(),
+        "/events?state=open".into(),
+        "/events?state=succeeded".into(),
+        "/events?runbook=clean&since=24h".into(),
+        "/events?rule=careful".into(),
+        "/events?target=bench".into(),
+        format!("/events?before={}", EVENTS / 2),
+        format!("/events/{live}"),
+        format!("/events/{old}"),
+        "/agents".into(),
+        "/heartbeats".into(),
+        "/heartbeats/backup".into(),
+        "/probes".into(),
+        "/pauses".into(),
+        "/runbooks".into(),
+        "/audit".into(),
+    ];
+    println!();
+    println!(
+        "dashboard: each page {PAGE_SAMPLES} times after {PAGE_WARMUP} warm-up, logged in, {EVENTS} events + {WAITING} waiting + {LIVE_RUNS} live runs and {sent} notifications delivered in the store (filled in {:.1} s)",
+        filled.as_secs_f64()
+    );
+    println!(
+        "  {:<40} {:>8} {:>8} {:>8} {:>9}",
+        "ms", "p50", "p99", "max", "KiB"
+    );
+    let mut worst = 0;
+    for path in &pages {
+        let (samples, bytes) = time_page(&http, &url, path, &cookie);
+        let p99 = quantile(&samples, 0.99);
+        worst = worst.max(p99);
+        println!(
+            "  {:<40} {:>8} {:>8} {:>8} {:>9.1}",
+            path,
+            ms(quantile(&samples, 0.5)),
+            ms(p99),
+            ms(*samples.last().expect("samples")),
+            bytes as f64 / 1024.0
+        );
+    }
+    println!(
+        "  target: every page p99 < {TARGET_MS} ms {}",
+        verdict(worst < TARGET_MS * 1_000_000)
+    );
+    let (hwm, _) = server.rss_kib();
+    println!(
+        "  peak RSS: server {hwm} KiB; loadavg (1 min) at the end: {}",
+        loadavg()
+    );
+    stop.store(true, Ordering::SeqCst);
+    let _ = receiver.join();
+    let _ = std::fs::remove_dir_all(&dir);
+}
