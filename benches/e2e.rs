@@ -18,8 +18,9 @@
 //!   `last_sweep.micros` tells it, and the server's CPU and memory at idle.
 //!   `last_sweep` is read by listing all heartbeats just after a sweep has
 //!   ended; what that listing costs (time, memory) is reported too.
-//! - agents, load, events (`e2e/scale.rs`): 2,000 agents long-polling one
-//!   server; latency under 0–75% intake load, with a plot; 100,000 events.
+//! - agents, load (`e2e/scale.rs`): 2,000 agents long-polling one server;
+//!   latency under 0–75% intake load, with a plot.
+//! - events: the dashboard bench with 100,000 events, and the main API reads.
 //!
 //! Every server and agent is started on 127.0.0.1 port 0 in a fresh temp
 //! dir, and killed and reaped by its own pid at the end (also on panic).
@@ -117,7 +118,7 @@ fn main() {
         ran = true;
     }
     if wanted("dashboard") {
-        dashboard::dashboard();
+        dashboard::dashboard(10_000, false);
         ran = true;
     }
     if wanted("sweep") {
@@ -134,7 +135,7 @@ fn main() {
         ran = true;
     }
     if wanted("events") {
-        scale::events();
+        dashboard::dashboard(100_000, true);
         ran = true;
     }
     if !ran {

@@ -23,7 +23,6 @@ use super::{
     wait_for, Proc,
 };
 
-const EVENTS: usize = 10_000;
 const STILL_OPEN: usize = 100;
 const LIVE_RUNS: usize = 200;
 const WAITING: usize = 20;
@@ -106,8 +105,8 @@ fn alert(name: &str, n: usize, status: &str) -> Value {
 }
 
 /// Fills the store; returns (an old ended event, a live event with output).
-fn fill(http: &ureq::Agent, url: &str) -> (i64, i64) {
-    for start in (0..EVENTS).step_by(BATCH) {
+fn fill(http: &ureq::Agent, url: &str, events: usize) -> (i64, i64) {
+    for start in (0..events).step_by(BATCH) {
         fire(
             http,
             url,
@@ -116,7 +115,7 @@ fn fill(http: &ureq::Agent, url: &str) -> (i64, i64) {
                 .collect(),
         );
     }
-    for start in (0..EVENTS - STILL_OPEN).step_by(BATCH) {
+    for start in (0..events - STILL_OPEN).step_by(BATCH) {
         fire(
             http,
             url,
@@ -193,15 +192,17 @@ fn login(url: &str) -> String {
     cookie.split(';').next().unwrap_or_default().to_string()
 }
 
-/// Times one page: `PAGE_SAMPLES` GETs after `PAGE_WARMUP`; sorted ns and the size.
-fn time_page(http: &ureq::Agent, url: &str, path: &str, cookie: &str) -> (Vec<i64>, usize) {
+/// Times one page: `PAGE_SAMPLES` GETs after `PAGE_WARMUP`, with header
+/// `auth` (the session cookie, or a bearer token for an API route); sorted
+/// ns and the size.
+fn time_page(http: &ureq::Agent, url: &str, path: &str, auth: (&str, &str)) -> (Vec<i64>, usize) {
     let mut samples = Vec::with_capacity(PAGE_SAMPLES);
     let mut bytes = 0;
     for i in 0..PAGE_WARMUP + PAGE_SAMPLES {
         let t = Instant::now();
         let mut r = http
             .get(&format!("{url}{path}"))
-            .header("Cookie", cookie)
+            .header(auth.0, auth.1)
             .call()
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let body = r
@@ -222,7 +223,9 @@ fn time_page(http: &ureq::Agent, url: &str, path: &str, cookie: &str) -> (Vec<i6
     (samples, bytes)
 }
 
-pub fn dashboard() {
+/// The dashboard's pages with `events` events in the store; with `api`, the
+/// main API reads too (the `events` bench: 100,000 events).
+pub fn dashboard(events: usize, api: bool) {
     let dir = bench_dir("dashboard");
     let stop = Arc::new(AtomicBool::new(false));
     let (hook, receiver) = answering_receiver(stop.clone());
@@ -263,7 +266,7 @@ pub fn dashboard() {
         },
     );
     let started = Instant::now();
-    let (old, live) = fill(&http, &url);
+    let (old, live) = fill(&http, &url, events);
     let sent = wait_for(
         "the outbox to empty",
         Duration::from_secs(300),
@@ -289,7 +292,7 @@ pub fn dashboard() {
         "/events?runbook=clean&since=24h".into(),
         "/events?rule=careful".into(),
         "/events?target=bench".into(),
-        format!("/events?before={}", EVENTS / 2),
+        format!("/events?before={}", events / 2),
         format!("/events/{live}"),
         format!("/events/{old}"),
         "/agents".into(),
@@ -302,7 +305,7 @@ pub fn dashboard() {
     ];
     println!();
     println!(
-        "dashboard: each page {PAGE_SAMPLES} times after {PAGE_WARMUP} warm-up, logged in, {EVENTS} events + {WAITING} waiting + {LIVE_RUNS} live runs and {sent} notifications delivered in the store (filled in {:.1} s)",
+        "dashboard: each page {PAGE_SAMPLES} times after {PAGE_WARMUP} warm-up, logged in, {events} events + {WAITING} waiting + {LIVE_RUNS} live runs and {sent} notifications delivered in the store (filled in {:.1} s)",
         filled.as_secs_f64()
     );
     println!(
@@ -310,8 +313,30 @@ pub fn dashboard() {
         "ms", "p50", "p99", "max", "KiB"
     );
     let mut worst = 0;
-    for path in &pages {
-        let (samples, bytes) = time_page(&http, &url, path, &cookie);
+    let bearer = format!("Bearer {ADMIN}");
+    let api_reads = [
+        "/api/v1/events?limit=100".to_string(),
+        "/api/v1/events?state=dry_run&limit=100".into(),
+        "/api/v1/events?rule=bulk&limit=20".into(),
+        format!("/api/v1/events/{old}"),
+        format!("/api/v1/events/{live}"),
+        "/api/v1/alerts?limit=100".into(),
+        "/api/v1/decisions?since=1h&limit=100".into(),
+        "/api/v1/context".into(),
+        "/api/v1/outbox?limit=100".into(),
+        "/metrics".into(),
+    ];
+    let timed = pages
+        .iter()
+        .map(|p| (p, ("Cookie", cookie.as_str())))
+        .chain(
+            api_reads
+                .iter()
+                .filter(|_| api)
+                .map(|p| (p, ("Authorization", bearer.as_str()))),
+        );
+    for (path, auth) in timed {
+        let (samples, bytes) = time_page(&http, &url, path, auth);
         let p99 = quantile(&samples, 0.99);
         worst = worst.max(p99);
         println!(

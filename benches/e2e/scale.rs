@@ -1,5 +1,6 @@
-//! Scale benches: many agents waiting on one server, latency under intake
-//! load (with a plot), and a store of 100,000 events.
+//! Scale benches: many agents waiting on one server, and latency under
+//! intake load (with a plot). A store of 100,000 events is the dashboard
+//! bench's (`events`).
 //!
 //! - agents: 2,000 simulated agents long-poll one server (each its own
 //!   connection, its own agent id) beside one real `heal agent`; the server's
@@ -8,8 +9,6 @@
 //! - load: alert → step start latency (p50, p99, p99.9) while other clients
 //!   send Alertmanager webhooks at 0, 25, 50 and 75% of the intake rate the
 //!   server sustains flat out; writes a table and, with gnuplot, a PNG.
-//! - events: 100,000 events in the store (dry runs), then the time of each
-//!   main read route.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -368,102 +367,4 @@ fn plot(data: &str) {
             dat.display()
         ),
     }
-}
-
-/// Reads with 100,000 events in the store.
-pub fn events() {
-    let dir = bench_dir("events");
-    let config = r#"
-[server]
-http_threads = 32
-
-[safety]
-max_runs_per_hour = 1000000
-
-[[rule]]
-name = "watch"
-when = "labels.alertname == 'DiskSpaceLow'"
-runbook = "noop"
-target = "labels.instance"
-mode = "dry-run"
-
-[runbook.noop]
-steps = [ { name = "noop", run = "true" } ]
-"#;
-    let (server, url) = start_server(&dir, config);
-    let total = 100_000;
-    let threads = 16;
-    let t0 = Instant::now();
-    let fill: Vec<_> = (0..threads)
-        .map(|t| {
-            let url = format!("{url}/api/v1/alerts/alertmanager");
-            std::thread::spawn(move || {
-                let http = http_agent(Duration::from_secs(60));
-                for i in (t..total).step_by(threads) {
-                    let (status, text) = post(&http, &url, &intake_body(t, i));
-                    assert_eq!(status, 200, "fill {i}: {text}");
-                }
-            })
-        })
-        .collect();
-    for t in fill {
-        t.join().expect("fill thread");
-    }
-    let fill_secs = t0.elapsed().as_secs_f64();
-    let http = http_agent(Duration::from_secs(60));
-    let count = get_json(&http, &format!("{url}/api/v1/events?limit=1"))
-        .map(|v| v.to_string().len())
-        .unwrap_or(0);
-    assert!(count > 0, "the events list answers");
-    let routes = [
-        "/api/v1/events?limit=100",
-        "/api/v1/events?state=dry_run&limit=100",
-        "/api/v1/events?rule=watch&limit=20",
-        "/api/v1/events/50000",
-        "/api/v1/alerts?limit=100",
-        "/api/v1/decisions?since=1h&limit=100",
-        "/api/v1/context",
-        "/api/v1/outbox?limit=100",
-        "/metrics",
-        "/-/ready",
-    ];
-    println!();
-    println!(
-        "events: {total} dry-run events (with their alerts, decisions and notifications) filled in {fill_secs:.0} s ({:.0}/s); 50 GETs per route after 5, one kept-alive client",
-        total as f64 / fill_secs
-    );
-    for route in routes {
-        let mut times = Vec::new();
-        for i in 0..55 {
-            let t = Instant::now();
-            let mut resp = http
-                .get(format!("{url}{route}"))
-                .call()
-                .unwrap_or_else(|e| panic!("GET {route}: {e}"));
-            assert_eq!(resp.status(), 200, "GET {route}");
-            let _ = resp.body_mut().with_config().limit(1 << 30).read_to_vec();
-            if i >= 5 {
-                times.push(t.elapsed().as_micros() as i64 * 1000);
-            }
-        }
-        times.sort_unstable();
-        println!(
-            "  GET {route:<44} p50 {:>7} ms  p99 {:>7} ms",
-            ms(quantile(&times, 0.5)),
-            ms(quantile(&times, 0.99))
-        );
-    }
-    let (hwm, rss) = server.rss_kib();
-    let db: u64 = ["heal.db", "heal.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum();
-    println!("  server RSS (KiB)                             {rss} (peak {hwm})");
-    println!(
-        "  db + wal (MiB)                               {:.0}",
-        db as f64 / 1048576.0
-    );
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
