@@ -25,6 +25,7 @@ use super::State;
 mod metrics;
 mod notify;
 pub mod routes;
+mod schemas;
 mod watch;
 
 use routes::{route, Route};
@@ -774,9 +775,10 @@ fn limit(query: &str) -> Result<i64> {
         Some(v) => v
             .parse::<i64>()
             .ok()
-            .filter(|n| (1..=10_000).contains(n))
+            .filter(|n| (1..=schemas::LIMIT_MAX).contains(n))
             .ok_or_else(|| {
-                Error::request(400, format!("limit: {v:?} is not a number from 1 to 10000"))
+                let max = schemas::LIMIT_MAX;
+                Error::request(400, format!("limit: {v:?} is not a number from 1 to {max}"))
             }),
     }
 }
