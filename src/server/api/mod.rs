@@ -790,7 +790,9 @@ fn parse_since(v: &str) -> Result<i64> {
     let d = crate::time::parse_duration(v).map_err(|e| {
         Error::request(400, format!("since: {e} (or milliseconds since the epoch)"))
     })?;
-    Ok(now_ms() - d.as_millis() as i64)
+    // A duration longer than the clock has run reaches back to its start.
+    let back = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    Ok(now_ms().saturating_sub(back))
 }
 
 fn intake(state: &Arc<State>, config: &Arc<Config>, alerts: Vec<Alert>) -> Answer {
