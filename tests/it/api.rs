@@ -324,5 +324,17 @@ fn numbers_past_what_heal_counts_in_get_a_clear_answer() {
         let (status, text) = http("GET", &url, None, &[admin]);
         assert_eq!(status, 200, "{path}: {text}");
     }
+    // A pause for longer than i64 milliseconds is one beyond 90 days.
+    for long in ["106751991167d", "213503982334d"] {
+        let body = format!(r#"{{"all": true, "for": "{long}", "reason": "r"}}"#);
+        let (status, answer) = post(
+            &server,
+            "/api/v1/pauses",
+            body.as_bytes(),
+            &[admin, ("Content-Type", "application/json")],
+        );
+        assert_eq!(status, 422, "{long}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains("within 90 days"));
+    }
     assert!(!server.logs().contains("panicked"), "{}", server.logs());
 }

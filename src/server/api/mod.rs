@@ -749,7 +749,8 @@ fn new_pause(body: &Value, who: &str) -> Result<store::NewPause> {
     let until = match (body.get("for").and_then(Value::as_str), body.get("until").and_then(Value::as_i64)) {
         (Some(d), None) => {
             let d = crate::time::parse_duration(d).map_err(|e| bad(format!("for: {e}")))?;
-            now + d.as_millis() as i64
+            // Past i64, the duration is refused below like any beyond 90 days.
+            now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         }
         (None, Some(t)) => t,
         _ => return Err(bad("give exactly one of \"for\" (a duration like \"30m\") or \"until\" (ms since the epoch)".into())),
