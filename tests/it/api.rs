@@ -336,5 +336,17 @@ fn numbers_past_what_heal_counts_in_get_a_clear_answer() {
         assert_eq!(status, 422, "{long}: {answer}");
         assert!(answer["error"].as_str().unwrap().contains("within 90 days"));
     }
+    // Steps whose durations add up past u64 (an agent's word) are answered.
+    let max = u64::MAX;
+    let result = format!(
+        r#"{{"state": "failed", "steps": [{{"name": "a", "duration_ms": {max}}}, {{"name": "b", "duration_ms": {max}}}]}}"#
+    );
+    let (status, answer) = post(
+        &server,
+        "/api/v1/agents/web-1/ops/1/result",
+        result.as_bytes(),
+        &[admin, ("Content-Type", "application/json")],
+    );
+    assert_eq!(status, 404, "an agent that never polled: {answer}");
     assert!(!server.logs().contains("panicked"), "{}", server.logs());
 }

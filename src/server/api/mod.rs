@@ -650,7 +650,11 @@ fn dispatch(
                 .get("error")
                 .and_then(Value::as_str)
                 .map(str::to_string);
-            let ran = Duration::from_millis(steps.iter().map(|s| s.duration_ms).sum());
+            let ran = Duration::from_millis(
+                steps
+                    .iter()
+                    .fold(0, |total, s| s.duration_ms.saturating_add(total)),
+            );
             op_call(state, agent, op, move |conn, op_ref, now| {
                 let woke = store::record_result(
                     conn,
