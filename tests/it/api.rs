@@ -350,3 +350,43 @@ fn numbers_past_what_heal_counts_in_get_a_clear_answer() {
     assert_eq!(status, 404, "an agent that never polled: {answer}");
     assert!(!server.logs().contains("panicked"), "{}", server.logs());
 }
+
+/// Filters are URL-encoded like any query value: an alert whose name has a
+/// space is found by `?name=Disk%20Space` (and by `Disk+Space`).
+#[test]
+fn alert_filters_are_url_decoded() {
+    let dir = test_dir("api-alert-filters");
+    let server = Server::start(&dir, TOKENS);
+    let alert = br#"{"name": "Disk Space", "labels": {"instance": "web-1"}}"#;
+    let (status, answer) = post(
+        &server,
+        "/api/v1/alerts",
+        alert,
+        &[
+            ("Authorization", "Bearer webhook-secret-0123456789"),
+            ("Content-Type", "application/json"),
+        ],
+    );
+    assert_eq!(status, 200, "{answer}");
+    let fingerprint = answer["alerts"][0]["fingerprint"].as_str().unwrap();
+    let read = ("Authorization", "Bearer read-secret-0123456789ab");
+    for query in [
+        "name=Disk%20Space".to_string(),
+        "name=Disk+Space&status=firing".to_string(),
+        format!(
+            "fingerprint=%{:02X}{}",
+            fingerprint.as_bytes()[0],
+            &fingerprint[1..]
+        ),
+    ] {
+        let url = format!("{}/api/v1/alerts?{query}", server.url);
+        let (status, text) = http("GET", &url, None, &[read]);
+        assert_eq!(status, 200, "{query}: {text}");
+        let found: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            found["alerts"].as_array().unwrap().len(),
+            1,
+            "{query}: {text}"
+        );
+    }
+}

@@ -399,11 +399,13 @@ fn dispatch(
                 .map(parse_since)
                 .transpose()?
                 .unwrap_or(0);
+            let text = |name| query_param(query, name).map(decode);
+            let (status, fingerprint, name) = (text("status"), text("fingerprint"), text("name"));
             let alerts = store::list_alerts(
                 reader(state, conn)?,
-                query_param(query, "status"),
-                query_param(query, "fingerprint"),
-                query_param(query, "name"),
+                status.as_deref(),
+                fingerprint.as_deref(),
+                name.as_deref(),
                 since,
                 limit,
             )?;
