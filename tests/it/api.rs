@@ -390,3 +390,71 @@ fn alert_filters_are_url_decoded() {
         );
     }
 }
+
+/// Malformed input gets a 4xx naming the field, not a silent default. Found
+/// by schemathesis' negative_data_rejection check (tests/it/schema.rs).
+#[test]
+fn malformed_fields_get_a_4xx_naming_them() {
+    let dir = test_dir("api-malformed");
+    let config = format!(
+        "{TOKENS}\n[[token]]\nname = \"ops\"\nscopes = [\"admin\"]\nsecret = \"admin-secret-0123456789ab\"\n\n[[heartbeat]]\nname = \"backup\"\nevery = \"1h\"\n"
+    );
+    let server = Server::start(&dir, &config);
+    let admin = ("Authorization", "Bearer admin-secret-0123456789ab");
+    let json_ct = ("Content-Type", "application/json");
+    // (method, path, body, status, words of the error)
+    let cases: &[(&str, &str, &str, u16, &str)] = &[
+        (
+            "POST",
+            "/api/v1/breaker/reset",
+            r#"{"reason": {}}"#,
+            422,
+            "reason: must be a string",
+        ),
+        (
+            "POST",
+            "/api/v1/breaker/trip",
+            r#"{"reason": 5}"#,
+            422,
+            "reason: must be a string",
+        ),
+        (
+            "POST",
+            "/api/v1/events/1/approve",
+            r#"{"reason": []}"#,
+            422,
+            "reason: must be a string",
+        ),
+        (
+            "POST",
+            "/api/v1/heartbeats/backup/mute",
+            r#"{"reason": 100758}"#,
+            422,
+            "reason: must be a string",
+        ),
+        (
+            "POST",
+            "/api/v1/heartbeats/backup/unmute",
+            r#"{"reason": true}"#,
+            422,
+            "reason: must be a string",
+        ),
+    ];
+    for (method, path, body, status, words) in cases {
+        let url = format!("{}{path}", server.url);
+        let (got, text) = http(method, &url, Some(body.as_bytes()), &[admin, json_ct]);
+        assert_eq!(got, *status, "{method} {path} {body}: {text}");
+        assert!(text.contains(words), "{method} {path} {body}: {text}");
+    }
+    let heartbeat = server_get(&server, "/api/v1/heartbeats/backup", admin);
+    assert_eq!(
+        heartbeat["heartbeat"]["paused"], false,
+        "nothing refused was done"
+    );
+}
+
+fn server_get(server: &Server, path: &str, auth: (&str, &str)) -> Value {
+    let (status, text) = http("GET", &format!("{}{path}", server.url), None, &[auth]);
+    assert_eq!(status, 200, "{path}: {text}");
+    serde_json::from_str(&text).unwrap()
+}

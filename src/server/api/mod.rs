@@ -349,7 +349,7 @@ fn dispatch(
         Route::DeleteHeartbeat(n) => watch::delete(n, state),
         Route::MuteHeartbeat(n, on) => {
             let body = read_optional_json(request, max)?;
-            let reason = short(body["reason"].as_str().unwrap_or_default());
+            let reason = reason(&body)?;
             watch::mute(n, on, reason, who, state)
         }
         Route::ListProbes => watch::probes(reader(state, conn)?, &config),
@@ -430,7 +430,7 @@ fn dispatch(
         }
         Route::Approve(id, yes) => {
             let body = read_optional_json(request, max)?;
-            let note = short(body["reason"].as_str().unwrap_or_default());
+            let note = reason(&body)?;
             let by = who.to_string();
             let (done, event) = state.writer.write(move |conn| {
                 super::lifecycle::approve(conn, id, yes, &by, &note, now_ms())
@@ -507,7 +507,7 @@ fn dispatch(
         }
         Route::SetBreaker(open) => {
             let body = read_optional_json(request, max)?;
-            let note = short(body["reason"].as_str().unwrap_or_default());
+            let note = reason(&body)?;
             let note = note.as_str();
             let (to, reason) = if open {
                 if note.trim().is_empty() {
@@ -702,6 +702,18 @@ fn read_optional_json(request: &mut Request, max: usize) -> Result<Value> {
 /// A note from a person, cut to 1000 characters for the timeline and logs.
 fn short(note: &str) -> String {
     note.chars().take(1000).collect()
+}
+
+/// The optional `"reason"` of a body: a string, cut by `short`, or empty.
+fn reason(body: &Value) -> Result<String> {
+    match body.get("reason") {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(short(s)),
+        Some(_) => Err(Error::request(
+            422,
+            "reason: must be a string (send {\"reason\": \"why\"})",
+        )),
+    }
 }
 
 /// Decodes a query value: `+` and `%XX` escapes.
