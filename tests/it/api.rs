@@ -439,6 +439,20 @@ fn malformed_fields_get_a_4xx_naming_them() {
             422,
             "reason: must be a string",
         ),
+        (
+            "GET",
+            "/api/v1/alerts?status=null",
+            "",
+            400,
+            "is not firing or resolved",
+        ),
+        (
+            "GET",
+            "/api/v1/pauses?all=null",
+            "",
+            400,
+            "is not true or false",
+        ),
     ];
     for (method, path, body, status, words) in cases {
         let url = format!("{}{path}", server.url);

@@ -401,6 +401,13 @@ fn dispatch(
                 .unwrap_or(0);
             let text = |name| query_param(query, name).map(decode);
             let (status, fingerprint, name) = (text("status"), text("fingerprint"), text("name"));
+            if let Some(s) = status
+                .as_deref()
+                .filter(|s| !["firing", "resolved"].contains(s))
+            {
+                let e = format!("status: {s:?} is not firing or resolved");
+                return Err(Error::request(400, e));
+            }
             let alerts = store::list_alerts(
                 reader(state, conn)?,
                 status.as_deref(),
@@ -471,7 +478,14 @@ fn dispatch(
             Ok((200, ctx))
         }
         Route::ListPauses => {
-            let all = query_param(query, "all").is_some_and(|v| v == "true" || v == "1");
+            let all = match query_param(query, "all") {
+                None | Some("false" | "0") => false,
+                Some("true" | "1") => true,
+                Some(v) => {
+                    let e = format!("all: {v:?} is not true or false");
+                    return Err(Error::request(400, e));
+                }
+            };
             let pauses = store::pauses(reader(state, conn)?, !all, now_ms())?;
             Ok((200, json!({ "pauses": pauses })))
         }
