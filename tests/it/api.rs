@@ -453,6 +453,20 @@ fn malformed_fields_get_a_4xx_naming_them() {
             400,
             "is not true or false",
         ),
+        (
+            "POST",
+            "/api/v1/agents/web-1/poll?capacity=9.686501233416557e-290",
+            r#"{"instance": "i-1"}"#,
+            400,
+            "is not a whole number of ops",
+        ),
+        (
+            "POST",
+            "/api/v1/agents/web-1/poll?wait=-1",
+            r#"{"instance": "i-1"}"#,
+            400,
+            "is not a whole number of seconds",
+        ),
     ];
     for (method, path, body, status, words) in cases {
         let url = format!("{}{path}", server.url);

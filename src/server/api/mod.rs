@@ -866,12 +866,19 @@ fn poll_request(
             "poll: \"instance\" must be 1 to 128 characters",
         ));
     }
-    let capacity = query_param(query, "capacity")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1)
-        .clamp(1, 256);
-    let wait = query_param(query, "wait")
-        .and_then(|v| v.parse::<u64>().ok())
+    let whole = |name: &str, unit: &str| -> Result<Option<u64>> {
+        query_param(query, name)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    let e = format!("poll: {name}: {v:?} is not a whole number of {unit}");
+                    Error::request(400, e)
+                })
+            })
+            .transpose()
+    };
+    // An agent may run more at once than one poll hands it.
+    let capacity = whole("capacity", "ops")?.unwrap_or(1).clamp(1, 256) as usize;
+    let wait = whole("wait", "seconds")?
         .map(Duration::from_secs)
         .unwrap_or(config.server.poll_wait)
         .min(config.server.poll_wait);

@@ -373,13 +373,13 @@ fn agent(s: &mut Shape, method: &str, path: &str) -> bool {
             s.query = vec![
                 query(
                     "capacity",
-                    json!({ "type": "integer", "minimum": 1, "maximum": 256, "default": 1 }),
-                    "ops it can take now",
+                    json!({ "type": "integer", "minimum": 0, "default": 1 }),
+                    "ops it can take now; one poll hands 1 to 256",
                 ),
                 query(
                     "wait",
-                    json!({ "type": "integer", "minimum": 0, "maximum": 3600 }),
-                    "seconds to wait for an op, at most [server] poll_wait",
+                    json!({ "type": "integer", "minimum": 0 }),
+                    "seconds to wait for an op, at most [server] poll_wait (its default)",
                 ),
             ];
             s.body = Some((true, json_content(schema_ref("AgentHello"))));
