@@ -467,6 +467,20 @@ fn malformed_fields_get_a_4xx_naming_them() {
             400,
             "is not a whole number of seconds",
         ),
+        (
+            "POST",
+            "/api/v1/pauses",
+            r#"{"for": "1h", "until": 29593409577950963957768371428130816, "all": true, "reason": "r"}"#,
+            422,
+            "must be ms since the epoch, a whole number",
+        ),
+        (
+            "POST",
+            "/api/v1/pauses",
+            r#"{"for": "1h", "all": "yes", "runbook": "fix", "reason": "r"}"#,
+            422,
+            "must be true or false",
+        ),
     ];
     for (method, path, body, status, words) in cases {
         let url = format!("{}{path}", server.url);
@@ -479,6 +493,8 @@ fn malformed_fields_get_a_4xx_naming_them() {
         heartbeat["heartbeat"]["paused"], false,
         "nothing refused was done"
     );
+    let pauses = server_get(&server, "/api/v1/pauses", admin);
+    assert_eq!(pauses["pauses"], json!([]), "nothing refused was done");
 }
 
 fn server_get(server: &Server, path: &str, auth: (&str, &str)) -> Value {

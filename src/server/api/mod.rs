@@ -767,8 +767,16 @@ fn new_pause(body: &Value, who: &str) -> Result<store::NewPause> {
             ))),
         }
     };
+    // A field of another type is refused, never taken as left out.
+    let typed = |k: &str, is: fn(&Value) -> bool, what: &str| -> Result<Option<&Value>> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) if is(v) => Ok(Some(v)),
+            Some(_) => Err(bad(format!("{k:?} must be {what}"))),
+        }
+    };
     let (runbook, target, matches) = (text("runbook")?, text("target")?, text("match")?);
-    let all = body.get("all").and_then(Value::as_bool).unwrap_or(false);
+    let all = typed("all", Value::is_boolean, "true or false")? == Some(&Value::Bool(true));
     if runbook.is_none() && target.is_none() && matches.is_none() && !all {
         return Err(bad("say what it covers: \"runbook\", \"target\", \"match\", or \"all\": true for all automation".into()));
     }
@@ -777,8 +785,10 @@ fn new_pause(body: &Value, who: &str) -> Result<store::NewPause> {
     }
     let reason = text("reason")?
         .ok_or_else(|| bad("give a \"reason\" (shown on every decision it pauses)".into()))?;
+    let duration = typed("for", Value::is_string, "a duration like \"30m\"")?;
+    let end = typed("until", Value::is_i64, "ms since the epoch, a whole number")?;
     let now = now_ms();
-    let until = match (body.get("for").and_then(Value::as_str), body.get("until").and_then(Value::as_i64)) {
+    let until = match (duration.and_then(Value::as_str), end.and_then(Value::as_i64)) {
         (Some(d), None) => {
             let d = crate::time::parse_duration(d).map_err(|e| bad(format!("for: {e}")))?;
             // Past i64, the duration is refused below like any beyond 90 days.
