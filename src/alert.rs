@@ -161,10 +161,10 @@ fn from_am_alert(a: &Value) -> Result<Alert, String> {
             .ok_or_else(|| format!("status: {s:?} is neither \"firing\" nor \"resolved\""))?,
         None => return Err("missing field \"status\"".into()),
     };
-    let fingerprint = match a.get("fingerprint").and_then(Value::as_str) {
-        Some(f) if !f.is_empty() && f.len() <= 128 => f.to_string(),
-        Some(_) => return Err("fingerprint: empty or longer than 128 characters".into()),
-        None => fingerprint(&labels),
+    let fingerprint = match a.get("fingerprint") {
+        Some(Value::String(f)) if !f.is_empty() && f.len() <= 128 => f.clone(),
+        None | Some(Value::Null) => fingerprint(&labels),
+        Some(_) => return Err("fingerprint: must be a string of 1 to 128 characters".into()),
     };
     Ok(Alert {
         fingerprint,
@@ -458,5 +458,15 @@ mod tests {
         }
         assert!(from_alertmanager(&json!({"version": "3", "alerts": []})).is_err());
         assert!(from_alertmanager(&json!({"version": null, "alerts": []})).is_ok());
+        // A fingerprint of another type is refused, not replaced (found by schemathesis).
+        for fingerprint in [json!({}), json!(5), json!("")] {
+            let alert = json!({"status": "firing", "labels": {"alertname": "A"}, "fingerprint": fingerprint});
+            assert!(
+                from_alertmanager(&json!({"alerts": [alert]}))
+                    .unwrap_err()
+                    .contains("fingerprint: must be a string"),
+                "{fingerprint}"
+            );
+        }
     }
 }
