@@ -8,32 +8,31 @@ use super::{
 
 /// Every shared schema by name.
 pub(super) fn shared() -> Value {
-    let time = || json!({ "type": "string", "format": "date-time" });
     json!({
         "Error": object(json!({ "error": string() }), &["error"]),
-        "OwnAlert": object(
-            json!({
-                "name": { "type": "string", "minLength": 1, "description": "or labels.alertname" },
-                "labels": labels(&[]),
+        "OwnAlert": {
+            "type": "object",
+            "description": "null is the same as leaving a field out",
+            "properties": {
+                "name": { "type": "string", "minLength": 1, "nullable": true, "description": "or labels.alertname" },
+                "labels": { "allOf": [labels(&[]), { "maxProperties": 256 }] },
                 "annotations": labels(&[]),
-                "status": { "type": "string", "enum": ["firing", "resolved"], "default": "firing" },
+                "status": { "type": "string", "nullable": true, "enum": ["firing", "resolved", null], "default": "firing" },
                 "starts_at": time(),
                 "ends_at": time(),
-                "fingerprint": { "type": "string", "minLength": 1, "maxLength": 128, "description": "Prometheus' label-set hash when left out" },
-            }),
-            &["name"],
-        ),
+                "fingerprint": { "type": "string", "nullable": true, "minLength": 1, "maxLength": 128, "description": "Prometheus' label-set hash when left out" },
+            },
+            "anyOf": [
+                { "required": ["name"], "properties": { "name": string() } },
+                { "required": ["labels"], "properties": { "labels": { "type": "object", "required": ["alertname"] } } },
+            ],
+        },
         "AlertmanagerWebhook": object(
             json!({
-                "version": { "type": "string", "enum": ["4"] },
-                "groupKey": string(),
-                "truncatedAlerts": { "type": "integer" },
-                "status": { "type": "string", "enum": ["firing", "resolved"] },
-                "receiver": string(),
-                "groupLabels": labels(&[]),
-                "commonLabels": labels(&[]),
-                "commonAnnotations": labels(&[]),
-                "externalURL": string(),
+                "version": { "type": "string", "nullable": true, "enum": ["4", null] },
+                "groupKey": unread(), "truncatedAlerts": unread(), "status": unread(),
+                "receiver": unread(), "groupLabels": unread(), "commonLabels": unread(),
+                "commonAnnotations": unread(), "externalURL": unread(),
                 "alerts": array(object(
                     json!({
                         "status": { "type": "string", "enum": ["firing", "resolved"] },
@@ -41,8 +40,8 @@ pub(super) fn shared() -> Value {
                         "annotations": labels(&[]),
                         "startsAt": time(),
                         "endsAt": time(),
-                        "generatorURL": string(),
-                        "fingerprint": { "type": "string", "minLength": 1, "maxLength": 128 },
+                        "generatorURL": unread(),
+                        "fingerprint": { "type": "string", "nullable": true, "minLength": 1, "maxLength": 128 },
                     }),
                     &["status", "labels"],
                 )),
@@ -114,12 +113,12 @@ pub(super) fn shared() -> Value {
         "NewPause": json!({
             "type": "object",
             "properties": {
-                "runbook": pause_text("covers this runbook"),
-                "target": pause_text("covers this agent"),
-                "match": pause_text("covers alerts this JMESPath expression matches"),
-                "all": { "type": "boolean", "description": "covers all automation" },
-                "for": { "type": "string", "pattern": DURATION, "description": "how long, as a duration; or give until" },
-                "until": { "type": "integer", "format": "int64", "description": "when it ends, in ms since the epoch, within 90 days" },
+                "runbook": nullable(pause_text("covers this runbook")),
+                "target": nullable(pause_text("covers this agent")),
+                "match": nullable(pause_text("covers alerts this JMESPath expression matches")),
+                "all": { "type": "boolean", "nullable": true, "description": "covers all automation" },
+                "for": { "type": "string", "nullable": true, "pattern": DURATION, "description": "how long, as a duration; or give until" },
+                "until": { "type": "integer", "format": "int64", "nullable": true, "description": "when it ends, in ms since the epoch, within 90 days" },
                 "reason": pause_text("shown on every decision it pauses"),
             },
             "required": ["reason"],
@@ -290,18 +289,43 @@ pub(super) fn breaker() -> Value {
     )
 }
 
-/// Alert labels or annotations: names to strings.
+/// Alert labels or annotations: names to text (null is none, unless some are required).
 fn labels(required: &[&str]) -> Value {
+    let value = json!({ "anyOf": [string(), { "type": "number" }, boolean()] });
     let mut l = json!({
         "type": "object",
-        "maxProperties": 256,
-        "additionalProperties": { "type": "string" },
+        "nullable": required.is_empty(),
+        "description": "names to values; numbers and booleans are taken as their text",
+        "additionalProperties": value,
     });
     if !required.is_empty() {
         l["required"] = json!(required);
-        l["properties"] = required.iter().map(|k| (k.to_string(), string())).collect();
+        l["properties"] = required
+            .iter()
+            .map(|k| (k.to_string(), value.clone()))
+            .collect();
     }
     l
+}
+
+/// An alert's time: RFC 3339; empty or null when unknown.
+fn time() -> Value {
+    json!({
+        "type": "string",
+        "nullable": true,
+        "anyOf": [{ "format": "date-time" }, { "maxLength": 0 }],
+    })
+}
+
+/// A field Alertmanager sends that heal does not read: anything goes.
+fn unread() -> Value {
+    json!({ "description": "Alertmanager's; heal does not read it" })
+}
+
+/// The same schema, null allowed (and taken as left out).
+fn nullable(mut schema: Value) -> Value {
+    schema["nullable"] = json!(true);
+    schema
 }
 
 fn pause_text(description: &str) -> Value {

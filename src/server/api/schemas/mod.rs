@@ -235,7 +235,7 @@ fn reason_body() -> Option<(bool, Value)> {
     Some((
         false,
         json_content(object(
-            json!({ "reason": { "type": "string", "description": "shown in the timeline and the audit log" } }),
+            json!({ "reason": { "type": "string", "nullable": true, "description": "shown in the timeline and the audit log" } }),
             &[],
         )),
     ))
@@ -245,7 +245,7 @@ fn reason_body() -> Option<(bool, Value)> {
 fn no_body() -> Option<(bool, Value)> {
     Some((
         false,
-        json_content(json!({ "type": "object", "description": "nothing is read from the body" })),
+        json_content(json!({ "description": "nothing is read from the body" })),
     ))
 }
 
