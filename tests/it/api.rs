@@ -392,7 +392,7 @@ fn alert_filters_are_url_decoded() {
 }
 
 /// Malformed input gets a 4xx naming the field, not a silent default. Found
-/// by schemathesis' negative_data_rejection check (tests/it/schema.rs).
+/// by schemathesis' negative_data_rejection check (docs/RELIABILITY.md).
 #[test]
 fn malformed_fields_get_a_4xx_naming_them() {
     let dir = test_dir("api-malformed");
