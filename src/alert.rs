@@ -124,11 +124,19 @@ pub fn from_alertmanager(body: &Value) -> Result<Vec<Alert>, String> {
     let obj = body
         .as_object()
         .ok_or("payload is not a JSON object (expected an Alertmanager webhook, version 4)")?;
-    if let Some(v) = obj.get("version").and_then(Value::as_str) {
-        if v != "4" {
+    match obj.get("version") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(v)) if v == "4" => {}
+        Some(Value::String(v)) => {
             return Err(format!(
                 "unsupported Alertmanager payload version {v:?} (heal reads version 4)"
-            ));
+            ))
+        }
+        Some(other) => {
+            return Err(format!(
+                "version: must be the string \"4\" (got {})",
+                kind(other)
+            ))
         }
     }
     let alerts = obj
@@ -153,10 +161,10 @@ fn from_am_alert(a: &Value) -> Result<Alert, String> {
             .ok_or_else(|| format!("status: {s:?} is neither \"firing\" nor \"resolved\""))?,
         None => return Err("missing field \"status\"".into()),
     };
-    let fingerprint = match a.get("fingerprint").and_then(Value::as_str) {
-        Some(f) if !f.is_empty() && f.len() <= 128 => f.to_string(),
-        Some(_) => return Err("fingerprint: empty or longer than 128 characters".into()),
-        None => fingerprint(&labels),
+    let fingerprint = match a.get("fingerprint") {
+        Some(Value::String(f)) if !f.is_empty() && f.len() <= 128 => f.clone(),
+        None | Some(Value::Null) => fingerprint(&labels),
+        Some(_) => return Err("fingerprint: must be a string of 1 to 128 characters".into()),
     };
     Ok(Alert {
         fingerprint,
@@ -439,5 +447,26 @@ mod tests {
                 .contains("alertname")
         );
         assert!(from_alertmanager(&json!({"alerts": [{"status": "firing", "labels": {"alertname": "A"}, "startsAt": "nope"}]})).is_err());
+        // A version of another type is refused, not skipped (found by schemathesis).
+        for version in [json!({}), json!(4), json!(["4"])] {
+            assert!(
+                from_alertmanager(&json!({"version": version, "alerts": []}))
+                    .unwrap_err()
+                    .contains("version: must be the string \"4\""),
+                "{version}"
+            );
+        }
+        assert!(from_alertmanager(&json!({"version": "3", "alerts": []})).is_err());
+        assert!(from_alertmanager(&json!({"version": null, "alerts": []})).is_ok());
+        // A fingerprint of another type is refused, not replaced (found by schemathesis).
+        for fingerprint in [json!({}), json!(5), json!("")] {
+            let alert = json!({"status": "firing", "labels": {"alertname": "A"}, "fingerprint": fingerprint});
+            assert!(
+                from_alertmanager(&json!({"alerts": [alert]}))
+                    .unwrap_err()
+                    .contains("fingerprint: must be a string"),
+                "{fingerprint}"
+            );
+        }
     }
 }

@@ -306,3 +306,199 @@ fn sigterm_answers_waiting_polls_and_exits_cleanly() {
         started.elapsed()
     );
 }
+
+/// Numbers past what heal counts in get a clear answer, not a panic (debug
+/// builds check overflow; a panic answers 500). Found while describing the
+/// API for schemathesis (tests/it/schema.rs).
+#[test]
+fn numbers_past_what_heal_counts_in_get_a_clear_answer() {
+    let dir = test_dir("api-overflow");
+    let config = format!(
+        "{TOKENS}\n[[token]]\nname = \"ops\"\nscopes = [\"admin\"]\nsecret = \"admin-secret-0123456789ab\"\n"
+    );
+    let server = Server::start(&dir, &config);
+    let admin = ("Authorization", "Bearer admin-secret-0123456789ab");
+    // A duration longer than the clock has run reaches back to its start.
+    for path in ["/api/v1/alerts", "/api/v1/decisions", "/api/v1/audit"] {
+        let url = format!("{}{path}?since=9223372036854775808ms", server.url);
+        let (status, text) = http("GET", &url, None, &[admin]);
+        assert_eq!(status, 200, "{path}: {text}");
+    }
+    // A pause for longer than i64 milliseconds is one beyond 90 days.
+    for long in ["106751991167d", "213503982334d"] {
+        let body = format!(r#"{{"all": true, "for": "{long}", "reason": "r"}}"#);
+        let (status, answer) = post(
+            &server,
+            "/api/v1/pauses",
+            body.as_bytes(),
+            &[admin, ("Content-Type", "application/json")],
+        );
+        assert_eq!(status, 422, "{long}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains("within 90 days"));
+    }
+    // Steps whose durations add up past u64 (an agent's word) are answered.
+    let max = u64::MAX;
+    let result = format!(
+        r#"{{"state": "failed", "steps": [{{"name": "a", "duration_ms": {max}}}, {{"name": "b", "duration_ms": {max}}}]}}"#
+    );
+    let (status, answer) = post(
+        &server,
+        "/api/v1/agents/web-1/ops/1/result",
+        result.as_bytes(),
+        &[admin, ("Content-Type", "application/json")],
+    );
+    assert_eq!(status, 404, "an agent that never polled: {answer}");
+    assert!(!server.logs().contains("panicked"), "{}", server.logs());
+}
+
+/// Filters are URL-encoded like any query value: an alert whose name has a
+/// space is found by `?name=Disk%20Space` (and by `Disk+Space`).
+#[test]
+fn alert_filters_are_url_decoded() {
+    let dir = test_dir("api-alert-filters");
+    let server = Server::start(&dir, TOKENS);
+    let alert = br#"{"name": "Disk Space", "labels": {"instance": "web-1"}}"#;
+    let (status, answer) = post(
+        &server,
+        "/api/v1/alerts",
+        alert,
+        &[
+            ("Authorization", "Bearer webhook-secret-0123456789"),
+            ("Content-Type", "application/json"),
+        ],
+    );
+    assert_eq!(status, 200, "{answer}");
+    let fingerprint = answer["alerts"][0]["fingerprint"].as_str().unwrap();
+    let read = ("Authorization", "Bearer read-secret-0123456789ab");
+    for query in [
+        "name=Disk%20Space".to_string(),
+        "name=Disk+Space&status=firing".to_string(),
+        format!(
+            "fingerprint=%{:02X}{}",
+            fingerprint.as_bytes()[0],
+            &fingerprint[1..]
+        ),
+    ] {
+        let url = format!("{}/api/v1/alerts?{query}", server.url);
+        let (status, text) = http("GET", &url, None, &[read]);
+        assert_eq!(status, 200, "{query}: {text}");
+        let found: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            found["alerts"].as_array().unwrap().len(),
+            1,
+            "{query}: {text}"
+        );
+    }
+}
+
+/// Malformed input gets a 4xx naming the field, not a silent default. Found
+/// by schemathesis' negative_data_rejection check (docs/RELIABILITY.md).
+#[test]
+fn malformed_fields_get_a_4xx_naming_them() {
+    let dir = test_dir("api-malformed");
+    let config = format!(
+        "{TOKENS}\n[[token]]\nname = \"ops\"\nscopes = [\"admin\"]\nsecret = \"admin-secret-0123456789ab\"\n\n[[heartbeat]]\nname = \"backup\"\nevery = \"1h\"\n"
+    );
+    let server = Server::start(&dir, &config);
+    let admin = ("Authorization", "Bearer admin-secret-0123456789ab");
+    let json_ct = ("Content-Type", "application/json");
+    // (method, path, body, status, words of the error)
+    let cases: &[(&str, &str, &str, u16, &str)] = &[
+        (
+            "POST",
+            "/api/v1/breaker/reset",
+            r#"{"reason": {}}"#,
+            422,
+            "reason: must be a string",
+        ),
+        (
+            "POST",
+            "/api/v1/breaker/trip",
+            r#"{"reason": 5}"#,
+            422,
+            "reason: must be a string",
+        ),
+        (
+            "POST",
+            "/api/v1/events/1/approve",
+            r#"{"reason": []}"#,
+            422,
+            "reason: must be a string",
+        ),
+        (
+            "POST",
+            "/api/v1/heartbeats/backup/mute",
+            r#"{"reason": 100758}"#,
+            422,
+            "reason: must be a string",
+        ),
+        (
+            "POST",
+            "/api/v1/heartbeats/backup/unmute",
+            r#"{"reason": true}"#,
+            422,
+            "reason: must be a string",
+        ),
+        (
+            "GET",
+            "/api/v1/alerts?status=null",
+            "",
+            400,
+            "is not firing or resolved",
+        ),
+        (
+            "GET",
+            "/api/v1/pauses?all=null",
+            "",
+            400,
+            "is not true or false",
+        ),
+        (
+            "POST",
+            "/api/v1/agents/web-1/poll?capacity=9.686501233416557e-290",
+            r#"{"instance": "i-1"}"#,
+            400,
+            "is not a whole number of ops",
+        ),
+        (
+            "POST",
+            "/api/v1/agents/web-1/poll?wait=-1",
+            r#"{"instance": "i-1"}"#,
+            400,
+            "is not a whole number of seconds",
+        ),
+        (
+            "POST",
+            "/api/v1/pauses",
+            r#"{"for": "1h", "until": 29593409577950963957768371428130816, "all": true, "reason": "r"}"#,
+            422,
+            "must be ms since the epoch, a whole number",
+        ),
+        (
+            "POST",
+            "/api/v1/pauses",
+            r#"{"for": "1h", "all": "yes", "runbook": "fix", "reason": "r"}"#,
+            422,
+            "must be true or false",
+        ),
+    ];
+    for (method, path, body, status, words) in cases {
+        let url = format!("{}{path}", server.url);
+        let (got, text) = http(method, &url, Some(body.as_bytes()), &[admin, json_ct]);
+        assert_eq!(got, *status, "{method} {path} {body}: {text}");
+        assert!(text.contains(words), "{method} {path} {body}: {text}");
+    }
+    let heartbeat = server_get(&server, "/api/v1/heartbeats/backup", admin);
+    assert_eq!(
+        heartbeat["heartbeat"]["paused"], false,
+        "nothing refused was done"
+    );
+    let pauses = server_get(&server, "/api/v1/pauses", admin);
+    assert_eq!(pauses["pauses"], json!([]), "nothing refused was done");
+}
+
+fn server_get(server: &Server, path: &str, auth: (&str, &str)) -> Value {
+    let (status, text) = http("GET", &format!("{}{path}", server.url), None, &[auth]);
+    assert_eq!(status, 200, "{path}: {text}");
+    serde_json::from_str(&text).unwrap()
+}

@@ -16,6 +16,7 @@ mod metrics;
 mod notify;
 mod ops;
 mod reload;
+mod schema;
 mod security;
 mod systemd;
 mod tls;

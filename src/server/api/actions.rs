@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tiny_http::Method;
 
 use super::routes::{route, Route};
-use super::{new_pause, short, Answer};
+use super::{new_pause, reason, short, Answer};
 use crate::error::Error;
 use crate::server::{lifecycle, manual, State};
 use crate::store;
@@ -57,7 +57,7 @@ pub(super) fn audit(
 
 /// Carries out an action route with its (already read) JSON body.
 pub(super) fn perform(state: &Arc<State>, route: &Route, who: &str, body: &Value) -> Answer {
-    let note = short(body["reason"].as_str().unwrap_or_default());
+    let note = reason(body)?;
     match *route {
         Route::Approve(id, yes) => lifecycle_job(
             state,

@@ -26,6 +26,7 @@ pub(crate) mod actions;
 mod metrics;
 mod notify;
 pub mod routes;
+pub(crate) mod schemas;
 pub(crate) mod watch;
 
 use routes::{route, Route};
@@ -354,7 +355,7 @@ fn dispatch(
         Route::DeleteHeartbeat(n) => watch::delete(n, state),
         Route::MuteHeartbeat(n, on) => {
             let body = read_optional_json(request, max)?;
-            let reason = short(body["reason"].as_str().unwrap_or_default());
+            let reason = reason(&body)?;
             watch::mute(n, on, reason, who, state)
         }
         Route::ListProbes => watch::probes(reader(state, conn)?, &config),
@@ -404,11 +405,20 @@ fn dispatch(
                 .map(parse_since)
                 .transpose()?
                 .unwrap_or(0);
+            let text = |name| query_param(query, name).map(decode);
+            let (status, fingerprint, name) = (text("status"), text("fingerprint"), text("name"));
+            if let Some(s) = status
+                .as_deref()
+                .filter(|s| !["firing", "resolved"].contains(s))
+            {
+                let e = format!("status: {s:?} is not firing or resolved");
+                return Err(Error::request(400, e));
+            }
             let alerts = store::list_alerts(
                 reader(state, conn)?,
-                query_param(query, "status"),
-                query_param(query, "fingerprint"),
-                query_param(query, "name"),
+                status.as_deref(),
+                fingerprint.as_deref(),
+                name.as_deref(),
                 since,
                 limit,
             )?;
@@ -427,7 +437,7 @@ fn dispatch(
                 rule: text("rule"),
                 key: text("key"),
                 runbook: text("runbook"),
-                open: text("open").is_some_and(|v| v == "true" || v == "1"),
+                open: flag(query, "open")?,
                 agent: text("agent"),
                 since: text("since").map(|v| parse_since(&v)).transpose()?,
                 before: text("before")
@@ -480,7 +490,7 @@ fn dispatch(
             Ok((200, ctx))
         }
         Route::ListPauses => {
-            let all = query_param(query, "all").is_some_and(|v| v == "true" || v == "1");
+            let all = flag(query, "all")?;
             let pauses = store::pauses(reader(state, conn)?, !all, now_ms())?;
             Ok((200, json!({ "pauses": pauses })))
         }
@@ -590,7 +600,11 @@ fn dispatch(
                 .get("error")
                 .and_then(Value::as_str)
                 .map(str::to_string);
-            let ran = Duration::from_millis(steps.iter().map(|s| s.duration_ms).sum());
+            let ran = Duration::from_millis(
+                steps
+                    .iter()
+                    .fold(0, |total, s| s.duration_ms.saturating_add(total)),
+            );
             op_call(state, agent, op, move |conn, op_ref, now| {
                 let woke = store::record_result(
                     conn,
@@ -652,6 +666,18 @@ fn short(note: &str) -> String {
     note.chars().take(1000).collect()
 }
 
+/// The optional `"reason"` of a body: a string, cut by `short`, or empty.
+fn reason(body: &Value) -> Result<String> {
+    match body.get("reason") {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(short(s)),
+        Some(_) => Err(Error::request(
+            422,
+            "reason: must be a string (send {\"reason\": \"why\"})",
+        )),
+    }
+}
+
 /// Decodes a query value: `+` and `%XX` escapes.
 pub(crate) fn decode(v: &str) -> String {
     let bytes = v.as_bytes();
@@ -689,8 +715,16 @@ fn new_pause(body: &Value, who: &str) -> Result<store::NewPause> {
             ))),
         }
     };
+    // A field of another type is refused, never taken as left out.
+    let typed = |k: &str, is: fn(&Value) -> bool, what: &str| -> Result<Option<&Value>> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) if is(v) => Ok(Some(v)),
+            Some(_) => Err(bad(format!("{k:?} must be {what}"))),
+        }
+    };
     let (runbook, target, matches) = (text("runbook")?, text("target")?, text("match")?);
-    let all = body.get("all").and_then(Value::as_bool).unwrap_or(false);
+    let all = typed("all", Value::is_boolean, "true or false")? == Some(&Value::Bool(true));
     if runbook.is_none() && target.is_none() && matches.is_none() && !all {
         return Err(bad("say what it covers: \"runbook\", \"target\", \"match\", or \"all\": true for all automation".into()));
     }
@@ -699,11 +733,14 @@ fn new_pause(body: &Value, who: &str) -> Result<store::NewPause> {
     }
     let reason = text("reason")?
         .ok_or_else(|| bad("give a \"reason\" (shown on every decision it pauses)".into()))?;
+    let duration = typed("for", Value::is_string, "a duration like \"30m\"")?;
+    let end = typed("until", Value::is_i64, "ms since the epoch, a whole number")?;
     let now = now_ms();
-    let until = match (body.get("for").and_then(Value::as_str), body.get("until").and_then(Value::as_i64)) {
+    let until = match (duration.and_then(Value::as_str), end.and_then(Value::as_i64)) {
         (Some(d), None) => {
             let d = crate::time::parse_duration(d).map_err(|e| bad(format!("for: {e}")))?;
-            now + d.as_millis() as i64
+            // Past i64, the duration is refused below like any beyond 90 days.
+            now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         }
         (None, Some(t)) => t,
         _ => return Err(bad("give exactly one of \"for\" (a duration like \"30m\") or \"until\" (ms since the epoch)".into())),
@@ -723,15 +760,28 @@ fn new_pause(body: &Value, who: &str) -> Result<store::NewPause> {
     })
 }
 
+/// A true-or-false query parameter (`true`, `1`, `false`, `0`; absent is false).
+fn flag(query: &str, name: &str) -> Result<bool> {
+    match query_param(query, name) {
+        None | Some("false" | "0") => Ok(false),
+        Some("true" | "1") => Ok(true),
+        Some(v) => Err(Error::request(
+            400,
+            format!("{name}: {v:?} is not true or false"),
+        )),
+    }
+}
+
 fn limit(query: &str) -> Result<i64> {
     match query_param(query, "limit") {
         None => Ok(100),
         Some(v) => v
             .parse::<i64>()
             .ok()
-            .filter(|n| (1..=10_000).contains(n))
+            .filter(|n| (1..=schemas::LIMIT_MAX).contains(n))
             .ok_or_else(|| {
-                Error::request(400, format!("limit: {v:?} is not a number from 1 to 10000"))
+                let max = schemas::LIMIT_MAX;
+                Error::request(400, format!("limit: {v:?} is not a number from 1 to {max}"))
             }),
     }
 }
@@ -743,7 +793,9 @@ fn parse_since(v: &str) -> Result<i64> {
     let d = crate::time::parse_duration(v).map_err(|e| {
         Error::request(400, format!("since: {e} (or milliseconds since the epoch)"))
     })?;
-    Ok(now_ms() - d.as_millis() as i64)
+    // A duration longer than the clock has run reaches back to its start.
+    let back = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    Ok(now_ms().saturating_sub(back))
 }
 
 fn intake(state: &Arc<State>, config: &Arc<Config>, alerts: Vec<Alert>) -> Answer {
@@ -784,12 +836,19 @@ fn poll_request(
             "poll: \"instance\" must be 1 to 128 characters",
         ));
     }
-    let capacity = query_param(query, "capacity")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1)
-        .clamp(1, 256);
-    let wait = query_param(query, "wait")
-        .and_then(|v| v.parse::<u64>().ok())
+    let whole = |name: &str, unit: &str| -> Result<Option<u64>> {
+        query_param(query, name)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    let e = format!("poll: {name}: {v:?} is not a whole number of {unit}");
+                    Error::request(400, e)
+                })
+            })
+            .transpose()
+    };
+    // An agent may run more at once than one poll hands it.
+    let capacity = whole("capacity", "ops")?.unwrap_or(1).clamp(1, 256) as usize;
+    let wait = whole("wait", "seconds")?
         .map(Duration::from_secs)
         .unwrap_or(config.server.poll_wait)
         .min(config.server.poll_wait);

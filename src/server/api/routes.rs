@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use tiny_http::Method;
 
 use super::decode;
+use super::schemas;
 use super::watch::PingPath;
 use crate::config::Scope;
 use crate::error::{Error, Result};
@@ -505,47 +506,26 @@ impl Route {
 }
 
 /// The OpenAPI 3 description of the table: every path and method, its
-/// parameters, the bearer scheme and the scope it needs (`x-heal-scope`).
+/// parameters, body and answers (`schemas`), the bearer scheme and the scope
+/// it needs (`x-heal-scope`).
 pub fn openapi() -> Value {
     let mut paths = Map::new();
     for s in ROUTES {
         let entry = paths.entry(s.path.to_string()).or_insert_with(|| json!({}));
-        let params: Vec<Value> = s
-            .path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| {
-                let schema = if matches!(name, "id" | "op") {
-                    json!({ "type": "integer", "format": "int64" })
-                } else {
-                    json!({ "type": "string" })
-                };
-                json!({ "name": name, "in": "path", "required": true, "schema": schema })
-            })
-            .collect();
         for m in s.methods {
             let mut op = json!({
                 "summary": s.summary,
                 "operationId": operation_id(m, s.path),
-                "parameters": params,
-                "responses": {
-                    "200": { "description": "done", "content": answer_content(s.path) },
-                    "400": { "$ref": "#/components/responses/Error" },
-                    "401": { "$ref": "#/components/responses/Error" },
-                    "403": { "$ref": "#/components/responses/Error" },
-                    "404": { "$ref": "#/components/responses/Error" },
-                },
                 "x-heal-scope": s.scope.map(scope_name),
             });
-            match s.scope {
-                None => op["security"] = json!([]),
-                Some(_) => op["security"] = json!([{ "bearer": [] }]),
-            }
-            if matches!(*m, "POST" | "PUT") {
-                op["requestBody"] = json!({
-                    "required": false,
-                    "content": { "application/json": { "schema": { "type": "object" } } }
-                });
+            op["security"] = match s.scope {
+                None => json!([]),
+                // A ping may carry its heartbeat's key instead of a token.
+                Some(Scope::Ping) => json!([{ "bearer": [] }, { "pingKey": [] }]),
+                Some(_) => json!([{ "bearer": [] }]),
+            };
+            if let Some(o) = op.as_object_mut() {
+                o.extend(schemas::operation(s, m));
             }
             entry[m.to_ascii_lowercase()] = op;
         }
@@ -558,31 +538,9 @@ pub fn openapi() -> Value {
             "description": "Self-healing for small sites: alerts in, runbooks run on the right host, once."
         },
         "paths": paths,
-        "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "responses": {
-                "Error": {
-                    "description": "what went wrong and the fix",
-                    "content": { "application/json": { "schema": {
-                        "type": "object",
-                        "properties": { "error": { "type": "string" } },
-                        "required": ["error"]
-                    } } }
-                }
-            }
-        },
+        "components": schemas::components(),
         "security": [{ "bearer": [] }]
     })
-}
-
-/// What a route answers with: `/metrics` Prometheus' text format, every
-/// other route JSON.
-fn answer_content(path: &str) -> Value {
-    if path == "/metrics" {
-        json!({ "text/plain": { "schema": { "type": "string" } } })
-    } else {
-        json!({ "application/json": { "schema": { "type": "object" } } })
-    }
 }
 
 /// A scope's name as the config writes it.

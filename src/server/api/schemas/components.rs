@@ -1,0 +1,333 @@
+//! The shapes several operations share, served under `components/schemas`.
+
+use serde_json::{json, Value};
+
+use super::{
+    array, boolean, int, int_or_null, object, schema_ref, string, string_or_null, DURATION,
+};
+
+/// Every shared schema by name.
+pub(super) fn shared() -> Value {
+    json!({
+        "Error": object(json!({ "error": string() }), &["error"]),
+        "OwnAlert": {
+            "type": "object",
+            "description": "null is the same as leaving a field out",
+            "properties": {
+                "name": { "type": "string", "minLength": 1, "nullable": true, "description": "or labels.alertname" },
+                "labels": { "allOf": [labels(&[]), { "maxProperties": 256 }] },
+                "annotations": labels(&[]),
+                "status": { "type": "string", "nullable": true, "enum": ["firing", "resolved", null], "default": "firing" },
+                "starts_at": time(),
+                "ends_at": time(),
+                "fingerprint": { "type": "string", "nullable": true, "minLength": 1, "maxLength": 128, "description": "Prometheus' label-set hash when left out" },
+            },
+            "anyOf": [
+                { "required": ["name"], "properties": { "name": string() } },
+                { "required": ["labels"], "properties": { "labels": { "type": "object", "required": ["alertname"] } } },
+            ],
+        },
+        "AlertmanagerWebhook": object(
+            json!({
+                "version": { "type": "string", "nullable": true, "enum": ["4", null] },
+                "groupKey": unread(), "truncatedAlerts": unread(), "status": unread(),
+                "receiver": unread(), "groupLabels": unread(), "commonLabels": unread(),
+                "commonAnnotations": unread(), "externalURL": unread(),
+                "alerts": array(object(
+                    json!({
+                        "status": { "type": "string", "enum": ["firing", "resolved"] },
+                        "labels": labels(&["alertname"]),
+                        "annotations": labels(&[]),
+                        "startsAt": time(),
+                        "endsAt": time(),
+                        "generatorURL": unread(),
+                        "fingerprint": { "type": "string", "nullable": true, "minLength": 1, "maxLength": 128 },
+                    }),
+                    &["status", "labels"],
+                )),
+            }),
+            &["alerts"],
+        ),
+        "Intake": object(
+            json!({
+                "accepted": { "type": "integer" },
+                "alerts": array(object(
+                    json!({
+                        "fingerprint": string(), "name": string(),
+                        "status": { "type": "string", "enum": ["firing", "resolved"] },
+                        "recorded": string(),
+                        "decisions": array(object(
+                            json!({ "rule": string(), "outcome": string(), "reason": string(), "event_id": int_or_null() }),
+                            &["outcome", "reason"],
+                        )),
+                    }),
+                    &["fingerprint", "name", "status"],
+                )),
+            }),
+            &["accepted", "alerts"],
+        ),
+        "Alert": object(
+            json!({
+                "fingerprint": string(), "source": string(), "name": string(),
+                "status": { "type": "string", "enum": ["firing", "resolved"] },
+                "labels": { "type": "object", "nullable": true, "additionalProperties": string() },
+                "annotations": { "type": "object", "nullable": true, "additionalProperties": string() },
+                "starts_at": int_or_null(), "ends_at": int_or_null(),
+                "first_seen": int(), "last_seen": int(), "receipts": int(),
+                "decisions": array(object(
+                    json!({ "at": int(), "rule": string_or_null(), "outcome": string(), "reason": string(), "event_id": int_or_null() }),
+                    &["at", "outcome", "reason"],
+                )),
+            }),
+            &["fingerprint", "source", "name", "status", "first_seen", "last_seen", "receipts"],
+        ),
+        "Event": event(),
+        "EventDetail": {
+            "allOf": [
+                event(),
+                object(
+                    json!({
+                        "alert": { "type": "object", "nullable": true },
+                        "timeline": array(object(json!({ "at": int(), "kind": string(), "message": string() }), &["at", "kind", "message"])),
+                        "ops": array(object(
+                            json!({
+                                "id": int(), "agent": string(), "kind": string(), "state": string(),
+                                "dispatched_at": int_or_null(), "started_at": int_or_null(), "finished_at": int_or_null(),
+                                "error": string_or_null(), "steps": array(schema_ref("StepResult")), "live_output": string(),
+                            }),
+                            &["id", "agent", "kind", "state", "steps"],
+                        )),
+                        "notifications": array(schema_ref("Delivery")),
+                    }),
+                    &["alert", "timeline", "ops", "notifications"],
+                ),
+            ]
+        },
+        "Decision": object(
+            json!({
+                "id": int(), "at": int(), "fingerprint": string(), "rule": string_or_null(),
+                "outcome": string(), "reason": string(), "event_id": int_or_null(),
+            }),
+            &["id", "at", "fingerprint", "outcome", "reason"],
+        ),
+        "NewPause": json!({
+            "type": "object",
+            "properties": {
+                "runbook": nullable(pause_text("covers this runbook")),
+                "target": nullable(pause_text("covers this agent")),
+                "match": nullable(pause_text("covers alerts this JMESPath expression matches")),
+                "all": { "type": "boolean", "nullable": true, "description": "covers all automation" },
+                "for": { "type": "string", "nullable": true, "pattern": DURATION, "description": "how long, as a duration; or give until" },
+                "until": { "type": "integer", "format": "int64", "nullable": true, "description": "when it ends, in ms since the epoch, within 90 days" },
+                "reason": pause_text("shown on every decision it pauses"),
+            },
+            "required": ["reason"],
+            "allOf": [
+                { "description": "what it covers", "anyOf": [
+                    { "required": ["runbook"] }, { "required": ["target"] }, { "required": ["match"] },
+                    { "required": ["all"], "properties": { "all": { "enum": [true] } } },
+                ] },
+                { "description": "how long", "oneOf": [
+                    { "required": ["for"], "not": { "required": ["until"] } },
+                    { "required": ["until"], "not": { "required": ["for"] } },
+                ] },
+            ],
+        }),
+        "Pause": object(
+            json!({
+                "id": int(), "runbook": string_or_null(), "target": string_or_null(), "match": string_or_null(),
+                "reason": string(), "created_by": string(), "created_at": int(), "until": int(),
+                "resumed_at": int_or_null(), "resumed_by": string_or_null(), "active": boolean(),
+            }),
+            &["id", "reason", "created_by", "created_at", "until", "active"],
+        ),
+        "Breaker": breaker(),
+        "Heartbeat": object(
+            json!({
+                "name": string(), "origin": string(), "state": string(),
+                "registered_at": int(), "paused": boolean(), "pings": int(),
+                "last_start": int_or_null(), "last_end_at": int_or_null(),
+                "last_end_ok": { "type": "boolean", "nullable": true },
+                "due_at": int_or_null(), "down_at": int_or_null(),
+                "schedule": string(), "grace": string(),
+                "error": { "type": "string", "description": "why its definition is invalid (state invalid)" },
+            }),
+            &["name", "origin", "state", "registered_at", "paused", "pings"],
+        ),
+        "HeartbeatDefinition": {
+            "type": "object",
+            "description": "the fields of [[heartbeat]]: every or cron (with tz), grace, max_runtime, renotify, ...",
+            "additionalProperties": false,
+            "oneOf": [
+                { "required": ["every"], "not": { "anyOf": [{ "required": ["cron"] }, { "required": ["tz"] }] } },
+                { "required": ["cron"], "not": { "required": ["every"] } },
+            ],
+            "properties": {
+                "name": { "type": "string", "description": "the URL's name, if given" },
+                "every": { "type": "string", "pattern": DURATION },
+                "cron": string(),
+                "tz": string(),
+                "grace": { "type": "string", "pattern": DURATION },
+                "max_runtime": { "type": "string", "pattern": DURATION },
+                "renotify": { "type": "string", "pattern": DURATION },
+                "team": string(), "priority": string(), "service": string(), "runbook_url": string(),
+                "tags": array(string()),
+                "labels": labels(&[]),
+                "ping_key": string(),
+                "description": string(),
+            }
+        },
+        "Ping": object(
+            json!({ "id": int(), "at": int(), "kind": string(), "exit_code": { "type": "integer", "nullable": true }, "body": string(), "remote": string() }),
+            &["id", "at", "kind", "body", "remote"],
+        ),
+        "Probe": object(
+            json!({
+                "name": string(), "state": string(), "type": string(), "schedule": string(),
+                "fail_after": { "type": "integer" }, "recover_after": { "type": "integer" },
+                "tags": array(string()), "removed": boolean(),
+                "last_at": int_or_null(), "last_ok": { "type": "boolean", "nullable": true },
+                "last_latency_ms": int_or_null(), "last_detail": string_or_null(),
+            }),
+            &["name", "state"],
+        ),
+        "Delivery": object(
+            json!({
+                "id": int(), "notification_id": int(), "kind": string(), "subject": string(),
+                "event_id": int_or_null(), "channel": string(),
+                "state": { "type": "string", "enum": ["pending", "sent", "failed"] },
+                "attempts": int(), "created_at": int(), "next_at": int_or_null(), "done_at": int_or_null(),
+                "digest": int_or_null(), "error": string_or_null(),
+            }),
+            &["id", "notification_id", "kind", "subject", "channel", "state", "attempts", "created_at"],
+        ),
+        "Agent": object(
+            json!({
+                "id": string(), "instance": string(), "tags": array(string()), "allow": array(string()),
+                "version": string(), "hostname": string(), "first_seen": int(), "last_seen": int(),
+                "running_ops": int(), "queued_ops": int(), "polling": boolean(),
+            }),
+            &["id", "instance", "tags", "allow", "first_seen", "last_seen", "running_ops", "queued_ops", "polling"],
+        ),
+        "AgentHello": object(
+            json!({
+                "instance": { "type": "string", "minLength": 1, "maxLength": 128, "description": "random per agent process" },
+                "tags": array(string()),
+                "allow": array(string()),
+                "version": string(),
+                "hostname": string(),
+            }),
+            &["instance"],
+        ),
+        "Op": object(
+            json!({ "id": int(), "event_id": int() }),
+            &["id", "event_id"],
+        ),
+        "StepResult": object(
+            json!({
+                "name": string(),
+                "exit_code": { "type": "integer", "format": "int32", "nullable": true },
+                "signal": { "type": "integer", "format": "int32", "nullable": true },
+                "timed_out": boolean(),
+                "duration_ms": { "type": "integer", "minimum": 0, "maximum": u64::MAX },
+                "output": string(),
+                "output_bytes": { "type": "integer", "minimum": 0, "maximum": u64::MAX },
+                "truncated": boolean(),
+            }),
+            &["name"],
+        ),
+        "AuditEntry": object(
+            json!({
+                "id": int(), "at": int(), "actor": string(), "action": string(),
+                "target": string(), "detail": string(), "remote": string_or_null(),
+            }),
+            &["id", "at", "actor", "action", "target", "detail"],
+        ),
+    })
+}
+
+fn event() -> Value {
+    object(
+        json!({
+            "id": int(), "rule": string(), "runbook": string(), "key": string(), "fingerprint": string(),
+            "state": string(), "mode": string(), "hits": int(),
+            "created_at": int(), "updated_at": int(), "ended_at": int_or_null(),
+            "started_at": int_or_null(), "deadline": int_or_null(),
+            "decided_by": string_or_null(), "reason": string_or_null(),
+            "open": { "type": "boolean", "description": "in lists: not ended yet" },
+        }),
+        &[
+            "id",
+            "rule",
+            "runbook",
+            "key",
+            "fingerprint",
+            "state",
+            "mode",
+            "created_at",
+            "updated_at",
+        ],
+    )
+}
+
+/// The safety breaker as stored.
+pub(super) fn breaker() -> Value {
+    object(
+        json!({
+            "state": { "type": "string", "enum": ["open", "closed"] },
+            "reason": string(), "changed_at": int(), "changed_by": string(),
+            "runs_last_hour": int(), "failed_in_row": int(),
+        }),
+        &[
+            "state",
+            "reason",
+            "changed_at",
+            "changed_by",
+            "runs_last_hour",
+            "failed_in_row",
+        ],
+    )
+}
+
+/// Alert labels or annotations: names to text (null is none, unless some are required).
+fn labels(required: &[&str]) -> Value {
+    let value = json!({ "anyOf": [string(), { "type": "number" }, boolean()] });
+    let mut l = json!({
+        "type": "object",
+        "nullable": required.is_empty(),
+        "description": "names to values; numbers and booleans are taken as their text",
+        "additionalProperties": value,
+    });
+    if !required.is_empty() {
+        l["required"] = json!(required);
+        l["properties"] = required
+            .iter()
+            .map(|k| (k.to_string(), value.clone()))
+            .collect();
+    }
+    l
+}
+
+/// An alert's time: RFC 3339; empty or null when unknown.
+fn time() -> Value {
+    json!({
+        "type": "string",
+        "nullable": true,
+        "anyOf": [{ "format": "date-time" }, { "maxLength": 0 }],
+    })
+}
+
+/// A field Alertmanager sends that heal does not read: anything goes.
+fn unread() -> Value {
+    json!({ "description": "Alertmanager's; heal does not read it" })
+}
+
+/// The same schema, null allowed (and taken as left out).
+fn nullable(mut schema: Value) -> Value {
+    schema["nullable"] = json!(true);
+    schema
+}
+
+fn pause_text(description: &str) -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": 1024, "pattern": "\\S", "description": description })
+}
