@@ -5,11 +5,11 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|data: &[u8]| heal_fuzz::on_server_stack(|| {
     let Some(body) = heal_fuzz::json(data) else {
         return;
     };
     if let Ok(alerts) = heal::alert::from_alertmanager(&body) {
-        heal_fuzz::intake(&alerts, &Value::Null);
+        heal_fuzz::intake(&heal_fuzz::CONFIG, &alerts, &Value::Null);
     }
-});
+}));

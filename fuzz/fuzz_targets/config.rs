@@ -1,17 +1,21 @@
 //! `heal check-config`, `heal serve` and a reload: any text through
-//! `config::parse`, and a valid result through what the API shows of it.
+//! `config::parse`; a valid config through what the API shows of it, and
+//! through the decisions on sample alerts, since the runtime must cope with
+//! anything validation lets through.
 #![no_main]
 
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|data: &[u8]| heal_fuzz::on_server_stack(|| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     if let Ok(config) = heal::config::parse(Path::new("runbooks.toml"), text) {
         let _ = heal::config::summary(&config);
         let _ = heal::config::redacted(&config);
+        let (alerts, ctx) = &*heal_fuzz::SAMPLE;
+        heal_fuzz::intake(&config, alerts, ctx);
     }
-});
+}));

@@ -5,13 +5,13 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|data: &[u8]| heal_fuzz::on_server_stack(|| {
     let Some(body) = heal_fuzz::json(data) else {
         return;
     };
     for source in heal_fuzz::CONFIG.sources.values() {
         if let Ok(alerts) = heal::alert::from_source(source, &body) {
-            heal_fuzz::intake(&alerts, &Value::Null);
+            heal_fuzz::intake(&heal_fuzz::CONFIG, &alerts, &Value::Null);
         }
     }
-});
+}));

@@ -9,12 +9,12 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|data: &[u8]| heal_fuzz::on_server_stack(|| {
     let Some(body) = heal_fuzz::json(data) else {
         return;
     };
     let ctx = body.get("context").cloned().unwrap_or(Value::Null);
     if let Ok(alerts) = heal::alert::from_own(&body) {
-        heal_fuzz::intake(&alerts, &ctx);
+        heal_fuzz::intake(&heal_fuzz::CONFIG, &alerts, &ctx);
     }
-});
+}));

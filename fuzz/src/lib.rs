@@ -20,8 +20,36 @@ pub static CONFIG: LazyLock<Config> = LazyLock::new(|| {
         .expect("fuzz/fixed.toml is a valid config")
 });
 
-/// "Now" for every decision: a fixed time, so a crash replays exactly.
-pub const NOW: i64 = 1_800_000_000_000;
+/// "Now" for a decision whose context does not say: a fixed time, so a crash
+/// replays exactly.
+const NOW: i64 = 1_800_000_000_000;
+
+/// The stack of the server's threads (Rust's default for a spawned thread).
+const SERVER_STACK: usize = 2 << 20;
+
+/// Runs `f` on a thread with the stack of the server's threads, so that a
+/// recursion too deep for an HTTP worker crashes the fuzz target too.
+pub fn on_server_stack(f: impl FnOnce() + Send) {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .stack_size(SERVER_STACK)
+            .spawn_scoped(scope, f)
+            .expect("a thread for the input");
+        if worker.join().is_err() {
+            std::process::abort();
+        }
+    });
+}
+
+/// Alerts of every kind the fixed config has a rule for, with the context of
+/// a real server (`seeds/rules/all-alerts.json`): what the config target
+/// decides with each config it parses.
+pub static SAMPLE: LazyLock<(Vec<Alert>, Value)> = LazyLock::new(|| {
+    let body: Value = serde_json::from_str(include_str!("../seeds/rules/all-alerts.json"))
+        .expect("seeds/rules/all-alerts.json is JSON");
+    let alerts = heal::alert::from_own(&body).expect("seeds/rules/all-alerts.json holds alerts");
+    (alerts, body["context"].clone())
+});
 
 /// A request body as the server reads it (`server::api::read_json`): JSON or nothing.
 pub fn json(data: &[u8]) -> Option<Value> {
@@ -31,30 +59,33 @@ pub fn json(data: &[u8]) -> Option<Value> {
 /// What the server does with parsed alerts before its store job: evaluate the
 /// rules for the firing ones (`intake::evaluate`), then decide each match
 /// against the context `ctx` and build the plan of the events it would start.
-pub fn intake(alerts: &[Alert], ctx: &Value) {
+/// As in `heal run-rule --context`, the context's `now` is the time of the
+/// decision.
+pub fn intake(config: &Config, alerts: &[Alert], ctx: &Value) {
+    let now = ctx.get("now").and_then(Value::as_i64).unwrap_or(NOW);
     for alert in alerts {
         let _ = heal::alert::fingerprint(&alert.labels);
     }
-    let evals = intake::evaluate(&CONFIG, alerts);
+    let evals = intake::evaluate(config, alerts);
     for (alert, eval) in alerts.iter().zip(&evals) {
         let Some(eval) = eval else { continue };
-        decide(alert, eval, ctx);
+        decide(config, alert, eval, ctx, now);
     }
 }
 
 /// `intake::apply_one` without the store: the facts of each match read from
 /// `ctx` (which stands for `store::key_context` and `store::context`), the
 /// decision with the `unless` guard, and the plan a run would get.
-fn decide(alert: &Alert, eval: &rules::Evaluation, ctx: &Value) {
+fn decide(config: &Config, alert: &Alert, eval: &rules::Evaluation, ctx: &Value, now: i64) {
     let alert_doc = heal::config::doc(alert.doc());
     for m in &eval.matches {
-        let rule = &CONFIG.rules[m.rule_idx];
+        let rule = &config.rules[m.rule_idx];
         let mut m = m.clone();
         if !m.target_tags.is_empty() {
             m.targets = rules::agents_tagged(ctx, &m.target_tags);
         }
         let facts = if matches!(m.action, Action::Run(_)) && m.error.is_none() {
-            rules::facts(ctx, rule, &m, &alert_doc, NOW)
+            rules::facts(ctx, rule, &m, &alert_doc, now)
         } else {
             rules::KeyFacts::default()
         };
@@ -62,10 +93,10 @@ fn decide(alert: &Alert, eval: &rules::Evaluation, ctx: &Value) {
             None => Ok(false),
             Some(unless) => unless.truthy(&rules::guard_doc(alert, ctx)),
         };
-        let d = rules::decide(&m, rule, &CONFIG.safety, &facts, &mut guard);
+        let d = rules::decide(&m, rule, &config.safety, &facts, &mut guard);
         if let Action::Run(name) = &m.action {
-            let runbook = &CONFIG.runbooks[name];
-            let plan = intake::plan(&CONFIG, 1, &m, runbook, alert);
+            let runbook = &config.runbooks[name];
+            let plan = intake::plan(config, 1, &m, runbook, alert);
             let _ = serde_json::to_vec(&plan);
         }
         let _ = d.reason.len();
