@@ -25,4 +25,3 @@ pub mod client;
 pub mod exec;
 
 pub mod cli;
-
