@@ -1,7 +1,8 @@
 //! `heal check-config`, `heal serve` and a reload: any text through
 //! `config::parse`; a valid config through what the API shows of it, and
-//! through the decisions on sample alerts, since the runtime must cope with
-//! anything validation lets through.
+//! through the decisions on sample alerts and what the scheduler computes
+//! (heartbeat states, when probes and schedules are due, a schedule's run),
+//! since the runtime must cope with anything validation lets through.
 #![no_main]
 
 use std::path::Path;
@@ -17,5 +18,6 @@ fuzz_target!(|data: &[u8]| heal_fuzz::on_server_stack(|| {
         let _ = heal::config::redacted(&config);
         let (alerts, ctx) = &*heal_fuzz::SAMPLE;
         heal_fuzz::intake(&config, alerts, ctx);
+        heal_fuzz::watch(&config, ctx, heal_fuzz::now(ctx));
     }
 }));

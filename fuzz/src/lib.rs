@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::LazyLock;
 
-use heal::alert::Alert;
+use heal::alert::{Alert, Status};
 use heal::config::{Action, Config};
 use heal::rules;
 use heal::server::intake;
@@ -56,13 +56,16 @@ pub fn json(data: &[u8]) -> Option<Value> {
     serde_json::from_slice(data).ok()
 }
 
+/// The time of a decision: the context's `now`, as in `heal run-rule --context`.
+pub fn now(ctx: &Value) -> i64 {
+    ctx.get("now").and_then(Value::as_i64).unwrap_or(NOW)
+}
+
 /// What the server does with parsed alerts before its store job: evaluate the
 /// rules for the firing ones (`intake::evaluate`), then decide each match
 /// against the context `ctx` and build the plan of the events it would start.
-/// As in `heal run-rule --context`, the context's `now` is the time of the
-/// decision.
 pub fn intake(config: &Config, alerts: &[Alert], ctx: &Value) {
-    let now = ctx.get("now").and_then(Value::as_i64).unwrap_or(NOW);
+    let now = now(ctx);
     for alert in alerts {
         let _ = heal::alert::fingerprint(&alert.labels);
     }
@@ -100,5 +103,62 @@ fn decide(config: &Config, alert: &Alert, eval: &rules::Evaluation, ctx: &Value,
             let _ = serde_json::to_vec(&plan);
         }
         let _ = d.reason.len();
+    }
+}
+
+/// What the scheduler thread computes from a config at `now`: each
+/// heartbeat's status after a success, a failure and a run still going, and
+/// when each probe and schedule is next due; then each `[[schedule]]` fired,
+/// decided like the internal alert that stands for its run.
+pub fn watch(config: &Config, ctx: &Value, now: i64) {
+    use heal::heartbeat::{status, End, Seen};
+    let hour = 3_600_000;
+    let end = |ok| End {
+        at: now - hour,
+        ok,
+        exit_code: (!ok).then_some(1),
+    };
+    for hb in config.heartbeats.values() {
+        for seen in [
+            Seen::default(),
+            Seen {
+                registered_at: now - 48 * hour,
+                last_start: Some(now - 2 * hour),
+                last_end: Some(end(true)),
+                ..Seen::default()
+            },
+            Seen {
+                registered_at: now - 48 * hour,
+                last_start: Some(now - 2 * hour),
+                last_end: Some(end(false)),
+                ..Seen::default()
+            },
+            Seen {
+                registered_at: now - 48 * hour,
+                last_start: Some(now - 1),
+                ..Seen::default()
+            },
+        ] {
+            let _ = status(&hb.spec, &seen, now);
+        }
+    }
+    for probe in config.probes.values() {
+        let _ = probe.schedule.next_after(now);
+    }
+    for scheduled in &config.schedules {
+        let _ = scheduled.schedule.next_after(now);
+        let labels = [("schedule".to_string(), scheduled.name.clone())].into();
+        let alert = Alert {
+            fingerprint: heal::alert::fingerprint(&labels),
+            name: "ScheduledRun".into(),
+            status: Status::Firing,
+            labels,
+            annotations: Default::default(),
+            starts_at: Some(now),
+            ends_at: None,
+            source: "heal".into(),
+        };
+        let eval = rules::evaluate_schedule(config, scheduled.rule_idx, &alert);
+        decide(config, &alert, &eval, ctx, now);
     }
 }
