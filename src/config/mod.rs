@@ -1518,6 +1518,21 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
         );
     }
 
+    // A runbook timeout of u64::MAX milliseconds validated, then overflowed
+    // the op's time budget when an alert ran it (fuzz target `config`), and
+    // a cooldown past i64::MAX overflowed the decision's arithmetic.
+    #[test]
+    fn durations_longer_than_a_century_are_refused() {
+        check_err(
+            &GOOD.replace("timeout = \"5s\"", "timeout = \"18446744073709551615ms\""),
+            "runbooks.toml:14: runbook \"clean\": timeout: bad duration \"18446744073709551615ms\": longer than 100 years",
+        );
+        check_err(
+            &GOOD.replace("params =", "cooldown = \"106751991167d\"\nparams ="),
+            "longer than 100 years",
+        );
+    }
+
     /// Expressions nested `n` deep in each way JMESPath nests.
     fn nested(n: usize) -> Vec<String> {
         let chain = |op: &str| vec!["a"; n].join(op);
