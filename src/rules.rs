@@ -419,7 +419,7 @@ fn decide_live(
         return d;
     }
     if let Some(last) = &facts.last_run {
-        let settle_until = last.at + rule.cooldown.as_millis() as i64;
+        let settle_until = last.at.saturating_add(rule.cooldown.as_millis() as i64);
         if facts.now < settle_until {
             let mut d = decision(
                 Outcome::Cooldown,
@@ -428,9 +428,9 @@ fn decide_live(
                     last.id,
                     m.key,
                     last.state,
-                    ms(facts.now - last.at),
+                    ms(facts.now.saturating_sub(last.at)),
                     format_duration(rule.cooldown),
-                    ms(settle_until - facts.now)
+                    ms(settle_until.saturating_sub(facts.now))
                 ),
             );
             d.event = Some(last.id);
@@ -608,7 +608,7 @@ pub fn facts(
         now,
         ..KeyFacts::default()
     };
-    let since = now - rule.within.as_millis() as i64;
+    let since = now.saturating_sub(rule.within.as_millis() as i64);
     let mut events: Vec<&Value> = ctx
         .get("events")
         .and_then(Value::as_array)
@@ -1167,6 +1167,22 @@ steps = [ { name = "a", run = "true" } ]
         let eval = evaluate(&config, alert);
         let names: Vec<&str> = eval.matches.iter().map(|m| m.rule.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
+    }
+
+    // A saved context (`heal run-rule --context`) with times at the ends of
+    // i64 overflowed the cooldown and the attempt window (fuzz target `rules`).
+    #[test]
+    fn extreme_times_in_a_context_do_not_overflow() {
+        let ctx = json!({"events": [event(4, "disk", "failed", Some(NOW - MIN), Some(i64::MAX))]});
+        assert_eq!(decide_all(disk(), &ctx)[0].1.outcome, Outcome::Cooldown);
+        let config = config();
+        let alert = &from_own(&disk()).unwrap()[0];
+        let m = &evaluate(&config, alert).matches[0];
+        let rule = &config.rules[m.rule_idx];
+        let ctx = json!({"events": [event(4, "disk", "failed", Some(1), Some(2))]});
+        let facts = facts(&ctx, rule, m, &guard_doc(alert, &ctx), i64::MIN);
+        let d = decide(m, rule, &config.safety, &facts, &mut || Ok(false));
+        assert_eq!(d.outcome, Outcome::Cooldown);
     }
 
     #[test]

@@ -12,7 +12,13 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Parses "500ms", "30s", "10m", "1h30m", "2d" (units ms, s, m, h, d; concatenated).
+/// Longest duration heal accepts: 100 years (36500d). Times are i64 and
+/// budgets u64 milliseconds, so a deadline or a sum of step timeouts made
+/// of such durations cannot overflow.
+pub const MAX_DURATION_MS: u64 = 36_500 * 86_400_000;
+
+/// Parses "500ms", "30s", "10m", "1h30m", "2d" (units ms, s, m, h, d; concatenated),
+/// at most `MAX_DURATION_MS`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
@@ -51,7 +57,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total = number
             .checked_mul(factor)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("bad duration {text:?}: too large"))?;
+            .filter(|&t| t <= MAX_DURATION_MS)
+            .ok_or_else(|| format!("bad duration {text:?}: longer than 100 years (36500d)"))?;
         rest = &rest[unit_len..];
     }
     Ok(Duration::from_millis(total))
@@ -209,6 +216,10 @@ mod tests {
         assert!(parse_duration("10").unwrap_err().contains("missing unit"));
         assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("").is_err());
+        check_duration("36500d", MAX_DURATION_MS);
+        assert!(parse_duration("36500d1ms")
+            .unwrap_err()
+            .contains("100 years"));
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
     }
 

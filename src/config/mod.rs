@@ -48,15 +48,33 @@ pub fn doc(value: serde_json::Value) -> jmespath::Rcvar {
         .unwrap_or_else(|_| jmespath::Rcvar::new(jmespath::Variable::Null))
 }
 
+/// Most operators and brackets in one expression. The JMESPath parser, and
+/// dropping what it built, recurse about once for each; this keeps both
+/// within the 2 MiB stack of any heal thread, whatever a pause's `match` or a
+/// config file holds.
+const MAX_EXPR_OPERATORS: usize = 256;
+
+/// Deepest nesting of a parsed expression: the interpreter recurses once per
+/// level each time the expression is evaluated.
+const MAX_EXPR_DEPTH: usize = 32;
+
 impl Expr {
-    /// Compiles `source`; the error is JMESPath's own message.
+    /// Compiles `source`; the error is JMESPath's own message, or says the
+    /// expression is too big to evaluate safely.
     pub fn compile(source: &str) -> std::result::Result<Expr, String> {
-        jmespath::compile(source)
-            .map(|compiled| Expr {
-                source: source.to_string(),
-                compiled,
-            })
-            .map_err(|e| e.to_string().replace('\n', " "))
+        let operators = count_operators(source);
+        if operators > MAX_EXPR_OPERATORS {
+            return Err(format!("{operators} operators and brackets, more than the {MAX_EXPR_OPERATORS} heal evaluates safely (write a simpler expression)"));
+        }
+        let compiled = jmespath::compile(source).map_err(|e| e.to_string().replace('\n', " "))?;
+        let depth = depth(compiled.as_ast());
+        if depth > MAX_EXPR_DEPTH {
+            return Err(format!("nested {depth} levels deep, more than the {MAX_EXPR_DEPTH} heal evaluates safely (write a flatter expression)"));
+        }
+        Ok(Expr {
+            source: source.to_string(),
+            compiled,
+        })
     }
 
     /// Evaluates over a document and returns the result as JSON.
@@ -76,6 +94,60 @@ impl Expr {
             .map_err(|e| format!("`{}`: {}", self.source, e.to_string().replace('\n', " ")))?;
         Ok(var.is_truthy())
     }
+}
+
+/// Operator and bracket characters outside quoted strings and literals.
+fn count_operators(source: &str) -> usize {
+    let mut count = 0;
+    let mut quote = None;
+    let mut chars = source.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(_), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (None, c) if "()[]{}!&|.=<>*?".contains(c) => count += 1,
+            (None, _) => {}
+        }
+    }
+    count
+}
+
+/// How deep a parsed expression nests, walked without recursion.
+fn depth(ast: &jmespath::ast::Ast) -> usize {
+    use jmespath::ast::Ast;
+    let mut deepest = 0;
+    let mut stack = vec![(ast, 1)];
+    while let Some((node, level)) = stack.pop() {
+        deepest = deepest.max(level);
+        let children: Vec<&Ast> = match node {
+            Ast::Comparison { lhs, rhs, .. }
+            | Ast::And { lhs, rhs, .. }
+            | Ast::Or { lhs, rhs, .. }
+            | Ast::Projection { lhs, rhs, .. }
+            | Ast::Subexpr { lhs, rhs, .. } => vec![lhs, rhs],
+            Ast::Condition {
+                predicate, then, ..
+            } => vec![predicate, then],
+            Ast::Expref { ast, .. } => vec![ast],
+            Ast::Flatten { node, .. } | Ast::Not { node, .. } | Ast::ObjectValues { node, .. } => {
+                vec![node]
+            }
+            Ast::Function { args, .. } => args.iter().collect(),
+            Ast::MultiList { elements, .. } => elements.iter().collect(),
+            Ast::MultiHash { elements, .. } => elements.iter().map(|kv| &kv.value).collect(),
+            Ast::Identity { .. }
+            | Ast::Field { .. }
+            | Ast::Index { .. }
+            | Ast::Literal { .. }
+            | Ast::Slice { .. } => Vec::new(),
+        };
+        stack.extend(children.into_iter().map(|child| (child, level + 1)));
+    }
+    deepest
 }
 
 /// The validated configuration. Immutable; a reload builds a new one.
@@ -1444,6 +1516,74 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
             "[[rule]]\nname = \"x\"\nwhen = \"labels.[\"\naction = \"discard\"\n",
             "runbooks.toml:3: rule \"x\": when:",
         );
+    }
+
+    // A runbook timeout of u64::MAX milliseconds validated, then overflowed
+    // the op's time budget when an alert ran it (fuzz target `config`), and
+    // a cooldown past i64::MAX overflowed the decision's arithmetic.
+    #[test]
+    fn durations_longer_than_a_century_are_refused() {
+        check_err(
+            &GOOD.replace("timeout = \"5s\"", "timeout = \"18446744073709551615ms\""),
+            "runbooks.toml:14: runbook \"clean\": timeout: bad duration \"18446744073709551615ms\": longer than 100 years",
+        );
+        check_err(
+            &GOOD.replace("params =", "cooldown = \"106751991167d\"\nparams ="),
+            "longer than 100 years",
+        );
+    }
+
+    /// Expressions nested `n` deep in each way JMESPath nests.
+    fn nested(n: usize) -> Vec<String> {
+        let chain = |op: &str| vec!["a"; n].join(op);
+        vec![
+            format!("{}a{}", "(".repeat(n), ")".repeat(n)),
+            format!("{}a{}", "[".repeat(n), "]".repeat(n)),
+            format!("{}a{}", "{a:".repeat(n), "}".repeat(n)),
+            format!("{}a{}", "abs(".repeat(n), ")".repeat(n)),
+            format!("{}a", "!".repeat(n)),
+            format!("{}a", "& ".repeat(n)),
+            format!("a{}", "[?b]".repeat(n)),
+            format!("a{}", "[*]".repeat(n)),
+            format!("a{}", "[]".repeat(n)),
+            chain("."),
+            chain("|"),
+            chain("||"),
+            chain("&&"),
+            chain("=="),
+        ]
+    }
+
+    // A deeply nested expression overflowed the stack while it was parsed,
+    // evaluated or dropped (fuzz target `config`, with a rule's `when`), which
+    // aborts the whole server: on a reload, or on a pause's `match` from the API.
+    #[test]
+    fn deeply_nested_expressions_are_refused() {
+        for source in nested(20_000).into_iter().chain(nested(129)) {
+            let err = Expr::compile(&source).unwrap_err();
+            assert!(err.contains("heal evaluates safely"), "{err}");
+        }
+        let quoted = format!(
+            "a == '{}' && b == `\"{}\"`",
+            "(".repeat(5000),
+            "[".repeat(5000)
+        );
+        assert!(Expr::compile(&quoted).is_ok());
+    }
+
+    /// The largest expression of each shape that compiles also evaluates on
+    /// this test thread's 2 MiB stack, in a debug build.
+    #[test]
+    fn nested_expressions_within_the_limits_evaluate() {
+        let doc = doc(serde_json::json!({"a": {"a": [1]}, "b": true}));
+        for shape in 0..nested(1).len() {
+            let accepted = (1..300)
+                .map(|n| nested(n).swap_remove(shape))
+                .take_while(|source| Expr::compile(source).is_ok())
+                .last()
+                .expect("one level compiles");
+            let _ = Expr::compile(&accepted).unwrap().eval(&doc);
+        }
     }
 
     #[test]
