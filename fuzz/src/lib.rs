@@ -6,7 +6,7 @@
 //! `server::intake::apply`) is bound to HTTP and SQLite.
 
 use std::path::Path;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Once};
 
 use heal::alert::{Alert, Status};
 use heal::config::{Action, Config};
@@ -27,18 +27,67 @@ const NOW: i64 = 1_800_000_000_000;
 /// The stack of the server's threads (Rust's default for a spawned thread).
 const SERVER_STACK: usize = 2 << 20;
 
+/// Where libFuzzer's crash handler runs when the input's thread overflowed.
+const SIGNAL_STACK: usize = 256 << 10;
+
 /// Runs `f` on a thread with the stack of the server's threads, so that a
 /// recursion too deep for an HTTP worker crashes the fuzz target too.
 pub fn on_server_stack(f: impl FnOnce() + Send) {
+    static HANDLER_ON_ITS_OWN_STACK: Once = Once::new();
+    HANDLER_ON_ITS_OWN_STACK.call_once(crash_handler_on_signal_stack);
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .stack_size(SERVER_STACK)
-            .spawn_scoped(scope, f)
+            .spawn_scoped(scope, || with_signal_stack(f))
             .expect("a thread for the input");
         if worker.join().is_err() {
             std::process::abort();
         }
     });
+}
+
+/// A stack overflow ends in SIGSEGV on the guard page. libFuzzer's handler
+/// for it would run on the exhausted stack and die before it reports and
+/// saves the input (AddressSanitizer, which the targets go without, would
+/// give it a stack of its own). With `no_main`, Rust's own overflow handler
+/// is not installed either. So the handler is told to run on the signal
+/// stack that `with_signal_stack` gives each input's thread.
+fn crash_handler_on_signal_stack() {
+    for signal in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: reads libFuzzer's handler and sets it again with one more flag.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut action) == 0 {
+                action.sa_flags |= libc::SA_ONSTACK;
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// Runs `f` with a signal stack for this thread, removed before it is freed.
+fn with_signal_stack(f: impl FnOnce()) {
+    let mut memory = vec![0u8; SIGNAL_STACK];
+    let stack = |sp: *mut libc::c_void, flags, size| libc::stack_t {
+        ss_sp: sp,
+        ss_flags: flags,
+        ss_size: size,
+    };
+    // SAFETY: `memory` outlives its use as this thread's signal stack.
+    unsafe {
+        libc::sigaltstack(
+            &stack(memory.as_mut_ptr().cast(), 0, SIGNAL_STACK),
+            std::ptr::null_mut(),
+        );
+    }
+    f();
+    // SAFETY: disables the signal stack before `memory` is dropped.
+    unsafe {
+        libc::sigaltstack(
+            &stack(std::ptr::null_mut(), libc::SS_DISABLE, 0),
+            std::ptr::null_mut(),
+        );
+    }
 }
 
 /// Alerts of every kind the fixed config has a rule for, with the context of
