@@ -604,36 +604,8 @@ steps = [ {{ name = "mark", run = {step} }} ]
     let startup_p50 = quantile(&baseline, 0.5);
 
     let (server, url) = start_server(&dir, &config);
-    let agent_proc = Proc::spawn(
-        "heal agent",
-        Command::new(env!("CARGO_BIN_EXE_heal"))
-            .args([
-                "agent",
-                "--server",
-                &url,
-                "--id",
-                "bench",
-                "--concurrency",
-                "4",
-            ])
-            .env("HEAL_LOG", "info")
-            .env_remove("HEAL_TOKEN")
-            .current_dir(&dir),
-    );
+    let agent_proc = scale::real_agent(&url, &dir, "info");
     let http = http_agent(Duration::from_secs(30));
-    wait_for(
-        "agent bench to poll",
-        Duration::from_secs(20),
-        Duration::from_millis(20),
-        || {
-            let agents = get_json(&http, &format!("{url}/api/v1/agents"))?;
-            agents["agents"]
-                .as_array()?
-                .iter()
-                .any(|a| a["id"] == "bench" && a["polling"] == true)
-                .then_some(())
-        },
-    );
 
     let mut marks = Marks::new(marks_path);
     let mut samples = Vec::new();

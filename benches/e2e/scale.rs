@@ -69,8 +69,8 @@ steps = [ {{ name = "mark", run = {step} }} ]
     )
 }
 
-/// Starts `heal agent --id bench` against `url` and waits for its poll.
-fn real_agent(url: &str, dir: &std::path::Path) -> Proc {
+/// Starts `heal agent --id bench` (logging at `log`) against `url` and waits for its poll.
+pub(super) fn real_agent(url: &str, dir: &std::path::Path, log: &str) -> Proc {
     let agent = Proc::spawn(
         "heal agent",
         Command::new(env!("CARGO_BIN_EXE_heal"))
@@ -83,7 +83,7 @@ fn real_agent(url: &str, dir: &std::path::Path) -> Proc {
                 "--concurrency",
                 "4",
             ])
-            .env("HEAL_LOG", "warn")
+            .env("HEAL_LOG", log)
             .env_remove("HEAL_TOKEN")
             .current_dir(dir),
     );
@@ -175,7 +175,7 @@ pub fn agents() {
     let dir = bench_dir("agents");
     let marks_path = dir.join("marks.txt");
     let (server, url) = start_server(&dir, &config(&marks_path));
-    let agent = real_agent(&url, &dir);
+    let agent = real_agent(&url, &dir, "warn");
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -295,7 +295,7 @@ pub fn load() {
     let (server, url) = start_server(&dir, &config(&marks_path));
     let (_, flat_out) = drive_intake(&server, &url);
     let max_rate = flat_out.rps();
-    let agent = real_agent(&url, &dir);
+    let agent = real_agent(&url, &dir, "warn");
     let mut marks = Marks::new(marks_path);
     let mut rows = Vec::new();
     for (k, level) in LEVELS.iter().enumerate() {

@@ -2,14 +2,16 @@
 //! `heal migrate [--check]` on current, older and newer schemas.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use serde_json::json;
 
-use crate::support::{fixture, heal_bin, heal_cli, http, repo, test_dir, wait_until, Server};
+use crate::support::{
+    fixture, heal_bin, heal_cli, http, serve_until_exit, test_dir, wait_until, Server,
+};
 
 const CONFIG: &str = r#"
 [[rule]]
@@ -312,7 +314,7 @@ fn a_database_from_a_newer_heal_is_refused_by_check_and_serve() {
     assert_eq!(user_version(&db), 999);
 
     std::fs::write(dir.join("runbooks.toml"), CONFIG).unwrap();
-    let (code, err) = serve_until_exit(&dir);
+    let (code, err) = serve_until_exit(Command::new(heal_bin()), &dir);
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains(refusal) && err.contains(fix), "{err}");
     assert_eq!(user_version(&db), 999);
@@ -341,38 +343,6 @@ fn migrate_never_creates_a_database() {
     assert!(err.contains("junk.db"), "{err}");
     let (code, _, err) = heal_cli(&["migrate", "--check", "--bogus"], &[], None);
     assert_eq!(code, 2, "{err}");
-}
-
-/// Runs `heal serve` on dir/heal.db, expecting it to stop by itself within 20 s; returns its exit code and stderr.
-fn serve_until_exit(dir: &Path) -> (Option<i32>, String) {
-    let mut child = Command::new(heal_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(dir.join("runbooks.toml"))
-        .arg("--db")
-        .arg(dir.join("heal.db"))
-        .current_dir(repo())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn heal serve");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait heal serve") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("heal serve kept running on a database it should refuse");
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    };
-    let mut err = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        std::io::Read::read_to_string(&mut stderr, &mut err).expect("read stderr");
-    }
-    (status.code(), err)
 }
 
 #[test]

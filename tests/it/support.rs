@@ -566,3 +566,37 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `heal serve` through `program` (heal itself, or a wrapper that execs
+/// it) on dir/runbooks.toml and dir/heal.db, expecting it to stop by itself
+/// within 20 s (a refusal at start); returns its exit code and stderr.
+pub fn serve_until_exit(mut program: Command, dir: &Path) -> (Option<i32>, String) {
+    let mut child = program
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.join("runbooks.toml"))
+        .arg("--db")
+        .arg(dir.join("heal.db"))
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn heal serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait heal serve") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("heal serve was expected to stop by itself but kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut stderr, &mut err).expect("read stderr");
+    }
+    (status.code(), err)
+}

@@ -12,7 +12,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::{
-    fixture, heal_bin, http, repo, test_dir, wait_agent_polling, wait_until, Agent, Server,
+    fixture, heal_bin, http, repo, serve_until_exit, test_dir, wait_agent_polling, wait_until,
+    Agent, Server,
 };
 
 /// `sh` execs heal in its own pid, so `$$` is heal's pid.
@@ -58,38 +59,11 @@ fn pass_as_fd3(cmd: &mut Command, fd: RawFd) {
     }
 }
 
-/// Runs a `heal serve` that must fail at start; returns its exit code and stderr.
-fn serve_must_fail(mut cmd: Command, dir: &std::path::Path) -> (i32, String) {
+/// Runs a `heal serve` that must fail at start (empty config); returns its exit code and stderr.
+fn serve_must_fail(cmd: Command, dir: &std::path::Path) -> (i32, String) {
     std::fs::write(dir.join("runbooks.toml"), "").expect("write config");
-    let mut child = cmd
-        .arg("serve")
-        .arg("--config")
-        .arg(dir.join("runbooks.toml"))
-        .arg("--db")
-        .arg(dir.join("heal.db"))
-        .args(["--listen", "127.0.0.1:0"])
-        .current_dir(repo())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn heal serve");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait heal") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("heal serve was expected to fail at start but kept running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
-        .expect("read stderr");
-    (status.code().unwrap_or(-1), stderr)
+    let (code, stderr) = serve_until_exit(cmd, dir);
+    (code.unwrap_or(-1), stderr)
 }
 
 /// Every message heal sent to `socket` until `until` arrives (bounded).
