@@ -111,13 +111,17 @@ pub fn start_event(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<Que
 
 /// Whether any alert joined to the event still fires.
 pub fn alerts_firing(conn: &Connection, event_id: i64) -> Result<bool> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM event_alert ea JOIN alert a ON a.fingerprint = ea.fingerprint
-         WHERE ea.event_id = ?1 AND a.status = 'firing')",
-    )
-    .and_then(|mut s| s.query_row([event_id], |r| r.get(0)))
-    .context("reading alerts of event")
+    conn.prepare_cached(ALERTS_FIRING)
+        .and_then(|mut s| s.query_row([event_id], |r| r.get(0)))
+        .context("reading alerts of event")
 }
+
+/// The event's few alerts first, each then found by its key. `CROSS JOIN`
+/// fixes that order: left to itself SQLite walks every firing alert through
+/// `alert_status` and looks each up in `event_alert`, a cost that grows with
+/// the alerts firing (18 ms a call with 95,600 firing; resolves made two).
+const ALERTS_FIRING: &str = "SELECT EXISTS (SELECT 1 FROM event_alert ea CROSS JOIN alert a ON a.fingerprint = ea.fingerprint
+     WHERE ea.event_id = ?1 AND a.status = 'firing')";
 
 /// Moves an event on after one of its ops changed: derives its state
 /// (`event::progress`), releases waiting targets, cancels the rest after a
@@ -652,7 +656,7 @@ pub fn any_deferred(conn: &Connection) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::{LAST_ENDED, RUNS_SINCE};
+    use super::{ALERTS_FIRING, LAST_ENDED, RUNS_SINCE};
     use crate::store::testing::{db, plan};
 
     #[test]
@@ -665,6 +669,19 @@ mod tests {
         assert_eq!(
             plan(&conn, LAST_ENDED, &[]),
             ["SEARCH event USING INDEX event_live_ended (ended_at>?)"]
+        );
+    }
+
+    #[test]
+    fn an_events_alerts_are_read_by_key_not_by_walking_the_firing_ones() {
+        assert_eq!(
+            plan(&db(), ALERTS_FIRING, &[]),
+            [
+                "SCAN CONSTANT ROW",
+                "SCALAR SUBQUERY 1",
+                "SEARCH ea USING PRIMARY KEY (event_id=?)",
+                "SEARCH a USING PRIMARY KEY (fingerprint=?)"
+            ]
         );
     }
 }
