@@ -258,4 +258,29 @@ mod tests {
             assert!(!plan.iter().any(|l| l == "SCAN event"), "{f:?}: {plan:?}");
         }
     }
+
+    #[test]
+    fn one_rule_or_runbook_is_listed_down_its_index_without_a_sort() {
+        let conn = db();
+        for (f, index) in [
+            (
+                EventFilter {
+                    rule: Some("r".into()),
+                    ..Default::default()
+                },
+                "SEARCH event USING INDEX event_rule (rule=?)",
+            ),
+            (
+                EventFilter {
+                    runbook: Some("b".into()),
+                    ..Default::default()
+                },
+                "SEARCH event USING INDEX event_runbook (runbook=?)",
+            ),
+        ] {
+            let (sql, mut args) = events_query(&f);
+            args.push(&50);
+            assert_eq!(plan(&conn, &sql, &args), [index], "{f:?}");
+        }
+    }
 }

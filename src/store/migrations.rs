@@ -356,6 +356,14 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX event_live_started ON event(started_at) WHERE mode = 'live' AND started_at IS NOT NULL;
     CREATE INDEX event_live_ended ON event(ended_at) WHERE mode = 'live' AND started_at IS NOT NULL;
     "#,
+    // 9: decisions are counted by outcome over a window (the overview, the
+    // decisions API) from the index alone, not by reading each row; a rule's
+    // events are listed newest first without sorting all of them.
+    r#"
+    DROP INDEX decision_at;
+    CREATE INDEX decision_at ON decision(at, outcome, rule);
+    CREATE INDEX event_rule ON event(rule, id);
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction and returns the

@@ -1067,6 +1067,14 @@ fn alert_json(r: &rusqlite::Row) -> rusqlite::Result<Value> {
     }))
 }
 
+/// One status's alerts, newest first, down `alert_status` (the status is
+/// never left open: `?1 IS NULL OR status = ?1` would make SQLite walk and
+/// sort every alert).
+const ALERTS_OF_STATUS: &str =
+    "SELECT fingerprint, source, name, status, labels, annotations, starts_at, ends_at, first_seen, last_seen, receipts FROM alert
+     WHERE status = ?1 AND (?2 IS NULL OR fingerprint = ?2) AND (?3 IS NULL OR name = ?3) AND last_seen >= ?4
+     ORDER BY last_seen DESC LIMIT ?5";
+
 /// Alerts, newest first, with their last decisions.
 pub fn list_alerts(
     conn: &Connection,
@@ -1076,19 +1084,31 @@ pub fn list_alerts(
     since: i64,
     limit: i64,
 ) -> Result<Vec<Value>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT fingerprint, source, name, status, labels, annotations, starts_at, ends_at, first_seen, last_seen, receipts FROM alert
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR fingerprint = ?2) AND (?3 IS NULL OR name = ?3) AND last_seen >= ?4
-             ORDER BY last_seen DESC LIMIT ?5",
+    let mut alerts: Vec<Value> = Vec::new();
+    let statuses = match status {
+        Some(s) => vec![s],
+        None => vec!["firing", "resolved"],
+    };
+    for status in statuses {
+        let mut stmt = conn
+            .prepare_cached(ALERTS_OF_STATUS)
+            .context("listing alerts")?;
+        let rows = stmt
+            .query_map(params![status, fingerprint, name, since, limit], alert_json)
+            .context("listing alerts")?;
+        for row in rows {
+            alerts.push(row.context("listing alerts")?);
+        }
+    }
+    // Newest first across both statuses, ties in the index's order.
+    let key = |a: &Value| {
+        (
+            a["last_seen"].as_i64(),
+            a["fingerprint"].as_str().map(str::to_string),
         )
-        .context("listing alerts")?;
-    let rows = stmt
-        .query_map(params![status, fingerprint, name, since, limit], alert_json)
-        .context("listing alerts")?;
-    let mut alerts: Vec<Value> = rows
-        .collect::<std::result::Result<_, _>>()
-        .context("listing alerts")?;
+    };
+    alerts.sort_by_key(|a| std::cmp::Reverse(key(a)));
+    alerts.truncate(usize::try_from(limit).unwrap_or(0));
     for a in &mut alerts {
         let fp = a["fingerprint"].as_str().unwrap_or_default().to_string();
         let mut stmt = conn
@@ -1188,5 +1208,54 @@ pub(crate) mod testing {
             .unwrap()
             .map(|r| r.unwrap())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{db, plan};
+    use super::{list_alerts, ALERTS_OF_STATUS};
+
+    #[test]
+    fn alerts_are_listed_down_the_status_index_without_a_sort() {
+        assert_eq!(
+            plan(&db(), ALERTS_OF_STATUS, &[&"firing"]),
+            ["SEARCH alert USING INDEX alert_status (status=? AND last_seen>?)"]
+        );
+    }
+
+    #[test]
+    fn alerts_of_both_statuses_come_newest_first_up_to_the_limit() {
+        let conn = db();
+        for (fp, status, seen) in [
+            ("a", "firing", 10),
+            ("b", "resolved", 40),
+            ("c", "firing", 30),
+            ("d", "resolved", 20),
+            ("e", "firing", 5),
+        ] {
+            conn.execute(
+                "INSERT INTO alert (fingerprint, source, name, status, labels, annotations, first_seen, last_seen) VALUES (?1, 'own', 'Disk', ?2, '{}', '{}', ?3, ?3)",
+                rusqlite::params![fp, status, seen],
+            )
+            .unwrap();
+        }
+        let fps = |status, since, limit| -> Vec<String> {
+            list_alerts(&conn, status, None, None, since, limit)
+                .unwrap()
+                .iter()
+                .map(|a| a["fingerprint"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(fps(None, 0, 10), ["b", "c", "d", "a", "e"]);
+        assert_eq!(fps(None, 0, 3), ["b", "c", "d"]);
+        assert_eq!(fps(None, 10, 10), ["b", "c", "d", "a"]);
+        assert_eq!(fps(Some("firing"), 0, 2), ["c", "a"]);
+        assert_eq!(fps(Some("resolved"), 0, 10), ["b", "d"]);
+        assert_eq!(
+            list_alerts(&conn, None, Some("d"), None, 0, 10).unwrap()[0]["status"],
+            "resolved"
+        );
+        assert!(fps(None, 0, 0).is_empty());
     }
 }
