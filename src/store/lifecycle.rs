@@ -355,10 +355,10 @@ fn firing_alerts(conn: &Connection) -> Result<Vec<Value>> {
 
 fn events_json(
     conn: &Connection,
-    sql_where: &str,
+    sql_rest: &str,
     args: &[&dyn rusqlite::ToSql],
 ) -> Result<Vec<Value>> {
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM event WHERE {sql_where}");
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM event {sql_rest}");
     let mut stmt = conn.prepare_cached(&sql).context("reading events")?;
     let rows = stmt.query_map(args, event_row).context("reading events")?;
     let rows: Vec<EventRow> = rows
@@ -379,7 +379,7 @@ fn event_json(e: &EventRow) -> Value {
 pub fn context(conn: &Connection, recent_ms: i64, now: i64) -> Result<Value> {
     let events = events_json(
         conn,
-        "ended_at IS NULL OR ended_at >= ?1 OR started_at >= ?1 ORDER BY id DESC LIMIT 5000",
+        "WHERE ended_at IS NULL OR ended_at >= ?1 OR started_at >= ?1 ORDER BY id DESC LIMIT 5000",
         &[&(now - recent_ms)],
     )?;
     let agents: Vec<Value> = super::list_agents(conn)?
@@ -404,6 +404,14 @@ pub fn context(conn: &Connection, recent_ms: i64, now: i64) -> Result<Value> {
     }))
 }
 
+/// A key's open and recent events, for each decision. Pinned to
+/// `event_key_started`: SQLite would otherwise walk `event_rule` for its
+/// order, every event of the rule, to save sorting the key's few.
+const KEY_EVENTS: &str = "INDEXED BY event_key_started WHERE rule = ?1 AND key = ?2 AND mode = ?3 AND (ended_at IS NULL OR started_at >= ?4) ORDER BY id DESC LIMIT 1000";
+
+/// A key's last event that ran, for each decision (pinned like `KEY_EVENTS`).
+const KEY_LAST_RAN: &str = "INDEXED BY event_key_started WHERE rule = ?1 AND key = ?2 AND mode = ?3 AND ended_at IS NOT NULL AND started_at IS NOT NULL ORDER BY ended_at DESC LIMIT 1";
+
 /// The part of the context one decision needs: the events of a rule and key
 /// in one mode (open ones, those that ran since `since`, and the last one that
 /// ran), active pauses and the breaker. `rules::facts` reads it like the full one.
@@ -415,16 +423,8 @@ pub fn key_context(
     since: i64,
     now: i64,
 ) -> Result<Value> {
-    let mut events = events_json(
-        conn,
-        "rule = ?1 AND key = ?2 AND mode = ?3 AND (ended_at IS NULL OR started_at >= ?4) ORDER BY id DESC LIMIT 1000",
-        &[&rule, &key, &mode, &since],
-    )?;
-    let last = events_json(
-        conn,
-        "rule = ?1 AND key = ?2 AND mode = ?3 AND ended_at IS NOT NULL AND started_at IS NOT NULL ORDER BY ended_at DESC LIMIT 1",
-        &[&rule, &key, &mode],
-    )?;
+    let mut events = events_json(conn, KEY_EVENTS, &[&rule, &key, &mode, &since])?;
+    let last = events_json(conn, KEY_LAST_RAN, &[&rule, &key, &mode])?;
     for e in last {
         if !events.iter().any(|x| x["id"] == e["id"]) {
             events.push(e);
@@ -659,8 +659,9 @@ pub fn any_deferred(conn: &Connection) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ALERTS_FIRING, DECISION_COUNTS, LAST_ENDED, RUNS_SINCE};
+    use super::{ALERTS_FIRING, DECISION_COUNTS, KEY_EVENTS, KEY_LAST_RAN, LAST_ENDED, RUNS_SINCE};
     use crate::store::testing::{db, plan};
+    use crate::store::EVENT_COLUMNS;
 
     #[test]
     fn the_breaker_counts_live_events_without_walking_dry_runs() {
@@ -673,6 +674,21 @@ mod tests {
             plan(&conn, LAST_ENDED, &[]),
             ["SEARCH event USING INDEX event_live_ended (ended_at>?)"]
         );
+    }
+
+    #[test]
+    fn a_decision_reads_its_keys_events_through_the_key_index() {
+        let conn = db();
+        for rest in [KEY_EVENTS, KEY_LAST_RAN] {
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM event {rest}");
+            let plan = plan(&conn, &sql, &[&"rule", &"key", &"live"]);
+            assert!(
+                plan[0].starts_with(
+                    "SEARCH event USING INDEX event_key_started (rule=? AND key=? AND mode=?"
+                ),
+                "{plan:?}"
+            );
+        }
     }
 
     #[test]
