@@ -975,7 +975,8 @@ const NOTIFY_ROUNDS: usize = 3;
 
 /// Intake of alerts that each become a (dry-run) event and a notification,
 /// with no channel, a channel that answers, and a channel that hangs: a
-/// dead receiver must not slow intake. The cases take turns for
+/// dead receiver must not slow intake (hanging against answering; no channel
+/// shows what routing costs at all). The cases take turns for
 /// `NOTIFY_ROUNDS` rounds and each is judged by its median: a single 10 s
 /// window swung by 15% from run to run on a shared 2-CPU machine.
 fn notify_intake() {
@@ -994,20 +995,23 @@ fn notify_intake() {
             sorted[sorted.len() / 2]
         })
         .collect();
-    let base = medians[0].max(1.0);
+    let (none, answering) = (medians[0].max(1.0), medians[1].max(1.0));
     println!();
     println!("notify: {NOTIFY_ROUNDS} rounds of the three cases in turn; the median of each");
     for ((case, runs), median) in CASES.iter().zip(&results).zip(&medians) {
         let runs: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "  {case:<18} {median:>8.0} requests/s ({:.0}% of no channel; runs {})",
-            median * 100.0 / base,
+            "  {case:<18} {median:>8.0} requests/s ({:.0}% of no channel, {:.0}% of answering; runs {})",
+            median * 100.0 / none,
+            median * 100.0 / answering,
             runs.join(", ")
         );
     }
+    // The same channel answering is the baseline: routing and recording
+    // deliveries costs the same whether the receiver answers or hangs.
     println!(
-        "  target: intake unchanged within noise (>= 90%) while a channel hangs: {}",
-        verdict(medians[2] >= 0.9 * base)
+        "  target: intake unchanged within noise (>= 90% of the channel answering) while it hangs: {}",
+        verdict(medians[2] >= 0.9 * answering)
     );
 }
 
