@@ -148,6 +148,31 @@ fn server_agent_and_cli_speak_tls_with_a_private_ca() {
     );
     assert!(done.to_string().contains("fixed over tls"), "{done}");
 
+    // A body and an answer many times the front's buffers and TLS records
+    // (about 330 kB each way) pass whole.
+    let client = heal::client::Client::new(
+        &url,
+        Some(ADMIN.into()),
+        Duration::from_secs(30),
+        Some(ca.as_path()),
+    )
+    .unwrap();
+    let pad = "p".repeat(1000);
+    let alerts: Vec<Value> = (0..300)
+        .map(|n| serde_json::json!({"name": "Bulk", "labels": {"n": n.to_string(), "pad": pad}}))
+        .collect();
+    let (code, answer) = client
+        .request("POST", "/api/v1/alerts", Some(&Value::Array(alerts)))
+        .unwrap();
+    assert_eq!(code, 200, "{answer}");
+    let (code, listed) = client
+        .request("GET", "/api/v1/alerts?name=Bulk&limit=1000", None)
+        .unwrap();
+    assert_eq!(code, 200, "{listed}");
+    let listed = listed["alerts"].as_array().unwrap();
+    assert_eq!(listed.len(), 300);
+    assert!(listed.iter().all(|a| a["labels"]["pad"] == pad.as_str()));
+
     // Plain HTTP on the TLS port is not served.
     let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
