@@ -944,20 +944,7 @@ fn hanging_receiver(stop: Arc<AtomicBool>) -> (String, std::thread::JoinHandle<(
 /// and body apart, and with Nagle on, each answer would wait for heal's
 /// delayed ACK, 40 ms, capping the bench at 25 deliveries a second.
 fn answering_receiver(stop: Arc<AtomicBool>) -> (String, std::thread::JoinHandle<()>) {
-    use std::os::fd::AsRawFd;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads one c_int from `on` on a socket this function owns.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_NODELAY on the receiver");
+    let listener = heal::server::nodelay_loopback_listener().expect("a receiver's listener");
     let server = tiny_http::Server::from_listener(listener, None).expect("serve");
     let url = format!("http://{}/hook", server.server_addr());
     let t = std::thread::spawn(move || {

@@ -371,7 +371,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         .local_addr()
         .map_err(|e| Error::Io("reading the bound address".into(), e))?;
     // The HTTP server listens on loopback only; the front door is the way in.
-    let server = tiny_http::Server::from_listener(inner_listener()?, None)
+    let server = tiny_http::Server::from_listener(nodelay_loopback_listener()?, None)
         .map_err(|e| Error::Failed(format!("cannot serve on 127.0.0.1: {e}")))?;
     let inner = server
         .server_addr()
@@ -539,11 +539,12 @@ fn raise_open_files() {
     }
 }
 
-/// The loopback listener of the HTTP server, with `TCP_NODELAY`, which the
-/// connections it accepts inherit: tiny_http writes an answer's head and
-/// body apart, and without it the body of any answer over a segment waits
-/// for the front's delayed ACK (40 ms) on a kept-alive connection.
-fn inner_listener() -> Result<std::net::TcpListener> {
+/// A listener on a free loopback port with `TCP_NODELAY`, which the
+/// connections it accepts inherit: the HTTP server's, behind the front door
+/// (and the benches' receivers). tiny_http writes an answer's head and body
+/// apart, and without it the body of any answer over a segment waits for
+/// the client's delayed ACK (40 ms) on a kept-alive connection.
+pub fn nodelay_loopback_listener() -> Result<std::net::TcpListener> {
     use std::os::fd::AsRawFd;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Error::Io("cannot listen on 127.0.0.1".into(), e))?;
@@ -659,7 +660,7 @@ mod tests {
 
     #[test]
     fn connections_to_the_http_server_send_at_once() {
-        let listener = super::inner_listener().unwrap();
+        let listener = super::nodelay_loopback_listener().unwrap();
         let addr = listener.local_addr().unwrap();
         assert!(addr.ip().is_loopback());
         let _client = std::net::TcpStream::connect(addr).unwrap();
