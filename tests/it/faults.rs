@@ -8,28 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::agent::{fire, only_op, path_str};
-use crate::support::{test_dir, wait_agent_polling, wait_until, Agent, Server};
-
-/// A rule running runbook "fix" on `labels.instance`, with `server` and `runbook` settings.
-fn config(server: &str, runbook: &str, steps: &str) -> String {
-    format!(
-        r#"
-[server]
-kill_grace = "1s"
-{server}
-
-[[rule]]
-name = "fix"
-when = "labels.alertname != 'Ignored'"
-runbook = "fix"
-target = "labels.instance"
-
-[runbook.fix]
-{runbook}
-steps = [ {steps} ]
-"#
-    )
-}
+use crate::support::{rule_config, test_dir, wait_agent_polling, wait_until, Agent, Server};
 
 fn signal(agent: &Agent, sig: i32) {
     // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
@@ -52,7 +31,7 @@ fn two_processes_with_one_agent_id_the_first_keeps_it_the_second_takes_over_when
     let dir = test_dir("faults-same-id");
     let server = Server::start(
         &dir,
-        &config("", "", r#"{ name = "who", run = "echo ran" }"#),
+        &rule_config("", "", r#"{ name = "who", run = "echo ran" }"#),
     );
     let mut first = Agent::start(&server.url, "web-1", &["--allow", "fix"]);
     wait_agent_polling(&server, "web-1");
@@ -112,7 +91,7 @@ fn an_agent_frozen_past_its_lease_loses_the_op_and_never_runs_it() {
     let mark = dir.join("mark");
     let server = Server::start(
         &dir,
-        &config(
+        &rule_config(
             "lease = \"2s\"\npoll_wait = \"20s\"",
             "",
             r#"{ name = "slow", run = 'sleep 1; touch "$HEAL_LABEL_MARK"' }"#,
@@ -155,7 +134,7 @@ fn an_agent_frozen_past_its_ops_deadline_loses_it_and_its_late_result_is_kept() 
     let mark = dir.join("mark");
     let server = Server::start(
         &dir,
-        &config(
+        &rule_config(
             "lease = \"5s\"",
             "timeout = \"2s\"",
             r#"{ name = "slow", run = 'touch "$HEAL_LABEL_MARK"; sleep 1; echo finished' }"#,
@@ -209,7 +188,7 @@ fn an_agent_frozen_past_its_ops_deadline_loses_it_and_its_late_result_is_kept() 
 #[test]
 fn a_step_finishes_while_the_server_is_down_for_60_s_and_its_result_arrives_after() {
     let dir = test_dir("faults-server-down");
-    let config = config(
+    let config = rule_config(
         "lease = \"5s\"",
         "timeout = \"10s\"",
         r#"{ name = "slow", run = 'sleep 3; echo "done $HEAL_EVENT_ID"' }"#,

@@ -180,19 +180,9 @@ fn heal_token_new_prints_a_secret_that_only_its_hash_in_the_config_accepts() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("add --scope agent"), "{err}");
-    let bad = format!(
-        "{}\n[[token]]\nname = \"h\"\nscopes = [\"read\"]\nsecret_sha256 = \"abc\"\n",
-        config()
-    );
-    std::fs::write(dir.join("bad.toml"), bad).unwrap();
-    let (code, _, err) = heal_cli(
-        &[
-            "check-config",
-            "--config",
-            dir.join("bad.toml").to_str().unwrap(),
-        ],
-        &[],
-        None,
+    let (code, err) = check_config_with(
+        &dir,
+        "\n[[token]]\nname = \"h\"\nscopes = [\"read\"]\nsecret_sha256 = \"abc\"\n",
     );
     assert_eq!(code, 2);
     assert!(err.contains("secret_sha256: not 64 hex digits"), "{err}");
@@ -392,23 +382,23 @@ fn an_expired_token_is_refused_like_a_wrong_one_and_audited() {
         "{entries:#?}"
     );
     // A bad expiry is a config error naming the line.
-    let bad = format!(
-        "{}\n[[token]]\nname = \"b\"\nscopes = [\"read\"]\nsecret = \"b-secret-0123456789\"\nexpires = \"next week\"\n",
-        config()
-    );
-    std::fs::write(dir.join("bad.toml"), bad).unwrap();
-    let (code, _, err) = heal_cli(
-        &[
-            "check-config",
-            "--config",
-            dir.join("bad.toml").to_str().unwrap(),
-        ],
-        &[],
-        None,
-    );
+    let (code, err) = check_config_with(&dir, "\n[[token]]\nname = \"b\"\nscopes = [\"read\"]\nsecret = \"b-secret-0123456789\"\nexpires = \"next week\"\n");
     assert_eq!(code, 2);
     assert!(
         err.contains("token \"b\": expires: \"next week\" is not a date"),
         "{err}"
     );
+}
+
+/// `heal check-config` on the usual config plus `extra`, written to
+/// dir/bad.toml: its exit code and stderr.
+fn check_config_with(dir: &std::path::Path, extra: &str) -> (i32, String) {
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, format!("{}{extra}", config())).unwrap();
+    let (code, _, err) = heal_cli(
+        &["check-config", "--config", path.to_str().unwrap()],
+        &[],
+        None,
+    );
+    (code, err)
 }

@@ -457,12 +457,21 @@ pub fn heal_cli(
 
 /// A minimal config: one rule `fix` running runbook `fix` with `steps_toml` on `labels.instance`.
 pub fn one_rule_config(steps_toml: &str, server_extra: &str) -> String {
+    rule_config(
+        &format!("lease = \"5s\"\n{server_extra}"),
+        "timeout = \"20s\"",
+        steps_toml,
+    )
+}
+
+/// One rule `fix` running runbook `fix` with `steps` on `labels.instance`,
+/// with `server` and `runbook` settings of the test's own.
+pub fn rule_config(server: &str, runbook: &str, steps: &str) -> String {
     format!(
         r#"
 [server]
-lease = "5s"
 kill_grace = "1s"
-{server_extra}
+{server}
 
 [[rule]]
 name = "fix"
@@ -471,8 +480,8 @@ runbook = "fix"
 target = "labels.instance"
 
 [runbook.fix]
-timeout = "20s"
-steps = [ {steps_toml} ]
+{runbook}
+steps = [ {steps} ]
 "#
     )
 }
