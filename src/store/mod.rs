@@ -1101,13 +1101,10 @@ pub fn list_alerts(
         }
     }
     // Newest first across both statuses, ties in the index's order.
-    let key = |a: &Value| {
-        (
-            a["last_seen"].as_i64(),
-            a["fingerprint"].as_str().map(str::to_string),
-        )
-    };
-    alerts.sort_by_key(|a| std::cmp::Reverse(key(a)));
+    fn key(a: &Value) -> (Option<i64>, Option<&str>) {
+        (a["last_seen"].as_i64(), a["fingerprint"].as_str())
+    }
+    alerts.sort_by(|a, b| key(b).cmp(&key(a)));
     alerts.truncate(usize::try_from(limit).unwrap_or(0));
     for a in &mut alerts {
         let fp = a["fingerprint"].as_str().unwrap_or_default().to_string();
