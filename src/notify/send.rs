@@ -228,8 +228,7 @@ fn post(
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| parse_retry_after(v, crate::time::now_ms()));
     let mut answer = Vec::new();
     let _ = response
         .body_mut()
@@ -259,6 +258,19 @@ fn post(
         permanent: (400..500).contains(&status) && !matches!(status, 408 | 425 | 429),
         retry_after,
     })
+}
+
+/// A `Retry-After` value: delta-seconds (`7`) or an HTTP-date
+/// (`Wed, 21 Oct 2015 07:28:00 GMT`, counted from `now_ms`; one already past
+/// is no wait). Anything else is ignored.
+pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait_ms = at.timestamp_millis().saturating_sub(now_ms).max(0);
+    Some(Duration::from_millis(wait_ms as u64))
 }
 
 fn command(
@@ -315,6 +327,25 @@ mod tests {
 
     fn doc() -> Value {
         serde_json::json!({ "id": 1, "kind": "event.failed", "severity": "error", "dedup_key": "heal/event/1" })
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        // 2015-10-21T07:28:00Z.
+        let now = 1_445_412_480_000;
+        let check = |v: &str, expected: Option<u64>| {
+            assert_eq!(
+                parse_retry_after(v, now),
+                expected.map(Duration::from_secs),
+                "{v:?}"
+            );
+        };
+        check("7", Some(7));
+        check(" 120 ", Some(120));
+        check("Wed, 21 Oct 2015 07:28:09 GMT", Some(9));
+        check("Wed, 21 Oct 2015 07:27:00 GMT", Some(0));
+        check("soon", None);
+        check("-3", None);
     }
 
     #[test]

@@ -304,9 +304,14 @@ fn plan(
     Next::Send(1)
 }
 
+/// The longest `Retry-After` heal honours: a receiver that asks for more is
+/// tried again after an hour (a typo of a day must not silence a channel).
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
 /// The wait before try `attempts + 1` of a failing delivery: doubling from
 /// 1 s up to `max`, with jitter (between half and all of it), and at least
-/// what the receiver asked for.
+/// what the receiver asked for (`Retry-After`, which `max` does not cut, up
+/// to `RETRY_AFTER_CAP`).
 pub fn backoff(attempts: i64, max: Duration, retry_after: Option<Duration>, seed: u64) -> Duration {
     let exp = attempts.clamp(1, 30) as u32 - 1;
     let full = Duration::from_secs(1)
@@ -321,7 +326,7 @@ pub fn backoff(attempts: i64, max: Duration, retry_after: Option<Duration>, seed
     let jitter = Duration::from_millis(x % (half.as_millis() as u64 + 1));
     let wait = half + jitter;
     match retry_after {
-        Some(r) => wait.max(r.min(max)),
+        Some(r) => wait.max(r.min(RETRY_AFTER_CAP)),
         None => wait,
     }
 }
@@ -575,14 +580,24 @@ mod tests {
             Duration::from_secs(30),
             "Retry-After is honoured"
         );
-        assert!(
-            backoff(
-                1,
-                Duration::from_secs(5),
-                Some(Duration::from_secs(3600)),
-                7
-            ) <= Duration::from_secs(5)
+    }
+
+    #[test]
+    fn retry_after_wins_over_max_backoff_up_to_an_hour() {
+        let max = Duration::from_secs(5);
+        for attempts in [1, 3, 10] {
+            assert_eq!(
+                backoff(attempts, max, Some(Duration::from_secs(7)), 7),
+                Duration::from_secs(7),
+                "try {attempts}: Retry-After 7 s with max_backoff 5 s"
+            );
+        }
+        assert_eq!(
+            backoff(1, max, Some(Duration::from_secs(86_400)), 7),
+            RETRY_AFTER_CAP,
+            "a day is cut to the cap"
         );
+        assert!(backoff(1, max, Some(Duration::ZERO), 7) <= max);
     }
 
     #[test]

@@ -20,6 +20,8 @@ struct Got {
     headers: Vec<(String, String)>,
     body: Value,
     raw: Vec<u8>,
+    /// When it arrived.
+    at: Instant,
 }
 
 impl Got {
@@ -40,6 +42,8 @@ enum Mode {
     Hang,
     /// Answers this status.
     Status(u16),
+    /// Answers 429 with `Retry-After` of this many seconds.
+    TooMany(u64),
 }
 
 /// A local HTTP receiver on 127.0.0.1 that records every request.
@@ -81,6 +85,7 @@ impl Receiver {
                     body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
                     raw,
                     path: path.clone(),
+                    at: Instant::now(),
                 });
                 let (status, body) = match *m.lock().unwrap() {
                     Mode::Hang => {
@@ -88,6 +93,15 @@ impl Receiver {
                         continue;
                     }
                     Mode::Status(s) => (s, r#"{"message":"refused"}"#.to_string()),
+                    Mode::TooMany(secs) => {
+                        let header =
+                            tiny_http::Header::from_bytes("Retry-After", secs.to_string()).unwrap();
+                        let answer = tiny_http::Response::from_string("slow down")
+                            .with_status_code(429)
+                            .with_header(header);
+                        let _ = req.respond(answer);
+                        continue;
+                    }
                     Mode::Normal if path.starts_with("/slack") => (200, "ok".to_string()),
                     Mode::Normal if path.starts_with("/pd") => (
                         202,
@@ -645,6 +659,41 @@ fn hanging_receiver_does_not_slow_intake_and_kill_9_keeps_pending_notifications(
     assert!(got.iter().all(|g| g.body["kind"] == "event.dry_run"));
     let o = server.get_ok("/api/v1/outbox");
     assert_eq!(o["counts"]["sent"], 60, "{o}");
+}
+
+/// A receiver's `Retry-After` longer than the channel's `max_backoff` is
+/// waited out in full, not cut to `max_backoff`.
+#[test]
+fn retry_after_longer_than_max_backoff_is_honoured() {
+    let dir = test_dir("notify-retry-after");
+    let rx = Receiver::start();
+    rx.set(Mode::TooMany(3));
+    let config = hook_config(&rx.url("/hook"), "rate_limit = \"off\"")
+        .replace("max_backoff = \"2s\"", "max_backoff = \"1s\"");
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "web-1", &[]);
+    wait_agent_polling(&server, "web-1");
+    let e = event_of(&fire(
+        &server,
+        "NginxDown",
+        json!({ "instance": "web-1" }),
+        json!({}),
+        "firing",
+    ));
+    server.wait_event(e, &["succeeded"], Duration::from_secs(20));
+    let got = rx.wait("/hook", 3, Duration::from_secs(20));
+    for pair in got.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= Duration::from_millis(2900),
+            "retried after {gap:?}, though the receiver asked for 3 s"
+        );
+    }
+    rx.set(Mode::Normal);
+    wait_until("both notifications sent", Duration::from_secs(20), || {
+        let o = server.get_ok("/api/v1/outbox?limit=100");
+        (o["counts"]["sent"].as_i64() == Some(2)).then_some(())
+    });
 }
 
 #[test]
