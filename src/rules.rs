@@ -179,17 +179,13 @@ fn target_ids(v: &Value) -> Result<Vec<String>, String> {
     Ok(ids)
 }
 
-/// Agent ids: 1 to 128 letters, digits, '.', '-', '_' or ':'.
+/// Agent ids follow `config::NAME_RULE`, with ':' also allowed (`host:9100`).
 pub fn check_agent_id(id: &str) -> Result<(), String> {
-    if id.is_empty()
-        || id.len() > 128
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c))
-    {
+    if !crate::config::follows_name_rule(id, ":") {
         return Err(format!(
-            "agent id {:?}: must be 1 to 128 letters, digits, '.', '-', '_' or ':'",
-            truncate(id, 64)
+            "agent id {:?}: {} (':' allowed too)",
+            truncate(id, 64),
+            crate::config::NAME_RULE
         ));
     }
     Ok(())
@@ -814,7 +810,8 @@ fn env_value(v: &str) -> String {
     truncate(&v.replace('\0', ""), MAX_ENV_VALUE).to_string()
 }
 
-fn truncate(s: &str, max: usize) -> &str {
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

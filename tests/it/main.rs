@@ -13,6 +13,7 @@ mod intake;
 mod lifecycle;
 mod manual;
 mod metrics;
+mod names;
 mod notify;
 mod ops;
 mod reload;

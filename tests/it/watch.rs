@@ -390,7 +390,7 @@ fn heartbeats_register_mute_and_delete_through_the_api() {
     let (code, body) = put("nightly", &json!({"every": "2h", "tz": "Mars/Olympus"}));
     assert_eq!(code, 422, "{body}");
     let (code, body) = put("bad%20name!", &json!({"every": "1h"}));
-    assert_eq!(code, 422, "{body}");
+    assert_eq!(code, 400, "{body}");
     assert_eq!(
         put("x", &json!({"every": "1h", "evil": 1})).0,
         422,

@@ -196,6 +196,9 @@ pub fn show(state: &State, conn: &Connection, name: &str, limit: i64) -> Answer 
 
 /// `PUT /api/v1/heartbeats/<name>`: registers or updates one, validated like the config file.
 pub fn put(request: &mut Request, name: String, state: &Arc<State>, config: &Config) -> Answer {
+    // The name is the URL's: one that breaks the name rule is a bad request
+    // whatever the body says.
+    config::check_name(&name).map_err(|e| Error::request(400, format!("heartbeat name: {e}")))?;
     let body = read_json(request, config.server.max_body)?;
     let mut raw: RawHeartbeat = serde_json::from_value(body)
         .map_err(|e| Error::request(422, format!("heartbeat {name:?}: {e}")))?;
