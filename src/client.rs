@@ -63,14 +63,16 @@ impl Client {
                 req.call()
             }
             (_, body) => {
-                let mut req = self
-                    .http
-                    .post(&url)
-                    .header("Content-Type", "application/json");
+                let mut req = self.http.post(&url);
                 if let Some(a) = &auth {
                     req = req.header("Authorization", a);
                 }
-                req.send(body.map(Value::to_string).unwrap_or_else(|| "{}".into()))
+                match body {
+                    Some(body) => req
+                        .header("Content-Type", "application/json")
+                        .send(body.to_string()),
+                    None => req.send_empty(),
+                }
             }
         };
         let mut response = result.map_err(|e| Error::Http(format!("cannot reach heal at {url}: {e} (is `heal serve` running? set --server or HEAL_SERVER)")))?;
@@ -108,6 +110,11 @@ impl Client {
     /// GET that must succeed.
     pub fn get(&self, path: &str) -> Result<Value> {
         self.expect_ok(path, self.request("GET", path, None)?)
+    }
+
+    /// POST without a body that must succeed.
+    pub fn post_empty(&self, path: &str) -> Result<Value> {
+        self.expect_ok(path, self.request("POST", path, None)?)
     }
 
     /// POST that must succeed.

@@ -1,4 +1,5 @@
-//! `heal token new` and `heal audit`: who may talk to heal, and what they did.
+//! `heal token new`, `heal reload` and `heal audit`: who may talk to heal,
+//! the config it runs, and what they did.
 
 use std::path::PathBuf;
 
@@ -101,6 +102,53 @@ fn expiry(text: &str) -> Result<i64> {
     }
     config::parse_expiry(text)
         .map_err(|e| Error::Usage(format!("--expires: {e}, or a time from now like \"90d\"")))
+}
+
+/// Reload the running server's config file (as SIGHUP does); prints the version applied.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "reload")]
+pub struct Reload {
+    /// apply even a file that leaves no token or no rule where some run now
+    #[argh(switch)]
+    force: bool,
+    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Option<String>,
+    /// bearer token (admin scope; default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// `heal reload`: `POST /api/v1/config`, with `?force=true` for `--force`.
+pub fn reload(r: Reload) -> Result<()> {
+    let client = client(r.server, r.token, r.token_file)?;
+    let path = if r.force {
+        "/api/v1/config?force=true"
+    } else {
+        "/api/v1/config"
+    };
+    let v = client.post_empty(path)?;
+    if r.json {
+        print_json(&v);
+        return Ok(());
+    }
+    println!(
+        "config version {}{} (sha256 {})",
+        v["version"],
+        if v["changed"] == true {
+            ""
+        } else {
+            ", unchanged"
+        },
+        str_of(&v["sha256"])
+    );
+    Ok(())
 }
 
 /// Show the audit log: configs applied, approvals, pauses, breaker resets, manual runs, refused tokens.

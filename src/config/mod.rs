@@ -243,6 +243,9 @@ pub struct Server {
     pub max_connections: usize,
     /// A URL heal GETs on a schedule while it is healthy (a dead man's switch elsewhere).
     pub watchdog: Option<Watchdog>,
+    /// A reload may leave no token or no rule where the running config has
+    /// some (see `emptied`); without it such a reload is refused.
+    pub allow_empty: bool,
 }
 
 /// `[server] watchdog_url` and `watchdog_every`.
@@ -582,6 +585,7 @@ struct RawServer {
     max_connections: Option<Spanned<i64>>,
     watchdog_url: Option<Spanned<String>>,
     watchdog_every: Option<Spanned<String>>,
+    allow_empty: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -705,6 +709,36 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
     config.hash = hex(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref());
     config.text = text.to_string();
     Ok(config)
+}
+
+/// What a reload from `running` to `new` would empty: every token or every
+/// alert rule gone while the running config has some. An empty or truncated
+/// file still parses, and applying it would answer every client 401 and
+/// match no alert, so a reload refuses it unless `new` says
+/// `[server] allow_empty = true` or the operator forces it.
+pub fn emptied(running: &Config, new: &Config) -> Option<String> {
+    let alert_rules = |c: &Config| c.rules.iter().filter(|r| !r.schedule).count();
+    let mut lost = Vec::new();
+    if new.tokens.is_empty() && !running.tokens.is_empty() {
+        lost.push(format!(
+            "no [[token]] where {} run now (every client would get 401)",
+            running.tokens.len()
+        ));
+    }
+    if alert_rules(new) == 0 && alert_rules(running) > 0 {
+        lost.push(format!(
+            "no [[rule]] where {} run now (no alert would match)",
+            alert_rules(running)
+        ));
+    }
+    if lost.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}: has {}; if that is meant, set [server] allow_empty = true in it or reload with `heal reload --force`",
+        new.path.display(),
+        lost.join(" and ")
+    ))
 }
 
 /// Keys whose values are secrets, wherever they stand in the file.
@@ -1000,6 +1034,7 @@ impl Validator<'_> {
                 ),
             },
             watchdog: self.watchdog(raw, item)?,
+            allow_empty: raw.allow_empty.unwrap_or(false),
         };
         if server.tls_cert.is_some() != server.tls_key.is_some() {
             let span = raw
@@ -1512,6 +1547,27 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
             .unwrap_err()
             .to_string();
         assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+
+    #[test]
+    fn emptied_names_what_a_reload_would_drop() {
+        let token =
+            "[[token]]\nname = \"a\"\nscopes = [\"admin\"]\nsecret = \"a-secret-0123456789\"\n";
+        let p = |text: &str| parse(Path::new("runbooks.toml"), text).unwrap();
+        let running = p(&format!("{GOOD}{token}"));
+        let check = |text: &str, expected: Option<&str>| {
+            let why = emptied(&running, &p(text));
+            match expected {
+                None => assert_eq!(why, None, "{text}"),
+                Some(e) => assert!(why.as_deref().is_some_and(|w| w.contains(e)), "{why:?}"),
+            }
+        };
+        check("", Some("no [[token]] where 1 run now (every client would get 401) and no [[rule]] where 2 run now"));
+        check(GOOD, Some("no [[token]] where 1"));
+        check(token, Some("no [[rule]] where 2"));
+        check(&format!("{GOOD}{token}"), None);
+        // Only what runs now can be lost: from empty to empty is no loss.
+        assert_eq!(emptied(&p(""), &p("")), None);
     }
 
     #[test]

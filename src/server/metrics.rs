@@ -49,7 +49,12 @@ pub struct Metrics {
     gave_up: Family<String>,
     http: Family<(&'static str, &'static str, u16)>,
     commits: Histogram,
+    reloads: [AtomicU64; RELOAD_RESULTS.len()],
 }
+
+/// How a reload ends: applied, refused as invalid, or refused because it
+/// would leave no token or no rule (`config::emptied`).
+pub const RELOAD_RESULTS: [&str; 3] = ["applied", "invalid", "refused"];
 
 /// What one intake job received and decided; added to the counters once the
 /// job commits (`Metrics::observe_intake`), so a rolled-back job counts nothing.
@@ -123,6 +128,7 @@ impl Default for Metrics {
             gave_up: Family::default(),
             http: Family::default(),
             commits: Histogram::new(COMMIT_BUCKETS),
+            reloads: Default::default(),
         }
     }
 }
@@ -162,6 +168,14 @@ impl Metrics {
             _ => "other",
         };
         self.http.add(&(method, route, code), 1);
+    }
+
+    /// Counts a reload (SIGHUP or `POST /api/v1/config`) by its result, one
+    /// of `RELOAD_RESULTS`.
+    pub fn observe_reload(&self, result: &str) {
+        if let Some(i) = RELOAD_RESULTS.iter().position(|r| *r == result) {
+            self.reloads[i].fetch_add(1, Relaxed);
+        }
     }
 
     /// Records how long the store writer's COMMIT of one batch took.
@@ -307,6 +321,17 @@ impl Metrics {
             "How long the store writer's COMMIT of one batch of jobs took (the fsync every waiting request shares).",
         );
         self.commits.render(t, "heal_store_commit_seconds", None);
+        let reloads = RELOAD_RESULTS
+            .iter()
+            .zip(&self.reloads)
+            .map(|(r, n)| (*r, n.load(Relaxed)));
+        t.labeled(
+            "heal_config_reloads_total",
+            "counter",
+            "Config reloads (SIGHUP, POST /api/v1/config) by result: applied, invalid (the file does not validate), refused (it would leave no token or no rule; see [server] allow_empty).",
+            "result",
+            reloads,
+        );
     }
 }
 

@@ -153,27 +153,45 @@ impl State {
 
     /// Reloads the config file: validated first, then swapped whole and
     /// recorded as a version (new only when the text changed). An invalid
-    /// file is refused with its error and the running config stays.
-    pub fn reload(&self, by: &str) -> Result<(i64, bool)> {
-        let path = self.config().path.clone();
+    /// file is refused with its error and the running config stays; so is
+    /// one that would leave no token or no rule where some run now
+    /// (`config::emptied`), unless it sets `[server] allow_empty` or `force`.
+    pub fn reload(&self, by: &str, force: bool) -> Result<(i64, bool)> {
+        let running = self.config();
+        let path = running.path.clone();
+        let refuse = |result: &'static str, e: Error| {
+            log::error!("reload by {by} refused, the running config stays: {e}");
+            self.metrics.observe_reload(result);
+            self.audit(
+                by,
+                "config.refused",
+                &path.display().to_string(),
+                &e.to_string(),
+                None,
+            );
+            Err(e)
+        };
         let new = match config::load(&path) {
             Ok(new) => new,
-            Err(e) => {
-                log::error!("reload refused, the running config stays: {e}");
-                self.audit(
-                    by,
-                    "config.refused",
-                    &path.display().to_string(),
-                    &e.to_string(),
-                    None,
-                );
-                return Err(e);
-            }
+            Err(e) => return refuse("invalid", e),
         };
+        let mut forced = None;
+        if let Some(why) = config::emptied(&running, &new) {
+            if !force && !new.server.allow_empty {
+                return refuse("refused", Error::Config(why));
+            }
+            log::warn!("reload by {by} applied though the new config {why}");
+            forced = Some(why);
+        }
         let (hash, shown) = (new.hash.clone(), path.display().to_string());
         let (rules, runbooks) = (new.rules.len(), new.runbooks.len());
         warn_expiring_tokens(&new);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        self.metrics.observe_reload("applied");
+        if let Some(why) = forced {
+            let how = if force { "forced" } else { "allow_empty" };
+            self.audit(by, "config.emptied", &shown, &format!("{how}: {why}"), None);
+        }
         let by_ = by.to_string();
         let (version, changed) = self
             .writer
@@ -460,7 +478,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         s.spawn(|| {
             for signal in signals.forever() {
                 if signal == signal_hook::consts::SIGHUP {
-                    let _ = state.reload("sighup");
+                    let _ = state.reload("sighup", false);
                 } else {
                     log::info!("signal {signal}: shutting down");
                     shutdown.trigger();

@@ -266,6 +266,18 @@ fn read_json(request: &mut Request, max: usize) -> Result<Value> {
     serde_json::from_slice(&body).map_err(|e| Error::request(400, format!("malformed JSON: {e}")))
 }
 
+/// `?force=true` of `POST /api/v1/config` (no body, so a client needs none).
+fn force(query: &str) -> Result<bool> {
+    match query_param(query, "force") {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(Error::request(
+            400,
+            format!("force: must be true or false (got {:?})", decode(other)),
+        )),
+    }
+}
+
 pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .split('&')
@@ -327,7 +339,7 @@ fn dispatch(
                 }),
             ))
         }
-        Route::ReloadConfig => match state.reload(who) {
+        Route::ReloadConfig => match state.reload(who, force(query)?) {
             Ok((version, changed)) => Ok((
                 200,
                 json!({ "version": version, "changed": changed, "sha256": state.config().hash }),

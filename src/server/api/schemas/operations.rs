@@ -390,6 +390,11 @@ fn admin(s: &mut Shape, method: &str, path: &str) -> bool {
         }
         ("POST", "/api/v1/config") => {
             s.body = no_body();
+            s.query = vec![query(
+                "force",
+                json!({ "type": "boolean", "default": false }),
+                "apply a file that leaves no token or no rule where some run now",
+            )];
             s.answers = ok(object(
                 json!({ "version": int(), "changed": boolean(), "sha256": string() }),
                 &["version", "changed", "sha256"],
