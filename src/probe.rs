@@ -317,6 +317,13 @@ pub fn run(check: &Check, timeout: Duration) -> Outcome {
         Check::Prometheus(prometheus) => run_prometheus(prometheus, timeout),
     };
     outcome.latency_ms = millis(start.elapsed());
+    // Its detail is stored, shown, logged and sent in notifications: never
+    // with the URL's user, password or query values.
+    if let Check::Http(Http { url, .. }) | Check::Prometheus(Prometheus { url, .. }) = check {
+        outcome.detail = outcome
+            .detail
+            .replace(url.as_str(), &crate::config::redact_url_secrets(url));
+    }
     outcome
 }
 
@@ -456,11 +463,14 @@ fn read_answer(
     Ok(Answer { status, body })
 }
 
-/// One line for a failed request, naming the address or URL.
+/// One line for a failed request, naming the address or URL (without its
+/// user, password or query values).
 pub(crate) fn describe_error(e: &ureq::Error, url: &str, timeout: Duration) -> String {
+    let shown = crate::config::redact_url_secrets(url);
     let authority = host_port(url)
         .map(|(host, port)| format!("{host}:{port}"))
-        .unwrap_or_else(|_| url.to_string());
+        .unwrap_or_else(|_| shown.clone());
+    let url = shown.as_str();
     match e {
         ureq::Error::Timeout(_) => timed_out(timeout),
         ureq::Error::Io(io) => match io.kind() {
@@ -1501,6 +1511,36 @@ mod tests {
         let out = run(&Check::Prometheus(check.clone()), TIMEOUT);
         let head = heads.recv_timeout(SERVER_WAIT).unwrap_or_default();
         (out, head)
+    }
+
+    #[test]
+    fn details_never_show_the_url_s_password_or_query_values() {
+        let (url, _) = responder(1, reply("200 OK", "not json"));
+        let with_user = url.replace("http://", "http://user:PASS@");
+        let check = prometheus(&with_user, "up", ">= 0");
+        let out = run(&Check::Prometheus(check), TIMEOUT);
+        let shown = url.replace("http://", "http://<redacted>@");
+        assert!(
+            out.detail.starts_with(&format!(
+                "{shown}/api/v1/query: 200 OK with a non-JSON answer"
+            )),
+            "{}",
+            out.detail
+        );
+        let url = silent_server(Duration::ZERO);
+        let with_secrets = format!(
+            "{}/health?apikey=KEY",
+            url.replace("http://", "http://user:PASS@")
+        );
+        let out = run_http_check(http(&with_secrets));
+        assert!(!out.ok);
+        assert!(
+            out.detail.contains("<redacted>@")
+                && !out.detail.contains("PASS")
+                && !out.detail.contains("KEY"),
+            "{}",
+            out.detail
+        );
     }
 
     const UP_VECTOR: &str = r#"{"status":"success","data":{"resultType":"vector","result":[

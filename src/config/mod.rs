@@ -21,7 +21,9 @@ use crate::time::parse_duration;
 mod notify;
 mod watch;
 
-pub use notify::{redact, redact_url, Channel, ChannelKind, RateLimit, Route, Stdin};
+pub use notify::{
+    redact, redact_url, redact_url_secrets, Channel, ChannelKind, RateLimit, Route, Stdin,
+};
 pub use watch::{
     heartbeat, heartbeat_from_def, Heartbeat, Probe, RawHeartbeat, Retention, Scheduled,
 };
@@ -754,7 +756,10 @@ const SECRET_KEYS: &[&str] = &[
 ];
 
 /// The running file as JSON with every secret value replaced by
-/// `"<redacted>"` (and a webhook's `url`, which often holds a token).
+/// `"<redacted>"` (and a webhook's `url`, which often holds a token), and
+/// the user, password and query values of every other URL too
+/// (`redact_url_secrets`: a probe's `http.url`, `prometheus.url`,
+/// `public_url`, `runbook_url`).
 pub fn redacted(config: &Config) -> serde_json::Value {
     fn walk(v: &mut serde_json::Value, in_webhook: bool) {
         match v {
@@ -762,6 +767,10 @@ pub fn redacted(config: &Config) -> serde_json::Value {
                 for (k, val) in map.iter_mut() {
                     if SECRET_KEYS.contains(&k.as_str()) || (in_webhook && k == "url") {
                         *val = serde_json::Value::String("<redacted>".into());
+                    } else if let (true, Some(url)) =
+                        (k == "url" || k.ends_with("_url"), val.as_str())
+                    {
+                        *val = serde_json::Value::String(redact_url_secrets(url));
                     } else {
                         walk(val, k == "webhook");
                     }
@@ -1028,7 +1037,10 @@ impl Validator<'_> {
                             self.err(
                                 u.span(),
                                 item,
-                                format!("public_url: {e} (got {:?})", u.get_ref()),
+                                format!(
+                                    "public_url: {e} (got {:?})",
+                                    redact_url_secrets(u.get_ref())
+                                ),
                             )
                         })?,
                 ),

@@ -332,7 +332,8 @@ fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
 fn base_url(url: &str, field: &str) -> std::result::Result<String, String> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(format!(
-            "{field}: {url:?} must start with http:// or https://"
+            "{field}: {:?} must start with http:// or https://",
+            super::redact_url_secrets(url)
         ));
     }
     Ok(url.trim_end_matches('/').to_string())

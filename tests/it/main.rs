@@ -18,6 +18,7 @@ mod notify;
 mod ops;
 mod reload;
 mod schema;
+mod secrets;
 mod security;
 mod systemd;
 mod tls;
