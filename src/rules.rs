@@ -145,7 +145,47 @@ fn apply_rule(rule_idx: usize, rule: &Rule, alert: &Alert, doc: &jmespath::Rcvar
         };
         m.params.insert(name.clone(), value);
     }
+    if matches!(rule.action, Action::Run(_)) {
+        if let Some(why) = env_collision(alert) {
+            m.error.get_or_insert(why);
+        }
+    }
     m
+}
+
+/// Two label (or annotation) names that become one variable of the step's
+/// environment (`mount_point` and `mount~point` are both
+/// `HEAL_LABEL_MOUNT_POINT`): the step would get one value while the rule
+/// may have checked the other, so the run is refused with both names.
+/// Refused here, at the decision, rather than at intake: a 4xx would make
+/// Alertmanager drop the whole batch, the other alerts with it.
+pub fn env_collision(alert: &Alert) -> Option<String> {
+    let maps = [
+        ("labels", "HEAL_LABEL_", &alert.labels),
+        ("annotations", "HEAL_ANNOTATION_", &alert.annotations),
+    ];
+    maps.into_iter().find_map(|(what, prefix, map)| {
+        let (a, b, var) = same_env_name(map.keys())?;
+        Some(format!(
+            "{what} {:?} and {:?} both become {prefix}{var} in the step's environment, so the step could get the wrong value (rename one of them where the alert comes from)",
+            truncate(a, 64),
+            truncate(b, 64)
+        ))
+    })
+}
+
+/// The first two names that `env_name` maps to one variable, and that variable.
+pub fn same_env_name<'a>(
+    names: impl Iterator<Item = &'a String>,
+) -> Option<(&'a str, &'a str, String)> {
+    let mut seen = std::collections::HashMap::new();
+    for name in names {
+        let var = env_name(name);
+        if let Some(first) = seen.insert(var.clone(), name.as_str()) {
+            return Some((first, name.as_str(), var));
+        }
+    }
+    None
 }
 
 /// Agent ids from a target expression's value: a string or a list of strings.
@@ -781,7 +821,10 @@ pub fn environment(
     push_map("HEAL_LABEL_", &alert.labels);
     push_map("HEAL_ANNOTATION_", &alert.annotations);
     push_map("HEAL_PARAM_", params);
-    // Two names can map to one variable (`a-b`, `a_b`); the later one wins, as in sorted order.
+    // Two names can map to one variable (`a-b`, `a_b`). A run never gets
+    // here with such labels or annotations (`env_collision` refuses it), nor
+    // with such params (the config and the API refuse them); for what
+    // `heal run-rule` shows, the later one wins, as in sorted order.
     let mut seen = std::collections::HashMap::new();
     for (i, (k, _)) in env.iter().enumerate() {
         seen.insert(k.clone(), i);
@@ -1186,6 +1229,36 @@ steps = [ { name = "a", run = "true" } ]
     fn hostile_target_is_refused() {
         assert!(target_ids(&json!("$(touch x)")).is_err());
         assert!(target_ids(&json!(["a", "b", "a"])).unwrap() == vec!["a", "b"]);
+    }
+
+    #[test]
+    fn labels_that_become_one_variable_refuse_the_run_naming_both() {
+        let config = config();
+        let alert = &from_own(&json!({"name": "DiskFull", "labels": {"instance": "web-1", "mount_point": "/tmp", "mount~point": "/"}})).unwrap()[0];
+        let m = &evaluate(&config, alert).matches[0];
+        let error = m.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with(
+                r#"labels "mount_point" and "mount~point" both become HEAL_LABEL_MOUNT_POINT"#
+            ),
+            "{error}"
+        );
+        let rule = &config.rules[m.rule_idx];
+        let d = decide(m, rule, &config.safety, &KeyFacts::default(), &mut || {
+            Ok(false)
+        });
+        assert_eq!(d.outcome, Outcome::Discard, "{}", d.reason);
+        let alert = &from_own(&json!({"name": "DiskFull", "labels": {"instance": "web-1", "mountpoint": "/"}, "annotations": {"Summary": "a", "summary": "b"}})).unwrap()[0];
+        let error = evaluate(&config, alert).matches[0]
+            .error
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            error.contains(
+                r#"annotations "Summary" and "summary" both become HEAL_ANNOTATION_SUMMARY"#
+            ),
+            "{error}"
+        );
     }
 
     #[test]

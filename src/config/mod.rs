@@ -1366,6 +1366,13 @@ impl Validator<'_> {
                 self.expr(e, &item, &format!("params.{name}"))?,
             ));
         }
+        if let Some((a, b, var)) = crate::rules::same_env_name(raw.params.keys()) {
+            return self.err(
+                raw.params[b].span(),
+                &item,
+                format!("params: {a:?} and {b:?} both become HEAL_PARAM_{var} (give them names that differ in more than case)"),
+            );
+        }
         let mode = match raw.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
             None | Some(("live", _)) => Mode::Live,
             Some(("dry-run", _)) => Mode::DryRun,
@@ -1559,6 +1566,14 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
             .unwrap_err()
             .to_string();
         assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+
+    #[test]
+    fn params_that_become_one_variable_are_refused() {
+        check_err(
+            "[[rule]]\nname = \"r\"\nrunbook = \"x\"\ntarget = \"'a'\"\nparams = { mount = \"'a'\", MOUNT = \"'b'\" }\n[runbook.x]\nsteps = [{name = \"s\", run = \"true\"}]\n",
+            r#"rule "r": params: "MOUNT" and "mount" both become HEAL_PARAM_MOUNT"#,
+        );
     }
 
     #[test]

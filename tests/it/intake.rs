@@ -282,3 +282,68 @@ fn heal_fire_sends_own_format_and_shows_decision() {
         (server.events().len() == 3).then_some(())
     });
 }
+
+/// Labels `mount_point` and `mount~point` both become
+/// HEAL_LABEL_MOUNT_POINT. The alert is taken (a 4xx would make
+/// Alertmanager drop the whole batch), and its run is refused with both
+/// names; the other alert of the batch runs.
+#[test]
+fn labels_that_become_one_variable_refuse_the_run_not_the_batch() {
+    let dir = test_dir("intake-env-collision");
+    let server = Server::start(&dir, CONFIG);
+    let firing = |instance: &str, fingerprint: &str, extra: Value| {
+        let mut labels = json!({ "alertname": "DiskSpaceLow", "instance": instance });
+        labels
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({
+            "status": "firing", "labels": labels, "annotations": {},
+            "startsAt": "2026-11-22T11:58:09.223Z", "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "", "fingerprint": fingerprint,
+        })
+    };
+    let batch = json!({
+        "receiver": "heal", "status": "firing", "version": "4", "groupKey": "{}:{}",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "",
+        "truncatedAlerts": 0,
+        "alerts": [
+            firing("db-1", "00000000000000d1", json!({ "mount_point": "/tmp", "mount~point": "/" })),
+            firing("db-2", "00000000000000d2", json!({ "mount_point": "/tmp" })),
+        ],
+    });
+    let (status, text) = server.post_raw(
+        "/api/v1/alerts/alertmanager",
+        batch.to_string().as_bytes(),
+        &[],
+    );
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    let decisions: Vec<(String, String)> = answer["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let d = &a["decisions"][0];
+            (
+                d["outcome"].as_str().unwrap_or_default().to_string(),
+                d["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(decisions.len(), 2, "{answer}");
+    assert_eq!(decisions[0].0, "discard", "{answer}");
+    assert!(
+        decisions[0].1.contains(
+            r#"labels "mount_point" and "mount~point" both become HEAL_LABEL_MOUNT_POINT"#
+        ),
+        "the refusal names both labels: {}",
+        decisions[0].1
+    );
+    assert_eq!(
+        decisions[1].0, "run",
+        "the rest of the batch runs: {answer}"
+    );
+    let events = server.events();
+    assert_eq!(events.len(), 1, "only db-2 has an event: {events:?}");
+}

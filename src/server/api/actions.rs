@@ -154,6 +154,11 @@ fn manual_request(body: &Value, who: &str) -> crate::error::Result<manual::Reque
             ))
         }
     }
+    if let Some((a, b, var)) = crate::rules::same_env_name(params.keys()) {
+        return Err(bad(format!(
+            "params: {a:?} and {b:?} both become HEAL_PARAM_{var} (give them names that differ in more than case)"
+        )));
+    }
     Ok(manual::Request {
         runbook,
         target,
