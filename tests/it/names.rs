@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::support::{heal_cli, http, test_dir, Server};
+use crate::support::{check_config, http, test_dir, Server};
 
 const RULE: &str = "a letter or digit, then letters, digits";
 
@@ -12,15 +12,17 @@ const RULE: &str = "a letter or digit, then letters, digits";
 fn dot_names_and_dash_names_are_refused_by_the_api() {
     let dir = test_dir("names-api");
     let server = Server::start(&dir, "[[heartbeat]]\nname = \"nightly\"\nevery = \"1h\"\n");
-    let body = json!({ "every": "1h" }).to_string();
-    // `%2E` keeps the client from folding the dots away; heal decodes it.
-    for (segment, name) in [("%2E", "."), ("%2E%2E", ".."), ("-x", "-x"), ("_x", "_x")] {
-        let (code, answer) = http(
+    let put = |segment: &str| {
+        http(
             "PUT",
             &format!("{}/api/v1/heartbeats/{segment}", server.url),
-            Some(body.as_bytes()),
+            Some(json!({ "every": "1h" }).to_string().as_bytes()),
             &[("Content-Type", "application/json")],
-        );
+        )
+    };
+    // `%2E` keeps the client from folding the dots away; heal decodes it.
+    for (segment, name) in [("%2E", "."), ("%2E%2E", ".."), ("-x", "-x"), ("_x", "_x")] {
+        let (code, answer) = put(segment);
         assert_eq!(code, 400, "heartbeat {name:?}: {answer}");
         assert!(
             answer.contains("heartbeat name") && answer.contains(RULE),
@@ -44,12 +46,7 @@ fn dot_names_and_dash_names_are_refused_by_the_api() {
         Some(1),
         "nothing was registered: {list}"
     );
-    let (code, answer) = http(
-        "PUT",
-        &format!("{}/api/v1/heartbeats/db.backup-2_x", server.url),
-        Some(body.as_bytes()),
-        &[("Content-Type", "application/json")],
-    );
+    let (code, answer) = put("db.backup-2_x");
     assert_eq!(code, 201, "a good name is still taken: {answer}");
 }
 
@@ -74,11 +71,7 @@ fn check_config_refuses_dot_names_naming_the_item_and_field() {
     for (text, expected) in cases {
         let path = dir.join("bad.toml");
         std::fs::write(&path, text).unwrap();
-        let (code, _, err) = heal_cli(
-            &["check-config", "--config", path.to_str().unwrap()],
-            &[],
-            None,
-        );
+        let (code, err) = check_config(&path);
         assert_eq!(code, 2, "{text}: {err}");
         assert!(
             err.contains(expected) && err.contains(RULE),

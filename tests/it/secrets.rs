@@ -5,7 +5,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use crate::support::{heal_cli, http, test_dir, wait_until, Server};
+use crate::support::{check_config, http, test_dir, wait_until, Server};
 
 /// A listener that takes connections and closes them unanswered, so a
 /// probe's request fails with an error that names its URL.
@@ -85,11 +85,7 @@ prometheus = {{ url = "http://prom:PROMPASS789@127.0.0.1:{port}", query = "up", 
         "[[probe]]\nname = \"p\"\nevery = \"1m\"\nhttp = { url = \"ftp://user:PASSWORD123@h/?apikey=KEY456\" }\n",
     )
     .unwrap();
-    let (code, _, err) = heal_cli(
-        &["check-config", "--config", bad.to_str().unwrap()],
-        &[],
-        None,
-    );
+    let (code, err) = check_config(&bad);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("ftp://<redacted>@h/?apikey=<redacted>"),

@@ -455,6 +455,20 @@ pub fn heal_cli(
     )
 }
 
+/// `heal check-config --config PATH`: its exit code and stderr.
+pub fn check_config(path: &Path) -> (i32, String) {
+    let (code, _, err) = heal_cli(
+        &[
+            "check-config",
+            "--config",
+            path.to_str().expect("a UTF-8 path"),
+        ],
+        &[],
+        None,
+    );
+    (code, err)
+}
+
 /// A minimal config: one rule `fix` running runbook `fix` with `steps_toml` on `labels.instance`.
 pub fn one_rule_config(steps_toml: &str, server_extra: &str) -> String {
     rule_config(
