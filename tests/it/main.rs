@@ -18,6 +18,7 @@ mod ops;
 mod reload;
 mod schema;
 mod security;
+mod store;
 mod systemd;
 mod tls;
 mod watch;

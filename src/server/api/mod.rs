@@ -367,6 +367,9 @@ fn dispatch(
         Route::ListChannels => notify::channels(&config),
         Route::TestChannel(n) => notify::test(state, &config, &n, who),
         Route::Ready => {
+            if let Some(problem) = store::health::problem() {
+                return Err(Error::request(503, problem));
+            }
             reader(state, conn)?
                 .query_row("SELECT 1", [], |_| Ok(()))
                 .map_err(|e| Error::Store("readiness check".into(), e))?;
