@@ -169,10 +169,10 @@ fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
             restore_hint(path)
         )));
     }
-    log::debug!(
-        "database {}: quick_check ok in {:?}",
+    log::info!(
+        "database {}: quick_check ok ({:.1}s)",
         path.display(),
-        started.elapsed()
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
