@@ -574,3 +574,47 @@ impl Validator<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(key: Option<&str>, sha: Option<&str>) -> RawHeartbeat {
+        RawHeartbeat {
+            name: "nightly".into(),
+            every: Some("1d".into()),
+            ping_key: key.map(str::to_string),
+            ping_key_sha256: sha.map(str::to_string),
+            ..RawHeartbeat::default()
+        }
+    }
+
+    #[test]
+    fn a_ping_key_is_kept_as_its_hash_and_matched_by_it() {
+        let key = "key-0123456789abcdef";
+        let hb = heartbeat(&raw(Some(key), None)).unwrap();
+        assert!(!hb.def.contains(key), "{}", hb.def);
+        assert!(hb.matches_ping_key(key));
+        assert!(!hb.matches_ping_key("key-0123456789abcdeX"));
+        // The stored form parses back to the same key.
+        let again = heartbeat_from_def(&hb.def).unwrap();
+        assert!(again.matches_ping_key(key));
+        assert_eq!(again.def, hb.def);
+        let by_hash = heartbeat(&raw(
+            None,
+            Some(&super::super::hex(&super::super::token_hash(key))),
+        ))
+        .unwrap();
+        assert!(by_hash.matches_ping_key(key));
+    }
+
+    #[test]
+    fn ping_key_forms_are_checked() {
+        let both = heartbeat(&raw(Some("key-0123456789abcdef"), Some(&"a".repeat(64))));
+        assert!(both.unwrap_err().contains("not both"));
+        assert!(heartbeat(&raw(None, Some("abc")))
+            .unwrap_err()
+            .contains("64 hex digits"));
+        assert!(!heartbeat(&raw(None, None)).unwrap().matches_ping_key(""));
+    }
+}

@@ -109,12 +109,11 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::store::testing::temp_dir;
 
     #[test]
     fn a_second_lock_is_refused_naming_the_first_and_freed_on_drop() {
-        let dir = std::env::temp_dir().join(format!("heal-store-lock-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("lock");
         let db = dir.join("heal.db");
         let first = acquire(&db, "127.0.0.1:7878").unwrap();
         let mode = std::fs::metadata(lock_path(&db))
@@ -138,9 +137,7 @@ mod tests {
 
     #[test]
     fn a_symlinked_lock_file_is_refused() {
-        let dir = std::env::temp_dir().join(format!("heal-store-lock-link-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("lock-link");
         let db = dir.join("heal.db");
         std::os::unix::fs::symlink(dir.join("elsewhere"), lock_path(&db)).unwrap();
         assert!(acquire(&db, "x").is_err());

@@ -1295,8 +1295,8 @@ pub fn list_agents(conn: &Connection) -> Result<Vec<AgentRow>> {
         .context("listing agents")
 }
 
-/// What tests of the store share: a migrated database in memory, and what
-/// SQLite plans for a query.
+/// What tests of the store share: a migrated database in memory, a temp
+/// directory, and what SQLite plans for a query.
 #[cfg(test)]
 pub(crate) mod testing {
     use rusqlite::{Connection, ToSql};
@@ -1306,6 +1306,14 @@ pub(crate) mod testing {
         let mut conn = Connection::open_in_memory().unwrap();
         super::migrations::migrate(&mut conn).unwrap();
         conn
+    }
+
+    /// A fresh directory under the system temp dir, named after the test.
+    pub fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("heal-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     /// The lines of `EXPLAIN QUERY PLAN sql` with `args` (zeros for any left out).

@@ -10,18 +10,8 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use serde_json::json;
 
+use crate::ops::{s, CONFIG};
 use crate::support::{heal_bin, heal_cli, http, serve_until_exit, test_dir, wait_until, Server};
-
-const CONFIG: &str = r#"
-[[rule]]
-name = "record-only"
-when = "true"
-action = "discard"
-"#;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
 
 /// `heal` with the umask most shells have, so nothing is private by accident.
 fn heal_umask_022() -> Command {
