@@ -9,7 +9,8 @@
 //! reporting it. The state is process-wide, like the log it comes from.
 //!
 //! Corruption stays until heal restarts (the start-up `quick_check` then
-//! decides); a full disk clears once a later write commits (`committed`).
+//! decides); a full disk clears once a later write commits (`committed`),
+//! or `/-/ready`'s own `probe_write` does.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -64,6 +65,39 @@ pub fn committed(mark: u64) {
     if SEEN.load(Ordering::SeqCst) == mark {
         let _ = STATE.compare_exchange(FULL, HEALTHY, Ordering::SeqCst, Ordering::SeqCst);
     }
+}
+
+/// Whether the last problem seen was a full disk (and no corruption).
+pub fn is_full() -> bool {
+    STATE.load(Ordering::SeqCst) == FULL
+}
+
+/// Bytes free for heal on the filesystem holding `path`, if it can be read.
+pub fn room(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs reads a NUL-terminated path and writes one struct that lives on this frame.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(dir.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// A write that needs disk space and changes nothing: the schema version
+/// written back as it is (SQLite rewrites the database's first page). Run
+/// through the writer while the disk is full, its commit says there is room
+/// again even when nothing else writes (a `/-/ready` that kept traffic away
+/// would otherwise never see a write succeed).
+pub fn probe_write(conn: &rusqlite::Connection) -> crate::error::Result<()> {
+    use crate::error::StoreContext;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .context("reading the schema version")?;
+    conn.pragma_update(None, "user_version", version)
+        .context("writing the schema version back")
 }
 
 /// Why the store is not ready, if it is not.

@@ -225,12 +225,12 @@ impl Drop for Tmpfs {
 #[test]
 fn ready_turns_503_on_a_full_disk_and_back_when_a_write_succeeds() {
     let dir = test_dir("store-disk-full");
-    let Some(_fs) = Tmpfs::mount(&dir, "3m") else {
+    let Some(_fs) = Tmpfs::mount(&dir, "4m") else {
         eprintln!("\n*** SKIPPED: ready_turns_503_on_a_full_disk...: cannot mount a tmpfs here (needs root); the test did not run ***\n");
         return;
     };
-    // Room heal can get back later.
-    std::fs::write(dir.join("filler"), vec![0u8; 1 << 20]).unwrap();
+    // Room heal can get back later: more than max_body (1 MiB).
+    std::fs::write(dir.join("filler"), vec![0u8; 2 << 20]).unwrap();
     let mut server = Server::start(&dir, CONFIG);
     let big = "y".repeat(100_000);
     let mut refused = None;
@@ -244,8 +244,19 @@ fn ready_turns_503_on_a_full_disk_and_back_when_a_write_succeeds() {
             break;
         }
     }
-    let (status, body) = refused.expect("a 3 MiB disk fills within 100 alerts of 100 kB");
+    let (status, body) = refused.expect("a 4 MiB disk fills within 100 alerts of 100 kB");
     assert!(status >= 500, "{status} {body}");
+    // Whatever room the refused alert left is taken too: ready's own probe write must find none.
+    {
+        use std::io::Write;
+        let mut rest = std::fs::File::create(dir.join("rest")).unwrap();
+        let chunk = [0u8; 4096];
+        for _ in 0..10_000 {
+            if rest.write_all(&chunk).and_then(|()| rest.flush()).is_err() {
+                break;
+            }
+        }
+    }
     let (status, body) = server.get("/-/ready");
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -253,10 +264,11 @@ fn ready_turns_503_on_a_full_disk_and_back_when_a_write_succeeds() {
         "{body}"
     );
 
+    // With room again, ready recovers without waiting for traffic it may be keeping away.
     std::fs::remove_file(dir.join("filler")).unwrap();
+    assert_eq!(server.get_ok("/-/ready")["status"], "ready");
     let (status, body) = server.post("/api/v1/alerts", &json!({"name": "Room"}));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(server.get_ok("/-/ready")["status"], "ready");
     server.kill();
 }
 
