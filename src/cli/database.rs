@@ -1,5 +1,6 @@
-//! `heal backup` and `heal migrate`: the database file itself, handled while
-//! `heal serve` runs (backup) or before it starts (migrate).
+//! `heal backup`, `heal check-db` and `heal migrate`: the database file
+//! itself, handled while `heal serve` runs (backup, check-db) or before it
+//! starts (migrate, which takes the database's lock as `serve` does).
 //!
 //! The database is found as `serve` finds it: `--db`, else `[server] db` of
 //! the config, else `./heal.db`. Neither command ever creates a database: a
@@ -50,6 +51,66 @@ pub struct Migrate {
     /// config file naming the database (default: ./runbooks.toml, if it exists)
     #[argh(option)]
     config: Option<PathBuf>,
+}
+
+/// Check the whole database for damage (PRAGMA integrity_check); safe while heal serve runs.
+///
+/// Exit 0 intact, 2 damaged (with how to restore), 1 the check could not run.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check-db")]
+pub struct CheckDb {
+    /// SQLite database (default: [server] db of --config, else ./heal.db)
+    #[argh(option)]
+    db: Option<PathBuf>,
+    /// config file naming the database (default: ./runbooks.toml, if it exists)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// Problems `heal check-db` lists at most.
+const CHECK_DB_PROBLEMS: usize = 20;
+
+/// `heal check-db`: the full `integrity_check` (every page, index entry and
+/// constraint), which `serve`'s start-up `quick_check` leaves out.
+pub fn check_db(c: CheckDb) -> Result<()> {
+    let db = db_path(c.db, c.config)?;
+    let conn = open_existing(&db)?;
+    let started = std::time::Instant::now();
+    let damaged = |what: String| {
+        Error::Config(format!(
+            "database {} is damaged: {what}. {}",
+            db.display(),
+            store::restore_hint(&db)
+        ))
+    };
+    let found = match store::integrity(&conn, "integrity_check", CHECK_DB_PROBLEMS) {
+        Ok(found) => found,
+        Err(Error::Store(_, e)) if store::is_corrupt(&e) => return Err(damaged(e.to_string())),
+        Err(e) => return Err(e),
+    };
+    if found != ["ok"] {
+        for line in &found {
+            println!("{line}");
+        }
+        return Err(damaged(format!(
+            "integrity_check found {}{} problem(s), listed above",
+            found.len(),
+            if found.len() == CHECK_DB_PROBLEMS {
+                " or more"
+            } else {
+                ""
+            }
+        )));
+    }
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap_or(0);
+    println!(
+        "database {}: integrity_check ok ({pages} pages, {:.1}s)",
+        db.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// `heal backup`: a consistent copy of a live database, written whole or not at all.
@@ -112,6 +173,7 @@ pub fn migrate(c: Migrate) -> Result<()> {
             known - found
         )));
     }
+    let _lock = store::lock::acquire(&db, "heal migrate")?;
     drop(store::open_and_migrate(&db)?);
     println!("applied:");
     pending();

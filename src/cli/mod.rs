@@ -58,6 +58,7 @@ enum Command {
     Audit(admin::Audit),
     Backup(database::Backup),
     Migrate(database::Migrate),
+    CheckDb(database::CheckDb),
 }
 
 /// Run the server: webhooks, rules, dispatch to agents.
@@ -430,6 +431,7 @@ pub fn run(heal: Heal) -> Result<()> {
         Command::Audit(c) => admin::audit(c),
         Command::Backup(c) => database::backup(c),
         Command::Migrate(c) => database::migrate(c),
+        Command::CheckDb(c) => database::check_db(c),
     }
 }
 
@@ -504,6 +506,7 @@ fn server_url(flag: Option<String>) -> String {
 
 fn token(flag: Option<String>, file: Option<PathBuf>) -> Result<Option<String>> {
     if let Some(t) = flag {
+        eprintln!("heal: warning: --token on the command line is visible to every local user (ps, /proc/PID/cmdline): pass --token-file FILE or set HEAL_TOKEN instead");
         return Ok(Some(t));
     }
     if let Some(f) = file {

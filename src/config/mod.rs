@@ -348,12 +348,7 @@ impl Token {
     /// Whether `presented` is this token's secret: its hash compared in
     /// constant time.
     pub fn matches(&self, presented: &str) -> bool {
-        let h = token_hash(presented);
-        let mut diff = 0u8;
-        for (a, b) in h.iter().zip(self.hash.iter()) {
-            diff |= a ^ b;
-        }
-        diff == 0
+        hash_matches(presented, &self.hash)
     }
 }
 
@@ -365,12 +360,23 @@ pub fn token_hash(secret: &str) -> [u8; 32] {
     out
 }
 
+/// Whether `presented` hashes to `hash` (a token's or a ping key's
+/// SHA-256), compared in constant time.
+pub fn hash_matches(presented: &str, hash: &[u8; 32]) -> bool {
+    let h = token_hash(presented);
+    let mut diff = 0u8;
+    for (a, b) in h.iter().zip(hash.iter()) {
+        diff |= a ^ b;
+    }
+    diff == 0
+}
+
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_sha256(text: &str) -> Option<[u8; 32]> {
     let text = text.trim();
     if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
@@ -751,6 +757,7 @@ const SECRET_KEYS: &[&str] = &[
     "routing_key",
     "api_key",
     "ping_key",
+    "ping_key_sha256",
     "headers",
     "watchdog_url",
 ];

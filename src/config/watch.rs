@@ -37,11 +37,13 @@ pub struct Heartbeat {
     pub tags: Vec<String>,
     /// Extra labels on its alerts.
     pub labels: BTreeMap<String, String>,
-    /// A secret that lets `/ping/<name>?key=...` ping without a token.
-    pub ping_key: Option<String>,
+    /// SHA-256 of the secret that lets `/ping/<name>?key=...` ping without
+    /// a token; the key itself is never kept (see `matches_ping_key`).
+    pub ping_key: Option<[u8; 32]>,
     /// What it watches, for people.
     pub description: String,
-    /// Its raw form as stored (JSON; secrets stay `${ENV}` references).
+    /// Its raw form as stored (JSON), with the ping key replaced by its
+    /// SHA-256 (`ping_key_sha256`): the database never holds the key.
     pub def: String,
 }
 
@@ -77,6 +79,9 @@ pub struct RawHeartbeat {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ping_key: Option<String>,
+    /// The ping key given as its SHA-256 (hex), as `[[token]] secret_sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_key_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
@@ -109,17 +114,32 @@ pub fn heartbeat(raw: &RawHeartbeat) -> std::result::Result<Heartbeat, String> {
         return Err("renotify: must be at least 1m".into());
     }
     check_labels(&raw.labels)?;
-    let ping_key = match &raw.ping_key {
-        None => None,
-        Some(k) => {
+    let ping_key = match (&raw.ping_key, &raw.ping_key_sha256) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err("ping_key and ping_key_sha256: give one of them, not both".into())
+        }
+        (Some(k), None) => {
             let k = expand_env(k).map_err(|e| format!("ping_key: {e}"))?;
             if k.len() < 16 {
                 return Err(
                     "ping_key: shorter than 16 characters (use e.g. `openssl rand -hex 16`)".into(),
                 );
             }
-            Some(k)
+            Some(super::token_hash(&k))
         }
+        (None, Some(h)) => Some(super::parse_sha256(h).ok_or_else(|| {
+            format!(
+                "ping_key_sha256: not 64 hex digits (got {} characters)",
+                h.len()
+            )
+        })?),
+    };
+    // What the store keeps: the key's hash, never the key.
+    let stored = RawHeartbeat {
+        ping_key: None,
+        ping_key_sha256: ping_key.map(|h| super::hex(&h)),
+        ..raw.clone()
     };
     Ok(Heartbeat {
         name: raw.name.clone(),
@@ -137,8 +157,17 @@ pub fn heartbeat(raw: &RawHeartbeat) -> std::result::Result<Heartbeat, String> {
         labels: raw.labels.clone(),
         ping_key,
         description: raw.description.clone(),
-        def: serde_json::to_string(raw).expect("a raw heartbeat always serializes"),
+        def: serde_json::to_string(&stored).expect("a raw heartbeat always serializes"),
     })
+}
+
+impl Heartbeat {
+    /// Whether `presented` is this heartbeat's ping key: its SHA-256
+    /// compared with the stored one in constant time.
+    pub fn matches_ping_key(&self, presented: &str) -> bool {
+        self.ping_key
+            .is_some_and(|hash| super::hash_matches(presented, &hash))
+    }
 }
 
 /// A heartbeat from its stored form (`Heartbeat::def`).
@@ -544,5 +573,49 @@ impl Validator<'_> {
             probe_results: keep(&raw.probe_results, "probe_results")?,
             events: keep(&raw.events, "events")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(key: Option<&str>, sha: Option<&str>) -> RawHeartbeat {
+        RawHeartbeat {
+            name: "nightly".into(),
+            every: Some("1d".into()),
+            ping_key: key.map(str::to_string),
+            ping_key_sha256: sha.map(str::to_string),
+            ..RawHeartbeat::default()
+        }
+    }
+
+    #[test]
+    fn a_ping_key_is_kept_as_its_hash_and_matched_by_it() {
+        let key = "key-0123456789abcdef";
+        let hb = heartbeat(&raw(Some(key), None)).unwrap();
+        assert!(!hb.def.contains(key), "{}", hb.def);
+        assert!(hb.matches_ping_key(key));
+        assert!(!hb.matches_ping_key("key-0123456789abcdeX"));
+        // The stored form parses back to the same key.
+        let again = heartbeat_from_def(&hb.def).unwrap();
+        assert!(again.matches_ping_key(key));
+        assert_eq!(again.def, hb.def);
+        let by_hash = heartbeat(&raw(
+            None,
+            Some(&super::super::hex(&super::super::token_hash(key))),
+        ))
+        .unwrap();
+        assert!(by_hash.matches_ping_key(key));
+    }
+
+    #[test]
+    fn ping_key_forms_are_checked() {
+        let both = heartbeat(&raw(Some("key-0123456789abcdef"), Some(&"a".repeat(64))));
+        assert!(both.unwrap_err().contains("not both"));
+        assert!(heartbeat(&raw(None, Some("abc")))
+            .unwrap_err()
+            .contains("64 hex digits"));
+        assert!(!heartbeat(&raw(None, None)).unwrap().matches_ping_key(""));
     }
 }

@@ -361,6 +361,10 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     raise_open_files();
+    // Before any connection opens: SQLite's error log feeds `/-/ready`.
+    store::health::install();
+    // Held until `serve` returns; the kernel frees it however heal ends.
+    let mut lock = store::lock::acquire(&db_path, &addr.to_string())?;
     let write_conn = store::open_and_migrate(&db_path)?;
     let (version, _) = store::apply_config(
         &write_conn,
@@ -407,6 +411,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         },
     ));
     let scheme = if front.is_tls() { "https" } else { "http" };
+    lock.describe(&format!("{scheme}://{bound}"))?;
     let mut internal_tokens = Vec::new();
     let local = opts.local_agent.map(|l| {
         let secret = crate::agent::random_hex(32);
@@ -518,6 +523,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         signal_handle.close();
         store_stop.trigger();
     });
+    drop(lock);
     log::info!("stopped");
     Ok(())
 }

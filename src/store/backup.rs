@@ -77,13 +77,7 @@ pub fn contents(conn: &Connection) -> Result<Contents> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("heal-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::store::testing::temp_dir;
 
     #[test]
     fn copy_is_standalone_and_holds_what_was_committed() {

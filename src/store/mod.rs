@@ -11,7 +11,9 @@ pub mod admin;
 pub mod backup;
 pub mod browse;
 pub mod figures;
+pub mod health;
 pub mod lifecycle;
+pub mod lock;
 pub mod migrations;
 pub mod notify;
 pub mod session;
@@ -59,11 +61,22 @@ pub fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Opens the database and brings its schema up to date; run once before any thread starts.
+/// Opens the database (created 0600 if missing, whatever the umask),
+/// refuses a corrupt one (`PRAGMA quick_check`) and brings its schema up to
+/// date; run once, under the database's `lock`, before any thread starts.
 pub fn open_and_migrate(path: &Path) -> Result<Connection> {
-    let mut conn = open(path)?;
+    create_private(path)?;
+    let mut conn = open(path).map_err(|e| refuse_corrupt(path, e))?;
+    quick_check(&conn, path)?;
     let found = migrations::migrate(&mut conn)
         .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
+    let hashed = hash_stored_ping_keys(&conn)?;
+    if hashed > 0 {
+        log::info!(
+            "database {}: stored the ping keys of {hashed} heartbeats as SHA-256 hashes",
+            path.display()
+        );
+    }
     if found < migrations::MIGRATIONS.len() {
         log::info!(
             "database {}: schema version {found} migrated to {}",
@@ -72,6 +85,96 @@ pub fn open_and_migrate(path: &Path) -> Result<Connection> {
         );
     }
     Ok(conn)
+}
+
+/// Creates the database file 0600 when it does not exist: SQLite would
+/// create it 0644 less the umask, and gives its -wal and -shm files the
+/// database's mode. `create_new` never follows a planted symlink. An existing
+/// database that others may read is named in a warning, not changed.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(m) = std::fs::metadata(path) {
+                if m.permissions().mode() & 0o077 != 0 {
+                    log::warn!(
+                        "database {} is mode {:o}: other users may read alert data and hashes; chmod 600 it",
+                        path.display(),
+                        m.permissions().mode() & 0o777
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::Io(
+            format!("cannot create database {}", path.display()),
+            e,
+        )),
+    }
+}
+
+/// How to get a working database back, for every refusal of a damaged one.
+pub fn restore_hint(path: &Path) -> String {
+    let db = path.display();
+    format!("stop heal, move {db} (and {db}-wal, {db}-shm) aside and copy the latest heal backup file in its place; without a backup, salvage what is readable with: sqlite3 {db} .recover | sqlite3 recovered.db")
+}
+
+/// Turns SQLite's "file is not a database" or "malformed" at open into a
+/// configuration error (exit 2) that says how to restore.
+fn refuse_corrupt(path: &Path, e: Error) -> Error {
+    match &e {
+        Error::Store(_, inner) if is_corrupt(inner) => Error::Config(format!(
+            "database {} is damaged ({inner}): heal will not start on it. {}",
+            path.display(),
+            restore_hint(path)
+        )),
+        _ => e,
+    }
+}
+
+/// Whether SQLite said the file is damaged or not a database.
+pub fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// What an integrity check found: "ok", or up to `limit` problems.
+pub fn integrity(conn: &Connection, pragma: &str, limit: usize) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare(&format!("PRAGMA {pragma}({limit})"))
+        .context(pragma)?;
+    let rows = stmt.query_map([], |r| r.get(0)).context(pragma)?;
+    rows.collect::<std::result::Result<_, _>>().context(pragma)
+}
+
+/// Runs `PRAGMA quick_check` (the b-trees' structure, not every index
+/// entry: O(N), a fraction of `integrity_check`) and refuses a damaged
+/// database with exit 2 and the way to restore it.
+fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
+    let started = Instant::now();
+    let found = integrity(conn, "quick_check", 10).map_err(|e| refuse_corrupt(path, e))?;
+    if found != ["ok"] {
+        return Err(Error::Config(format!(
+            "database {} is damaged (quick_check: {}): heal will not start on it. {}",
+            path.display(),
+            found.join("; "),
+            restore_hint(path)
+        )));
+    }
+    log::info!(
+        "database {}: quick_check ok ({:.1}s)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 type Done = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
@@ -98,6 +201,9 @@ impl Writer {
         let (tx, rx) = sync_channel(1);
         let job: Job = Box::new(move |conn: &Connection| {
             let result = in_savepoint(conn, f);
+            if let Err(Error::Store(_, e)) = &result {
+                health::observe(e);
+            }
             Box::new(move |committed: std::result::Result<(), String>| {
                 let result = match committed {
                     Ok(()) => result,
@@ -149,7 +255,10 @@ pub fn run_writer(
                 Err(_) => break,
             }
         }
+        let mark = health::mark();
+        let changes = conn.total_changes();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            health::observe(&e);
             log::error!("store: cannot begin a transaction: {e}");
             let message = e.to_string();
             for job in batch {
@@ -161,11 +270,15 @@ pub fn run_writer(
         let done: Vec<Done> = batch.into_iter().map(|job| job(&conn)).collect();
         let commit_started = Instant::now();
         let result = conn.execute_batch("COMMIT").map_err(|e| {
+            health::observe(&e);
             log::error!("store: commit failed: {e}");
             let _ = conn.execute_batch("ROLLBACK");
             e.to_string()
         });
         committed(commit_started.elapsed());
+        if result.is_ok() && conn.total_changes() > changes {
+            health::committed(mark);
+        }
         for d in done {
             d(result.clone());
         }
@@ -1182,8 +1295,8 @@ pub fn list_agents(conn: &Connection) -> Result<Vec<AgentRow>> {
         .context("listing agents")
 }
 
-/// What tests of the store share: a migrated database in memory, and what
-/// SQLite plans for a query.
+/// What tests of the store share: a migrated database in memory, a temp
+/// directory, and what SQLite plans for a query.
 #[cfg(test)]
 pub(crate) mod testing {
     use rusqlite::{Connection, ToSql};
@@ -1193,6 +1306,14 @@ pub(crate) mod testing {
         let mut conn = Connection::open_in_memory().unwrap();
         super::migrations::migrate(&mut conn).unwrap();
         conn
+    }
+
+    /// A fresh directory under the system temp dir, named after the test.
+    pub fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("heal-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     /// The lines of `EXPLAIN QUERY PLAN sql` with `args` (zeros for any left out).

@@ -195,6 +195,45 @@ pub fn put_heartbeat(conn: &Connection, name: &str, def: &str, now: i64) -> Resu
     }
 }
 
+/// Replaces each plain ping key still stored (by a heal before keys were
+/// hashed) with its SHA-256; returns how many heartbeats changed. The old
+/// text is overwritten on disk (`secure_delete`), not left in free pages.
+/// A definition that no longer parses (a `${VAR}` now unset) is left as it
+/// is: the key is hashed when it is next read, and the config's own
+/// heartbeats are rewritten at every start anyway.
+pub fn hash_stored_ping_keys(conn: &Connection) -> Result<usize> {
+    let rows: Vec<(String, String)> = {
+        let mut stmt = conn
+            .prepare(r#"SELECT name, def FROM heartbeat WHERE def LIKE '%"ping_key":%'"#)
+            .context("finding plain ping keys")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .context("finding plain ping keys")?;
+        rows.collect::<rusqlite::Result<_>>()
+            .context("finding plain ping keys")?
+    };
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    conn.pragma_update(None, "secure_delete", true)
+        .context("turning on secure_delete")?;
+    let mut n = 0;
+    for (name, def) in rows {
+        let Ok(hb) = crate::config::heartbeat_from_def(&def) else {
+            continue;
+        };
+        n += conn
+            .execute(
+                "UPDATE heartbeat SET def = ?2 WHERE name = ?1",
+                params![name, hb.def],
+            )
+            .context("hashing a stored ping key")?;
+    }
+    conn.pragma_update(None, "secure_delete", false)
+        .context("turning off secure_delete")?;
+    Ok(n)
+}
+
 /// Deletes a heartbeat registered through the API, with its pings.
 pub fn delete_heartbeat(conn: &Connection, name: &str) -> Result<()> {
     match heartbeat(conn, name)? {

@@ -20,6 +20,7 @@ mod reload;
 mod schema;
 mod secrets;
 mod security;
+mod store;
 mod systemd;
 mod tls;
 mod watch;

@@ -13,14 +13,16 @@ use crate::support::{
     fixture, heal_bin, heal_cli, http, serve_until_exit, test_dir, wait_until, Server,
 };
 
-const CONFIG: &str = r#"
+/// A config that records every alert and runs nothing.
+pub const CONFIG: &str = r#"
 [[rule]]
 name = "record-only"
 when = "true"
 action = "discard"
 "#;
 
-fn s(p: &Path) -> &str {
+/// A test path as the `&str` an argument list takes.
+pub fn s(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
 

@@ -379,6 +379,20 @@ fn dispatch(
         Route::ListChannels => notify::channels(&config),
         Route::TestChannel(n) => notify::test(state, &config, &n, who),
         Route::Ready => {
+            // A full disk is retried once a request's worth of room is free:
+            // a page may fit in what a failed write left, a request not.
+            let need = config.server.max_body as u64;
+            if store::health::is_full()
+                && store::health::room(&state.db_path).is_some_and(|free| free >= need)
+            {
+                let mark = store::health::mark();
+                if state.writer.write(store::health::probe_write).is_ok() {
+                    store::health::committed(mark);
+                }
+            }
+            if let Some(problem) = store::health::problem() {
+                return Err(Error::request(503, problem));
+            }
             reader(state, conn)?
                 .query_row("SELECT 1", [], |_| Ok(()))
                 .map_err(|e| Error::Store("readiness check".into(), e))?;

@@ -49,7 +49,7 @@ const POST: &[&str] = &["POST"];
 /// Every route.
 pub const ROUTES: &[Spec] = &[
     spec(GET, "/-/healthy", None, "liveness: the process answers"),
-    spec(GET, "/-/ready", READ, "readiness: the store answers"),
+    spec(GET, "/-/ready", READ, "readiness: the store answers and reports neither damage nor a full disk (else 503 with the reason)"),
     spec(
         GET,
         "/metrics",

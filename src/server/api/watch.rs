@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 use tiny_http::Request;
 
-use super::{read_body, read_json, reader, same_secret, Answer};
+use super::{read_body, read_json, reader, Answer};
 use crate::config::{self, Config, RawHeartbeat};
 use crate::error::{Error, Result};
 use crate::heartbeat;
@@ -44,16 +44,15 @@ impl PingPath {
     }
 }
 
-/// A heartbeat's ping key, from its parsed definition.
-fn ping_key(state: &State, conn: &Connection, name: &str) -> Result<Option<String>> {
+/// Whether `key` is the ping key of heartbeat `name` (only its hash is stored).
+fn ping_key_matches(state: &State, conn: &Connection, name: &str, key: &str) -> Result<bool> {
     let Some(row) = store::heartbeat(conn, name)? else {
-        return Ok(None);
+        return Ok(false);
     };
     Ok(state
         .watch
         .heartbeat(&row)
-        .ok()
-        .and_then(|k| k.hb.ping_key.clone()))
+        .is_ok_and(|k| k.hb.matches_ping_key(key)))
 }
 
 /// Records a ping. `key` is the `?key=` of a request that brought no token.
@@ -66,8 +65,7 @@ pub fn ping(
     conn: &mut Option<Connection>,
 ) -> Answer {
     if let Some(key) = key {
-        let expected = ping_key(state, reader(state, conn)?, &name)?;
-        if !expected.is_some_and(|k| same_secret(k.as_bytes(), key.as_bytes())) {
+        if !ping_key_matches(state, reader(state, conn)?, &name, key)? {
             return Err(Error::request(
                 401,
                 "wrong ping key (send the heartbeat's ping_key as ?key=, or a token with the ping scope)",

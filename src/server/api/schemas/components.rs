@@ -173,7 +173,8 @@ pub(super) fn shared() -> Value {
                 "team": string(), "priority": string(), "service": string(), "runbook_url": string(),
                 "tags": array(string()),
                 "labels": labels(&[]),
-                "ping_key": string(),
+                "ping_key": { "type": "string", "minLength": 16, "description": "kept only as its SHA-256; never shown again" },
+                "ping_key_sha256": { "type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "the ping key given as its SHA-256 instead (not with ping_key)" },
                 "description": string(),
             }
         },
