@@ -49,6 +49,9 @@ pub struct Metrics {
     gave_up: Family<String>,
     http: Family<(&'static str, &'static str, u16)>,
     commits: Histogram,
+    /// Failed authentications (wrong or expired tokens, at the API or the
+    /// login form), and refusals for too many of them.
+    auth: [AtomicU64; 2],
 }
 
 /// What one intake job received and decided; added to the counters once the
@@ -123,6 +126,7 @@ impl Default for Metrics {
             gave_up: Family::default(),
             http: Family::default(),
             commits: Histogram::new(COMMIT_BUCKETS),
+            auth: Default::default(),
         }
     }
 }
@@ -162,6 +166,12 @@ impl Metrics {
             _ => "other",
         };
         self.http.add(&(method, route, code), 1);
+    }
+
+    /// Counts a failed authentication; `limited` when it was refused for
+    /// too many failures from its address (`api::limit`).
+    pub fn observe_auth_failure(&self, limited: bool) {
+        self.auth[usize::from(limited)].fetch_add(1, Relaxed);
     }
 
     /// Records how long the store writer's COMMIT of one batch took.
@@ -307,6 +317,16 @@ impl Metrics {
             "How long the store writer's COMMIT of one batch of jobs took (the fsync every waiting request shares).",
         );
         self.commits.render(t, "heal_store_commit_seconds", None);
+        t.labeled(
+            "heal_auth_failures_total",
+            "counter",
+            "Failed authentications (a wrong or expired token at the API or the login form): refused with 401, or with 429 once an address had too many this minute.",
+            "outcome",
+            [
+                ("refused", self.auth[0].load(Relaxed)),
+                ("limited", self.auth[1].load(Relaxed)),
+            ],
+        );
     }
 }
 

@@ -251,7 +251,7 @@ fn serve(
     }
     let mut form = Vec::new();
     if method == "POST" {
-        session::same_origin(request, &config)?;
+        session::same_origin(request, &config, state.front.is_tls())?;
         form = read_form(request, config.server.max_body)?;
         if row.path != "/login" {
             let v = viewer.as_ref().expect("every POST but /login has a scope");
