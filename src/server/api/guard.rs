@@ -23,7 +23,7 @@
 
 use tiny_http::{Method, Request};
 
-use super::State;
+use super::{header, State};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -101,15 +101,6 @@ pub(crate) fn require_json(request: &Request) -> Result<()> {
         415,
         format!("content type {ct:?} is not JSON (send Content-Type: application/json)"),
     ))
-}
-
-/// A request header's value.
-fn header<'r>(request: &'r Request, name: &'static str) -> Option<&'r str> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str())
 }
 
 /// The `scheme://host[:port]` of a URL, lower case, without a default port

@@ -158,13 +158,17 @@ pub(crate) fn remote(state: &State, request: &Request) -> Option<String> {
     Some(limit::client(peer, request, trusted).to_string())
 }
 
-fn bearer(request: &Request) -> Option<String> {
-    let header = request
+/// A request header's value.
+pub(crate) fn header<'r>(request: &'r Request, name: &'static str) -> Option<&'r str> {
+    request
         .headers()
         .iter()
-        .find(|h| h.field.equiv("Authorization"))?;
-    let value = header.value.as_str();
-    let (scheme, token) = value.split_once(' ')?;
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+}
+
+fn bearer(request: &Request) -> Option<String> {
+    let (scheme, token) = header(request, "Authorization")?.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim().to_string())

@@ -31,6 +31,7 @@ use rusqlite::Connection;
 use tiny_http::{Header, Request, Response};
 
 use super::api;
+use super::api::header;
 use super::State;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -311,15 +312,6 @@ fn read_form(request: &mut Request, max: usize) -> Result<Vec<(String, String)>>
             (api::decode(k), api::decode(v))
         })
         .collect())
-}
-
-/// A request header's value.
-fn header<'r>(request: &'r Request, name: &'static str) -> Option<&'r str> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str())
 }
 
 /// The Content-Security-Policy of every answer: this origin only, no inline
