@@ -1734,6 +1734,40 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
     }
 
     #[test]
+    fn trusted_proxies_and_token_tags() {
+        let c = parse(
+            Path::new("runbooks.toml"),
+            "[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n[[token]]\nname = \"a\"\nscopes = [\"agent\"]\nagent = \"web-1\"\ntags = [\"lb\"]\nsecret = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        let t = &c.tokens[0];
+        assert_eq!(t.tag_not_allowed(&["lb".into()]), None);
+        assert_eq!(t.tag_not_allowed(&["lb".into(), "db".into()]), Some("db"));
+        assert!(t.may(Scope::Agent) && !t.may(Scope::Read));
+        check_err(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/40\"]\n",
+            "trusted_proxies: \"10.0.0.0/40\": the prefix length must be from 0 to 32",
+        );
+        check_err(
+            "[server]\ntrusted_proxies = [\"proxy.internal\"]\n",
+            "trusted_proxies: \"proxy.internal\" is not an address",
+        );
+        check_err(
+            "[[token]]\nname = \"t\"\nscopes = [\"agent\"]\ntags = [\"db\"]\nsecret = \"0123456789abcdef\"\n",
+            "tags: only a token bound to an agent",
+        );
+        let admin = parse(
+            Path::new("runbooks.toml"),
+            "[[token]]\nname = \"t\"\nscopes = [\"admin\"]\nsecret = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let t = &admin.tokens[0];
+        assert!(t.may(Scope::Read) && t.may(Scope::Webhook) && !t.may(Scope::Agent));
+        assert_eq!(t.tag_not_allowed(&["db".into()]), None, "unbound");
+    }
+
+    #[test]
     fn env_secret_must_be_set() {
         check_err("[[token]]\nname = \"t\"\nscopes = [\"admin\"]\nsecret = \"${HEAL_TEST_SURELY_UNSET}\"\n", "environment variable HEAL_TEST_SURELY_UNSET is not set");
     }
