@@ -194,7 +194,7 @@ fn a_rebound_host_reaches_nothing_on_an_open_heal() {
         format!("127.0.0.1:{port}"),
         format!("localhost:{port}"),
         "127.0.0.1".to_string(),
-        format!("heal.internal:{port}"),
+        format!("Heal.Internal:{port}"),
     ] {
         let (status, text) = raw(
             &server.addr,

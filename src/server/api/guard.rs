@@ -49,7 +49,7 @@ pub(crate) fn host(request: &Request, state: &State, config: &Config) -> Result<
         .as_deref()
         .and_then(origin_of)
         .and_then(|o| o.split_once("://").map(|(_, a)| host_name(a).to_string()));
-    if is_loopback(name) || public.as_deref() == Some(name) {
+    if is_loopback(name) || public.is_some_and(|p| p.eq_ignore_ascii_case(name)) {
         return Ok(());
     }
     Err(Error::request(
