@@ -248,6 +248,51 @@ pub struct Server {
     /// A reload may leave no token or no rule where the running config has
     /// some (see `emptied`); without it such a reload is refused.
     pub allow_empty: bool,
+    /// Proxies whose `X-Forwarded-For` names the client (addresses or CIDR blocks).
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// An address block of `[server] trusted_proxies`: an address and how many
+/// leading bits of it count (all of them for a single address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    /// `10.0.0.0/8`, `fd00::/8`, or a single address such as `127.0.0.1`.
+    pub fn parse(text: &str) -> std::result::Result<Cidr, String> {
+        let (addr, bits) = text.split_once('/').unwrap_or((text, ""));
+        let addr: std::net::IpAddr = addr.trim().parse().map_err(|_| {
+            format!("{text:?} is not an address like 10.0.0.1 or a block like 10.0.0.0/8")
+        })?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits =
+            match bits {
+                "" => max,
+                b => b.parse::<u8>().ok().filter(|b| *b <= max).ok_or_else(|| {
+                    format!("{text:?}: the prefix length must be from 0 to {max}")
+                })?,
+            };
+        Ok(Cidr { addr, bits })
+    }
+
+    /// Whether `ip` lies in the block (an IPv4 address in IPv6 form counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(ip, V4),
+            v4 => v4,
+        };
+        let (net, ip, width) = match (self.addr, ip) {
+            (V4(n), V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
+            (V6(n), V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = width - u32::from(self.bits);
+        shift >= width || (net >> shift) == (ip >> shift)
+    }
 }
 
 /// `[server] watchdog_url` and `watchdog_every`.
@@ -310,6 +355,9 @@ pub struct Token {
     pub hash: [u8; 32],
     /// For agent tokens: the only agent id it may act as.
     pub agent: Option<String>,
+    /// For tokens bound to an agent: the only tags that agent may declare
+    /// (none when left out). An unbound agent token may declare any.
+    pub tags: Vec<String>,
     /// From this time on (UTC ms) the token is refused.
     pub expires: Option<i64>,
 }
@@ -318,8 +366,8 @@ impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Token({}, {:?}, agent {:?}, secret hashed)",
-            self.name, self.scopes, self.agent
+            "Token({}, {:?}, agent {:?}, tags {:?}, secret hashed)",
+            self.name, self.scopes, self.agent, self.tags
         )
     }
 }
@@ -340,6 +388,26 @@ pub fn parse_expiry(text: &str) -> std::result::Result<i64, String> {
 }
 
 impl Token {
+    /// Whether the token may use routes that need `scope`: it has that
+    /// scope, or admin, which covers every scope but agent. Acting as an
+    /// agent (taking ops and their alert data, reporting results) needs
+    /// the agent scope itself, so a leaked admin token cannot pose as a host.
+    pub fn may(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+            || (scope != Scope::Agent && self.scopes.contains(&Scope::Admin))
+    }
+
+    /// The first of an agent's declared tags this token does not allow, if
+    /// any: a token bound to an agent allows only its `tags`, an unbound
+    /// one allows every tag.
+    pub fn tag_not_allowed<'t>(&self, declared: &'t [String]) -> Option<&'t str> {
+        self.agent.as_ref()?;
+        declared
+            .iter()
+            .find(|t| !self.tags.contains(t))
+            .map(String::as_str)
+    }
+
     /// Whether the token has expired at `now` (UTC ms).
     pub fn expired(&self, now: i64) -> bool {
         self.expires.is_some_and(|e| now >= e)
@@ -594,6 +662,7 @@ struct RawServer {
     watchdog_url: Option<Spanned<String>>,
     watchdog_every: Option<Spanned<String>>,
     allow_empty: Option<bool>,
+    trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -605,6 +674,7 @@ struct RawToken {
     secret_file: Option<Spanned<String>>,
     secret_sha256: Option<Spanned<String>>,
     agent: Option<String>,
+    tags: Option<Spanned<Vec<String>>>,
     expires: Option<Spanned<String>>,
 }
 
@@ -1054,6 +1124,15 @@ impl Validator<'_> {
             },
             watchdog: self.watchdog(raw, item)?,
             allow_empty: raw.allow_empty.unwrap_or(false),
+            trusted_proxies: raw
+                .trusted_proxies
+                .iter()
+                .flatten()
+                .map(|p| {
+                    Cidr::parse(p.get_ref())
+                        .or_else(|e| self.err(p.span(), item, format!("trusted_proxies: {e}")))
+                })
+                .collect::<Result<_>>()?,
         };
         if server.tls_cert.is_some() != server.tls_key.is_some() {
             let span = raw
@@ -1183,6 +1262,13 @@ impl Validator<'_> {
                 "agent: only tokens with the agent scope are bound to an agent",
             );
         }
+        if let (Some(tags), None) = (&raw.tags, &raw.agent) {
+            return self.err(
+                tags.span(),
+                &item,
+                "tags: only a token bound to an agent (agent = \"ID\") carries the tags that agent may declare",
+            );
+        }
         let expires = match &raw.expires {
             None => None,
             Some(e) => Some(
@@ -1195,6 +1281,11 @@ impl Validator<'_> {
             scopes,
             hash,
             agent: raw.agent.clone(),
+            tags: raw
+                .tags
+                .as_ref()
+                .map(|t| t.get_ref().clone())
+                .unwrap_or_default(),
             expires,
         })
     }
@@ -1544,7 +1635,29 @@ pub fn summary(config: &Config) -> String {
             idle.join(", ")
         ));
     }
+    for w in unbound_agent_tokens(config) {
+        s.push_str(&format!("\nwarning: {w}"));
+    }
     s
+}
+
+/// A warning for each agent-scope token bound to no agent while a rule
+/// targets tags: whoever holds it may poll as any agent with any tags and
+/// receive those ops with their alert data.
+pub fn unbound_agent_tokens(config: &Config) -> Vec<String> {
+    let Some(rule) = config
+        .rules
+        .iter()
+        .find(|r| matches!(r.target, Some(Target::Tags(_))))
+    else {
+        return Vec::new();
+    };
+    config
+        .tokens
+        .iter()
+        .filter(|t| t.scopes.contains(&Scope::Agent) && t.agent.is_none())
+        .map(|t| format!("token {:?} acts as any agent and may claim any tags, and rule {:?} targets tags: bind it to one agent with agent = \"ID\" and tags = [...]", t.name, rule.name))
+        .collect()
 }
 
 #[cfg(test)]
@@ -1721,6 +1834,40 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
             "[[token]]\nname = \"t\"\nscopes = [\"root\"]\nsecret = \"0123456789abcdef\"\n",
             "unknown scope \"root\"",
         );
+    }
+
+    #[test]
+    fn trusted_proxies_and_token_tags() {
+        let c = parse(
+            Path::new("runbooks.toml"),
+            "[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n[[token]]\nname = \"a\"\nscopes = [\"agent\"]\nagent = \"web-1\"\ntags = [\"lb\"]\nsecret = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        let t = &c.tokens[0];
+        assert_eq!(t.tag_not_allowed(&["lb".into()]), None);
+        assert_eq!(t.tag_not_allowed(&["lb".into(), "db".into()]), Some("db"));
+        assert!(t.may(Scope::Agent) && !t.may(Scope::Read));
+        check_err(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/40\"]\n",
+            "trusted_proxies: \"10.0.0.0/40\": the prefix length must be from 0 to 32",
+        );
+        check_err(
+            "[server]\ntrusted_proxies = [\"proxy.internal\"]\n",
+            "trusted_proxies: \"proxy.internal\" is not an address",
+        );
+        check_err(
+            "[[token]]\nname = \"t\"\nscopes = [\"agent\"]\ntags = [\"db\"]\nsecret = \"0123456789abcdef\"\n",
+            "tags: only a token bound to an agent",
+        );
+        let admin = parse(
+            Path::new("runbooks.toml"),
+            "[[token]]\nname = \"t\"\nscopes = [\"admin\"]\nsecret = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let t = &admin.tokens[0];
+        assert!(t.may(Scope::Read) && t.may(Scope::Webhook) && !t.may(Scope::Agent));
+        assert_eq!(t.tag_not_allowed(&["db".into()]), None, "unbound");
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct Metrics {
     http: Family<(&'static str, &'static str, u16)>,
     commits: Histogram,
     reloads: [AtomicU64; RELOAD_RESULTS.len()],
+    /// Failed authentications (wrong or expired tokens, at the API or the
+    /// login form), and refusals for too many of them.
+    auth: [AtomicU64; 2],
 }
 
 /// How a reload ends: applied, refused as invalid, or refused because it
@@ -129,6 +132,7 @@ impl Default for Metrics {
             http: Family::default(),
             commits: Histogram::new(COMMIT_BUCKETS),
             reloads: Default::default(),
+            auth: Default::default(),
         }
     }
 }
@@ -176,6 +180,12 @@ impl Metrics {
         if let Some(i) = RELOAD_RESULTS.iter().position(|r| *r == result) {
             self.reloads[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// Counts a failed authentication; `limited` when it was refused for
+    /// too many failures from its address (`api::limit`).
+    pub fn observe_auth_failure(&self, limited: bool) {
+        self.auth[usize::from(limited)].fetch_add(1, Relaxed);
     }
 
     /// Records how long the store writer's COMMIT of one batch took.
@@ -331,6 +341,16 @@ impl Metrics {
             "Config reloads (SIGHUP, POST /api/v1/config) by result: applied, invalid (the file does not validate), refused (it would leave no token or no rule; see [server] allow_empty).",
             "result",
             reloads,
+        );
+        t.labeled(
+            "heal_auth_failures_total",
+            "counter",
+            "Failed authentications (a wrong or expired token at the API or the login form): refused with 401, or with 429 once an address had too many this minute.",
+            "outcome",
+            [
+                ("refused", self.auth[0].load(Relaxed)),
+                ("limited", self.auth[1].load(Relaxed)),
+            ],
         );
     }
 }

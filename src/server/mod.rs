@@ -89,8 +89,10 @@ pub struct State {
     pub alive: watchdog::Alive,
     /// The counters of `/metrics`.
     pub metrics: metrics::Metrics,
-    /// What the dashboard keeps in memory (failed logins).
+    /// What the dashboard keeps in memory (the CSRF secret of an open dashboard).
     pub dashboard: dashboard::Shared,
+    /// Failed authentications (API tokens and logins) by client address this minute.
+    pub auth_failures: api::limit::Failures,
 }
 
 impl State {
@@ -420,6 +422,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
             scopes: vec![Scope::Agent],
             hash: config::token_hash(&secret),
             agent: Some(l.id.clone()),
+            tags: l.tags.clone(),
             expires: None,
         });
         (l, secret)
@@ -441,6 +444,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         alive: watchdog::Alive::default(),
         metrics: metrics::Metrics::default(),
         dashboard: dashboard::Shared::default(),
+        auth_failures: api::limit::Failures::default(),
     });
     state.outbox.set_bound(&format!("{scheme}://{bound}"));
     let weak = Arc::downgrade(&state);

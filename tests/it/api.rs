@@ -314,7 +314,7 @@ fn sigterm_answers_waiting_polls_and_exits_cleanly() {
 fn numbers_past_what_heal_counts_in_get_a_clear_answer() {
     let dir = test_dir("api-overflow");
     let config = format!(
-        "{TOKENS}\n[[token]]\nname = \"ops\"\nscopes = [\"admin\"]\nsecret = \"admin-secret-0123456789ab\"\n"
+        "{TOKENS}\n[[token]]\nname = \"ops\"\nscopes = [\"admin\", \"agent\"]\nsecret = \"admin-secret-0123456789ab\"\n"
     );
     let server = Server::start(&dir, &config);
     let admin = ("Authorization", "Bearer admin-secret-0123456789ab");
@@ -407,7 +407,7 @@ fn alert_filters_are_url_decoded() {
 fn malformed_fields_get_a_4xx_naming_them() {
     let dir = test_dir("api-malformed");
     let config = format!(
-        "{TOKENS}\n[[token]]\nname = \"ops\"\nscopes = [\"admin\"]\nsecret = \"admin-secret-0123456789ab\"\n\n[[heartbeat]]\nname = \"backup\"\nevery = \"1h\"\n"
+        "{TOKENS}\n[[token]]\nname = \"ops\"\nscopes = [\"admin\", \"agent\"]\nsecret = \"admin-secret-0123456789ab\"\n\n[[heartbeat]]\nname = \"backup\"\nevery = \"1h\"\n"
     );
     let server = Server::start(&dir, &config);
     let admin = ("Authorization", "Bearer admin-secret-0123456789ab");

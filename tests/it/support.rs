@@ -50,6 +50,18 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
     }
 }
 
+/// Waits, if needed, so the next 15 seconds fall in one minute: heal counts
+/// failed authentications per minute.
+pub fn early_in_a_minute() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970");
+    let second = now.as_secs() % 60;
+    if second >= 45 {
+        std::thread::sleep(Duration::from_secs(61 - second));
+    }
+}
+
 /// An HTTP request; returns status and body text. Transport errors give status 0.
 pub fn http(
     method: &str,

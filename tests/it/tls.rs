@@ -294,7 +294,7 @@ fn the_front_door_cuts_off_slow_huge_and_chunked_requests_and_others_go_on() {
         &addr,
         &[
             b"GET /-/heal",
-            b"thy HTTP/1.1\r\nHost: x\r\n",
+            b"thy HTTP/1.1\r\nHost: localhost\r\n",
             b"Connection: close\r\n\r\n",
         ],
         Duration::from_millis(300),

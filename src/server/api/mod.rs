@@ -2,7 +2,10 @@
 //! codes. The only code that knows the wire format of the API.
 //!
 //! Every request body is size-limited (413) and parsed before anything is
-//! stored; malformed input gets a 4xx naming the problem.
+//! stored; malformed input gets a 4xx naming the problem. Before any route
+//! runs, `guard` refuses what a web page in a browser may not do (a
+//! foreign `Host` on an open heal, a foreign `Origin` on a change), and
+//! `limit` answers 429 to an address that sent too many wrong tokens.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -23,6 +26,8 @@ use super::longpoll::{respond_ops, Claim, Parked};
 use super::State;
 
 pub(crate) mod actions;
+pub(crate) mod guard;
+pub(crate) mod limit;
 mod metrics;
 mod notify;
 pub mod routes;
@@ -52,14 +57,20 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
     let method = request.method().clone();
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    if let Err(e) = guard::host(&request, state, &state.config()) {
+        return answer(request, &method, path, Err(e));
+    }
     if super::dashboard::serves(path) {
         return super::dashboard::handle(request, state, reader);
     }
+    if let Err(e) = guard::origin(&request, state, &state.config()) {
+        return answer(request, &method, path, Err(e));
+    }
     // A ping may carry its heartbeat's key instead of a token (cron lines that cannot send headers).
     let ping_key = query_param(query, "key").filter(|_| path.starts_with("/ping/"));
-    let (route, who) = match route(&method, path).and_then(|r| match (&r, ping_key) {
-        (Route::Ping(..), Some(_)) => Ok((r, "ping-key".to_string())),
-        _ => authorize(&request, &r, state).map(|who| (r, who)),
+    let (route, caller) = match route(&method, path).and_then(|r| match (&r, ping_key) {
+        (Route::Ping(..), Some(_)) => Ok((r, Caller::named("ping-key"))),
+        _ => authorize(&request, &r, state).map(|caller| (r, caller)),
     }) {
         Ok(r) => r,
         Err(e) => return answer(request, &method, path, Err(e)),
@@ -78,7 +89,9 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
             let e = Error::request(503, "heal is stopping: poll again in a moment");
             return answer(request, &method, path, Err(e));
         }
-        return match poll_request(&mut request, &agent, query, &state.config()) {
+        let polled = poll_request(&mut request, &agent, query, &state.config())
+            .and_then(|poll| caller.may_declare(&poll.hello.tags).map(|()| poll));
+        return match polled {
             Ok(poll) => match holder(state, &agent, &poll.hello) {
                 Ok(()) => park_or_answer(request, agent, poll, state),
                 Err(e) => answer(request, &method, path, Err(e)),
@@ -86,6 +99,7 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
             Err(e) => answer(request, &method, path, Err(e)),
         };
     }
+    let who = caller.name;
     let audited = route.audit_action();
     let result = dispatch(&mut request, route, &who, query, state, reader);
     if let Some(action) = audited {
@@ -108,7 +122,14 @@ fn answer(request: Request, method: &Method, path: &str, result: Result<(u16, Va
             (status, error_body(&e))
         }
     };
-    send(request, json_response(status, &body), method, path);
+    let mut response = json_response(status, &body);
+    if status == 429 {
+        // The only 429 here is `limit`'s, which lasts to the end of the minute.
+        let after = limit::retry_after(now_ms()).to_string();
+        let header = Header::from_bytes("Retry-After", after).expect("digits are a valid header");
+        response.add_header(header);
+    }
+    send(request, response, method, path);
     status
 }
 
@@ -129,21 +150,25 @@ pub fn route_label(method: &Method, url: &str) -> &'static str {
     super::dashboard::table::route(method.as_str(), path).map_or("other", |(row, _)| row.path)
 }
 
-/// The client's address, for the audit log.
+/// The client's address, for the audit log and the limits of failed
+/// authentications: behind `[server] trusted_proxies`, from `X-Forwarded-For`.
 pub(crate) fn remote(state: &State, request: &Request) -> Option<String> {
-    state
-        .front
-        .peer(request.remote_addr().copied())
-        .map(|a| a.ip().to_string())
+    let peer = state.front.peer(request.remote_addr().copied())?.ip();
+    let trusted = &state.config().server.trusted_proxies;
+    Some(limit::client(peer, request, trusted).to_string())
+}
+
+/// A request header's value.
+pub(crate) fn header<'r>(request: &'r Request, name: &'static str) -> Option<&'r str> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
 }
 
 fn bearer(request: &Request) -> Option<String> {
-    let header = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))?;
-    let value = header.value.as_str();
-    let (scheme, token) = value.split_once(' ')?;
+    let (scheme, token) = header(request, "Authorization")?.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim().to_string())
@@ -158,22 +183,55 @@ pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Checks the bearer token against the route's scope; returns who is asking
-/// (the token's name, or "local" when heal serves loopback without tokens).
-fn authorize(request: &Request, route: &Route, state: &State) -> Result<String> {
+/// Who a request comes from, once its token is checked.
+struct Caller {
+    /// The token's name, "local" when heal serves loopback without tokens,
+    /// "anonymous" on an open route, or "ping-key".
+    name: String,
+    /// The token, if one was presented.
+    token: Option<crate::config::Token>,
+}
+
+impl Caller {
+    fn named(name: &str) -> Caller {
+        Caller {
+            name: name.into(),
+            token: None,
+        }
+    }
+
+    /// Refuses (403) an agent's declared tags that its token does not allow.
+    fn may_declare(&self, tags: &[String]) -> Result<()> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        match token.tag_not_allowed(tags) {
+            None => Ok(()),
+            Some(tag) => Err(Error::request(
+                403,
+                format!(
+                    "token {:?} does not allow tag {tag:?} (it allows {:?}): add it to the token's tags = [...] in [[token]], or drop it from the agent's --tags",
+                    token.name, token.tags
+                ),
+            )),
+        }
+    }
+}
+
+/// Checks the bearer token against the route's scope; returns who is asking.
+/// A wrong or expired token counts against the client's address
+/// (`limit`): past the limit it is answered 429, a right one never is.
+fn authorize(request: &Request, route: &Route, state: &State) -> Result<Caller> {
     let Some(scope) = route.scope(request.method()) else {
-        return Ok("anonymous".into());
+        return Ok(Caller::named("anonymous"));
     };
     let config = state.config();
-    if config.tokens.is_empty() && state.open_without_tokens {
-        return Ok("local".into());
+    if guard::is_open(state, &config) {
+        return Ok(Caller::named("local"));
     }
+    let from = remote(state, request);
     let Some(presented) = bearer(request) else {
-        state.refused(
-            route.template(),
-            remote(state, request).as_deref(),
-            "no token",
-        );
+        state.refused(route.template(), from.as_deref(), "no token");
         return Err(Error::request(
             401,
             "missing bearer token (send Authorization: Bearer <token>)",
@@ -185,29 +243,40 @@ fn authorize(request: &Request, route: &Route, state: &State) -> Result<String> 
             found = Some(t.clone());
         }
     }
-    let Some(token) = found else {
-        state.refused(
-            route.template(),
-            remote(state, request).as_deref(),
-            "unknown token",
-        );
-        return Err(Error::request(401, "invalid token"));
+    let now = now_ms();
+    let refused = match &found {
+        None => Some("unknown token".to_string()),
+        Some(t) if t.expired(now) => {
+            let when = crate::time::format_rfc3339(t.expires.unwrap_or_default());
+            Some(format!("token {:?} expired at {when}", t.name))
+        }
+        Some(_) => None,
     };
-    if token.expired(now_ms()) {
-        let when = crate::time::format_rfc3339(token.expires.unwrap_or_default());
-        state.refused(
-            route.template(),
-            remote(state, request).as_deref(),
-            &format!("token {:?} expired at {when}", token.name),
-        );
-        // The client learns no more than for a wrong token.
+    if let Some(why) = refused {
+        let address = from.as_deref().unwrap_or("unknown");
+        let limited = state.auth_failures.limited(address, now);
+        state.metrics.observe_auth_failure(limited.is_some());
+        if let Some(after) = limited {
+            let why = format!("{why}, after too many failed authentications");
+            state.refused(route.template(), from.as_deref(), &why);
+            return Err(limit::too_many(address, "wrong tokens", after));
+        }
+        state.auth_failures.add(address, now);
+        state.refused(route.template(), from.as_deref(), &why);
+        // An expired token: the client learns no more than for a wrong one.
         return Err(Error::request(401, "invalid token"));
     }
-    if !token.scopes.contains(&scope) && !token.scopes.contains(&Scope::Admin) {
+    let token = found.expect("refused above when no token matched");
+    if !token.may(scope) {
+        let hint = if scope == Scope::Agent {
+            " (admin does not act as an agent: give the token the agent scope)"
+        } else {
+            ""
+        };
         return Err(Error::request(
             403,
             format!(
-                "token {:?} lacks the {scope:?} scope for this route",
+                "token {:?} lacks the {scope:?} scope for this route{hint}",
                 token.name
             )
             .to_lowercase(),
@@ -224,7 +293,10 @@ fn authorize(request: &Request, route: &Route, state: &State) -> Result<String> 
             ));
         }
     }
-    Ok(token.name)
+    Ok(Caller {
+        name: token.name.clone(),
+        token: Some(token),
+    })
 }
 
 pub(crate) fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>> {
@@ -249,19 +321,7 @@ pub(crate) fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>> {
 }
 
 fn read_json(request: &mut Request, max: usize) -> Result<Value> {
-    if let Some(ct) = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Content-Type"))
-    {
-        let ct = ct.value.as_str().to_ascii_lowercase();
-        if !ct.contains("json") {
-            return Err(Error::request(
-                415,
-                format!("content type {ct:?} is not JSON (send Content-Type: application/json)"),
-            ));
-        }
-    }
+    guard::require_json(request)?;
     let body = read_body(request, max)?;
     serde_json::from_slice(&body).map_err(|e| Error::request(400, format!("malformed JSON: {e}")))
 }
@@ -675,6 +735,7 @@ pub(crate) fn event_json(conn: &Connection, id: i64) -> Result<Option<Value>> {
 
 /// A JSON body that may be absent (empty) or `{}`.
 fn read_optional_json(request: &mut Request, max: usize) -> Result<Value> {
+    guard::require_json(request)?;
     let body = read_body(request, max)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));

@@ -18,7 +18,7 @@ pub struct Spec {
     pub methods: &'static [&'static str],
     /// The path, with `{name}` for what varies.
     pub path: &'static str,
-    /// The scope a token needs (admin may do everything); `None`: no token needed.
+    /// The scope a token needs (admin covers every scope but agent); `None`: no token needed.
     pub scope: Option<Scope>,
     /// What it does, for people and the OpenAPI description.
     pub summary: &'static str,

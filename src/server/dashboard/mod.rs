@@ -31,6 +31,7 @@ use rusqlite::Connection;
 use tiny_http::{Header, Request, Response};
 
 use super::api;
+use super::api::header;
 use super::State;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -251,7 +252,7 @@ fn serve(
     }
     let mut form = Vec::new();
     if method == "POST" {
-        session::same_origin(request, &config)?;
+        session::same_origin(request, &config, state.front.is_tls())?;
         form = read_form(request, config.server.max_body)?;
         if row.path != "/login" {
             let v = viewer.as_ref().expect("every POST but /login has a scope");
@@ -311,15 +312,6 @@ fn read_form(request: &mut Request, max: usize) -> Result<Vec<(String, String)>>
             (api::decode(k), api::decode(v))
         })
         .collect())
-}
-
-/// A request header's value.
-fn header<'r>(request: &'r Request, name: &'static str) -> Option<&'r str> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str())
 }
 
 /// The Content-Security-Policy of every answer: this origin only, no inline

@@ -8,13 +8,12 @@
 //! is.
 //!
 //! Every POST must come from a page of this heal: its `Origin` (or
-//! `Referer`) names this host, and its form carries the viewer's CSRF token,
-//! derived from the session's id (or, when open, from a secret made at
-//! start). Failed logins are refused with the reason, recorded like refused
-//! tokens (`State::refused`) and limited per client address.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! `Referer`) is heal's own origin (`api::guard::is_own_origin`), and its
+//! form carries the viewer's CSRF token, derived from the session's id (or,
+//! when open, from a secret made at start). Failed logins are refused with
+//! the reason, recorded like refused tokens (`State::refused`) and limited
+//! per client address with the API's wrong tokens (`api::limit`); a right
+//! token always logs in.
 
 use rusqlite::Connection;
 use tiny_http::Request;
@@ -22,6 +21,7 @@ use tiny_http::Request;
 use super::{header, Reply};
 use crate::config::{hex, token_hash, Config, Scope, Token};
 use crate::error::{Error, Result};
+use crate::server::api::limit;
 use crate::server::State;
 use crate::store;
 
@@ -31,20 +31,15 @@ pub const COOKIE: &str = "heal_session";
 /// How long a login lasts.
 pub const SESSION_TTL_MS: i64 = 12 * 3_600_000;
 
-/// Failed logins allowed per client address and minute.
-const FAILED_LOGINS_PER_MINUTE: u32 = 5;
-
-/// What the dashboard keeps in memory: failed logins by client address this
-/// minute, and the secret behind the CSRF token of an open dashboard.
+/// What the dashboard keeps in memory: the secret behind the CSRF token of
+/// an open dashboard.
 pub struct Shared {
-    failures: Mutex<HashMap<String, (i64, u32)>>,
     open_secret: String,
 }
 
 impl Default for Shared {
     fn default() -> Shared {
         Shared {
-            failures: Mutex::default(),
             open_secret: crate::agent::random_hex(32),
         }
     }
@@ -67,7 +62,7 @@ pub struct Viewer {
 
 /// Whether heal runs without tokens (loopback only): the dashboard is open.
 pub fn is_open(state: &State, config: &Config) -> bool {
-    config.tokens.is_empty() && state.open_without_tokens
+    crate::server::api::guard::is_open(state, config)
 }
 
 /// The viewer of a request: an open dashboard's, a session's, a bearer
@@ -125,7 +120,7 @@ pub fn viewer(
 }
 
 fn may_read(t: &&Token) -> bool {
-    t.scopes.contains(&Scope::Read) || t.scopes.contains(&Scope::Admin)
+    t.may(Scope::Read)
 }
 
 fn bearer_token<'c>(request: &Request, config: &'c Config) -> Option<&'c Token> {
@@ -157,9 +152,9 @@ fn csrf_of(secret: &str) -> String {
 }
 
 /// Refuses a POST that does not come from a page of this heal (403): its
-/// `Origin`, or else its `Referer`, must name the host it was sent to (or
-/// `[server] public_url`).
-pub fn same_origin(request: &Request, config: &Config) -> Result<()> {
+/// `Origin`, or else its `Referer`, must be heal's own origin (the host it
+/// was sent to with the scheme heal serves, or `[server] public_url`).
+pub fn same_origin(request: &Request, config: &Config, tls: bool) -> Result<()> {
     let from = header(request, "Origin")
         .filter(|o| *o != "null")
         .or_else(|| header(request, "Referer"));
@@ -169,25 +164,12 @@ pub fn same_origin(request: &Request, config: &Config) -> Result<()> {
             "refused: the form came without an Origin or Referer header, so heal cannot tell it came from its own page",
         ));
     };
-    let authority = |u: &str| -> Option<String> {
-        let rest = u.split_once("://")?.1;
-        Some(rest.split('/').next()?.to_ascii_lowercase())
-    };
-    let host = header(request, "Host").map(|h| h.to_ascii_lowercase());
-    let came = authority(from);
-    let ours = host.is_some() && came == host;
-    let public = config
-        .server
-        .public_url
-        .as_deref()
-        .and_then(authority)
-        .is_some_and(|p| came.as_deref() == Some(p.as_str()));
-    if ours || public {
+    if crate::server::api::guard::is_own_origin(from, request, config, tls) {
         return Ok(());
     }
     Err(Error::request(
         403,
-        "refused: the form came from another site (its Origin is not this heal)",
+        "refused: the form came from another site (its Origin is not this heal; if it is heal's own address, set [server] public_url to it)",
     ))
 }
 
@@ -221,18 +203,6 @@ pub fn set_cookie(id: Option<&str>, secure: bool) -> String {
     format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={age}{secure}")
 }
 
-/// Counts a failed login from `remote`; true if it is over the limit.
-fn failed_too_often(shared: &Shared, remote: &str, add: bool, now: i64) -> bool {
-    let minute = now / 60_000;
-    let mut f = shared.failures.lock().unwrap_or_else(|e| e.into_inner());
-    f.retain(|_, (m, _)| *m == minute);
-    let entry = f.entry(remote.to_string()).or_insert((minute, 0));
-    if add {
-        entry.1 += 1;
-    }
-    entry.1 >= FAILED_LOGINS_PER_MINUTE
-}
-
 /// Logs in with a pasted token: a new session and its cookie, or the reason
 /// the token is refused.
 pub fn login(
@@ -243,17 +213,16 @@ pub fn login(
     now: i64,
 ) -> Result<(String, String)> {
     let from = remote.unwrap_or("unknown");
-    if failed_too_often(&state.dashboard, from, false, now) {
-        state.refused("/login", remote, "too many failed logins");
-        return Err(Error::request(
-            429,
-            format!(
-                "too many failed logins from {from}: wait a minute, then paste the token again"
-            ),
-        ));
-    }
+    // The token is checked first: a right one is never refused by the limit.
     let refuse = |status: u16, why: &str, message: String| {
-        failed_too_often(&state.dashboard, from, true, now);
+        let limited = state.auth_failures.limited(from, now);
+        state.metrics.observe_auth_failure(limited.is_some());
+        if let Some(after) = limited {
+            let why = format!("{why}, after too many failed logins");
+            state.refused("/login", remote, &why);
+            return Err(limit::too_many(from, "failed logins", after));
+        }
+        state.auth_failures.add(from, now);
         state.refused("/login", remote, why);
         Err(Error::request(status, message))
     };
@@ -372,21 +341,6 @@ mod tests {
         );
         assert!(set_cookie(None, false)
             .contains("heal_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
-    }
-
-    #[test]
-    fn failed_logins_are_limited_per_address_and_minute() {
-        let shared = Shared::default();
-        for _ in 0..FAILED_LOGINS_PER_MINUTE - 1 {
-            assert!(!failed_too_often(&shared, "10.0.0.1", true, 60_000));
-        }
-        assert!(failed_too_often(&shared, "10.0.0.1", true, 60_000));
-        assert!(failed_too_often(&shared, "10.0.0.1", false, 119_999));
-        assert!(!failed_too_often(&shared, "10.0.0.2", false, 60_000));
-        assert!(
-            !failed_too_often(&shared, "10.0.0.1", false, 120_000),
-            "a new minute"
-        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub fn operation(spec: &Spec, method: &str) -> Map<String, Value> {
             json!({ "description": description, "content": content }),
         );
     }
-    for status in errors(spec, &shape) {
+    for status in errors(spec, method, &shape) {
         responses.insert(
             status.to_string(),
             json!({ "$ref": "#/components/responses/Error" }),
@@ -78,13 +78,19 @@ pub fn operation(spec: &Spec, method: &str) -> Map<String, Value> {
 
 /// The errors an operation may answer, each with the `{"error"}` body: a
 /// store failure (500) or a busy store or a stopping server (503) anywhere;
-/// a missing, unknown or too weak token where a scope is needed; an unknown
+/// a `Host` that is not heal's own on an open heal (421) anywhere; an
+/// `Origin` that is not heal's own where a method changes something (403);
+/// a missing, unknown or too weak token, or too many wrong tokens from the
+/// client's address (429), where a scope is needed; an unknown
 /// id or name where the path has one; a bad query; a body that is too large,
 /// not JSON or not valid; and what the operation adds itself.
-fn errors(spec: &Spec, shape: &Shape) -> Vec<u16> {
-    let mut codes = vec![500, 503];
+fn errors(spec: &Spec, method: &str, shape: &Shape) -> Vec<u16> {
+    let mut codes = vec![421, 500, 503];
     if spec.scope.is_some() {
-        codes.extend([401, 403]);
+        codes.extend([401, 403, 429]);
+    }
+    if !matches!(method, "GET" | "HEAD") {
+        codes.push(403);
     }
     if spec.path.contains('{') {
         codes.push(404);
@@ -117,7 +123,7 @@ pub fn components() -> Value {
             "bearer": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "a token of [[token]]; each operation's x-heal-scope names the scope it needs (admin may do everything)"
+                "description": "a token of [[token]]; each operation's x-heal-scope names the scope it needs (admin covers every scope but agent)"
             },
             "pingKey": {
                 "type": "apiKey",
