@@ -478,6 +478,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
                 concurrency: local.concurrency,
                 drain_grace: Duration::from_secs(30),
                 ca_file: None,
+                state_dir: None,
             };
             let shutdown = shutdown.clone();
             s.spawn(move || crate::agent::run(opts, &shutdown));
