@@ -49,7 +49,7 @@ fn timeline_kind(event: &Value, kind: &str) -> Vec<Value> {
 }
 
 /// Whether a process is gone (or only a zombie, which no longer runs).
-fn gone(pid: i32) -> bool {
+pub(crate) fn gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => {

@@ -4,15 +4,12 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::agent::{fire, only_op, path_str};
-use crate::support::{
-    heal_bin, one_rule_config, test_dir, wait_agent_polling, wait_until, Agent, Server,
-};
+use crate::agent::{fire, gone, only_op, path_str};
+use crate::support::{one_rule_config, test_dir, wait_agent_polling, wait_until, Agent, Server};
 
 /// The instance id the server knows for agent `id`.
 fn instance(server: &Server, id: &str) -> String {
@@ -192,30 +189,15 @@ fn a_state_directory_someone_else_owns_or_may_enter_is_refused() {
         (&open, "has mode 755"),
         (&link, "is a symbolic link"),
     ] {
-        let mut child = Command::new(heal_bin())
-            .args(["agent", "--server", &server.url, "--id", "web-1"])
-            .args(["--state-dir", &path_str(state)])
-            .env_remove("HEAL_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn heal agent");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the agent started with state dir {}", state.display());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-        assert_eq!(status.code(), Some(2), "{err}");
-        assert!(err.contains(why) && err.contains("--state-dir"), "{err}");
+        let agent = Agent::start(&server.url, "web-1", &["--state-dir", &path_str(state)]);
+        let pid = agent.pid() as i32;
+        wait_until(
+            "the agent to refuse its state dir",
+            Duration::from_secs(10),
+            || (gone(pid) && agent.logs().contains(why)).then_some(()),
+        );
+        let err = agent.logs();
+        assert!(err.contains("--state-dir"), "{err}");
+        assert!(!err.contains("polling"), "{err}");
     }
 }
