@@ -621,6 +621,7 @@ fn sigterm_ends_an_idle_agents_poll_at_once_and_no_op_is_taken_after_it() {
         gone(pid).then_some(())
     });
     let took = asked.elapsed();
+    eprintln!("the idle agent exited {took:?} after SIGTERM");
     assert!(took < Duration::from_secs(2), "exit took {took:?}");
     // The server forgot the closed poll: the op waits for the next poll.
     std::thread::sleep(Duration::from_millis(500));
