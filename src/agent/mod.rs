@@ -67,7 +67,7 @@ struct Agent {
     /// Ops handed out by polls, waiting for a worker.
     queue: Mutex<VecDeque<Value>>,
     op_ready: Condvar,
-    /// Running ops, watched by the companion thread (acknowledgement, streaming).
+    /// Running ops, watched by the companion thread (streaming), cancelled by the drain.
     ops: Mutex<HashMap<i64, Running>>,
     reports: Mutex<VecDeque<(String, Value)>>,
     report_ready: Condvar,
