@@ -49,6 +49,12 @@ impl Client {
         })
     }
 
+    /// Closes the client's connections, interrupting a request in flight
+    /// (a waiting poll ends at once); later requests fail.
+    pub fn close(&self) {
+        self.http.clone().shutdown();
+    }
+
     /// Sends a request; returns the status and the JSON body (Null when empty).
     /// Only transport failures are errors here.
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {

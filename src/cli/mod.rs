@@ -119,6 +119,9 @@ struct AgentCmd {
     /// seconds running steps may finish after SIGTERM (default: 60)
     #[argh(option, default = "60")]
     drain_grace: u64,
+    /// private directory (0700) for alert files (default: $RUNTIME_DIRECTORY/ID, /run/heal-agent/ID as root, else $XDG_RUNTIME_DIR/heal-agent/ID)
+    #[argh(option)]
+    state_dir: Option<PathBuf>,
 }
 
 /// Validate a config file.
@@ -468,6 +471,7 @@ fn agent(c: AgentCmd) -> Result<()> {
         concurrency: c.concurrency,
         drain_grace: Duration::from_secs(c.drain_grace),
         ca_file: c.ca_file.or_else(ca_file_env),
+        state_dir: c.state_dir,
     };
     let shutdown = Arc::new(Shutdown::default());
     let signals = signal_hook::iterator::Signals::new([

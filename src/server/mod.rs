@@ -505,9 +505,14 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
                 concurrency: local.concurrency,
                 drain_grace: Duration::from_secs(30),
                 ca_file: None,
+                state_dir: None,
             };
             let shutdown = shutdown.clone();
-            s.spawn(move || crate::agent::run(opts, &shutdown));
+            s.spawn(move || {
+                if let Err(e) = crate::agent::run(opts, &shutdown) {
+                    log::error!("the local agent did not start: {e}");
+                }
+            });
         }
         s.spawn(|| watchdog::systemd(&systemd, &state.alive, &shutdown));
         s.spawn(|| watchdog::url(&state, &shutdown));

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{one_rule_config, test_dir, wait_agent_polling, wait_until, Agent, Server};
+use crate::support::{
+    one_rule_config, rule_config, test_dir, wait_agent_polling, wait_until, Agent, Server,
+};
 
 /// Fires one alert and returns the id of the event the rule `fix` opened for it.
 pub(crate) fn fire(server: &Server, labels: Value) -> i64 {
@@ -47,7 +49,7 @@ fn timeline_kind(event: &Value, kind: &str) -> Vec<Value> {
 }
 
 /// Whether a process is gone (or only a zombie, which no longer runs).
-fn gone(pid: i32) -> bool {
+pub(crate) fn gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => {
@@ -589,4 +591,50 @@ fn output_streams_while_the_step_runs() {
         "streamed chunks give way to the stored result"
     );
     assert_eq!(op["steps"][0]["output"], "first-part\nsecond-part\n");
+}
+
+#[test]
+fn sigterm_ends_an_idle_agents_poll_at_once_and_no_op_is_taken_after_it() {
+    let dir = test_dir("agent-sigterm-idle");
+    let mark = dir.join("mark");
+    let server = Server::start(
+        &dir,
+        &rule_config(
+            "poll_wait = \"20s\"",
+            "",
+            r#"{ name = "touch", run = 'touch "$HEAL_LABEL_MARK"' }"#,
+        ),
+    );
+    let agent = Agent::start(&server.url, "web-1", &["--allow", "fix"]);
+    wait_agent_polling(&server, "web-1");
+    let pid = agent.pid() as i32;
+    let asked = Instant::now();
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // An op queued right after the stop was asked for.
+    std::thread::sleep(Duration::from_millis(100));
+    let id = fire(
+        &server,
+        json!({ "instance": "web-1", "mark": path_str(&mark) }),
+    );
+    wait_until("the idle agent to exit", Duration::from_secs(30), || {
+        gone(pid).then_some(())
+    });
+    let took = asked.elapsed();
+    eprintln!("the idle agent exited {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(2), "exit took {took:?}");
+    // The server forgot the closed poll: the op waits for the next poll.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!mark.exists(), "the stopping agent ran the op");
+    let event = server.event(id);
+    assert_eq!(only_op(&event)["state"], "queued", "{event:#}");
+    // The agent's next process takes it.
+    let _next = Agent::start(&server.url, "web-1", &["--allow", "fix"]);
+    let event = server.wait_event(
+        id,
+        &["succeeded", "failed", "timed_out", "lost"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(event["state"], "succeeded", "{event:#}");
+    assert!(mark.exists());
 }

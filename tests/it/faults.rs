@@ -94,12 +94,13 @@ fn an_agent_frozen_past_its_lease_loses_the_op_and_never_runs_it() {
         &rule_config(
             "lease = \"2s\"\npoll_wait = \"20s\"",
             "",
-            r#"{ name = "slow", run = 'sleep 1; touch "$HEAL_LABEL_MARK"' }"#,
+            // A fast step: the agent must hear "lost" before it starts, not while it runs.
+            r#"{ name = "fast", run = 'touch "$HEAL_LABEL_MARK"' }"#,
         ),
     );
     let agent = Agent::start(&server.url, "web-1", &["--allow", "fix"]);
     wait_agent_polling(&server, "web-1");
-    // Frozen while its poll waits: the op is handed out, and nobody acknowledges it.
+    // Frozen while its poll waits: the op is handed out, and nobody confirms it.
     signal(&agent, libc::SIGSTOP);
     let id = fire(
         &server,
@@ -113,9 +114,18 @@ fn an_agent_frozen_past_its_lease_loses_the_op_and_never_runs_it() {
         op["error"].as_str().is_some_and(|e| e.contains("lease")),
         "{op:#}"
     );
-    // Thawed, the agent reads the op, is told it is lost, and cancels the step.
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(!mark.exists(), "the lost op's step ran to its end");
+    // Thawed, the agent reads the op, asks to start it, is told it is lost,
+    // and never starts the step.
+    let op_id = op["id"].as_i64().unwrap();
+    let refused = format!("op {op_id}: not run: the server refused its start (409");
+    wait_until(
+        "the thawed agent to handle the op",
+        Duration::from_secs(20),
+        || (agent.logs().contains(&refused) || mark.exists()).then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!mark.exists(), "the lost op's step ran");
+    assert!(agent.logs().contains(&refused), "{}", agent.logs());
     let event = server.event(id);
     assert_eq!(event["state"], "lost", "{event:#}");
     // The agent works on.

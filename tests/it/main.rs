@@ -3,6 +3,7 @@
 mod support;
 
 mod agent;
+mod alert_files;
 mod alertmanager;
 mod api;
 mod cli;

@@ -3,13 +3,15 @@
 //!
 //! The agent never opens SQLite and never puts alert data on a command line:
 //! alert data reaches steps only as HEAL_* environment variables and the
-//! HEAL_ALERT_JSON file. An op is run only once: the server hands it out
-//! once, and a 409 on the start acknowledgement (the op was declared lost)
-//! cancels the step.
+//! HEAL_ALERT_JSON file, kept in a private directory (`state_dir`). An op is
+//! run only once: the server hands it out once, and the agent confirms it
+//! (the start acknowledgement) before its first step starts, so an op the
+//! server declared lost meanwhile (409) never starts. SIGTERM closes the
+//! waiting poll at once: no op is taken after it.
+
+mod state_dir;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::exec::{self, Output, Run};
 use crate::server::Shutdown;
 use crate::store::StepResult;
+use state_dir::StateDir;
 
 /// Longest the agent asks the server to hold a poll.
 const POLL_WAIT_SECS: u64 = 25;
@@ -28,8 +31,6 @@ const POLL_WAIT_SECS: u64 = 25;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often running output is sent to the server.
 const STREAM_EVERY: Duration = Duration::from_millis(500);
-/// How long after an op starts its acknowledgement is sent.
-const ACK_AFTER: Duration = Duration::from_millis(50);
 
 /// Options of `heal agent`.
 #[derive(Debug, Clone)]
@@ -50,18 +51,23 @@ pub struct Options {
     pub drain_grace: Duration,
     /// PEM of the private CA that signed the server's certificate.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Directory for alert files (default: see `state_dir`).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 struct Agent {
     opts: Options,
     instance: String,
     client: Client,
+    /// Polls only, so SIGTERM can close a waiting poll without touching results.
+    poll_client: Client,
+    state: StateDir,
     running: Mutex<usize>,
     slot_freed: Condvar,
     /// Ops handed out by polls, waiting for a worker.
     queue: Mutex<VecDeque<Value>>,
     op_ready: Condvar,
-    /// Running ops, watched by the companion thread (acknowledgement, streaming).
+    /// Running ops, watched by the companion thread (streaming), cancelled by the drain.
     ops: Mutex<HashMap<i64, Running>>,
     reports: Mutex<VecDeque<(String, Value)>>,
     report_ready: Condvar,
@@ -71,14 +77,20 @@ struct Agent {
 /// Runs the agent until `shutdown` is triggered, then drains.
 pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
     crate::rules::check_agent_id(&opts.id).map_err(Error::Usage)?;
-    let agent = Agent {
-        client: Client::new(
+    let new_client = || {
+        Client::new(
             &opts.server,
             opts.token.clone(),
             Duration::from_secs(POLL_WAIT_SECS + 15),
             opts.ca_file.as_deref(),
-        )?,
-        instance: random_hex(8),
+        )
+    };
+    let instance = random_hex(8);
+    let agent = Agent {
+        client: new_client()?,
+        poll_client: new_client()?,
+        state: StateDir::open(opts.state_dir.as_deref(), &opts.id, &instance)?,
+        instance,
         opts,
         running: Mutex::new(0),
         slot_freed: Condvar::new(),
@@ -101,6 +113,11 @@ pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
     let stopping = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| agent.reporter(&reporter_done));
+        // A stop closes the waiting poll: the server forgets it, so no op is handed out after.
+        s.spawn(|| {
+            shutdown.wait(Duration::MAX);
+            agent.poll_client.close();
+        });
         s.spawn(|| agent.companion(&stopping));
         // Workers wait ready, so no thread is started between a poll's answer and the step.
         for _ in 0..agent.opts.concurrency {
@@ -141,7 +158,14 @@ impl Agent {
                 "/api/v1/agents/{}/poll?capacity={free}&wait={POLL_WAIT_SECS}",
                 self.opts.id
             );
-            match self.client.request("POST", &path, Some(&hello)) {
+            let answer = self.poll_client.request("POST", &path, Some(&hello));
+            if shutdown.is_triggered() {
+                if let Ok((200, body)) = &answer {
+                    self.refuse_late_ops(body);
+                }
+                break;
+            }
+            match answer {
                 Ok((200, body)) => {
                     if last_failure.take().is_some() {
                         log::info!(
@@ -184,6 +208,22 @@ impl Agent {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+    }
+
+    /// Ops whose poll answer came after the stop was asked for are not run
+    /// (heal declares them lost when their lease passes).
+    fn refuse_late_ops(&self, body: &Value) {
+        for op in body
+            .get("ops")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            log::warn!(
+                "op {}: handed out as the agent stops; not run (heal declares it lost after its lease)",
+                op.get("id").and_then(Value::as_i64).unwrap_or(-1)
+            );
         }
     }
 
@@ -278,44 +318,76 @@ impl Agent {
             );
             return;
         }
-        log::info!("op {op_id}: running runbook {runbook}");
+        let alert = op.get("alert").unwrap_or(&Value::Null).to_string();
+        let alert_file = match self.state.write_alert(op_id, alert.as_bytes()) {
+            Ok(path) => path,
+            Err(error) => {
+                log::error!("op {op_id}: {error}");
+                self.report(
+                    op_id,
+                    json!({ "state": "failed", "error": error, "steps": [] }),
+                );
+                return;
+            }
+        };
         let cancel = Arc::new(AtomicBool::new(false));
-        let now = Instant::now();
         let running = Running {
-            budget: op.get("budget_ms").cloned().unwrap_or(Value::Null),
             cancel: cancel.clone(),
-            acked: false,
-            // Let the first step start before the acknowledgement competes with it
-            // for the CPU; an op that ends sooner needs none, its result says it ran.
-            next_ack: now + ACK_AFTER,
-            ack_backoff: Duration::from_millis(100),
             output: None,
             cursor: 0,
-            last_stream: now,
+            last_stream: Instant::now(),
         };
         lock(&self.ops).insert(op_id, running);
-        let alert_file =
-            std::env::temp_dir().join(format!("heal-op-{op_id}-{}.json", self.instance));
-        let result = self.run_tries(op_id, op, &alert_file, &cancel);
+        if self.confirm(op_id, op, &cancel) {
+            log::info!("op {op_id}: running runbook {runbook}");
+            let result = self.run_tries(op_id, op, &alert_file, &cancel);
+            log::info!("op {op_id}: {}", result["state"].as_str().unwrap_or("?"));
+            self.report(op_id, result);
+        }
         let _ = std::fs::remove_file(&alert_file);
         lock(&self.ops).remove(&op_id);
-        log::info!("op {op_id}: {}", result["state"].as_str().unwrap_or("?"));
-        self.report(op_id, result);
     }
 
-    /// Acknowledges started ops and streams their output, for all running ops.
-    /// A 4xx on the acknowledgement (409: the server gave the op up as lost)
-    /// cancels the op.
+    /// Confirms the op with the server before its first step starts (the
+    /// start acknowledgement). A 4xx (409: the server declared the op lost,
+    /// or it was cancelled) means it must not run; transport failures are
+    /// retried until an answer comes or the agent stops the op. Returns
+    /// whether to run it.
+    fn confirm(&self, op_id: i64, op: &Value, cancel: &AtomicBool) -> bool {
+        let body = json!({ "budget_ms": op.get("budget_ms").cloned().unwrap_or(Value::Null) });
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let why = match self
+                .client
+                .request("POST", &self.op_path(op_id, "start"), Some(&body))
+            {
+                Ok((200, _)) => return true,
+                Ok((status @ 400..=499, answer)) if status != 408 && status != 429 => {
+                    log::warn!(
+                        "op {op_id}: not run: the server refused its start ({status}: {})",
+                        answer.get("error").and_then(Value::as_str).unwrap_or("")
+                    );
+                    return false;
+                }
+                Ok((status, _)) => format!("status {status}"),
+                Err(e) => e.to_string(),
+            };
+            log::warn!("op {op_id}: cannot confirm the start yet ({why}); retrying");
+            if pause(jitter(backoff), cancel) {
+                log::warn!("op {op_id}: not run: stopped before the server confirmed it");
+                return false;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Streams the output of running ops.
     fn companion(&self, stopping: &AtomicBool) {
         while !stopping.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));
             let now = Instant::now();
-            let mut acks = Vec::new();
             let mut chunks = Vec::new();
             for (id, r) in lock(&self.ops).iter_mut() {
-                if !r.acked && now >= r.next_ack {
-                    acks.push((*id, r.budget.clone()));
-                }
                 if let Some((step, output)) = &r.output {
                     if now.duration_since(r.last_stream) >= STREAM_EVERY {
                         r.last_stream = now;
@@ -323,32 +395,6 @@ impl Agent {
                         if !data.is_empty() || skipped > 0 {
                             chunks.push((*id, *step, data, skipped));
                         }
-                    }
-                }
-            }
-            for (op_id, budget) in acks {
-                let answer = self.client.request(
-                    "POST",
-                    &self.op_path(op_id, "start"),
-                    Some(&json!({ "budget_ms": budget })),
-                );
-                let mut ops = lock(&self.ops);
-                let Some(r) = ops.get_mut(&op_id) else {
-                    continue;
-                };
-                match answer {
-                    Ok((200, _)) => r.acked = true,
-                    Ok((status @ 400..=499, body)) => {
-                        log::error!(
-                            "op {op_id}: the server refused the start ({status}: {}); stopping the op",
-                            body.get("error").and_then(Value::as_str).unwrap_or("")
-                        );
-                        r.acked = true;
-                        r.cancel.store(true, Ordering::SeqCst);
-                    }
-                    _ => {
-                        r.next_ack = Instant::now() + jitter(r.ack_backoff);
-                        r.ack_backoff = (r.ack_backoff * 2).min(Duration::from_secs(5));
                     }
                 }
             }
@@ -385,15 +431,8 @@ impl Agent {
         let mut all_steps = Vec::new();
         let mut result = Value::Null;
         for try_no in 0..=retries {
-            if try_no > 0 {
-                // A cancellable pause between tries.
-                let until = Instant::now() + interval;
-                while Instant::now() < until && !cancel.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(50).min(interval));
-                }
-                if cancel.load(Ordering::SeqCst) {
-                    break;
-                }
+            if try_no > 0 && pause(interval, cancel) {
+                break;
             }
             result = self.run_steps(op_id, op, alert_file, cancel);
             let mut steps = result["steps"].take();
@@ -432,15 +471,6 @@ impl Agent {
                 ))
             })
             .collect();
-        if let Err(e) = write_private(
-            alert_file,
-            op.get("alert")
-                .unwrap_or(&Value::Null)
-                .to_string()
-                .as_bytes(),
-        ) {
-            return fail(format!("cannot write {}: {e}", alert_file.display()));
-        }
         env.push(("HEAL_ALERT_JSON".into(), alert_file.display().to_string()));
         let grace =
             Duration::from_millis(op.get("grace_ms").and_then(Value::as_u64).unwrap_or(10_000));
@@ -602,11 +632,7 @@ impl Agent {
 
 /// A running op as the companion thread sees it.
 struct Running {
-    budget: Value,
     cancel: Arc<AtomicBool>,
-    acked: bool,
-    next_ack: Instant,
-    ack_backoff: Duration,
     /// The running step's index and output.
     output: Option<(usize, Arc<Output>)>,
     cursor: u64,
@@ -618,14 +644,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)
+/// Sleeps `d` unless `cancel` is set first; returns whether it was.
+fn pause(d: Duration, cancel: &AtomicBool) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !cancel.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50).min(d));
+    }
+    cancel.load(Ordering::SeqCst)
 }
 
 /// Matches `*` (any run) and `?` (one character).
