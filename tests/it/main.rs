@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod dashboard;
 mod faults;
+mod front;
 mod intake;
 mod lifecycle;
 mod manual;
