@@ -179,8 +179,8 @@ fn check_head(head: &mut Vec<u8>) -> Result<Head, Refusal> {
     }
     let is_head = method == Some("HEAD");
     let mut length: Option<u64> = None;
-    let mut expect_line = None;
-    for (i, line) in lines.enumerate() {
+    let mut expects_continue = false;
+    for line in lines {
         let Some((name, value)) = line.trim().split_once(':') else {
             return Err(Refusal::new(
                 400,
@@ -219,7 +219,7 @@ fn check_head(head: &mut Vec<u8>) -> Result<Head, Refusal> {
                     ),
                 ));
             }
-            expect_line = Some(i + 1);
+            expects_continue = true;
         }
         if name.eq_ignore_ascii_case("content-length") {
             let n = Some(value)
@@ -232,11 +232,16 @@ fn check_head(head: &mut Vec<u8>) -> Result<Head, Refusal> {
             length = Some(n);
         }
     }
-    if let Some(skip) = expect_line {
+    if expects_continue {
+        let is_expect = |l: &str| {
+            l.trim()
+                .split_once(':')
+                .is_some_and(|(n, _)| n.eq_ignore_ascii_case("expect"))
+        };
         let kept: Vec<&str> = text
             .split("\r\n")
             .enumerate()
-            .filter(|(i, _)| *i != skip)
+            .filter(|(i, l)| *i == 0 || !is_expect(l))
             .map(|(_, l)| l)
             .collect();
         let kept = format!("{}\r\n\r\n", kept.join("\r\n"));
@@ -245,7 +250,7 @@ fn check_head(head: &mut Vec<u8>) -> Result<Head, Refusal> {
     Ok(Head {
         length: length.unwrap_or(0),
         is_head,
-        expects_continue: expect_line.is_some(),
+        expects_continue,
     })
 }
 
