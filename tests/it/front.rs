@@ -75,6 +75,27 @@ fn poll_request(id: &str, wait: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Reads the answer of a raw poll sent at `sent` with wait=5: no ops, after the whole wait.
+fn assert_empty_poll_answer(s: &mut TcpStream, sent: Instant) {
+    let answer = read_answer(s, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"ops\":[]"), "{answer}");
+    let waited = sent.elapsed();
+    assert!(waited >= Duration::from_millis(4500), "{waited:?}");
+}
+
+/// Sends `byte` every `every` until the server closes the connection;
+/// returns how long that took, or None if it stayed open for 6 s.
+fn dribble_until_closed(s: &mut TcpStream, byte: &[u8], every: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(6) {
+        if s.write_all(byte).is_err() || read_until_closed(s, every).1 {
+            return Some(t.elapsed());
+        }
+    }
+    None
+}
+
 #[test]
 fn slow_bodies_and_upgrade_requests_hold_no_http_worker() {
     let dir = test_dir("front-slow-bodies");
@@ -183,24 +204,11 @@ fn an_idle_connection_is_closed_whatever_dribbles_in_and_a_waiting_poll_is_not_i
     );
     // Blank lines every 400 ms start no request: the idle clock keeps running.
     let mut s = TcpStream::connect(&server.addr).unwrap();
-    let t = Instant::now();
-    let mut closed = false;
-    while t.elapsed() < Duration::from_secs(6) {
-        if s.write_all(b"\r\n").is_err() {
-            closed = true;
-            break;
-        }
-        let (_, gone) = read_until_closed(&mut s, Duration::from_millis(400));
-        if gone {
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "a dribbling idle connection was kept open");
+    let took = dribble_until_closed(&mut s, b"\r\n", Duration::from_millis(400))
+        .expect("a dribbling idle connection was kept open");
     assert!(
-        (Duration::from_millis(1500)..Duration::from_secs(4)).contains(&t.elapsed()),
-        "closed after {:?} (idle_timeout 2s)",
-        t.elapsed()
+        (Duration::from_millis(1500)..Duration::from_secs(4)).contains(&took),
+        "closed after {took:?} (idle_timeout 2s)"
     );
 
     // After an answer, idle_timeout counts from its end.
@@ -222,14 +230,7 @@ fn an_idle_connection_is_closed_whatever_dribbles_in_and_a_waiting_poll_is_not_i
     let mut s = TcpStream::connect(&server.addr).unwrap();
     let t = Instant::now();
     s.write_all(&poll_request("raw-1", 5)).unwrap();
-    let answer = read_answer(&mut s, Duration::from_secs(10));
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("\"ops\":[]"), "{answer}");
-    assert!(
-        t.elapsed() >= Duration::from_millis(4500),
-        "{:?}",
-        t.elapsed()
-    );
+    assert_empty_poll_answer(&mut s, t);
 }
 
 #[test]
@@ -247,25 +248,9 @@ fn a_tls_handshake_dribbled_byte_by_byte_is_cut_at_request_timeout() {
     let mut s = TcpStream::connect(&server.addr).unwrap();
     // A handshake record announcing 16 KiB, then one byte every 300 ms.
     s.write_all(&[0x16, 0x03, 0x01, 0x40, 0x00]).unwrap();
-    let t = Instant::now();
-    let mut closed = false;
-    while t.elapsed() < Duration::from_secs(6) {
-        if s.write_all(&[0x01]).is_err() {
-            closed = true;
-            break;
-        }
-        let (_, gone) = read_until_closed(&mut s, Duration::from_millis(300));
-        if gone {
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "a dribbled handshake was kept open");
-    assert!(
-        t.elapsed() < Duration::from_secs(4),
-        "closed after {:?}",
-        t.elapsed()
-    );
+    let took = dribble_until_closed(&mut s, &[0x01], Duration::from_millis(300))
+        .expect("a dribbled handshake was kept open");
+    assert!(took < Duration::from_secs(4), "closed after {took:?}");
 }
 
 #[test]
@@ -324,14 +309,7 @@ fn at_max_connections_the_connection_idle_longest_makes_room() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
     // The parked poll was never closed: it gets its answer.
-    let answer = read_answer(&mut poll, Duration::from_secs(10));
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("\"ops\":[]"), "{answer}");
-    assert!(
-        t.elapsed() >= Duration::from_millis(4500),
-        "{:?}",
-        t.elapsed()
-    );
+    assert_empty_poll_answer(&mut poll, t);
 }
 
 #[test]
