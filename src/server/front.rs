@@ -113,6 +113,8 @@ struct Conn {
     cut: AtomicBool,
     /// Closed for a new connection at `max_connections`.
     evicted: AtomicBool,
+    /// The front refused a request: its answer goes out after the HTTP server's.
+    refused: AtomicBool,
 }
 
 impl Conn {
@@ -498,57 +500,26 @@ fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<
         last_read: AtomicU64::new(front.ms()),
         cut: AtomicBool::new(false),
         evicted: AtomicBool::new(false),
+        refused: AtomicBool::new(false),
     });
     front.lock_conns().insert(port, conn.clone());
     let answers = {
-        let (side, mut from, conn) = (side.clone(), inner.try_clone()?, conn.clone());
+        let (side, from, conn) = (side.clone(), inner.try_clone()?, conn.clone());
         let epoch = front.epoch;
         std::thread::Builder::new()
             .name("heal-front-out".into())
             .stack_size(FRONT_STACK)
-            .spawn(move || {
-                let mut buf = vec![0u8; COPY_BUF];
-                let mut answers = Answers::default();
-                // Answers whose head went by and whose end has not.
-                let mut started = 0;
-                loop {
-                    match from.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if side.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                            // Counted once written: a connection is idle only
-                            // when its answers have gone out.
-                            let done = answers.feed(&buf[..n], &mut || {
-                                let pending =
-                                    conn.pending.lock().unwrap_or_else(|e| e.into_inner());
-                                started += 1;
-                                pending.get(started - 1).copied().unwrap_or(false)
-                            });
-                            if done > 0 {
-                                conn.settled
-                                    .store(epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
-                                let mut pending =
-                                    conn.pending.lock().unwrap_or_else(|e| e.into_inner());
-                                for _ in 0..done {
-                                    pending.pop_front();
-                                }
-                                started = started.saturating_sub(done);
-                            }
-                        }
-                    }
-                }
-                side.close();
-            })?
+            .spawn(move || copy_answers(&side, from, &conn, epoch))?
     };
-    let result = requests(&side, &inner, front, &conn);
-    match &result {
+    match requests(&side, &inner, front, &conn) {
+        // The answers to the requests passed on go out first, then the
+        // refusal, so none is cut.
         Err(Refusal(status, why)) => {
-            let _ = side.write_all(&error_response(*status, why));
+            conn.refused.store(true, Ordering::SeqCst);
+            let _ = inner.shutdown(Both::Write);
+            let _ = answers.join();
+            let _ = side.write_all(&error_response(status, &why));
             log::debug!("front: {peer}: {status} {why}");
-            let _ = inner.shutdown(Both::Both);
-            side.close();
         }
         // No more requests: the HTTP server answers those it has, then
         // closes its side, which ends `answers`. A long poll left waiting
@@ -558,12 +529,49 @@ fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<
                 gone(port);
             }
             let _ = inner.shutdown(Both::Write);
+            let _ = answers.join();
         }
     }
-    let _ = answers.join();
     side.close();
     front.lock_conns().remove(&port);
     Ok(())
+}
+
+/// Copies the HTTP server's answers to the client and counts them (a
+/// connection is idle only once its answers have gone out). When the HTTP
+/// server closes, so does the client's side, unless the front refused a
+/// request: its refusal goes out after these answers.
+fn copy_answers(side: &Side, mut from: TcpStream, conn: &Conn, epoch: Instant) {
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut answers = Answers::default();
+    // Answers whose head went by and whose end has not.
+    let mut started = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if side.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        let done = answers.feed(&buf[..n], &mut || {
+            let pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
+            started += 1;
+            pending.get(started - 1).copied().unwrap_or(false)
+        });
+        if done > 0 {
+            conn.settled
+                .store(epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+            let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for _ in 0..done {
+                pending.pop_front();
+            }
+            started = started.saturating_sub(done);
+        }
+    }
+    if !conn.refused.load(Ordering::SeqCst) {
+        side.close();
+    }
 }
 
 /// `100 Continue`, for a client that waits for it before sending a body.
@@ -622,7 +630,8 @@ fn requests(
         conn.busy.store(true, Ordering::SeqCst);
         conn.last_read.store(front.ms(), Ordering::SeqCst);
         let mut framed = Framed::default();
-        framer.feed(&buf[..n], &mut framed)?;
+        // Whole requests before a refused one still go on (and are answered first).
+        let fed = framer.feed(&buf[..n], &mut framed);
         if !framed.forward.is_empty() {
             let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
             if conn.evicted.load(Ordering::SeqCst) {
@@ -637,6 +646,7 @@ fn requests(
         if !framed.forward.is_empty() && inner.write_all(&framed.forward).is_err() {
             return Ok(());
         }
+        fed?;
         // Only between answers: a 100 must not cut into an answer going out.
         if framed.send_continue
             && conn
@@ -647,10 +657,11 @@ fn requests(
         {
             let _ = side.write_all(CONTINUE);
         }
+        // Each request has its own request_timeout, from its first byte.
         deadline = match (framer.in_request(), deadline) {
-            (true, None) => Some(Instant::now() + limits.request_timeout),
-            (true, d) => d,
             (false, _) => None,
+            (true, Some(d)) if framed.heads.is_empty() => Some(d),
+            (true, _) => Some(Instant::now() + limits.request_timeout),
         };
     }
 }

@@ -336,6 +336,21 @@ fn odd_requests_get_an_answer_at_once() {
         assert!(closed, "{shown:?}: the connection stays open");
         assert!(t.elapsed() < Duration::from_secs(1), "{shown:?}: {:?}", t.elapsed());
     }
+    // A whole request before a refused one is answered first, then the refusal.
+    let (answer, _) = raw(
+        addr,
+        &[b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\nGET /\xff HTTP/1.1\r\n\r\n"],
+        Duration::ZERO,
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let refusal = answer
+        .find("HTTP/1.1 400")
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(
+        answer[..refusal].ends_with('}'),
+        "the 200 came whole: {answer}"
+    );
+
     // A client that waits for 100 Continue before its body gets it from the front.
     let mut s = TcpStream::connect(addr).unwrap();
     let body = br#"{"name":"Continued"}"#;
