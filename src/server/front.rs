@@ -8,7 +8,9 @@
 //! or body not sent within `request_timeout` 408, a chunked body 411, a
 //! request to `Upgrade` (or `Connection: upgrade`) and a head that is not
 //! ASCII 400, another HTTP version (the HTTP/2 preface) 505. The front
-//! answers `Expect: 100-continue` itself.
+//! answers `Expect: 100-continue` itself. A refusal goes out after the
+//! answers to the requests the client sent before it, then the connection
+//! closes.
 //!
 //! A connection is idle when no request is partly sent and every request it
 //! sent has had its whole answer (`framing::Answers` counts them, so a long
