@@ -239,8 +239,10 @@ pub struct Server {
     pub tls_key: Option<PathBuf>,
     /// Largest request head (request line and headers), in bytes.
     pub max_header: usize,
-    /// Longest a client may take to send one request.
+    /// Longest a client may take to send one request (and finish a TLS handshake).
     pub request_timeout: Duration,
+    /// A connection with no request in flight or awaiting its answer is closed after this.
+    pub idle_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
     /// A URL heal GETs on a schedule while it is healthy (a dead man's switch elsewhere).
@@ -658,6 +660,7 @@ struct RawServer {
     tls_key: Option<Spanned<String>>,
     max_header: Option<Spanned<i64>>,
     request_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
     watchdog_url: Option<Spanned<String>>,
     watchdog_every: Option<Spanned<String>>,
@@ -1097,6 +1100,12 @@ impl Validator<'_> {
                 item,
                 "request_timeout",
             )?,
+            idle_timeout: self.duration(
+                &raw.idle_timeout,
+                Duration::from_secs(60),
+                item,
+                "idle_timeout",
+            )?,
             max_connections: self.count(
                 &raw.max_connections,
                 4096,
@@ -1149,6 +1158,10 @@ impl Validator<'_> {
         if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&server.request_timeout) {
             let span = raw.request_timeout.as_ref().map_or(0..0, Spanned::span);
             return self.err(span, item, "request_timeout: must be from 1s to 1h");
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&server.idle_timeout) {
+            let span = raw.idle_timeout.as_ref().map_or(0..0, Spanned::span);
+            return self.err(span, item, "idle_timeout: must be from 1s to 1h");
         }
         if server.agent_down_after <= server.poll_wait {
             let span = raw

@@ -1,11 +1,24 @@
 //! The front door: accepts every connection on the public address, speaks
 //! TLS when configured (rustls), and guards the HTTP server behind it
-//! (tiny_http on a loopback port) from clients that send too much or too
-//! slowly: a request head larger than `max_header` gets 431, a head or body
-//! not sent within `request_timeout` gets 408, a request with a chunked body
-//! gets 411, more than `max_connections` at once get 503. An idle connection
-//! is closed after `idle_timeout`; a long poll waiting for its answer is not
-//! idle.
+//! (tiny_http on a loopback port) from clients that send too much, too
+//! slowly, or something else than HTTP/1.1. A request reaches the HTTP
+//! server only once it is whole (`framing::Framer`), so a slow client never
+//! holds an HTTP worker: a head larger than `max_header` gets 431, a body
+//! larger than `max_body` 413 as soon as its `Content-Length` is read, a head
+//! or body not sent within `request_timeout` 408, a chunked body 411, a
+//! request to `Upgrade` (or `Connection: upgrade`) and a head that is not
+//! ASCII 400, another HTTP version (the HTTP/2 preface) 505. The front
+//! answers `Expect: 100-continue` itself. A refusal goes out after the
+//! answers to the requests the client sent before it, then the connection
+//! closes.
+//!
+//! A connection is idle when no request is partly sent and every request it
+//! sent has had its whole answer (`framing::Answers` counts them, so a long
+//! poll waiting for its answer is not idle). An idle connection is closed
+//! after `idle_timeout`; blank lines between requests do not reset that
+//! clock. A TLS handshake must end within `request_timeout`. At
+//! `max_connections`, a new connection closes the connection idle longest;
+//! when none is idle it gets 503.
 //!
 //! Each connection has two threads: one reads the client (and frames its
 //! requests), one copies the answers back. The HTTP server sees the front's
@@ -16,6 +29,8 @@
 //! connection between requests is closed once it has been quiet for
 //! `DRAIN_QUIET`, toward the HTTP server only after the answers it awaits
 //! have come back, so every request the front took gets its answer.
+
+pub mod framing;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -28,6 +43,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use self::framing::{Answers, Framed, Framer, Pending, Refusal};
 use super::Shutdown;
 use crate::error::{Error, Result};
 
@@ -49,11 +65,15 @@ const DRAIN_QUIET: Duration = Duration::from_millis(300);
 pub struct Limits {
     /// Largest request head (request line and headers), in bytes.
     pub max_header: usize,
-    /// Longest a client may take to send one request, head and body.
+    /// Largest request body, in bytes, at start (`Front::set_max_body` after a reload).
+    pub max_body: usize,
+    /// Longest a client may take to send one request, head and body, and
+    /// to finish a TLS handshake.
     pub request_timeout: Duration,
     /// An idle connection (no request in flight or awaiting its answer) is closed after this.
     pub idle_timeout: Duration,
-    /// Connections served at once; more are answered 503.
+    /// Connections served at once; past it, the connection idle longest is
+    /// closed for a new one, or the new one gets 503 when none is idle.
     pub max_connections: usize,
 }
 
@@ -62,6 +82,8 @@ pub struct Front {
     tls: Option<Arc<rustls::ServerConfig>>,
     inner: SocketAddr,
     limits: Limits,
+    /// `[server] max_body` of the running config, for connections opened from now on.
+    max_body: AtomicUsize,
     active: AtomicUsize,
     /// The front's local port toward the HTTP server → the connection.
     conns: Mutex<HashMap<u16, Arc<Conn>>>,
@@ -83,10 +105,43 @@ struct Conn {
     inner: TcpStream,
     /// A request is partly sent.
     busy: AtomicBool,
+    /// Requests sent to the HTTP server and not yet wholly answered: whether each is a HEAD.
+    pending: Mutex<Pending>,
+    /// When the last request went on or the last answer ended (ms since `Front::epoch`).
+    settled: AtomicU64,
     /// When the client last sent something (ms since `Front::epoch`).
     last_read: AtomicU64,
     /// The drain closed the client's side for reading.
     cut: AtomicBool,
+    /// Closed for a new connection at `max_connections`.
+    evicted: AtomicBool,
+    /// The front refused a request: its answer goes out after the HTTP server's.
+    refused: AtomicBool,
+}
+
+impl Conn {
+    /// Since when the connection has been idle (ms since `Front::epoch`):
+    /// no request partly sent, none awaiting its answer.
+    fn idle_since(&self) -> Option<u64> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        (!self.busy.load(Ordering::SeqCst) && pending.is_empty())
+            .then(|| self.settled.load(Ordering::SeqCst))
+    }
+
+    /// Marks the connection evicted if it is still idle: checked under the
+    /// lock the reader takes before it passes a request on, so a request
+    /// either goes on (and the connection is not idle) or is never sent.
+    fn evict_if_idle(&self) -> bool {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = !self.busy.load(Ordering::SeqCst) && pending.is_empty();
+        idle && !self.evicted.swap(true, Ordering::SeqCst)
+    }
+
+    /// Closes both sides: the client's and the one toward the HTTP server.
+    fn close(&self) {
+        let _ = self.client.shutdown(Both::Both);
+        let _ = self.inner.shutdown(Both::Both);
+    }
 }
 
 impl Front {
@@ -96,6 +151,7 @@ impl Front {
             tls,
             inner,
             limits,
+            max_body: AtomicUsize::new(limits.max_body),
             active: AtomicUsize::new(0),
             conns: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
@@ -109,6 +165,11 @@ impl Front {
     /// no op is handed to an agent that died while it waited.
     pub fn on_client_gone(&self, f: impl Fn(u16) + Send + Sync + 'static) {
         let _ = self.gone.set(Box::new(f));
+    }
+
+    /// Sets the body limit of connections opened from now on (after a reload).
+    pub fn set_max_body(&self, max_body: usize) {
+        self.max_body.store(max_body, Ordering::SeqCst);
     }
 
     /// Whether heal is stopping: a long poll is then answered at once.
@@ -127,8 +188,7 @@ impl Front {
         let now = self.ms();
         for conn in self.lock_conns().values() {
             if force {
-                let _ = conn.client.shutdown(Both::Both);
-                let _ = conn.inner.shutdown(Both::Both);
+                conn.close();
                 continue;
             }
             let quiet = now.saturating_sub(conn.last_read.load(Ordering::SeqCst));
@@ -146,6 +206,21 @@ impl Front {
 
     fn ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Closes the connection idle longest, to make room for a new one;
+    /// returns its client, or None when no connection is idle.
+    fn evict_idle(&self) -> Option<SocketAddr> {
+        let conns = self.lock_conns();
+        let mut idle: Vec<(u64, &Arc<Conn>)> = conns
+            .values()
+            .filter(|c| !c.evicted.load(Ordering::SeqCst))
+            .filter_map(|c| Some((c.idle_since()?, c)))
+            .collect();
+        idle.sort_by_key(|(since, _)| *since);
+        let (_, oldest) = idle.into_iter().find(|(_, c)| c.evict_if_idle())?;
+        oldest.close();
+        Some(oldest.peer)
     }
 
     fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Arc<Conn>>> {
@@ -225,13 +300,20 @@ pub fn run(listener: TcpListener, front: &Arc<Front>, shutdown: &Shutdown) {
             }
         };
         if front.active.fetch_add(1, Ordering::SeqCst) >= front.limits.max_connections {
-            front.active.fetch_sub(1, Ordering::SeqCst);
-            log::warn!(
-                "front: refused a connection from {peer}: {} connections already (max_connections)",
-                front.limits.max_connections
-            );
-            refuse_plain(client, 503, "too many connections: try again later");
-            continue;
+            if let Some(idle) = front.evict_idle() {
+                log::info!(
+                    "front: {} connections (max_connections): closed the one idle longest, from {idle}, for {peer}",
+                    front.limits.max_connections
+                );
+            } else {
+                front.active.fetch_sub(1, Ordering::SeqCst);
+                log::warn!(
+                    "front: refused a connection from {peer}: {} connections already, none idle (max_connections)",
+                    front.limits.max_connections
+                );
+                refuse_plain(client, 503, "too many connections: try again later");
+                continue;
+            }
         }
         let f = front.clone();
         let spawned = std::thread::Builder::new()
@@ -263,7 +345,10 @@ fn error_response(status: u16, why: &str) -> Vec<u8> {
         400 => "Bad Request",
         408 => "Request Timeout",
         411 => "Length Required",
+        413 => "Payload Too Large",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
+        505 => "HTTP Version Not Supported",
         _ => "Service Unavailable",
     };
     let body = serde_json::json!({ "error": why }).to_string();
@@ -288,18 +373,20 @@ impl Side {
         }
     }
 
-    /// Reads what the client sent (decrypted); 0 at its end.
+    /// Reads what the client sent (decrypted); 0 at its end. Over TLS,
+    /// bytes that bring no request data (records without any) end in
+    /// `WouldBlock`, so they do not keep the reader from its clocks.
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Side::Plain(t) => (&**t).read(buf),
-            Side::Tls(t, conn) => loop {
-                {
+            Side::Tls(t, conn) => {
+                let decrypted = |buf: &mut [u8]| {
                     let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-                    match c.reader().read(buf) {
-                        Ok(n) => return Ok(n),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
-                    }
+                    c.reader().read(buf)
+                };
+                match decrypted(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    done => return done,
                 }
                 // The raw bytes pass through `buf` into rustls, which copies
                 // them. A buffer of their own in this frame (16 KiB) made
@@ -309,17 +396,20 @@ impl Side {
                 if n == 0 {
                     return Ok(0);
                 }
-                let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-                let mut slice = &buf[..n];
-                while !slice.is_empty() {
-                    c.read_tls(&mut slice)?;
-                    c.process_new_packets()
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                {
+                    let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut slice = &buf[..n];
+                    while !slice.is_empty() {
+                        c.read_tls(&mut slice)?;
+                        c.process_new_packets()
+                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    }
+                    while c.wants_write() {
+                        c.write_tls(&mut &**t)?;
+                    }
                 }
-                while c.wants_write() {
-                    c.write_tls(&mut &**t)?;
-                }
-            },
+                decrypted(buf)
+            }
         }
     }
 
@@ -348,6 +438,44 @@ impl Side {
     }
 }
 
+/// The TLS handshake, within `limit` however the client dribbles it.
+fn handshake(
+    tcp: &TcpStream,
+    cfg: &Arc<rustls::ServerConfig>,
+    limit: Duration,
+) -> io::Result<rustls::ServerConnection> {
+    let mut conn = rustls::ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
+    let deadline = Instant::now() + limit;
+    while conn.is_handshaking() {
+        while conn.wants_write() {
+            conn.write_tls(&mut &*tcp)?;
+        }
+        if !conn.is_handshaking() {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the TLS handshake did not end within [server] request_timeout",
+            ));
+        }
+        tcp.set_read_timeout(Some(left))?;
+        if conn.read_tls(&mut &*tcp)? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Err(e) = conn.process_new_packets() {
+            // Tell the client why (a TLS alert) before closing.
+            let _ = conn.write_tls(&mut &*tcp);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+    }
+    while conn.wants_write() {
+        conn.write_tls(&mut &*tcp)?;
+    }
+    Ok(conn)
+}
+
 fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<()> {
     let limits = front.limits;
     client.set_nodelay(true)?;
@@ -357,11 +485,7 @@ fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<
     let side = match &front.tls {
         None => Side::Plain(tcp),
         Some(cfg) => {
-            let mut conn = rustls::ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
-            // The handshake, within the request timeout.
-            while conn.is_handshaking() {
-                conn.complete_io(&mut &*tcp)?;
-            }
+            let conn = handshake(&tcp, cfg, limits.request_timeout)?;
             Side::Tls(tcp, Arc::new(Mutex::new(conn)))
         }
     };
@@ -373,37 +497,31 @@ fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<
         client: Arc::new(side.tcp().try_clone()?),
         inner: inner.try_clone()?,
         busy: AtomicBool::new(false),
+        pending: Mutex::new(Pending::new()),
+        settled: AtomicU64::new(front.ms()),
         last_read: AtomicU64::new(front.ms()),
         cut: AtomicBool::new(false),
+        evicted: AtomicBool::new(false),
+        refused: AtomicBool::new(false),
     });
     front.lock_conns().insert(port, conn.clone());
     let answers = {
-        let (side, mut from) = (side.clone(), inner.try_clone()?);
+        let (side, from, conn) = (side.clone(), inner.try_clone()?, conn.clone());
+        let epoch = front.epoch;
         std::thread::Builder::new()
             .name("heal-front-out".into())
             .stack_size(FRONT_STACK)
-            .spawn(move || {
-                let mut buf = vec![0u8; COPY_BUF];
-                loop {
-                    match from.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if side.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                side.close();
-            })?
+            .spawn(move || copy_answers(&side, from, &conn, epoch))?
     };
-    let result = requests(&side, &inner, front, &conn);
-    match &result {
+    match requests(&side, &inner, front, &conn) {
+        // The answers to the requests passed on go out first, then the
+        // refusal, so none is cut.
         Err(Refusal(status, why)) => {
-            let _ = side.write_all(&error_response(*status, why));
+            conn.refused.store(true, Ordering::SeqCst);
+            let _ = inner.shutdown(Both::Write);
+            let _ = answers.join();
+            let _ = side.write_all(&error_response(status, &why));
             log::debug!("front: {peer}: {status} {why}");
-            let _ = inner.shutdown(Both::Both);
-            side.close();
         }
         // No more requests: the HTTP server answers those it has, then
         // closes its side, which ends `answers`. A long poll left waiting
@@ -413,20 +531,57 @@ fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<
                 gone(port);
             }
             let _ = inner.shutdown(Both::Write);
+            let _ = answers.join();
         }
     }
-    let _ = answers.join();
     side.close();
     front.lock_conns().remove(&port);
     Ok(())
 }
 
-/// Why the front answered a request itself.
-#[derive(Debug, PartialEq, Eq)]
-struct Refusal(u16, String);
+/// Copies the HTTP server's answers to the client and counts them (a
+/// connection is idle only once its answers have gone out). When the HTTP
+/// server closes, so does the client's side, unless the front refused a
+/// request: its refusal goes out after these answers.
+fn copy_answers(side: &Side, mut from: TcpStream, conn: &Conn, epoch: Instant) {
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut answers = Answers::default();
+    // Answers whose head went by and whose end has not.
+    let mut started = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if side.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        let done = answers.feed(&buf[..n], &mut || {
+            let pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
+            started += 1;
+            pending.get(started - 1).copied().unwrap_or(false)
+        });
+        if done > 0 {
+            conn.settled
+                .store(epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+            let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for _ in 0..done {
+                pending.pop_front();
+            }
+            started = started.saturating_sub(done);
+        }
+    }
+    if !conn.refused.load(Ordering::SeqCst) {
+        side.close();
+    }
+}
 
-/// Copies the client's requests to the HTTP server, checking each one's
-/// head size and timing. Ends when the client goes (Ok) or is refused.
+/// `100 Continue`, for a client that waits for it before sending a body.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Passes the client's whole requests to the HTTP server, checking each
+/// one's head, size and timing. Ends when the client goes or has been idle
+/// for `idle_timeout` (Ok), or is refused.
 fn requests(
     side: &Side,
     mut inner: &TcpStream,
@@ -434,13 +589,24 @@ fn requests(
     conn: &Conn,
 ) -> std::result::Result<(), Refusal> {
     let limits = &front.limits;
-    let mut framer = Framer::new(limits.max_header);
+    let max_body = front.max_body.load(Ordering::SeqCst) as u64;
+    let mut framer = Framer::new(limits.max_header, max_body);
     let mut buf = vec![0u8; COPY_BUF];
     let mut deadline: Option<Instant> = None;
+    let idle_ms = limits.idle_timeout.as_millis() as u64;
     loop {
-        let wait = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()),
-            None => limits.idle_timeout,
+        let wait = match (deadline, conn.idle_since()) {
+            (Some(d), _) => d.saturating_duration_since(Instant::now()),
+            (None, Some(since)) => {
+                let idle = front.ms().saturating_sub(since);
+                if idle >= idle_ms {
+                    // Idle for the whole idle timeout: close quietly.
+                    return Ok(());
+                }
+                Duration::from_millis(idle_ms - idle)
+            }
+            // Awaiting an answer: look again after a while.
+            (None, None) => limits.idle_timeout,
         };
         if wait.is_zero() {
             return Err(Refusal(
@@ -458,211 +624,46 @@ fn requests(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                if deadline.is_some() {
-                    continue;
-                }
-                // Idle for the whole idle timeout: close quietly.
-                return Ok(());
+                continue;
             }
             Err(_) => return Ok(()),
         };
+        // Not idle while these bytes are looked at.
+        conn.busy.store(true, Ordering::SeqCst);
         conn.last_read.store(front.ms(), Ordering::SeqCst);
-        let mut out = Vec::with_capacity(n);
-        framer.feed(&buf[..n], &mut out)?;
+        let mut framed = Framed::default();
+        // Whole requests before a refused one still go on (and are answered first).
+        let fed = framer.feed(&buf[..n], &mut framed);
+        if !framed.forward.is_empty() {
+            let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if conn.evicted.load(Ordering::SeqCst) {
+                // Closed for a new connection: these requests are not sent,
+                // so the client may send them again elsewhere.
+                return Ok(());
+            }
+            pending.extend(&framed.heads);
+            conn.settled.store(front.ms(), Ordering::SeqCst);
+        }
         conn.busy.store(framer.in_request(), Ordering::SeqCst);
-        if !out.is_empty() && inner.write_all(&out).is_err() {
+        if !framed.forward.is_empty() && inner.write_all(&framed.forward).is_err() {
             return Ok(());
         }
+        fed?;
+        // Only between answers: a 100 must not cut into an answer going out.
+        if framed.send_continue
+            && conn
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        {
+            let _ = side.write_all(CONTINUE);
+        }
+        // Each request has its own request_timeout, from its first byte.
         deadline = match (framer.in_request(), deadline) {
-            (true, None) => Some(Instant::now() + limits.request_timeout),
-            (true, d) => d,
             (false, _) => None,
+            (true, Some(d)) if framed.heads.is_empty() => Some(d),
+            (true, _) => Some(Instant::now() + limits.request_timeout),
         };
-    }
-}
-
-/// Splits the client's bytes into requests: a head up to `max_header`
-/// bytes, then a body of its Content-Length.
-struct Framer {
-    max_header: usize,
-    head: Vec<u8>,
-    body_left: u64,
-}
-
-impl Framer {
-    fn new(max_header: usize) -> Framer {
-        Framer {
-            max_header,
-            head: Vec::new(),
-            body_left: 0,
-        }
-    }
-
-    /// Whether a request is partly sent.
-    fn in_request(&self) -> bool {
-        !self.head.is_empty() || self.body_left > 0
-    }
-
-    /// Takes bytes from the client; appends what may go on to `out`.
-    fn feed(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), Refusal> {
-        while !data.is_empty() {
-            if self.body_left > 0 {
-                let take = (self.body_left as usize).min(data.len());
-                out.extend_from_slice(&data[..take]);
-                self.body_left -= take as u64;
-                data = &data[take..];
-                continue;
-            }
-            // Skip the blank lines some clients send between requests.
-            if self.head.is_empty() {
-                let skip = data
-                    .iter()
-                    .take_while(|b| **b == b'\r' || **b == b'\n')
-                    .count();
-                data = &data[skip..];
-                if data.is_empty() {
-                    break;
-                }
-            }
-            let before = self.head.len();
-            self.head.extend_from_slice(data);
-            let search_from = before.saturating_sub(3);
-            let end = self.head[search_from..]
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map(|p| search_from + p + 4);
-            let Some(end) = end else {
-                if self.head.len() > self.max_header {
-                    return Err(Refusal(
-                        431,
-                        format!(
-                            "the request head is larger than {} bytes ([server] max_header)",
-                            self.max_header
-                        ),
-                    ));
-                }
-                break;
-            };
-            if end > self.max_header {
-                return Err(Refusal(
-                    431,
-                    format!(
-                        "the request head is larger than {} bytes ([server] max_header)",
-                        self.max_header
-                    ),
-                ));
-            }
-            let rest = self.head.split_off(end);
-            self.body_left = body_length(&self.head)?;
-            out.extend_from_slice(&self.head);
-            self.head.clear();
-            // What came after the head is body or the next request: go round
-            // with it (it was never in `data` past this point).
-            data = &[];
-            let mut more = Vec::new();
-            self.feed(&rest, &mut more)?;
-            out.extend_from_slice(&more);
-        }
-        Ok(())
-    }
-}
-
-/// The body length a request head announces.
-fn body_length(head: &[u8]) -> std::result::Result<u64, Refusal> {
-    let text = String::from_utf8_lossy(head);
-    let mut length: Option<u64> = None;
-    for line in text.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let name = name.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(Refusal(
-                411,
-                "chunked request bodies are not accepted: send Content-Length".into(),
-            ));
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            let n: u64 = value
-                .trim()
-                .parse()
-                .map_err(|_| Refusal(400, format!("bad Content-Length {:?}", value.trim())))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Refusal(400, "two different Content-Length headers".into()));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length.unwrap_or(0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn feed(f: &mut Framer, parts: &[&[u8]]) -> std::result::Result<Vec<u8>, Refusal> {
-        let mut out = Vec::new();
-        for p in parts {
-            f.feed(p, &mut out)?;
-        }
-        Ok(out)
-    }
-
-    #[test]
-    fn requests_pass_through_whole_however_they_are_cut() {
-        let req = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n";
-        for cut in 0..req.len() {
-            let mut f = Framer::new(1024);
-            let out = feed(&mut f, &[&req[..cut], &req[cut..]]).unwrap();
-            assert_eq!(out, req.to_vec(), "cut at {cut}");
-            assert!(!f.in_request(), "cut at {cut}");
-        }
-        let mut f = Framer::new(1024);
-        feed(
-            &mut f,
-            &[b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel"],
-        )
-        .unwrap();
-        assert!(f.in_request(), "a body is still coming");
-    }
-
-    #[test]
-    fn oversized_heads_chunked_bodies_and_bad_lengths_are_refused() {
-        let mut f = Framer::new(64);
-        let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(100));
-        assert_eq!(feed(&mut f, &[big.as_bytes()]).unwrap_err().0, 431);
-        let mut f = Framer::new(64);
-        let endless = "a".repeat(30);
-        let e = feed(
-            &mut f,
-            &[
-                b"GET / HTTP/1.1\r\nX: ",
-                endless.as_bytes(),
-                endless.as_bytes(),
-            ],
-        )
-        .unwrap_err();
-        assert_eq!(e.0, 431, "a head that never ends is cut at the limit");
-        let mut f = Framer::new(1024);
-        let e = feed(
-            &mut f,
-            &[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"],
-        )
-        .unwrap_err();
-        assert_eq!(e.0, 411);
-        let mut f = Framer::new(1024);
-        let e = feed(
-            &mut f,
-            &[b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"],
-        )
-        .unwrap_err();
-        assert_eq!(e.0, 400);
-        let mut f = Framer::new(1024);
-        assert_eq!(
-            feed(&mut f, &[b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"])
-                .unwrap_err()
-                .0,
-            400
-        );
     }
 }

@@ -188,6 +188,7 @@ impl State {
         let (hash, shown) = (new.hash.clone(), path.display().to_string());
         let (rules, runbooks) = (new.rules.len(), new.runbooks.len());
         warn_expiring_tokens(&new);
+        self.front.set_max_body(new.server.max_body);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         self.metrics.observe_reload("applied");
         if let Some(why) = forced {
@@ -407,8 +408,9 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         inner,
         front::Limits {
             max_header: config.server.max_header,
+            max_body: config.server.max_body,
             request_timeout: config.server.request_timeout,
-            idle_timeout: config.server.poll_wait + Duration::from_secs(60),
+            idle_timeout: config.server.idle_timeout,
             max_connections: config.server.max_connections,
         },
     ));
