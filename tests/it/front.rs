@@ -69,7 +69,7 @@ fn read_answer(s: &mut TcpStream, limit: Duration) -> String {
 fn poll_request(id: &str, wait: u64) -> Vec<u8> {
     let body = r#"{"instance":"raw-poll-1"}"#;
     format!(
-        "POST /api/v1/agents/{id}/poll?wait={wait} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /api/v1/agents/{id}/poll?wait={wait} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -115,7 +115,7 @@ fn slow_bodies_and_upgrade_requests_hold_no_http_worker() {
         .map(|_| {
             let mut s = TcpStream::connect(&addr).unwrap();
             s.write_all(
-                b"POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+                b"POST /api/v1/alerts HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
             )
             .unwrap();
             s
@@ -130,7 +130,7 @@ fn slow_bodies_and_upgrade_requests_hold_no_http_worker() {
                 let mut s = TcpStream::connect(&addr).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
                 let _ = s.write_all(
-                    b"POST /login HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 0\r\n\r\n",
+                    b"POST /login HTTP/1.1\r\nHost: localhost\r\nConnection: upgrade\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 0\r\n\r\n",
                 );
                 let mut got = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -213,7 +213,7 @@ fn an_idle_connection_is_closed_whatever_dribbles_in_and_a_waiting_poll_is_not_i
 
     // After an answer, idle_timeout counts from its end.
     let mut s = TcpStream::connect(&server.addr).unwrap();
-    s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let answer = read_answer(&mut s, Duration::from_secs(5));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -268,7 +268,7 @@ fn at_max_connections_the_connection_idle_longest_makes_room() {
     // Idle after one answer, then idle from the start (newer).
     let mut older = TcpStream::connect(&addr).unwrap();
     older
-        .write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let answer = read_answer(&mut older, Duration::from_secs(5));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -279,7 +279,7 @@ fn at_max_connections_the_connection_idle_longest_makes_room() {
     // A fourth connection is served; the one idle longest is closed for it.
     let (answer, _) = raw(
         &addr,
-        &[b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+        &[b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"],
         Duration::ZERO,
     );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -304,7 +304,7 @@ fn at_max_connections_the_connection_idle_longest_makes_room() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     // The busy ones finish their requests and are answered.
     for s in &mut busy {
-        s.write_all(b"Host: x\r\n\r\n").unwrap();
+        s.write_all(b"Host: localhost\r\n\r\n").unwrap();
         let answer = read_answer(s, Duration::from_secs(5));
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
@@ -318,11 +318,11 @@ fn odd_requests_get_an_answer_at_once() {
     let server = Server::start(&dir, "[server]\nmax_body = 4096\n");
     let addr = &server.addr;
     for (request, want) in [
-        (&b"GET /-/healthy\xff HTTP/1.1\r\nHost: x\r\n\r\n"[..], "HTTP/1.1 400"),
-        (b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nX-Name: \xc3\x28\r\n\r\n", "HTTP/1.1 400"),
+        (&b"GET /-/healthy\xff HTTP/1.1\r\nHost: localhost\r\n\r\n"[..], "HTTP/1.1 400"),
+        (b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\nX-Name: \xc3\x28\r\n\r\n", "HTTP/1.1 400"),
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/1.1 505"),
         (
-            b"POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n",
+            b"POST /api/v1/alerts HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n",
             "HTTP/1.1 413",
         ),
     ] {
@@ -339,7 +339,7 @@ fn odd_requests_get_an_answer_at_once() {
     // A whole request before a refused one is answered first, then the refusal.
     let (answer, _) = raw(
         addr,
-        &[b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\nGET /\xff HTTP/1.1\r\n\r\n"],
+        &[b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\n\r\nGET /\xff HTTP/1.1\r\n\r\n"],
         Duration::ZERO,
     );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -356,7 +356,7 @@ fn odd_requests_get_an_answer_at_once() {
     let body = br#"{"name":"Continued"}"#;
     s.write_all(
         format!(
-            "POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            "POST /api/v1/alerts HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),
