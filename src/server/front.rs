@@ -429,14 +429,52 @@ impl Side {
     }
 
     fn close(&self) {
+        self.end_writing();
+        let _ = self.tcp().shutdown(Both::Both);
+    }
+
+    /// Tells the client heal sends nothing more (TLS close_notify, then
+    /// the end of the TCP stream), keeping the reading side open.
+    fn end_writing(&self) {
         if let Side::Tls(t, conn) = self {
             let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
             c.send_close_notify();
             let _ = c.write_tls(&mut &**t);
         }
-        let _ = self.tcp().shutdown(Both::Both);
+        let _ = self.tcp().shutdown(Both::Write);
+    }
+
+    /// After a refusal the client may still be sending, such as a body
+    /// refused by its `Content-Length`. Closing at once would have the
+    /// kernel reset the connection, and the client could lose the answer
+    /// before it reads it; so heal ends its side and drops what still
+    /// comes, until the client closes, pauses for `LINGER_PAUSE`, or
+    /// `LINGER` or `LINGER_BYTES` is reached.
+    fn linger(&self) {
+        self.end_writing();
+        let tcp = self.tcp();
+        let deadline = Instant::now() + LINGER;
+        let mut buf = vec![0u8; COPY_BUF];
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tcp.set_read_timeout(Some(left.min(LINGER_PAUSE))).is_err() {
+                break;
+            }
+            match (&*tcp).read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => dropped += n,
+            }
+        }
     }
 }
+
+/// How long a refused client's remaining bytes are read and dropped at most.
+const LINGER: Duration = Duration::from_secs(5);
+/// A refused client that sends nothing for this long is closed on.
+const LINGER_PAUSE: Duration = Duration::from_secs(1);
+/// How many of a refused client's remaining bytes are dropped at most.
+const LINGER_BYTES: usize = 16 << 20;
 
 /// The TLS handshake, within `limit` however the client dribbles it.
 fn handshake(
@@ -522,6 +560,7 @@ fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<
             let _ = answers.join();
             let _ = side.write_all(&error_response(status, &why));
             log::debug!("front: {peer}: {status} {why}");
+            side.linger();
         }
         // No more requests: the HTTP server answers those it has, then
         // closes its side, which ends `answers`. A long poll left waiting
