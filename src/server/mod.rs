@@ -196,9 +196,13 @@ impl State {
             self.audit(by, "config.emptied", &shown, &format!("{how}: {why}"), None);
         }
         let by_ = by.to_string();
-        let (version, changed) = self
-            .writer
-            .write(move |conn| store::apply_config(conn, &hash, &by_, &shown, now_ms()))?;
+        let applied = self.config();
+        let (version, changed) = self.writer.write(move |conn| {
+            let now = now_ms();
+            let recorded = store::apply_config(conn, &hash, &by_, &shown, now)?;
+            watch::sync_heartbeats(conn, &applied, now)?;
+            Ok(recorded)
+        })?;
         log::info!(
             "reloaded {} ({by}): version {version}{}, {rules} rules, {runbooks} runbooks",
             path.display(),
@@ -369,13 +373,23 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     // Held until `serve` returns; the kernel frees it however heal ends.
     let mut lock = store::lock::acquire(&db_path, &addr.to_string())?;
     let write_conn = store::open_and_migrate(&db_path)?;
-    let (version, _) = store::apply_config(
-        &write_conn,
-        &config.hash,
-        "startup",
-        &config.path.display().to_string(),
-        now_ms(),
-    )?;
+    let (version, _) = {
+        let tx = write_conn
+            .unchecked_transaction()
+            .map_err(|e| Error::Failed(format!("database {}: {e}", db_path.display())))?;
+        let now = now_ms();
+        let applied = store::apply_config(
+            &tx,
+            &config.hash,
+            "startup",
+            &config.path.display().to_string(),
+            now,
+        )?;
+        watch::sync_heartbeats(&tx, &config, now)?;
+        tx.commit()
+            .map_err(|e| Error::Failed(format!("database {}: {e}", db_path.display())))?;
+        applied
+    };
     log::info!(
         "config {} is version {version} (sha256 {})",
         config.path.display(),

@@ -794,21 +794,26 @@ impl Due {
             }
         }
         self.schedules = schedules;
-        let defs: Vec<(String, String)> = config
-            .heartbeats
-            .values()
-            .map(|h| (h.name.clone(), h.def.clone()))
-            .collect();
-        match state
-            .writer
-            .write(move |conn| store::sync_heartbeats(conn, &defs, now_ms()))
-        {
-            Ok(lines) => lines.iter().for_each(|l| log::info!("{l}")),
-            Err(e) => log::error!("syncing heartbeats from the config: {e}"),
-        }
         forget_removed_probes(state, config);
         self.config = Some(config.clone());
     }
+}
+
+/// Writes the heartbeats of a config being applied to the store (adding,
+/// updating, and removing those the file no longer has) and logs what
+/// changed. Runs in the store job that records the config, at start and on
+/// each reload, so a heartbeat of the file can be pinged as soon as heal
+/// answers for that config.
+pub fn sync_heartbeats(conn: &Connection, config: &Config, now: i64) -> Result<()> {
+    let defs: Vec<(String, String)> = config
+        .heartbeats
+        .values()
+        .map(|h| (h.name.clone(), h.def.clone()))
+        .collect();
+    for line in store::sync_heartbeats(conn, &defs, now)? {
+        log::info!("{line}");
+    }
+    Ok(())
 }
 
 /// The scheduler thread, with its probe pool.

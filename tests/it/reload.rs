@@ -319,3 +319,31 @@ fn a_config_with_tokens_and_rules_reloads_without_allow_empty() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("force: must be true or false"), "{body}");
 }
+
+/// A heartbeat of the file can be pinged as soon as heal answers for the
+/// config that holds it: at start, and right after a reload that adds it.
+#[test]
+fn a_files_heartbeat_takes_pings_as_soon_as_heal_answers_for_its_config() {
+    let dir = test_dir("reload-heartbeat");
+    let heartbeat = |name: &str| format!("\n[[heartbeat]]\nname = \"{name}\"\nevery = \"1h\"\n");
+    let first = format!("{}{}", config("r"), heartbeat("at-start"));
+    let server = Server::start(&dir, &first);
+    // `Server::start` returns as soon as heal answers.
+    let (status, body) = server.post_raw("/ping/at-start", b"", &[]);
+    assert_eq!(status, 200, "{body}\n{}", server.logs());
+    for round in 0..5 {
+        let name = format!("added-{round}");
+        let next = format!("{first}{}", heartbeat(&name));
+        std::fs::write(dir.join("runbooks.toml"), next).unwrap();
+        let (status, body) = server.post("/api/v1/config", &json!({}));
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = server.post_raw(&format!("/ping/{name}"), b"", &[]);
+        assert_eq!(status, 200, "round {round}: {body}\n{}", server.logs());
+    }
+    // And one the file no longer has is gone when the reload answers.
+    std::fs::write(dir.join("runbooks.toml"), &first).unwrap();
+    let (status, body) = server.post("/api/v1/config", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = server.post_raw("/ping/added-4", b"", &[]);
+    assert_eq!(status, 404);
+}
