@@ -545,11 +545,11 @@ fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<
     front.lock_conns().insert(port, conn.clone());
     let answers = {
         let (side, from, conn) = (side.clone(), inner.try_clone()?, conn.clone());
-        let epoch = front.epoch;
+        let (epoch, inner_addr) = (front.epoch, front.inner);
         std::thread::Builder::new()
             .name("heal-front-out".into())
             .stack_size(FRONT_STACK)
-            .spawn(move || copy_answers(&side, from, &conn, epoch))?
+            .spawn(move || copy_answers(&side, from, &conn, epoch, inner_addr))?
     };
     match requests(&side, &inner, front, &conn) {
         // The answers to the requests passed on go out first, then the
@@ -582,16 +582,40 @@ fn connection(front: &Front, client: TcpStream, peer: SocketAddr) -> io::Result<
 /// connection is idle only once its answers have gone out). When the HTTP
 /// server closes, so does the client's side, unless the front refused a
 /// request: its refusal goes out after these answers.
-fn copy_answers(side: &Side, mut from: TcpStream, conn: &Conn, epoch: Instant) {
+fn copy_answers(side: &Side, mut from: TcpStream, conn: &Conn, epoch: Instant, inner: SocketAddr) {
     let mut buf = vec![0u8; COPY_BUF];
     let mut answers = Answers::default();
     // Answers whose head went by and whose end has not.
     let mut started = 0;
+    // Until the HTTP server's first byte, look every `NUDGE_AFTER`.
+    let mut heard = from.set_read_timeout(Some(NUDGE_AFTER)).is_err();
     loop {
         let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(n) => n,
+            Err(e)
+                if !heard
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+            {
+                let waiting = !conn
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty();
+                if waiting {
+                    nudge(inner);
+                    heard = from.set_read_timeout(None).is_ok();
+                }
+                continue;
+            }
+            Err(_) => break,
         };
+        if !heard {
+            heard = from.set_read_timeout(None).is_ok();
+        }
         if side.write_all(&buf[..n]).is_err() {
             break;
         }
@@ -612,6 +636,28 @@ fn copy_answers(side: &Side, mut from: TcpStream, conn: &Conn, epoch: Instant) {
     }
     if !conn.refused.load(Ordering::SeqCst) {
         side.close();
+    }
+}
+
+/// How long a connection's first request may go unanswered before the
+/// front nudges the HTTP server (`nudge`).
+const NUDGE_AFTER: Duration = Duration::from_millis(500);
+
+/// tiny_http serves each connection on a thread of its pool, and starts a
+/// thread only when none waits. Two connections that arrive while one
+/// thread is waking can both be queued for it: the second then waits until
+/// some other connection closes (up to `idle_timeout`), its requests
+/// unread. A connection opened and closed at once is queued too, and
+/// whichever thread takes it is free again at once to serve the one left
+/// behind; if every thread is busy, the pool starts one for it. Costs one
+/// loopback connection, and only for a connection whose first request had
+/// no answer within `NUDGE_AFTER` (a long poll waiting for work, mostly).
+fn nudge(inner: SocketAddr) {
+    match TcpStream::connect_timeout(&inner, Duration::from_secs(1)) {
+        Ok(s) => {
+            let _ = s.shutdown(Both::Both);
+        }
+        Err(e) => log::debug!("front: nudging the HTTP server at {inner}: {e}"),
     }
 }
 

@@ -370,3 +370,46 @@ fn odd_requests_get_an_answer_at_once() {
     let answer = read_answer(&mut s, Duration::from_secs(5));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// Connections that arrive together, each kept open after its answer, are
+/// all answered within seconds. tiny_http could queue one of two
+/// connections arriving while one of its threads was waking; that one then
+/// waited, unread, until some other connection closed (up to
+/// `idle_timeout`). It depends on timing, so the test makes many bursts.
+#[test]
+fn connections_arriving_together_are_all_answered() {
+    let dir = test_dir("front-burst");
+    let server = Server::start(
+        &dir,
+        &one_rule_config(r#"{ name = "s", run = "true" }"#, ""),
+    );
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let (rounds, per_round) = (20, 48);
+    for round in 0..rounds {
+        let start = Arc::new(std::sync::Barrier::new(per_round));
+        let clients: Vec<_> = (0..per_round)
+            .map(|_| {
+                let (start, addr) = (start.clone(), addr.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let mut s = TcpStream::connect(&addr).unwrap();
+                    s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                        .unwrap();
+                    let sent = Instant::now();
+                    let answer = read_answer(&mut s, Duration::from_secs(5));
+                    // Kept open until the whole burst is answered.
+                    (answer, sent.elapsed(), s)
+                })
+            })
+            .collect();
+        let answers: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        for (answer, took, _) in &answers {
+            assert!(
+                answer.starts_with("HTTP/1.1 200"),
+                "round {round}: a connection got {answer:?} after {took:?}\n{}",
+                server.logs()
+            );
+            assert!(took < &Duration::from_secs(3), "round {round}: {took:?}");
+        }
+    }
+}
