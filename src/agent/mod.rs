@@ -472,6 +472,8 @@ impl Agent {
             })
             .collect();
         env.push(("HEAL_ALERT_JSON".into(), alert_file.display().to_string()));
+        env.push(("HEAL_AGENT_ID".into(), self.opts.id.clone()));
+        env.push(("HEAL_AGENT_TAGS".into(), self.opts.tags.join(",")));
         let grace =
             Duration::from_millis(op.get("grace_ms").and_then(Value::as_u64).unwrap_or(10_000));
         let max_output = op

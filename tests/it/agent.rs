@@ -638,3 +638,32 @@ fn sigterm_ends_an_idle_agents_poll_at_once_and_no_op_is_taken_after_it() {
     assert_eq!(event["state"], "succeeded", "{event:#}");
     assert!(mark.exists());
 }
+
+/// A step knows where it runs: `HEAL_AGENT_ID` and `HEAL_AGENT_TAGS`.
+#[test]
+fn steps_know_their_agent_and_its_tags() {
+    let dir = test_dir("agent-env-id");
+    let config = one_rule_config(
+        r#"{ name = "who", run = "printf 'id=%s tags=%s' \"$HEAL_AGENT_ID\" \"$HEAL_AGENT_TAGS\"" }"#,
+        "",
+    );
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(
+        &server.url,
+        "agent-a",
+        &["--allow", "fix", "--tags", "db,eu"],
+    );
+    wait_agent_polling(&server, "agent-a");
+    let id = fire(&server, json!({ "instance": "agent-a" }));
+    let event = server.wait_event(
+        id,
+        &["succeeded", "failed", "timed_out", "lost"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(event["state"], "succeeded", "{event:#}");
+    assert_eq!(
+        only_op(&event)["steps"][0]["output"],
+        "id=agent-a tags=db,eu",
+        "{event:#}"
+    );
+}
