@@ -13,12 +13,14 @@ fn main() -> ExitCode {
         .collect();
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     if strs.get(1..) == Some(&["--version"]) {
+        cli::print_to_a_closed_pipe_ends_quietly();
         println!("heal {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     let heal = match cli::Heal::from_args(&["heal"], strs.get(1..).unwrap_or_default()) {
         Ok(heal) => heal,
         Err(early) => {
+            cli::print_to_a_closed_pipe_ends_quietly();
             return if early.status.is_ok() {
                 println!("{}", early.output);
                 ExitCode::SUCCESS

@@ -388,8 +388,29 @@ struct BreakerCmd {
     json: bool,
 }
 
+/// A command whose reader goes away (`heal events | head -1`) ends as
+/// other Unix tools do, by SIGPIPE, instead of panicking at its next print.
+/// Rust ignores SIGPIPE so that a write to a closed socket is an error;
+/// sockets are written with MSG_NOSIGNAL, so this changes only pipes. Not
+/// for `serve` and `agent`, which write to the pipes of the commands they
+/// run and must outlive a command that closed its stdin, nor for `ping`,
+/// whose wrapped job must be reported however its output is read.
+pub fn print_to_a_closed_pipe_ends_quietly() {
+    // SAFETY: sets one signal's disposition back to its default, before
+    // this command starts any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Runs the parsed command.
 pub fn run(heal: Heal) -> Result<()> {
+    if !matches!(
+        heal.command,
+        Command::Serve(_) | Command::Agent(_) | Command::Ping(_)
+    ) {
+        print_to_a_closed_pipe_ends_quietly();
+    }
     match heal.command {
         Command::Serve(c) => serve(c),
         Command::Agent(c) => agent(c),

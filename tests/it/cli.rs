@@ -154,3 +154,44 @@ fn events_and_agents_commands_show_server_state() {
     assert_eq!(code, 1, "an unreachable server is an operation failure");
     assert!(err.contains("cannot reach heal"), "{err}");
 }
+
+/// A command whose reader has gone (`heal check-config | head -1`, with the
+/// pipe already closed) ends by SIGPIPE, as other Unix tools do, and never
+/// panics.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    for args in [
+        &["check-config", "--config", "runbooks.toml"][..],
+        &["--help"][..],
+        &["--version"][..],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills two descriptors, each owned by one File below.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (read, write) = unsafe {
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        };
+        drop(read);
+        let out = std::process::Command::new(crate::support::heal_bin())
+            .args(args)
+            .current_dir(crate::support::repo())
+            .stdin(std::process::Stdio::null())
+            .stdout(write)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run heal");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}
