@@ -263,10 +263,15 @@ pub fn from_source(source: &Source, body: &Value) -> Result<Vec<Alert>, String> 
     let items = match items {
         Value::Array(items) => items,
         Value::Null => {
+            let found = match &source.alerts {
+                Some(e) => format!("alerts = `{}` found nothing (null) in it", e.source),
+                None => "it is null".to_string(),
+            };
             return Err(format!(
-                "alerts: {:?} found nothing in the payload",
-                source.alerts.as_ref().map(|e| &e.source)
-            ))
+                "source {:?}: no alerts in the payload: {found}; {}",
+                source.name,
+                outline(body)
+            ));
         }
         other => vec![other],
     };
@@ -287,10 +292,25 @@ pub fn from_source(source: &Source, body: &Value) -> Result<Vec<Alert>, String> 
             "fingerprint": field(&source.fingerprint)?,
             "starts_at": field(&source.starts_at)?,
         });
-        out.push(
-            from_own_alert(&mapped, &source.name)
-                .map_err(|e| format!("alert {i} of source {:?}: {e}", source.name))?,
-        );
+        out.push(from_own_alert(&mapped, &source.name).map_err(|e| {
+            // Name the expression that gave the field the error is about.
+            let expr = [
+                ("name", Some(&source.name_expr)),
+                ("status", source.status.as_ref()),
+                ("labels", source.labels.as_ref()),
+                ("annotations", source.annotations.as_ref()),
+                ("fingerprint", source.fingerprint.as_ref()),
+                ("starts_at", source.starts_at.as_ref()),
+            ]
+            .into_iter()
+            .find(|(field, _)| e.starts_with(field))
+            .map(|(field, expr)| match expr {
+                Some(x) => format!(" ({field} = `{}` gave {})", x.source, kind(&mapped[field])),
+                None => format!(" (the source sets no {field})"),
+            })
+            .unwrap_or_default();
+            format!("alert {i} of source {:?}: {e}{expr}", source.name)
+        })?);
     }
     if out.is_empty() {
         return Err(format!(
@@ -299,6 +319,24 @@ pub fn from_source(source: &Source, body: &Value) -> Result<Vec<Alert>, String> 
         ));
     }
     Ok(out)
+}
+
+/// What a payload holds at its top, in words, for an error about it: its
+/// first field names (each cut to 40 characters), or its kind.
+fn outline(body: &Value) -> String {
+    match body {
+        Value::Object(m) if m.is_empty() => "the payload is an empty object".into(),
+        Value::Object(m) => {
+            let names: Vec<String> = m
+                .keys()
+                .take(10)
+                .map(|k| format!("{:?}", k.chars().take(40).collect::<String>()))
+                .collect();
+            let more = if m.len() > 10 { ", …" } else { "" };
+            format!("its top-level fields are {}{more}", names.join(", "))
+        }
+        other => format!("the payload is {}", kind(other)),
+    }
 }
 
 fn string_map(v: Option<&Value>, field: &str) -> Result<BTreeMap<String, String>, String> {

@@ -240,6 +240,20 @@ fn mapped_hook_source_becomes_alerts() {
         .contains("no [[source]] named \"nope\""));
     let (status, answer) = server.post("/hooks/uptime", &json!({"checks": [{"host": 5}]}));
     assert_eq!(status, 422, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("labels = `{instance: host, url: url}` gave an object"),
+        "{error}"
+    );
+    // A payload of another shape: the error says, in words, which
+    // expression found nothing and what the payload holds.
+    let (status, answer) = server.post("/hooks/uptime", &json!({"nope": 1}));
+    assert_eq!(status, 422, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert_eq!(
+        error,
+        "source \"uptime\": no alerts in the payload: alerts = `checks` found nothing (null) in it; its top-level fields are \"nope\""
+    );
 }
 
 #[test]
