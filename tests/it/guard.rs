@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{early_in_a_minute, heal_cli, http, test_dir, wait_agent_polling, Server};
+use crate::support::{
+    check_config, early_in_a_minute, heal_cli, http, test_dir, wait_agent_polling, Server,
+};
 
 const ADMIN: &str = "admin-secret-0123456789";
 const AGENT_B: &str = "agent-b-secret-0123456789";
@@ -332,15 +334,7 @@ fn an_agent_token_claims_only_its_tags_and_admin_is_no_agent() {
     let (status, text) = poll(&server, "db-3", BOTH, &["db"]);
     assert_eq!(status, 200, "{text}");
     // check-config warns about the unbound agent token, as rules target tags.
-    let (code, out, err) = heal_cli(
-        &[
-            "check-config",
-            "--config",
-            dir.join("runbooks.toml").to_str().unwrap(),
-        ],
-        &[],
-        None,
-    );
+    let (code, out, err) = check_config(&dir.join("runbooks.toml"));
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("warning: token \"any-agent\" acts as any agent")
@@ -355,11 +349,7 @@ fn an_agent_token_claims_only_its_tags_and_admin_is_no_agent() {
         "[[token]]\nname = \"x\"\nscopes = [\"agent\"]\ntags = [\"db\"]\nsecret = \"x-secret-0123456789\"\n",
     )
     .unwrap();
-    let (code, _, err) = heal_cli(
-        &["check-config", "--config", bad.to_str().unwrap()],
-        &[],
-        None,
-    );
+    let (code, _, err) = check_config(&bad);
     assert_eq!(code, 2);
     assert!(
         err.contains("tags: only a token bound to an agent"),

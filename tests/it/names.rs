@@ -71,7 +71,7 @@ fn check_config_refuses_dot_names_naming_the_item_and_field() {
     for (text, expected) in cases {
         let path = dir.join("bad.toml");
         std::fs::write(&path, text).unwrap();
-        let (code, err) = check_config(&path);
+        let (code, _, err) = check_config(&path);
         assert_eq!(code, 2, "{text}: {err}");
         assert!(
             err.contains(expected) && err.contains(RULE),

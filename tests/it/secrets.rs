@@ -85,7 +85,7 @@ prometheus = {{ url = "http://prom:PROMPASS789@127.0.0.1:{port}", query = "up", 
         "[[probe]]\nname = \"p\"\nevery = \"1m\"\nhttp = { url = \"ftp://user:PASSWORD123@h/?apikey=KEY456\" }\n",
     )
     .unwrap();
-    let (code, err) = check_config(&bad);
+    let (code, _, err) = check_config(&bad);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("ftp://<redacted>@h/?apikey=<redacted>"),

@@ -467,9 +467,9 @@ pub fn heal_cli(
     )
 }
 
-/// `heal check-config --config PATH`: its exit code and stderr.
-pub fn check_config(path: &Path) -> (i32, String) {
-    let (code, _, err) = heal_cli(
+/// `heal check-config --config PATH`: its exit code, stdout and stderr.
+pub fn check_config(path: &Path) -> (i32, String, String) {
+    heal_cli(
         &[
             "check-config",
             "--config",
@@ -477,8 +477,7 @@ pub fn check_config(path: &Path) -> (i32, String) {
         ],
         &[],
         None,
-    );
-    (code, err)
+    )
 }
 
 /// A minimal config: one rule `fix` running runbook `fix` with `steps_toml` on `labels.instance`.
