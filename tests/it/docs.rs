@@ -5,6 +5,8 @@
 //! exists. Both lists come from the binary itself (serde's "expected one of"
 //! for an unknown key, argh's help), so a key or flag added without a word in
 //! the README, or one removed while the README still offers it, fails here.
+//! And ARCHITECTURE.md's code map names every source file, and every file it
+//! names exists.
 
 use std::collections::BTreeSet;
 
@@ -334,6 +336,65 @@ fn every_subcommand_and_flag_is_in_the_readme_commands_table_and_back() {
             if !documented {
                 problems.push(format!("`heal {command} {flag}` is not in the README"));
             }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The `.rs` files under `dir`, as paths relative to the repository.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<String>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let rel = path.strip_prefix(repo()).expect("under the repository");
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+}
+
+#[test]
+fn the_code_map_names_every_source_file_and_only_files_that_exist() {
+    let map = std::fs::read_to_string(repo().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let spans: BTreeSet<&str> = backticked(&map).into_iter().collect();
+    let mut files = Vec::new();
+    for dir in ["src", "benches"] {
+        rust_files(&repo().join(dir), &mut files);
+    }
+    let mut problems = Vec::new();
+    // Every source file is named: by its file name, or its module's (`store::watch`,
+    // `cli/`), or its directory's for a `mod.rs`.
+    for file in files.iter().filter(|f| f.starts_with("src/")) {
+        let parts: Vec<&str> = file.trim_end_matches(".rs").split('/').collect();
+        let module = match parts.as_slice() {
+            [.., dir, "mod"] => *dir,
+            [.., stem] => *stem,
+            [] => unreachable!("a path has a last part"),
+        };
+        let file_name = file.rsplit('/').next().unwrap_or(file);
+        let named = (file_name != "mod.rs" && map.contains(file_name))
+            || map.contains(&format!("{module}/"))
+            || spans
+                .iter()
+                .any(|s| *s == module || s.split("::").any(|p| p == module));
+        if !named {
+            problems.push(format!("{file} is not named in ARCHITECTURE.md"));
+        }
+    }
+    // Every file it names exists (a name is the end of a path: `front/framing.rs`).
+    for name in map
+        .split(|c: char| !(c.is_ascii_alphanumeric() || "_/.-".contains(c)))
+        .filter(|w| w.ends_with(".rs") && w.len() > 3)
+    {
+        let exists = files
+            .iter()
+            .any(|f| f == name || f.ends_with(&format!("/{name}")));
+        if !exists {
+            problems.push(format!(
+                "ARCHITECTURE.md names {name}, which does not exist"
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
