@@ -9,6 +9,7 @@ mod api;
 mod cli;
 mod crash;
 mod dashboard;
+mod examples;
 mod faults;
 mod front;
 mod guard;

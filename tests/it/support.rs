@@ -352,12 +352,17 @@ pub struct Agent {
 impl Agent {
     /// Starts `heal agent --server URL --id ID` plus `extra`.
     pub fn start(server_url: &str, id: &str, extra: &[&str]) -> Agent {
+        Self::start_in(&repo(), server_url, id, extra)
+    }
+
+    /// As `start`, in the working directory `cwd`.
+    pub fn start_in(cwd: &Path, server_url: &str, id: &str, extra: &[&str]) -> Agent {
         let mut child = Command::new(heal_bin())
             .args(["agent", "--server", server_url, "--id", id])
             .args(extra)
             .env("HEAL_LOG", "debug")
             .env_remove("HEAL_TOKEN")
-            .current_dir(repo())
+            .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
