@@ -37,6 +37,9 @@ const STREAM_EVERY: Duration = Duration::from_millis(500);
 pub struct Options {
     /// Server base URL.
     pub server: String,
+    /// The server as the log names it, when not `server`: the local agent
+    /// reaches heal by an inner address, but people know the listen address.
+    pub server_shown: Option<String>,
     /// Agent id.
     pub id: String,
     /// Bearer token.
@@ -105,7 +108,11 @@ pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
         "agent {} (instance {}) polling {} with {} slots; runbooks allowed: {}",
         agent.opts.id,
         agent.instance,
-        agent.opts.server,
+        agent
+            .opts
+            .server_shown
+            .as_ref()
+            .unwrap_or(&agent.opts.server),
         agent.opts.concurrency,
         agent.opts.allow.join(", ")
     );

@@ -485,6 +485,7 @@ fn agent(c: AgentCmd) -> Result<()> {
     }
     let opts = crate::agent::Options {
         server: server_url(c.server),
+        server_shown: None,
         id: c.id.unwrap_or_else(crate::agent::hostname),
         token: token(c.token, c.token_file)?,
         tags: split_list(&c.tags),

@@ -514,6 +514,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
             let opts = crate::agent::Options {
                 // In process: straight to the HTTP server, past the front door.
                 server: format!("http://{inner}"),
+                server_shown: Some(format!("{scheme}://{bound} (in process)")),
                 id: local.id,
                 token: Some(secret),
                 tags: local.tags,

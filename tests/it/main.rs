@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod dashboard;
 mod docs;
+mod examples;
 mod faults;
 mod front;
 mod guard;

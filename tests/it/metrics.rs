@@ -579,6 +579,7 @@ fn example_scrape_config(server_addr: &str, token_file: &Path) -> String {
 }
 
 #[test]
+#[ignore = "needs prometheus (apt-get install prometheus); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn prometheus_scrapes_heal_with_the_example_config_and_loads_the_example_rules() {
     let test = "prometheus_scrapes_heal_with_the_example_config_and_loads_the_example_rules";
     let Some(bin) = prometheus_tool("prometheus", test) else {
@@ -663,6 +664,7 @@ fn promtool(bin: &Path, args: &[&str]) {
 }
 
 #[test]
+#[ignore = "needs promtool (apt-get install prometheus); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn promtool_accepts_the_example_rules_their_tests_and_the_scrape_config() {
     let test = "promtool_accepts_the_example_rules_their_tests_and_the_scrape_config";
     let Some(bin) = prometheus_tool("promtool", test) else {

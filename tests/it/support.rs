@@ -352,12 +352,17 @@ pub struct Agent {
 impl Agent {
     /// Starts `heal agent --server URL --id ID` plus `extra`.
     pub fn start(server_url: &str, id: &str, extra: &[&str]) -> Agent {
+        Self::start_in(&repo(), server_url, id, extra)
+    }
+
+    /// As `start`, in the working directory `cwd`.
+    pub fn start_in(cwd: &Path, server_url: &str, id: &str, extra: &[&str]) -> Agent {
         let mut child = Command::new(heal_bin())
             .args(["agent", "--server", server_url, "--id", id])
             .args(extra)
             .env("HEAL_LOG", "debug")
             .env_remove("HEAL_TOKEN")
-            .current_dir(repo())
+            .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -517,22 +522,37 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// Whether this run is CI (`CI` set, other than to `false` or `0`): there a
+/// test whose outside program is missing fails instead of being skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Skips `test`, which needs `missing` (the program and how to install it):
+/// a failure under CI (`.ci/run` installs it), else a SKIPPED message
+/// written straight to stderr, past libtest's capture, so it shows in the
+/// output of `cargo test` even though the test counts as passed.
+pub fn skip(test: &str, missing: &str) {
+    assert!(
+        !in_ci(),
+        "{test}: {missing} is missing, and CI must run this test (.ci/run installs it)"
+    );
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("\n*** SKIPPED: {test}: needs {missing}; the test did not run ***\n\n").as_bytes(),
+    );
+}
+
 /// A tool of Debian's `prometheus` package (`prometheus`, `promtool`), or
-/// None (the test is skipped) when it is not installed; under CI (`CI` set)
-/// a missing tool is a failure (.ci/run installs the package).
+/// None (the test is skipped, see `skip`) when it is not installed.
 pub fn prometheus_tool(name: &str, test: &str) -> Option<PathBuf> {
     let path = PathBuf::from("/usr/bin").join(name);
     if path.exists() {
         return Some(path);
     }
-    assert!(
-        std::env::var("CI").is_err(),
-        "{test}: {} is not installed, and CI must run this test (.ci/run installs the prometheus package)",
-        path.display()
-    );
-    eprintln!(
-        "\n*** SKIPPED: {test}: {} is not installed (apt-get install prometheus); the test did not run ***\n",
-        path.display()
+    skip(
+        test,
+        &format!("{} (apt-get install prometheus)", path.display()),
     );
     None
 }

@@ -581,6 +581,7 @@ http = {{ url = "http://{}/health", status = [200], body_contains = "good" }}
 }
 
 #[test]
+#[ignore = "needs prometheus (apt-get install prometheus); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn prometheus_probe_evaluates_a_real_query() {
     let Some(bin) = prometheus_tool("prometheus", "prometheus_probe_evaluates_a_real_query") else {
         return;
