@@ -119,7 +119,7 @@ struct AgentCmd {
     /// seconds running steps may finish after SIGTERM (default: 60)
     #[argh(option, default = "60")]
     drain_grace: u64,
-    /// private directory (0700) for alert files (default: $RUNTIME_DIRECTORY/ID, /run/heal-agent/ID as root, else $XDG_RUNTIME_DIR/heal-agent/ID)
+    /// private directory (0700) for alert files (default: $RUNTIME_DIRECTORY/ID, /run/heal-agent/ID as root, else $XDG_RUNTIME_DIR/heal-agent/ID, else TMPDIR/heal-agent-UID/ID)
     #[argh(option)]
     state_dir: Option<PathBuf>,
 }

@@ -2,7 +2,7 @@
 //! drive heal from another site (cross-site posts, DNS rebinding), lock the
 //! right user out or guess tokens unseen, or claim an agent's tags. Normal
 //! clients (the CLI, agents, Alertmanager, the dashboard's own forms) still
-//! work. Hardening issue 15, items 3, 9 and 11.
+//! work.
 
 use std::io::{Read, Write};
 use std::time::Duration;

@@ -77,7 +77,7 @@ fn damage(db: &Path, len: u64) {
     f.sync_all().unwrap();
 }
 
-// Issue 15, item 4: a second server on one database ran its outbox too.
+// Regression: a second server on one database ran its outbox too.
 #[test]
 fn a_second_server_on_one_database_is_refused_and_names_the_first() {
     let dir = test_dir("store-second-server");
@@ -122,7 +122,7 @@ fn a_second_server_on_one_database_is_refused_and_names_the_first() {
     assert!(lock.contains(&format!("pid={}", second.pid())), "{lock}");
 }
 
-// Issue 15, item 15: outside systemd's UMask=0077 the database was 0644.
+// Regression: outside systemd's UMask=0077 the database was 0644.
 #[test]
 fn database_wal_lock_and_backups_are_private_whatever_the_umask() {
     let dir = test_dir("store-private-files");
@@ -141,7 +141,7 @@ fn database_wal_lock_and_backups_are_private_whatever_the_umask() {
     assert_eq!(mode(&backup), 0o600);
 }
 
-// Issue 15, item 12: a damaged database started and said ready.
+// Regression: a damaged database started and said ready.
 #[test]
 fn a_damaged_database_is_refused_at_start_and_by_check_db() {
     let dir = test_dir("store-damaged-start");
@@ -170,7 +170,7 @@ fn a_damaged_database_is_refused_at_start_and_by_check_db() {
     assert!(err.contains(".recover"), "{err}");
 }
 
-// Issue 15, item 12: /-/ready stayed ready while reads failed "malformed".
+// Regression: /-/ready stayed ready while reads failed "malformed".
 #[test]
 fn ready_turns_503_once_the_store_reports_damage() {
     let dir = test_dir("store-damaged-live");
@@ -221,7 +221,7 @@ impl Drop for Tmpfs {
     }
 }
 
-// Issue 15, item 12: /-/ready stayed ready on a full disk.
+// Regression: /-/ready stayed ready on a full disk.
 #[test]
 fn ready_turns_503_on_a_full_disk_and_back_when_a_write_succeeds() {
     let dir = test_dir("store-disk-full");
@@ -274,7 +274,7 @@ fn ready_turns_503_on_a_full_disk_and_back_when_a_write_succeeds() {
 
 const HEARTBEAT_KEY: &str = "hb-key-0123456789abcdef";
 
-// Issue 15, item 15: an API-registered heartbeat's ping_key was stored in plain text.
+// Regression: an API-registered heartbeat's ping_key was stored in plain text.
 #[test]
 fn ping_keys_are_stored_as_hashes_and_still_work() {
     let dir = test_dir("store-ping-key-hash");
@@ -339,7 +339,7 @@ fn ping_keys_are_stored_as_hashes_and_still_work() {
     assert_eq!(ping(&server, "wrong-key-0123456789abc"), 401);
 }
 
-// Issue 15, item 15: --token on a command line is readable by every local user.
+// Regression: --token on a command line is readable by every local user.
 #[test]
 fn a_token_on_the_command_line_warns_and_names_the_alternatives() {
     let dir = test_dir("store-token-warning");
