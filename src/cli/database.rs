@@ -102,9 +102,7 @@ pub fn check_db(c: CheckDb) -> Result<()> {
             }
         )));
     }
-    let pages: i64 = conn
-        .query_row("PRAGMA page_count", [], |r| r.get(0))
-        .unwrap_or(0);
+    let pages = store::page_count(&conn);
     println!(
         "database {}: integrity_check ok ({pages} pages, {:.1}s)",
         db.display(),

@@ -100,6 +100,13 @@ pub fn probe_write(conn: &rusqlite::Connection) -> crate::error::Result<()> {
         .context("writing the schema version back")
 }
 
+/// A read that must succeed for the store to be ready.
+pub fn probe_read(conn: &rusqlite::Connection) -> crate::error::Result<()> {
+    use crate::error::StoreContext;
+    conn.query_row("SELECT 1", [], |_| Ok(()))
+        .context("readiness check")
+}
+
 /// Why the store is not ready, if it is not.
 pub fn problem() -> Option<&'static str> {
     match STATE.load(Ordering::SeqCst) {

@@ -155,6 +155,12 @@ pub fn integrity(conn: &Connection, pragma: &str, limit: usize) -> Result<Vec<St
     rows.collect::<std::result::Result<_, _>>().context(pragma)
 }
 
+/// The database's size in pages, 0 if SQLite cannot say.
+pub fn page_count(conn: &Connection) -> i64 {
+    conn.query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
 /// Runs `PRAGMA quick_check` (the b-trees' structure, not every index
 /// entry: O(N), a fraction of `integrity_check`) and refuses a damaged
 /// database with exit 2 and the way to restore it.

@@ -453,9 +453,7 @@ fn dispatch(
             if let Some(problem) = store::health::problem() {
                 return Err(Error::request(503, problem));
             }
-            reader(state, conn)?
-                .query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(|e| Error::Store("readiness check".into(), e))?;
+            store::health::probe_read(reader(state, conn)?)?;
             Ok((200, json!({ "status": "ready" })))
         }
         Route::AlertmanagerIntake => {
