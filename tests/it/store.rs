@@ -11,7 +11,9 @@ use rusqlite::Connection;
 use serde_json::json;
 
 use crate::ops::{s, CONFIG};
-use crate::support::{heal_bin, heal_cli, http, serve_until_exit, test_dir, wait_until, Server};
+use crate::support::{
+    self, heal_bin, heal_cli, http, serve_until_exit, test_dir, wait_until, Server,
+};
 
 /// `heal` with the umask most shells have, so nothing is private by accident.
 fn heal_umask_022() -> Command {
@@ -223,10 +225,14 @@ impl Drop for Tmpfs {
 
 // Regression: /-/ready stayed ready on a full disk.
 #[test]
+#[ignore = "needs root, to mount a small tmpfs; cargo test -- --include-ignored runs it, as .ci/run does"]
 fn ready_turns_503_on_a_full_disk_and_back_when_a_write_succeeds() {
     let dir = test_dir("store-disk-full");
     let Some(_fs) = Tmpfs::mount(&dir, "4m") else {
-        eprintln!("\n*** SKIPPED: ready_turns_503_on_a_full_disk...: cannot mount a tmpfs here (needs root); the test did not run ***\n");
+        support::skip(
+            "store::ready_turns_503_on_a_full_disk_and_back_when_a_write_succeeds",
+            "root, to mount a tmpfs",
+        );
         return;
     };
     // Room heal can get back later: more than max_body (1 MiB).
