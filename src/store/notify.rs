@@ -73,6 +73,24 @@ pub fn note_event(
     Ok(())
 }
 
+/// The reason of the decision that created an event (escalate, await
+/// approval, dry run, run), if a rule decided it. Found through the alert's
+/// decisions (`decision_fingerprint`), not by walking every decision.
+pub fn decision_reason(
+    conn: &Connection,
+    fingerprint: &str,
+    event_id: i64,
+) -> Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT reason FROM decision WHERE fingerprint = ?1 AND event_id = ?2 ORDER BY id LIMIT 1",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![fingerprint, event_id], |r| r.get(0))
+            .optional()
+    })
+    .context("reading the decision of event")
+}
+
 /// Whether an event already had a notification of this kind.
 pub fn event_noticed(conn: &Connection, event_id: i64, kind: &str) -> Result<bool> {
     conn.prepare_cached(

@@ -1106,3 +1106,87 @@ channels = ["hook"]
     assert_eq!(pd[2].body["dedup_key"], "heal/test/oncall");
     assert_eq!(pd[3].body["dedup_key"], "heal/test/oncall");
 }
+
+/// An alert whose runbook never fixes it runs max_attempts times, then
+/// escalates: the chat and the page say why (the attempts, their count and
+/// window), and name the alert and host in words, not the rule's raw key.
+#[test]
+fn an_escalation_says_why_on_chat_and_page() {
+    let dir = test_dir("notify-escalation");
+    let rx = Receiver::start();
+    let config = format!(
+        r#"
+[server]
+lease = "5s"
+
+[[rule]]
+name = "hammer"
+when = "labels.alertname == 'HAProxyQueueHigh'"
+runbook = "reset"
+target = "labels.instance"
+key = "[labels.alertname, labels.instance]"
+max_attempts = 2
+within = "1h"
+
+[runbook.reset]
+steps = [ {{ name = "reset", run = "echo 'queue still full' >&2; exit 1" }} ]
+
+[channel.chat]
+slack = {{ webhook_url = "{slack}" }}
+rate_limit = "off"
+
+[channel.oncall]
+pagerduty = {{ routing_key = "{PD_KEY}", url = "{pd}" }}
+
+[[notify]]
+when = "kind == 'event.escalated'"
+channels = ["chat", "oncall"]
+"#,
+        slack = rx.url("/slack/T0/B0/x"),
+        pd = rx.url("/pd/v2/enqueue"),
+    );
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "lb-1", &[]);
+    wait_agent_polling(&server, "lb-1");
+    let labels = json!({ "instance": "lb-1" });
+    for _ in 0..2 {
+        let id = event_of(&fire(
+            &server,
+            "HAProxyQueueHigh",
+            labels.clone(),
+            json!({}),
+            "firing",
+        ));
+        server.wait_event(id, &["failed"], Duration::from_secs(20));
+    }
+    let answer = fire(&server, "HAProxyQueueHigh", labels, json!({}), "firing");
+    assert_eq!(
+        answer["alerts"][0]["decisions"][0]["outcome"], "escalate",
+        "{answer}"
+    );
+    let id = event_of(&answer);
+
+    let slack = rx.wait("/slack", 1, Duration::from_secs(15));
+    check_slack(&slack[0].body);
+    let chat = slack[0].body.to_string();
+    let pd = rx.wait("/pd", 1, Duration::from_secs(15));
+    let page = &pd[0].body;
+    assert_eq!(page["event_action"], "trigger");
+    let lines = page["payload"]["custom_details"]["lines"].to_string();
+    for (what, body) in [("slack", &chat), ("pagerduty", &lines)] {
+        assert!(!body.contains("no reason recorded"), "{what}: {body}");
+        assert!(
+            body.contains("2 attempts for key"),
+            "{what} names the attempts: {body}"
+        );
+        assert!(
+            body.contains("within 1h (max_attempts = 2)"),
+            "{what} names the window: {body}"
+        );
+    }
+    let title = format!("Escalated: HAProxyQueueHigh on lb-1 needs a person (event {id})");
+    assert_eq!(slack[0].body["text"], title.as_str());
+    assert_eq!(page["payload"]["summary"], title.as_str());
+    let (_, event) = server.get(&format!("/api/v1/events/{id}"));
+    assert_eq!(event["state"], "escalated", "{event}");
+}
