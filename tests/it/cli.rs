@@ -256,7 +256,9 @@ channels = ["chat"]
     let server = Server::start(&dir, config);
     let started = server.logs();
     assert!(
-        started.contains(&format!("config: {shown}:3: rule \"always\": when \"true\": a bare true")),
+        started.contains(&format!(
+            "config: {shown}:3: rule \"always\": when \"true\": a bare true"
+        )),
         "{started}"
     );
     std::fs::write(
@@ -268,7 +270,9 @@ channels = ["chat"]
     assert_eq!(status, 200, "{body}");
     let reloaded = server.logs();
     assert!(
-        reloaded.contains(&format!("config: {shown}:3: rule \"always\": when \"null\": a bare null")),
+        reloaded.contains(&format!(
+            "config: {shown}:3: rule \"always\": when \"null\": a bare null"
+        )),
         "{reloaded}"
     );
 }

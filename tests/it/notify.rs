@@ -1190,3 +1190,58 @@ channels = ["chat", "oncall"]
     let (_, event) = server.get(&format!("/api/v1/events/{id}"));
     assert_eq!(event["state"], "escalated", "{event}");
 }
+
+/// A probe that fails once and recovers, told on chat: what it is for (its
+/// description), that it failed (once, in words), and that it recovered,
+/// with the result that recovered it and the failure only as what it was.
+#[test]
+fn a_probe_is_told_with_its_description_and_its_recovery() {
+    let dir = test_dir("notify-probe");
+    let site = Receiver::start();
+    site.set(Mode::Status(503));
+    let rx = Receiver::start();
+    let config = format!(
+        r#"
+[[probe]]
+name = "api"
+every = "1s"
+fail_after = 1
+recover_after = 1
+description = "the public API; customers see errors when it fails"
+http = {{ url = "{site}", status = [200] }}
+
+[channel.chat]
+slack = {{ webhook_url = "{slack}" }}
+rate_limit = "off"
+
+[[notify]]
+when = "contains(['probe.down', 'probe.up'], kind)"
+channels = ["chat"]
+"#,
+        site = site.url("/health"),
+        slack = rx.url("/slack/T0/B0/x"),
+    );
+    let server = Server::start(&dir, &config);
+    let down = rx.wait("/slack", 1, Duration::from_secs(20));
+    check_slack(&down[0].body);
+    let text = down[0].body.to_string();
+    assert!(text.contains("Probe api is failing"), "{text}");
+    assert!(text.contains("api failed; last: "), "{text}");
+    assert!(!text.contains("1 times"), "{text}");
+    assert!(
+        text.contains("*About:* the public API; customers see errors when it fails"),
+        "{text}"
+    );
+    site.set(Mode::Normal);
+    let up = rx.wait("/slack", 2, Duration::from_secs(20));
+    check_slack(&up[1].body);
+    let text = up[1].body.to_string();
+    assert_eq!(up[1].body["text"], "Probe api recovered", "{text}");
+    assert!(
+        text.contains("*Result:* probe api recovered: it passes again (last result: 200"),
+        "{text}"
+    );
+    assert!(text.contains("it was failing since "), "{text}");
+    assert!(text.contains("*About:* the public API"), "{text}");
+    drop(server);
+}
