@@ -1245,3 +1245,81 @@ channels = ["chat"]
     assert!(text.contains("*About:* the public API"), "{text}");
     drop(server);
 }
+
+/// An op its agent refuses (not in its --allow list): the timeline and the
+/// message say so plainly, and a started message that goes out after the
+/// op ended shows neither the end's state nor its output.
+#[test]
+fn a_refused_op_reads_plainly_and_its_start_message_shows_no_end() {
+    let dir = test_dir("notify-refused");
+    let rx = Receiver::start();
+    let config = format!(
+        r#"
+[[rule]]
+name = "fix"
+when = "labels.alertname == 'NginxDown'"
+runbook = "fix"
+target = "labels.instance"
+
+[runbook.fix]
+steps = [ {{ name = "restart", run = "true" }} ]
+
+[channel.hook]
+webhook = {{ url = "{hook}" }}
+rate_limit = "off"
+
+[[notify]]
+channels = ["hook"]
+"#,
+        hook = rx.url("/hook"),
+    );
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "web-1", &["--allow", "other-*"]);
+    wait_agent_polling(&server, "web-1");
+    let id = event_of(&fire(
+        &server,
+        "NginxDown",
+        json!({ "instance": "web-1" }),
+        json!({}),
+        "firing",
+    ));
+    let event = server.wait_event(id, &["failed"], Duration::from_secs(20));
+    let result = event["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "result")
+        .unwrap_or_else(|| panic!("no result on {event}"));
+    let line = result["message"].as_str().unwrap();
+    assert!(
+        line.contains("failed: agent web-1 refuses runbook \"fix\""),
+        "{line}"
+    );
+    assert!(!line.contains("  "), "{line}");
+    let hooks = rx.wait("/hook", 2, Duration::from_secs(15));
+    let by_kind = |kind: &str| {
+        hooks
+            .iter()
+            .find(|h| h.body["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {hooks:?}"))
+            .body["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let failed = by_kind("event.failed");
+    assert!(
+        failed.starts_with(&format!("Failed: fix on web-1, no step ran (event {id})")),
+        "{failed}"
+    );
+    assert!(failed.contains("agent web-1 refuses runbook"), "{failed}");
+    let started = by_kind("event.started");
+    assert!(
+        started.contains(&format!("Event:    {id} (started)")),
+        "{started}"
+    );
+    assert!(
+        !started.contains("queued") && !started.contains("refuses"),
+        "{started}"
+    );
+}

@@ -564,6 +564,25 @@ fn failed_events_name_the_step_and_how_it_ended() {
         json!({}),
         "Failed: nginx-restart on web-1 (event 42)",
     );
+    // An agent that refused the op: no step ran, and the output is its words.
+    let refused =
+        "agent web-1 refuses runbook \"nginx-restart\": not in its --allow list (deploy-*)";
+    check(
+        "failed",
+        json!({"agent": "web-1", "state": "failed", "step": null, "exit_code": null, "error": refused}),
+        "Failed: nginx-restart on web-1, no step ran (event 42)",
+    );
+    let mut doc = sample("event.failed");
+    set(
+        &mut doc,
+        &["ops"],
+        json!([{"agent": "web-1", "state": "failed", "error": refused, "output": ""}]),
+    );
+    let (heading, tail) = message(&doc, None).output.expect("the refusal is shown");
+    assert_eq!(
+        (heading.as_str(), tail.as_str()),
+        ("web-1 · failed", refused)
+    );
 }
 
 #[test]

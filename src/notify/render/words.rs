@@ -577,7 +577,8 @@ pub(super) fn failing_op(doc: &Value) -> Option<&Value> {
         .find(|op| matches!(get(op, &["state"]), "failed" | "timed_out" | "lost"))
 }
 
-/// "step restart exited 1", "step restart timed out", "lost".
+/// "step restart exited 1", "step restart timed out", "op lost", "no step
+/// ran" (an agent that refused the op).
 pub(super) fn op_failure(op: &Value) -> String {
     let step = first(&[&op["step"]], NAME_MAX);
     let step = if step.is_empty() {
@@ -589,6 +590,7 @@ pub(super) fn op_failure(op: &Value) -> String {
         ("timed_out", _) => format!("{step}timed out"),
         ("lost", _) => "op lost".to_string(),
         (_, Some(code)) => format!("{step}exited {code}"),
+        (_, None) if step.is_empty() => "no step ran".to_string(),
         (_, None) => format!("{step}failed"),
     }
 }
