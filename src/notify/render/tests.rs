@@ -302,6 +302,30 @@ fn every_kind_gives_the_reason_it_was_given() {
 }
 
 #[test]
+fn a_probe_or_heartbeat_description_reaches_every_channel() {
+    let mut heartbeat = sample("heartbeat.down");
+    heartbeat["alert"]["annotations"]["heartbeat_description"] =
+        "nightly pg_dump of the orders database".into();
+    for (doc, about) in [
+        (
+            sample("probe.down"),
+            "the public API behind api.example.com",
+        ),
+        (sample("probe.up"), "the public API behind api.example.com"),
+        (heartbeat, "nightly pg_dump of the orders database"),
+    ] {
+        for (channel, body) in every_body(&doc) {
+            // A resolve to PagerDuty carries no text, and one to Opsgenie
+            // only the title as its note.
+            if matches!(channel, "pagerduty" | "opsgenie") && doc["resolves"] == true {
+                continue;
+            }
+            assert!(body.contains(about), "{} on {channel}: {body}", doc["kind"]);
+        }
+    }
+}
+
+#[test]
 fn a_list_key_is_said_in_words() {
     let mut doc = sample("event.escalated");
     set(
