@@ -118,38 +118,70 @@ fn count_operators(source: &str) -> usize {
     count
 }
 
+/// The sub-expressions of a parsed expression's node.
+fn children(node: &jmespath::ast::Ast) -> Vec<&jmespath::ast::Ast> {
+    use jmespath::ast::Ast;
+    match node {
+        Ast::Comparison { lhs, rhs, .. }
+        | Ast::And { lhs, rhs, .. }
+        | Ast::Or { lhs, rhs, .. }
+        | Ast::Projection { lhs, rhs, .. }
+        | Ast::Subexpr { lhs, rhs, .. } => vec![lhs, rhs],
+        Ast::Condition {
+            predicate, then, ..
+        } => vec![predicate, then],
+        Ast::Expref { ast, .. } => vec![ast],
+        Ast::Flatten { node, .. } | Ast::Not { node, .. } | Ast::ObjectValues { node, .. } => {
+            vec![node]
+        }
+        Ast::Function { args, .. } => args.iter().collect(),
+        Ast::MultiList { elements, .. } => elements.iter().collect(),
+        Ast::MultiHash { elements, .. } => elements.iter().map(|kv| &kv.value).collect(),
+        Ast::Identity { .. }
+        | Ast::Field { .. }
+        | Ast::Index { .. }
+        | Ast::Literal { .. }
+        | Ast::Slice { .. } => Vec::new(),
+    }
+}
+
 /// How deep a parsed expression nests, walked without recursion.
 fn depth(ast: &jmespath::ast::Ast) -> usize {
-    use jmespath::ast::Ast;
     let mut deepest = 0;
     let mut stack = vec![(ast, 1)];
     while let Some((node, level)) = stack.pop() {
         deepest = deepest.max(level);
-        let children: Vec<&Ast> = match node {
-            Ast::Comparison { lhs, rhs, .. }
-            | Ast::And { lhs, rhs, .. }
-            | Ast::Or { lhs, rhs, .. }
-            | Ast::Projection { lhs, rhs, .. }
-            | Ast::Subexpr { lhs, rhs, .. } => vec![lhs, rhs],
-            Ast::Condition {
-                predicate, then, ..
-            } => vec![predicate, then],
-            Ast::Expref { ast, .. } => vec![ast],
-            Ast::Flatten { node, .. } | Ast::Not { node, .. } | Ast::ObjectValues { node, .. } => {
-                vec![node]
-            }
-            Ast::Function { args, .. } => args.iter().collect(),
-            Ast::MultiList { elements, .. } => elements.iter().collect(),
-            Ast::MultiHash { elements, .. } => elements.iter().map(|kv| &kv.value).collect(),
-            Ast::Identity { .. }
-            | Ast::Field { .. }
-            | Ast::Index { .. }
-            | Ast::Literal { .. }
-            | Ast::Slice { .. } => Vec::new(),
-        };
-        stack.extend(children.into_iter().map(|child| (child, level + 1)));
+        stack.extend(children(node).into_iter().map(|child| (child, level + 1)));
     }
     deepest
+}
+
+/// The bare `true`, `false` or `null` of an expression, walked without
+/// recursion: JMESPath reads each as a lookup of a field of that name (null
+/// in any alert), not as the literal (`` `true` ``). A field of an object
+/// (`labels.true`) is a name, and is left alone.
+fn literal_lookalikes(ast: &jmespath::ast::Ast) -> Vec<&str> {
+    use jmespath::ast::Ast;
+    let mut found = Vec::new();
+    let mut stack = vec![(ast, false)];
+    while let Some((node, of_object)) = stack.pop() {
+        match node {
+            Ast::Field { name, .. }
+                if !of_object && matches!(name.as_str(), "true" | "false" | "null") =>
+            {
+                if !found.contains(&name.as_str()) {
+                    found.push(name.as_str());
+                }
+            }
+            Ast::Subexpr { lhs, rhs, .. } | Ast::Projection { lhs, rhs, .. } => {
+                stack.push((rhs, true));
+                stack.push((lhs, of_object));
+            }
+            // In reverse, so that they are found in the order written.
+            _ => stack.extend(children(node).into_iter().rev().map(|child| (child, false))),
+        }
+    }
+    found
 }
 
 /// The validated configuration. Immutable; a reload builds a new one.
@@ -185,6 +217,9 @@ pub struct Config {
     pub channels: BTreeMap<String, Channel>,
     /// `[[notify]]` routes in file order.
     pub routes: Vec<Route>,
+    /// What the file says that is valid but likely not meant ("FILE:LINE:
+    /// ITEM: …"): `check-config` prints them, the server logs them.
+    pub warnings: Vec<String>,
 }
 
 /// `[safety]` settings: limits over all rules.
@@ -781,12 +816,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
     let v = Validator {
         file: path.display().to_string(),
         text,
+        warnings: Default::default(),
     };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| v.line(s.start)).unwrap_or(1);
         Error::Config(format!("{}:{line}: {}", v.file, e.message()))
     })?;
     let mut config = v.validate(path, raw)?;
+    config.warnings = v.warnings.take();
     config.hash = hex(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref());
     config.text = text.to_string();
     Ok(config)
@@ -871,6 +908,8 @@ pub fn redacted(config: &Config) -> serde_json::Value {
 struct Validator<'a> {
     file: String,
     text: &'a str,
+    /// See `Config::warnings`.
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Validator<'_> {
@@ -896,13 +935,22 @@ impl Validator<'_> {
     }
 
     fn expr(&self, s: &Spanned<String>, item: &str, field: &str) -> Result<Expr> {
-        Expr::compile(s.get_ref()).or_else(|e| {
+        let expr = Expr::compile(s.get_ref()).or_else(|e| {
             self.err(
                 s.span(),
                 item,
                 format!("{field}: {e} (got {:?})", s.get_ref()),
             )
-        })
+        })?;
+        for name in literal_lookalikes(expr.compiled.as_ast()) {
+            self.warnings.borrow_mut().push(format!(
+                "{}:{}: {item}: {field} {:?}: a bare {name} looks up a field named \"{name}\" (null in every alert) instead of meaning {name}; for the literal write `{name}`, with its backticks",
+                self.file,
+                self.line(s.span().start),
+                s.get_ref(),
+            ));
+        }
+        Ok(expr)
     }
 
     fn opt_expr(
@@ -1026,6 +1074,7 @@ impl Validator<'_> {
             retention: self.retention(&raw.retention)?,
             channels,
             routes,
+            warnings: Vec::new(),
         })
     }
 
@@ -1648,7 +1697,7 @@ pub fn summary(config: &Config) -> String {
             idle.join(", ")
         ));
     }
-    for w in unbound_agent_tokens(config) {
+    for w in config.warnings.iter().chain(&unbound_agent_tokens(config)) {
         s.push_str(&format!("\nwarning: {w}"));
     }
     s
@@ -1693,6 +1742,23 @@ action = "discard"
 timeout = "5s"
 steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], timeout = "1s" } ]
 "#;
+
+    #[test]
+    fn bare_true_false_and_null_are_found_wherever_they_are_read_as_fields() {
+        let found = |source: &str| {
+            literal_lookalikes(Expr::compile(source).unwrap().compiled.as_ast())
+                .into_iter()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(found("true"), ["true"]);
+        assert_eq!(found("labels.x == false || !null"), ["false", "null"]);
+        assert_eq!(found("[labels.a, true]"), ["true"]);
+        assert_eq!(found("length(events[?open == true]) > `0`"), ["true"]);
+        assert!(found("`true`").is_empty());
+        assert!(found("labels.true == 'yes' && `null` == labels.x").is_empty());
+        assert!(found("events[*].null").is_empty());
+    }
 
     fn check_err(text: &str, expected: &str) {
         let err = parse(Path::new("runbooks.toml"), text)

@@ -198,8 +198,13 @@ const MAX_OPS: usize = 5;
 const OUTPUT_TAIL: usize = 2000;
 
 /// The parts of an event's notification: the event (in the state it was in
-/// when the notification was recorded), its alert and its ops.
-pub fn event_parts(d: &crate::store::EventDetail, state_then: Option<&str>) -> Value {
+/// when the notification was recorded, with the reason of the decision that
+/// made it: an escalated or held event has no other), its alert and its ops.
+pub fn event_parts(
+    d: &crate::store::EventDetail,
+    state_then: Option<&str>,
+    decision: Option<&str>,
+) -> Value {
     let e = &d.event;
     let targets: Vec<&str> = {
         let mut t: Vec<&str> = d.ops.iter().map(|o| o.agent.as_str()).collect();
@@ -210,6 +215,7 @@ pub fn event_parts(d: &crate::store::EventDetail, state_then: Option<&str>) -> V
         "id": e.id,
         "state": state_then.unwrap_or(&e.state),
         "reason": e.reason,
+        "decision": decision,
         "mode": e.mode,
         "key": e.key,
         "rule": e.rule,

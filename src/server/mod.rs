@@ -188,6 +188,7 @@ impl State {
         let (hash, shown) = (new.hash.clone(), path.display().to_string());
         let (rules, runbooks) = (new.rules.len(), new.runbooks.len());
         warn_expiring_tokens(&new);
+        log_config_warnings(&new);
         self.front.set_max_body(new.server.max_body);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         self.metrics.observe_reload("applied");
@@ -279,6 +280,14 @@ impl State {
 const EXPIRY_WARNING_MS: i64 = 14 * 86_400_000;
 
 /// Logs each token that has expired or ends within `EXPIRY_WARNING_MS`.
+/// Logs what the file says that is valid but likely not meant, as
+/// `check-config` prints it.
+fn log_config_warnings(config: &Config) {
+    for w in &config.warnings {
+        log::warn!("config: {w}");
+    }
+}
+
 fn warn_expiring_tokens(config: &Config) {
     let now = now_ms();
     for t in &config.tokens {
@@ -396,6 +405,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         &config.hash[..12.min(config.hash.len())]
     );
     warn_expiring_tokens(&config);
+    log_config_warnings(&config);
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(front::tls_config(cert, key)?),
         _ => None,

@@ -212,7 +212,10 @@ fn route_batch(conn: &Connection, config: &Config, now: i64) -> Result<(usize, L
         let parts = match (u.event_id, u.parts) {
             (_, Some(p)) => p,
             (Some(id), None) => match store::event_detail(conn, id)? {
-                Some(d) => notify::event_parts(&d, u.state.as_deref()),
+                Some(d) => {
+                    let decision = store::decision_reason(conn, &d.event.fingerprint, id)?;
+                    notify::event_parts(&d, u.state.as_deref(), decision.as_deref())
+                }
                 None => Value::Null,
             },
             (None, None) => Value::Null,

@@ -203,7 +203,16 @@ fn reconcile(
     for (subject, alert) in &notices {
         let firing = alert.status == Status::Firing;
         if let Some(notice) = crate::notify::internal_kind(kind, firing) {
-            let parts = crate::notify::internal_parts(kind, alert);
+            let mut parts = crate::notify::internal_parts(kind, alert);
+            if kind == "probe" && !firing {
+                // A recovered probe is told with the result that recovered it.
+                if let Some(detail) = store::probe(conn, subject)?
+                    .filter(|p| p.last_ok == Some(true))
+                    .and_then(|p| p.last_detail)
+                {
+                    parts["probe"]["last_result"] = detail.into();
+                }
+            }
             store::record_notice(
                 conn,
                 &store::NewNotice {
@@ -601,10 +610,13 @@ fn probe_raise(p: &Probe, outcome: &probe::Outcome, now: i64) -> Raise {
         ),
         (
             "description".to_string(),
-            format!(
-                "{} failed {} times in a row; last: {}",
-                p.name, p.fail_after, outcome.detail
-            ),
+            match p.fail_after {
+                1 => format!("{} failed; last: {}", p.name, outcome.detail),
+                n => format!(
+                    "{} failed {n} times in a row; last: {}",
+                    p.name, outcome.detail
+                ),
+            },
         ),
     ]);
     if !p.description.is_empty() {

@@ -715,3 +715,98 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod results {
+    use crate::event::OpState;
+    use crate::store::testing::db;
+    use crate::store::{
+        claim_ops, create_event, event_detail, record_result, set_plan, start_event, NewEvent,
+        StepResult,
+    };
+    use rusqlite::Connection;
+
+    /// An event with one op handed to agent web-1 at 1,000 ms, not yet
+    /// confirmed started: (event id, op id).
+    fn dispatched(conn: &Connection) -> (i64, i64) {
+        let event = create_event(
+            conn,
+            &NewEvent {
+                rule: "r",
+                runbook: "fix",
+                key: "web-1",
+                fingerprint: "f",
+                state: "queued",
+                mode: "live",
+                started_at: Some(1_000),
+                deadline: None,
+            },
+            1_000,
+        )
+        .unwrap();
+        let plan = serde_json::json!({"targets": ["web-1"], "spec": {"runbook": "fix"}, "max_parallel": 1});
+        set_plan(conn, event, &plan).unwrap();
+        start_event(conn, event, 1_000).unwrap();
+        let claimed = claim_ops(conn, "web-1", "i-1", 1, 60_000, 1_000).unwrap();
+        (event, claimed[0].id)
+    }
+
+    fn step(name: &str, exit_code: i32, duration_ms: u64) -> StepResult {
+        StepResult {
+            name: name.into(),
+            exit_code: Some(exit_code),
+            signal: None,
+            timed_out: false,
+            duration_ms,
+            output: String::new(),
+            output_bytes: 0,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_result_without_its_start_puts_the_start_on_the_timeline() {
+        let conn = db();
+        let (event, op) = dispatched(&conn);
+        let steps = [step("check", 0, 200), step("fix", 0, 300)];
+        record_result(&conn, op, event, OpState::Succeeded, None, &steps, 3_000).unwrap();
+        let d = event_detail(&conn, event).unwrap().unwrap();
+        let kinds: Vec<&str> = d.timeline.iter().map(|t| t.kind.as_str()).collect();
+        let started = kinds.iter().position(|k| *k == "started");
+        let result = kinds.iter().position(|k| *k == "result");
+        assert!(
+            started.is_some() && started < result,
+            "start before result: {kinds:?}"
+        );
+        let entry = &d.timeline[started.unwrap()];
+        assert_eq!(
+            entry.at, 2_500,
+            "the result's time less what the steps took"
+        );
+        assert!(
+            entry
+                .message
+                .contains(&format!("op {op} started on agent web-1")),
+            "{}",
+            entry.message
+        );
+        assert_eq!(d.ops[0].started_at, Some(2_500));
+        // A duplicate result adds nothing.
+        record_result(&conn, op, event, OpState::Succeeded, None, &steps, 4_000).unwrap();
+        let again = event_detail(&conn, event).unwrap().unwrap().timeline;
+        assert_eq!(again.iter().filter(|t| t.kind == "started").count(), 1);
+    }
+
+    #[test]
+    fn an_op_that_never_ran_has_no_start_and_its_error_reads_plainly() {
+        let conn = db();
+        let (event, op) = dispatched(&conn);
+        let why = "agent web-1 refuses runbook \"fix\": not in its --allow list (deploy-*)";
+        record_result(&conn, op, event, OpState::Failed, Some(why), &[], 3_000).unwrap();
+        let d = event_detail(&conn, event).unwrap().unwrap();
+        assert!(!d.timeline.iter().any(|t| t.kind == "started"));
+        let result = d.timeline.iter().find(|t| t.kind == "result").unwrap();
+        assert_eq!(result.message, format!("op {op} failed: {why}"));
+        assert_eq!(d.ops[0].started_at, None);
+    }
+}

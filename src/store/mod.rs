@@ -700,9 +700,8 @@ pub fn record_result(
     steps: &[StepResult],
     now: i64,
 ) -> Result<Option<Vec<String>>> {
-    let current = op_ref(conn, op_id)?
-        .map(|o| o.state)
-        .unwrap_or(OpState::Lost);
+    let op = op_ref(conn, op_id)?;
+    let current = op.as_ref().map_or(OpState::Lost, |o| o.state);
     let already: i64 = conn
         .prepare_cached("SELECT count(*) FROM op_step WHERE op_id = ?1")
         .and_then(|mut s| s.query_row([op_id], |r| r.get(0)))
@@ -751,10 +750,34 @@ pub fn record_result(
     } else {
         OpState::Running
     };
+    if let (OpState::Dispatched, Some(op), false) = (current, &op, steps.is_empty()) {
+        // Its steps ran, but the start acknowledgement never came: the start
+        // is the result's time less what the steps took.
+        let ran: u64 = steps
+            .iter()
+            .fold(0, |total, s| total.saturating_add(s.duration_ms));
+        let started = now.saturating_sub(i64::try_from(ran).unwrap_or(i64::MAX));
+        conn.prepare_cached("UPDATE op SET started_at = coalesce(started_at, ?2) WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![op_id, started]))
+            .context("recording op start")?;
+        add_timeline(
+            conn,
+            event_id,
+            "started",
+            &format!(
+                "op {op_id} started on agent {} (known from its result: the start was not confirmed)",
+                op.agent
+            ),
+            started,
+        )?;
+    }
     set_op_state(conn, op_id, from, state, error, now)?;
-    let mut line = format!("op {op_id} {}: {summary}", state.as_str());
-    if let Some(e) = error {
-        line.push_str(&format!(" ({e})"));
+    let mut line = format!("op {op_id} {}", state.as_str());
+    match (summary.is_empty(), error) {
+        (false, Some(e)) => line.push_str(&format!(": {summary} ({e})")),
+        (false, None) => line.push_str(&format!(": {summary}")),
+        (true, Some(e)) => line.push_str(&format!(": {e}")),
+        (true, None) => {}
     }
     add_timeline(conn, event_id, "result", &line, now)?;
     Some(lifecycle::advance(conn, event_id, now)).transpose()

@@ -73,6 +73,25 @@ pub fn note_event(
     Ok(())
 }
 
+/// The reason of the decision that created an event (escalate, await
+/// approval, dry run, run), if a rule decided it. Found through the alert's
+/// decisions (`decision_fingerprint`), not by walking every decision.
+pub fn decision_reason(
+    conn: &Connection,
+    fingerprint: &str,
+    event_id: i64,
+) -> Result<Option<String>> {
+    conn.prepare_cached(DECISION_REASON)
+        .and_then(|mut s| {
+            s.query_row(params![fingerprint, event_id], |r| r.get(0))
+                .optional()
+        })
+        .context("reading the decision of event")
+}
+
+const DECISION_REASON: &str =
+    "SELECT reason FROM decision WHERE fingerprint = ?1 AND event_id = ?2 ORDER BY id LIMIT 1";
+
 /// Whether an event already had a notification of this kind.
 pub fn event_noticed(conn: &Connection, event_id: i64, kind: &str) -> Result<bool> {
     conn.prepare_cached(
@@ -426,6 +445,42 @@ mod tests {
                 "SEARCH n USING INTEGER PRIMARY KEY (rowid=?)"
             ]
         );
+    }
+
+    #[test]
+    fn an_events_decision_is_found_through_its_alerts_decisions() {
+        let conn = db();
+        assert_eq!(
+            plan(&conn, DECISION_REASON, &[&"f"]),
+            ["SEARCH decision USING INDEX decision_fingerprint (fingerprint=?)"]
+        );
+        let event = |state: &str| {
+            let e = crate::store::NewEvent {
+                rule: "r",
+                runbook: "fix",
+                key: "web-1",
+                fingerprint: "f",
+                state,
+                mode: "live",
+                started_at: None,
+                deadline: None,
+            };
+            crate::store::create_event(&conn, &e, 1).unwrap()
+        };
+        let (ran, escalated, other) = (event("failed"), event("escalated"), event("dry_run"));
+        for (outcome, reason, event) in [
+            ("run", "an earlier run", ran),
+            ("escalate", "2 attempts within 1h", escalated),
+            ("collapse", "joined the open event", escalated),
+        ] {
+            crate::store::record_decision(&conn, "f", Some("r"), outcome, reason, Some(event), 1)
+                .unwrap();
+        }
+        assert_eq!(
+            decision_reason(&conn, "f", escalated).unwrap().as_deref(),
+            Some("2 attempts within 1h")
+        );
+        assert_eq!(decision_reason(&conn, "f", other).unwrap(), None);
     }
 
     fn notice(conn: &Connection, subject: &str, at: i64) -> i64 {

@@ -195,3 +195,84 @@ fn a_closed_stdout_ends_a_command_quietly() {
         );
     }
 }
+
+/// A bare `true`, `false` or `null` in an expression is a field lookup
+/// (null), not the literal: `check-config` warns with file, line, item and
+/// the fix, in rules, routes and sources, and the server logs the same at
+/// start and on reload. Backticked literals, and fields of an object that
+/// happen to be named so, are not warned about.
+#[test]
+fn check_config_warns_about_a_bare_true_false_or_null() {
+    let dir = test_dir("check-config-literals");
+    let file = dir.join("runbooks.toml");
+    let config = r#"[[rule]]
+name = "always"
+when = "true"
+action = "discard"
+
+[[rule]]
+name = "flagged"
+when = "labels.page == false && labels.x != `null`"
+action = "discard"
+
+[[rule]]
+name = "fine"
+when = "`true` && labels.true == 'yes'"
+action = "discard"
+
+[[source]]
+name = "hook"
+alert_name = "name"
+labels = "{sev: null}"
+
+[channel.chat]
+webhook = { url = "http://127.0.0.1:9/hook" }
+
+[[notify]]
+when = "true"
+channels = ["chat"]
+"#;
+    std::fs::write(&file, config).unwrap();
+    let (code, out, err) = crate::support::check_config(&file);
+    assert_eq!(code, 0, "a warning does not fail the check: {out}{err}");
+    let shown = file.display().to_string();
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning: ")).collect();
+    for (line, item, field, name) in [
+        (3, "rule \"always\"", "when", "true"),
+        (8, "rule \"flagged\"", "when", "false"),
+        (19, "source \"hook\"", "labels", "null"),
+        (25, "notify route at line 24", "when", "true"),
+    ] {
+        let head = format!("warning: {shown}:{line}: {item}");
+        assert!(
+            warnings.iter().any(|w| w.starts_with(&head)
+                && w.contains(&format!(": {field} \""))
+                && w.contains(&format!("for the literal write `{name}`"))),
+            "no warning for {item} {field} on line {line}:\n{out}"
+        );
+    }
+    assert_eq!(warnings.len(), 4, "nothing else is warned about:\n{out}");
+
+    let server = Server::start(&dir, config);
+    let started = server.logs();
+    assert!(
+        started.contains(&format!(
+            "config: {shown}:3: rule \"always\": when \"true\": a bare true"
+        )),
+        "{started}"
+    );
+    std::fs::write(
+        &file,
+        config.replace("when = \"true\"\naction", "when = \"null\"\naction"),
+    )
+    .unwrap();
+    let (status, body) = server.post("/api/v1/config", &serde_json::json!({}));
+    assert_eq!(status, 200, "{body}");
+    let reloaded = server.logs();
+    assert!(
+        reloaded.contains(&format!(
+            "config: {shown}:3: rule \"always\": when \"null\": a bare null"
+        )),
+        "{reloaded}"
+    );
+}

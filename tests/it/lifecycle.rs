@@ -1204,3 +1204,75 @@ steps = [ { name = "a", run = "sleep 20" } ]
     assert_eq!(code, 0);
     assert!(out.contains("running"), "{out}");
 }
+
+/// The kinds of an event's timeline, in order.
+fn timeline_kinds(event: &Value) -> Vec<String> {
+    event["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Whether `kinds` holds `want` in this order (others may come between).
+fn in_order(kinds: &[String], want: &[&str]) -> bool {
+    let mut rest = kinds.iter();
+    want.iter().all(|w| rest.any(|k| k == w))
+}
+
+/// The README's promise: decision, dispatch, start, result. A step that
+/// ends at once on a real agent, and a result that comes without the start
+/// acknowledgement (as from an agent whose acknowledgement was lost), both
+/// show their start.
+#[test]
+fn every_op_that_ran_has_its_start_on_the_timeline() {
+    let dir = test_dir("start-on-timeline");
+    let config = crate::support::one_rule_config(r#"{ name = "go", run = "true" }"#, "");
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "web-1", &[]);
+    wait_agent_polling(&server, "web-1");
+    let id = decide(&server, "Quick", json!({ "instance": "web-1" }))["event_id"]
+        .as_i64()
+        .expect("an event");
+    let event = server.wait_event(id, &["succeeded"], Duration::from_secs(20));
+    let kinds = timeline_kinds(&event);
+    assert!(
+        in_order(&kinds, &["decision", "dispatched", "started", "result"]),
+        "{kinds:?}"
+    );
+
+    // An agent that reports its result without confirming the start.
+    let hello = json!({ "instance": "i-1" });
+    let (code, answer) = server.post("/api/v1/agents/web-2/poll?wait=0", &hello);
+    assert_eq!(code, 200, "{answer}");
+    let id = decide(&server, "Quick", json!({ "instance": "web-2" }))["event_id"]
+        .as_i64()
+        .expect("an event");
+    let (code, answer) = server.post("/api/v1/agents/web-2/poll?wait=0", &hello);
+    assert_eq!(code, 200, "{answer}");
+    let op = answer["ops"][0]["id"]
+        .as_i64()
+        .expect("the op is handed out");
+    let result = json!({
+        "state": "succeeded",
+        "steps": [{ "name": "go", "exit_code": 0, "duration_ms": 7 }],
+    });
+    let (code, answer) = server.post(&format!("/api/v1/agents/web-2/ops/{op}/result"), &result);
+    assert_eq!(code, 200, "{answer}");
+    let event = server.wait_event(id, &["succeeded"], Duration::from_secs(20));
+    let kinds = timeline_kinds(&event);
+    assert!(
+        in_order(&kinds, &["decision", "dispatched", "started", "result"]),
+        "{kinds:?}"
+    );
+    assert!(
+        timeline_has(
+            &event,
+            "started",
+            &format!("op {op} started on agent web-2")
+        ),
+        "{event}"
+    );
+    assert!(ops_of(&event)[0]["started_at"].is_i64(), "{event}");
+}

@@ -1106,3 +1106,220 @@ channels = ["hook"]
     assert_eq!(pd[2].body["dedup_key"], "heal/test/oncall");
     assert_eq!(pd[3].body["dedup_key"], "heal/test/oncall");
 }
+
+/// An alert whose runbook never fixes it runs max_attempts times, then
+/// escalates: the chat and the page say why (the attempts, their count and
+/// window), and name the alert and host in words, not the rule's raw key.
+#[test]
+fn an_escalation_says_why_on_chat_and_page() {
+    let dir = test_dir("notify-escalation");
+    let rx = Receiver::start();
+    let config = format!(
+        r#"
+[server]
+lease = "5s"
+
+[[rule]]
+name = "hammer"
+when = "labels.alertname == 'HAProxyQueueHigh'"
+runbook = "reset"
+target = "labels.instance"
+key = "[labels.alertname, labels.instance]"
+max_attempts = 2
+within = "1h"
+
+[runbook.reset]
+steps = [ {{ name = "reset", run = "echo 'queue still full' >&2; exit 1" }} ]
+
+[channel.chat]
+slack = {{ webhook_url = "{slack}" }}
+rate_limit = "off"
+
+[channel.oncall]
+pagerduty = {{ routing_key = "{PD_KEY}", url = "{pd}" }}
+
+[[notify]]
+when = "kind == 'event.escalated'"
+channels = ["chat", "oncall"]
+"#,
+        slack = rx.url("/slack/T0/B0/x"),
+        pd = rx.url("/pd/v2/enqueue"),
+    );
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "lb-1", &[]);
+    wait_agent_polling(&server, "lb-1");
+    let labels = json!({ "instance": "lb-1" });
+    for _ in 0..2 {
+        let id = event_of(&fire(
+            &server,
+            "HAProxyQueueHigh",
+            labels.clone(),
+            json!({}),
+            "firing",
+        ));
+        server.wait_event(id, &["failed"], Duration::from_secs(20));
+    }
+    let answer = fire(&server, "HAProxyQueueHigh", labels, json!({}), "firing");
+    assert_eq!(
+        answer["alerts"][0]["decisions"][0]["outcome"], "escalate",
+        "{answer}"
+    );
+    let id = event_of(&answer);
+
+    let slack = rx.wait("/slack", 1, Duration::from_secs(15));
+    check_slack(&slack[0].body);
+    let chat = slack[0].body.to_string();
+    let pd = rx.wait("/pd", 1, Duration::from_secs(15));
+    let page = &pd[0].body;
+    assert_eq!(page["event_action"], "trigger");
+    let lines = page["payload"]["custom_details"]["lines"].to_string();
+    for (what, body) in [("slack", &chat), ("pagerduty", &lines)] {
+        assert!(!body.contains("no reason recorded"), "{what}: {body}");
+        assert!(
+            body.contains("2 attempts for key"),
+            "{what} names the attempts: {body}"
+        );
+        assert!(
+            body.contains("within 1h (max_attempts = 2)"),
+            "{what} names the window: {body}"
+        );
+    }
+    let title = format!("Escalated: HAProxyQueueHigh on lb-1 needs a person (event {id})");
+    assert_eq!(slack[0].body["text"], title.as_str());
+    assert_eq!(page["payload"]["summary"], title.as_str());
+    let (_, event) = server.get(&format!("/api/v1/events/{id}"));
+    assert_eq!(event["state"], "escalated", "{event}");
+}
+
+/// A probe that fails once and recovers, told on chat: what it is for (its
+/// description), that it failed (once, in words), and that it recovered,
+/// with the result that recovered it and the failure only as what it was.
+#[test]
+fn a_probe_is_told_with_its_description_and_its_recovery() {
+    let dir = test_dir("notify-probe");
+    let site = Receiver::start();
+    site.set(Mode::Status(503));
+    let rx = Receiver::start();
+    let config = format!(
+        r#"
+[[probe]]
+name = "api"
+every = "1s"
+fail_after = 1
+recover_after = 1
+description = "the public API; customers see errors when it fails"
+http = {{ url = "{site}", status = [200] }}
+
+[channel.chat]
+slack = {{ webhook_url = "{slack}" }}
+rate_limit = "off"
+
+[[notify]]
+when = "contains(['probe.down', 'probe.up'], kind)"
+channels = ["chat"]
+"#,
+        site = site.url("/health"),
+        slack = rx.url("/slack/T0/B0/x"),
+    );
+    let server = Server::start(&dir, &config);
+    let down = rx.wait("/slack", 1, Duration::from_secs(20));
+    check_slack(&down[0].body);
+    let text = down[0].body.to_string();
+    assert!(text.contains("Probe api is failing"), "{text}");
+    assert!(text.contains("api failed; last: "), "{text}");
+    assert!(!text.contains("1 times"), "{text}");
+    assert!(
+        text.contains("*About:* the public API; customers see errors when it fails"),
+        "{text}"
+    );
+    site.set(Mode::Normal);
+    let up = rx.wait("/slack", 2, Duration::from_secs(20));
+    check_slack(&up[1].body);
+    let text = up[1].body.to_string();
+    assert_eq!(up[1].body["text"], "Probe api recovered", "{text}");
+    assert!(
+        text.contains("*Result:* probe api recovered: it passes again (last result: 200"),
+        "{text}"
+    );
+    assert!(text.contains("it was failing since "), "{text}");
+    assert!(text.contains("*About:* the public API"), "{text}");
+    drop(server);
+}
+
+/// An op its agent refuses (not in its --allow list): the timeline and the
+/// message say so plainly, and a started message that goes out after the
+/// op ended shows neither the end's state nor its output.
+#[test]
+fn a_refused_op_reads_plainly_and_its_start_message_shows_no_end() {
+    let dir = test_dir("notify-refused");
+    let rx = Receiver::start();
+    let config = format!(
+        r#"
+[[rule]]
+name = "fix"
+when = "labels.alertname == 'NginxDown'"
+runbook = "fix"
+target = "labels.instance"
+
+[runbook.fix]
+steps = [ {{ name = "restart", run = "true" }} ]
+
+[channel.hook]
+webhook = {{ url = "{hook}" }}
+rate_limit = "off"
+
+[[notify]]
+channels = ["hook"]
+"#,
+        hook = rx.url("/hook"),
+    );
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "web-1", &["--allow", "other-*"]);
+    wait_agent_polling(&server, "web-1");
+    let id = event_of(&fire(
+        &server,
+        "NginxDown",
+        json!({ "instance": "web-1" }),
+        json!({}),
+        "firing",
+    ));
+    let event = server.wait_event(id, &["failed"], Duration::from_secs(20));
+    let result = event["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "result")
+        .unwrap_or_else(|| panic!("no result on {event}"));
+    let line = result["message"].as_str().unwrap();
+    assert!(
+        line.contains("failed: agent web-1 refuses runbook \"fix\""),
+        "{line}"
+    );
+    assert!(!line.contains("  "), "{line}");
+    let hooks = rx.wait("/hook", 2, Duration::from_secs(15));
+    let by_kind = |kind: &str| {
+        hooks
+            .iter()
+            .find(|h| h.body["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {hooks:?}"))
+            .body["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let failed = by_kind("event.failed");
+    assert!(
+        failed.starts_with(&format!("Failed: fix on web-1, no step ran (event {id})")),
+        "{failed}"
+    );
+    assert!(failed.contains("agent web-1 refuses runbook"), "{failed}");
+    let started = by_kind("event.started");
+    assert!(
+        started.contains(&format!("Event:    {id} (started)")),
+        "{started}"
+    );
+    assert!(
+        !started.contains("queued") && !started.contains("refuses"),
+        "{started}"
+    );
+}

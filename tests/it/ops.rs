@@ -17,7 +17,7 @@ use crate::support::{
 pub const CONFIG: &str = r#"
 [[rule]]
 name = "record-only"
-when = "true"
+when = "`true`"
 action = "discard"
 "#;
 

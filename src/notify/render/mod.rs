@@ -70,6 +70,7 @@ const LABELS: &[&str] = &[
     "What fired",
     "Details",
     "What heal did",
+    "About",
     "Why",
     "Decision",
     "Impact",
@@ -196,6 +197,8 @@ struct Facts {
     event: String,
     state: String,
     reason: String,
+    /// Why the rule decided as it did (escalate, await approval, dry run).
+    decision: String,
     rule: String,
     runbook: String,
     key: String,
@@ -211,6 +214,10 @@ struct Facts {
     instance: String,
     summary: String,
     description: String,
+    /// What a probe or heartbeat is for, from its `description`.
+    about: String,
+    /// A recovered probe's last (good) result.
+    good: String,
     since: String,
     lasted: String,
     name: String,
@@ -227,6 +234,10 @@ fn facts(doc: &Value) -> Facts {
     let summary = first(&[&alert["annotations"]["summary"]], PIECE_MAX);
     let description = first(&[&alert["annotations"]["description"]], PIECE_MAX);
     let subject = &doc[subject_object(kind)];
+    let key = clean(
+        &key_words(&scalar(&event["key"]), get(alert, &["name"])),
+        NAME_MAX,
+    );
     let detail = first(
         &[
             &subject["description"],
@@ -242,9 +253,10 @@ fn facts(doc: &Value) -> Facts {
         event: clean(&event_id(doc), NAME_MAX),
         state: first(&[&event["state"]], NAME_MAX),
         reason: first(&[&event["reason"]], PIECE_MAX),
+        decision: first(&[&event["decision"], &event["reason"]], PIECE_MAX),
         rule: first(&[&event["rule"], &doc["rule"]], NAME_MAX),
         runbook: first(&[&event["runbook"], &doc["runbook"]], NAME_MAX),
-        key: first(&[&event["key"]], NAME_MAX),
+        key: key.clone(),
         mode: first(&[&event["mode"]], NAME_MAX),
         targets: list(&event["targets"], 3),
         decided_by: first(&[&event["decided_by"]], NAME_MAX),
@@ -254,7 +266,7 @@ fn facts(doc: &Value) -> Facts {
         ops: ops_line(doc),
         alert: first(&[&alert["name"], &label(doc, "alertname")], NAME_MAX),
         status: first(&[&alert["status"]], NAME_MAX),
-        instance: first(&[&label(doc, "instance"), &event["key"]], NAME_MAX),
+        instance: or(&first(&[&label(doc, "instance")], NAME_MAX), &key).to_string(),
         since: when(get(alert, &["starts_at"])),
         lasted: elapsed(get(alert, &["starts_at"]), get(doc, &["at"])),
         name: clean(&subject_name(doc), NAME_MAX),
@@ -268,9 +280,36 @@ fn facts(doc: &Value) -> Facts {
             detail
         },
         runbook_url: first(&[&alert["annotations"]["runbook_url"]], PIECE_MAX),
+        good: first(&[&subject["last_result"]], PIECE_MAX),
+        about: first(
+            &[
+                &alert["annotations"]["probe_description"],
+                &alert["annotations"]["heartbeat_description"],
+            ],
+            PIECE_MAX,
+        ),
         channel: first(&[&doc["channel"]], NAME_MAX),
         summary,
         description,
+    }
+}
+
+/// An event's key in words: a rule's list key (`["HAProxyQueueHigh","lb-1"]`)
+/// as its parts without the alert's name (`lb-1`); any other key as it is.
+fn key_words(key: &str, alert: &str) -> String {
+    let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(key) else {
+        return key.to_string();
+    };
+    let parts: Vec<String> = parts.iter().map(scalar).filter(|p| !p.is_empty()).collect();
+    let named: Vec<&str> = parts
+        .iter()
+        .map(String::as_str)
+        .filter(|p| *p != alert)
+        .collect();
+    if named.is_empty() {
+        parts.join(", ")
+    } else {
+        named.join(", ")
     }
 }
 

@@ -102,6 +102,15 @@ fn event_sample(kind: &str) -> Value {
         "event.dry_run" => set(&mut doc, &["event", "mode"], "dry-run".into()),
         _ => {}
     }
+    // An event held by its decision has no reason of its own until it
+    // ends: the store gives the decision's reason as `event.decision`.
+    if matches!(
+        kind,
+        "event.escalated" | "event.pending_approval" | "event.dry_run"
+    ) {
+        let why = doc["event"]["reason"].take();
+        set(&mut doc, &["event", "decision"], why);
+    }
     doc
 }
 
@@ -170,7 +179,12 @@ fn internal_sample(kind: &str) -> Value {
                 "summary": "probe api-health is failing: HTTP 503 from https://api.example.com/healthz (want 200)",
                 "description": why}),
             );
+            d["alert"]["annotations"]["probe_description"] =
+                "the public API behind api.example.com; customers see errors when it fails".into();
             d["probe"] = json!({"name": "api-health", "description": why});
+            if kind == "probe.up" {
+                d["probe"]["last_result"] = "HTTP 200 in 42ms".into();
+            }
             d
         }
         "agent" => {
@@ -243,6 +257,116 @@ fn every_kind_reads_well_in_plain_text() {
         let doc = sample(kind.name);
         snapshot(&format!("{}.txt", kind.name), &text(&message(&doc, BASE)));
     }
+}
+
+/// Every body a channel sends for `doc`: plain text, Slack, PagerDuty,
+/// Opsgenie, the webhook (and a command's stdin, which is one of those).
+fn every_body(doc: &Value) -> Vec<(&'static str, String)> {
+    let m = message(doc, BASE);
+    vec![
+        ("text", text(&m)),
+        ("slack", slack(&m, doc).to_string()),
+        ("pagerduty", pagerduty(doc, &m, "R0UT1NG").to_string()),
+        ("opsgenie", opsgenie(doc, &m).1.to_string()),
+        ("webhook", webhook(doc, &m)["text"].to_string()),
+    ]
+}
+
+#[test]
+fn every_kind_gives_the_reason_it_was_given() {
+    for kind in KINDS {
+        let doc = sample(kind.name);
+        for (channel, body) in every_body(&doc) {
+            assert!(
+                !body.contains("no reason recorded"),
+                "{} on {channel}: {body}",
+                kind.name
+            );
+        }
+    }
+    for kind in ["event.escalated", "event.pending_approval", "event.dry_run"] {
+        let doc = sample(kind);
+        let why = doc["event"]["decision"].as_str().unwrap_or_default();
+        let why = &why[..why.len().min(40)];
+        assert!(!why.is_empty(), "{kind}: the sample has a decision");
+        // As it reads in the text, and as JSON bodies escape it.
+        let escaped = serde_json::to_string(why).unwrap_or_default();
+        let escaped = escaped.trim_matches('"');
+        for (channel, body) in every_body(&doc) {
+            assert!(
+                body.contains(why) || body.contains(escaped),
+                "{kind} on {channel} lacks {why:?}: {body}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_probe_or_heartbeat_description_reaches_every_channel() {
+    let mut heartbeat = sample("heartbeat.down");
+    heartbeat["alert"]["annotations"]["heartbeat_description"] =
+        "nightly pg_dump of the orders database".into();
+    for (doc, about) in [
+        (
+            sample("probe.down"),
+            "the public API behind api.example.com",
+        ),
+        (sample("probe.up"), "the public API behind api.example.com"),
+        (heartbeat, "nightly pg_dump of the orders database"),
+    ] {
+        for (channel, body) in every_body(&doc) {
+            // A resolve to PagerDuty carries no text, and one to Opsgenie
+            // only the title as its note.
+            if matches!(channel, "pagerduty" | "opsgenie") && doc["resolves"] == true {
+                continue;
+            }
+            assert!(body.contains(about), "{} on {channel}: {body}", doc["kind"]);
+        }
+    }
+}
+
+#[test]
+fn a_list_key_is_said_in_words() {
+    let mut doc = sample("event.escalated");
+    set(
+        &mut doc,
+        &["event", "key"],
+        r#"["NginxDown","web-1"]"#.into(),
+    );
+    set(&mut doc, &["event", "targets"], json!([]));
+    set(
+        &mut doc,
+        &["alert", "labels"],
+        json!({"alertname": "NginxDown"}),
+    );
+    set(&mut doc, &["labels"], json!({"alertname": "NginxDown"}));
+    let m = message(&doc, BASE);
+    assert_eq!(
+        m.title,
+        "Escalated: NginxDown on web-1 needs a person (event 42)"
+    );
+    assert!(!text(&m).contains('['), "{}", text(&m));
+    set(&mut doc, &["event", "key"], r#"["db-1","/var"]"#.into());
+    assert_eq!(
+        message(&doc, BASE).title,
+        "Escalated: NginxDown on db-1, /var needs a person (event 42)"
+    );
+}
+
+#[test]
+fn a_started_event_shows_no_end() {
+    // Routed after its op ended: the document holds the failed op.
+    let mut doc = sample("event.failed");
+    set(&mut doc, &["kind"], "event.started".into());
+    set(&mut doc, &["event", "state"], "queued".into());
+    let m = message(&doc, BASE);
+    assert_eq!(m.output, None);
+    let plain = text(&m);
+    assert!(plain.contains("Event:    42 (started)"), "{plain}");
+    assert!(
+        !plain.contains("queued") && !plain.contains("proxy_pas"),
+        "{plain}"
+    );
 }
 
 #[test]
@@ -463,6 +587,25 @@ fn failed_events_name_the_step_and_how_it_ended() {
         "failed",
         json!({}),
         "Failed: nginx-restart on web-1 (event 42)",
+    );
+    // An agent that refused the op: no step ran, and the output is its words.
+    let refused =
+        "agent web-1 refuses runbook \"nginx-restart\": not in its --allow list (deploy-*)";
+    check(
+        "failed",
+        json!({"agent": "web-1", "state": "failed", "step": null, "exit_code": null, "error": refused}),
+        "Failed: nginx-restart on web-1, no step ran (event 42)",
+    );
+    let mut doc = sample("event.failed");
+    set(
+        &mut doc,
+        &["ops"],
+        json!([{"agent": "web-1", "state": "failed", "error": refused, "output": ""}]),
+    );
+    let (heading, tail) = message(&doc, None).output.expect("the refusal is shown");
+    assert_eq!(
+        (heading.as_str(), tail.as_str()),
+        ("web-1 · failed", refused)
     );
 }
 

@@ -183,7 +183,7 @@ fn escalated(f: &Facts) -> (String, Vec<String>) {
     );
     let lines = vec![
         "What heal did: ran nothing and handed this to people.".to_string(),
-        format!("Why: {}", or(&f.reason, "no reason recorded")),
+        format!("Why: {}", or(&f.decision, "no reason recorded")),
         "Next: a person must take over. heal runs nothing more for this alert while it keeps firing, and closes the event when the alert resolves.".to_string(),
     ];
     (title, lines)
@@ -202,8 +202,8 @@ fn pending_approval(f: &Facts) -> (String, Vec<String>) {
         "What heal did: nothing yet; {} once a person approves.",
         rule_ran(f, "will run")
     )];
-    if !f.reason.is_empty() {
-        lines.push(format!("Why: {}", f.reason));
+    if !f.decision.is_empty() {
+        lines.push(format!("Why: {}", f.decision));
     }
     lines.push(format!(
         "Next: run heal approve {id} to let it run once, or heal reject {id} to cancel it."
@@ -266,8 +266,8 @@ fn dry_run(f: &Facts) -> (String, Vec<String>) {
     let mut lines = vec![format!(
         "What heal did: nothing ran; rule {rule} is in dry-run mode."
     )];
-    if !f.reason.is_empty() {
-        lines.push(format!("Decision: {}", f.reason));
+    if !f.decision.is_empty() {
+        lines.push(format!("Decision: {}", f.decision));
     }
     lines.push(format!(
         "Next: handle {} by hand if it needs it. To let heal act, set mode = \"live\" on rule {rule}.",
@@ -309,6 +309,7 @@ fn heartbeat_words(f: &Facts) -> (String, Vec<String>) {
     {
         lines.push(format!("Runbook: {}", f.runbook_url));
     }
+    about(f, &mut lines);
     (title, lines)
 }
 
@@ -372,19 +373,47 @@ fn probe_words(f: &Facts) -> (String, Vec<String>) {
             ]
             .concat(),
         ),
-        "probe.up" => (
-            format!("Probe {name} passes again"),
-            vec![
-                format!("Result: probe {name} passes again{}.", after(f, "failing")),
-                "Next: nothing to do.".to_string(),
-            ],
-        ),
+        "probe.up" => (format!("Probe {name} recovered"), probe_up(f, name)),
         _ => return other_words(f),
     };
     if !f.runbook_url.is_empty() && f.kind == "probe.down" {
         lines.push(format!("Runbook: {}", f.runbook_url));
     }
+    about(f, &mut lines);
     (title, lines)
+}
+
+/// A recovered probe: that it passes, its last good result when known, and
+/// the failure only as what it was.
+fn probe_up(f: &Facts, name: &str) -> Vec<String> {
+    let mut result = format!("Result: probe {name} recovered: it passes again");
+    if !f.good.is_empty() {
+        let _ = write!(result, " (last result: {})", f.good);
+    }
+    let _ = write!(result, "{}.", after(f, "failing"));
+    let mut lines = vec![result];
+    if !f.detail.is_empty() {
+        let mut was = "Details: it was failing".to_string();
+        if !f.since.is_empty() {
+            let _ = write!(was, " since {}", f.since);
+        }
+        let _ = write!(was, ": {}", f.detail);
+        lines.push(was);
+    }
+    lines.push("Next: nothing to do.".to_string());
+    lines
+}
+
+/// "About: …", what a probe or heartbeat is for, before "Next".
+fn about(f: &Facts, lines: &mut Vec<String>) {
+    if f.about.is_empty() {
+        return;
+    }
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("Next: "))
+        .unwrap_or(lines.len());
+    lines.insert(at, format!("About: {}", f.about));
 }
 
 fn agent_words(f: &Facts) -> (String, Vec<String>) {
@@ -509,10 +538,17 @@ pub(super) fn fields(f: &Facts) -> Vec<(&'static str, String)> {
 }
 
 fn event_fields(out: &mut Vec<(&'static str, String)>, f: &Facts) {
-    let event = match (f.event.is_empty(), f.state.is_empty()) {
+    // A started event is recorded as queued; what a person wants to know
+    // is that it runs.
+    let state = if f.kind == "event.started" {
+        "started".to_string()
+    } else {
+        f.state.replace('_', " ")
+    };
+    let event = match (f.event.is_empty(), state.is_empty()) {
         (true, _) => String::new(),
         (false, true) => f.event.clone(),
-        (false, false) => format!("{} ({})", f.event, f.state.replace('_', " ")),
+        (false, false) => format!("{} ({state})", f.event),
     };
     push(out, "Event", &event);
     push(out, "Rule", &f.rule);
@@ -541,7 +577,8 @@ pub(super) fn failing_op(doc: &Value) -> Option<&Value> {
         .find(|op| matches!(get(op, &["state"]), "failed" | "timed_out" | "lost"))
 }
 
-/// "step restart exited 1", "step restart timed out", "lost".
+/// "step restart exited 1", "step restart timed out", "op lost", "no step
+/// ran" (an agent that refused the op).
 pub(super) fn op_failure(op: &Value) -> String {
     let step = first(&[&op["step"]], NAME_MAX);
     let step = if step.is_empty() {
@@ -553,6 +590,7 @@ pub(super) fn op_failure(op: &Value) -> String {
         ("timed_out", _) => format!("{step}timed out"),
         ("lost", _) => "op lost".to_string(),
         (_, Some(code)) => format!("{step}exited {code}"),
+        (_, None) if step.is_empty() => "no step ran".to_string(),
         (_, None) => format!("{step}failed"),
     }
 }
@@ -583,9 +621,11 @@ pub(super) fn ops_line(doc: &Value) -> String {
     line
 }
 
-/// The failing op's heading and output tail; none for other kinds.
+/// The failing op's heading and output tail, for the kinds that report an
+/// end (a started event's ops may have ended by the time it is sent: their
+/// output belongs to the message of that end); none for other kinds.
 pub(super) fn output(doc: &Value, f: &Facts) -> Option<(String, String)> {
-    if f.group != "event" || f.kind == "event.succeeded" {
+    if f.group != "event" || matches!(f.kind.as_str(), "event.succeeded" | "event.started") {
         return None;
     }
     let op = failing_op(doc)?;
