@@ -885,6 +885,10 @@ fn parse_pairs(pairs: &[String], what: &str) -> Result<serde_json::Map<String, V
 }
 
 fn events(c: Events) -> Result<()> {
+    let filters = filter_query(
+        "/api/v1/events",
+        &[("state", &c.state), ("rule", &c.rule), ("key", &c.key)],
+    )?;
     let client = client(c.server, c.token, c.token_file)?;
     let id = match c.args.as_slice() {
         [] => None,
@@ -910,13 +914,7 @@ fn events(c: Events) -> Result<()> {
         }
         return Ok(());
     }
-    let mut path = format!("/api/v1/events?limit={}", c.limit);
-    for (name, value) in [("state", &c.state), ("rule", &c.rule), ("key", &c.key)] {
-        if let Some(v) = value {
-            path.push_str(&format!("&{name}={}", encode(v)));
-        }
-    }
-    let list = client.get(&path)?;
+    let list = client.get(&format!("/api/v1/events?limit={}{filters}", c.limit))?;
     if c.json {
         print_json(&list["events"]);
         return Ok(());
@@ -1076,6 +1074,20 @@ fn agents(c: Agents) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `&name=value` for each filter given, each checked as the server checks
+/// it (`api::filters`): a value the server would refuse ends here, with exit
+/// 2 and the server's words.
+fn filter_query(template: &str, filters: &[(&str, &Option<String>)]) -> Result<String> {
+    let mut query = String::new();
+    for (name, value) in filters {
+        if let Some(v) = value {
+            server::api::filters::check_value("GET", template, name, v).map_err(Error::Usage)?;
+            query.push_str(&format!("&{name}={}", encode(v)));
+        }
+    }
+    Ok(query)
 }
 
 /// Percent-encodes a query value.

@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod dashboard;
 mod faults;
+mod filters;
 mod front;
 mod guard;
 mod intake;
