@@ -223,10 +223,13 @@ struct Events {
     json: bool,
 }
 
-/// List agents.
+/// List agents, or forget one that is gone: heal agents [forget ID].
 #[derive(FromArgs)]
 #[argh(subcommand, name = "agents")]
 struct Agents {
+    /// forget ID, or nothing to list agents
+    #[argh(positional)]
+    args: Vec<String>,
     /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
     server: Option<String>,
@@ -1039,7 +1042,25 @@ fn render_event(e: &Value) -> String {
 }
 
 fn agents(c: Agents) -> Result<()> {
+    let forget = match c.args.as_slice() {
+        [] => None,
+        [cmd, id] if cmd == "forget" => Some(id.clone()),
+        _ => {
+            return Err(Error::Usage(
+                "heal agents takes nothing, or forget ID\nTry: heal agents forget web-1".into(),
+            ))
+        }
+    };
     let client = client(c.server, c.token, c.token_file)?;
+    if let Some(id) = forget {
+        let answer = client.delete(&format!("/api/v1/agents/{}", encode(&id)))?;
+        if c.json {
+            print_json(&answer);
+        } else {
+            println!("agent {id} forgotten");
+        }
+        return Ok(());
+    }
     let list = client.get("/api/v1/agents")?;
     if c.json {
         print_json(&list["agents"]);

@@ -8,6 +8,7 @@
 //! their own connection per thread (`open`).
 
 pub mod admin;
+pub mod agents;
 pub mod backup;
 pub mod browse;
 pub mod figures;
@@ -20,6 +21,7 @@ pub mod session;
 pub mod watch;
 
 pub use admin::*;
+pub use agents::*;
 pub use figures::*;
 pub use lifecycle::*;
 pub use notify::*;

@@ -3,6 +3,7 @@
 mod support;
 
 mod agent;
+mod agents;
 mod alert_files;
 mod alertmanager;
 mod api;

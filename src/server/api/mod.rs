@@ -608,6 +608,7 @@ fn dispatch(
             }
             Ok((200, json!({ "agents": agents })))
         }
+        Route::ForgetAgent(id) => actions::forget_agent(state, id, who),
         Route::Poll(_) => unreachable!("polls are handled before dispatch"),
         Route::OpStart(agent, op) => {
             let body = read_json(request, max)?;

@@ -391,6 +391,11 @@ fn admin(s: &mut Shape, method: &str, path: &str) -> bool {
             ];
         }
         ("GET", "/api/v1/agents") => s.answers = ok(wrapped("agents", array(schema_ref("Agent")))),
+        ("DELETE", "/api/v1/agents/{agent}") => {
+            s.answers = ok(wrapped("forgotten", string()));
+            // It polls, or has an op that has not ended.
+            s.errors = &[409];
+        }
         ("GET", "/api/v1/audit") => {
             s.query = vec![
                 since(),
