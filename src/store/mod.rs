@@ -1196,9 +1196,9 @@ const ALERTS_OF_STATUS: &str =
 const ALERTS_OF_NAME: &str =
     "WHERE name = ?4 AND status = ?1 AND last_seen >= ?2 ORDER BY last_seen DESC LIMIT ?3";
 
-/// The alert of a fingerprint: one read of the primary key, whatever else
-/// the filter says.
-const ALERT_OF_FINGERPRINT: &str = "WHERE fingerprint = ?4 AND status = ?1 AND last_seen >= ?2 AND (?5 IS NULL OR name = ?5) LIMIT ?3";
+/// The alert of a fingerprint, of any status or one: one read of the
+/// primary key, whatever else the filter says.
+const ALERT_OF_FINGERPRINT: &str = "WHERE fingerprint = ?4 AND (?1 IS NULL OR status = ?1) AND last_seen >= ?2 AND (?5 IS NULL OR name = ?5) LIMIT ?3";
 
 /// Alerts, newest first, with their last decisions.
 pub fn list_alerts(
@@ -1210,9 +1210,10 @@ pub fn list_alerts(
     limit: i64,
 ) -> Result<Vec<Value>> {
     let mut alerts: Vec<Value> = Vec::new();
-    let statuses = match status {
-        Some(s) => vec![s],
-        None => vec!["firing", "resolved"],
+    let statuses = match (status, fingerprint) {
+        (Some(s), _) => vec![Some(s)],
+        (None, Some(_)) => vec![None],
+        (None, None) => vec![Some("firing"), Some("resolved")],
     };
     let filter = match (fingerprint, name) {
         (Some(_), _) => ALERT_OF_FINGERPRINT,
@@ -1371,9 +1372,9 @@ mod tests {
 
     #[test]
     fn an_alert_is_found_by_its_fingerprint_in_one_primary_key_read() {
-        for name in [None, Some("Disk")] {
+        for (status, name) in [(None, None), (Some("firing"), Some("Disk"))] {
             assert_eq!(
-                alert_plan(ALERT_OF_FINGERPRINT, &[&"firing", &0, &10, &"fp", &name]),
+                alert_plan(ALERT_OF_FINGERPRINT, &[&status, &0, &10, &"fp", &name]),
                 ["SEARCH alert USING PRIMARY KEY (fingerprint=?)"]
             );
         }
