@@ -54,7 +54,7 @@ max_failed_in_row = 100000
 
 [[token]]
 name = "bench-admin"
-scopes = ["admin"]
+scopes = ["admin", "agent"]
 secret = "{ADMIN}"
 
 [[rule]]
