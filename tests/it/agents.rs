@@ -58,16 +58,21 @@ fn audited(server: &Server, action: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Agent web-1 polls, then dies: its `AgentDown` fires.
+fn gone(server: &Server) {
+    let mut agent = Agent::start(&server.url, "web-1", &[]);
+    wait_agent_polling(server, "web-1");
+    agent.kill();
+    wait_until("AgentDown to fire", Duration::from_secs(20), || {
+        (agent_down(server).as_deref() == Some("firing")).then_some(())
+    });
+}
+
 #[test]
 fn a_gone_agent_is_forgotten_its_agent_down_resolved_and_it_may_come_back() {
     let dir = test_dir("agents-forget");
     let server = Server::start(&dir, &config(""));
-    let mut agent = Agent::start(&server.url, "web-1", &[]);
-    wait_agent_polling(&server, "web-1");
-    agent.kill();
-    wait_until("AgentDown to fire", Duration::from_secs(20), || {
-        (agent_down(&server).as_deref() == Some("firing")).then_some(())
-    });
+    gone(&server);
     let (code, out, err) = heal_cli(
         &["agents", "forget", "web-1", "--server", &server.url],
         &[],
@@ -147,12 +152,7 @@ fn an_agent_that_polls_or_has_an_op_that_has_not_ended_is_not_forgotten() {
 fn an_agent_silent_past_forget_agents_after_is_forgotten() {
     let dir = test_dir("agents-expire");
     let server = Server::start(&dir, &config("forget_agents_after = \"4s\""));
-    let mut agent = Agent::start(&server.url, "web-1", &[]);
-    wait_agent_polling(&server, "web-1");
-    agent.kill();
-    wait_until("AgentDown to fire", Duration::from_secs(20), || {
-        (agent_down(&server).as_deref() == Some("firing")).then_some(())
-    });
+    gone(&server);
     wait_until("web-1 to be forgotten", Duration::from_secs(20), || {
         agent_ids(&server).is_empty().then_some(())
     });
