@@ -20,7 +20,8 @@
 //!   ended; what that listing costs (time, memory) is reported too.
 //! - agents, load (`e2e/scale.rs`): 2,000 agents long-polling one server;
 //!   latency under 0–75% intake load, with a plot.
-//! - events: the dashboard bench with 100,000 events, and the main API reads.
+//! - events: the dashboard bench with 100,000 events, and the main API reads,
+//!   among them an alert by fingerprint and by name.
 //!
 //! Every server and agent is started on 127.0.0.1 port 0 in a fresh temp
 //! dir, and killed and reaped by its own pid at the end (also on panic).

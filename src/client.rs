@@ -61,8 +61,12 @@ impl Client {
         let url = format!("{}{path}", self.base);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let result = match (method, body) {
-            ("GET", _) => {
-                let mut req = self.http.get(&url);
+            ("GET" | "DELETE", _) => {
+                let mut req = if method == "GET" {
+                    self.http.get(&url)
+                } else {
+                    self.http.delete(&url)
+                };
                 if let Some(a) = &auth {
                     req = req.header("Authorization", a);
                 }
@@ -116,6 +120,11 @@ impl Client {
     /// GET that must succeed.
     pub fn get(&self, path: &str) -> Result<Value> {
         self.expect_ok(path, self.request("GET", path, None)?)
+    }
+
+    /// DELETE that must succeed.
+    pub fn delete(&self, path: &str) -> Result<Value> {
+        self.expect_ok(path, self.request("DELETE", path, None)?)
     }
 
     /// POST without a body that must succeed.

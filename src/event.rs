@@ -84,6 +84,22 @@ impl OpState {
     }
 }
 
+/// Every event state, in the order an event may pass through them.
+pub const STATES: [&str; 12] = [
+    "pending_approval",
+    "deferred",
+    "queued",
+    "running",
+    "verifying",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "lost",
+    "cancelled",
+    "escalated",
+    "dry_run",
+];
+
 /// Event states that wait for something other than ops: a person, a guard,
 /// or (escalated, dry-run) the alert's resolution.
 pub const HELD_STATES: [&str; 4] = ["pending_approval", "deferred", "escalated", "dry_run"];

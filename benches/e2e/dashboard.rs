@@ -31,6 +31,8 @@ const PAGE_WARMUP: usize = 5;
 const PAGE_SAMPLES: usize = 50;
 /// The bar each page must clear (p99).
 const TARGET_MS: i64 = 50;
+/// The bar an alert looked up by fingerprint or name must clear (p99, µs).
+const LOOKUP_TARGET_US: i64 = 2_000;
 const ADMIN: &str = "bench-admin-secret-0123456789";
 
 fn config(hook: &str) -> String {
@@ -52,7 +54,7 @@ max_failed_in_row = 100000
 
 [[token]]
 name = "bench-admin"
-scopes = ["admin"]
+scopes = ["admin", "agent"]
 secret = "{ADMIN}"
 
 [[rule]]
@@ -168,6 +170,21 @@ fn fill(http: &ureq::Agent, url: &str, events: usize) -> (i64, i64) {
         .as_i64()
         .expect("an old event");
     (old, live)
+}
+
+/// The fingerprint of the newest resolved alert, for the lookups.
+fn one_fingerprint(http: &ureq::Agent, url: &str, bearer: &str) -> String {
+    let mut r = http
+        .get(&format!("{url}/api/v1/alerts?status=resolved&limit=1"))
+        .header("Authorization", bearer)
+        .call()
+        .expect("list alerts");
+    let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+        .unwrap_or(Value::Null);
+    v["alerts"][0]["fingerprint"]
+        .as_str()
+        .expect("a resolved alert")
+        .to_string()
 }
 
 /// Logs in through the form and returns the session cookie.
@@ -313,7 +330,14 @@ pub fn dashboard(events: usize, api: bool) {
         "ms", "p50", "p99", "max", "KiB"
     );
     let mut worst = 0;
+    let mut worst_lookup = 0;
     let bearer = format!("Bearer {ADMIN}");
+    let fingerprint = one_fingerprint(&http, &url, &bearer);
+    let lookups = [
+        format!("/api/v1/alerts?fingerprint={fingerprint}"),
+        "/api/v1/alerts?name=Careful&limit=100".into(),
+        "/api/v1/alerts?name=Bulk&limit=100".into(),
+    ];
     let api_reads = [
         "/api/v1/events?limit=100".to_string(),
         "/api/v1/events?state=dry_run&limit=100".into(),
@@ -325,6 +349,9 @@ pub fn dashboard(events: usize, api: bool) {
         "/api/v1/context".into(),
         "/api/v1/outbox?limit=100".into(),
         "/metrics".into(),
+        lookups[0].clone(),
+        lookups[1].clone(),
+        lookups[2].clone(),
     ];
     let timed = pages
         .iter()
@@ -345,6 +372,9 @@ pub fn dashboard(events: usize, api: bool) {
         if page {
             worst = worst.max(p99);
         }
+        if lookups.contains(path) {
+            worst_lookup = worst_lookup.max(p99);
+        }
         println!(
             "  {:<40} {:>8} {:>8} {:>8} {:>9.1}",
             path,
@@ -358,6 +388,13 @@ pub fn dashboard(events: usize, api: bool) {
         "  target: every page p99 < {TARGET_MS} ms {}",
         verdict(worst < TARGET_MS * 1_000_000)
     );
+    if api {
+        println!(
+            "  target: an alert by fingerprint or by name p99 < {} ms {}",
+            LOOKUP_TARGET_US as f64 / 1000.0,
+            verdict(worst_lookup < LOOKUP_TARGET_US * 1_000)
+        );
+    }
     let (hwm, _) = server.rss_kib();
     println!(
         "  peak RSS: server {hwm} KiB; loadavg (1 min) at the end: {}",

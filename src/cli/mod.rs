@@ -223,10 +223,13 @@ struct Events {
     json: bool,
 }
 
-/// List agents.
+/// List agents, or forget one that is gone: heal agents [forget ID].
 #[derive(FromArgs)]
 #[argh(subcommand, name = "agents")]
 struct Agents {
+    /// forget ID, or nothing to list agents
+    #[argh(positional)]
+    args: Vec<String>,
     /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
     server: Option<String>,
@@ -886,6 +889,10 @@ fn parse_pairs(pairs: &[String], what: &str) -> Result<serde_json::Map<String, V
 }
 
 fn events(c: Events) -> Result<()> {
+    let filters = filter_query(
+        "/api/v1/events",
+        &[("state", &c.state), ("rule", &c.rule), ("key", &c.key)],
+    )?;
     let client = client(c.server, c.token, c.token_file)?;
     let id = match c.args.as_slice() {
         [] => None,
@@ -911,13 +918,7 @@ fn events(c: Events) -> Result<()> {
         }
         return Ok(());
     }
-    let mut path = format!("/api/v1/events?limit={}", c.limit);
-    for (name, value) in [("state", &c.state), ("rule", &c.rule), ("key", &c.key)] {
-        if let Some(v) = value {
-            path.push_str(&format!("&{name}={}", encode(v)));
-        }
-    }
-    let list = client.get(&path)?;
+    let list = client.get(&format!("/api/v1/events?limit={}{filters}", c.limit))?;
     if c.json {
         print_json(&list["events"]);
         return Ok(());
@@ -1042,7 +1043,25 @@ fn render_event(e: &Value) -> String {
 }
 
 fn agents(c: Agents) -> Result<()> {
+    let forget = match c.args.as_slice() {
+        [] => None,
+        [cmd, id] if cmd == "forget" => Some(id.clone()),
+        _ => {
+            return Err(Error::Usage(
+                "heal agents takes nothing, or forget ID\nTry: heal agents forget web-1".into(),
+            ))
+        }
+    };
     let client = client(c.server, c.token, c.token_file)?;
+    if let Some(id) = forget {
+        let answer = client.delete(&format!("/api/v1/agents/{}", encode(&id)))?;
+        if c.json {
+            print_json(&answer);
+        } else {
+            println!("agent {id} forgotten");
+        }
+        return Ok(());
+    }
     let list = client.get("/api/v1/agents")?;
     if c.json {
         print_json(&list["agents"]);
@@ -1077,6 +1096,20 @@ fn agents(c: Agents) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `&name=value` for each filter given, each checked as the server checks
+/// it (`api::filters`): a value the server would refuse ends here, with exit
+/// 2 and the server's words.
+fn filter_query(template: &str, filters: &[(&str, &Option<String>)]) -> Result<String> {
+    let mut query = String::new();
+    for (name, value) in filters {
+        if let Some(v) = value {
+            server::api::filters::check_value("GET", template, name, v).map_err(Error::Usage)?;
+            query.push_str(&format!("&{name}={}", encode(v)));
+        }
+    }
+    Ok(query)
 }
 
 /// Percent-encodes a query value.

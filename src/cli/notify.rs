@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use argh::FromArgs;
 use serde_json::json;
 
-use super::{client, encode, print_json, str_of};
+use super::{client, encode, filter_query, print_json, str_of};
 use crate::error::{Error, Result};
 use crate::time::format_rfc3339;
 
@@ -114,14 +114,12 @@ pub fn notify(c: Notify) -> Result<()> {
 }
 
 fn outbox(client: &crate::client::Client, c: &Notify) -> Result<()> {
-    let mut path = format!("/api/v1/outbox?limit={}", c.limit.clamp(1, 10_000));
-    if let Some(s) = &c.state {
-        path.push_str(&format!("&state={}", encode(s)));
-    }
-    if let Some(ch) = &c.channel {
-        path.push_str(&format!("&channel={}", encode(ch)));
-    }
-    let v = client.get(&path)?;
+    let filters = filter_query(
+        "/api/v1/outbox",
+        &[("state", &c.state), ("channel", &c.channel)],
+    )?;
+    let limit = c.limit.clamp(1, 10_000);
+    let v = client.get(&format!("/api/v1/outbox?limit={limit}{filters}"))?;
     if c.json {
         print_json(&v);
         return Ok(());

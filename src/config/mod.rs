@@ -266,6 +266,9 @@ pub struct Server {
     pub http_threads: usize,
     /// An agent that has not polled for this long raises `AgentDown`.
     pub agent_down_after: Duration,
+    /// An agent silent for this long, with no op still to end, is forgotten
+    /// (`None`: never).
+    pub forget_agents_after: Option<Duration>,
     /// Where people reach this server (links in notifications).
     pub public_url: Option<String>,
     /// PEM certificate chain: with `tls_key`, heal speaks HTTPS.
@@ -690,6 +693,7 @@ struct RawServer {
     max_output: Option<Spanned<i64>>,
     http_threads: Option<Spanned<i64>>,
     agent_down_after: Option<Spanned<String>>,
+    forget_agents_after: Option<Spanned<String>>,
     public_url: Option<Spanned<String>>,
     tls_cert: Option<Spanned<String>>,
     tls_key: Option<Spanned<String>>,
@@ -1139,6 +1143,10 @@ impl Validator<'_> {
                 item,
                 "agent_down_after",
             )?,
+            forget_agents_after: match &raw.forget_agents_after {
+                None => None,
+                some => Some(self.duration(some, Duration::ZERO, item, "forget_agents_after")?),
+            },
             tls_cert: raw.tls_cert.as_ref().map(|p| PathBuf::from(p.get_ref())),
             tls_key: raw.tls_key.as_ref().map(|p| PathBuf::from(p.get_ref())),
             max_header: self.count(&raw.max_header, 16 << 10, 1024, 1 << 20, item, "max_header")?
@@ -1224,6 +1232,21 @@ impl Validator<'_> {
                 format!(
                     "agent_down_after: must be longer than poll_wait ({}), or idle agents look down",
                     crate::time::format_duration(server.poll_wait)
+                ),
+            );
+        }
+        if let Some(forget) = server
+            .forget_agents_after
+            .filter(|f| *f <= server.agent_down_after)
+        {
+            let span = raw.forget_agents_after.as_ref().map_or(0..0, Spanned::span);
+            return self.err(
+                span,
+                item,
+                format!(
+                    "forget_agents_after: {} must be longer than agent_down_after ({}), or agents are forgotten before they are down",
+                    crate::time::format_duration(forget),
+                    crate::time::format_duration(server.agent_down_after)
                 ),
             );
         }
@@ -2074,6 +2097,26 @@ steps = [ { name = "a", run = "true" } ]
         check_err(
             "[retention]\npings = \"1m\"\n",
             "runbooks.toml:2: [retention]: pings: must be at least 1h",
+        );
+    }
+
+    #[test]
+    fn forget_agents_after_is_off_by_default_and_checked_where_it_is_written() {
+        let c = parse(Path::new("runbooks.toml"), GOOD).unwrap();
+        assert_eq!(c.server.forget_agents_after, None);
+        let text = format!("[server]\nforget_agents_after = \"30d\"\n{GOOD}");
+        let c = parse(Path::new("runbooks.toml"), &text).unwrap();
+        assert_eq!(
+            c.server.forget_agents_after,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        check_err(
+            &format!("[server]\nforget_agents_after = \"1m\"\n{GOOD}"),
+            "runbooks.toml:2: [server]: forget_agents_after: 1m must be longer than agent_down_after (2m)",
+        );
+        check_err(
+            &format!("[server]\nforget_agents_after = \"soon\"\n{GOOD}"),
+            "runbooks.toml:2: [server]: forget_agents_after: bad duration",
         );
     }
 }

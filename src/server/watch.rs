@@ -542,6 +542,62 @@ fn agent_raises(conn: &Connection, config: &Config, now: i64) -> Result<Vec<Rais
     Ok(out)
 }
 
+/// Brings the `AgentDown` alerts in line in the store job that forgot
+/// agents, as the agent sweep does when an agent polls again: a forgotten
+/// agent's alert is resolved, with the notifications that follow.
+pub fn agents_forgotten(
+    conn: &Connection,
+    config: &Config,
+    state: &State,
+    now: i64,
+) -> Result<Applied> {
+    let desired = agent_raises(conn, config, now)?;
+    reconcile(conn, config, state, "agent", desired, None, now)
+}
+
+/// Forgets agents silent for longer than `[server] forget_agents_after` (if
+/// set) that have no op still to end; found on the reader, forgotten only
+/// if there are any.
+fn expire_agents(state: &Arc<State>, reader: &Connection) -> Result<()> {
+    let config = state.config();
+    let Some(after) = config.server.forget_agents_after else {
+        return Ok(());
+    };
+    let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    if store::silent_agents(reader, now_ms().saturating_sub(after_ms))?.is_empty() {
+        return Ok(());
+    }
+    let st2 = state.clone();
+    submit(state, "forgetting silent agents", move |conn| {
+        let now = now_ms();
+        let ids = store::silent_agents(conn, now.saturating_sub(after_ms))?;
+        let why = format!(
+            "silent for longer than forget_agents_after ({})",
+            format_duration(after)
+        );
+        let mut forgotten = Vec::new();
+        for id in &ids {
+            store::forget_agent(conn, id)?;
+            forgotten.push((log::Level::Info, format!("agent {id} forgotten: {why}")));
+            store::record_audit(
+                conn,
+                &store::NewAudit {
+                    actor: "heal",
+                    action: "agent.forgotten",
+                    target: id,
+                    detail: &why,
+                    remote: None,
+                },
+                now,
+            )?;
+        }
+        let mut applied = agents_forgotten(conn, &config, &st2, now)?;
+        applied.log.extend(forgotten);
+        Ok(applied)
+    });
+    Ok(())
+}
+
 fn breaker_raises(conn: &Connection, now: i64) -> Result<Vec<Raise>> {
     let b = store::breaker(conn, now)?;
     if b["state"] != "open" {
@@ -877,6 +933,7 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
             next_sweep = now + 1000;
             for (what, r) in [
                 ("heartbeats", sweep_heartbeats(state, conn)),
+                ("silent agents", expire_agents(state, conn)),
                 ("agents", sweep_source(state, conn, "agent", agent_raises)),
                 (
                     "breaker",

@@ -364,6 +364,11 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX decision_at ON decision(at, outcome, rule);
     CREATE INDEX event_rule ON event(rule, id);
     "#,
+    // 10: alerts are listed by name (`GET /api/v1/alerts?name=`), newest
+    // first in each status, without walking every alert.
+    r#"
+    CREATE INDEX alert_name ON alert(name, status, last_seen);
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction and returns the

@@ -8,6 +8,7 @@
 //! their own connection per thread (`open`).
 
 pub mod admin;
+pub mod agents;
 pub mod backup;
 pub mod browse;
 pub mod figures;
@@ -20,6 +21,7 @@ pub mod session;
 pub mod watch;
 
 pub use admin::*;
+pub use agents::*;
 pub use figures::*;
 pub use lifecycle::*;
 pub use notify::*;
@@ -1184,9 +1186,9 @@ pub fn event_detail(conn: &Connection, id: i64) -> Result<Option<EventDetail>> {
 
 /// An alert as stored, as JSON.
 pub fn get_alert(conn: &Connection, fingerprint: &str) -> Result<Option<Value>> {
-    conn.prepare_cached(
-        "SELECT fingerprint, source, name, status, labels, annotations, starts_at, ends_at, first_seen, last_seen, receipts FROM alert WHERE fingerprint = ?1",
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {ALERT_COLUMNS} FROM alert WHERE fingerprint = ?1"
+    ))
     .and_then(|mut s| s.query_row([fingerprint], alert_json).optional())
     .context("reading alert")
 }
@@ -1209,13 +1211,23 @@ fn alert_json(r: &rusqlite::Row) -> rusqlite::Result<Value> {
     }))
 }
 
-/// One status's alerts, newest first, down `alert_status` (the status is
-/// never left open: `?1 IS NULL OR status = ?1` would make SQLite walk and
-/// sort every alert).
+/// Every column of an alert, as `alert_json` reads them.
+const ALERT_COLUMNS: &str =
+    "fingerprint, source, name, status, labels, annotations, starts_at, ends_at, first_seen, last_seen, receipts";
+
+/// One status's alerts, newest first, down `alert_status`. No filter is
+/// ever left open (`?1 IS NULL OR status = ?1`): SQLite would then walk and
+/// sort every alert, so each filter has its own query.
 const ALERTS_OF_STATUS: &str =
-    "SELECT fingerprint, source, name, status, labels, annotations, starts_at, ends_at, first_seen, last_seen, receipts FROM alert
-     WHERE status = ?1 AND (?2 IS NULL OR fingerprint = ?2) AND (?3 IS NULL OR name = ?3) AND last_seen >= ?4
-     ORDER BY last_seen DESC LIMIT ?5";
+    "WHERE status = ?1 AND last_seen >= ?2 ORDER BY last_seen DESC LIMIT ?3";
+
+/// One name's alerts of one status, newest first, down `alert_name`.
+const ALERTS_OF_NAME: &str =
+    "WHERE name = ?4 AND status = ?1 AND last_seen >= ?2 ORDER BY last_seen DESC LIMIT ?3";
+
+/// The alert of a fingerprint, of any status or one: one read of the
+/// primary key, whatever else the filter says.
+const ALERT_OF_FINGERPRINT: &str = "WHERE fingerprint = ?4 AND (?1 IS NULL OR status = ?1) AND last_seen >= ?2 AND (?5 IS NULL OR name = ?5) LIMIT ?3";
 
 /// Alerts, newest first, with their last decisions.
 pub fn list_alerts(
@@ -1227,17 +1239,25 @@ pub fn list_alerts(
     limit: i64,
 ) -> Result<Vec<Value>> {
     let mut alerts: Vec<Value> = Vec::new();
-    let statuses = match status {
-        Some(s) => vec![s],
-        None => vec!["firing", "resolved"],
+    let statuses = match (status, fingerprint) {
+        (Some(s), _) => vec![Some(s)],
+        (None, Some(_)) => vec![None],
+        (None, None) => vec![Some("firing"), Some("resolved")],
     };
+    let filter = match (fingerprint, name) {
+        (Some(_), _) => ALERT_OF_FINGERPRINT,
+        (None, Some(_)) => ALERTS_OF_NAME,
+        (None, None) => ALERTS_OF_STATUS,
+    };
+    let sql = format!("SELECT {ALERT_COLUMNS} FROM alert {filter}");
     for status in statuses {
-        let mut stmt = conn
-            .prepare_cached(ALERTS_OF_STATUS)
-            .context("listing alerts")?;
-        let rows = stmt
-            .query_map(params![status, fingerprint, name, since, limit], alert_json)
-            .context("listing alerts")?;
+        let mut stmt = conn.prepare_cached(&sql).context("listing alerts")?;
+        let rows = match (fingerprint, name) {
+            (Some(fp), name) => stmt.query_map(params![status, since, limit, fp, name], alert_json),
+            (None, Some(name)) => stmt.query_map(params![status, since, limit, name], alert_json),
+            (None, None) => stmt.query_map(params![status, since, limit], alert_json),
+        }
+        .context("listing alerts")?;
         for row in rows {
             alerts.push(row.context("listing alerts")?);
         }
@@ -1361,13 +1381,39 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::testing::{db, plan};
-    use super::{list_alerts, ALERTS_OF_STATUS};
+    use super::{
+        list_alerts, ALERTS_OF_NAME, ALERTS_OF_STATUS, ALERT_COLUMNS, ALERT_OF_FINGERPRINT,
+    };
+
+    /// The plan of a filter of `list_alerts`.
+    fn alert_plan(filter: &str, args: &[&dyn rusqlite::ToSql]) -> Vec<String> {
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alert {filter}");
+        plan(&db(), &sql, args)
+    }
 
     #[test]
     fn alerts_are_listed_down_the_status_index_without_a_sort() {
         assert_eq!(
-            plan(&db(), ALERTS_OF_STATUS, &[&"firing"]),
+            alert_plan(ALERTS_OF_STATUS, &[&"firing"]),
             ["SEARCH alert USING INDEX alert_status (status=? AND last_seen>?)"]
+        );
+    }
+
+    #[test]
+    fn an_alert_is_found_by_its_fingerprint_in_one_primary_key_read() {
+        for (status, name) in [(None, None), (Some("firing"), Some("Disk"))] {
+            assert_eq!(
+                alert_plan(ALERT_OF_FINGERPRINT, &[&status, &0, &10, &"fp", &name]),
+                ["SEARCH alert USING PRIMARY KEY (fingerprint=?)"]
+            );
+        }
+    }
+
+    #[test]
+    fn alerts_of_a_name_are_listed_down_their_index_without_a_sort() {
+        assert_eq!(
+            alert_plan(ALERTS_OF_NAME, &[&"firing", &0, &10, &"Disk"]),
+            ["SEARCH alert USING INDEX alert_name (name=? AND status=? AND last_seen>?)"]
         );
     }
 
@@ -1403,6 +1449,19 @@ mod tests {
             list_alerts(&conn, None, Some("d"), None, 0, 10).unwrap()[0]["status"],
             "resolved"
         );
+        let by = |fp, name, status| -> Vec<String> {
+            list_alerts(&conn, status, fp, name, 0, 10)
+                .unwrap()
+                .iter()
+                .map(|a| a["fingerprint"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(by(Some("c"), Some("Disk"), None), ["c"]);
+        assert!(by(Some("c"), Some("Cpu"), None).is_empty());
+        assert!(by(Some("c"), None, Some("resolved")).is_empty());
+        assert_eq!(by(None, Some("Disk"), None), ["b", "c", "d", "a", "e"]);
+        assert_eq!(by(None, Some("Disk"), Some("firing")), ["c", "a", "e"]);
+        assert!(by(None, Some("Cpu"), None).is_empty());
         assert!(fps(None, 0, 0).is_empty());
     }
 }

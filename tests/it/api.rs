@@ -454,14 +454,14 @@ fn malformed_fields_get_a_4xx_naming_them() {
             "/api/v1/alerts?status=null",
             "",
             400,
-            "is not firing or resolved",
+            "is not one of firing, resolved",
         ),
         (
             "GET",
             "/api/v1/pauses?all=null",
             "",
             400,
-            "is not true or false",
+            "is not one of true, false",
         ),
         (
             "POST",

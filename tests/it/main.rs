@@ -3,6 +3,7 @@
 mod support;
 
 mod agent;
+mod agents;
 mod alert_files;
 mod alertmanager;
 mod api;
@@ -12,6 +13,7 @@ mod dashboard;
 mod docs;
 mod examples;
 mod faults;
+mod filters;
 mod front;
 mod guard;
 mod intake;

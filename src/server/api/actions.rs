@@ -12,7 +12,7 @@ use tiny_http::Method;
 use super::routes::{route, Route};
 use super::{new_pause, reason, short, Answer};
 use crate::error::Error;
-use crate::server::{lifecycle, manual, State};
+use crate::server::{intake, lifecycle, manual, metrics, watch, State};
 use crate::store;
 use crate::time::now_ms;
 
@@ -53,6 +53,45 @@ pub(super) fn audit(
             state.audit(who, action, path, detail, remote);
         }
     }
+}
+
+/// `DELETE /api/v1/agents/{id}`: forgets an agent that is gone, and resolves
+/// its `AgentDown` as its return would. Refused while it polls, or while it
+/// has an op that has not ended: a queued op would wait for it forever and a
+/// running one's result would come back to no agent; cancelling the op's
+/// event, or its lease running out, ends it.
+pub(super) fn forget_agent(state: &Arc<State>, id: String, who: &str) -> Answer {
+    if state.waiters.connected().contains(&id) {
+        return Err(Error::request(
+            409,
+            format!("agent {id} is polling now: stop it on its host first, then forget it"),
+        ));
+    }
+    let (config, st) = (state.config(), state.clone());
+    let answer_id = id.clone();
+    let applied = state.writer.write(move |conn| {
+        let ops = store::unfinished_ops(conn, &id)?;
+        if !ops.is_empty() {
+            let list: Vec<String> = ops
+                .iter()
+                .map(|o| format!("op {} ({}, event {})", o.id, o.state, o.event_id))
+                .collect();
+            return Err(Error::request(
+                409,
+                format!(
+                    "agent {id} has ops that have not ended: {}; cancel their events (POST /api/v1/events/ID/cancel) or wait for them, then forget it",
+                    list.join(", ")
+                ),
+            ));
+        }
+        if !store::forget_agent(conn, &id)? {
+            return Err(Error::request(404, format!("no agent {id:?}")));
+        }
+        watch::agents_forgotten(conn, &config, &st, now_ms())
+    })?;
+    log::info!("agent {answer_id} forgotten by {who}");
+    intake::finish(applied, &state.metrics, metrics::INTERNAL);
+    Ok((200, json!({ "forgotten": answer_id })))
 }
 
 /// Carries out an action route with its (already read) JSON body.

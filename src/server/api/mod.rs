@@ -26,6 +26,7 @@ use super::longpoll::{respond_ops, Claim, Parked};
 use super::State;
 
 pub(crate) mod actions;
+pub mod filters;
 pub(crate) mod guard;
 pub(crate) mod limit;
 mod metrics;
@@ -75,6 +76,9 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
         Ok(r) => r,
         Err(e) => return answer(request, &method, path, Err(e)),
     };
+    if let Err(e) = filters::check_query(method.as_str(), route.template(), query) {
+        return answer(request, &method, path, Err(e));
+    }
     if let Route::Ping(name, what) = route {
         let key = ping_key.map(decode);
         let result = watch::ping(&mut request, name, what, key.as_deref(), state, reader);
@@ -413,12 +417,17 @@ fn dispatch(
         Route::Ping(..) => unreachable!("pings are answered in handle"),
         Route::Metrics => unreachable!("/metrics is answered in handle"),
         Route::ListHeartbeats => {
-            let only = query_param(query, "state").map(decode);
+            let text = |name| query_param(query, name).map(decode);
+            let only = watch::Only {
+                state: text("state"),
+                service: text("service"),
+                team: text("team"),
+            };
             let n = match query_param(query, "limit") {
                 None => 1000,
                 Some(_) => limit(query)? as usize,
             };
-            watch::list(state, reader(state, conn)?, only.as_deref(), n)
+            watch::list(state, reader(state, conn)?, &only, n)
         }
         Route::ShowHeartbeat(n) => {
             watch::show(state, reader(state, conn)?, &n, limit(query)?.min(200))
@@ -430,7 +439,10 @@ fn dispatch(
             let reason = reason(&body)?;
             watch::mute(n, on, reason, who, state)
         }
-        Route::ListProbes => watch::probes(reader(state, conn)?, &config),
+        Route::ListProbes => {
+            let only = query_param(query, "state").map(decode);
+            watch::probes(reader(state, conn)?, &config, only.as_deref())
+        }
         Route::ShowProbe(n) => {
             watch::probe(reader(state, conn)?, &config, &n, limit(query)?.min(200))
         }
@@ -490,14 +502,8 @@ fn dispatch(
                 .transpose()?
                 .unwrap_or(0);
             let text = |name| query_param(query, name).map(decode);
+            // `filters` has checked the status.
             let (status, fingerprint, name) = (text("status"), text("fingerprint"), text("name"));
-            if let Some(s) = status
-                .as_deref()
-                .filter(|s| !["firing", "resolved"].contains(s))
-            {
-                let e = format!("status: {s:?} is not firing or resolved");
-                return Err(Error::request(400, e));
-            }
             let alerts = store::list_alerts(
                 reader(state, conn)?,
                 status.as_deref(),
@@ -600,6 +606,7 @@ fn dispatch(
             }
             Ok((200, json!({ "agents": agents })))
         }
+        Route::ForgetAgent(id) => actions::forget_agent(state, id, who),
         Route::Poll(_) => unreachable!("polls are handled before dispatch"),
         Route::OpStart(agent, op) => {
             let body = read_json(request, max)?;

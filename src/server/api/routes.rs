@@ -220,6 +220,12 @@ pub const ROUTES: &[Spec] = &[
     ),
     spec(GET, "/api/v1/agents", READ, "agents"),
     spec(
+        &["DELETE"],
+        "/api/v1/agents/{agent}",
+        ADMIN,
+        "forget an agent that is gone (409 while it polls or has an op that has not ended)",
+    ),
+    spec(
         GET,
         "/api/v1/audit",
         ADMIN,
@@ -293,6 +299,7 @@ pub(super) enum Route {
     Breaker,
     SetBreaker(bool),
     ListAgents,
+    ForgetAgent(String),
     Poll(String),
     OpStart(String, i64),
     OpLog(String, i64),
@@ -410,6 +417,7 @@ pub(super) fn route(method: &Method, path: &str) -> Result<Route> {
         ["api", "v1", "channels"] => want(Method::Get, Route::ListChannels),
         ["api", "v1", "channels", n, "test"] => want(Method::Post, Route::TestChannel(decode(n))),
         ["api", "v1", "agents"] => want(Method::Get, Route::ListAgents),
+        ["api", "v1", "agents", a] => want(Method::Delete, Route::ForgetAgent(a.to_string())),
         ["api", "v1", "agents", a, "poll"] => want(Method::Post, Route::Poll(a.to_string())),
         ["api", "v1", "agents", a, "ops", op, "start"] => {
             want(Method::Post, Route::OpStart(a.to_string(), id(op)?))
@@ -465,6 +473,7 @@ impl Route {
             Route::ListChannels => "/api/v1/channels",
             Route::TestChannel(_) => "/api/v1/channels/{name}/test",
             Route::ListAgents => "/api/v1/agents",
+            Route::ForgetAgent(_) => "/api/v1/agents/{agent}",
             Route::Poll(_) => "/api/v1/agents/{agent}/poll",
             Route::OpStart(..) => "/api/v1/agents/{agent}/ops/{op}/start",
             Route::OpLog(..) => "/api/v1/agents/{agent}/ops/{op}/log",
@@ -489,6 +498,7 @@ impl Route {
             Route::MuteHeartbeat(_, true) => "heartbeat.muted",
             Route::MuteHeartbeat(_, false) => "heartbeat.unmuted",
             Route::TestChannel(_) => "channel.tested",
+            Route::ForgetAgent(_) => "agent.forgotten",
             _ => return None,
         })
     }

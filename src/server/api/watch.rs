@@ -156,15 +156,40 @@ fn describe(state: &State, row: &store::HeartbeatRow, now: i64) -> Value {
     v
 }
 
-/// `GET /api/v1/heartbeats?state=&limit=`: by name, at most `limit` (1,000 by default).
-pub fn list(state: &State, conn: &Connection, only: Option<&str>, limit: usize) -> Answer {
+/// Which heartbeats a list shows: each filter given must match the field of
+/// its name.
+#[derive(Default)]
+pub struct Only {
+    /// `state` (checked by `filters`).
+    pub state: Option<String>,
+    /// `service`, as the heartbeat's definition sets it.
+    pub service: Option<String>,
+    /// `team`, as the heartbeat's definition sets it.
+    pub team: Option<String>,
+}
+
+impl Only {
+    fn matches(&self, v: &Value) -> bool {
+        [
+            ("state", &self.state),
+            ("service", &self.service),
+            ("team", &self.team),
+        ]
+        .iter()
+        .all(|(field, want)| want.as_deref().is_none_or(|w| v[field] == w))
+    }
+}
+
+/// `GET /api/v1/heartbeats?state=&service=&team=&limit=`: by name, at most
+/// `limit` (1,000 by default).
+pub fn list(state: &State, conn: &Connection, only: &Only, limit: usize) -> Answer {
     let now = now_ms();
     let rows = store::heartbeats(conn)?;
     let total = rows.len();
     let list: Vec<Value> = rows
         .iter()
         .map(|r| describe(state, r, now))
-        .filter(|v| only.is_none_or(|s| v["state"] == s))
+        .filter(|v| only.matches(v))
         .take(limit)
         .collect();
     let sweep = *state
@@ -276,8 +301,8 @@ fn probe_json(config: &Config, row: Option<&store::ProbeRow>, name: &str) -> Val
     v
 }
 
-/// `GET /api/v1/probes`: configured probes with their last results.
-pub fn probes(conn: &Connection, config: &Config) -> Answer {
+/// `GET /api/v1/probes?state=`: configured probes with their last results.
+pub fn probes(conn: &Connection, config: &Config, only: Option<&str>) -> Answer {
     let rows = store::probes(conn)?;
     let mut names: Vec<&str> = config.probes.keys().map(String::as_str).collect();
     for r in &rows {
@@ -288,6 +313,7 @@ pub fn probes(conn: &Connection, config: &Config) -> Answer {
     let list: Vec<Value> = names
         .iter()
         .map(|n| probe_json(config, rows.iter().find(|r| r.name == *n), n))
+        .filter(|v| only.is_none_or(|s| v["state"] == s))
         .collect();
     Ok((200, json!({ "probes": list })))
 }

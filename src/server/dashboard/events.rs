@@ -16,20 +16,7 @@ use crate::store::{self, EventFilter, EventRow};
 const PAGE: i64 = 50;
 
 /// Event states, for the filter.
-const STATES: &[&str] = &[
-    "pending_approval",
-    "deferred",
-    "queued",
-    "running",
-    "verifying",
-    "succeeded",
-    "failed",
-    "timed_out",
-    "lost",
-    "cancelled",
-    "escalated",
-    "dry_run",
-];
+const STATES: &[&str] = &crate::event::STATES;
 
 /// Time windows of the filter.
 const SINCE: &[&str] = &["1h", "6h", "24h", "7d", "30d"];

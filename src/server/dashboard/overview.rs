@@ -58,14 +58,14 @@ fn status(h: &mut Html, ctx: &Ctx) -> Result<()> {
         .iter()
         .filter(|a| ctx.now - a.last_seen > down_after)
         .collect();
-    let heartbeats = api::watch::list(ctx.state, ctx.conn, None, 10_000)?.1;
+    let heartbeats = api::watch::list(ctx.state, ctx.conn, &Default::default(), 10_000)?.1;
     let hb_bad: Vec<&Value> = heartbeats["heartbeats"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|hb| matches!(hb["state"].as_str(), Some("down" | "late" | "invalid")))
         .collect();
-    let probes = api::watch::probes(ctx.conn, &ctx.config)?.1;
+    let probes = api::watch::probes(ctx.conn, &ctx.config, None)?.1;
     let probes_down: Vec<&Value> = probes["probes"]
         .as_array()
         .into_iter()

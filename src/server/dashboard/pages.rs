@@ -70,7 +70,7 @@ pub fn agents(ctx: &Ctx) -> Result<Reply> {
 
 /// `GET /heartbeats`.
 pub fn heartbeats(ctx: &Ctx) -> Result<Reply> {
-    let list = api::watch::list(ctx.state, ctx.conn, None, 10_000)?.1;
+    let list = api::watch::list(ctx.state, ctx.conn, &Default::default(), 10_000)?.1;
     let mut h = Html::new();
     h.raw("<h1>Heartbeats</h1>");
     let all = list["heartbeats"].as_array().cloned().unwrap_or_default();
@@ -180,7 +180,7 @@ pub fn heartbeat(ctx: &Ctx) -> Result<Reply> {
 
 /// `GET /probes`.
 pub fn probes(ctx: &Ctx) -> Result<Reply> {
-    let list = api::watch::probes(ctx.conn, &ctx.config)?.1;
+    let list = api::watch::probes(ctx.conn, &ctx.config, None)?.1;
     let mut h = Html::new();
     h.raw("<h1>Probes</h1>");
     let all = list["probes"].as_array().cloned().unwrap_or_default();

@@ -196,7 +196,7 @@ pub(super) fn shared() -> Value {
             json!({
                 "id": int(), "notification_id": int(), "kind": string(), "subject": string(),
                 "event_id": int_or_null(), "channel": string(),
-                "state": { "type": "string", "enum": ["pending", "sent", "failed"] },
+                "state": { "type": "string", "enum": crate::server::api::filters::delivery_states() },
                 "attempts": int(), "created_at": int(), "next_at": int_or_null(), "done_at": int_or_null(),
                 "digest": int_or_null(), "error": string_or_null(),
             }),

@@ -82,7 +82,7 @@ pub fn operation(spec: &Spec, method: &str) -> Map<String, Value> {
 /// `Origin` that is not heal's own where a method changes something (403);
 /// a missing, unknown or too weak token, or too many wrong tokens from the
 /// client's address (429), where a scope is needed; an unknown
-/// id or name where the path has one; a bad query; a body that is too large,
+/// id or name where the path has one; a bad or unknown query parameter; a body that is too large,
 /// not JSON or not valid; and what the operation adds itself.
 fn errors(spec: &Spec, method: &str, shape: &Shape) -> Vec<u16> {
     let mut codes = vec![421, 500, 503];
@@ -95,9 +95,8 @@ fn errors(spec: &Spec, method: &str, shape: &Shape) -> Vec<u16> {
     if spec.path.contains('{') {
         codes.push(404);
     }
-    if !shape.query.is_empty() {
-        codes.push(400);
-    }
+    // Any operation refuses a query parameter it does not take (`api::filters`).
+    codes.push(400);
     if shape.body.is_some() {
         codes.extend([400, 413, 415, 422]);
     }
@@ -219,6 +218,28 @@ fn flag_query(name: &str, description: &str) -> Value {
         json!({ "type": "string", "enum": ["true", "false", "1", "0"] }),
         description,
     )
+}
+
+/// A parameter that takes one of `values` (`api::filters` checks it).
+fn enum_query(name: &str, values: &[&str], description: &str) -> Value {
+    query(
+        name,
+        json!({ "type": "string", "enum": values }),
+        description,
+    )
+}
+
+/// A parameter that takes some of `values`, comma-separated (`api::filters`
+/// checks each).
+fn list_query(name: &str, values: &[&str], description: &str) -> Value {
+    let mut q = query(
+        name,
+        json!({ "type": "array", "items": { "type": "string", "enum": values } }),
+        description,
+    );
+    q["style"] = json!("form");
+    q["explode"] = json!(false);
+    q
 }
 
 fn text_query(name: &str, description: &str) -> Value {

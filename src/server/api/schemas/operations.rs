@@ -5,9 +5,11 @@ use serde_json::{json, Value};
 
 use super::components::breaker;
 use super::{
-    array, boolean, flag_query, int, int_or_null, json_content, limit, no_body, object, ok, query,
-    reason_body, schema_ref, since, string, string_or_null, text_query, wrapped, Shape, LIMIT_MAX,
+    array, boolean, enum_query, flag_query, int, int_or_null, json_content, limit, list_query,
+    no_body, object, ok, query, reason_body, schema_ref, since, string, string_or_null, text_query,
+    wrapped, Shape, LIMIT_MAX,
 };
+use crate::server::api::filters;
 
 /// The shape of a route's method, if it is described here.
 pub(super) fn shape(method: &str, path: &str) -> Option<Shape> {
@@ -68,9 +70,9 @@ fn alerts(s: &mut Shape, method: &str, path: &str) -> bool {
         }
         ("GET", "/api/v1/alerts") => {
             s.query = vec![
-                query(
+                enum_query(
                     "status",
-                    json!({ "type": "string", "enum": ["firing", "resolved"] }),
+                    &filters::alert_statuses(),
                     "only alerts in this status",
                 ),
                 text_query("fingerprint", "only the alert with this fingerprint"),
@@ -82,7 +84,11 @@ fn alerts(s: &mut Shape, method: &str, path: &str) -> bool {
         }
         ("GET", "/api/v1/events") => {
             s.query = vec![
-                text_query("state", "only events in these states, comma-separated"),
+                list_query(
+                    "state",
+                    &filters::event_states(),
+                    "only events in these states, comma-separated",
+                ),
                 text_query("rule", "only events of this rule"),
                 text_query("key", "only events of this key"),
                 text_query("runbook", "only events of this runbook"),
@@ -139,7 +145,11 @@ fn alerts(s: &mut Shape, method: &str, path: &str) -> bool {
             s.query = vec![
                 since(),
                 text_query("rule", "only decisions of this rule"),
-                text_query("outcome", "only decisions with this outcome"),
+                enum_query(
+                    "outcome",
+                    &filters::outcomes(),
+                    "only decisions with this outcome",
+                ),
                 limit(100, LIMIT_MAX),
             ];
             s.answers = ok(object(
@@ -243,10 +253,13 @@ fn watch(s: &mut Shape, method: &str, path: &str) -> bool {
         }
         ("GET", "/api/v1/heartbeats") => {
             s.query = vec![
-                text_query(
+                enum_query(
                     "state",
-                    "only heartbeats in this state (new, up, late, down, paused, invalid)",
+                    &filters::heartbeat_states(),
+                    "only heartbeats in this state",
                 ),
+                text_query("service", "only heartbeats whose service is this"),
+                text_query("team", "only heartbeats whose team is this"),
                 limit(1000, LIMIT_MAX),
             ];
             s.answers = ok(object(
@@ -287,7 +300,14 @@ fn watch(s: &mut Shape, method: &str, path: &str) -> bool {
                 &["heartbeat", "paused"],
             ));
         }
-        ("GET", "/api/v1/probes") => s.answers = ok(wrapped("probes", array(schema_ref("Probe")))),
+        ("GET", "/api/v1/probes") => {
+            s.query = vec![enum_query(
+                "state",
+                &filters::probe_states(),
+                "only probes in this state",
+            )];
+            s.answers = ok(wrapped("probes", array(schema_ref("Probe"))));
+        }
         ("GET", "/api/v1/probes/{name}") => {
             s.query = vec![limit(100, LIMIT_MAX)];
             let result = object(
@@ -316,9 +336,9 @@ fn admin(s: &mut Shape, method: &str, path: &str) -> bool {
     match (method, path) {
         ("GET", "/api/v1/outbox") => {
             s.query = vec![
-                query(
+                enum_query(
                     "state",
-                    json!({ "type": "string", "enum": ["pending", "sent", "failed"] }),
+                    &filters::delivery_states(),
                     "only deliveries in this state",
                 ),
                 text_query("channel", "only deliveries to this channel"),
@@ -371,6 +391,11 @@ fn admin(s: &mut Shape, method: &str, path: &str) -> bool {
             ];
         }
         ("GET", "/api/v1/agents") => s.answers = ok(wrapped("agents", array(schema_ref("Agent")))),
+        ("DELETE", "/api/v1/agents/{agent}") => {
+            s.answers = ok(wrapped("forgotten", string()));
+            // It polls, or has an op that has not ended.
+            s.errors = &[409];
+        }
         ("GET", "/api/v1/audit") => {
             s.query = vec![
                 since(),
