@@ -213,6 +213,10 @@ fn reconcile(
                     parts["probe"]["last_result"] = detail.into();
                 }
             }
+            if kind == "agent" && !firing && !store::agent_known(conn, subject)? {
+                // Its agent was forgotten (by hand or forget_agents_after), not back.
+                parts["agent"]["forgotten"] = true.into();
+            }
             store::record_notice(
                 conn,
                 &store::NewNotice {

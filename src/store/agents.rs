@@ -51,6 +51,13 @@ pub fn forget_agent(conn: &Connection, id: &str) -> Result<bool> {
     Ok(n > 0)
 }
 
+/// Whether heal knows agent `id` (it has polled and was not forgotten since).
+pub fn agent_known(conn: &Connection, id: &str) -> Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM agent WHERE id = ?1")
+        .and_then(|mut s| s.exists([id]))
+        .context("reading an agent")
+}
+
 /// Agents that last polled before `before` (ms) and have no op still to end.
 pub fn silent_agents(conn: &Connection, before: i64) -> Result<Vec<String>> {
     let sql = format!(

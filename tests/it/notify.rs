@@ -1323,3 +1323,48 @@ channels = ["hook"]
         "{started}"
     );
 }
+
+/// An agent forgotten while down is told as forgotten, not as back.
+#[test]
+fn a_forgotten_agent_is_told_as_forgotten_not_as_back() {
+    let dir = test_dir("notify-forgotten");
+    let rx = Receiver::start();
+    let config = format!(
+        r#"
+[server]
+poll_wait = "1s"
+agent_down_after = "2s"
+
+[channel.chat]
+slack = {{ webhook_url = "{slack}" }}
+rate_limit = "off"
+
+[[notify]]
+when = "contains(['agent.down', 'agent.up'], kind)"
+channels = ["chat"]
+"#,
+        slack = rx.url("/slack/T0/B0/x"),
+    );
+    let server = Server::start(&dir, &config);
+    let mut agent = Agent::start(&server.url, "web-1", &[]);
+    wait_agent_polling(&server, "web-1");
+    agent.kill();
+    let down = rx.wait("/slack", 1, Duration::from_secs(20));
+    assert_eq!(
+        down[0].body["text"],
+        "Agent web-1 is down: it stopped polling heal"
+    );
+    let (code, out, err) = heal_cli(
+        &["agents", "forget", "web-1", "--server", &server.url],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let up = rx.wait("/slack", 2, Duration::from_secs(20));
+    check_slack(&up[1].body);
+    let text = up[1].body.to_string();
+    assert_eq!(up[1].body["text"], "Agent web-1 is forgotten", "{text}");
+    assert!(text.contains("agent web-1 was forgotten"), "{text}");
+    assert!(!text.contains("polls again"), "{text}");
+    drop(server);
+}

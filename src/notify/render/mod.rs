@@ -218,6 +218,8 @@ struct Facts {
     about: String,
     /// A recovered probe's last (good) result.
     good: String,
+    /// A resolved agent alert whose agent was forgotten, not back.
+    forgotten: bool,
     since: String,
     lasted: String,
     name: String,
@@ -281,6 +283,7 @@ fn facts(doc: &Value) -> Facts {
         },
         runbook_url: first(&[&alert["annotations"]["runbook_url"]], PIECE_MAX),
         good: first(&[&subject["last_result"]], PIECE_MAX),
+        forgotten: subject["forgotten"] == true,
         about: first(
             &[
                 &alert["annotations"]["probe_description"],

@@ -893,3 +893,15 @@ fn empty_documents_render_without_panic() {
     let _ = webhook_digest(&docs, &m, None);
     assert!(text(&digest(&[], None)).starts_with("0 notifications"));
 }
+
+#[test]
+fn a_forgotten_agent_is_not_said_to_be_back() {
+    let mut doc = sample("agent.up");
+    doc["agent"]["forgotten"] = true.into();
+    let said = text(&message(&doc, BASE));
+    assert!(said.starts_with("Agent web-1 is forgotten\n"), "{said}");
+    assert!(said.contains("agent web-1 was forgotten"), "{said}");
+    assert!(!said.contains("polls again"), "{said}");
+    let back = text(&message(&sample("agent.up"), BASE));
+    assert!(back.starts_with("Agent web-1 is back\n"), "{back}");
+}

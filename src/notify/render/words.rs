@@ -430,6 +430,13 @@ fn agent_words(f: &Facts) -> (String, Vec<String>) {
             ]
             .concat(),
         ),
+        "agent.up" if f.forgotten => (
+            format!("Agent {name} is forgotten"),
+            vec![
+                format!("Result: agent {name} was forgotten{}: heal no longer expects it to poll, and lists it no more.", after(f, "being down")),
+                format!("Next: nothing to do; if host {name} should still run heal, start its agent and it registers again."),
+            ],
+        ),
         "agent.up" => (
             format!("Agent {name} is back"),
             vec![
