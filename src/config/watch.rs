@@ -274,7 +274,7 @@ struct RawTcp {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCommand {
-    run: super::RawRun,
+    run: super::rules::RawRun,
     on: Option<String>,
 }
 
@@ -332,7 +332,7 @@ fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
         if c.on.is_some() {
             return Err("command.on: command probes run on the server; to check a host, run an http or tcp probe against it, or a heartbeat pinged from it".into());
         }
-        let run = super::run_of(&c.run).ok_or("command.run: empty command")?;
+        let run = super::rules::run_of(&c.run).ok_or("command.run: empty command")?;
         Check::Command { run }
     } else if let Some(p) = &raw.prometheus {
         Check::Prometheus(probe::Prometheus {
@@ -500,30 +500,34 @@ impl Validator<'_> {
     }
 
     /// The rule a schedule is decided by, built from the same raw form as `[[rule]]`.
-    pub(super) fn schedule_rule(&self, s: &Spanned<RawSchedule>) -> Result<super::RawRule> {
+    pub(super) fn schedule_rule(&self, s: &Spanned<RawSchedule>) -> Result<super::rules::RawRule> {
         let raw = s.get_ref();
         let item = format!("schedule {:?}", raw.name);
         check_name(&raw.name).or_else(|e| self.err(s.span(), &item, format!("name: {e}")))?;
         let target = match raw.target.get_ref() {
-            RawScheduleTarget::One(id) => super::RawTarget::Expr(literal(id)),
-            RawScheduleTarget::List(ids) if !ids.is_empty() => super::RawTarget::Expr(format!(
-                "[{}]",
-                ids.iter()
-                    .map(|i| literal(i))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            RawScheduleTarget::One(id) => super::rules::RawTarget::Expr(literal(id)),
+            RawScheduleTarget::List(ids) if !ids.is_empty() => {
+                super::rules::RawTarget::Expr(format!(
+                    "[{}]",
+                    ids.iter()
+                        .map(|i| literal(i))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
             RawScheduleTarget::List(_) => {
                 return self.err(raw.target.span(), &item, "target: empty list")
             }
-            RawScheduleTarget::Tags { tags } => super::RawTarget::Tags { tags: tags.clone() },
+            RawScheduleTarget::Tags { tags } => {
+                super::rules::RawTarget::Tags { tags: tags.clone() }
+            }
         };
         let params = raw
             .params
             .iter()
             .map(|(k, v)| (k.clone(), Spanned::new(s.span(), literal(v))))
             .collect();
-        Ok(super::RawRule {
+        Ok(super::rules::RawRule {
             name: format!("schedule.{}", raw.name),
             when: None,
             runbook: Some(raw.runbook.clone()),
