@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod heartbeat;
+pub mod kinds;
 pub mod notify;
 pub mod probe;
 pub mod rules;

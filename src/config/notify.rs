@@ -10,6 +10,7 @@ use super::rules::{run_of, RawRun};
 use super::{check_name, expand_env, redact_url, Expr, Validator};
 use crate::error::Result;
 use crate::exec::Run;
+use crate::kinds::{kind_named, KINDS};
 
 /// A `[channel.NAME]`: one place notifications are delivered to.
 #[derive(Debug)]
@@ -558,7 +559,7 @@ fn parse_rate(text: &str) -> std::result::Result<Option<RateLimit>, String> {
 /// A quoted `'event.fail'` in a route's filter that looks like a kind but is
 /// none: a typo that would silently never match.
 fn check_kinds(expr: &str) -> std::result::Result<(), String> {
-    let subjects: Vec<&str> = crate::notify::KINDS
+    let subjects: Vec<&str> = KINDS
         .iter()
         .filter_map(|k| k.name.split_once('.').map(|(s, _)| s))
         .collect();
@@ -566,8 +567,8 @@ fn check_kinds(expr: &str) -> std::result::Result<(), String> {
         let Some((subject, _)) = literal.split_once('.') else {
             continue;
         };
-        if subjects.contains(&subject) && crate::notify::kind_named(literal).is_none() {
-            let known: Vec<&str> = crate::notify::KINDS.iter().map(|k| k.name).collect();
+        if subjects.contains(&subject) && kind_named(literal).is_none() {
+            let known: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
             return Err(format!(
                 "unknown kind '{literal}' (kinds: {})",
                 known.join(", ")
