@@ -748,6 +748,45 @@ fn abandon(mut child: Child, pgid: libc::pid_t) {
     }
 }
 
+/// Upper-cases a name and turns every other character into `_`.
+pub fn env_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The first two names that `env_name` maps to one variable, and that variable.
+pub fn same_env_name<'a>(
+    names: impl Iterator<Item = &'a String>,
+) -> Option<(&'a str, &'a str, String)> {
+    let mut seen = std::collections::HashMap::new();
+    for name in names {
+        let var = env_name(name);
+        if let Some(first) = seen.insert(var.clone(), name.as_str()) {
+            return Some((first, name.as_str(), var));
+        }
+    }
+    None
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::alert::{Alert, Status};
 use crate::config::{Action, Config, Mode, Rule, Safety, Target};
+use crate::exec::{env_name, same_env_name, truncate};
 use crate::time::format_duration;
 
 /// Longest value of one HEAL_* variable; the full alert is in HEAL_ALERT_JSON.
@@ -172,20 +173,6 @@ pub fn env_collision(alert: &Alert) -> Option<String> {
             truncate(b, 64)
         ))
     })
-}
-
-/// The first two names that `env_name` maps to one variable, and that variable.
-pub fn same_env_name<'a>(
-    names: impl Iterator<Item = &'a String>,
-) -> Option<(&'a str, &'a str, String)> {
-    let mut seen = std::collections::HashMap::new();
-    for name in names {
-        let var = env_name(name);
-        if let Some(first) = seen.insert(var.clone(), name.as_str()) {
-            return Some((first, name.as_str(), var));
-        }
-    }
-    None
 }
 
 /// Agent ids from a target expression's value: a string or a list of strings.
@@ -836,33 +823,8 @@ pub fn environment(
         .collect()
 }
 
-/// Upper-cases a name and turns every other character into `_`.
-pub fn env_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 fn env_value(v: &str) -> String {
     truncate(&v.replace('\0', ""), MAX_ENV_VALUE).to_string()
-}
-
-/// `s` cut to at most `max` bytes, on a character boundary.
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Whether the alert needs a decision at all (only firing alerts get one).

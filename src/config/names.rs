@@ -13,10 +13,7 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
     if follows_name_rule(name, "") {
         return Ok(());
     }
-    Err(format!(
-        "{:?} {NAME_RULE}",
-        crate::rules::truncate(name, 64)
-    ))
+    Err(format!("{:?} {NAME_RULE}", crate::exec::truncate(name, 64)))
 }
 
 /// Whether `text` follows `NAME_RULE`, with `extra` characters also allowed

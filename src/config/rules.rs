@@ -414,7 +414,7 @@ impl Validator<'_> {
                 self.expr(e, &item, &format!("params.{name}"))?,
             ));
         }
-        if let Some((a, b, var)) = crate::rules::same_env_name(raw.params.keys()) {
+        if let Some((a, b, var)) = crate::exec::same_env_name(raw.params.keys()) {
             return self.err(
                 raw.params[b].span(),
                 &item,

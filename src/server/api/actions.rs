@@ -193,7 +193,7 @@ fn manual_request(body: &Value, who: &str) -> crate::error::Result<manual::Reque
             ))
         }
     }
-    if let Some((a, b, var)) = crate::rules::same_env_name(params.keys()) {
+    if let Some((a, b, var)) = crate::exec::same_env_name(params.keys()) {
         return Err(bad(format!(
             "params: {a:?} and {b:?} both become HEAL_PARAM_{var} (give them names that differ in more than case)"
         )));
