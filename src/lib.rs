@@ -11,10 +11,12 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod heartbeat;
+pub mod host;
 pub mod notify;
 pub mod probe;
 pub mod rules;
 pub mod schedule;
+pub mod shutdown;
 pub mod store;
 pub mod time;
 

@@ -38,7 +38,7 @@ use serde_json::Value;
 use crate::alert::{Alert, Status};
 use crate::error::{Error, Result, StoreContext};
 use crate::event::OpState;
-use crate::server::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// How stale an agent's recorded `last_seen` may be (ms): polls within it write nothing.
 pub const AGENT_SEEN_RESOLUTION_MS: i64 = 5_000;
