@@ -91,7 +91,6 @@ pub fn step(
     (next, change)
 }
 
-
 #[cfg(test)]
 mod tests {
 

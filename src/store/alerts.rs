@@ -6,8 +6,6 @@ use serde_json::Value;
 use crate::alert::{Alert, Status};
 use crate::error::{Result, StoreContext};
 
-// ---- alerts and decisions ---------------------------------------------------
-
 /// What storing one alert notification changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Receipt {

@@ -8,8 +8,6 @@ use serde_json::Value;
 use super::{browse, get_alert, note_event, StepResult};
 use crate::error::{Result, StoreContext};
 
-// ---- events -----------------------------------------------------------------
-
 /// A new event to create.
 pub struct NewEvent<'a> {
     /// Rule that decided.

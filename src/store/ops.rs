@@ -9,8 +9,6 @@ use super::{add_timeline, lifecycle};
 use crate::error::{Result, StoreContext};
 use crate::event::OpState;
 
-// ---- ops --------------------------------------------------------------------
-
 /// Adds an op for an agent (`queued`, or `waiting` behind `max_parallel`) and returns its id.
 pub fn queue_op(
     conn: &Connection,
