@@ -11,11 +11,13 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod heartbeat;
+pub mod host;
 pub mod kinds;
 pub mod notify;
 pub mod probe;
 pub mod rules;
 pub mod schedule;
+pub mod shutdown;
 pub mod store;
 pub mod time;
 

@@ -21,9 +21,11 @@ use serde_json::{json, Value};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::exec::{self, Output, Run};
-use crate::server::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::store::StepResult;
 use state_dir::StateDir;
+
+pub use crate::host::hostname;
 
 /// Longest the agent asks the server to hold a poll.
 const POLL_WAIT_SECS: u64 = 25;
@@ -703,18 +705,6 @@ pub fn random_hex(bytes: usize) -> String {
 fn jitter(d: Duration) -> Duration {
     let r = u64::from_str_radix(&random_hex(2), 16).unwrap_or(0) as f64 / 65535.0;
     d.mul_f64(0.5 + r)
-}
-
-/// This host's name.
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 #[cfg(test)]

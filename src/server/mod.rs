@@ -24,7 +24,7 @@ pub mod watchdog;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, Scope, Token};
@@ -32,35 +32,7 @@ use crate::error::{Error, Result};
 use crate::store::{self, Writer};
 use crate::time::now_ms;
 
-/// A stop signal every loop can wait on.
-#[derive(Default)]
-pub struct Shutdown {
-    stopped: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Shutdown {
-    /// Asks every loop to stop.
-    pub fn trigger(&self) {
-        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.cv.notify_all();
-    }
-
-    /// Whether a stop was asked for.
-    pub fn is_triggered(&self) -> bool {
-        *self.stopped.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Waits up to `d`; returns true when a stop was asked for.
-    pub fn wait(&self, d: Duration) -> bool {
-        let guard = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
-        let (guard, _) = self
-            .cv
-            .wait_timeout_while(guard, d, |stopped| !*stopped)
-            .unwrap_or_else(|e| e.into_inner());
-        *guard
-    }
-}
+pub use crate::shutdown::Shutdown;
 
 /// What every server thread shares.
 pub struct State {

@@ -1,10 +1,184 @@
-//! Forgetting agents: a retired host's agent, removed by hand or once it has
-//! been silent for `[server] forget_agents_after`. An agent that polls again
-//! later registers again, as a new one does.
+//! Agents: what each says of itself when it polls (its row, written only
+//! when something changed or it is stale by `AGENT_SEEN_RESOLUTION_MS`), the
+//! list, and forgetting them: a retired host's agent, removed by hand or once
+//! it has been silent for `[server] forget_agents_after`. An agent that polls
+//! again later registers again, as a new one does.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
 
+use super::lose_op;
 use crate::error::{Result, StoreContext};
+
+/// How stale an agent's recorded `last_seen` may be (ms): polls within it write nothing.
+pub const AGENT_SEEN_RESOLUTION_MS: i64 = 5_000;
+
+/// What an agent says about itself when it polls.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct AgentHello {
+    /// Random id of the agent process; a new one means the agent restarted.
+    pub instance: String,
+    /// Tags for `{ tags = [...] }` targets.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Runbook patterns it accepts.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// heal version.
+    #[serde(default)]
+    pub version: String,
+    /// Host name.
+    #[serde(default)]
+    pub hostname: String,
+}
+
+/// Records a poll; when the agent process changed, its earlier in-flight ops are lost.
+pub fn touch_agent(conn: &Connection, id: &str, hello: &AgentHello, now: i64) -> Result<()> {
+    let tags = serde_json::to_string(&hello.tags).expect("strings serialize");
+    let allow = serde_json::to_string(&hello.allow).expect("strings serialize");
+    type Row = (String, String, String, String, String, i64);
+    let previous: Option<Row> = conn
+        .prepare_cached(
+            "SELECT instance, tags, allow, version, hostname, last_seen FROM agent WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .optional()
+        })
+        .context("reading agent")?;
+    if let Some((instance, t, a, v, h, last_seen)) = &previous {
+        // A poll that changes nothing and comes soon after the last recorded
+        // one writes nothing, so an idle poll costs no fsync.
+        let same = *instance == hello.instance
+            && *t == tags
+            && *a == allow
+            && *v == hello.version
+            && *h == hello.hostname;
+        if same && now - last_seen < AGENT_SEEN_RESOLUTION_MS {
+            return Ok(());
+        }
+    }
+    let previous = previous.map(|p| p.0);
+    conn.prepare_cached(
+        "INSERT INTO agent (id, instance, tags, allow, version, hostname, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+         ON CONFLICT (id) DO UPDATE SET instance = ?2, tags = ?3, allow = ?4, version = ?5, hostname = ?6, last_seen = ?7",
+    )
+    .and_then(|mut s| s.execute(params![id, hello.instance, tags, allow, hello.version, hello.hostname, now]))
+    .context("recording agent poll")?;
+    if previous.is_some_and(|p| p != hello.instance) {
+        let stale: Vec<i64> = {
+            let mut stmt = conn
+                .prepare_cached("SELECT id FROM op WHERE agent = ?1 AND state IN ('dispatched', 'running') AND instance != ?2")
+                .context("finding ops of restarted agent")?;
+            let rows = stmt
+                .query_map(params![id, hello.instance], |r| r.get(0))
+                .context("finding ops of restarted agent")?;
+            rows.collect::<std::result::Result<_, _>>()
+                .context("finding ops of restarted agent")?
+        };
+        for op in stale {
+            lose_op(
+                conn,
+                op,
+                "the agent restarted while the op was in flight",
+                now,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether an agent id has ever polled.
+pub fn agent_known(conn: &Connection, id: &str) -> Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM agent WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |_| Ok(())).optional())
+        .map(|r| r.is_some())
+        .context("reading agent")
+}
+
+/// Agents carrying all of `tags`.
+pub fn agents_with_tags(conn: &Connection, tags: &[String]) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, tags FROM agent ORDER BY id")
+        .context("reading agents")?;
+    let rows: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .context("reading agents")?
+        .collect::<std::result::Result<_, _>>()
+        .context("reading agents")?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, t)| {
+            let have: Vec<String> = serde_json::from_str(t).unwrap_or_default();
+            tags.iter().all(|t| have.contains(t))
+        })
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// An agent as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRow {
+    /// Id.
+    pub id: String,
+    /// Current process instance.
+    pub instance: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Allowed runbook patterns.
+    pub allow: Vec<String>,
+    /// heal version.
+    pub version: String,
+    /// Host name.
+    pub hostname: String,
+    /// First poll (ms).
+    pub first_seen: i64,
+    /// Last poll (ms).
+    pub last_seen: i64,
+    /// Ops dispatched or running on it.
+    pub running_ops: i64,
+    /// Ops waiting for it.
+    pub queued_ops: i64,
+}
+
+/// All agents.
+pub fn list_agents(conn: &Connection) -> Result<Vec<AgentRow>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT a.id, a.instance, a.tags, a.allow, a.version, a.hostname, a.first_seen, a.last_seen,
+               (SELECT count(*) FROM op WHERE op.agent = a.id AND op.state IN ('dispatched', 'running')),
+               (SELECT count(*) FROM op WHERE op.agent = a.id AND op.state = 'queued')
+             FROM agent a ORDER BY a.id",
+        )
+        .context("listing agents")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(AgentRow {
+                id: r.get(0)?,
+                instance: r.get(1)?,
+                tags: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+                allow: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+                version: r.get(4)?,
+                hostname: r.get(5)?,
+                first_seen: r.get(6)?,
+                last_seen: r.get(7)?,
+                running_ops: r.get(8)?,
+                queued_ops: r.get(9)?,
+            })
+        })
+        .context("listing agents")?;
+    rows.collect::<std::result::Result<_, _>>()
+        .context("listing agents")
+}
 
 /// Op states that have not ended: an agent with such an op is not forgotten
 /// (the op would wait for it forever, or its result would find no agent).
@@ -49,13 +223,6 @@ pub fn forget_agent(conn: &Connection, id: &str) -> Result<bool> {
         .and_then(|mut s| s.execute([id]))
         .context("forgetting an agent")?;
     Ok(n > 0)
-}
-
-/// Whether heal knows agent `id` (it has polled and was not forgotten since).
-pub fn agent_known(conn: &Connection, id: &str) -> Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM agent WHERE id = ?1")
-        .and_then(|mut s| s.exists([id]))
-        .context("reading an agent")
 }
 
 /// Agents that last polled before `before` (ms) and have no op still to end.

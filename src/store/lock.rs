@@ -90,7 +90,7 @@ impl Lock {
         let text = format!(
             "pid={} host={} listen={holder}\n",
             std::process::id(),
-            crate::agent::hostname()
+            crate::host::hostname()
         );
         let io = |e| {
             Error::Io(

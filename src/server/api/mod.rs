@@ -9,28 +9,30 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response};
 
 use crate::alert::{self, Alert};
-use crate::config::{Config, Scope};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::OpState;
-use crate::store::{self, AgentHello, StepResult};
+use crate::store::{self, StepResult};
 use crate::time::now_ms;
 
-use super::longpoll::{respond_ops, Claim, Parked};
 use super::State;
 
 pub(crate) mod actions;
+mod auth;
 pub mod filters;
 pub(crate) mod guard;
 pub(crate) mod limit;
 mod metrics;
 mod notify;
+mod polls;
+mod request;
 pub mod routes;
 pub(crate) mod schemas;
 pub(crate) mod watch;
@@ -38,6 +40,14 @@ pub(crate) mod watch;
 use routes::{route, Route};
 
 pub use watch::PING_BODY_MAX;
+
+use auth::{authorize, Caller};
+pub(crate) use auth::{remote, same_secret};
+use polls::{holder, op_call, park_or_answer, poll_request};
+pub(crate) use request::{decode, header, query_param, read_body, reader};
+use request::{
+    flag, force, limit, new_pause, parse_since, read_json, read_optional_json, reason, short,
+};
 
 /// A JSON response with the right content type.
 pub fn json_response(status: u16, body: &Value) -> Response<std::io::Cursor<Vec<u8>>> {
@@ -152,212 +162,6 @@ pub fn route_label(method: &Method, url: &str) -> &'static str {
     }
     // A dashboard page is labelled by its row's template, like an API route.
     super::dashboard::table::route(method.as_str(), path).map_or("other", |(row, _)| row.path)
-}
-
-/// The client's address, for the audit log and the limits of failed
-/// authentications: behind `[server] trusted_proxies`, from `X-Forwarded-For`.
-pub(crate) fn remote(state: &State, request: &Request) -> Option<String> {
-    let peer = state.front.peer(request.remote_addr().copied())?.ip();
-    let trusted = &state.config().server.trusted_proxies;
-    Some(limit::client(peer, request, trusted).to_string())
-}
-
-/// A request header's value.
-pub(crate) fn header<'r>(request: &'r Request, name: &'static str) -> Option<&'r str> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str())
-}
-
-fn bearer(request: &Request) -> Option<String> {
-    let (scheme, token) = header(request, "Authorization")?.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
-}
-
-/// Compares two secrets without an early exit on the first differing byte.
-pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= (*x ^ b.get(i).copied().unwrap_or(0)) as usize;
-    }
-    diff == 0
-}
-
-/// Who a request comes from, once its token is checked.
-struct Caller {
-    /// The token's name, "local" when heal serves loopback without tokens,
-    /// "anonymous" on an open route, or "ping-key".
-    name: String,
-    /// The token, if one was presented.
-    token: Option<crate::config::Token>,
-}
-
-impl Caller {
-    fn named(name: &str) -> Caller {
-        Caller {
-            name: name.into(),
-            token: None,
-        }
-    }
-
-    /// Refuses (403) an agent's declared tags that its token does not allow.
-    fn may_declare(&self, tags: &[String]) -> Result<()> {
-        let Some(token) = &self.token else {
-            return Ok(());
-        };
-        match token.tag_not_allowed(tags) {
-            None => Ok(()),
-            Some(tag) => Err(Error::request(
-                403,
-                format!(
-                    "token {:?} does not allow tag {tag:?} (it allows {:?}): add it to the token's tags = [...] in [[token]], or drop it from the agent's --tags",
-                    token.name, token.tags
-                ),
-            )),
-        }
-    }
-}
-
-/// Checks the bearer token against the route's scope; returns who is asking.
-/// A wrong or expired token counts against the client's address
-/// (`limit`): past the limit it is answered 429, a right one never is.
-fn authorize(request: &Request, route: &Route, state: &State) -> Result<Caller> {
-    let Some(scope) = route.scope(request.method()) else {
-        return Ok(Caller::named("anonymous"));
-    };
-    let config = state.config();
-    if guard::is_open(state, &config) {
-        return Ok(Caller::named("local"));
-    }
-    let from = remote(state, request);
-    let Some(presented) = bearer(request) else {
-        state.refused(route.template(), from.as_deref(), "no token");
-        return Err(Error::request(
-            401,
-            "missing bearer token (send Authorization: Bearer <token>)",
-        ));
-    };
-    let mut found = None;
-    for t in config.tokens.iter().chain(state.internal_tokens.iter()) {
-        if t.matches(&presented) {
-            found = Some(t.clone());
-        }
-    }
-    let now = now_ms();
-    let refused = match &found {
-        None => Some("unknown token".to_string()),
-        Some(t) if t.expired(now) => {
-            let when = crate::time::format_rfc3339(t.expires.unwrap_or_default());
-            Some(format!("token {:?} expired at {when}", t.name))
-        }
-        Some(_) => None,
-    };
-    if let Some(why) = refused {
-        let address = from.as_deref().unwrap_or("unknown");
-        let limited = state.auth_failures.limited(address, now);
-        state.metrics.observe_auth_failure(limited.is_some());
-        if let Some(after) = limited {
-            let why = format!("{why}, after too many failed authentications");
-            state.refused(route.template(), from.as_deref(), &why);
-            return Err(limit::too_many(address, "wrong tokens", after));
-        }
-        state.auth_failures.add(address, now);
-        state.refused(route.template(), from.as_deref(), &why);
-        // An expired token: the client learns no more than for a wrong one.
-        return Err(Error::request(401, "invalid token"));
-    }
-    let token = found.expect("refused above when no token matched");
-    if !token.may(scope) {
-        let hint = if scope == Scope::Agent {
-            " (admin does not act as an agent: give the token the agent scope)"
-        } else {
-            ""
-        };
-        return Err(Error::request(
-            403,
-            format!(
-                "token {:?} lacks the {scope:?} scope for this route{hint}",
-                token.name
-            )
-            .to_lowercase(),
-        ));
-    }
-    if let (Some(bound), Some(agent)) = (&token.agent, route.agent()) {
-        if bound != agent {
-            return Err(Error::request(
-                403,
-                format!(
-                    "token {:?} is bound to agent {bound:?}, not {agent:?}",
-                    token.name
-                ),
-            ));
-        }
-    }
-    Ok(Caller {
-        name: token.name.clone(),
-        token: Some(token),
-    })
-}
-
-pub(crate) fn read_body(request: &mut Request, max: usize) -> Result<Vec<u8>> {
-    if let Some(len) = request.body_length() {
-        if len > max {
-            return Err(Error::request(413, format!("body of {len} bytes is larger than the limit of {max} bytes ([server] max_body)")));
-        }
-    }
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(max as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| Error::request(400, format!("cannot read request body: {e}")))?;
-    if body.len() > max {
-        return Err(Error::request(
-            413,
-            format!("body is larger than the limit of {max} bytes ([server] max_body)"),
-        ));
-    }
-    Ok(body)
-}
-
-fn read_json(request: &mut Request, max: usize) -> Result<Value> {
-    guard::require_json(request)?;
-    let body = read_body(request, max)?;
-    serde_json::from_slice(&body).map_err(|e| Error::request(400, format!("malformed JSON: {e}")))
-}
-
-/// `?force=true` of `POST /api/v1/config` (no body, so a client needs none).
-fn force(query: &str) -> Result<bool> {
-    match query_param(query, "force") {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(other) => Err(Error::request(
-            400,
-            format!("force: must be true or false (got {:?})", decode(other)),
-        )),
-    }
-}
-
-pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-pub(crate) fn reader<'a>(
-    state: &State,
-    conn: &'a mut Option<Connection>,
-) -> Result<&'a Connection> {
-    if conn.is_none() {
-        *conn = Some(store::open(&state.db_path)?);
-    }
-    Ok(conn.as_ref().expect("opened just above"))
 }
 
 type Answer = Result<(u16, Value)>;
@@ -738,158 +542,6 @@ pub(crate) fn event_json(conn: &Connection, id: i64) -> Result<Option<Value>> {
     Ok(Some(v))
 }
 
-/// A JSON body that may be absent (empty) or `{}`.
-fn read_optional_json(request: &mut Request, max: usize) -> Result<Value> {
-    guard::require_json(request)?;
-    let body = read_body(request, max)?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(json!({}));
-    }
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| Error::request(400, format!("malformed JSON: {e}")))?;
-    if !v.is_object() {
-        return Err(Error::request(422, "the body must be a JSON object"));
-    }
-    Ok(v)
-}
-
-/// A note from a person, cut to 1000 characters for the timeline and logs.
-fn short(note: &str) -> String {
-    note.chars().take(1000).collect()
-}
-
-/// The optional `"reason"` of a body: a string, cut by `short`, or empty.
-fn reason(body: &Value) -> Result<String> {
-    match body.get("reason") {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(short(s)),
-        Some(_) => Err(Error::request(
-            422,
-            "reason: must be a string (send {\"reason\": \"why\"})",
-        )),
-    }
-}
-
-/// Decodes a query value: `+` and `%XX` escapes.
-pub(crate) fn decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| Some(hex(*bytes.get(i + 1)?)? * 16 + hex(*bytes.get(i + 2)?)?))
-            .flatten();
-        match (bytes[i], escaped) {
-            (_, Some(b)) => {
-                out.push(b);
-                i += 2;
-            }
-            (b'+', _) => out.push(b' '),
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A pause from its JSON: `{runbook?, target?, match?, all?, for | until, reason}`.
-fn new_pause(body: &Value, who: &str) -> Result<store::NewPause> {
-    let bad = |m: String| Error::request(422, format!("pause: {m}"));
-    let text = |k: &str| -> Result<Option<String>> {
-        match body.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 1024 => {
-                Ok(Some(s.clone()))
-            }
-            Some(_) => Err(bad(format!(
-                "{k:?} must be a non-empty string of at most 1024 bytes"
-            ))),
-        }
-    };
-    // A field of another type is refused, never taken as left out.
-    let typed = |k: &str, is: fn(&Value) -> bool, what: &str| -> Result<Option<&Value>> {
-        match body.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) if is(v) => Ok(Some(v)),
-            Some(_) => Err(bad(format!("{k:?} must be {what}"))),
-        }
-    };
-    let (runbook, target, matches) = (text("runbook")?, text("target")?, text("match")?);
-    let all = typed("all", Value::is_boolean, "true or false")? == Some(&Value::Bool(true));
-    if runbook.is_none() && target.is_none() && matches.is_none() && !all {
-        return Err(bad("say what it covers: \"runbook\", \"target\", \"match\", or \"all\": true for all automation".into()));
-    }
-    if let Some(m) = &matches {
-        crate::config::Expr::compile(m).map_err(|e| bad(format!("match: {e}")))?;
-    }
-    let reason = text("reason")?
-        .ok_or_else(|| bad("give a \"reason\" (shown on every decision it pauses)".into()))?;
-    let duration = typed("for", Value::is_string, "a duration like \"30m\"")?;
-    let end = typed("until", Value::is_i64, "ms since the epoch, a whole number")?;
-    let now = now_ms();
-    let until = match (duration.and_then(Value::as_str), end.and_then(Value::as_i64)) {
-        (Some(d), None) => {
-            let d = crate::time::parse_duration(d).map_err(|e| bad(format!("for: {e}")))?;
-            // Past i64, the duration is refused below like any beyond 90 days.
-            now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        }
-        (None, Some(t)) => t,
-        _ => return Err(bad("give exactly one of \"for\" (a duration like \"30m\") or \"until\" (ms since the epoch)".into())),
-    };
-    if until <= now || until > now + 90 * 86_400_000 {
-        return Err(bad(
-            "the pause must end in the future, within 90 days".into()
-        ));
-    }
-    Ok(store::NewPause {
-        runbook,
-        target,
-        matches,
-        reason,
-        by: who.to_string(),
-        until,
-    })
-}
-
-/// A true-or-false query parameter (`true`, `1`, `false`, `0`; absent is false).
-fn flag(query: &str, name: &str) -> Result<bool> {
-    match query_param(query, name) {
-        None | Some("false" | "0") => Ok(false),
-        Some("true" | "1") => Ok(true),
-        Some(v) => Err(Error::request(
-            400,
-            format!("{name}: {v:?} is not true or false"),
-        )),
-    }
-}
-
-fn limit(query: &str) -> Result<i64> {
-    match query_param(query, "limit") {
-        None => Ok(100),
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=schemas::LIMIT_MAX).contains(n))
-            .ok_or_else(|| {
-                let max = schemas::LIMIT_MAX;
-                Error::request(400, format!("limit: {v:?} is not a number from 1 to {max}"))
-            }),
-    }
-}
-
-fn parse_since(v: &str) -> Result<i64> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(ms);
-    }
-    let d = crate::time::parse_duration(v).map_err(|e| {
-        Error::request(400, format!("since: {e} (or milliseconds since the epoch)"))
-    })?;
-    // A duration longer than the clock has run reaches back to its start.
-    let back = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    Ok(now_ms().saturating_sub(back))
-}
-
 fn intake(state: &Arc<State>, config: &Arc<Config>, alerts: Vec<Alert>) -> Answer {
     let n = alerts.len();
     // One payload, one source: "alertmanager", "heal" or the [[source]] name.
@@ -903,155 +555,4 @@ fn intake(state: &Arc<State>, config: &Arc<Config>, alerts: Vec<Alert>) -> Answe
     let alerts = std::mem::take(&mut applied.alerts);
     super::intake::finish(applied, &state.metrics, &source);
     Ok((200, json!({ "accepted": n, "alerts": alerts })))
-}
-
-struct PollRequest {
-    hello: AgentHello,
-    capacity: usize,
-    wait: Duration,
-    lease_ms: i64,
-}
-
-fn poll_request(
-    request: &mut Request,
-    agent: &str,
-    query: &str,
-    config: &Config,
-) -> Result<PollRequest> {
-    crate::rules::check_agent_id(agent).map_err(|e| Error::request(400, e))?;
-    let body = read_json(request, config.server.max_body)?;
-    let hello: AgentHello =
-        serde_json::from_value(body).map_err(|e| Error::request(422, format!("poll: {e}")))?;
-    if hello.instance.is_empty() || hello.instance.len() > 128 {
-        return Err(Error::request(
-            422,
-            "poll: \"instance\" must be 1 to 128 characters",
-        ));
-    }
-    let whole = |name: &str, unit: &str| -> Result<Option<u64>> {
-        query_param(query, name)
-            .map(|v| {
-                v.parse::<u64>().map_err(|_| {
-                    let e = format!("poll: {name}: {v:?} is not a whole number of {unit}");
-                    Error::request(400, e)
-                })
-            })
-            .transpose()
-    };
-    // An agent may run more at once than one poll hands it.
-    let capacity = whole("capacity", "ops")?.unwrap_or(1).clamp(1, 256) as usize;
-    let wait = whole("wait", "seconds")?
-        .map(Duration::from_secs)
-        .unwrap_or(config.server.poll_wait)
-        .min(config.server.poll_wait);
-    Ok(PollRequest {
-        hello,
-        capacity,
-        wait,
-        lease_ms: config.server.lease.as_millis() as i64,
-    })
-}
-
-/// Claims queued ops for the agent, or parks the poll until work arrives or
-/// the wait ends. Both happen inside one store job, so no op queued by
-/// another request can fall between the two.
-fn park_or_answer(request: Request, agent: String, poll: PollRequest, state: &Arc<State>) -> u16 {
-    let state2 = state.clone();
-    let handed = state.writer.write(move |conn| {
-        let now = now_ms();
-        store::touch_agent(conn, &agent, &poll.hello, now)?;
-        let claimed = store::claim_ops(
-            conn,
-            &agent,
-            &poll.hello.instance,
-            poll.capacity,
-            now + poll.lease_ms,
-            now,
-        )?;
-        if claimed.is_empty() && !poll.wait.is_zero() {
-            let parked = Parked {
-                request,
-                instance: poll.hello.instance,
-                capacity: poll.capacity,
-                deadline: Instant::now() + poll.wait,
-            };
-            state2.waiters.park(&agent, parked);
-            return Ok(None);
-        }
-        Ok(Some((request, claimed)))
-    });
-    match handed {
-        Ok(Some((request, claimed))) => respond_ops(request, &claimed),
-        Ok(None) => {}
-        // The request was dropped with the failed job: tiny_http answers it with a 500 and the agent polls again.
-        Err(e) => {
-            log::error!("poll: {e}");
-            return 500;
-        }
-    }
-    200
-}
-
-/// Whether the polling process may hold its agent id (see `longpoll::Holders`);
-/// a refused one learns who holds it.
-fn holder(state: &State, agent: &str, hello: &AgentHello) -> Result<()> {
-    let claim = state
-        .holders
-        .claim(agent, &hello.instance, &hello.hostname, Instant::now());
-    let (instance, hostname, alive) = match claim {
-        Claim::Held => return Ok(()),
-        Claim::Checking { instance, hostname } => (instance, hostname, false),
-        Claim::InUse { instance, hostname } => (instance, hostname, true),
-    };
-    // A live holder with a parked poll polls again at once when it is answered.
-    if let Some(parked) = state.waiters.take(agent) {
-        if parked.instance == instance {
-            respond_ops(parked.request, &[]);
-        } else {
-            state.waiters.put_back(agent, parked);
-        }
-    }
-    if !alive {
-        return Err(Error::request(
-            409,
-            format!("agent id {agent:?} is held by another process (instance {instance}, host {hostname:?}); checking that it is still there: poll again in a second"),
-        ));
-    }
-    log::warn!(
-        "agent id {agent:?}: a second process (instance {}, host {:?}) polls while instance {instance} on host {hostname:?} holds the id; refused: give each agent its own --id",
-        hello.instance,
-        hello.hostname
-    );
-    Err(Error::request(
-        409,
-        format!("agent id {agent:?} is in use by a live agent (instance {instance}, host {hostname:?}): give each agent its own --id"),
-    ))
-}
-
-fn op_call(
-    state: &Arc<State>,
-    agent: String,
-    op: i64,
-    f: impl FnOnce(&Connection, &store::OpRef, i64) -> Result<(u16, Value)> + Send + 'static,
-) -> Answer {
-    state.holders.touch(&agent, Instant::now());
-    let answer = state.writer.write(move |conn| {
-        if !store::agent_known(conn, &agent)? {
-            return Err(Error::request(
-                404,
-                format!("unknown agent {agent:?}: it has never polled this server"),
-            ));
-        }
-        let Some(op_ref) = store::op_ref(conn, op)? else {
-            return Err(Error::request(404, format!("no op {op}")));
-        };
-        if op_ref.agent != agent {
-            return Err(Error::request(
-                403,
-                format!("op {op} belongs to agent {:?}, not {agent:?}", op_ref.agent),
-            ));
-        }
-        f(conn, &op_ref, now_ms())
-    })?;
-    Ok(answer)
 }

@@ -1,0 +1,484 @@
+//! Probes: what a `[[probe]]` checks (an HTTP endpoint, a TCP port, a
+//! command on the server, a Prometheus query) and one run of such a check,
+//! plus the pure up/down bookkeeping behind `fail_after` and `recover_after`.
+//!
+//! Every run is bounded by its timeout, roughly: HTTP uses ureq's global
+//! timeout (connect, request and body), TCP connects with the remaining
+//! budget, commands go through `exec` (SIGTERM to the group at the timeout,
+//! SIGKILL after a short grace), and the certificate check gets what is left
+//! of the budget after the request. Name resolution for TCP probes is the
+//! one step the timeout does not bound.
+//!
+//! Redirects are never followed: a 3xx is an answer like any other. Bodies
+//! are read up to 1 MiB; `body_contains` only sees that much.
+//!
+//! `ca_file`: ureq 3's `RootCerts` is either a list of certificates or the
+//! webpki roots, never both, so the HTTP request of a probe with `ca_file`
+//! trusts only the certificates in that file. The certificate-expiry
+//! handshake trusts the webpki roots and `ca_file` together.
+//!
+//! This module does not schedule probes, store their results or turn them
+//! into alerts; it runs one check and says how it went.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::exec;
+use crate::time::format_duration;
+
+mod command;
+mod http;
+mod prometheus;
+mod step;
+mod tcp;
+mod tls;
+
+pub(crate) use http::describe_error;
+pub use step::*;
+pub(crate) use tls::load_ca_file;
+
+use command::run_command;
+use http::run_http;
+use prometheus::run_prometheus;
+use tcp::run_tcp;
+
+/// What a probe checks. Built by the config module from `[[probe]]`.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// An HTTP(S) request and what its answer must look like.
+    Http(Http),
+    /// A TCP connect to "host:port"; ok when it succeeds within the timeout.
+    Tcp {
+        /// The address to connect to, "host:port".
+        addr: String,
+    },
+    /// A command run on the server; ok on exit 0. The detail has the exit code and the output tail.
+    Command {
+        /// What to execute.
+        run: exec::Run,
+    },
+    /// A Prometheus instant query whose samples must all satisfy an expectation.
+    Prometheus(Prometheus),
+}
+
+/// An HTTP check.
+#[derive(Debug, Clone)]
+pub struct Http {
+    /// The URL to request (http or https).
+    pub url: String,
+    /// The request method ("GET" by default, set by the config module).
+    pub method: String,
+    /// Statuses that count as ok; empty means 200 to 399. Redirects are not followed.
+    pub expect_status: Vec<u16>,
+    /// Text the body (its first 1 MiB) must contain.
+    pub body_contains: Option<String>,
+    /// Slower answers are failures.
+    pub max_latency: Option<Duration>,
+    /// https only (ignored for http): fail when the server certificate expires in fewer days.
+    pub tls_min_days: Option<u32>,
+    /// PEM of a private CA, trusted in addition to the webpki roots (see the module doc).
+    pub ca_file: Option<PathBuf>,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A Prometheus check.
+#[derive(Debug, Clone)]
+pub struct Prometheus {
+    /// Base URL of a Prometheus server, e.g. `http://127.0.0.1:9090`.
+    pub url: String,
+    /// PromQL, run as an instant query via `GET /api/v1/query?query=...`.
+    pub query: String,
+    /// Every returned sample must satisfy it.
+    pub expect: Expect,
+    /// Whether an empty result is ok (by default it fails with "query returned no data").
+    pub empty_ok: bool,
+}
+
+/// A comparison with a fixed number, such as "< 0.9".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expect {
+    /// The comparison.
+    pub op: Cmp,
+    /// The number compared with.
+    pub threshold: f64,
+}
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+}
+
+/// The result of one run of a check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Whether the check passed.
+    pub ok: bool,
+    /// One line for people: what was seen, and what was expected when it failed.
+    pub detail: String,
+    /// Wall-clock time of the whole run.
+    pub latency_ms: i64,
+    /// Request latency in ms for http and tcp, the worst sample for prometheus, None otherwise.
+    pub value: Option<f64>,
+}
+
+impl Cmp {
+    /// The operator as written: "<", "<=", ">", ">=", "==", "!=".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cmp::Lt => "<",
+            Cmp::Le => "<=",
+            Cmp::Gt => ">",
+            Cmp::Ge => ">=",
+            Cmp::Eq => "==",
+            Cmp::Ne => "!=",
+        }
+    }
+}
+
+impl Expect {
+    /// Parses "< 0.9", ">=1", "== 0", "!= 0" (whitespace optional).
+    pub fn parse(text: &str) -> Result<Expect, String> {
+        let bad = |why: &str| {
+            format!(
+                "bad expectation {text:?}: {why} (write an operator and a number, \
+                 e.g. \"< 0.9\", \">= 1\", \"== 0\", \"!= 0\"; operators <, <=, >, >=, ==, !=)"
+            )
+        };
+        let trimmed = text.trim();
+        // Two-character operators first, so "<=" is not read as "<" and "=1".
+        let ops = [Cmp::Le, Cmp::Ge, Cmp::Eq, Cmp::Ne, Cmp::Lt, Cmp::Gt];
+        let Some((op, rest)) = ops
+            .iter()
+            .find_map(|op| trimmed.strip_prefix(op.as_str()).map(|rest| (*op, rest)))
+        else {
+            return Err(bad("no operator at the start"));
+        };
+        let number = rest.trim();
+        let threshold: f64 = number
+            .parse()
+            .map_err(|_| bad(&format!("{number:?} is not a number")))?;
+        if threshold.is_nan() {
+            return Err(bad("NaN compares false with everything"));
+        }
+        Ok(Expect { op, threshold })
+    }
+
+    /// Whether `v` satisfies the expectation; NaN satisfies only `!=`.
+    pub fn holds(&self, v: f64) -> bool {
+        let t = self.threshold;
+        match self.op {
+            Cmp::Lt => v < t,
+            Cmp::Le => v <= t,
+            Cmp::Gt => v > t,
+            Cmp::Ge => v >= t,
+            Cmp::Eq => v == t,
+            Cmp::Ne => v != t,
+        }
+    }
+
+    /// How far `v` is from failing, as a number where bigger is worse.
+    fn badness(&self, v: f64) -> f64 {
+        if v.is_nan() {
+            return if self.holds(v) {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            };
+        }
+        let t = self.threshold;
+        match self.op {
+            Cmp::Lt | Cmp::Le => v,
+            Cmp::Gt | Cmp::Ge => -v,
+            Cmp::Eq => (v - t).abs(),
+            Cmp::Ne => -(v - t).abs(),
+        }
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.op.as_str(), number(self.threshold))
+    }
+}
+
+/// Runs a check once, bounded by `timeout` (connect + whole request; roughly).
+pub fn run(check: &Check, timeout: Duration) -> Outcome {
+    let start = Instant::now();
+    let mut outcome = match check {
+        Check::Http(http) => run_http(http, timeout),
+        Check::Tcp { addr } => run_tcp(addr, timeout),
+        Check::Command { run } => run_command(run, timeout),
+        Check::Prometheus(prometheus) => run_prometheus(prometheus, timeout),
+    };
+    outcome.latency_ms = millis(start.elapsed());
+    // Its detail is stored, shown, logged and sent in notifications: never
+    // with the URL's user, password or query values.
+    if let Check::Http(Http { url, .. }) | Check::Prometheus(Prometheus { url, .. }) = check {
+        outcome.detail = outcome
+            .detail
+            .replace(url.as_str(), &crate::config::redact_url_secrets(url));
+    }
+    outcome
+}
+
+/// A passing outcome; `run` fills in the latency.
+fn pass(detail: String, value: Option<f64>) -> Outcome {
+    Outcome {
+        ok: true,
+        detail,
+        latency_ms: 0,
+        value,
+    }
+}
+
+/// A failing outcome; `run` fills in the latency.
+fn fail(detail: String, value: Option<f64>) -> Outcome {
+    Outcome {
+        ok: false,
+        ..pass(detail, value)
+    }
+}
+
+/// Whole milliseconds of a duration.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// "timed out after 5s".
+fn timed_out(timeout: Duration) -> String {
+    format!("timed out after {}", format_duration(timeout))
+}
+
+/// A sample value as Prometheus writes it ("NaN", "+Inf", "0.5").
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// What the tests of the checks share: loopback servers that answer, stay
+/// silent or are closed, and the checks they run.
+#[cfg(test)]
+mod testing {
+    use std::io::{self, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The timeout of most test probes; only the slow tests wait for it.
+    pub(super) const TIMEOUT: Duration = Duration::from_secs(2);
+    /// How long a test server waits for a request before giving up.
+    pub(super) const SERVER_WAIT: Duration = Duration::from_secs(3);
+
+    /// A canned HTTP answer.
+    #[derive(Clone)]
+    pub(super) struct Reply {
+        pub(super) status: &'static str,
+        pub(super) headers: &'static str,
+        pub(super) body: String,
+        pub(super) delay: Duration,
+    }
+
+    pub(super) fn reply(status: &'static str, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: "",
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// Answers `n` connections on 127.0.0.1 with `reply` and sends each
+    /// request head on the channel. Returns the base URL.
+    pub(super) fn responder(n: usize, reply: Reply) -> (String, mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for _ in 0..n {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    return;
+                };
+                let _ = stream.set_read_timeout(Some(SERVER_WAIT));
+                let head = read_head(&mut stream);
+                let _ = tx.send(head);
+                thread::sleep(reply.delay);
+                let _ = write_reply(&mut stream, &reply);
+            }
+        });
+        (format!("http://{addr}"), rx)
+    }
+
+    /// Accepts one connection and holds it for `hold` without answering.
+    pub(super) fn silent_server(hold: Duration) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            if let Ok((stream, _)) = listener.accept() {
+                thread::sleep(hold);
+                drop(stream);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// A loopback port with nothing listening (bound, then released).
+    pub(super) fn closed_port() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    /// Reads a request head, at most 16 KiB, until the blank line, end of file or an error.
+    pub(super) fn read_head(stream: &mut impl Read) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while head.len() < 16 * 1024 && !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    pub(super) fn write_reply(stream: &mut impl Write, reply: &Reply) -> io::Result<()> {
+        let text = format!(
+            "HTTP/1.1 {}\r\n{}Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+            reply.status,
+            reply.headers,
+            reply.body.len(),
+            reply.body
+        );
+        stream.write_all(text.as_bytes())?;
+        stream.flush()
+    }
+
+    pub(super) fn http(url: &str) -> Http {
+        Http {
+            url: url.to_string(),
+            method: "GET".into(),
+            expect_status: Vec::new(),
+            body_contains: None,
+            max_latency: None,
+            tls_min_days: None,
+            ca_file: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub(super) fn run_http_check(check: Http) -> Outcome {
+        run(&Check::Http(check), TIMEOUT)
+    }
+
+    pub(super) fn prometheus(url: &str, query: &str, expect: &str) -> Prometheus {
+        Prometheus {
+            url: url.to_string(),
+            query: query.to_string(),
+            expect: Expect::parse(expect).unwrap(),
+            empty_ok: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::probe::testing::*;
+
+    #[test]
+    fn details_never_show_the_url_s_password_or_query_values() {
+        let (url, _) = responder(1, reply("200 OK", "not json"));
+        let with_user = url.replace("http://", "http://user:PASS@");
+        let check = prometheus(&with_user, "up", ">= 0");
+        let out = run(&Check::Prometheus(check), TIMEOUT);
+        let shown = url.replace("http://", "http://<redacted>@");
+        assert!(
+            out.detail.starts_with(&format!(
+                "{shown}/api/v1/query: 200 OK with a non-JSON answer"
+            )),
+            "{}",
+            out.detail
+        );
+        let url = silent_server(Duration::ZERO);
+        let with_secrets = format!(
+            "{}/health?apikey=KEY",
+            url.replace("http://", "http://user:PASS@")
+        );
+        let out = run_http_check(http(&with_secrets));
+        assert!(!out.ok);
+        assert!(
+            out.detail.contains("<redacted>@")
+                && !out.detail.contains("PASS")
+                && !out.detail.contains("KEY"),
+            "{}",
+            out.detail
+        );
+    }
+
+    #[test]
+    fn expect_parses_every_operator() {
+        let check = |text: &str, op: Cmp, threshold: f64| {
+            assert_eq!(Expect::parse(text), Ok(Expect { op, threshold }), "{text}");
+        };
+        check("< 0.9", Cmp::Lt, 0.9);
+        check("<=1", Cmp::Le, 1.0);
+        check(">2", Cmp::Gt, 2.0);
+        check(" >= 1 ", Cmp::Ge, 1.0);
+        check("== 0", Cmp::Eq, 0.0);
+        check("!=0", Cmp::Ne, 0.0);
+        check("< -1e3", Cmp::Lt, -1000.0);
+        check("< +Inf", Cmp::Lt, f64::INFINITY);
+        assert_eq!(Expect::parse(">=1").unwrap().to_string(), ">= 1");
+        assert_eq!(Expect::parse("<0.9").unwrap().to_string(), "< 0.9");
+    }
+
+    #[test]
+    fn expect_rejects_bad_text() {
+        for text in ["", "0.9", "= 1", "=> 1", "< ", "< abc", "== NaN", "<< 1"] {
+            let err = Expect::parse(text).unwrap_err();
+            assert!(
+                err.starts_with(&format!("bad expectation {text:?}: ")),
+                "{err}"
+            );
+            assert!(err.contains("\"< 0.9\""), "{err}");
+        }
+    }
+
+    #[test]
+    fn expect_holds() {
+        let e = |t: &str| Expect::parse(t).unwrap();
+        assert!(e("< 1").holds(0.5) && !e("< 1").holds(1.0));
+        assert!(e("<= 1").holds(1.0) && !e("<= 1").holds(1.5));
+        assert!(e("> 1").holds(2.0) && !e("> 1").holds(1.0));
+        assert!(e(">= 1").holds(1.0) && !e(">= 1").holds(0.0));
+        assert!(e("== 1").holds(1.0) && !e("== 1").holds(0.0));
+        assert!(e("!= 0").holds(1.0) && !e("!= 0").holds(0.0));
+        assert!(!e("< 1").holds(f64::NAN) && e("!= 0").holds(f64::NAN));
+    }
+}

@@ -1,0 +1,336 @@
+//! What heal watches by itself. One scheduler thread keeps time: every second
+//! it sweeps heartbeats, agents and the breaker; it starts probes when they
+//! are due (run by a small pool, so a hung check holds no one up), fires
+//! `[[schedule]]`s and runs retention once a day. A missed tick (the server
+//! was stopped or stalled) is not replayed: the next time is computed from now.
+//!
+//! Whatever it notices becomes an internal alert (`HeartbeatMissing`,
+//! `HeartbeatRuntimeExceeded`, `AgentDown`, `ProbeFailing`,
+//! `SafetyBreakerOpen`) applied through `intake::apply`, so it meets the same
+//! rules and decisions as any alert. `internal_alert` rows remember what is
+//! raised, so each is raised once, re-raised every `renotify`, and resolved
+//! when the cause goes away, across restarts.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::intake::{self, Applied};
+use super::{Shutdown, State};
+use crate::alert::{Alert, Status};
+use crate::config::{Config, Probe};
+use crate::error::Result;
+use crate::store::{self, Purge};
+use crate::time::{format_duration, now_ms};
+
+mod alerts;
+mod probes;
+mod sweeps;
+
+pub use sweeps::{agents_forgotten, Known};
+
+use alerts::{internal, submit};
+use probes::{forget_removed_probes, probe_worker};
+use sweeps::{agent_raises, breaker_raises, expire_agents, sweep_heartbeats, sweep_source, Defs};
+
+/// Rows deleted per retention job.
+const PURGE_BATCH: i64 = 2000;
+
+/// Probe runs at once.
+pub const PROBE_THREADS: usize = 4;
+
+/// What the scheduler shares with the API.
+#[derive(Default)]
+pub struct Shared {
+    /// The last heartbeat sweep: when, how many, how long (µs).
+    pub last_sweep: Mutex<Option<(i64, usize, u64)>>,
+    /// Probes running now.
+    running: Mutex<HashSet<String>>,
+    /// Parsed heartbeat definitions, shared by the sweep and the API.
+    defs: Mutex<Defs>,
+}
+
+impl Shared {
+    /// The parsed definition of a heartbeat row (an error if it does not validate).
+    pub fn heartbeat(&self, row: &store::HeartbeatRow) -> std::result::Result<Arc<Known>, String> {
+        self.lock_defs().get(&row.name, &row.def)
+    }
+
+    fn lock_defs(&self) -> std::sync::MutexGuard<'_, Defs> {
+        self.defs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks a probe running; false if it already was.
+    fn start_probe(&self, name: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string())
+    }
+
+    fn end_probe(&self, name: &str) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+}
+
+// ---- schedules -----------------------------------------------------------------
+
+fn fire_schedule(state: &Arc<State>, config: &Arc<Config>, idx: usize, due: i64) {
+    let (config, st2) = (config.clone(), state.clone());
+    let name = config.schedules[idx].name.clone();
+    submit(state, &format!("schedule {name}"), move |conn| {
+        let s = &config.schedules[idx];
+        if !store::claim_schedule_fire(conn, &s.name, due)? {
+            return Ok(Applied::default());
+        }
+        let now = now_ms();
+        let labels = BTreeMap::from([("schedule".to_string(), s.name.clone())]);
+        let notes = BTreeMap::from([(
+            "summary".to_string(),
+            format!("scheduled run of {} ({})", s.name, s.schedule),
+        )]);
+        let alert = internal("ScheduledRun", labels, notes, due);
+        let eval = crate::rules::evaluate_schedule(&config, s.rule_idx, &alert);
+        let applied = intake::apply(
+            conn,
+            &config,
+            &st2.waiters,
+            std::slice::from_ref(&alert),
+            &[Some(eval)],
+            now,
+        )?;
+        // The run is an event of its own; the alert that stands for it ends at once.
+        let resolved = Alert {
+            status: Status::Resolved,
+            ends_at: Some(now),
+            ..alert
+        };
+        store::record_alert(conn, &resolved, now)?;
+        Ok(applied)
+    });
+}
+
+// ---- retention -----------------------------------------------------------------
+
+fn retention(state: &Arc<State>, shutdown: &Shutdown) {
+    let r = state.config().retention;
+    let now = now_ms();
+    let jobs = [
+        (Purge::Pings, r.pings, "pings"),
+        (Purge::ProbeResults, r.probe_results, "probe results"),
+        (Purge::Decisions, r.events, "decisions"),
+        (Purge::Events, r.events, "finished events"),
+        (Purge::Notifications, r.events, "notifications"),
+    ];
+    for (what, keep, label) in jobs {
+        let cutoff = now - keep.as_millis() as i64;
+        let mut total = 0;
+        // Small batches: each is one short store job, so intake is never held up for long.
+        for _ in 0..100_000 {
+            if shutdown.is_triggered() {
+                return;
+            }
+            match state
+                .writer
+                .write(move |conn| store::purge(conn, what, cutoff, PURGE_BATCH))
+            {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) => {
+                    log::error!("retention of {label}: {e}");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            log::info!(
+                "retention: deleted {total} {label} older than {}",
+                format_duration(keep)
+            );
+        }
+    }
+}
+
+// ---- the scheduler thread -------------------------------------------------------
+
+/// The times things are next due.
+struct Due {
+    config: Option<Arc<Config>>,
+    probes: HashMap<String, i64>,
+    schedules: HashMap<String, i64>,
+}
+
+impl Due {
+    /// After a start or reload: keeps the times of unchanged names, computes the rest.
+    fn refresh(&mut self, state: &Arc<State>, config: &Arc<Config>, reader: &Connection, now: i64) {
+        let mut probes = HashMap::new();
+        for (name, p) in &config.probes {
+            // A new probe runs at once, then on its schedule.
+            let at = self.probes.get(name).copied().unwrap_or(now);
+            probes.insert(
+                name.clone(),
+                at.min(p.schedule.next_after(now).unwrap_or(i64::MAX)),
+            );
+        }
+        self.probes = probes;
+        let mut schedules = HashMap::new();
+        for s in &config.schedules {
+            let last = store::schedule_last_fire(reader, &s.name)
+                .ok()
+                .flatten()
+                .unwrap_or(now);
+            let from = last.max(now);
+            // A schedule unchanged by a reload keeps its next time.
+            let unchanged = self.config.as_ref().is_some_and(|old| {
+                old.schedules
+                    .iter()
+                    .any(|o| o.name == s.name && o.schedule == s.schedule)
+            });
+            let kept = self.schedules.get(&s.name).copied().filter(|_| unchanged);
+            if let Some(at) = kept.or_else(|| s.schedule.next_after(from)) {
+                schedules.insert(s.name.clone(), at);
+            }
+        }
+        self.schedules = schedules;
+        forget_removed_probes(state, config);
+        self.config = Some(config.clone());
+    }
+}
+
+/// Writes the heartbeats of a config being applied to the store (adding,
+/// updating, and removing those the file no longer has) and logs what
+/// changed. Runs in the store job that records the config, at start and on
+/// each reload, so a heartbeat of the file can be pinged as soon as heal
+/// answers for that config.
+pub fn sync_heartbeats(conn: &Connection, config: &Config, now: i64) -> Result<()> {
+    let defs: Vec<(String, String)> = config
+        .heartbeats
+        .values()
+        .map(|h| (h.name.clone(), h.def.clone()))
+        .collect();
+    for line in store::sync_heartbeats(conn, &defs, now)? {
+        log::info!("{line}");
+    }
+    Ok(())
+}
+
+/// The scheduler thread, with its probe pool.
+pub fn scheduler(state: &Arc<State>, shutdown: &Shutdown) {
+    let (tx, rx): (SyncSender<Probe>, Receiver<Probe>) = std::sync::mpsc::sync_channel(64);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|s| {
+        for _ in 0..PROBE_THREADS {
+            s.spawn(|| probe_worker(state, &rx));
+        }
+        keep_time(state, shutdown, &tx);
+        drop(tx);
+    });
+}
+
+fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>) {
+    let mut reader: Option<Connection> = None;
+    let mut due = Due {
+        config: None,
+        probes: HashMap::new(),
+        schedules: HashMap::new(),
+    };
+    let mut next_sweep = 0;
+    // The first retention run comes a few minutes after start, then daily.
+    let mut next_retention = now_ms() + 5 * 60_000;
+    loop {
+        if shutdown.is_triggered() {
+            return;
+        }
+        let conn = match &reader {
+            Some(c) => c,
+            None => match store::open(&state.db_path) {
+                Ok(c) => reader.insert(c),
+                Err(e) => {
+                    log::error!("scheduler: {e}");
+                    if shutdown.wait(Duration::from_secs(1)) {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        let config = state.config();
+        let now = now_ms();
+        if due.config.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &config)) {
+            due.refresh(state, &config, conn, now);
+        }
+        if now >= next_sweep {
+            next_sweep = now + 1000;
+            for (what, r) in [
+                ("heartbeats", sweep_heartbeats(state, conn)),
+                ("silent agents", expire_agents(state, conn)),
+                ("agents", sweep_source(state, conn, "agent", agent_raises)),
+                (
+                    "breaker",
+                    sweep_source(state, conn, "breaker", |c, _, n| breaker_raises(c, n)),
+                ),
+            ] {
+                if let Err(e) = r {
+                    log::error!("checking {what}: {e}");
+                }
+            }
+        }
+        for (name, at) in due.probes.iter_mut() {
+            if *at > now {
+                continue;
+            }
+            let p = &config.probes[name];
+            *at = p.schedule.next_after(now).unwrap_or(i64::MAX);
+            if !state.watch.start_probe(name) {
+                log::warn!("probe {name}: still running from last time; this run is skipped");
+                continue;
+            }
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                probes.try_send(p.clone())
+            {
+                state.watch.end_probe(name);
+                log::warn!("probe {name}: every probe thread is busy; this run is skipped");
+            }
+        }
+        for (idx, s) in config.schedules.iter().enumerate() {
+            let Some(at) = due.schedules.get_mut(&s.name) else {
+                continue;
+            };
+            if *at > now {
+                continue;
+            }
+            if now - *at > 60_000 {
+                log::warn!(
+                    "schedule {}: the run due at {} was missed and is skipped",
+                    s.name,
+                    crate::time::format_rfc3339(*at)
+                );
+            } else {
+                fire_schedule(state, &config, idx, *at);
+            }
+            *at = s.schedule.next_after(now).unwrap_or(i64::MAX);
+        }
+        if now >= next_retention {
+            next_retention = now + 86_400_000;
+            retention(state, shutdown);
+        }
+        let next = due
+            .probes
+            .values()
+            .chain(due.schedules.values())
+            .copied()
+            .chain([next_sweep])
+            .min()
+            .unwrap_or(next_sweep);
+        let wait = (next - now_ms()).clamp(10, 1000);
+        if shutdown.wait(Duration::from_millis(wait as u64)) {
+            return;
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Opening the database: heal's connection settings, creating the file
+//! private, refusing a damaged one, migrating, and the integrity reads.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::{hash_stored_ping_keys, migrations};
+use crate::error::{Error, Result, StoreContext};
+
+/// Opens a connection with heal's settings (WAL, synchronous=FULL, foreign keys, busy timeout).
+pub fn open(path: &Path) -> Result<Connection> {
+    let what = || format!("cannot open database {}", path.display());
+    let conn = Connection::open(path).map_err(|e| Error::Store(what(), e))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .context("setting busy timeout")?;
+    // heal has more statements than rusqlite's default cache of 16: keep them all prepared.
+    conn.set_prepared_statement_cache_capacity(256);
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .context("setting WAL mode")?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .context("setting synchronous=FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .context("enabling foreign keys")?;
+    Ok(conn)
+}
+
+/// Opens the database (created 0600 if missing, whatever the umask),
+/// refuses a corrupt one (`PRAGMA quick_check`) and brings its schema up to
+/// date; run once, under the database's `lock`, before any thread starts.
+pub fn open_and_migrate(path: &Path) -> Result<Connection> {
+    create_private(path)?;
+    let mut conn = open(path).map_err(|e| refuse_corrupt(path, e))?;
+    quick_check(&conn, path)?;
+    let found = migrations::migrate(&mut conn)
+        .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
+    let hashed = hash_stored_ping_keys(&conn)?;
+    if hashed > 0 {
+        log::info!(
+            "database {}: stored the ping keys of {hashed} heartbeats as SHA-256 hashes",
+            path.display()
+        );
+    }
+    if found < migrations::MIGRATIONS.len() {
+        log::info!(
+            "database {}: schema version {found} migrated to {}",
+            path.display(),
+            migrations::MIGRATIONS.len()
+        );
+    }
+    Ok(conn)
+}
+
+/// Creates the database file 0600 when it does not exist: SQLite would
+/// create it 0644 less the umask, and gives its -wal and -shm files the
+/// database's mode. `create_new` never follows a planted symlink. An existing
+/// database that others may read is named in a warning, not changed.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(m) = std::fs::metadata(path) {
+                if m.permissions().mode() & 0o077 != 0 {
+                    log::warn!(
+                        "database {} is mode {:o}: other users may read alert data and hashes; chmod 600 it",
+                        path.display(),
+                        m.permissions().mode() & 0o777
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::Io(
+            format!("cannot create database {}", path.display()),
+            e,
+        )),
+    }
+}
+
+/// How to get a working database back, for every refusal of a damaged one.
+pub fn restore_hint(path: &Path) -> String {
+    let db = path.display();
+    format!("stop heal, move {db} (and {db}-wal, {db}-shm) aside and copy the latest heal backup file in its place; without a backup, salvage what is readable with: sqlite3 {db} .recover | sqlite3 recovered.db")
+}
+
+/// Turns SQLite's "file is not a database" or "malformed" at open into a
+/// configuration error (exit 2) that says how to restore.
+fn refuse_corrupt(path: &Path, e: Error) -> Error {
+    match &e {
+        Error::Store(_, inner) if is_corrupt(inner) => Error::Config(format!(
+            "database {} is damaged ({inner}): heal will not start on it. {}",
+            path.display(),
+            restore_hint(path)
+        )),
+        _ => e,
+    }
+}
+
+/// Whether SQLite said the file is damaged or not a database.
+pub fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// What an integrity check found: "ok", or up to `limit` problems.
+pub fn integrity(conn: &Connection, pragma: &str, limit: usize) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare(&format!("PRAGMA {pragma}({limit})"))
+        .context(pragma)?;
+    let rows = stmt.query_map([], |r| r.get(0)).context(pragma)?;
+    rows.collect::<std::result::Result<_, _>>().context(pragma)
+}
+
+/// The database's size in pages, 0 if SQLite cannot say.
+pub fn page_count(conn: &Connection) -> i64 {
+    conn.query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// Runs `PRAGMA quick_check` (the b-trees' structure, not every index
+/// entry: O(N), a fraction of `integrity_check`) and refuses a damaged
+/// database with exit 2 and the way to restore it.
+fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
+    let started = Instant::now();
+    let found = integrity(conn, "quick_check", 10).map_err(|e| refuse_corrupt(path, e))?;
+    if found != ["ok"] {
+        return Err(Error::Config(format!(
+            "database {} is damaged (quick_check: {}): heal will not start on it. {}",
+            path.display(),
+            found.join("; "),
+            restore_hint(path)
+        )));
+    }
+    log::info!(
+        "database {}: quick_check ok ({:.1}s)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
