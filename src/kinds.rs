@@ -1,6 +1,7 @@
 //! The kinds of notification heal records, with the severity and subject of
-//! each. Pure data: `config` checks route filters against it, `notify`
-//! renders by it, the store records its names.
+//! each, and which event state change or internal alert calls for which
+//! (`event_kind`, `internal_kind`). Pure data: `config` checks route
+//! filters against it, `notify` renders by it, the store records its names.
 
 /// One kind of notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,4 +58,41 @@ pub const KINDS: &[Kind] = &[
 /// Looks a kind up by name.
 pub fn kind_named(name: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.name == name)
+}
+
+/// The kind an event's state change calls for, if any. `old` is `None` for
+/// a new event; `closed` says the change ended the event.
+pub fn event_kind(old: Option<&str>, new: &str, closed: bool, live: bool) -> Option<&'static str> {
+    if old == Some(new) && !closed {
+        return None;
+    }
+    Some(match new {
+        "queued" if live && !matches!(old, Some("running" | "dispatched")) => "event.started",
+        "pending_approval" => "event.pending_approval",
+        "escalated" if old == Some("escalated") => "event.resolved",
+        "escalated" => "event.escalated",
+        "succeeded" => "event.succeeded",
+        "failed" | "timed_out" | "lost" => "event.failed",
+        "cancelled" => "event.cancelled",
+        "dry_run" if old.is_none() => "event.dry_run",
+        _ => return None,
+    })
+}
+
+/// The kind an internal alert calls for when raised (`firing`) or resolved.
+/// `source` is the internal alert's kind as `server::watch` records it.
+pub fn internal_kind(source: &str, firing: bool) -> Option<&'static str> {
+    Some(match (source, firing) {
+        ("heartbeat", true) => "heartbeat.down",
+        ("heartbeat", false) => "heartbeat.up",
+        ("runtime", true) => "heartbeat.overrun",
+        ("runtime", false) => "heartbeat.finished",
+        ("probe", true) => "probe.down",
+        ("probe", false) => "probe.up",
+        ("agent", true) => "agent.down",
+        ("agent", false) => "agent.up",
+        ("breaker", true) => "safety.tripped",
+        ("breaker", false) => "safety.reset",
+        _ => return None,
+    })
 }

@@ -15,6 +15,7 @@ pub mod host;
 pub mod kinds;
 pub mod notify;
 pub mod probe;
+pub mod redact;
 pub mod rules;
 pub mod schedule;
 pub mod shutdown;

@@ -27,11 +27,12 @@ mod token;
 mod validate;
 mod watch;
 
+pub use crate::redact::{redact, redact_url, redact_url_secrets};
 pub use expr::{doc, Expr};
 pub use names::{check_name, follows_name_rule, NAME_RULE};
 pub use notify::{Channel, ChannelKind, RateLimit, Route, Stdin};
 pub use rules::{Action, Mode, Rule, Runbook, Source, Step, Target, Verify};
-pub use secrets::{expand_env, redact, redact_url, redact_url_secrets, redacted};
+pub use secrets::{expand_env, redacted};
 pub use server::{Cidr, Safety, Server, Watchdog};
 pub(crate) use token::parse_sha256;
 pub use token::{hash_matches, hex, parse_expiry, token_hash, Scope, Token};

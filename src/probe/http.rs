@@ -108,7 +108,7 @@ pub(super) fn read_answer(
 /// One line for a failed request, naming the address or URL (without its
 /// user, password or query values).
 pub(crate) fn describe_error(e: &ureq::Error, url: &str, timeout: Duration) -> String {
-    let shown = crate::config::redact_url_secrets(url);
+    let shown = crate::redact::redact_url_secrets(url);
     let authority = host_port(url)
         .map(|(host, port)| format!("{host}:{port}"))
         .unwrap_or_else(|_| shown.clone());

@@ -230,7 +230,7 @@ pub fn run(check: &Check, timeout: Duration) -> Outcome {
     if let Check::Http(Http { url, .. }) | Check::Prometheus(Prometheus { url, .. }) = check {
         outcome.detail = outcome
             .detail
-            .replace(url.as_str(), &crate::config::redact_url_secrets(url));
+            .replace(url.as_str(), &crate::redact::redact_url_secrets(url));
     }
     outcome
 }

@@ -10,7 +10,7 @@ use crate::error::{Result, StoreContext};
 
 /// A notification to record.
 pub struct NewNotice<'a> {
-    /// `notify::KINDS` name.
+    /// `kinds::KINDS` name.
     pub kind: &'a str,
     /// What it is about: event id, heartbeat or probe name, agent id, "breaker".
     pub subject: &'a str,
@@ -43,7 +43,7 @@ pub fn record_notice(conn: &Connection, n: &NewNotice, now: i64) -> Result<i64> 
 }
 
 /// Records the notification an event's state change calls for, if any
-/// (`notify::event_kind`). Called by every function that changes an event's state.
+/// (`kinds::event_kind`). Called by every function that changes an event's state.
 pub fn note_event(
     conn: &Connection,
     event_id: i64,
@@ -56,7 +56,7 @@ pub fn note_event(
         .prepare_cached("SELECT mode FROM event WHERE id = ?1")
         .and_then(|mut s| s.query_row([event_id], |r| r.get(0)))
         .context("reading event mode")?;
-    let Some(kind) = crate::notify::event_kind(old, new, closed, mode == "live") else {
+    let Some(kind) = crate::kinds::event_kind(old, new, closed, mode == "live") else {
         return Ok(());
     };
     record_notice(

@@ -344,7 +344,7 @@ fn every_subcommand_and_flag_is_in_the_readme_commands_table_and_back() {
 }
 
 /// The `.rs` files under `dir`, as paths relative to the repository.
-fn rust_files(dir: &std::path::Path, out: &mut Vec<String>) {
+pub fn rust_files(dir: &std::path::Path, out: &mut Vec<String>) {
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     for entry in entries {
         let path = entry.expect("a directory entry").path();

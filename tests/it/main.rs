@@ -17,6 +17,7 @@ mod filters;
 mod front;
 mod guard;
 mod intake;
+mod layers;
 mod lifecycle;
 mod manual;
 mod metrics;
