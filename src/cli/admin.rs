@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use argh::FromArgs;
 use serde_json::json;
 
-use super::{client, encode, print_json, str_of};
+use super::{client, encode, filter_query, print_json, str_of};
 use crate::config::{self, Scope};
 use crate::error::{Error, Result};
 use crate::time::format_rfc3339;
@@ -182,9 +182,7 @@ pub struct Audit {
 pub fn audit(a: Audit) -> Result<()> {
     let client = client(a.server, a.token, a.token_file)?;
     let mut path = format!("/api/v1/audit?limit={}", a.limit.clamp(1, 10_000));
-    if let Some(x) = &a.action {
-        path.push_str(&format!("&action={}", encode(x)));
-    }
+    path.push_str(&filter_query("/api/v1/audit", &[("action", &a.action)])?);
     if let Some(x) = &a.since {
         path.push_str(&format!("&since={}", encode(x)));
     }

@@ -5,6 +5,33 @@ use serde::Serialize;
 
 use crate::error::{Result, StoreContext};
 
+/// Every action the audit log records, the filter `heal audit --action`
+/// and `GET /api/v1/audit?action=` take. One more written anywhere must be
+/// added here: `record_audit` refuses, in debug builds (every test), an
+/// action missing from it.
+pub const AUDIT_ACTIONS: &[&str] = &[
+    "config.applied",
+    "config.refused",
+    "config.emptied",
+    "auth.refused",
+    "dashboard.login",
+    "dashboard.logout",
+    "event.approved",
+    "event.rejected",
+    "event.cancelled",
+    "runbook.run",
+    "pause.added",
+    "pause.resumed",
+    "breaker.reset",
+    "breaker.tripped",
+    "heartbeat.registered",
+    "heartbeat.deleted",
+    "heartbeat.muted",
+    "heartbeat.unmuted",
+    "channel.tested",
+    "agent.forgotten",
+];
+
 /// An audit entry to record.
 pub struct NewAudit<'a> {
     /// Who: a token name, "local", "startup", "sighup".
@@ -21,6 +48,11 @@ pub struct NewAudit<'a> {
 
 /// Appends an entry to the audit log.
 pub fn record_audit(conn: &Connection, a: &NewAudit, now: i64) -> Result<()> {
+    debug_assert!(
+        AUDIT_ACTIONS.contains(&a.action),
+        "audit action {:?} is not in store::AUDIT_ACTIONS",
+        a.action
+    );
     conn.prepare_cached(
         "INSERT INTO audit (at, actor, action, target, detail, remote) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )

@@ -39,6 +39,11 @@ fn every_enumerated_filter_refuses_a_value_it_does_not_take_naming_those_it_does
         ("/api/v1/outbox?state=done", "done", "pending"),
         ("/api/v1/heartbeats?state=dead", "dead", "late"),
         ("/api/v1/probes?state=sideways", "sideways", "unknown"),
+        (
+            "/api/v1/audit?action=config.apply",
+            "config.apply",
+            "config.applied",
+        ),
     ] {
         let e = error_of(&server, path);
         assert!(
@@ -53,6 +58,7 @@ fn every_enumerated_filter_refuses_a_value_it_does_not_take_naming_those_it_does
         "/api/v1/outbox?state=failed",
         "/api/v1/heartbeats?state=new",
         "/api/v1/probes?state=up",
+        "/api/v1/audit?action=agent.forgotten",
     ] {
         server.get_ok(path);
     }
@@ -98,12 +104,13 @@ fn the_cli_refuses_a_bad_filter_before_sending_in_the_servers_words() {
     for args in [
         &["events", "--state", "bogus"][..],
         &["notify", "outbox", "--state", "bogus"][..],
+        &["audit", "--action", "bogus"][..],
     ] {
         let mut all = args.to_vec();
         all.extend(["--server", "http://127.0.0.1:9"]);
         let (code, _, err) = heal_cli(&all, &[], None);
         assert_eq!(code, 2, "heal {args:?}: {err}");
-        assert!(err.contains("state: \"bogus\" is not one of"), "{err}");
+        assert!(err.contains(": \"bogus\" is not one of"), "{err}");
         if args[0] == "events" {
             assert!(
                 said.contains(err.trim().trim_start_matches("heal: error: ")),

@@ -50,6 +50,11 @@ pub fn probe_states() -> Vec<&'static str> {
         .to_vec()
 }
 
+/// An audit entry's action.
+pub fn audit_actions() -> Vec<&'static str> {
+    crate::store::AUDIT_ACTIONS.to_vec()
+}
+
 /// A notification delivery's state.
 pub fn delivery_states() -> Vec<&'static str> {
     vec!["pending", "sent", "failed"]

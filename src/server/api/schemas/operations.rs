@@ -399,7 +399,11 @@ fn admin(s: &mut Shape, method: &str, path: &str) -> bool {
         ("GET", "/api/v1/audit") => {
             s.query = vec![
                 since(),
-                text_query("action", "only entries of this action"),
+                enum_query(
+                    "action",
+                    &filters::audit_actions(),
+                    "only entries of this action",
+                ),
                 limit(100, LIMIT_MAX),
             ];
             s.answers = ok(wrapped("entries", array(schema_ref("AuditEntry"))));
