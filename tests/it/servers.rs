@@ -4,11 +4,10 @@
 //! here are independent (each its own database), so only what holds for
 //! independent servers is tested: where requests go, not shared state.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use crate::agent::{fire, only_op};
+use crate::alert_files::ended;
 use crate::support::{
     free_port, heal_cli, one_rule_config, test_dir, wait_agent_polling, Agent, Server,
 };
@@ -41,11 +40,7 @@ fn an_agent_moves_to_the_next_server_when_its_server_dies() {
     a.kill();
     wait_agent_polling(&b, "multi-1");
     let id = fire(&b, json!({ "instance": "multi-1" }));
-    let event = b.wait_event(
-        id,
-        &["succeeded", "failed", "timed_out", "lost"],
-        Duration::from_secs(20),
-    );
+    let event = ended(&b, id);
     assert_eq!(event["state"], "succeeded", "{event:#}");
     let op = only_op(&event);
     assert_eq!(op["agent"], "multi-1", "{event:#}");
