@@ -4,6 +4,10 @@
 //! here are independent (each its own database), so only what holds for
 //! independent servers is tested: where requests go, not shared state.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 
 use crate::agent::{fire, only_op};
@@ -18,6 +22,32 @@ fn two_servers(name: &str, config: &str) -> (Server, Server) {
     let a = Server::start(&test_dir(&format!("{name}-a")), config);
     let b = Server::start(&test_dir(&format!("{name}-b")), config);
     (a, b)
+}
+
+/// A stand-in for a proxy whose backend is down: answers 503 to each of
+/// up to `n` requests, for at most 30 s.
+fn unavailable(n: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut served = 0;
+        while served < n && Instant::now() < deadline {
+            let Ok((mut conn, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let _ = conn.set_nonblocking(false);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = conn.read(&mut [0u8; 8192]);
+            let _ = conn.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            served += 1;
+        }
+    });
+    url
 }
 
 /// A loopback URL where nothing listens.
@@ -60,7 +90,10 @@ fn an_agent_moves_to_the_next_server_when_its_server_dies() {
 #[test]
 fn cli_commands_try_the_next_server_and_check_the_list() {
     let config = one_rule_config(r#"{ name = "say", run = "true" }"#, "");
-    let (_a, b) = two_servers("servers-cli", &config);
+    let token =
+        "[[token]]\nname = \"ops\"\nscopes = [\"admin\"]\nsecret = \"ops-token-0123456789\"\n";
+    let a = Server::start(&test_dir("servers-cli-a"), &format!("{config}\n{token}"));
+    let b = Server::start(&test_dir("servers-cli-b"), &config);
     let id = fire(&b, json!({ "instance": "nobody" }));
     let dead = dead_url();
     let events = |servers: &[&str]| {
@@ -79,6 +112,19 @@ fn cli_commands_try_the_next_server_and_check_the_list() {
     let (code, out, err) = events(&[&dead, &b.url]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("\"id\": {id}")), "{out}");
+
+    // 503 (a proxy whose backend is down) goes to the next server too.
+    let stand_in = unavailable(2);
+    let (code, out, err) = events(&[&format!("{stand_in},{}", b.url)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("\"id\": {id}")), "{out}");
+    let (code, _, err) = events(&[&stand_in]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("503"), "{err}");
+    // Any other answer is final: A wants a token, and B is not asked.
+    let (code, _, err) = events(&[&format!("{},{}", a.url, b.url)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&a.url) && err.contains("401"), "{err}");
 
     let other_dead = dead_url();
     let (code, _, err) = events(&[&format!("{dead},{other_dead}")]);
