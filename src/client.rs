@@ -1,7 +1,15 @@
 //! A small blocking client for heal's HTTP API, used by the agent and the
 //! thin CLI commands (`fire`, `events`, `agents`). Bearer token, JSON in and
 //! out; errors name the URL and, for refused requests, the server's reason.
+//!
+//! A client may know several servers (replicas on one database): a request
+//! goes to the one in use; when it does not answer (no connection, a reset,
+//! a timeout) or answers 502/503/504, the next in the list gets the same
+//! request, and the first that answers is used from then on. Any other
+//! answer is final.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -11,11 +19,83 @@ use crate::error::{Error, Result};
 /// Default server URL when neither --server nor HEAL_SERVER is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
 
-/// A client of one heal server.
+/// The servers a client may use, and which one it uses now. Shared by the
+/// clients of one agent, so polls, acknowledgements and results all go to
+/// the same server.
+#[derive(Debug)]
+pub struct Servers {
+    urls: Vec<String>,
+    current: AtomicUsize,
+}
+
+impl Servers {
+    /// Reads `--server` values (each a comma-separated list) as given by
+    /// `source` (`--server` or `HEAL_SERVER`, for the error): no empty
+    /// entry, only http(s) URLs, none twice.
+    pub fn parse(values: &[String], source: &str) -> Result<Servers> {
+        let mut urls: Vec<String> = Vec::new();
+        for entry in values.iter().flat_map(|v| v.split(',')) {
+            let entry = entry.trim();
+            let fix = match source {
+                "HEAL_SERVER" => "Try: HEAL_SERVER=http://heal-1:7878,http://heal-2:7878",
+                _ => "Try: --server http://heal-1:7878,http://heal-2:7878",
+            };
+            if entry.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{source}: empty entry in {:?}\n{fix}",
+                    values.join(",")
+                )));
+            }
+            let rest = entry
+                .strip_prefix("http://")
+                .or_else(|| entry.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.trim_end_matches('/').is_empty()) {
+                return Err(Error::Usage(format!(
+                    "{source}: {entry:?} is not an http:// or https:// URL\n{fix}"
+                )));
+            }
+            let url = entry.trim_end_matches('/').to_string();
+            if urls.contains(&url) {
+                return Err(Error::Usage(format!(
+                    "{source}: {entry:?} is given twice\n{fix}"
+                )));
+            }
+            urls.push(url);
+        }
+        Ok(Servers::of(urls))
+    }
+
+    /// Servers known to be well-formed (the local agent's own address).
+    pub fn of(urls: Vec<String>) -> Servers {
+        Servers {
+            urls,
+            current: AtomicUsize::new(0),
+        }
+    }
+
+    /// The server in use now.
+    pub fn current(&self) -> &str {
+        &self.urls[self.current.load(Ordering::SeqCst) % self.urls.len()]
+    }
+
+    /// All of them, comma-separated, as people wrote them.
+    pub fn list(&self) -> String {
+        self.urls.join(",")
+    }
+}
+
+/// A client of one heal server, or of several (`Servers`).
 pub struct Client {
-    base: String,
+    servers: Arc<Servers>,
     token: Option<String>,
     http: ureq::Agent,
+}
+
+/// What a request carries.
+enum Body<'a> {
+    Empty,
+    Json(&'a Value),
+    Text(&'a [u8]),
 }
 
 impl Client {
@@ -23,7 +103,7 @@ impl Client {
     /// the private CA that signed an https server's certificate; without
     /// it, the public roots are trusted.
     pub fn new(
-        base: &str,
+        servers: Arc<Servers>,
         token: Option<String>,
         timeout: Duration,
         ca_file: Option<&std::path::Path>,
@@ -43,10 +123,15 @@ impl Client {
             .tls_config(tls.build())
             .build();
         Ok(Client {
-            base: base.trim_end_matches('/').to_string(),
+            servers,
             token,
             http: config.into(),
         })
+    }
+
+    /// The server in use now.
+    pub fn server(&self) -> &str {
+        self.servers.current()
     }
 
     /// Closes the client's connections, interrupting a request in flight
@@ -58,7 +143,68 @@ impl Client {
     /// Sends a request; returns the status and the JSON body (Null when empty).
     /// Only transport failures are errors here.
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
-        let url = format!("{}{path}", self.base);
+        self.send(method, path, body.map_or(Body::Empty, Body::Json))
+    }
+
+    /// POST of a plain-text body (a ping's log) that must succeed.
+    pub fn post_text(&self, path: &str, body: Vec<u8>) -> Result<Value> {
+        self.expect_ok(path, self.send("POST", path, Body::Text(&body))?)
+    }
+
+    /// Sends to the server in use, then to each next one in turn while the
+    /// one asked does not answer or answers 502/503/504. The server that
+    /// answers is used from then on; the switch is logged once.
+    fn send(&self, method: &str, path: &str, body: Body) -> Result<(u16, Value)> {
+        let start = self.servers.current.load(Ordering::SeqCst);
+        let count = self.servers.urls.len();
+        let mut failures = Vec::new();
+        for n in 0..count {
+            let at = (start + n) % count;
+            match self.send_to(&self.servers.urls[at], method, path, &body) {
+                Ok(Ok((status @ 502..=504, _))) if n + 1 < count => {
+                    failures.push(format!("{}{path}: status {status}", self.servers.urls[at]));
+                }
+                Ok(answer) => {
+                    let unavailable = matches!(answer, Ok((502..=504, _)));
+                    if n > 0 && !unavailable {
+                        self.switch(start, at, &failures);
+                    }
+                    return answer;
+                }
+                Err(why) => failures.push(why),
+            }
+        }
+        Err(Error::Http(format!(
+            "cannot reach heal at {} (is `heal serve` running? set --server or HEAL_SERVER)",
+            failures.join(", nor at ")
+        )))
+    }
+
+    /// Uses `to` from now on, unless another request already moved away from `from`.
+    fn switch(&self, from: usize, to: usize, failures: &[String]) {
+        let moved =
+            self.servers
+                .current
+                .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst);
+        if moved.is_ok() {
+            log::warn!(
+                "switching from heal server {} to {}: {}",
+                self.servers.urls[from],
+                self.servers.urls[to],
+                failures.join("; ")
+            );
+        }
+    }
+
+    /// One request to one server; the outer `Err` when it did not answer.
+    fn send_to(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: &Body,
+    ) -> std::result::Result<Result<(u16, Value)>, String> {
+        let url = format!("{base}{path}");
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let result = match (method, body) {
             ("GET" | "DELETE", _) => {
@@ -78,43 +224,35 @@ impl Client {
                     req = req.header("Authorization", a);
                 }
                 match body {
-                    Some(body) => req
+                    Body::Json(body) => req
                         .header("Content-Type", "application/json")
                         .send(body.to_string()),
-                    None => req.send_empty(),
+                    Body::Text(text) => req.header("Content-Type", "text/plain").send(*text),
+                    Body::Empty => req.send_empty(),
                 }
             }
         };
-        let mut response = result.map_err(|e| Error::Http(format!("cannot reach heal at {url}: {e} (is `heal serve` running? set --server or HEAL_SERVER)")))?;
+        let mut response = result.map_err(|e| format!("{url}: {e}"))?;
         let status = response.status().as_u16();
-        let text = response
+        let text = match response
             .body_mut()
             .with_config()
             .limit(64 << 20)
             .read_to_string()
-            .map_err(|e| Error::Http(format!("{url}: cannot read the answer: {e}")))?;
+        {
+            Ok(text) => text,
+            Err(e) => {
+                return Ok(Err(Error::Http(format!(
+                    "{url}: cannot read the answer: {e}"
+                ))))
+            }
+        };
         let value = if text.trim().is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        Ok((status, value))
-    }
-
-    /// POST of a plain-text body (a ping's log) that must succeed.
-    pub fn post_text(&self, path: &str, body: Vec<u8>) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.post(&url).header("Content-Type", "text/plain");
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", &format!("Bearer {t}"));
-        }
-        let mut response = req.send(&body[..]).map_err(|e| {
-            Error::Http(format!("cannot reach heal at {url}: {e} (is `heal serve` running? set --server or HEAL_SERVER)"))
-        })?;
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        self.expect_ok(path, (status, value))
+        Ok(Ok((status, value)))
     }
 
     /// GET that must succeed.
@@ -153,7 +291,35 @@ impl Client {
         };
         Err(Error::Http(format!(
             "{}{path}: {status}: {reason}{hint}",
-            self.base
+            self.server()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Servers;
+
+    fn parse(values: &[&str]) -> Result<Vec<String>, String> {
+        let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        Servers::parse(&values, "--server")
+            .map(|s| s.urls)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn server_lists() {
+        assert_eq!(
+            parse(&["http://a:1/, https://b:2", "http://c:3"]).unwrap(),
+            ["http://a:1", "https://b:2", "http://c:3"]
+        );
+        let empty = parse(&["http://a:1,,http://b:2"]).unwrap_err();
+        assert!(empty.contains("empty entry"), "{empty}");
+        assert!(parse(&["http://a:1,"]).unwrap_err().contains("empty entry"));
+        let scheme = parse(&["http://a:1,a:2"]).unwrap_err();
+        assert!(scheme.contains("\"a:2\" is not an http"), "{scheme}");
+        assert!(parse(&["http://"]).unwrap_err().contains("not an http"));
+        let twice = parse(&["http://a:1", "http://a:1/"]).unwrap_err();
+        assert!(twice.contains("\"http://a:1/\" is given twice"), "{twice}");
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::client::Client;
+use crate::client::{Client, Servers};
 use crate::error::{Error, Result};
 use crate::exec::{self, Output, Run};
 use crate::shutdown::Shutdown;
@@ -37,9 +37,9 @@ const STREAM_EVERY: Duration = Duration::from_millis(500);
 /// Options of `heal agent`.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Server base URL.
-    pub server: String,
-    /// The server as the log names it, when not `server`: the local agent
+    /// The servers it may use (one in use at a time, the next when it does not answer).
+    pub servers: Arc<Servers>,
+    /// The server as the log names it, when not `servers`: the local agent
     /// reaches heal by an inner address, but people know the listen address.
     pub server_shown: Option<String>,
     /// Agent id.
@@ -84,7 +84,7 @@ pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
     crate::rules::check_agent_id(&opts.id).map_err(Error::Usage)?;
     let new_client = || {
         Client::new(
-            &opts.server,
+            opts.servers.clone(),
             opts.token.clone(),
             Duration::from_secs(POLL_WAIT_SECS + 15),
             opts.ca_file.as_deref(),
@@ -113,8 +113,8 @@ pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
         agent
             .opts
             .server_shown
-            .as_ref()
-            .unwrap_or(&agent.opts.server),
+            .clone()
+            .unwrap_or_else(|| agent.opts.servers.list()),
         agent.opts.concurrency,
         agent.opts.allow.join(", ")
     );
@@ -180,7 +180,7 @@ impl Agent {
                         log::info!(
                             "agent {}: connected to {} again",
                             self.opts.id,
-                            self.opts.server
+                            self.poll_client.server()
                         );
                     }
                     backoff = Duration::from_millis(100);

@@ -111,9 +111,9 @@ pub struct Reload {
     /// apply even a file that leaves no token or no rule where some run now
     #[argh(switch)]
     force: bool,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token (admin scope; default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,
@@ -164,9 +164,9 @@ pub struct Audit {
     /// most entries listed (default 50)
     #[argh(option, default = "50")]
     limit: u32,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,

@@ -27,9 +27,9 @@ pub struct Fire {
     /// send this JSON file instead (Alertmanager payload or heal's own format)
     #[argh(option)]
     file: Option<PathBuf>,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,
@@ -60,9 +60,9 @@ pub struct Events {
     /// most events listed (default: 50)
     #[argh(option, default = "50")]
     limit: u32,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,
@@ -84,9 +84,9 @@ pub struct Approve {
     /// why (recorded on the timeline)
     #[argh(option, default = "String::new()")]
     reason: String,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token with the admin scope (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,
@@ -108,9 +108,9 @@ pub struct Reject {
     /// why (recorded on the timeline)
     #[argh(option, default = "String::new()")]
     reason: String,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token with the admin scope (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,

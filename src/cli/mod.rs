@@ -8,12 +8,13 @@
 //! 1 operation failed, 2 usage or configuration error.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use argh::FromArgs;
 use serde_json::Value;
 
-use crate::client::{Client, DEFAULT_SERVER};
+use crate::client::{Client, Servers, DEFAULT_SERVER};
 use crate::error::{Error, Result};
 use crate::server;
 
@@ -114,9 +115,15 @@ pub fn run(heal: Heal) -> Result<()> {
     }
 }
 
-fn server_url(flag: Option<String>) -> String {
-    flag.or_else(|| std::env::var("HEAL_SERVER").ok())
-        .unwrap_or_else(|| DEFAULT_SERVER.into())
+/// The servers of `--server` (repeated, or comma-separated), else of
+/// HEAL_SERVER, else the default one.
+fn servers(flag: Vec<String>) -> Result<Arc<Servers>> {
+    let (values, source) = match std::env::var("HEAL_SERVER") {
+        _ if !flag.is_empty() => (flag, "--server"),
+        Ok(env) => (vec![env], "HEAL_SERVER"),
+        Err(_) => (vec![DEFAULT_SERVER.to_string()], "--server"),
+    };
+    Ok(Arc::new(Servers::parse(&values, source)?))
 }
 
 fn token(flag: Option<String>, file: Option<PathBuf>) -> Result<Option<String>> {
@@ -132,9 +139,9 @@ fn token(flag: Option<String>, file: Option<PathBuf>) -> Result<Option<String>> 
     Ok(std::env::var("HEAL_TOKEN").ok().filter(|t| !t.is_empty()))
 }
 
-fn client(server: Option<String>, tok: Option<String>, file: Option<PathBuf>) -> Result<Client> {
+fn client(server: Vec<String>, tok: Option<String>, file: Option<PathBuf>) -> Result<Client> {
     Client::new(
-        &server_url(server),
+        servers(server)?,
         token(tok, file)?,
         Duration::from_secs(30),
         ca_file_env().as_deref(),

@@ -25,9 +25,9 @@ pub struct Notify {
     /// outbox: at most this many (default 50)
     #[argh(option, default = "50")]
     limit: u32,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,

@@ -32,9 +32,9 @@ pub struct Pause {
     /// why (shown on every decision it pauses)
     #[argh(option)]
     reason: String,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token with the admin scope (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,
@@ -53,9 +53,9 @@ pub struct Pauses {
     /// also pauses that ended in the last day
     #[argh(switch)]
     all: bool,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,
@@ -74,9 +74,9 @@ pub struct Resume {
     /// pause id
     #[argh(positional)]
     id: i64,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token with the admin scope (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,
@@ -95,9 +95,9 @@ pub struct BreakerCmd {
     /// why (required for trip)
     #[argh(option, default = "String::new()")]
     reason: String,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token (admin scope to reset or trip; default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,

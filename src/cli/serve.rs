@@ -8,7 +8,7 @@ use std::time::Duration;
 use argh::FromArgs;
 use serde_json::Value;
 
-use super::{ca_file_env, client, encode, print_json, server_url, str_of, token};
+use super::{ca_file_env, client, encode, print_json, servers, str_of, token};
 use crate::config;
 use crate::error::{Error, Result};
 use crate::server::{self, Shutdown};
@@ -45,9 +45,9 @@ pub struct Serve {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "agent")]
 pub struct AgentCmd {
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// agent id (default: the host name)
     #[argh(option)]
     id: Option<String>,
@@ -84,9 +84,9 @@ pub struct Agents {
     /// forget ID, or nothing to list agents
     #[argh(positional)]
     args: Vec<String>,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,
@@ -123,7 +123,7 @@ pub fn agent(c: AgentCmd) -> Result<()> {
         return Err(Error::Usage("--concurrency must be at least 1\nTry: heal agent --server URL --id ID --concurrency 4".into()));
     }
     let opts = crate::agent::Options {
-        server: server_url(c.server),
+        servers: servers(c.server)?,
         server_shown: None,
         id: c.id.unwrap_or_else(crate::agent::hostname),
         token: token(c.token, c.token_file)?,

@@ -63,7 +63,7 @@ pub fn run_rule(c: RunRule) -> Result<()> {
             ))
         }
         (Some(file), None) => read_json_file(Some(file))?,
-        (None, Some(_)) => client(c.server.clone(), c.token.clone(), c.token_file.clone())?.get("/api/v1/context")?,
+        (None, Some(_)) => client(c.server.clone().into_iter().collect(), c.token.clone(), c.token_file.clone())?.get("/api/v1/context")?,
         (None, None) => json!({}),
     };
     if !ctx.is_object() {

@@ -35,9 +35,9 @@ pub struct Ping {
     /// the heartbeat's ping key, instead of a token
     #[argh(option)]
     key: Option<String>,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,
@@ -56,9 +56,9 @@ pub struct Heartbeats {
     /// why (with mute)
     #[argh(option, default = "String::new()")]
     reason: String,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,
@@ -77,9 +77,9 @@ pub struct Probes {
     /// show NAME, or nothing to list
     #[argh(positional)]
     args: Vec<String>,
-    /// server URL (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// bearer token (default: $HEAL_TOKEN)
     #[argh(option)]
     token: Option<String>,

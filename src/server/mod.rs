@@ -495,7 +495,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         if let Some((local, secret)) = local {
             let opts = crate::agent::Options {
                 // In process: straight to the HTTP server, past the front door.
-                server: format!("http://{inner}"),
+                servers: Arc::new(crate::client::Servers::of(vec![format!("http://{inner}")])),
                 server_shown: Some(format!("{scheme}://{bound} (in process)")),
                 id: local.id,
                 token: Some(secret),

@@ -24,7 +24,7 @@ fn instance(server: &Server, id: &str) -> String {
         .to_string()
 }
 
-fn ended(server: &Server, id: i64) -> Value {
+pub(crate) fn ended(server: &Server, id: i64) -> Value {
     server.wait_event(
         id,
         &["succeeded", "failed", "timed_out", "lost"],

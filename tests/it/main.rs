@@ -28,6 +28,7 @@ mod reload;
 mod schema;
 mod secrets;
 mod security;
+mod servers;
 mod store;
 mod systemd;
 mod tls;

@@ -151,7 +151,7 @@ fn server_agent_and_cli_speak_tls_with_a_private_ca() {
     // A body and an answer many times the front's buffers and TLS records
     // (about 330 kB each way) pass whole.
     let client = heal::client::Client::new(
-        &url,
+        std::sync::Arc::new(heal::client::Servers::of(vec![url.clone()])),
         Some(ADMIN.into()),
         Duration::from_secs(30),
         Some(ca.as_path()),
