@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::redact::redact_url_secrets;
 
 /// Default server URL when neither --server nor HEAL_SERVER is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
@@ -78,9 +79,14 @@ impl Servers {
         &self.urls[self.current.load(Ordering::SeqCst) % self.urls.len()]
     }
 
-    /// All of them, comma-separated, as people wrote them.
+    /// All of them, comma-separated, as logs show them (a user and
+    /// password, or a query value, `<redacted>`).
     pub fn list(&self) -> String {
-        self.urls.join(",")
+        self.urls
+            .iter()
+            .map(|u| redact_url_secrets(u))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -162,7 +168,10 @@ impl Client {
             let at = (start + n) % count;
             match self.send_to(&self.servers.urls[at], method, path, &body) {
                 Ok(Ok((status @ 502..=504, _))) if n + 1 < count => {
-                    failures.push(format!("{}{path}: status {status}", self.servers.urls[at]));
+                    failures.push(format!(
+                        "{}: status {status}",
+                        redact_url_secrets(&format!("{}{path}", self.servers.urls[at]))
+                    ));
                 }
                 Ok(answer) => {
                     let unavailable = matches!(answer, Ok((502..=504, _)));
@@ -189,8 +198,8 @@ impl Client {
         if moved.is_ok() {
             log::warn!(
                 "switching from heal server {} to {}: {}",
-                self.servers.urls[from],
-                self.servers.urls[to],
+                redact_url_secrets(&self.servers.urls[from]),
+                redact_url_secrets(&self.servers.urls[to]),
                 failures.join("; ")
             );
         }
@@ -232,7 +241,8 @@ impl Client {
                 }
             }
         };
-        let mut response = result.map_err(|e| format!("{url}: {e}"))?;
+        // A URL may carry a user and password, a path a ping key: shown redacted.
+        let mut response = result.map_err(|e| format!("{}: {e}", redact_url_secrets(&url)))?;
         let status = response.status().as_u16();
         let text = match response
             .body_mut()
@@ -321,5 +331,15 @@ mod tests {
         assert!(parse(&["http://"]).unwrap_err().contains("not an http"));
         let twice = parse(&["http://a:1", "http://a:1/"]).unwrap_err();
         assert!(twice.contains("\"http://a:1/\" is given twice"), "{twice}");
+    }
+
+    #[test]
+    fn logs_show_servers_without_their_credentials() {
+        let values = vec!["http://user:pass@heal-1:7878,https://heal-2".to_string()];
+        let servers = Servers::parse(&values, "--server").unwrap();
+        assert_eq!(
+            servers.list(),
+            "http://<redacted>@heal-1:7878,https://heal-2"
+        );
     }
 }
