@@ -408,10 +408,13 @@ pub fn deliveries(
         .context("reading outbox")
 }
 
+/// A delivery's states: waiting for its next try, delivered, given up.
+pub const DELIVERY_STATES: [&str; 3] = ["pending", "sent", "failed"];
+
 /// Deliveries by state, and notifications not yet routed.
 pub fn outbox_counts(conn: &Connection) -> Result<Value> {
     let mut counts = serde_json::Map::new();
-    for state in ["pending", "sent", "failed"] {
+    for state in DELIVERY_STATES {
         let n: i64 = conn
             .prepare_cached("SELECT count(*) FROM delivery WHERE state = ?1")
             .and_then(|mut s| s.query_row([state], |r| r.get(0)))

@@ -57,7 +57,7 @@ pub fn audit_actions() -> Vec<&'static str> {
 
 /// A notification delivery's state.
 pub fn delivery_states() -> Vec<&'static str> {
-    vec!["pending", "sent", "failed"]
+    crate::store::DELIVERY_STATES.to_vec()
 }
 
 /// One query parameter of a route.
