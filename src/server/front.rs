@@ -587,8 +587,10 @@ fn copy_answers(side: &Side, mut from: TcpStream, conn: &Conn, epoch: Instant, i
     let mut answers = Answers::default();
     // Answers whose head went by and whose end has not.
     let mut started = 0;
-    // Until the HTTP server's first byte, look every `NUDGE_AFTER`.
-    let mut heard = from.set_read_timeout(Some(NUDGE_AFTER)).is_err();
+    // Until the HTTP server's first byte, look after `NUDGE_AFTER`, then
+    // half as long again each time.
+    let mut look = NUDGE_AFTER;
+    let mut heard = from.set_read_timeout(Some(look)).is_err();
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) => break,
@@ -606,8 +608,11 @@ fn copy_answers(side: &Side, mut from: TcpStream, conn: &Conn, epoch: Instant, i
                     .unwrap_or_else(|e| e.into_inner())
                     .is_empty();
                 if waiting {
+                    // Once may not be enough: the thread a nudge frees can
+                    // take another connection left behind.
                     nudge(inner);
-                    heard = from.set_read_timeout(None).is_ok();
+                    look = (look * 3 / 2).min(NUDGE_MAX);
+                    heard = from.set_read_timeout(Some(look)).is_err();
                 }
                 continue;
             }
@@ -640,8 +645,11 @@ fn copy_answers(side: &Side, mut from: TcpStream, conn: &Conn, epoch: Instant, i
 }
 
 /// How long a connection's first request may go unanswered before the
-/// front nudges the HTTP server (`nudge`).
+/// front nudges the HTTP server (`nudge`); it nudges again after half as
+/// long again each time, up to every `NUDGE_MAX`, until the first answer
+/// starts.
 const NUDGE_AFTER: Duration = Duration::from_millis(500);
+const NUDGE_MAX: Duration = Duration::from_secs(4);
 
 /// tiny_http serves each connection on a thread of its pool, and starts a
 /// thread only when none waits. Two connections that arrive while one
@@ -649,9 +657,12 @@ const NUDGE_AFTER: Duration = Duration::from_millis(500);
 /// some other connection closes (up to `idle_timeout`), its requests
 /// unread. A connection opened and closed at once is queued too, and
 /// whichever thread takes it is free again at once to serve the one left
-/// behind; if every thread is busy, the pool starts one for it. Costs one
-/// loopback connection, and only for a connection whose first request had
-/// no answer within `NUDGE_AFTER` (a long poll waiting for work, mostly).
+/// behind; if every thread is busy, the pool starts one for it. That
+/// thread takes the connection queued first, which may be another's, so a
+/// connection still unanswered nudges again. Costs one loopback connection
+/// each time, and only for a connection whose first request has had no
+/// answer for `NUDGE_AFTER`: mostly an agent's first long poll on a new
+/// connection waiting for work, nine times over its 25 s.
 fn nudge(inner: SocketAddr) {
     match TcpStream::connect_timeout(&inner, Duration::from_secs(1)) {
         Ok(s) => {
