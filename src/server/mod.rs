@@ -41,8 +41,11 @@ pub struct State {
     pub writer: Writer,
     /// Polls waiting for work.
     pub waiters: longpoll::Waiters,
-    /// The SQLite file, for readers' own connections.
+    /// The SQLite file, for the sweeper's, scheduler's and outbox's own
+    /// connections.
     pub db_path: PathBuf,
+    /// The HTTP workers' read connections, lent per request.
+    pub readers: store::Readers,
     /// Tokens heal made for itself (the local agent's).
     pub internal_tokens: Vec<Token>,
     /// With no `[[token]]` configured, requests need no token (loopback only).
@@ -432,6 +435,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         config: RwLock::new(Arc::new(config)),
         writer,
         waiters: longpoll::Waiters::default(),
+        readers: store::Readers::new(&db_path),
         db_path,
         internal_tokens,
         watch: watch::Shared::default(),
@@ -652,6 +656,9 @@ fn http_worker(server: &tiny_http::Server, state: &Arc<State>) {
             reader = None;
             500
         });
+        if let Some(conn) = reader.take() {
+            state.readers.give(conn);
+        }
         let route = api::route_label(&method, &url);
         state.metrics.observe_http(&method, route, status);
     }

@@ -26,6 +26,46 @@ pub fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Read connections kept open between requests, the one used last lent
+/// first. Each SQLite connection has its own page cache; a worker keeping
+/// its own connection would read with a cache another query had filled (32
+/// workers take requests in turn), while the one used last still holds what
+/// the next request of a burst reads.
+pub struct Readers {
+    path: std::path::PathBuf,
+    idle: std::sync::Mutex<Vec<Connection>>,
+}
+
+/// More idle readers than this are closed when given back.
+const MAX_IDLE_READERS: usize = 64;
+
+impl Readers {
+    pub fn new(path: &Path) -> Readers {
+        Readers {
+            path: path.to_path_buf(),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The reader used last, or a new one when all are lent.
+    pub fn take(&self) -> Result<Connection> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => open(&self.path),
+        }
+    }
+
+    /// Gives back a reader that ended its work normally (one a panic left
+    /// behind is dropped instead).
+    pub fn give(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
 /// Opens the database (created 0600 if missing, whatever the umask),
 /// refuses a corrupt one (`PRAGMA quick_check`) and brings its schema up to
 /// date; run once, under the database's `lock`, before any thread starts.
@@ -146,4 +186,50 @@ fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{open_and_migrate, Readers};
+    use crate::store::testing::temp_dir;
+
+    /// Whether a connection carries the mark `mark` left on it.
+    fn marked(conn: &rusqlite::Connection, name: &str) -> bool {
+        conn.query_row(
+            "SELECT count(*) FROM temp.sqlite_master WHERE name = ?1",
+            [name],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    }
+
+    fn mark(conn: &rusqlite::Connection, name: &str) {
+        conn.execute_batch(&format!("CREATE TEMP TABLE {name} (x)"))
+            .unwrap();
+    }
+
+    #[test]
+    fn the_reader_given_back_last_is_lent_first_and_a_new_one_when_all_are_lent() {
+        let dir = temp_dir("readers");
+        let path = dir.join("heal.db");
+        drop(open_and_migrate(&path).unwrap());
+        let readers = Readers::new(&path);
+        let (a, b) = (readers.take().unwrap(), readers.take().unwrap());
+        mark(&a, "a");
+        mark(&b, "b");
+        readers.give(a);
+        readers.give(b);
+        let first = readers.take().unwrap();
+        assert!(marked(&first, "b"), "the one given back last comes first");
+        let second = readers.take().unwrap();
+        assert!(marked(&second, "a"));
+        let third = readers.take().unwrap();
+        assert!(!marked(&third, "a") && !marked(&third, "b"), "a new one");
+        let n: i64 = third
+            .query_row("SELECT count(*) FROM alert", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -70,12 +70,14 @@ pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// The request's read connection, borrowed from `State::readers` on first
+/// use; the HTTP worker gives it back when the request ends.
 pub(crate) fn reader<'a>(
     state: &State,
     conn: &'a mut Option<Connection>,
 ) -> Result<&'a Connection> {
     if conn.is_none() {
-        *conn = Some(store::open(&state.db_path)?);
+        *conn = Some(state.readers.take()?);
     }
     Ok(conn.as_ref().expect("opened just above"))
 }
