@@ -36,7 +36,7 @@ mod tls;
 
 pub(crate) use http::describe_error;
 pub use step::*;
-pub(crate) use tls::load_ca_file;
+pub(crate) use tls::{client_config as tls_client_config, load_ca_file};
 
 use command::run_command;
 use http::run_http;

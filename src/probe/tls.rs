@@ -102,7 +102,7 @@ fn peer_certificate(
 }
 
 /// A rustls client config trusting the webpki roots and `ca`.
-fn client_config(
+pub(crate) fn client_config(
     ca: Option<&[CertificateDer<'static>]>,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore {
