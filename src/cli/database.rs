@@ -206,7 +206,7 @@ fn migrate_postgres(
     check: bool,
 ) -> Result<()> {
     let usage = "heal migrate --from heal.db --to postgres://USER@HOST:PORT/DB";
-    if !store::postgres::is_url(url) {
+    if !crate::pg::is_url(url) {
         return Err(Error::Usage(format!(
             "--to takes a PostgreSQL URL (postgres://USER@HOST:PORT/DB): {usage}"
         )));
@@ -233,7 +233,7 @@ fn migrate_postgres(
         }
         None => None,
     };
-    let mut pg = store::postgres::connect(url)?;
+    let mut pg = crate::pg::connect(url)?;
     let found = store::postgres::schema_version(&mut pg)?;
     let known = migrations::MIGRATIONS.len();
     println!("database {shown}: schema version {found}, this heal's is {known}");
