@@ -24,6 +24,7 @@ mod metrics;
 mod names;
 mod notify;
 mod ops;
+mod pg_harness;
 mod postgres;
 mod reload;
 mod schema;

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A throwaway PostgreSQL cluster (Debian's `postgresql` package).
+pub mod postgres;
+
 /// The heal binary under test.
 pub fn heal_bin() -> &'static str {
     env!("CARGO_BIN_EXE_heal")
