@@ -37,7 +37,8 @@ pub use server::{Cidr, Safety, Server, Watchdog};
 pub(crate) use token::parse_sha256;
 pub use token::{hash_matches, hex, parse_expiry, token_hash, Scope, Token};
 pub use watch::{
-    heartbeat, heartbeat_from_def, Heartbeat, Probe, RawHeartbeat, Retention, Scheduled,
+    heartbeat, heartbeat_from_def, priority_level, Heartbeat, Probe, RawHeartbeat, Retention,
+    Scheduled,
 };
 
 use validate::{RawFile, Validator};
@@ -264,6 +265,41 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
             .unwrap_err()
             .to_string();
         assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+
+    #[test]
+    fn priorities_are_p1_to_p5_on_rules_and_probes_and_warned_about_on_heartbeats() {
+        let rule =
+            |p: &str| format!("[[rule]]\nname = \"r\"\naction = \"discard\"\npriority = \"{p}\"\n");
+        let c = parse(Path::new("runbooks.toml"), &rule("P1")).unwrap();
+        assert_eq!(c.rules[0].priority.as_deref(), Some("p1"));
+        check_err(
+            &rule("urgent"),
+            "runbooks.toml:4: rule \"r\": priority: \"urgent\" is not one of p1, p2, p3, p4, p5",
+        );
+        let probe = |p: &str| {
+            format!("[[probe]]\nname = \"db\"\nevery = \"1m\"\ntcp = {{ addr = \"127.0.0.1:5432\" }}\npriority = \"{p}\"\n")
+        };
+        let c = parse(Path::new("runbooks.toml"), &probe("p3")).unwrap();
+        assert_eq!(c.probes["db"].priority.as_deref(), Some("p3"));
+        check_err(&probe("p6"), "probe \"db\": priority: \"p6\" is not one of");
+        // A heartbeat's older free word still loads, with a warning.
+        let hb = |p: &str| {
+            format!("[[heartbeat]]\nname = \"backup\"\nevery = \"1d\"\npriority = \"{p}\"\n")
+        };
+        let c = parse(Path::new("runbooks.toml"), &hb("high")).unwrap();
+        assert_eq!(c.heartbeats["backup"].priority.as_deref(), Some("high"));
+        assert!(
+            c.warnings.iter().any(|w| w.contains(
+                "runbooks.toml:1: heartbeat \"backup\": priority \"high\" is not one of p1"
+            )),
+            "{:?}",
+            c.warnings
+        );
+        assert!(parse(Path::new("runbooks.toml"), &hb("p2"))
+            .unwrap()
+            .warnings
+            .is_empty());
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct Rule {
     pub cont: bool,
     /// Built for a `[[schedule]]`: never matched against alerts, decided when the schedule fires.
     pub schedule: bool,
+    /// `p1`…`p5`: the priority of its events' notifications (PagerDuty's
+    /// severity, Opsgenie's priority, routes' `priority`).
+    pub priority: Option<String>,
 }
 
 /// One runbook step.
@@ -200,6 +203,7 @@ pub(super) struct RawRule {
     pub(super) mode: Option<Spanned<String>>,
     #[serde(default, rename = "continue")]
     pub(super) cont: bool,
+    pub(super) priority: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -469,6 +473,11 @@ impl Validator<'_> {
             mode,
             cont: raw.cont,
             schedule: false,
+            priority: match &raw.priority {
+                Some(p) => super::watch::priority(Some(p.get_ref()))
+                    .or_else(|e| self.err(p.span(), &item, e))?,
+                None => None,
+            },
         })
     }
 }

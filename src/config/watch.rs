@@ -27,7 +27,9 @@ pub struct Heartbeat {
     pub renotify: Option<Duration>,
     /// Owner, for routing.
     pub team: Option<String>,
-    /// p1..p5 or whatever the site uses.
+    /// `p1`…`p5` reach pagers (PagerDuty's severity, Opsgenie's priority);
+    /// another word (an older file's, an API heartbeat's) is shown as
+    /// written and warned about by the file's checks.
     pub priority: Option<String>,
     /// The service it belongs to.
     pub service: Option<String>,
@@ -84,6 +86,29 @@ pub struct RawHeartbeat {
     pub ping_key_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+}
+
+/// A priority as pagers know it: `p1` (highest) to `p5`, in any case, as
+/// heal writes it (`p1`…`p5`); None for anything else.
+pub fn priority_level(text: &str) -> Option<&'static str> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "p1" => Some("p1"),
+        "p2" => Some("p2"),
+        "p3" => Some("p3"),
+        "p4" => Some("p4"),
+        "p5" => Some("p5"),
+        _ => None,
+    }
+}
+
+/// A probe's or rule's `priority`: one of `p1`…`p5`.
+pub(super) fn priority(text: Option<&str>) -> std::result::Result<Option<String>, String> {
+    text.map(|t| {
+        priority_level(t).map(str::to_string).ok_or_else(|| {
+            format!("priority: {t:?} is not one of p1, p2, p3, p4, p5 (p1 pages the most)")
+        })
+    })
+    .transpose()
 }
 
 /// Labels heal sets itself on internal alerts; a heartbeat or probe may not override them.
@@ -211,6 +236,8 @@ pub struct Probe {
     pub labels: BTreeMap<String, String>,
     /// Owner, for routing.
     pub team: Option<String>,
+    /// `p1`…`p5`, for pagers and routes.
+    pub priority: Option<String>,
     /// What it watches, for people.
     pub description: String,
 }
@@ -250,6 +277,7 @@ pub(super) struct RawProbe {
     command: Option<RawCommand>,
     prometheus: Option<RawPrometheus>,
     sql: Option<RawSql>,
+    priority: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -395,6 +423,7 @@ fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
         tags: raw.tags.clone(),
         labels: raw.labels.clone(),
         team: raw.team.clone(),
+        priority: priority(raw.priority.as_deref())?,
         description: raw.description.clone(),
     })
 }
@@ -521,6 +550,17 @@ impl Validator<'_> {
         for h in raw {
             let item = format!("heartbeat {:?}", h.get_ref().name);
             let hb = heartbeat(h.get_ref()).or_else(|e| self.err(h.span(), &item, e))?;
+            if let Some(p) = hb
+                .priority
+                .as_deref()
+                .filter(|p| priority_level(p).is_none())
+            {
+                self.warn(
+                    h.span(),
+                    &item,
+                    &format!("priority {p:?} is not one of p1, p2, p3, p4, p5: it is shown, but reaches no pager's priority"),
+                );
+            }
             if out.insert(hb.name.clone(), hb).is_some() {
                 return self.err(h.span(), &item, "duplicate heartbeat name");
             }
@@ -585,6 +625,7 @@ impl Validator<'_> {
             max_targets: None,
             mode: raw.mode.clone(),
             cont: false,
+            priority: None,
         })
     }
 

@@ -220,7 +220,17 @@ fn route_batch(conn: &Connection, config: &Config, now: i64) -> Result<(usize, L
             },
             (None, None) => Value::Null,
         };
-        let doc = notify::document(u.id, kind, &u.subject, u.at, parts);
+        let mut doc = notify::document(u.id, kind, &u.subject, u.at, parts);
+        // An event's rule may say how urgent its events are.
+        let rule = notify::text(&doc, &["rule"]).to_string();
+        if let Some(p) = config
+            .rules
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(|r| r.priority.clone())
+        {
+            doc["priority"] = Value::String(p);
+        }
         let (routed, errors) = route(&config.routes, &doc);
         for e in errors {
             log.push((

@@ -1368,3 +1368,83 @@ channels = ["chat"]
     assert!(!text.contains("polls again"), "{text}");
     drop(server);
 }
+
+/// A heartbeat's and a rule's `priority` reach PagerDuty as its severity
+/// and Opsgenie as its priority, show in the chat text, and routes match it.
+#[test]
+fn priorities_reach_the_pagers_and_the_routes() {
+    let dir = test_dir("notify-priority");
+    let rx = Receiver::start();
+    let config = format!(
+        r#"
+[[heartbeat]]
+name = "backup"
+every = "2s"
+grace = "1s"
+priority = "p2"
+
+[[rule]]
+name = "disk"
+when = "labels.alertname == 'DiskFull'"
+runbook = "clean"
+target = "labels.instance"
+mode = "dry-run"
+priority = "p1"
+
+[runbook.clean]
+steps = [ {{ name = "clean", run = "true" }} ]
+
+[channel.oncall]
+pagerduty = {{ routing_key = "{PD_KEY}", url = "{pd}" }}
+
+[channel.genie]
+opsgenie = {{ api_key = "{OG_KEY}", url = "{og}" }}
+
+[channel.hook]
+webhook = {{ url = "{hook}" }}
+
+[[notify]]
+when = "kind != 'test'"
+channels = ["oncall", "genie"]
+continue = true
+
+[[notify]]
+when = "priority == 'p1'"
+channels = ["hook"]
+"#,
+        pd = rx.url("/pd/v2/enqueue"),
+        og = rx.url("/og"),
+        hook = rx.url("/hook"),
+    );
+    let server = Server::start(&dir, &config);
+    let (code, _) = server.post("/ping/backup", &json!({}));
+    assert_eq!(code, 200);
+    let pd = rx.wait("/pd", 1, Duration::from_secs(20));
+    assert_eq!(pd[0].body["dedup_key"], "heal/heartbeat/backup");
+    assert_eq!(pd[0].body["payload"]["severity"], "error");
+    let og = rx.wait("/og", 1, Duration::from_secs(20));
+    assert_eq!(og[0].body["priority"], "P2");
+    assert_eq!(og[0].body["details"]["Priority"], "P2", "{}", og[0].body);
+    // The p1 rule pages as critical, and only it reaches the p1 route.
+    fire(
+        &server,
+        "DiskFull",
+        json!({"instance": "db-1"}),
+        json!({}),
+        "firing",
+    );
+    let pd = rx.wait("/pd", 2, Duration::from_secs(20));
+    assert_eq!(
+        pd[1].body["payload"]["severity"], "critical",
+        "{}",
+        pd[1].body
+    );
+    let og = rx.wait("/og", 2, Duration::from_secs(20));
+    assert_eq!(og[1].body["priority"], "P1");
+    rx.wait("/hook", 1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    for got in rx.on("/hook") {
+        assert_eq!(got.body["priority"], "p1", "{}", got.body);
+        assert_eq!(got.body["rule"], "disk", "only the p1 rule's: {}", got.body);
+    }
+}

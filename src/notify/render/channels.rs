@@ -97,7 +97,7 @@ pub fn opsgenie(doc: &Value, m: &Message) -> (String, Value) {
         "details": details,
         "entity": cut(or(&source(doc), "heal"), OPSGENIE_ALIAS_MAX),
         "source": "heal",
-        "priority": priority(level),
+        "priority": priority(doc, level),
     });
     ("/v2/alerts".to_string(), body)
 }

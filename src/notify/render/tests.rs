@@ -905,3 +905,51 @@ fn a_forgotten_agent_is_not_said_to_be_back() {
     let back = text(&message(&sample("agent.up"), BASE));
     assert!(back.starts_with("Agent web-1 is back\n"), "{back}");
 }
+
+#[test]
+fn a_priority_sets_the_pagers_level_and_shows_in_every_message() {
+    for (priority, level, opsgenie_priority) in [
+        ("p1", "critical", "P1"),
+        ("p2", "error", "P2"),
+        ("p3", "warning", "P3"),
+        ("p4", "info", "P4"),
+        ("P5", "info", "P5"),
+    ] {
+        let mut doc = sample("probe.down");
+        doc["priority"] = json!(priority);
+        let m = message(&doc, BASE);
+        let pd = pagerduty(&doc, &m, "key");
+        assert_eq!(pd["payload"]["severity"], level, "{priority}");
+        assert_eq!(opsgenie(&doc, &m).1["priority"], opsgenie_priority);
+        assert!(
+            text(&m).contains(&format!("Priority: {opsgenie_priority}")),
+            "{}",
+            text(&m)
+        );
+        assert!(m.fields.contains(&("Severity", level.to_string())));
+    }
+    // Without one, the severity decides, and no Priority line is written.
+    let doc = sample("probe.down");
+    let m = message(&doc, BASE);
+    assert!(!text(&m).contains("Priority"), "{}", text(&m));
+    // A word pagers do not know is no priority.
+    let mut doc = sample("probe.down");
+    doc["priority"] = json!("urgent");
+    assert!(!text(&message(&doc, BASE)).contains("Priority"));
+}
+
+#[test]
+fn the_document_takes_a_priority_label_pagers_know() {
+    let kind = crate::notify::kind_named("heartbeat.down").unwrap();
+    let doc = |label: &str| {
+        crate::notify::document(
+            1,
+            kind,
+            "backup",
+            0,
+            json!({"alert": {"labels": {"priority": label}}}),
+        )
+    };
+    assert_eq!(doc("P2")["priority"], "p2");
+    assert_eq!(doc("high")["priority"], Value::Null);
+}

@@ -17,8 +17,10 @@ fn probe_raise(p: &Probe, outcome: &probe::Outcome, now: i64) -> Raise {
     let mut labels = p.labels.clone();
     labels.insert("probe".into(), p.name.clone());
     labels.insert("probe_type".into(), p.kind().into());
-    if let Some(team) = &p.team {
-        labels.insert("team".into(), team.clone());
+    for (k, v) in [("team", &p.team), ("priority", &p.priority)] {
+        if let Some(v) = v {
+            labels.insert(k.into(), v.clone());
+        }
     }
     if !p.tags.is_empty() {
         labels.insert("tags".into(), p.tags.join(","));
