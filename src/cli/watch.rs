@@ -165,6 +165,7 @@ fn run_wrapped(command: &[String]) -> (i32, Vec<u8>) {
         timeout: Duration::from_secs(10 * 365 * 86_400),
         grace: Duration::from_secs(10),
         stdin: &[],
+        cwd: None,
     };
     let outcome = std::thread::scope(|s| {
         s.spawn(|| {

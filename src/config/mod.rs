@@ -303,6 +303,62 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
     }
 
     #[test]
+    fn step_env_names_cwd_and_retries_are_checked_with_their_line() {
+        let runbook = |runbook: &str, step: &str| {
+            format!("[runbook.x]\n{runbook}\nsteps = [\n  {{ name = \"s\", run = \"true\"{step} }},\n]\n")
+        };
+        let c = parse(
+            Path::new("runbooks.toml"),
+            &runbook(
+                "env = { A = \"1\", B = \"2\" }\ncwd = \"/srv\"",
+                ", env = { B = \"${HOME}\" }, retries = 2, retry_delay = \"5s\"",
+            ),
+        )
+        .unwrap();
+        let step = &c.runbooks["x"].steps[0];
+        assert_eq!(
+            step.env,
+            [
+                ("A".to_string(), "1".to_string()),
+                ("B".to_string(), "${HOME}".to_string())
+            ]
+        );
+        assert_eq!((step.cwd.as_deref(), step.retries), (Some("/srv"), 2));
+        assert_eq!(step.retry_delay, std::time::Duration::from_secs(5));
+        for (rb, st, says) in [
+            (
+                "",
+                ", env = { HEAL_EVENT_ID = \"1\" }",
+                "names starting with HEAL_ are heal's own",
+            ),
+            (
+                "env = { heal_x = \"1\" }",
+                "",
+                "names starting with HEAL_ are heal's own",
+            ),
+            (
+                "",
+                ", env = { \"A-B\" = \"1\" }",
+                "\"A-B\" is not a variable name",
+            ),
+            (
+                "",
+                ", env = { \"1A\" = \"1\" }",
+                "\"1A\" is not a variable name",
+            ),
+            ("cwd = \"srv\"", "", "cwd: \"srv\" is not an absolute path"),
+            ("", ", retries = 101", "retries"),
+            ("", ", retry_delay = \"soon\"", "retry_delay"),
+        ] {
+            check_err(&runbook(rb, st), says);
+        }
+        check_err(
+            &runbook("", ", cwd = \"tmp\""),
+            "runbooks.toml:4: runbook \"x\" step \"s\": cwd",
+        );
+    }
+
+    #[test]
     fn params_that_become_one_variable_are_refused() {
         check_err(
             "[[rule]]\nname = \"r\"\nrunbook = \"x\"\ntarget = \"'a'\"\nparams = { mount = \"'a'\", MOUNT = \"'b'\" }\n[runbook.x]\nsteps = [{name = \"s\", run = \"true\"}]\n",

@@ -113,6 +113,16 @@ pub struct Step {
     pub timeout: Duration,
     /// Go on to the next step when this one fails.
     pub continue_on_error: bool,
+    /// Environment of the step (the runbook's, then the step's own), each
+    /// value's `${VAR}` expanded on the agent from its own environment.
+    pub env: Vec<(String, String)>,
+    /// Directory the step starts in (the step's, else the runbook's; else
+    /// the agent's own); it must exist on the agent.
+    pub cwd: Option<String>,
+    /// Runs again after a failure or a timeout, at most this many times.
+    pub retries: u32,
+    /// Pause before each run again.
+    pub retry_delay: Duration,
 }
 
 /// How an event is checked after its steps.
@@ -221,6 +231,11 @@ pub(super) struct RawStep {
     timeout: Option<Spanned<String>>,
     #[serde(default)]
     continue_on_error: bool,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    retries: Option<Spanned<i64>>,
+    retry_delay: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -241,6 +256,9 @@ pub(super) struct RawRunbook {
     steps: Vec<Spanned<RawStep>>,
     verify: Option<Spanned<RawVerify>>,
     max_parallel: Option<Spanned<i64>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
 }
 
 impl Validator<'_> {
@@ -290,11 +308,33 @@ impl Validator<'_> {
                     "name: empty or used twice in this runbook",
                 );
             }
+            let mut env = raw.env.clone();
+            env.extend(rs.env.clone());
+            for name in env.keys() {
+                check_env_name(name).or_else(|e| self.err(s.span(), &step_item, e))?;
+            }
+            let cwd = rs.cwd.clone().or_else(|| raw.cwd.clone());
+            if let Some(dir) = cwd.as_deref().filter(|d| !d.starts_with('/')) {
+                return self.err(
+                    s.span(),
+                    &step_item,
+                    format!("cwd: {dir:?} is not an absolute path (steps run wherever the agent was started)"),
+                );
+            }
             steps.push(Step {
                 name: rs.name.clone(),
                 run: self.run(&rs.run, &step_item, "run")?,
                 timeout: self.duration(&rs.timeout, timeout, &step_item, "timeout")?,
                 continue_on_error: rs.continue_on_error,
+                env: env.into_iter().collect(),
+                cwd,
+                retries: self.count(&rs.retries, 0, 0, 100, &step_item, "retries")? as u32,
+                retry_delay: self.duration(
+                    &rs.retry_delay,
+                    Duration::from_secs(10),
+                    &step_item,
+                    "retry_delay",
+                )?,
             });
         }
         let verify = match &raw.verify {
@@ -480,6 +520,26 @@ impl Validator<'_> {
             },
         })
     }
+}
+
+/// A variable a runbook may set: a shell name, not one of heal's own
+/// (`HEAL_*` carry the alert, and only heal sets them).
+fn check_env_name(name: &str) -> std::result::Result<(), String> {
+    let shell_name = name
+        .chars()
+        .enumerate()
+        .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+    if name.is_empty() || !shell_name {
+        return Err(format!(
+            "env: {name:?} is not a variable name (letters, digits and _, not starting with a digit)"
+        ));
+    }
+    if name.to_ascii_uppercase().starts_with("HEAL_") {
+        return Err(format!(
+            "env: {name:?}: names starting with HEAL_ are heal's own (the alert's data, set by heal)"
+        ));
+    }
+    Ok(())
 }
 
 /// A command as written: a shell string or an argv list; None when empty.

@@ -287,6 +287,7 @@ fn command(
         timeout,
         grace: Duration::from_secs(2),
         stdin,
+        cwd: None,
     };
     let end = exec::run_step(&step, &output, &cancel);
     let (tail, _) = output.tail();

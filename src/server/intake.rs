@@ -550,6 +550,10 @@ pub fn op_spec(
                 "run": match &s.run { Run::Shell(c) => json!(c), Run::Argv(v) => json!(v) },
                 "timeout_ms": s.timeout.as_millis() as u64,
                 "continue_on_error": s.continue_on_error,
+                "env": s.env.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+                "cwd": s.cwd,
+                "retries": s.retries,
+                "retry_delay_ms": s.retry_delay.as_millis() as u64,
             })
         })
         .collect();
@@ -557,7 +561,11 @@ pub fn op_spec(
     let budget: u64 = runbook
         .steps
         .iter()
-        .map(|s| s.timeout.as_millis() as u64 + grace + 2_000)
+        .map(|s| {
+            let tries = u64::from(s.retries) + 1;
+            tries * (s.timeout.as_millis() as u64 + grace + 2_000)
+                + (tries - 1) * s.retry_delay.as_millis() as u64
+        })
         .sum();
     json!({
         "event_id": event_id,
