@@ -24,6 +24,7 @@ mod metrics;
 mod names;
 mod notify;
 mod ops;
+mod probes_api;
 mod reload;
 mod schema;
 mod secrets;

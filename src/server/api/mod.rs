@@ -250,6 +250,8 @@ fn dispatch(
         Route::ShowProbe(n) => {
             watch::probe(reader(state, conn)?, &config, &n, limit(query)?.min(200))
         }
+        Route::PutProbe(n) => watch::put_probe(request, n, state, &config),
+        Route::DeleteProbe(n) => watch::delete_probe(n, state),
         Route::ListSchedules => watch::schedules(reader(state, conn)?, &config),
         Route::Outbox => notify::outbox(reader(state, conn)?, query, limit(query)?),
         Route::ListChannels => notify::channels(&config),
