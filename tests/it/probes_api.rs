@@ -271,6 +271,17 @@ fn an_api_probe_runs_across_a_restart_notifies_its_channels_and_its_delete_resol
         Duration::from_secs(15),
         || (downs(&hook, "checkout") == 1 && downs(&hook, "file-notify") == 1).then_some(()),
     );
+    // /metrics counts it with the file's.
+    let (code, metrics) = http("GET", &format!("{}/metrics", server.url), None, &[]);
+    assert_eq!(code, 200, "{metrics}");
+    let gauge: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("heal_probes"))
+        .collect();
+    assert!(
+        gauge.contains(&"heal_probes{state=\"down\"} 2"),
+        "{gauge:?}"
+    );
 
     // A restart keeps it, and runs it.
     assert_eq!(server.terminate(), Some(0));
