@@ -30,15 +30,15 @@ mod watch;
 pub use crate::redact::{redact, redact_url, redact_url_secrets};
 pub use expr::{doc, Expr};
 pub use names::{check_name, follows_name_rule, NAME_RULE};
-pub use notify::{Channel, ChannelKind, RateLimit, Route, Stdin};
+pub use notify::{check_channel, Channel, ChannelKind, RateLimit, Route, Stdin};
 pub use rules::{Action, Mode, Rule, Runbook, Source, Step, Target, Verify};
 pub use secrets::{expand_env, redacted};
 pub use server::{Cidr, Safety, Server, Watchdog};
 pub(crate) use token::parse_sha256;
 pub use token::{hash_matches, hex, parse_expiry, token_hash, Scope, Token};
 pub use watch::{
-    heartbeat, heartbeat_from_def, priority_level, Heartbeat, Probe, RawHeartbeat, Retention,
-    Scheduled,
+    api_probe, heartbeat, heartbeat_from_def, priority_level, Heartbeat, Probe, RawHeartbeat,
+    Retention, Scheduled,
 };
 
 use validate::{RawFile, Validator};

@@ -484,21 +484,8 @@ impl Validator<'_> {
             }
             let mut names = Vec::new();
             for c in &raw.channels {
-                if !channels.contains_key(c.get_ref()) {
-                    let known: Vec<&str> = channels.keys().map(String::as_str).collect();
-                    return self.err(
-                        c.span(),
-                        &item,
-                        format!(
-                            "channels: no [channel.{}] (channels: {})",
-                            c.get_ref(),
-                            if known.is_empty() {
-                                "none".to_string()
-                            } else {
-                                known.join(", ")
-                            }
-                        ),
-                    );
+                if let Err(e) = check_channel(c.get_ref(), channels) {
+                    return self.err(c.span(), &item, format!("channels: {e}"));
                 }
                 if !names.contains(c.get_ref()) {
                     names.push(c.get_ref().clone());
@@ -513,6 +500,25 @@ impl Validator<'_> {
         }
         Ok(out)
     }
+}
+
+/// Whether `name` is a `[channel.NAME]`; the error lists the channels there are.
+pub fn check_channel(
+    name: &str,
+    channels: &BTreeMap<String, Channel>,
+) -> std::result::Result<(), String> {
+    if channels.contains_key(name) {
+        return Ok(());
+    }
+    let known: Vec<&str> = channels.keys().map(String::as_str).collect();
+    Err(format!(
+        "no [channel.{name}] (channels: {})",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
 }
 
 /// `http://` or `https://` with a host.

@@ -224,7 +224,7 @@ impl Validator<'_> {
             runbooks,
             safety,
             heartbeats: self.heartbeats(&raw.heartbeats)?,
-            probes: self.probes(&raw.probes)?,
+            probes: self.probes(&raw.probes, &channels)?,
             schedules,
             retention: self.retention(&raw.retention)?,
             channels,

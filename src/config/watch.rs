@@ -201,6 +201,38 @@ pub fn heartbeat_from_def(def: &str) -> std::result::Result<Heartbeat, String> {
     heartbeat(&raw)
 }
 
+/// A probe registered with `PUT /api/v1/probes/NAME`, from its JSON (the
+/// fields of a `[[probe]]`), validated as the file's probes are. An API token
+/// may not do what only the file may: run a command on the server, or read
+/// heal's environment through `${VAR}` in a header it sends where it likes.
+/// Its `notify` channels are checked when it is registered (`check_channel`);
+/// one removed from the file later is skipped when routing.
+pub fn api_probe(def: &serde_json::Value) -> std::result::Result<Probe, String> {
+    let raw = RawProbe::deserialize(def).map_err(|e| e.to_string())?;
+    if raw.command.is_some() {
+        return Err("command: a command probe runs a program on the server; define it in runbooks.toml, or use http, tcp or prometheus".into());
+    }
+    if let Some((k, _)) = raw
+        .http
+        .iter()
+        .flat_map(|h| &h.headers)
+        .find(|(_, v)| v.contains("${"))
+    {
+        return Err(format!("http.headers.{k}: ${{...}} reads heal's environment, which only runbooks.toml may do; give the value itself"));
+    }
+    if let Some(sql) = &raw.sql {
+        // `${VAR}` would send heal's environment to a database the caller
+        // names; a SQLite file is one on heal's own host, read as root.
+        if sql.url.contains("${") {
+            return Err("sql.url: ${...} reads heal's environment, which only runbooks.toml may do; give the password in the URL, or put the probe in runbooks.toml".into());
+        }
+        if !crate::pg::is_url(&sql.url) {
+            return Err("sql.url: a SQLite file is read on heal's own host: define such a probe in runbooks.toml; over the API, give postgres://USER@HOST:PORT/DB".into());
+        }
+    }
+    probe(&raw)
+}
+
 fn check_labels(labels: &BTreeMap<String, String>) -> std::result::Result<(), String> {
     for name in labels.keys() {
         if RESERVED_LABELS.contains(&name.as_str()) {
@@ -240,6 +272,8 @@ pub struct Probe {
     pub priority: Option<String>,
     /// What it watches, for people.
     pub description: String,
+    /// Channels its probe.down and probe.up go to, besides the `[[notify]]` routes.
+    pub notify: Vec<String>,
 }
 
 impl Probe {
@@ -272,6 +306,8 @@ pub(super) struct RawProbe {
     team: Option<String>,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    notify: Vec<String>,
     http: Option<RawHttp>,
     tcp: Option<RawTcp>,
     command: Option<RawCommand>,
@@ -425,6 +461,7 @@ fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
         team: raw.team.clone(),
         priority: priority(raw.priority.as_deref())?,
         description: raw.description.clone(),
+        notify: raw.notify.clone(),
     })
 }
 
@@ -568,11 +605,19 @@ impl Validator<'_> {
         Ok(out)
     }
 
-    pub(super) fn probes(&self, raw: &[Spanned<RawProbe>]) -> Result<BTreeMap<String, Probe>> {
+    pub(super) fn probes(
+        &self,
+        raw: &[Spanned<RawProbe>],
+        channels: &BTreeMap<String, super::Channel>,
+    ) -> Result<BTreeMap<String, Probe>> {
         let mut out = BTreeMap::new();
         for p in raw {
             let item = format!("probe {:?}", p.get_ref().name);
             let probe = probe(p.get_ref()).or_else(|e| self.err(p.span(), &item, e))?;
+            for c in &probe.notify {
+                super::check_channel(c, channels)
+                    .or_else(|e| self.err(p.span(), &item, format!("notify: {e}")))?;
+            }
             if out.insert(probe.name.clone(), probe).is_some() {
                 return self.err(p.span(), &item, "duplicate probe name");
             }

@@ -91,7 +91,12 @@ pub fn internal_parts(source: &str, alert: &crate::alert::Alert) -> Value {
         ),
         "probe" => (
             "probe",
-            serde_json::json!({ "name": label("probe"), "description": note("description") }),
+            serde_json::json!({
+                "name": label("probe"),
+                "description": note("description"),
+                // The probe's own `notify` channels (`server::outbox::route_batch`).
+                "notify": note("notify").map(|n| n.split(',').map(str::to_string).collect::<Vec<_>>()).unwrap_or_default(),
+            }),
         ),
         "agent" => (
             "agent",

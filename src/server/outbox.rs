@@ -231,7 +231,15 @@ fn route_batch(conn: &Connection, config: &Config, now: i64) -> Result<(usize, L
         {
             doc["priority"] = Value::String(p);
         }
-        let (routed, errors) = route(&config.routes, &doc);
+        let (mut routed, errors) = route(&config.routes, &doc);
+        // A probe's `notify` channels hear it too; one since removed is skipped.
+        for c in doc["probe"]["notify"].as_array().into_iter().flatten() {
+            if let Some(c) = c.as_str().filter(|c| config.channels.contains_key(*c)) {
+                if !routed.iter().any(|r| r == c) {
+                    routed.push(c.to_string());
+                }
+            }
+        }
         for e in errors {
             log.push((
                 log::Level::Warn,

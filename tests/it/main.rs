@@ -26,6 +26,7 @@ mod notify;
 mod ops;
 mod pg_harness;
 mod postgres;
+mod probes_api;
 mod reload;
 mod schema;
 mod secrets;

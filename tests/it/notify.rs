@@ -15,10 +15,10 @@ use crate::support::{heal_cli, test_dir, wait_agent_polling, wait_until, Agent, 
 
 /// A request a receiver got.
 #[derive(Debug, Clone)]
-struct Got {
+pub(crate) struct Got {
     path: String,
     headers: Vec<(String, String)>,
-    body: Value,
+    pub(crate) body: Value,
     raw: Vec<u8>,
     /// When it arrived.
     at: Instant,
@@ -35,7 +35,7 @@ impl Got {
 
 /// How a receiver answers.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     /// As the real service would (200 for Slack, 202 for PagerDuty and Opsgenie).
     Normal,
     /// Takes the request and never answers.
@@ -47,7 +47,7 @@ enum Mode {
 }
 
 /// A local HTTP receiver on 127.0.0.1 that records every request.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     got: Arc<Mutex<Vec<Got>>>,
     mode: Arc<Mutex<Mode>>,
@@ -56,7 +56,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         Receiver::start_on(0)
     }
 
@@ -128,11 +128,11 @@ impl Receiver {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn set(&self, mode: Mode) {
+    pub(crate) fn set(&self, mode: Mode) {
         *self.mode.lock().unwrap() = mode;
     }
 
@@ -140,7 +140,7 @@ impl Receiver {
         self.got.lock().unwrap().clone()
     }
 
-    fn on(&self, prefix: &str) -> Vec<Got> {
+    pub(crate) fn on(&self, prefix: &str) -> Vec<Got> {
         self.got()
             .into_iter()
             .filter(|g| g.path.starts_with(prefix))
@@ -148,7 +148,7 @@ impl Receiver {
     }
 
     /// Waits until `n` requests to `prefix` arrived; returns them.
-    fn wait(&self, prefix: &str, n: usize, timeout: Duration) -> Vec<Got> {
+    pub(crate) fn wait(&self, prefix: &str, n: usize, timeout: Duration) -> Vec<Got> {
         wait_until(&format!("{n} requests to {prefix}"), timeout, || {
             let got = self.on(prefix);
             (got.len() >= n).then_some(got)
