@@ -489,14 +489,60 @@ impl Agent {
             .get("max_output")
             .and_then(Value::as_u64)
             .unwrap_or(256 << 10) as usize;
-        let steps = op
-            .get("steps")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let list = |key: &str| -> Vec<Value> {
+            op.get(key)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let ctx = OpRun {
+            op_id,
+            grace,
+            max_output,
+            cancel,
+        };
         let mut results = Vec::new();
+        let (state, failed) = match self.run_list(&ctx, &list("steps"), &env, "", &mut results) {
+            Ok(ended) => ended,
+            Err(e) => return fail(e),
+        };
+        // What runs after a failure (roll back, collect diagnostics) is
+        // recorded, and leaves the op failed whatever it does.
+        if let (Some(step), false) = (&failed, cancel.load(Ordering::SeqCst)) {
+            let mut env = env.clone();
+            env.push(("HEAL_FAILED_STEP".into(), step.clone()));
+            if let Err(e) = self.run_list(
+                &ctx,
+                &list("on_failure"),
+                &env,
+                "on_failure: ",
+                &mut results,
+            ) {
+                return fail(e);
+            }
+        }
+        let error = if cancel.load(Ordering::SeqCst) {
+            Some("stopped by the agent (shutdown, or the server gave the op up)".to_string())
+        } else {
+            None
+        };
+        json!({ "state": state, "steps": results, "error": error })
+    }
+
+    /// Runs `steps` in order, appending each try's result to `results`,
+    /// until one fails (unless it may); returns the state they leave and
+    /// the step that failed. Err: a step the server sent without a command.
+    fn run_list(
+        &self,
+        ctx: &OpRun,
+        steps: &[Value],
+        env: &[(String, String)],
+        prefix: &str,
+        results: &mut Vec<StepResult>,
+    ) -> Result<(&'static str, Option<String>), String> {
         let mut state = "succeeded";
-        for step in &steps {
+        let mut failed = None;
+        for step in steps {
             let name = step
                 .get("name")
                 .and_then(Value::as_str)
@@ -509,7 +555,7 @@ impl Agent {
                         .filter_map(|v| v.as_str().map(str::to_string))
                         .collect(),
                 ),
-                _ => return fail(format!("step {name:?} has no command")),
+                _ => return Err(format!("step {name:?} has no command")),
             };
             let timeout = Duration::from_millis(
                 step.get("timeout_ms")
@@ -524,7 +570,7 @@ impl Agent {
             );
             // The step's own environment and directory, read here: `${VAR}`
             // is the agent's, and the directory must exist on this host.
-            let ready = step_env(step, &env).and_then(|env| {
+            let ready = step_env(step, env).and_then(|env| {
                 let cwd = step
                     .get("cwd")
                     .and_then(Value::as_str)
@@ -539,11 +585,11 @@ impl Agent {
             });
             let mut outcome = exec::Outcome::default();
             for attempt in 0..=retries {
-                if attempt > 0 && pause(retry_delay, cancel) {
+                if attempt > 0 && pause(retry_delay, ctx.cancel) {
                     break;
                 }
-                let output = Arc::new(Output::new(max_output));
-                if let Some(r) = lock(&self.ops).get_mut(&op_id) {
+                let output = Arc::new(Output::new(ctx.max_output));
+                if let Some(r) = lock(&self.ops).get_mut(&ctx.op_id) {
                     r.output = Some((results.len(), output.clone()));
                     r.cursor = 0;
                 }
@@ -554,11 +600,11 @@ impl Agent {
                             run: &run,
                             env: step_env,
                             timeout,
-                            grace,
+                            grace: ctx.grace,
                             stdin: &[],
                             cwd: cwd.as_deref(),
                         };
-                        exec::run_step(&spec, &output, cancel)
+                        exec::run_step(&spec, &output, ctx.cancel)
                     }
                     Err(why) => {
                         text = format!("[heal: the step did not start: {why}]\n");
@@ -568,7 +614,7 @@ impl Agent {
                         }
                     }
                 };
-                if let Some(r) = lock(&self.ops).get_mut(&op_id) {
+                if let Some(r) = lock(&self.ops).get_mut(&ctx.op_id) {
                     r.output = None;
                 }
                 let (tail, truncated) = output.tail();
@@ -578,8 +624,8 @@ impl Agent {
                 }
                 results.push(StepResult {
                     name: match (retries, attempt) {
-                        (0, _) => name.clone(),
-                        (n, a) => format!("{name} (try {} of {})", a + 1, n + 1),
+                        (0, _) => format!("{prefix}{name}"),
+                        (n, a) => format!("{prefix}{name} (try {} of {})", a + 1, n + 1),
                     },
                     exit_code: outcome.exit_code,
                     signal: outcome.signal,
@@ -611,14 +657,10 @@ impl Agent {
                 state = "succeeded";
                 continue;
             }
+            failed = Some(name);
             break;
         }
-        let error = if cancel.load(Ordering::SeqCst) {
-            Some("stopped by the agent (shutdown, or the server gave the op up)".to_string())
-        } else {
-            None
-        };
-        json!({ "state": state, "steps": results, "error": error })
+        Ok((state, failed))
     }
 
     fn report(&self, op_id: i64, result: Value) {
@@ -752,6 +794,14 @@ pub fn random_hex(bytes: usize) -> String {
 fn jitter(d: Duration) -> Duration {
     let r = u64::from_str_radix(&random_hex(2), 16).unwrap_or(0) as f64 / 65535.0;
     d.mul_f64(0.5 + r)
+}
+
+/// What every step of one op shares.
+struct OpRun<'a> {
+    op_id: i64,
+    grace: Duration,
+    max_output: usize,
+    cancel: &'a AtomicBool,
 }
 
 /// A step's environment: the op's (`HEAL_*`), then the step's own with each

@@ -154,6 +154,9 @@ pub struct Runbook {
     pub description: String,
     /// Steps in order.
     pub steps: Vec<Step>,
+    /// Steps run after a step fails (with `HEAL_FAILED_STEP`): recorded,
+    /// and the op stays failed whatever they do.
+    pub on_failure: Vec<Step>,
     /// Check after the steps.
     pub verify: Verify,
     /// Targets at once when fanning out.
@@ -259,6 +262,8 @@ pub(super) struct RawRunbook {
     #[serde(default)]
     env: BTreeMap<String, String>,
     cwd: Option<String>,
+    #[serde(default)]
+    on_failure: Vec<Spanned<RawStep>>,
 }
 
 impl Validator<'_> {
@@ -285,22 +290,20 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn runbook(&self, name: &str, r: &Spanned<RawRunbook>) -> Result<Runbook> {
-        let raw = r.get_ref();
-        let item = format!("runbook {name:?}");
-        check_name(name).or_else(|e| self.err(r.span(), &item, format!("name: {e}")))?;
-        let timeout = self.duration(&raw.timeout, Duration::from_secs(300), &item, "timeout")?;
-        if raw.steps.is_empty() {
-            return self.err(
-                r.span(),
-                &item,
-                "steps: empty (give at least one { name = \"...\", run = \"...\" })",
-            );
-        }
+    /// A runbook's `steps` or `on_failure`, each with the runbook's env and
+    /// cwd under its own.
+    fn steps(
+        &self,
+        list: &[Spanned<RawStep>],
+        raw: &RawRunbook,
+        item: &str,
+        which: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Step>> {
         let mut steps: Vec<Step> = Vec::new();
-        for s in &raw.steps {
+        for s in list {
             let rs = s.get_ref();
-            let step_item = format!("{item} step {:?}", rs.name);
+            let step_item = format!("{item} {which}step {:?}", rs.name);
             if rs.name.trim().is_empty() || steps.iter().any(|o| o.name == rs.name) {
                 return self.err(
                     s.span(),
@@ -337,6 +340,23 @@ impl Validator<'_> {
                 )?,
             });
         }
+        Ok(steps)
+    }
+
+    pub(super) fn runbook(&self, name: &str, r: &Spanned<RawRunbook>) -> Result<Runbook> {
+        let raw = r.get_ref();
+        let item = format!("runbook {name:?}");
+        check_name(name).or_else(|e| self.err(r.span(), &item, format!("name: {e}")))?;
+        let timeout = self.duration(&raw.timeout, Duration::from_secs(300), &item, "timeout")?;
+        if raw.steps.is_empty() {
+            return self.err(
+                r.span(),
+                &item,
+                "steps: empty (give at least one { name = \"...\", run = \"...\" })",
+            );
+        }
+        let steps = self.steps(&raw.steps, raw, &item, "", timeout)?;
+        let on_failure = self.steps(&raw.on_failure, raw, &item, "on_failure ", timeout)?;
         let verify = match &raw.verify {
             None => Verify::None,
             Some(v) => {
@@ -375,6 +395,7 @@ impl Validator<'_> {
             name: name.to_string(),
             description: raw.description.clone(),
             steps,
+            on_failure,
             verify,
             max_parallel,
         })

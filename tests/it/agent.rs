@@ -784,3 +784,59 @@ fn a_failing_step_is_tried_again_and_each_try_is_recorded() {
     let timeline = event["timeline"].to_string();
     assert!(timeline.contains("flaky (try 2 of 4)"), "{timeline}");
 }
+
+/// `on_failure` runs after a step fails, knows which, is recorded, and the
+/// op stays failed; after a success it does not run.
+#[test]
+fn on_failure_steps_run_after_a_failure_only_and_leave_it_failed() {
+    let dir = test_dir("agent-on-failure");
+    let config = format!(
+        "{}\non_failure = [ {{ name = \"diagnose\", run = \"echo failed at $HEAL_FAILED_STEP\" }}, {{ name = \"rollback\", run = \"exit 3\" }}, {{ name = \"notes\", run = \"echo after\" }} ]\n",
+        rule_config(
+            "",
+            "",
+            r#"{ name = "check", run = "test \"$HEAL_LABEL_MODE\" = ok" }, { name = "after", run = "echo not reached" }"#,
+        )
+    );
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+    let ended = &["succeeded", "failed", "timed_out", "lost"];
+    let id = fire(&server, json!({ "instance": "agent-a", "mode": "broken" }));
+    let event = server.wait_event(id, ended, Duration::from_secs(20));
+    assert_eq!(event["state"], "failed", "{event:#}");
+    let steps: Vec<(String, String)> = only_op(&event)["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["output"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("check".to_string(), String::new()),
+            (
+                "on_failure: diagnose".to_string(),
+                "failed at check\n".to_string()
+            ),
+            ("on_failure: rollback".to_string(), String::new()),
+        ],
+        "{event:#}"
+    );
+    let id = fire(&server, json!({ "instance": "agent-a", "mode": "ok" }));
+    let event = server.wait_event(id, ended, Duration::from_secs(20));
+    assert_eq!(event["state"], "succeeded", "{event:#}");
+    let op = only_op(&event);
+    let names: Vec<&str> = op["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["check", "after"]);
+}
