@@ -116,7 +116,7 @@ impl Client {
     ) -> Result<Client> {
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(path) = ca_file {
-            let certs: Vec<_> = crate::probe::load_ca_file(path)
+            let certs: Vec<_> = crate::trust::load_ca_file(path)
                 .map_err(|e| Error::Usage(e.replace("ca_file", "--ca-file")))?
                 .iter()
                 .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())

@@ -14,6 +14,7 @@ pub mod heartbeat;
 pub mod host;
 pub mod kinds;
 pub mod notify;
+pub mod pg;
 pub mod probe;
 pub mod redact;
 pub mod rules;
@@ -21,6 +22,7 @@ pub mod schedule;
 pub mod shutdown;
 pub mod store;
 pub mod time;
+pub mod trust;
 
 pub mod server;
 

@@ -38,7 +38,9 @@ pub struct Backup {
 /// Bring the database's schema up to date, or only say what would run (--check).
 ///
 /// With --check: exit 0 up to date, 1 migrations pending, 2 the database is
-/// newer than this heal.
+/// newer than this heal. With --to postgres://USER@HOST:PORT/DB: the same for
+/// a PostgreSQL database; with --from FILE too, copy a stopped SQLite store
+/// into that empty PostgreSQL database and check every table's row count.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "migrate")]
 pub struct Migrate {
@@ -51,6 +53,13 @@ pub struct Migrate {
     /// config file naming the database (default: ./runbooks.toml, if it exists)
     #[argh(option)]
     config: Option<PathBuf>,
+    /// SQLite store to copy into --to (heal serve must be stopped)
+    #[argh(option)]
+    from: Option<PathBuf>,
+    /// the PostgreSQL database (postgres://USER@HOST:PORT/DB?sslmode=...; password
+    /// from PGPASSWORD or ~/.pgpass)
+    #[argh(option)]
+    to: Option<String>,
 }
 
 /// Check the whole database for damage (PRAGMA integrity_check); safe while heal serve runs.
@@ -139,6 +148,14 @@ pub fn backup(c: Backup) -> Result<()> {
 
 /// `heal migrate [--check]`: the database's schema version against this heal's.
 pub fn migrate(c: Migrate) -> Result<()> {
+    if let Some(url) = c.to {
+        return migrate_postgres(&url, c.from, c.db.is_some() || c.config.is_some(), c.check);
+    }
+    if c.from.is_some() {
+        return Err(Error::Usage(
+            "--from names the SQLite store to copy into --to: heal migrate --from heal.db --to postgres://USER@HOST:PORT/DB".into(),
+        ));
+    }
     let db = db_path(c.db, c.config)?;
     let found = schema_version(&open_existing(&db)?, &db)?;
     let known = migrations::MIGRATIONS.len();
@@ -176,6 +193,95 @@ pub fn migrate(c: Migrate) -> Result<()> {
     println!("applied:");
     pending();
     println!("schema version {known}: up to date");
+    Ok(())
+}
+
+/// `heal migrate --to URL [--from FILE] [--check]`: a PostgreSQL database's
+/// schema brought up to date (under the migration lock, so several heals
+/// may run it at once), then a stopped SQLite store copied into it.
+fn migrate_postgres(
+    url: &str,
+    from: Option<PathBuf>,
+    sqlite_named: bool,
+    check: bool,
+) -> Result<()> {
+    let usage = "heal migrate --from heal.db --to postgres://USER@HOST:PORT/DB";
+    if !crate::pg::is_url(url) {
+        return Err(Error::Usage(format!(
+            "--to takes a PostgreSQL URL (postgres://USER@HOST:PORT/DB): {usage}"
+        )));
+    }
+    if sqlite_named {
+        return Err(Error::Usage(format!(
+            "--db and --config name a SQLite store to migrate in place; with --to, name the store to copy with --from: {usage}"
+        )));
+    }
+    if check && from.is_some() {
+        return Err(Error::Usage(format!(
+            "--check only reads the schema version of --to: drop --from, or --check to copy ({usage})"
+        )));
+    }
+    let shown = crate::redact::redact_url_secrets(url);
+    // The SQLite store first: a missing file or a running server is said
+    // before PostgreSQL is touched.
+    let source = match &from {
+        Some(file) => {
+            open_existing(file)?;
+            let lock = store::lock::acquire(file, "heal migrate")?;
+            let conn = store::open_and_migrate(file)?;
+            Some((file, lock, conn))
+        }
+        None => None,
+    };
+    let mut pg = crate::pg::connect(url)?;
+    let found = store::postgres::schema_version(&mut pg)?;
+    let known = migrations::MIGRATIONS.len();
+    println!("database {shown}: schema version {found}, this heal's is {known}");
+    if found > known {
+        return Err(Error::Config(format!(
+            "{shown}: {}",
+            migrations::newer(found)
+        )));
+    }
+    if check {
+        if found == known {
+            println!("up to date: nothing to migrate");
+            return Ok(());
+        }
+        println!("pending migrations:");
+        for n in found + 1..=known {
+            println!("  {n}: {}", migrations::summary(n));
+        }
+        return Err(Error::Failed(format!(
+            "{shown}: {} migration(s) pending: run heal migrate --to",
+            known - found
+        )));
+    }
+    let before = store::postgres::migrate(&mut pg)?;
+    if before < known {
+        println!("applied migrations {} to {known}", before + 1);
+    }
+    let Some((file, _lock, conn)) = source else {
+        println!("schema version {known}: up to date");
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    let copied = store::postgres::copy_sqlite(&conn, &mut pg)?;
+    let rows: i64 = copied.iter().map(|(_, n)| n).sum();
+    println!(
+        "copied {} into {shown}: {rows} rows in {} tables, {:.1} s; every table's row count checked",
+        file.display(),
+        copied.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for (table, n) in &copied {
+        println!("  {table:<16} {n:>10}");
+    }
+    println!(
+        "{} is left as it was. heal serve does not run on PostgreSQL yet: keep serving from {}, and run heal migrate --from again (into an empty database) when it does.",
+        file.display(),
+        file.display()
+    );
     Ok(())
 }
 

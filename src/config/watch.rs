@@ -216,13 +216,14 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// "http", "tcp", "command" or "prometheus".
+    /// "http", "tcp", "command", "prometheus" or "sql".
     pub fn kind(&self) -> &'static str {
         match self.check {
             Check::Http(_) => "http",
             Check::Tcp { .. } => "tcp",
             Check::Command { .. } => "command",
             Check::Prometheus(_) => "prometheus",
+            Check::Sql(_) => "sql",
         }
     }
 }
@@ -248,6 +249,7 @@ pub(super) struct RawProbe {
     tcp: Option<RawTcp>,
     command: Option<RawCommand>,
     prometheus: Option<RawPrometheus>,
+    sql: Option<RawSql>,
 }
 
 #[derive(Deserialize)]
@@ -288,6 +290,42 @@ struct RawPrometheus {
     empty_ok: bool,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSql {
+    url: String,
+    query: String,
+    expect: String,
+    #[serde(default)]
+    empty_ok: bool,
+}
+
+/// A SQL check: its URL with `${ENV}` expanded (credentials stay out of
+/// the file) and checked for a scheme heal reads.
+fn sql(raw: &RawSql) -> std::result::Result<probe::Sql, String> {
+    let shown = crate::redact::redact_url_secrets(&raw.url);
+    let url = super::secrets::expand_env(&raw.url).map_err(|e| format!("sql.url: {e}"))?;
+    if !crate::pg::is_url(&url) && !url.starts_with("sqlite://") {
+        return Err(format!(
+            "sql.url: {shown:?} is neither postgres://USER@HOST:PORT/DB nor sqlite:///absolute/path/to.db (for MySQL, use a command probe: see the README)"
+        ));
+    }
+    if url.starts_with("sqlite://") && !url.starts_with("sqlite:///") {
+        return Err(format!(
+            "sql.url: {shown:?} must name an absolute path: sqlite:///var/lib/app/app.db"
+        ));
+    }
+    if raw.query.trim().is_empty() {
+        return Err("sql.query: empty; give one SELECT whose first value is compared".into());
+    }
+    Ok(probe::Sql {
+        url,
+        query: raw.query.clone(),
+        expect: Expect::parse(&raw.expect).map_err(|e| format!("sql.expect: {e}"))?,
+        empty_ok: raw.empty_ok,
+    })
+}
+
 fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
     check_name(&raw.name).map_err(|e| format!("name: {e}"))?;
     let schedule = Schedule::parse(raw.every.as_deref(), raw.cron.as_deref(), raw.tz.as_deref())?;
@@ -309,10 +347,11 @@ fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
         raw.tcp.is_some(),
         raw.command.is_some(),
         raw.prometheus.is_some(),
+        raw.sql.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() != 1 {
         return Err(
-            "give exactly one of http = {...}, tcp = {...}, command = {...} or prometheus = {...}"
+            "give exactly one of http = {...}, tcp = {...}, command = {...}, prometheus = {...} or sql = {...}"
                 .into(),
         );
     }
@@ -341,6 +380,8 @@ fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
             expect: Expect::parse(&p.expect).map_err(|e| format!("prometheus.expect: {e}"))?,
             empty_ok: p.empty_ok,
         })
+    } else if let Some(q) = &raw.sql {
+        Check::Sql(sql(q)?)
     } else {
         unreachable!("exactly one kind was checked above")
     };

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 
-use super::tls::{check_certificate, load_ca_file};
+use super::tls::check_certificate;
 use super::{fail, millis, pass, timed_out, Http, Outcome};
+use crate::trust::load_ca_file;
 
 /// The most bytes of a response body that are read.
 const BODY_LIMIT: u64 = 1 << 20;

@@ -30,17 +30,18 @@ use crate::time::format_duration;
 mod command;
 mod http;
 mod prometheus;
+mod sql;
 mod step;
 mod tcp;
 mod tls;
 
 pub(crate) use http::describe_error;
 pub use step::*;
-pub(crate) use tls::load_ca_file;
 
 use command::run_command;
 use http::run_http;
 use prometheus::run_prometheus;
+use sql::run_sql;
 use tcp::run_tcp;
 
 /// What a probe checks. Built by the config module from `[[probe]]`.
@@ -60,6 +61,8 @@ pub enum Check {
     },
     /// A Prometheus instant query whose samples must all satisfy an expectation.
     Prometheus(Prometheus),
+    /// A SQL query whose first value must satisfy an expectation.
+    Sql(Sql),
 }
 
 /// An HTTP check.
@@ -93,6 +96,19 @@ pub struct Prometheus {
     /// Every returned sample must satisfy it.
     pub expect: Expect,
     /// Whether an empty result is ok (by default it fails with "query returned no data").
+    pub empty_ok: bool,
+}
+
+/// A SQL check, read only.
+#[derive(Debug, Clone)]
+pub struct Sql {
+    /// `postgres://USER@HOST/DB?…` or `sqlite:///path/to.db`, `${ENV}` expanded.
+    pub url: String,
+    /// One statement; the first column of its first row is compared.
+    pub query: String,
+    /// The value must satisfy it.
+    pub expect: Expect,
+    /// Whether no row is ok (by default it fails with "the query returned no row").
     pub empty_ok: bool,
 }
 
@@ -131,7 +147,7 @@ pub struct Outcome {
     pub detail: String,
     /// Wall-clock time of the whole run.
     pub latency_ms: i64,
-    /// Request latency in ms for http and tcp, the worst sample for prometheus, None otherwise.
+    /// Request latency in ms for http and tcp, the worst sample for prometheus, the value for sql, None otherwise.
     pub value: Option<f64>,
 }
 
@@ -223,11 +239,15 @@ pub fn run(check: &Check, timeout: Duration) -> Outcome {
         Check::Tcp { addr } => run_tcp(addr, timeout),
         Check::Command { run } => run_command(run, timeout),
         Check::Prometheus(prometheus) => run_prometheus(prometheus, timeout),
+        Check::Sql(sql) => run_sql(sql, timeout),
     };
     outcome.latency_ms = millis(start.elapsed());
     // Its detail is stored, shown, logged and sent in notifications: never
     // with the URL's user, password or query values.
-    if let Check::Http(Http { url, .. }) | Check::Prometheus(Prometheus { url, .. }) = check {
+    if let Check::Http(Http { url, .. })
+    | Check::Prometheus(Prometheus { url, .. })
+    | Check::Sql(Sql { url, .. }) = check
+    {
         outcome.detail = outcome
             .detail
             .replace(url.as_str(), &crate::redact::redact_url_secrets(url));

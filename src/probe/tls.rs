@@ -1,36 +1,18 @@
 //! TLS certificate expiry: a handshake of its own that reads the server
 //! certificate's notAfter, and the private CA a probe trusts.
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::http::{ca_hint, host_port, tls_error};
 use super::tcp::{connect_any, describe_io};
 use super::timed_out;
 use crate::time::{format_rfc3339, now_ms, parse_rfc3339};
+use crate::trust::client_config;
 
 /// Milliseconds in a day.
 const MS_PER_DAY: i64 = 86_400_000;
-
-/// Reads the PEM certificates of a private CA.
-pub(crate) fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem =
-        std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("ca_file {}: bad PEM: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "ca_file {} holds no certificate (expected \"-----BEGIN CERTIFICATE-----\")",
-            path.display()
-        ));
-    }
-    Ok(certs)
-}
 
 /// For an https URL, checks that the server certificate is valid for at
 /// least `min_days` more days; gives a note for the detail. Plain http
@@ -99,27 +81,6 @@ fn peer_certificate(
     conn.send_close_notify();
     let _ = conn.complete_io(&mut tcp);
     Ok(leaf)
-}
-
-/// A rustls client config trusting the webpki roots and `ca`.
-fn client_config(
-    ca: Option<&[CertificateDer<'static>]>,
-) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for cert in ca.unwrap_or_default() {
-        roots
-            .add(cert.clone())
-            .map_err(|e| format!("ca_file: a certificate cannot be used as a root: {e}"))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// Reads notAfter out of a DER certificate (Certificate → tbsCertificate →
@@ -209,6 +170,7 @@ mod tests {
     use std::io::Write;
     use std::net::TcpListener;
     use std::path::PathBuf;
+    use std::sync::Arc;
 
     use std::thread;
 

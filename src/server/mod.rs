@@ -315,6 +315,12 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         .clone()
         .unwrap_or_else(|| config.server.listen.clone());
     let db_path = opts.db.clone().unwrap_or_else(|| config.server.db.clone());
+    if crate::pg::is_url(&db_path.to_string_lossy()) {
+        return Err(Error::Config(format!(
+            "{}: heal serve does not run on PostgreSQL yet; serve from a SQLite file (--db heal.db). heal migrate --to prepares a PostgreSQL database and copies a store into it",
+            crate::redact::redact_url_secrets(&db_path.to_string_lossy())
+        )));
+    }
     // A socket from systemd wins over --listen: the checks below apply to it.
     let addr: SocketAddr = match &systemd.listener {
         Some(socket) => socket

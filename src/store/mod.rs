@@ -21,6 +21,7 @@ pub mod lock;
 pub mod migrations;
 pub mod notify;
 pub mod ops;
+pub mod postgres;
 pub mod session;
 pub mod watch;
 pub mod writer;

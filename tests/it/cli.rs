@@ -266,7 +266,7 @@ channels = ["chat"]
         config.replace("when = \"true\"\naction", "when = \"null\"\naction"),
     )
     .unwrap();
-    let (status, body) = server.post("/api/v1/config", &serde_json::json!({}));
+    let (status, body) = crate::reload::reload(&server);
     assert_eq!(status, 200, "{body}");
     let reloaded = server.logs();
     assert!(

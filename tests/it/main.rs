@@ -25,6 +25,7 @@ mod names;
 mod notify;
 mod ops;
 mod pg_harness;
+mod postgres;
 mod reload;
 mod schema;
 mod secrets;

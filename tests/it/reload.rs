@@ -57,7 +57,7 @@ fn a_reload_under_load_loses_no_alert_and_the_next_alert_meets_the_new_rules() {
     }
     std::thread::sleep(Duration::from_millis(500));
     std::fs::write(dir.join("runbooks.toml"), config("new")).unwrap();
-    let (status, body) = server.post("/api/v1/config", &json!({}));
+    let (status, body) = reload(&server);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (body["version"].as_i64(), body["changed"].as_bool()),
@@ -80,7 +80,7 @@ fn a_reload_under_load_loses_no_alert_and_the_next_alert_meets_the_new_rules() {
         "[[rule]]\nname = \"broken\"\naction = \"discard\"\nwhen = \"labels.(\"\n",
     )
     .unwrap();
-    let (status, body) = server.post("/api/v1/config", &json!({}));
+    let (status, body) = reload(&server);
     assert_eq!(status, 422, "{body}");
     let e = body["error"].as_str().unwrap();
     assert!(e.contains("runbooks.toml:4: rule \"broken\": when:"), "{e}");
@@ -108,7 +108,7 @@ fn a_reload_under_load_loses_no_alert_and_the_next_alert_meets_the_new_rules() {
     wait_until("SIGHUP to reload", Duration::from_secs(10), || {
         server.logs().contains("(sighup): version 3").then_some(())
     });
-    let (status, body) = server.post("/api/v1/config", &json!({}));
+    let (status, body) = reload(&server);
     assert_eq!(status, 200);
     assert_eq!(
         (body["version"].as_i64(), body["changed"].as_bool()),
@@ -335,15 +335,43 @@ fn a_files_heartbeat_takes_pings_as_soon_as_heal_answers_for_its_config() {
         let name = format!("added-{round}");
         let next = format!("{first}{}", heartbeat(&name));
         std::fs::write(dir.join("runbooks.toml"), next).unwrap();
-        let (status, body) = server.post("/api/v1/config", &json!({}));
+        let (status, body) = reload(&server);
         assert_eq!(status, 200, "{body}");
         let (status, body) = server.post_raw(&format!("/ping/{name}"), b"", &[]);
         assert_eq!(status, 200, "round {round}: {body}\n{}", server.logs());
     }
     // And one the file no longer has is gone when the reload answers.
     std::fs::write(dir.join("runbooks.toml"), &first).unwrap();
-    let (status, body) = server.post("/api/v1/config", &json!({}));
+    let (status, body) = reload(&server);
     assert_eq!(status, 200, "{body}");
     let (status, _) = server.post_raw("/ping/added-4", b"", &[]);
     assert_eq!(status, 404);
+}
+
+/// `POST /api/v1/config` as `heal reload` sends it, with no body.
+pub fn reload(server: &Server) -> (u16, Value) {
+    let (status, body) = server.post_raw("/api/v1/config", b"", &[]);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_reload_with_a_body_is_refused_and_names_the_routes_that_take_objects() {
+    let dir = test_dir("reload-body");
+    let server = Server::start(&dir, &config("r"));
+    std::fs::write(dir.join("runbooks.toml"), config("changed")).unwrap();
+    for (body, kind) in [
+        (&b"{}"[..], "application/json"),
+        (b"[[rule]]\nname = \"x\"\n", "application/toml"),
+        (b"x", "text/plain"),
+    ] {
+        let (status, answer) = server.post_raw("/api/v1/config", body, &[("Content-Type", kind)]);
+        assert_eq!(status, 415, "{kind}: {answer}");
+        assert!(answer.contains("takes no body"), "{answer}");
+        assert!(answer.contains("PUT /api/v1/heartbeats/{name}"), "{answer}");
+    }
+    // Nothing was applied: the running config is still the first.
+    assert_eq!(server.get_ok("/api/v1/config")["version"], 1);
+    let (status, answer) = reload(&server);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["version"], 2);
 }

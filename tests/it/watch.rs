@@ -19,7 +19,7 @@ use crate::support::{
 };
 
 /// The firing or resolved internal alerts of a name, newest first.
-fn alerts_named(server: &Server, name: &str) -> Vec<Value> {
+pub(crate) fn alerts_named(server: &Server, name: &str) -> Vec<Value> {
     server.get_ok(&format!("/api/v1/alerts?name={name}&limit=100"))["alerts"]
         .as_array()
         .cloned()
@@ -33,7 +33,7 @@ fn alert_status(server: &Server, name: &str, label: &str, value: &str) -> Option
         .map(|a| a["status"].as_str().unwrap_or_default().to_string())
 }
 
-fn wait_alert(
+pub(crate) fn wait_alert(
     server: &Server,
     name: &str,
     label: &str,

@@ -207,6 +207,16 @@ fn dispatch(
                 }),
             ))
         }
+        // A body would be a config someone means to apply: say so rather
+        // than reload the file and answer as if it had been taken. (No
+        // length is no body: the front refuses chunked ones.)
+        Route::ReloadConfig if request.body_length().unwrap_or(0) > 0 => Err(Error::request(
+            415,
+            format!(
+                "POST /api/v1/config takes no body: it reloads {} from disk (edit the file first). Objects change one by one through their routes: PUT /api/v1/heartbeats/{{name}}, POST /api/v1/pauses, POST /api/v1/breaker/reset",
+                config.path.display()
+            ),
+        )),
         Route::ReloadConfig => match state.reload(who, force(query)?) {
             Ok((version, changed)) => Ok((
                 200,

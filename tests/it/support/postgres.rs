@@ -72,7 +72,11 @@ impl Postgres {
             return None;
         };
         let run_as = unprivileged_user();
-        let dir = test_dir(&format!("{test}-pg"));
+        // Numbered, not named after the test: the server's socket path in
+        // it must fit in 107 bytes.
+        static CLUSTERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = test_dir(&format!("pg{n}"));
         if let Some(user) = &run_as {
             std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
                 .unwrap_or_else(|e| panic!("chown {}: {e}", dir.display()));

@@ -418,7 +418,12 @@ fn admin(s: &mut Shape, method: &str, path: &str) -> bool {
             ));
         }
         ("POST", "/api/v1/config") => {
-            s.body = no_body();
+            s.body = Some((
+                false,
+                json_content(json!({
+                    "description": "none: the config is read from its file, and a request with a body is refused (415)"
+                })),
+            ));
             s.query = vec![query(
                 "force",
                 json!({ "type": "boolean", "default": false }),

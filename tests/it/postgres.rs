@@ -1,0 +1,489 @@
+//! heal's schema on a real PostgreSQL (Debian's `postgresql`, a throwaway
+//! cluster per test) and `heal migrate --from heal.db --to postgres://…`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::postgres::{start_fast, Postgres};
+use crate::support::{heal_cli, repo, test_dir, Server};
+
+/// `heal migrate` with these arguments: exit code and stdout + stderr.
+fn migrate(args: &[&str]) -> (i32, String) {
+    let mut all = vec!["migrate"];
+    all.extend_from_slice(args);
+    let (code, out, err) = heal_cli(&all, &[], None);
+    (code, format!("{out}{err}"))
+}
+
+/// A SQLite store with what a short life of heal leaves: the repository's
+/// config with its local agent, every sample alert fired and its event
+/// ended, then the server stopped.
+fn a_used_store(name: &str) -> std::path::PathBuf {
+    let dir = test_dir(name);
+    let config = std::fs::read_to_string(repo().join("runbooks.toml")).unwrap();
+    let mut server = Server::start_with(
+        &dir,
+        &config,
+        "127.0.0.1:0",
+        &["--local-agent", "--local-agent-id", "localhost"],
+    );
+    crate::support::wait_agent_polling(&server, "localhost");
+    let mut fired = 0;
+    for sample in std::fs::read_dir(repo().join("examples/alerts")).unwrap() {
+        let path = sample.unwrap().path();
+        let (code, out, err) = heal_cli(
+            &[
+                "fire",
+                "--file",
+                path.to_str().unwrap(),
+                "--server",
+                &server.url,
+            ],
+            &[],
+            None,
+        );
+        assert_eq!(code, 0, "{}: {out}{err}", path.display());
+        fired += 1;
+    }
+    assert!(fired >= 2, "the samples: {fired}");
+    crate::support::wait_until("every event to end", Duration::from_secs(60), || {
+        let events = server.events();
+        (!events.is_empty() && events.iter().all(|e| !e["ended_at"].is_null())).then_some(())
+    });
+    assert_eq!(server.terminate(), Some(0), "{}", server.logs());
+    dir.join("heal.db")
+}
+
+/// Each table's rows in the SQLite file as one text: values joined by `|`
+/// (blob columns in hex, NULL as `∅`), rows in primary-key order.
+fn sqlite_rows(db: &Path) -> BTreeMap<String, String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut all = BTreeMap::new();
+    for table in tables(&conn) {
+        let select: Vec<String> = columns(&conn, &table)
+            .iter()
+            .map(|(c, blob)| match blob {
+                true => format!("coalesce(lower(hex({c})), '∅')"),
+                false => format!("coalesce(CAST({c} AS TEXT), '∅')"),
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {table} ORDER BY {}",
+            select.join(" || '|' || "),
+            order(&conn, &table)
+        );
+        let rows: Vec<String> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        all.insert(table, rows.join("\n"));
+    }
+    all
+}
+
+/// The same, read from PostgreSQL with psql.
+fn postgres_rows(pg: &Postgres, db: &Path) -> BTreeMap<String, String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut all = BTreeMap::new();
+    for table in tables(&conn) {
+        let select: Vec<String> = columns(&conn, &table)
+            .iter()
+            .map(|(c, blob)| match blob {
+                true => format!("coalesce(encode({c}, 'hex'), '∅')"),
+                false => format!("coalesce({c}::text, '∅')"),
+            })
+            .collect();
+        let out = pg.psql(&format!(
+            "SELECT {} FROM {table} ORDER BY {}",
+            select.join(" || '|' || "),
+            order(&conn, &table)
+        ));
+        all.insert(table, out.trim_end_matches('\n').to_string());
+    }
+    all
+}
+
+fn tables(conn: &rusqlite::Connection) -> Vec<String> {
+    conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// A table's columns, and whether each is a BLOB.
+fn columns(conn: &rusqlite::Connection, table: &str) -> Vec<(String, bool)> {
+    conn.prepare(&format!(
+        "SELECT name, upper(type) = 'BLOB' FROM pragma_table_info('{table}') ORDER BY cid"
+    ))
+    .unwrap()
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// A table's primary key columns (all its columns when it has none).
+fn order(conn: &rusqlite::Connection, table: &str) -> String {
+    let keys: Vec<String> = conn
+        .prepare(&format!(
+            "SELECT name FROM pragma_table_info('{table}') WHERE pk > 0 ORDER BY pk"
+        ))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    if keys.is_empty() {
+        let all: Vec<String> = columns(conn, table).into_iter().map(|(c, _)| c).collect();
+        all.join(", ")
+    } else {
+        keys.join(", ")
+    }
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there() {
+    let test = "postgres::a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let db = a_used_store("pg-copy");
+    let (code, out) = migrate(&["--from", db.to_str().unwrap(), "--to", &pg.url]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("every table's row count checked"), "{out}");
+    assert!(
+        out.contains("heal serve does not run on PostgreSQL yet"),
+        "{out}"
+    );
+    let (want, got) = (sqlite_rows(&db), postgres_rows(&pg, &db));
+    assert!(
+        want["event"].lines().count() >= 2 && !want["op_step"].is_empty(),
+        "{want:?}"
+    );
+    for (table, rows) in &want {
+        assert_eq!(&got[table], rows, "table {table}");
+    }
+    // New rows get ids after the copied ones.
+    let max: i64 = pg.psql("SELECT max(id) FROM event").trim().parse().unwrap();
+    let next: i64 = pg
+        .psql("INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at) VALUES ('r', 'b', 'k', 'f', 'queued', 'live', 1, 1) RETURNING id")
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(next, max + 1);
+    // The audit log stays append-only.
+    let refused = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &pg.url,
+            "-c",
+            "DELETE FROM audit",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("the audit log is append-only"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // A second copy is refused: the database is not empty any more.
+    let before = postgres_rows(&pg, &db);
+    let (code, out) = migrate(&["--from", db.to_str().unwrap(), "--to", &pg.url]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("copies into an empty database only"), "{out}");
+    assert_eq!(postgres_rows(&pg, &db), before);
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn the_schema_on_postgres_has_every_table_column_and_index_of_sqlites() {
+    let test = "postgres::the_schema_on_postgres_has_every_table_column_and_index_of_sqlites";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let (code, out) = migrate(&["--to", &pg.url, "--check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("schema version 0") && out.contains("pending"),
+        "{out}"
+    );
+    let (code, out) = migrate(&["--to", &pg.url]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("applied migrations 1 to"), "{out}");
+    let (code, out) = migrate(&["--to", &pg.url, "--check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("up to date"), "{out}");
+    // SQLite's schema, from a store heal made.
+    let dir = test_dir("pg-schema");
+    let db = dir.join("heal.db");
+    let (code, out, err) = heal_cli(&["migrate", "--db", db.to_str().unwrap()], &[], None);
+    assert_ne!(code, 0, "no store yet: {out}{err}");
+    drop(Server::start(&dir, ""));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let sqlite: Vec<String> = conn
+        .prepare(
+            "SELECT m.name || '.' || c.name FROM sqlite_master m, pragma_table_info(m.name) c
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' ORDER BY 1",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let postgres: Vec<String> = pg
+        .psql(
+            "SELECT table_name || '.' || column_name FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name <> 'heal_schema' ORDER BY 1",
+        )
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(postgres, sqlite);
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let pg_indexes = pg.psql("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'");
+    for index in &indexes {
+        assert!(
+            pg_indexes.lines().any(|l| l == index),
+            "index {index} missing in PostgreSQL:\n{pg_indexes}"
+        );
+    }
+    // A schema newer than this heal is refused, and left alone.
+    pg.psql("UPDATE heal_schema SET version = 999");
+    let (code, out) = migrate(&["--to", &pg.url]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("newer than this heal knows"), "{out}");
+    assert_eq!(pg.psql("SELECT version FROM heal_schema").trim(), "999");
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn heals_migrating_one_database_at_once_migrate_it_once() {
+    let test = "postgres::heals_migrating_one_database_at_once_migrate_it_once";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let url = pg.url.clone();
+            std::thread::spawn(move || migrate(&["--to", &url]))
+        })
+        .collect();
+    let outs: Vec<(i32, String)> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+    for (code, out) in &outs {
+        assert_eq!(*code, 0, "{out}");
+    }
+    let applied = outs
+        .iter()
+        .filter(|(_, out)| out.contains("applied migrations"))
+        .count();
+    assert_eq!(applied, 1, "{outs:?}");
+    assert_eq!(pg.psql("SELECT count(*) FROM heal_schema").trim(), "1");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM breaker").trim(),
+        "1",
+        "the breaker's row is written once"
+    );
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn bad_targets_a_running_server_and_a_store_not_heals_are_refused() {
+    let test = "postgres::bad_targets_a_running_server_and_a_store_not_heals_are_refused";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let dir = test_dir("pg-refusals");
+    let server = Server::start(&dir, "");
+    let db = dir.join("heal.db");
+    let db = db.to_str().unwrap();
+    // The store is in use.
+    let (code, out) = migrate(&["--from", db, "--to", &pg.url]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(&format!("pid={}", server.pid())),
+        "names the holder: {out}"
+    );
+    // Wrong or missing arguments.
+    for (args, code_wanted, says) in [
+        (
+            vec!["--from", db, "--to", "mysql://root@db/heal"],
+            2,
+            "takes a PostgreSQL URL",
+        ),
+        (
+            vec!["--from", db],
+            2,
+            "--from names the SQLite store to copy into --to",
+        ),
+        (
+            vec!["--db", db, "--to", pg.url.as_str()],
+            2,
+            "name the store to copy with --from",
+        ),
+        (
+            vec!["--from", "/nonexistent/heal.db", "--to", pg.url.as_str()],
+            1,
+            "does not exist",
+        ),
+        (
+            vec!["--to", "postgres://db.example/heal"],
+            2,
+            "names no user",
+        ),
+    ] {
+        let (code, out) = migrate(&args);
+        assert_eq!(code, code_wanted, "{args:?}: {out}");
+        assert!(out.contains(says), "{args:?}: {out}");
+    }
+    assert_eq!(
+        pg.psql("SELECT to_regclass('heal_schema') IS NULL").trim(),
+        "t",
+        "PostgreSQL untouched"
+    );
+    // Nobody listening: the error names the database, never the password.
+    let port = crate::support::free_port();
+    let url = format!("postgres://heal:hunter2@127.0.0.1:{port}/heal?sslmode=disable");
+    let (code, out) = migrate(&["--to", &url]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "cannot connect to postgres://<redacted>@127.0.0.1:{port}/heal"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+    // heal serve says it does not run on PostgreSQL yet, without the password.
+    let (code, out, err) = heal_cli(
+        &[
+            "serve",
+            "--db",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            dir.join("runbooks.toml").to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("does not run on PostgreSQL yet") && !err.contains("hunter2"),
+        "{err}"
+    );
+    // A store with a table heal never made is not copied.
+    let mut server = server;
+    assert_eq!(server.terminate(), Some(0));
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute_batch("CREATE TABLE \"x; DROP TABLE alert\" (y)")
+        .unwrap();
+    let (code, out) = migrate(&["--from", db, "--to", &pg.url]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("only in SQLite: x; DROP TABLE alert; only in PostgreSQL: none"),
+        "{out}"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM alert").trim(), "0");
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn a_sql_probe_compares_a_postgres_value_and_never_shows_its_password() {
+    let test = "postgres::a_sql_probe_compares_a_postgres_value_and_never_shows_its_password";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    pg.psql("CREATE TABLE jobs (state text); INSERT INTO jobs VALUES ('queued'), ('queued')");
+    let dir = test_dir("pg-sql-probe");
+    let url = pg
+        .url
+        .replacen("postgres@", "postgres:${HEAL_TEST_PG_SECRET}@", 1);
+    let config = format!(
+        r#"
+[[probe]]
+name = "queue"
+every = "1s"
+fail_after = 1
+sql = {{ url = "{url}?sslmode=disable", query = "SELECT count(*) FROM jobs WHERE state = 'queued'", expect = "< 3" }}
+"#
+    );
+    let mut program = std::process::Command::new(crate::support::heal_bin());
+    program.env("HEAL_TEST_PG_SECRET", "pg-hunter2");
+    let server = Server::start_command(&dir, &config, program, "127.0.0.1:0", &[]);
+    let probe = |s: &Server| s.get_ok("/api/v1/probes/queue?limit=5")["probe"].clone();
+    crate::support::wait_until("the probe to be up", Duration::from_secs(10), || {
+        (probe(&server)["state"] == "up").then_some(())
+    });
+    let p = probe(&server);
+    assert_eq!(p["recent_results"][0]["detail"], "2 < 3", "{p}");
+    pg.psql("INSERT INTO jobs VALUES ('queued')");
+    crate::watch::wait_alert(
+        &server,
+        "ProbeFailing",
+        "probe",
+        "queue",
+        "firing",
+        Duration::from_secs(10),
+    );
+    let p = probe(&server);
+    assert_eq!(p["recent_results"][0]["detail"], "3, expected < 3", "{p}");
+    let alert = &crate::watch::alerts_named(&server, "ProbeFailing")[0];
+    assert_eq!(alert["labels"]["probe_type"], "sql");
+    pg.psql("DELETE FROM jobs");
+    crate::support::wait_until("the probe to recover", Duration::from_secs(10), || {
+        (probe(&server)["state"] == "up").then_some(())
+    });
+    // A query PostgreSQL refuses, and one that would write (the session is
+    // read only), fail with the server's words.
+    for (query, says) in [
+        (
+            "SELECT nope FROM jobs",
+            "column \\\"nope\\\" does not exist",
+        ),
+        ("DELETE FROM jobs RETURNING 1", "read-only transaction"),
+    ] {
+        let bad = config.replace("SELECT count(*) FROM jobs WHERE state = 'queued'", query);
+        std::fs::write(dir.join("runbooks.toml"), bad).unwrap();
+        let (status, body) = server.post_raw("/api/v1/config", b"", &[]);
+        assert_eq!(status, 200, "{body}");
+        crate::support::wait_until(query, Duration::from_secs(10), || {
+            let p = probe(&server);
+            p["recent_results"][0]["detail"]
+                .as_str()
+                .filter(|d| d.contains(says.replace("\\\"", "\"").as_str()))
+                .map(|_| ())
+        });
+    }
+    // The password is nowhere people or files see.
+    let shown = [
+        server.get_ok("/api/v1/config").to_string(),
+        server.get_ok("/api/v1/probes").to_string(),
+        server.get_ok("/api/v1/probes/queue?limit=50").to_string(),
+        server.get_ok("/api/v1/alerts").to_string(),
+        server.logs(),
+    ];
+    for text in shown {
+        assert!(!text.contains("pg-hunter2"), "{text}");
+    }
+}
