@@ -1,4 +1,4 @@
-//! Delivering one rendered notification: an HTTP POST or a command. Each
+//! Delivering one rendered notification: an HTTP POST, a mail or a command. Each
 //! channel kind is one arm of `prepare`; `deliver` does the I/O with the
 //! channel's timeout and says whether a failure is worth another try.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::render;
-use crate::config::{redact, ChannelKind, Stdin};
+use crate::config::{redact, ChannelKind, Email, SmtpTls, Stdin};
 use crate::exec;
 
 /// What to send.
@@ -22,6 +22,21 @@ pub enum Request {
         /// The body.
         body: Vec<u8>,
     },
+    /// A mail through the channel's SMTP server.
+    Email {
+        /// The server, the sender and the recipients.
+        email: Email,
+        /// One line: the message's title.
+        subject: String,
+        /// The plain-text part.
+        text: String,
+        /// The HTML part.
+        html: String,
+        /// Its `Message-ID` and the thread it answers (`In-Reply-To`, `References`).
+        thread: Thread,
+        /// Its `Date` (ms).
+        date: i64,
+    },
     /// A command with the message on stdin.
     Command {
         /// The command.
@@ -31,6 +46,66 @@ pub enum Request {
         /// `HEAL_NOTIFICATION_*` variables.
         env: Vec<(String, String)>,
     },
+}
+
+/// Where a mail stands in its thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thread {
+    /// This mail's `Message-ID`.
+    pub message_id: String,
+    /// The thread's first mail, which this one answers.
+    pub reply_to: Option<String>,
+}
+
+/// The `Message-ID`s that keep one event's (or one heartbeat's, probe's,
+/// agent's) mails in one thread. The thread's root is
+/// `<heal.event.ID@DOMAIN>` (DOMAIN: the `from` address's). An event's first
+/// notification (recorded with the event, so `at` is its `created_at`) takes
+/// that id; every later one gets an id of its own and answers the root. A
+/// heartbeat, probe or agent goes down and up again under the same name, so
+/// each of its mails gets its own id and answers the root of its name: no
+/// Message-ID is ever sent twice. A digest starts no thread.
+pub fn thread(doc: &Value, domain: &str, single: bool) -> Thread {
+    let id = doc["id"].as_i64().unwrap_or_default();
+    let clean = |s: &str| -> String {
+        s.chars()
+            .take(100)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let own = |key: &str| format!("<heal.n{id}.{key}@{domain}>");
+    if !single {
+        return Thread {
+            message_id: own("digest"),
+            reply_to: None,
+        };
+    }
+    let subject = super::kind_named(super::text(doc, &["kind"])).map_or("test", |k| k.subject);
+    let key = format!(
+        "{}.{}",
+        clean(subject),
+        clean(super::text(doc, &["subject"]))
+    );
+    let root = format!("<heal.{key}@{domain}>");
+    let first =
+        subject == "event" && !doc["at"].is_null() && doc["at"] == doc["event"]["created_at"];
+    if first {
+        Thread {
+            message_id: root,
+            reply_to: None,
+        }
+    } else {
+        Thread {
+            message_id: own(&key),
+            reply_to: Some(root),
+        }
+    }
 }
 
 /// Why a delivery failed.
@@ -114,6 +189,14 @@ pub fn prepare(
                 body,
             }
         }
+        ChannelKind::Email(email) => Request::Email {
+            email: email.clone(),
+            subject: message.title.clone(),
+            text: render::text(&message),
+            html: render::html(&message),
+            thread: thread(&doc, email.from.email.domain(), single),
+            date: now,
+        },
         ChannelKind::Command { run, stdin } => {
             let stdin = match stdin {
                 Stdin::Json => json(if single {
@@ -187,6 +270,14 @@ impl Sender {
                 post(&self.http, url, headers, body, self.timeout)
             }
             Request::Command { run, stdin, env } => command(run, stdin, env, self.timeout),
+            Request::Email {
+                email,
+                subject,
+                text,
+                html,
+                thread,
+                date,
+            } => mail(email, subject, text, html, thread, *date, self.timeout),
         };
         result.map_err(|f| Failure {
             error: redact(&f.error, secrets),
@@ -258,6 +349,105 @@ fn post(
         permanent: (400..500).contains(&status) && !matches!(status, 408 | 425 | 429),
         retry_after,
     })
+}
+
+/// Sends one mail with lettre's synchronous SMTP client: TLS (implicit, or
+/// STARTTLS before AUTH) with the webpki roots and the channel's `ca_file`,
+/// AUTH PLAIN or LOGIN. Every failure is worth another try: a server down,
+/// a refused login or recipient may be fixed while the delivery waits.
+fn mail(
+    email: &Email,
+    subject: &str,
+    text: &str,
+    html: &str,
+    thread: &Thread,
+    date: i64,
+    timeout: Duration,
+) -> Result<String, Failure> {
+    use lettre::message::{header, MultiPart};
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    let server = format!("SMTP server {}:{}", email.host, email.port);
+    let fail = |error: String| Failure {
+        error,
+        permanent: false,
+        retry_after: None,
+    };
+    let mut b = lettre::Message::builder()
+        .from(email.from.clone())
+        .subject(subject)
+        .message_id(Some(thread.message_id.clone()))
+        .date(std::time::UNIX_EPOCH + Duration::from_millis(date.max(0) as u64))
+        .user_agent(concat!("heal/", env!("CARGO_PKG_VERSION")).to_string());
+    for to in &email.to {
+        b = b.to(to.clone());
+    }
+    for cc in &email.cc {
+        b = b.cc(cc.clone());
+    }
+    if let Some(root) = &thread.reply_to {
+        b = b.in_reply_to(root.clone()).references(root.clone());
+    }
+    let message = b
+        .header(header::MIME_VERSION_1_0)
+        .multipart(MultiPart::alternative_plain_html(
+            text.to_string(),
+            html.to_string(),
+        ))
+        .map_err(|e| fail(format!("cannot build the mail: {e}")))?;
+    let mut builder = lettre::SmtpTransport::builder_dangerous(&email.host)
+        .port(email.port)
+        .timeout(Some(timeout));
+    if email.tls != SmtpTls::Plain {
+        let mut params = TlsParameters::builder(email.host.clone());
+        if let Some(path) = &email.ca_file {
+            for cert in crate::trust::load_ca_file(path).map_err(fail)? {
+                let cert = Certificate::from_der(cert.to_vec())
+                    .map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
+                params = params.add_root_certificate(cert);
+            }
+        }
+        let params = params
+            .build_rustls()
+            .map_err(|e| fail(format!("{server}: TLS setup: {e}")))?;
+        builder = builder.tls(match email.tls {
+            SmtpTls::Implicit => Tls::Wrapper(params),
+            _ => Tls::Required(params),
+        });
+    }
+    if let Some((user, password)) = &email.credentials {
+        builder = builder
+            .credentials(Credentials::new(user.clone(), password.clone()))
+            .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+    }
+    use lettre::Transport as _;
+    let answer = builder
+        .build()
+        .send(&message)
+        .map_err(|e| fail(format!("{server}: {}", describe_smtp_error(&e))))?;
+    let code = answer.code();
+    Ok(format!("SMTP {code}"))
+}
+
+/// A lettre error with its causes (TLS, I/O), and a hint for the usual ones.
+fn describe_smtp_error(e: &lettre::transport::smtp::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let s = cause.to_string();
+        if !text.contains(&s) {
+            text = format!("{text}: {s}");
+        }
+        source = cause.source();
+    }
+    let hint = if text.contains("535") || text.contains("authentication") {
+        " (check the channel's username and password)"
+    } else if text.contains("certificate") || text.contains("UnknownIssuer") {
+        " (set ca_file if a private CA signed the server's certificate)"
+    } else {
+        ""
+    };
+    format!("{text}{hint}")
 }
 
 /// A `Retry-After` value: delta-seconds (`7`) or an HTTP-date
