@@ -25,7 +25,7 @@ pub enum Request {
     /// A mail through the channel's SMTP server.
     Email {
         /// The server, the sender and the recipients.
-        email: Email,
+        email: Box<Email>,
         /// One line: the message's title.
         subject: String,
         /// The plain-text part.
@@ -190,7 +190,7 @@ pub fn prepare(
             }
         }
         ChannelKind::Email(email) => Request::Email {
-            email: email.clone(),
+            email: Box::new(email.clone()),
             subject: message.title.clone(),
             text: render::text(&message),
             html: render::html(&message),
@@ -571,6 +571,90 @@ mod tests {
             .unwrap_err();
         assert!(!f.permanent);
         assert!(f.error.contains("exit 75: mail server down"), "{}", f.error);
+    }
+
+    #[test]
+    fn an_event_s_first_mail_is_its_thread_s_root_and_later_ones_answer_it() {
+        let at = "2026-11-23T10:00:00.000Z";
+        let first = serde_json::json!({ "id": 5, "kind": "event.started", "subject": "42", "at": at, "event": { "id": 42, "created_at": at } });
+        let later = serde_json::json!({ "id": 9, "kind": "event.failed", "subject": "42", "at": "2026-11-23T10:00:03.000Z", "event": { "id": 42, "created_at": at } });
+        let root = "<heal.event.42@example.com>".to_string();
+        assert_eq!(
+            thread(&first, "example.com", true),
+            Thread {
+                message_id: root.clone(),
+                reply_to: None
+            }
+        );
+        assert_eq!(
+            thread(&later, "example.com", true),
+            Thread {
+                message_id: "<heal.n9.event.42@example.com>".into(),
+                reply_to: Some(root)
+            }
+        );
+        // A heartbeat goes down again under its name: never the same id twice.
+        let down = |id: i64| serde_json::json!({ "id": id, "kind": "heartbeat.down", "subject": "nightly backup<x>", "at": at });
+        let (a, b) = (thread(&down(1), "h", true), thread(&down(2), "h", true));
+        assert_ne!(a.message_id, b.message_id);
+        assert_eq!(
+            a.reply_to.as_deref(),
+            Some("<heal.heartbeat.nightly_backup_x_@h>")
+        );
+        assert_eq!(a.reply_to, b.reply_to);
+        let digest = thread(&first, "h", false);
+        assert_eq!(
+            (digest.message_id.as_str(), digest.reply_to),
+            ("<heal.n5.digest@h>", None)
+        );
+    }
+
+    fn email(port: u16, password: &str) -> ChannelKind {
+        ChannelKind::Email(Email {
+            host: "127.0.0.1".into(),
+            port,
+            tls: SmtpTls::StartTls,
+            credentials: Some(("heal".into(), password.into())),
+            from: "heal <heal@example.com>".parse().unwrap(),
+            to: vec!["ops@example.com".parse().unwrap()],
+            cc: Vec::new(),
+            ca_file: None,
+        })
+    }
+
+    #[test]
+    fn an_unreachable_smtp_server_is_retried_and_named_without_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let kind = email(port, "SMTPSECRET1234");
+        assert_eq!(kind.describe(), format!("email smtp://127.0.0.1:{port}"));
+        assert_eq!(kind.secrets(), ["SMTPSECRET1234"]);
+        assert!(!format!("{kind:?}").contains("SMTPSECRET1234"));
+        let req = prepare(&kind, &[doc()], None, 1, 0);
+        let Request::Email {
+            text,
+            html,
+            subject,
+            ..
+        } = &req
+        else {
+            panic!("an email request");
+        };
+        assert_eq!(text.lines().next(), Some(subject.as_str()));
+        assert!(html.contains("<h2>"));
+        let f = Sender::new(Duration::from_secs(2))
+            .deliver(&req, &kind.secrets())
+            .unwrap_err();
+        assert!(!f.permanent);
+        assert!(
+            f.error.contains(&format!("SMTP server 127.0.0.1:{port}")),
+            "{}",
+            f.error
+        );
+        assert!(!f.error.contains("SMTPSECRET1234"), "{}", f.error);
     }
 
     #[test]

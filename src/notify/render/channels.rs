@@ -385,7 +385,7 @@ pub fn html(m: &Message) -> String {
     out
 }
 
-fn html_char(c: char, out: &mut String) {
+pub(super) fn html_char(c: char, out: &mut String) {
     match c {
         '&' => out.push_str("&amp;"),
         '<' => out.push_str("&lt;"),

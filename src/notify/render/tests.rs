@@ -1,6 +1,6 @@
 //! Snapshots of every kind's text, each channel's limits, and hostile input.
 
-use super::channels::{neutralize, plain};
+use super::channels::{html_char, neutralize, plain};
 use super::*;
 use crate::notify::KINDS;
 
@@ -293,9 +293,10 @@ fn every_kind_gives_the_reason_it_was_given() {
         // As it reads in the text, and as JSON bodies escape it.
         let escaped = serde_json::to_string(why).unwrap_or_default();
         let escaped = escaped.trim_matches('"');
+        let in_html = escape_within(why, usize::MAX, html_char);
         for (channel, body) in every_body(&doc) {
             assert!(
-                body.contains(why) || body.contains(escaped),
+                body.contains(why) || body.contains(escaped) || body.contains(&in_html),
                 "{kind} on {channel} lacks {why:?}: {body}"
             );
         }
