@@ -21,15 +21,15 @@ import email
 import email.policy
 import json
 import ssl
+import logging
 import sys
-import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult
 
 
 def main():
-    # aiosmtpd warns about its own use of a deprecated attribute.
-    warnings.simplefilter("ignore", DeprecationWarning)
+    # aiosmtpd logs a warning about its own use of a deprecated attribute.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
     port, cert, key, user, password, out = sys.argv[1:7]
     port = int(port)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

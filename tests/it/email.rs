@@ -22,6 +22,8 @@ use crate::support::{
 
 const USER: &str = "heal-mailer";
 const PASSWORD: &str = "smtp-pa55word-0123456789";
+/// An alert summary that would be markup if it were not escaped.
+const MARKUP: &str = "<b>disk</b> full & <script>alert(1)</script>";
 
 /// The Python of aiosmtpd's venv (`HEAL_AIOSMTPD`, else `python3`) if it
 /// imports aiosmtpd; None (the test is skipped, see `skip`) otherwise.
@@ -109,32 +111,12 @@ impl Drop for Smtp {
     }
 }
 
-const RULES: &str = r#"
-[[rule]]
-name = "good"
-when = "labels.alertname == 'NginxDown'"
-runbook = "restart"
-target = "labels.instance"
-
-[[rule]]
-name = "bad"
-when = "labels.alertname == 'DiskFull'"
-runbook = "clean"
-target = "labels.instance"
-
-[runbook.restart]
-steps = [ { name = "restart", run = "echo restarted" } ]
-
-[runbook.clean]
-steps = [ { name = "clean", run = "echo 'rm: cannot remove <b>/var/tmp/x</b>' >&2; exit 3" } ]
-"#;
-
 fn config(port: u16, ca: &Path) -> String {
     format!(
         r#"
 [server]
 lease = "5s"
-{RULES}
+{}
 [channel.mail]
 email = {{ smtp = "smtp://127.0.0.1:{port}", username = "{USER}", password = "${{HEAL_TEST_SMTP_PASSWORD}}", from = "heal <heal@example.com>", to = ["ops@example.com", "Oncall <oncall@example.com>"], cc = ["lead@example.com"], ca_file = "{}" }}
 rate_limit = "off"
@@ -143,6 +125,7 @@ max_backoff = "1s"
 [[notify]]
 channels = ["mail"]
 "#,
+        crate::notify::RULES,
         ca.display()
     )
 }
@@ -155,8 +138,9 @@ fn start_heal(dir: &Path, port: u16) -> Server {
     Server::start_command(dir, &config(port, &ca), heal, "127.0.0.1:0", &[])
 }
 
-fn fire(server: &Server, name: &str, instance: &str) -> i64 {
-    let body = json!({ "name": name, "labels": { "alertname": name, "instance": instance }, "status": "firing", "starts_at": "2026-11-23T10:00:00Z" });
+/// Fires alert `name` on `instance` with a summary; returns its event.
+fn fire(server: &Server, name: &str, instance: &str, summary: &str) -> i64 {
+    let body = json!({ "name": name, "labels": { "alertname": name, "instance": instance }, "annotations": { "summary": summary }, "status": "firing", "starts_at": "2026-11-23T10:00:00Z" });
     let (code, answer) = server.post("/api/v1/alerts", &body);
     assert_eq!(code, 200, "{answer}\nserver log:\n{}", server.logs());
     answer["alerts"][0]["decisions"][0]["event_id"]
@@ -194,9 +178,9 @@ fn mail_goes_over_starttls_with_auth_in_two_parts_threaded_by_event() {
     let smtp = Smtp::start(&python, &dir, port, PASSWORD);
     let _agent = Agent::start(&server.url, "web-1", &[]);
     wait_agent_polling(&server, "web-1");
-    let good = fire(&server, "NginxDown", "web-1");
+    let good = fire(&server, "NginxDown", "web-1", "nginx is down");
     server.wait_event(good, &["succeeded"], Duration::from_secs(20));
-    let bad = fire(&server, "DiskFull", "web-1");
+    let bad = fire(&server, "DiskFull", "web-1", MARKUP);
     server.wait_event(bad, &["failed"], Duration::from_secs(20));
     let mails = smtp.wait_messages(4, Duration::from_secs(20));
 
@@ -244,25 +228,28 @@ fn mail_goes_over_starttls_with_auth_in_two_parts_threaded_by_event() {
         assert!(html.contains("<h2>"), "{html}");
     }
 
-    // The failed event's mail names the failing step, its markup escaped in HTML.
+    // The failed event's mail names the failing step; the alert's markup
+    // reads as text in both parts.
     let failed: Vec<Value> = of_event(&mails, bad);
     assert_eq!(failed.len(), 2, "{mails:#?}");
-    let last = &failed[1];
-    assert!(
-        header(last, "Subject").contains("step clean exited 3"),
-        "{}",
-        header(last, "Subject")
-    );
-    assert!(last["text"]
+    for m in &failed {
+        assert!(m["text"].as_str().unwrap().contains(MARKUP), "{m}");
+        let html = m["html"].as_str().unwrap();
+        assert!(
+            html.contains("&lt;b&gt;disk&lt;/b&gt; full &amp; &lt;script&gt;"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("<b>") && !html.contains("<script>"),
+            "{html}"
+        );
+    }
+    let subject = header(&failed[1], "Subject");
+    assert!(subject.contains("step clean exited 3"), "{subject}");
+    assert!(failed[1]["text"]
         .as_str()
         .unwrap()
-        .contains("rm: cannot remove <b>/var/tmp/x</b>"));
-    let html = last["html"].as_str().unwrap();
-    assert!(
-        html.contains("rm: cannot remove &lt;b&gt;/var/tmp/x&lt;/b&gt;"),
-        "{html}"
-    );
-    assert!(!html.contains("<b>"), "{html}");
+        .contains("rm: cannot remove /var/tmp/x"));
 
     // Each event is one thread: its first mail is the root, the next answers it.
     for id in [good, bad] {
@@ -278,9 +265,11 @@ fn mail_goes_over_starttls_with_auth_in_two_parts_threaded_by_event() {
     }
 
     // The password shows nowhere: not in the log, not in the config API.
-    let config = server.get_ok("/api/v1/config").to_string();
-    assert!(!config.contains(PASSWORD), "{config}");
-    assert!(config.contains("<redacted>"), "{config}");
+    let config = server.get_ok("/api/v1/config");
+    let email = &config["config"]["channel"]["mail"]["email"];
+    assert_eq!(email["password"], "<redacted>", "{config}");
+    assert_eq!(email["username"], USER, "{config}");
+    assert!(!config.to_string().contains(PASSWORD), "{config}");
     assert!(!server.logs().contains(PASSWORD));
 }
 
@@ -314,7 +303,7 @@ fn a_down_server_and_a_wrong_password_are_retried_until_the_mail_goes() {
     let server = start_heal(&dir, port);
     let _agent = Agent::start(&server.url, "web-1", &[]);
     wait_agent_polling(&server, "web-1");
-    let id = fire(&server, "NginxDown", "web-1");
+    let id = fire(&server, "NginxDown", "web-1", "nginx is down");
     server.wait_event(id, &["succeeded"], Duration::from_secs(20));
 
     // Down: the delivery waits and says why.

@@ -385,7 +385,9 @@ pub fn html(m: &Message) -> String {
     out
 }
 
-pub(super) fn html_char(c: char, out: &mut String) {
+/// Appends `c` with `&`, `<`, `>`, `"` and `'` as character references:
+/// safe in element text and in quoted attribute values.
+pub fn html_char(c: char, out: &mut String) {
     match c {
         '&' => out.push_str("&amp;"),
         '<' => out.push_str("&lt;"),

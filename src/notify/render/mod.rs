@@ -24,7 +24,9 @@ mod words;
 
 use crate::time::{format_duration, format_rfc3339, parse_rfc3339};
 use channels::escape_within;
-pub use channels::{html, opsgenie, pagerduty, signature, slack, webhook, webhook_digest};
+pub use channels::{
+    html, html_char, opsgenie, pagerduty, signature, slack, webhook, webhook_digest,
+};
 use words::{failing_op, fields, op_failure, ops_line, output, words};
 
 /// What a person reads, before a channel shapes it.

@@ -1,6 +1,6 @@
 //! Snapshots of every kind's text, each channel's limits, and hostile input.
 
-use super::channels::{html_char, neutralize, plain};
+use super::channels::{neutralize, plain};
 use super::*;
 use crate::notify::KINDS;
 
