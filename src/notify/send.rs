@@ -60,8 +60,9 @@ pub struct Thread {
 /// The `Message-ID`s that keep one event's (or one heartbeat's, probe's,
 /// agent's) mails in one thread. The thread's root is
 /// `<heal.event.ID@DOMAIN>` (DOMAIN: the `from` address's). An event's first
-/// notification (recorded with the event, so `at` is its `created_at`) takes
-/// that id; every later one gets an id of its own and answers the root. A
+/// notification (recorded with the event, so `at` is its `created_at`; or
+/// the start of a deferred event, which had none) takes that id; every later
+/// one gets an id of its own and answers the root. A
 /// heartbeat, probe or agent goes down and up again under the same name, so
 /// each of its mails gets its own id and answers the root of its name: no
 /// Message-ID is ever sent twice. A digest starts no thread.
@@ -93,8 +94,13 @@ pub fn thread(doc: &Value, domain: &str, single: bool) -> Thread {
         clean(super::text(doc, &["subject"]))
     );
     let root = format!("<heal.{key}@{domain}>");
-    let first =
-        subject == "event" && !doc["at"].is_null() && doc["at"] == doc["event"]["created_at"];
+    let kind = super::text(doc, &["kind"]);
+    let event = &doc["event"];
+    // Recorded with the event, or the start of one that waited (deferred)
+    // without a notification; a start after an approval has `decided_by`.
+    let first = subject == "event"
+        && ((!doc["at"].is_null() && doc["at"] == event["created_at"])
+            || (kind == "event.started" && event["decided_by"].is_null()));
     if first {
         Thread {
             message_id: root,
@@ -592,6 +598,16 @@ mod tests {
                 message_id: "<heal.n9.event.42@example.com>".into(),
                 reply_to: Some(root)
             }
+        );
+        // A deferred event's start is its first notification; a start after
+        // an approval answers the approval's mail.
+        let deferred = serde_json::json!({ "id": 6, "kind": "event.started", "subject": "43", "at": "2026-11-23T10:05:00.000Z", "event": { "id": 43, "created_at": at, "decided_by": null } });
+        assert_eq!(thread(&deferred, "example.com", true).reply_to, None);
+        let mut approved = deferred.clone();
+        approved["event"]["decided_by"] = "alice".into();
+        assert_eq!(
+            thread(&approved, "example.com", true).reply_to.as_deref(),
+            Some("<heal.event.43@example.com>")
         );
         // A heartbeat goes down again under its name: never the same id twice.
         let down = |id: i64| serde_json::json!({ "id": id, "kind": "heartbeat.down", "subject": "nightly backup<x>", "at": at });

@@ -9,6 +9,7 @@
 //! `HEAL_AIOSMTPD`; without it the tests are skipped with a loud message,
 //! and under `CI=true` they fail.
 
+use std::collections::BTreeSet;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -117,6 +118,13 @@ fn config(port: u16, ca: &Path) -> String {
 [server]
 lease = "5s"
 {}
+[[rule]]
+name = "careful"
+when = "labels.alertname == 'DbDown'"
+runbook = "restart"
+target = "labels.instance"
+approve = true
+
 [channel.mail]
 email = {{ smtp = "smtp://127.0.0.1:{port}", username = "{USER}", password = "${{HEAL_TEST_SMTP_PASSWORD}}", from = "heal <heal@example.com>", to = ["ops@example.com", "Oncall <oncall@example.com>"], cc = ["lead@example.com"], ca_file = "{}" }}
 rate_limit = "off"
@@ -182,7 +190,17 @@ fn mail_goes_over_starttls_with_auth_in_two_parts_threaded_by_event() {
     server.wait_event(good, &["succeeded"], Duration::from_secs(20));
     let bad = fire(&server, "DiskFull", "web-1", MARKUP);
     server.wait_event(bad, &["failed"], Duration::from_secs(20));
-    let mails = smtp.wait_messages(4, Duration::from_secs(20));
+    // An approval's mail opens its event's thread; the start after it answers.
+    let careful = fire(&server, "DbDown", "web-1", "db is down");
+    server.wait_event(careful, &["pending_approval"], Duration::from_secs(20));
+    smtp.wait_messages(5, Duration::from_secs(20));
+    let (code, body) = server.post(
+        &format!("/api/v1/events/{careful}/approve"),
+        &json!({ "reason": "go" }),
+    );
+    assert_eq!(code, 200, "{body}");
+    server.wait_event(careful, &["succeeded"], Duration::from_secs(20));
+    let mails = smtp.wait_messages(7, Duration::from_secs(20));
 
     // STARTTLS came before AUTH, and AUTH was with the channel's user and password.
     let auths: Vec<Value> = smtp
@@ -251,17 +269,21 @@ fn mail_goes_over_starttls_with_auth_in_two_parts_threaded_by_event() {
         .unwrap()
         .contains("rm: cannot remove /var/tmp/x"));
 
-    // Each event is one thread: its first mail is the root, the next answers it.
-    for id in [good, bad] {
+    // Each event is one thread: its first mail is the root, the others answer it.
+    for (id, count) in [(good, 2), (bad, 2), (careful, 3)] {
         let mails = of_event(&mails, id);
-        assert_eq!(mails.len(), 2, "event {id}: {mails:#?}");
+        assert_eq!(mails.len(), count, "event {id}: {mails:#?}");
         let root = format!("<heal.event.{id}@example.com>");
         assert_eq!(header(&mails[0], "Message-ID"), root);
         assert_eq!(header(&mails[0], "In-Reply-To"), "");
-        assert_ne!(header(&mails[1], "Message-ID"), root);
-        assert!(header(&mails[1], "Message-ID").ends_with("@example.com>"));
-        assert_eq!(header(&mails[1], "In-Reply-To"), root);
-        assert_eq!(header(&mails[1], "References"), root);
+        let mut ids = BTreeSet::new();
+        for m in &mails[1..] {
+            let own = header(m, "Message-ID");
+            assert!(own != root && own.ends_with("@example.com>"), "{own}");
+            assert!(ids.insert(own.to_string()), "{own} twice");
+            assert_eq!(header(m, "In-Reply-To"), root);
+            assert_eq!(header(m, "References"), root);
+        }
     }
 
     // The password shows nowhere: not in the log, not in the config API.
