@@ -427,16 +427,17 @@ fn mail(
             .authentication(vec![Mechanism::Plain, Mechanism::Login]);
     }
     use lettre::Transport as _;
-    let answer = builder
-        .build()
-        .send(&message)
-        .map_err(|e| fail(format!("{server}: {}", describe_smtp_error(&e))))?;
+    let answer = builder.build().send(&message).map_err(|e| {
+        let ca = email.ca_file.is_some();
+        fail(format!("{server}: {}", describe_smtp_error(&e, ca)))
+    })?;
     let code = answer.code();
     Ok(format!("SMTP {code}"))
 }
 
-/// A lettre error with its causes (TLS, I/O), and a hint for the usual ones.
-fn describe_smtp_error(e: &lettre::transport::smtp::Error) -> String {
+/// A lettre error with its causes (TLS, I/O), and a hint for the usual ones
+/// (`ca`: the channel has a `ca_file`).
+fn describe_smtp_error(e: &lettre::transport::smtp::Error, ca: bool) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
@@ -448,7 +449,9 @@ fn describe_smtp_error(e: &lettre::transport::smtp::Error) -> String {
     }
     let hint = if text.contains("535") || text.contains("authentication") {
         " (check the channel's username and password)"
-    } else if text.contains("certificate") || text.contains("UnknownIssuer") {
+    } else if text.contains("certificate") && ca {
+        " (check that ca_file holds the CA that signed the server's certificate, not the certificate itself)"
+    } else if text.contains("certificate") {
         " (set ca_file if a private CA signed the server's certificate)"
     } else {
         ""
