@@ -11,6 +11,7 @@ mod cli;
 mod crash;
 mod dashboard;
 mod docs;
+mod email;
 mod examples;
 mod faults;
 mod filters;

@@ -187,7 +187,7 @@ fn event_of(answer: &Value) -> i64 {
         .unwrap_or_else(|| panic!("no event in {answer}"))
 }
 
-const RULES: &str = r#"
+pub(crate) const RULES: &str = r#"
 [[rule]]
 name = "good"
 when = "labels.alertname == 'NginxDown'"
@@ -918,7 +918,7 @@ fn bad_channel_and_route_configs_name_file_line_and_fix() {
         "[channel.x]\nslack = { webhook_url = \"${HEAL_SURELY_UNSET_VAR}\" }\n",
         "environment variable HEAL_SURELY_UNSET_VAR is not set",
     );
-    check("[channel.x]\nslack = { webhook_url = \"http://h/x\" }\nwebhook = { url = \"http://h/y\" }\n", "give exactly one of slack, pagerduty, opsgenie, webhook or command");
+    check("[channel.x]\nslack = { webhook_url = \"http://h/x\" }\nwebhook = { url = \"http://h/y\" }\n", "give exactly one of slack, pagerduty, opsgenie, webhook, email or command");
     check(
         "[channel.x]\npagerduty = { routing_key = \"k\" }\nrate_limit = \"5/1m\"\n",
         "never digested; remove rate_limit",

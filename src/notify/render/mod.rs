@@ -1,6 +1,6 @@
 //! Rendering a notification document into what a person reads (`Message`)
-//! and into each channel's body: plain text, Slack, PagerDuty, Opsgenie and a
-//! generic webhook, plus the webhook signature. Pure: no I/O and no clock;
+//! and into each channel's body: plain text, HTML (email), Slack, PagerDuty,
+//! Opsgenie and a generic webhook, plus the webhook signature. Pure: no I/O and no clock;
 //! `send` delivers what this builds.
 //!
 //! Every field of the document may be missing, and alert labels, annotations
@@ -24,7 +24,9 @@ mod words;
 
 use crate::time::{format_duration, format_rfc3339, parse_rfc3339};
 use channels::escape_within;
-pub use channels::{opsgenie, pagerduty, signature, slack, webhook, webhook_digest};
+pub use channels::{
+    html, html_char, opsgenie, pagerduty, signature, slack, webhook, webhook_digest,
+};
 use words::{failing_op, fields, op_failure, ops_line, output, words};
 
 /// What a person reads, before a channel shapes it.

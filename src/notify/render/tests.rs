@@ -265,6 +265,7 @@ fn every_body(doc: &Value) -> Vec<(&'static str, String)> {
     let m = message(doc, BASE);
     vec![
         ("text", text(&m)),
+        ("html", html(&m)),
         ("slack", slack(&m, doc).to_string()),
         ("pagerduty", pagerduty(doc, &m, "R0UT1NG").to_string()),
         ("opsgenie", opsgenie(doc, &m).1.to_string()),
@@ -292,9 +293,10 @@ fn every_kind_gives_the_reason_it_was_given() {
         // As it reads in the text, and as JSON bodies escape it.
         let escaped = serde_json::to_string(why).unwrap_or_default();
         let escaped = escaped.trim_matches('"');
+        let in_html = escape_within(why, usize::MAX, html_char);
         for (channel, body) in every_body(&doc) {
             assert!(
-                body.contains(why) || body.contains(escaped),
+                body.contains(why) || body.contains(escaped) || body.contains(&in_html),
                 "{kind} on {channel} lacks {why:?}: {body}"
             );
         }
@@ -713,6 +715,58 @@ fn hostile(kind: &str) -> Value {
         }
     }
     doc
+}
+
+#[test]
+fn email_html_escapes_every_alert_text() {
+    const TAGS: &[&str] = &[
+        "<!DOCTYPE html>",
+        "<html>",
+        "</html>",
+        "<body>",
+        "</body>",
+        "<h2>",
+        "</h2>",
+        "<p>",
+        "</p>",
+        "<table>",
+        "</table>",
+        "<tr>",
+        "</tr>",
+        "<th align=\"left\">",
+        "</th>",
+        "<td>",
+        "</td>",
+        "<pre>",
+        "</pre>",
+        "</a>",
+    ];
+    for kind in KINDS {
+        let body = html(&message(&hostile(kind.name), BASE));
+        assert!(
+            body.contains("&lt;script&gt;"),
+            "{}: {body:.300}",
+            kind.name
+        );
+        let mut rest = body.clone();
+        for tag in TAGS {
+            rest = rest.replace(tag, "");
+        }
+        // heal's own link: <a href="https://heal.example.com/...">.
+        while let Some(start) = rest.find("<a href=\"https://heal.example.com/") {
+            let end = rest[start..]
+                .find('>')
+                .map_or(rest.len(), |e| start + e + 1);
+            rest.replace_range(start..end, "");
+        }
+        assert_escaped(&rest.replace("&quot;", "").replace("&#39;", ""));
+    }
+    let m = message(&sample("event.failed"), BASE);
+    let body = html(&m);
+    assert!(
+        body.contains(&format!("<h2>{}</h2>", m.title.replace('\'', "&#39;"))),
+        "{body}"
+    );
 }
 
 /// Every `text` in the Slack body, with the limit that applies to it.
