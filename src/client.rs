@@ -228,7 +228,11 @@ impl Client {
                 req.call()
             }
             (_, body) => {
-                let mut req = self.http.post(&url);
+                let mut req = if method == "PUT" {
+                    self.http.put(&url)
+                } else {
+                    self.http.post(&url)
+                };
                 if let Some(a) = &auth {
                     req = req.header("Authorization", a);
                 }
@@ -273,6 +277,11 @@ impl Client {
     /// DELETE that must succeed.
     pub fn delete(&self, path: &str) -> Result<Value> {
         self.expect_ok(path, self.request("DELETE", path, None)?)
+    }
+
+    /// PUT that must succeed.
+    pub fn put(&self, path: &str, body: &Value) -> Result<Value> {
+        self.expect_ok(path, self.request("PUT", path, Some(body))?)
     }
 
     /// POST without a body that must succeed.

@@ -74,6 +74,8 @@ pub struct Step<'a> {
     /// Written to the process's stdin, which is then closed; empty: stdin is
     /// closed from the start (runbook steps never read a terminal).
     pub stdin: &'a [u8],
+    /// Directory it starts in (None: the agent's own).
+    pub cwd: Option<&'a std::path::Path>,
 }
 
 /// Combined output of a running step: keeps only the last `max` bytes, counts everything, and lets a streamer take what is new.
@@ -194,7 +196,7 @@ fn copy_from(buf: &VecDeque<u8>, from: usize) -> Vec<u8> {
 }
 
 /// How a step ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// The exit code; None when killed by a signal or never started.
     pub exit_code: Option<i32>,
@@ -284,6 +286,9 @@ fn spawn(step: &Step) -> Result<Started, String> {
         cmd.arg("-c");
     }
     cmd.args(args);
+    if let Some(dir) = step.cwd {
+        cmd.current_dir(dir);
+    }
     for (key, value) in step.env {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             return Err(format!(
@@ -819,6 +824,7 @@ mod tests {
             timeout,
             grace: Duration::from_millis(500),
             stdin: &[],
+            cwd: None,
         };
         let output = Output::new(1 << 20);
         let outcome = run_step(&step, &output, &AtomicBool::new(false));
@@ -984,6 +990,7 @@ while :; do sleep 0.05; done"#;
             timeout: Duration::from_millis(400),
             grace: Duration::from_millis(300),
             stdin: &[],
+            cwd: None,
         };
         let output = Output::new(4096);
         let start = Instant::now();
@@ -1028,6 +1035,7 @@ wait"#,
             timeout: Duration::from_millis(300),
             grace: Duration::from_millis(300),
             stdin: &[],
+            cwd: None,
         };
         let output = Output::new(4096);
         let start = Instant::now();
@@ -1056,6 +1064,7 @@ wait"#,
             timeout: Duration::from_millis(200),
             grace: Duration::from_secs(5),
             stdin: &[],
+            cwd: None,
         };
         let output = Output::new(4096);
         let start = Instant::now();
@@ -1081,6 +1090,7 @@ wait"#,
             timeout: Duration::from_secs(60),
             grace: Duration::from_secs(5),
             stdin: &[],
+            cwd: None,
         };
         let output = Output::new(4096);
         let cancel = AtomicBool::new(false);
@@ -1129,6 +1139,7 @@ wait"#,
             timeout: Duration::from_secs(15),
             grace: Duration::from_millis(500),
             stdin: &[],
+            cwd: None,
         };
         let output = Output::new(max);
         let done = AtomicBool::new(false);

@@ -489,14 +489,60 @@ impl Agent {
             .get("max_output")
             .and_then(Value::as_u64)
             .unwrap_or(256 << 10) as usize;
-        let steps = op
-            .get("steps")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let list = |key: &str| -> Vec<Value> {
+            op.get(key)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let ctx = OpRun {
+            op_id,
+            grace,
+            max_output,
+            cancel,
+        };
         let mut results = Vec::new();
+        let (state, failed) = match self.run_list(&ctx, &list("steps"), &env, "", &mut results) {
+            Ok(ended) => ended,
+            Err(e) => return fail(e),
+        };
+        // What runs after a failure (roll back, collect diagnostics) is
+        // recorded, and leaves the op failed whatever it does.
+        if let (Some(step), false) = (&failed, cancel.load(Ordering::SeqCst)) {
+            let mut env = env.clone();
+            env.push(("HEAL_FAILED_STEP".into(), step.clone()));
+            if let Err(e) = self.run_list(
+                &ctx,
+                &list("on_failure"),
+                &env,
+                "on_failure: ",
+                &mut results,
+            ) {
+                return fail(e);
+            }
+        }
+        let error = if cancel.load(Ordering::SeqCst) {
+            Some("stopped by the agent (shutdown, or the server gave the op up)".to_string())
+        } else {
+            None
+        };
+        json!({ "state": state, "steps": results, "error": error })
+    }
+
+    /// Runs `steps` in order, appending each try's result to `results`,
+    /// until one fails (unless it may); returns the state they leave and
+    /// the step that failed. Err: a step the server sent without a command.
+    fn run_list(
+        &self,
+        ctx: &OpRun,
+        steps: &[Value],
+        env: &[(String, String)],
+        prefix: &str,
+        results: &mut Vec<StepResult>,
+    ) -> Result<(&'static str, Option<String>), String> {
         let mut state = "succeeded";
-        for (idx, step) in steps.iter().enumerate() {
+        let mut failed = None;
+        for step in steps {
             let name = step
                 .get("name")
                 .and_then(Value::as_str)
@@ -509,44 +555,91 @@ impl Agent {
                         .filter_map(|v| v.as_str().map(str::to_string))
                         .collect(),
                 ),
-                _ => return fail(format!("step {name:?} has no command")),
+                _ => return Err(format!("step {name:?} has no command")),
             };
             let timeout = Duration::from_millis(
                 step.get("timeout_ms")
                     .and_then(Value::as_u64)
                     .unwrap_or(300_000),
             );
-            let output = Arc::new(Output::new(max_output));
-            if let Some(r) = lock(&self.ops).get_mut(&op_id) {
-                r.output = Some((idx, output.clone()));
-                r.cursor = 0;
-            }
-            let spec = exec::Step {
-                run: &run,
-                env: &env,
-                timeout,
-                grace,
-                stdin: &[],
-            };
-            let outcome = exec::run_step(&spec, &output, cancel);
-            if let Some(r) = lock(&self.ops).get_mut(&op_id) {
-                r.output = None;
-            }
-            let (tail, truncated) = output.tail();
-            let mut text = String::from_utf8_lossy(&tail).into_owned();
-            if let Some(e) = &outcome.spawn_error {
-                text.push_str(&format!("[heal: cannot start step: {e}]\n"));
-            }
-            results.push(StepResult {
-                name: name.clone(),
-                exit_code: outcome.exit_code,
-                signal: outcome.signal,
-                timed_out: outcome.timed_out,
-                duration_ms: outcome.duration_ms,
-                output: text,
-                output_bytes: output.total(),
-                truncated,
+            let retries = step.get("retries").and_then(Value::as_u64).unwrap_or(0);
+            let retry_delay = Duration::from_millis(
+                step.get("retry_delay_ms")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+            );
+            // The step's own environment and directory, read here: `${VAR}`
+            // is the agent's, and the directory must exist on this host.
+            let ready = step_env(step, env).and_then(|env| {
+                let cwd = step
+                    .get("cwd")
+                    .and_then(Value::as_str)
+                    .map(std::path::PathBuf::from);
+                match &cwd {
+                    Some(dir) if !dir.is_dir() => Err(format!(
+                        "cwd {} does not exist on this agent (or is not a directory)",
+                        dir.display()
+                    )),
+                    _ => Ok((env, cwd)),
+                }
             });
+            let mut outcome = exec::Outcome::default();
+            for attempt in 0..=retries {
+                if attempt > 0 && pause(retry_delay, ctx.cancel) {
+                    break;
+                }
+                let output = Arc::new(Output::new(ctx.max_output));
+                if let Some(r) = lock(&self.ops).get_mut(&ctx.op_id) {
+                    r.output = Some((results.len(), output.clone()));
+                    r.cursor = 0;
+                }
+                let mut text = String::new();
+                outcome = match &ready {
+                    Ok((step_env, cwd)) => {
+                        let spec = exec::Step {
+                            run: &run,
+                            env: step_env,
+                            timeout,
+                            grace: ctx.grace,
+                            stdin: &[],
+                            cwd: cwd.as_deref(),
+                        };
+                        exec::run_step(&spec, &output, ctx.cancel)
+                    }
+                    Err(why) => {
+                        text = format!("[heal: the step did not start: {why}]\n");
+                        exec::Outcome {
+                            spawn_error: Some(why.clone()),
+                            ..exec::Outcome::default()
+                        }
+                    }
+                };
+                if let Some(r) = lock(&self.ops).get_mut(&ctx.op_id) {
+                    r.output = None;
+                }
+                let (tail, truncated) = output.tail();
+                let mut text = String::from_utf8_lossy(&tail).into_owned() + &text;
+                if let (Some(e), true) = (&outcome.spawn_error, ready.is_ok()) {
+                    text.push_str(&format!("[heal: cannot start step: {e}]\n"));
+                }
+                results.push(StepResult {
+                    name: match (retries, attempt) {
+                        (0, _) => format!("{prefix}{name}"),
+                        (n, a) => format!("{prefix}{name} (try {} of {})", a + 1, n + 1),
+                    },
+                    exit_code: outcome.exit_code,
+                    signal: outcome.signal,
+                    timed_out: outcome.timed_out,
+                    duration_ms: outcome.duration_ms,
+                    output: text,
+                    output_bytes: output.total(),
+                    truncated,
+                });
+                // A step that cannot start fails the same way every time.
+                if outcome.success() || outcome.cancelled || ready.is_err() {
+                    break;
+                }
+            }
             if outcome.success() {
                 continue;
             }
@@ -564,14 +657,10 @@ impl Agent {
                 state = "succeeded";
                 continue;
             }
+            failed = Some(name);
             break;
         }
-        let error = if cancel.load(Ordering::SeqCst) {
-            Some("stopped by the agent (shutdown, or the server gave the op up)".to_string())
-        } else {
-            None
-        };
-        json!({ "state": state, "steps": results, "error": error })
+        Ok((state, failed))
     }
 
     fn report(&self, op_id: i64, result: Value) {
@@ -705,6 +794,43 @@ pub fn random_hex(bytes: usize) -> String {
 fn jitter(d: Duration) -> Duration {
     let r = u64::from_str_radix(&random_hex(2), 16).unwrap_or(0) as f64 / 65535.0;
     d.mul_f64(0.5 + r)
+}
+
+/// What every step of one op shares.
+struct OpRun<'a> {
+    op_id: i64,
+    grace: Duration,
+    max_output: usize,
+    cancel: &'a AtomicBool,
+}
+
+/// A step's environment: the op's (`HEAL_*`), then the step's own with each
+/// `${VAR}` taken from the agent's environment. A name heal keeps for itself
+/// is skipped (the server refuses them too); a variable the agent does not
+/// have is the step's failure, named.
+fn step_env(step: &Value, base: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
+    let mut env = base.to_vec();
+    for kv in step
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(name), Some(value)) = (
+            kv.get(0).and_then(Value::as_str),
+            kv.get(1).and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        if name.to_ascii_uppercase().starts_with("HEAL_") {
+            continue;
+        }
+        let value = crate::config::expand_env(value)
+            .map_err(|e| format!("env {name}: {e} on this agent"))?;
+        env.retain(|(k, _)| k != name);
+        env.push((name.to_string(), value));
+    }
+    Ok(env)
 }
 
 #[cfg(test)]

@@ -156,7 +156,13 @@ fn ca_file_env() -> Option<PathBuf> {
 }
 
 fn read_json_file(path: Option<&PathBuf>) -> Result<Value> {
-    let (name, text) = match path {
+    let (name, text) = read_text_file(path)?;
+    serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{name}: not JSON: {e}")))
+}
+
+/// A file's name and text; stdin for none or `-`.
+fn read_text_file(path: Option<&PathBuf>) -> Result<(String, String)> {
+    Ok(match path {
         Some(p) if p.as_os_str() != "-" => (
             p.display().to_string(),
             std::fs::read_to_string(p)
@@ -168,8 +174,7 @@ fn read_json_file(path: Option<&PathBuf>) -> Result<Value> {
                 .map_err(|e| Error::Io("reading stdin".into(), e))?;
             ("stdin".into(), text)
         }
-    };
-    serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{name}: not JSON: {e}")))
+    })
 }
 
 /// Prints JSON for scripts (`--json`).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use argh::FromArgs;
 use serde_json::{json, Value};
 
-use super::{client, encode, print_json, str_of};
+use super::{client, encode, print_json, read_text_file, str_of};
 use crate::error::{Error, Result};
 use crate::exec::{self, Output, Run};
 use crate::time::format_rfc3339;
@@ -70,13 +70,16 @@ pub struct Heartbeats {
     json: bool,
 }
 
-/// List probes with their last results, or: show NAME.
+/// List probes with their last results, or: show NAME, put NAME --file F, delete NAME.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "probes")]
 pub struct Probes {
-    /// show NAME, or nothing to list
+    /// show NAME, put NAME --file F, delete NAME, or nothing to list
     #[argh(positional)]
     args: Vec<String>,
+    /// with put: the probe's [[probe]] fields, as TOML (without the header) or JSON (a .json file)
+    #[argh(option)]
+    file: Option<PathBuf>,
     /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
     server: Vec<String>,
@@ -165,6 +168,7 @@ fn run_wrapped(command: &[String]) -> (i32, Vec<u8>) {
         timeout: Duration::from_secs(10 * 365 * 86_400),
         grace: Duration::from_secs(10),
         stdin: &[],
+        cwd: None,
     };
     let outcome = std::thread::scope(|s| {
         s.spawn(|| {
@@ -302,11 +306,62 @@ fn render_heartbeat(h: &Value) -> String {
     s
 }
 
+/// The fields of a probe from a file: JSON if it ends in .json, else TOML
+/// (the table of one `[[probe]]` without its header).
+fn probe_file(path: &PathBuf) -> Result<Value> {
+    let (name, text) = read_text_file(Some(path))?;
+    if path.extension().is_some_and(|e| e == "json") {
+        return serde_json::from_str(&text)
+            .map_err(|e| Error::Usage(format!("{name}: not JSON: {e}")));
+    }
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        Error::Usage(format!(
+            "{name}: not TOML (the fields of one [[probe]], without the header): {e}"
+        ))
+    })?;
+    serde_json::to_value(table).map_err(|e| Error::Usage(format!("{name}: {e}")))
+}
+
 /// `heal probes`.
 pub fn probes(c: Probes) -> Result<()> {
+    let usage = |m: &str| {
+        Error::Usage(format!(
+            "{m}\nTry: heal probes show web, heal probes put web --file web.toml, heal probes delete web"
+        ))
+    };
+    let put = matches!(c.args.first().map(String::as_str), Some("put"));
+    if c.file.is_some() && !put {
+        return Err(usage("--file goes with put"));
+    }
     let client = client(c.server, c.token, c.token_file)?;
     match c.args.as_slice() {
         [] => {}
+        [cmd, name] if cmd == "put" => {
+            let Some(file) = &c.file else {
+                return Err(usage("heal probes put NAME needs --file FILE"));
+            };
+            let v = client.put(
+                &format!("/api/v1/probes/{}", encode(name)),
+                &probe_file(file)?,
+            )?;
+            if c.json {
+                print_json(&v);
+            } else if v["created"] == true {
+                println!("probe {name} registered");
+            } else {
+                println!("probe {name} replaced");
+            }
+            return Ok(());
+        }
+        [cmd, name] if cmd == "delete" => {
+            let v = client.delete(&format!("/api/v1/probes/{}", encode(name)))?;
+            if c.json {
+                print_json(&v);
+            } else {
+                println!("probe {name} deleted");
+            }
+            return Ok(());
+        }
         [cmd, name] if cmd == "show" => {
             let v = client.get(&format!("/api/v1/probes/{}?limit=20", encode(name)))?;
             if c.json {
@@ -315,10 +370,11 @@ pub fn probes(c: Probes) -> Result<()> {
             }
             let p = &v["probe"];
             println!(
-                "probe {} ({}, {}): {}",
+                "probe {} ({}, {}, from {}): {}",
                 str_of(&p["name"]),
                 str_of(&p["type"]),
                 str_of(&p["schedule"]),
+                str_of(&p["source"]),
                 str_of(&p["state"])
             );
             for r in p["recent_results"].as_array().into_iter().flatten() {
@@ -333,8 +389,8 @@ pub fn probes(c: Probes) -> Result<()> {
             return Ok(());
         }
         _ => {
-            return Err(Error::Usage(
-                "heal probes takes nothing, or show NAME\nTry: heal probes show web".into(),
+            return Err(usage(
+                "heal probes takes nothing, show NAME, put NAME --file FILE or delete NAME",
             ))
         }
     }

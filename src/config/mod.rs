@@ -30,14 +30,15 @@ mod watch;
 pub use crate::redact::{redact, redact_url, redact_url_secrets};
 pub use expr::{doc, Expr};
 pub use names::{check_name, follows_name_rule, NAME_RULE};
-pub use notify::{Channel, ChannelKind, RateLimit, Route, Stdin};
+pub use notify::{check_channel, Channel, ChannelKind, Email, RateLimit, Route, SmtpTls, Stdin};
 pub use rules::{Action, Mode, Rule, Runbook, Source, Step, Target, Verify};
 pub use secrets::{expand_env, redacted};
 pub use server::{Cidr, Safety, Server, Watchdog};
 pub(crate) use token::parse_sha256;
 pub use token::{hash_matches, hex, parse_expiry, token_hash, Scope, Token};
 pub use watch::{
-    heartbeat, heartbeat_from_def, Heartbeat, Probe, RawHeartbeat, Retention, Scheduled,
+    api_probe, heartbeat, heartbeat_from_def, priority_level, Heartbeat, Probe, RawHeartbeat,
+    Retention, Scheduled,
 };
 
 use validate::{RawFile, Validator};
@@ -264,6 +265,97 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
             .unwrap_err()
             .to_string();
         assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+
+    #[test]
+    fn priorities_are_p1_to_p5_on_rules_and_probes_and_warned_about_on_heartbeats() {
+        let rule =
+            |p: &str| format!("[[rule]]\nname = \"r\"\naction = \"discard\"\npriority = \"{p}\"\n");
+        let c = parse(Path::new("runbooks.toml"), &rule("P1")).unwrap();
+        assert_eq!(c.rules[0].priority.as_deref(), Some("p1"));
+        check_err(
+            &rule("urgent"),
+            "runbooks.toml:4: rule \"r\": priority: \"urgent\" is not one of p1, p2, p3, p4, p5",
+        );
+        let probe = |p: &str| {
+            format!("[[probe]]\nname = \"db\"\nevery = \"1m\"\ntcp = {{ addr = \"127.0.0.1:5432\" }}\npriority = \"{p}\"\n")
+        };
+        let c = parse(Path::new("runbooks.toml"), &probe("p3")).unwrap();
+        assert_eq!(c.probes["db"].priority.as_deref(), Some("p3"));
+        check_err(&probe("p6"), "probe \"db\": priority: \"p6\" is not one of");
+        // A heartbeat's older free word still loads, with a warning.
+        let hb = |p: &str| {
+            format!("[[heartbeat]]\nname = \"backup\"\nevery = \"1d\"\npriority = \"{p}\"\n")
+        };
+        let c = parse(Path::new("runbooks.toml"), &hb("high")).unwrap();
+        assert_eq!(c.heartbeats["backup"].priority.as_deref(), Some("high"));
+        assert!(
+            c.warnings.iter().any(|w| w.contains(
+                "runbooks.toml:1: heartbeat \"backup\": priority \"high\" is not one of p1"
+            )),
+            "{:?}",
+            c.warnings
+        );
+        assert!(parse(Path::new("runbooks.toml"), &hb("p2"))
+            .unwrap()
+            .warnings
+            .is_empty());
+    }
+
+    #[test]
+    fn step_env_names_cwd_and_retries_are_checked_with_their_line() {
+        let runbook = |runbook: &str, step: &str| {
+            format!("[runbook.x]\n{runbook}\nsteps = [\n  {{ name = \"s\", run = \"true\"{step} }},\n]\n")
+        };
+        let c = parse(
+            Path::new("runbooks.toml"),
+            &runbook(
+                "env = { A = \"1\", B = \"2\" }\ncwd = \"/srv\"",
+                ", env = { B = \"${HOME}\" }, retries = 2, retry_delay = \"5s\"",
+            ),
+        )
+        .unwrap();
+        let step = &c.runbooks["x"].steps[0];
+        assert_eq!(
+            step.env,
+            [
+                ("A".to_string(), "1".to_string()),
+                ("B".to_string(), "${HOME}".to_string())
+            ]
+        );
+        assert_eq!((step.cwd.as_deref(), step.retries), (Some("/srv"), 2));
+        assert_eq!(step.retry_delay, std::time::Duration::from_secs(5));
+        for (rb, st, says) in [
+            (
+                "",
+                ", env = { HEAL_EVENT_ID = \"1\" }",
+                "names starting with HEAL_ are heal's own",
+            ),
+            (
+                "env = { heal_x = \"1\" }",
+                "",
+                "names starting with HEAL_ are heal's own",
+            ),
+            (
+                "",
+                ", env = { \"A-B\" = \"1\" }",
+                "\"A-B\" is not a variable name",
+            ),
+            (
+                "",
+                ", env = { \"1A\" = \"1\" }",
+                "\"1A\" is not a variable name",
+            ),
+            ("cwd = \"srv\"", "", "cwd: \"srv\" is not an absolute path"),
+            ("", ", retries = 101", "retries"),
+            ("", ", retry_delay = \"soon\"", "retry_delay"),
+        ] {
+            check_err(&runbook(rb, st), says);
+        }
+        check_err(
+            &runbook("", ", cwd = \"tmp\""),
+            "runbooks.toml:4: runbook \"x\" step \"s\": cwd",
+        );
     }
 
     #[test]

@@ -47,6 +47,39 @@ pub enum Stdin {
     Text,
 }
 
+/// How an email channel reaches its SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `smtps://`: TLS from the first byte.
+    Implicit,
+    /// `smtp://` with STARTTLS required before anything else.
+    StartTls,
+    /// `smtp://` with `starttls = false`: clear text (loopback, or `insecure = true`).
+    Plain,
+}
+
+/// An `email = { ... }` channel.
+#[derive(Clone)]
+pub struct Email {
+    /// The SMTP server's host.
+    pub host: String,
+    /// Its port (587 for `smtp://`, 465 for `smtps://` when not given).
+    pub port: u16,
+    /// How the connection is protected.
+    pub tls: SmtpTls,
+    /// AUTH user and password (`${ENV}` expanded; the password is a secret).
+    pub credentials: Option<(String, String)>,
+    /// The `From:` mailbox.
+    pub from: lettre::message::Mailbox,
+    /// `To:` mailboxes, at least one.
+    pub to: Vec<lettre::message::Mailbox>,
+    /// `Cc:` mailboxes.
+    pub cc: Vec<lettre::message::Mailbox>,
+    /// A private CA's PEM file the server's certificate is checked against
+    /// (besides the webpki roots); read at each delivery.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
 /// How a channel is reached. Secrets are expanded; `Debug` never shows them.
 pub enum ChannelKind {
     /// A Slack incoming webhook.
@@ -77,6 +110,8 @@ pub enum ChannelKind {
         /// Extra headers (values may hold secrets).
         headers: Vec<(String, String)>,
     },
+    /// Mail through an SMTP server.
+    Email(Email),
     /// A command run with the notification on stdin.
     Command {
         /// The command.
@@ -100,6 +135,7 @@ impl ChannelKind {
             ChannelKind::PagerDuty { .. } => "pagerduty",
             ChannelKind::Opsgenie { .. } => "opsgenie",
             ChannelKind::Webhook { .. } => "webhook",
+            ChannelKind::Email(_) => "email",
             ChannelKind::Command { .. } => "command",
         }
     }
@@ -112,6 +148,13 @@ impl ChannelKind {
             | ChannelKind::Opsgenie { url, .. }
             | ChannelKind::Webhook { url, .. } => {
                 format!("{} {}", self.type_name(), redact_url(url))
+            }
+            ChannelKind::Email(e) => {
+                let scheme = match e.tls {
+                    SmtpTls::Implicit => "smtps",
+                    _ => "smtp",
+                };
+                format!("email {scheme}://{}:{}", e.host, e.port)
             }
             ChannelKind::Command { run, .. } => format!("command {run}"),
         }
@@ -133,6 +176,7 @@ impl ChannelKind {
                 v.extend(headers.iter().map(|(_, v)| v.as_str()));
                 v
             }
+            ChannelKind::Email(e) => e.credentials.iter().map(|(_, p)| p.as_str()).collect(),
             ChannelKind::Command { .. } => Vec::new(),
         };
         out.retain(|s| s.len() >= 4);
@@ -170,6 +214,7 @@ pub(super) struct RawChannel {
     pagerduty: Option<RawPagerDuty>,
     opsgenie: Option<RawOpsgenie>,
     webhook: Option<RawWebhook>,
+    email: Option<RawEmail>,
     command: Option<RawCommand>,
     timeout: Option<Spanned<String>>,
     rate_limit: Option<Spanned<String>>,
@@ -213,6 +258,23 @@ struct RawWebhook {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawEmail {
+    smtp: Option<Spanned<String>>,
+    starttls: Option<Spanned<bool>>,
+    #[serde(default)]
+    insecure: bool,
+    username: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
+    to: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    cc: Vec<String>,
+    ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawCommand {
     run: Spanned<RawRun>,
     stdin: Option<Spanned<String>>,
@@ -252,13 +314,14 @@ impl Validator<'_> {
             raw.pagerduty.is_some(),
             raw.opsgenie.is_some(),
             raw.webhook.is_some(),
+            raw.email.is_some(),
             raw.command.is_some(),
         ];
         if given.iter().filter(|&&g| g).count() != 1 {
             return self.err(
                 c.span(),
                 item,
-                "give exactly one of slack, pagerduty, opsgenie, webhook or command",
+                "give exactly one of slack, pagerduty, opsgenie, webhook, email or command",
             );
         }
         let span = c.span();
@@ -318,6 +381,8 @@ impl Validator<'_> {
                 secret,
                 headers,
             }
+        } else if let Some(e) = &raw.email {
+            ChannelKind::Email(self.email(e, &span, item)?)
         } else if let Some(cmd) = &raw.command {
             let run = run_of(cmd.run.get_ref()).map_or_else(
                 || self.err(cmd.run.span(), item, "command.run: empty command"),
@@ -378,6 +443,132 @@ impl Validator<'_> {
                 "give_up_after",
             )?,
             max_backoff,
+        })
+    }
+
+    fn email(&self, e: &RawEmail, span: &std::ops::Range<usize>, item: &str) -> Result<Email> {
+        let at = |v: Option<std::ops::Range<usize>>| v.unwrap_or_else(|| span.clone());
+        let smtp = e.smtp.as_ref().map_or_else(
+            || {
+                self.err(
+                    span.clone(),
+                    item,
+                    "email.smtp: missing (\"smtp://host:587\" or \"smtps://host:465\")",
+                )
+            },
+            Ok,
+        )?;
+        let (implicit, host, port) = parse_smtp_url(smtp.get_ref()).or_else(|m| {
+            self.err(
+                smtp.span(),
+                item,
+                format!("email.smtp: {m} (got {:?})", smtp.get_ref()),
+            )
+        })?;
+        let starttls = e.starttls.as_ref().map(|s| *s.get_ref());
+        let tls = match (implicit, starttls) {
+            (true, Some(_)) => {
+                let s = at(e.starttls.as_ref().map(Spanned::span));
+                return self.err(s, item, "email.starttls: smtps:// is TLS from the start; remove starttls (or use smtp:// with starttls)");
+            }
+            (true, None) => SmtpTls::Implicit,
+            (false, None | Some(true)) => SmtpTls::StartTls,
+            (false, Some(false)) => SmtpTls::Plain,
+        };
+        let username = match &e.username {
+            None => None,
+            Some(u) => {
+                let name = expand_env(u.get_ref())
+                    .or_else(|m| self.err(u.span(), item, format!("email.username: {m}")))?;
+                if name.is_empty() {
+                    return self.err(u.span(), item, "email.username: empty");
+                }
+                Some(name)
+            }
+        };
+        let has_password = e.password.is_some() || e.password_file.is_some();
+        let credentials = match (username, has_password) {
+            (None, false) => None,
+            (None, true) => {
+                let s = at(e
+                    .password
+                    .as_ref()
+                    .or(e.password_file.as_ref())
+                    .map(Spanned::span));
+                return self.err(s, item, "email.password: given without email.username; give both, or neither for a server that needs no AUTH");
+            }
+            (Some(_), false) => {
+                let s = at(e.username.as_ref().map(Spanned::span));
+                return self.err(
+                    s,
+                    item,
+                    "email.username: given without email.password (or email.password_file)",
+                );
+            }
+            (Some(user), true) => Some((
+                user,
+                self.secret(&e.password, &e.password_file, span, item, "email.password")?,
+            )),
+        };
+        if tls == SmtpTls::Plain
+            && credentials.is_some()
+            && !crate::host::is_loopback(&host)
+            && !e.insecure
+        {
+            let s = at(e.starttls.as_ref().map(Spanned::span));
+            return self.err(s, item, format!("email.starttls: false would send the password in clear to {host}; keep starttls = true, use smtps://, or set insecure = true if the network path is trusted"));
+        }
+        let mailbox = |text: &str, field: &str, s: std::ops::Range<usize>| {
+            text.parse::<lettre::message::Mailbox>().or_else(|m| {
+                self.err(s, item, format!("{field}: {text:?} is not a mail address like \"heal <heal@example.com>\" ({m})"))
+            })
+        };
+        let from = e.from.as_ref().map_or_else(
+            || {
+                self.err(
+                    span.clone(),
+                    item,
+                    "email.from: missing (like \"heal <heal@example.com>\")",
+                )
+            },
+            |f| mailbox(f.get_ref(), "email.from", f.span()),
+        )?;
+        let to_raw = e.to.as_ref().filter(|t| !t.get_ref().is_empty());
+        let Some(to_raw) = to_raw else {
+            let s = at(e.to.as_ref().map(Spanned::span));
+            return self.err(
+                s,
+                item,
+                "email.to: missing or empty (a list like [\"ops@example.com\"])",
+            );
+        };
+        let to = to_raw
+            .get_ref()
+            .iter()
+            .map(|t| mailbox(t, "email.to", to_raw.span()))
+            .collect::<Result<Vec<_>>>()?;
+        let cc =
+            e.cc.iter()
+                .map(|t| mailbox(t, "email.cc", span.clone()))
+                .collect::<Result<Vec<_>>>()?;
+        let ca_file = match &e.ca_file {
+            None => None,
+            Some(f) => {
+                let path = std::path::PathBuf::from(f.get_ref());
+                crate::trust::load_ca_file(&path)
+                    .or_else(|m| self.err(f.span(), item, format!("email.ca_file: {m}")))?;
+                Some(path)
+            }
+        };
+        Ok(Email {
+            host,
+            port,
+            tls,
+            credentials,
+            from,
+            to,
+            cc,
+            ca_file,
         })
     }
 
@@ -484,21 +675,8 @@ impl Validator<'_> {
             }
             let mut names = Vec::new();
             for c in &raw.channels {
-                if !channels.contains_key(c.get_ref()) {
-                    let known: Vec<&str> = channels.keys().map(String::as_str).collect();
-                    return self.err(
-                        c.span(),
-                        &item,
-                        format!(
-                            "channels: no [channel.{}] (channels: {})",
-                            c.get_ref(),
-                            if known.is_empty() {
-                                "none".to_string()
-                            } else {
-                                known.join(", ")
-                            }
-                        ),
-                    );
+                if let Err(e) = check_channel(c.get_ref(), channels) {
+                    return self.err(c.span(), &item, format!("channels: {e}"));
                 }
                 if !names.contains(c.get_ref()) {
                     names.push(c.get_ref().clone());
@@ -513,6 +691,25 @@ impl Validator<'_> {
         }
         Ok(out)
     }
+}
+
+/// Whether `name` is a `[channel.NAME]`; the error lists the channels there are.
+pub fn check_channel(
+    name: &str,
+    channels: &BTreeMap<String, Channel>,
+) -> std::result::Result<(), String> {
+    if channels.contains_key(name) {
+        return Ok(());
+    }
+    let known: Vec<&str> = channels.keys().map(String::as_str).collect();
+    Err(format!(
+        "no [channel.{name}] (channels: {})",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
 }
 
 /// `http://` or `https://` with a host.
@@ -533,6 +730,50 @@ pub(super) fn check_url(url: &str) -> std::result::Result<(), String> {
         return Err("contains whitespace".into());
     }
     Ok(())
+}
+
+/// `smtp://host[:port]` or `smtps://host[:port]` → (implicit TLS, host, port).
+fn parse_smtp_url(url: &str) -> std::result::Result<(bool, String, u16), String> {
+    let (implicit, rest) = if let Some(r) = url.strip_prefix("smtps://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("smtp://") {
+        (false, r)
+    } else {
+        return Err(
+            "must start with smtp:// (STARTTLS, port 587) or smtps:// (TLS, port 465)".into(),
+        );
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('@') {
+        return Err("holds a user; give email.username and email.password instead".into());
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#']) || rest.chars().any(char::is_whitespace) {
+        return Err("must be just a scheme, a host and an optional port".into());
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (rest, None),
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    let port = match port {
+        None => {
+            if implicit {
+                465
+            } else {
+                587
+            }
+        }
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("{p:?} is not a port"))?,
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((implicit, host.to_string(), port))
 }
 
 /// `20/1m` → 20 per minute; `off` → none.
@@ -595,6 +836,37 @@ mod tests {
         assert!(parse_rate("0/1m").is_err());
         assert!(parse_rate("20").is_err());
         assert!(parse_rate("5/10ms").is_err());
+    }
+
+    #[test]
+    fn smtp_urls() {
+        assert_eq!(
+            parse_smtp_url("smtp://mail.example.com").unwrap(),
+            (false, "mail.example.com".into(), 587)
+        );
+        assert_eq!(
+            parse_smtp_url("smtps://mail.example.com").unwrap(),
+            (true, "mail.example.com".into(), 465)
+        );
+        assert_eq!(
+            parse_smtp_url("smtp://127.0.0.1:2525/").unwrap(),
+            (false, "127.0.0.1".into(), 2525)
+        );
+        assert_eq!(
+            parse_smtp_url("smtp://[::1]:25").unwrap(),
+            (false, "::1".into(), 25)
+        );
+        for bad in [
+            "http://h",
+            "smtp://",
+            "smtp://u:p@h",
+            "smtp://h:x",
+            "smtp://h:0",
+            "smtp://h/path",
+            "smtp://h :25",
+        ] {
+            assert!(parse_smtp_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

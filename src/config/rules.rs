@@ -97,6 +97,9 @@ pub struct Rule {
     pub cont: bool,
     /// Built for a `[[schedule]]`: never matched against alerts, decided when the schedule fires.
     pub schedule: bool,
+    /// `p1`…`p5`: the priority of its events' notifications (PagerDuty's
+    /// severity, Opsgenie's priority, routes' `priority`).
+    pub priority: Option<String>,
 }
 
 /// One runbook step.
@@ -110,6 +113,16 @@ pub struct Step {
     pub timeout: Duration,
     /// Go on to the next step when this one fails.
     pub continue_on_error: bool,
+    /// Environment of the step (the runbook's, then the step's own), each
+    /// value's `${VAR}` expanded on the agent from its own environment.
+    pub env: Vec<(String, String)>,
+    /// Directory the step starts in (the step's, else the runbook's; else
+    /// the agent's own); it must exist on the agent.
+    pub cwd: Option<String>,
+    /// Runs again after a failure or a timeout, at most this many times.
+    pub retries: u32,
+    /// Pause before each run again.
+    pub retry_delay: Duration,
 }
 
 /// How an event is checked after its steps.
@@ -141,6 +154,9 @@ pub struct Runbook {
     pub description: String,
     /// Steps in order.
     pub steps: Vec<Step>,
+    /// Steps run after a step fails (with `HEAL_FAILED_STEP`): recorded,
+    /// and the op stays failed whatever they do.
+    pub on_failure: Vec<Step>,
     /// Check after the steps.
     pub verify: Verify,
     /// Targets at once when fanning out.
@@ -200,6 +216,7 @@ pub(super) struct RawRule {
     pub(super) mode: Option<Spanned<String>>,
     #[serde(default, rename = "continue")]
     pub(super) cont: bool,
+    pub(super) priority: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +234,11 @@ pub(super) struct RawStep {
     timeout: Option<Spanned<String>>,
     #[serde(default)]
     continue_on_error: bool,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    retries: Option<Spanned<i64>>,
+    retry_delay: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +259,11 @@ pub(super) struct RawRunbook {
     steps: Vec<Spanned<RawStep>>,
     verify: Option<Spanned<RawVerify>>,
     max_parallel: Option<Spanned<i64>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    #[serde(default)]
+    on_failure: Vec<Spanned<RawStep>>,
 }
 
 impl Validator<'_> {
@@ -263,6 +290,59 @@ impl Validator<'_> {
         }
     }
 
+    /// A runbook's `steps` or `on_failure`, each with the runbook's env and
+    /// cwd under its own.
+    fn steps(
+        &self,
+        list: &[Spanned<RawStep>],
+        raw: &RawRunbook,
+        item: &str,
+        which: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Step>> {
+        let mut steps: Vec<Step> = Vec::new();
+        for s in list {
+            let rs = s.get_ref();
+            let step_item = format!("{item} {which}step {:?}", rs.name);
+            if rs.name.trim().is_empty() || steps.iter().any(|o| o.name == rs.name) {
+                return self.err(
+                    s.span(),
+                    &step_item,
+                    "name: empty or used twice in this runbook",
+                );
+            }
+            let mut env = raw.env.clone();
+            env.extend(rs.env.clone());
+            for name in env.keys() {
+                check_env_name(name).or_else(|e| self.err(s.span(), &step_item, e))?;
+            }
+            let cwd = rs.cwd.clone().or_else(|| raw.cwd.clone());
+            if let Some(dir) = cwd.as_deref().filter(|d| !d.starts_with('/')) {
+                return self.err(
+                    s.span(),
+                    &step_item,
+                    format!("cwd: {dir:?} is not an absolute path (steps run wherever the agent was started)"),
+                );
+            }
+            steps.push(Step {
+                name: rs.name.clone(),
+                run: self.run(&rs.run, &step_item, "run")?,
+                timeout: self.duration(&rs.timeout, timeout, &step_item, "timeout")?,
+                continue_on_error: rs.continue_on_error,
+                env: env.into_iter().collect(),
+                cwd,
+                retries: self.count(&rs.retries, 0, 0, 100, &step_item, "retries")? as u32,
+                retry_delay: self.duration(
+                    &rs.retry_delay,
+                    Duration::from_secs(10),
+                    &step_item,
+                    "retry_delay",
+                )?,
+            });
+        }
+        Ok(steps)
+    }
+
     pub(super) fn runbook(&self, name: &str, r: &Spanned<RawRunbook>) -> Result<Runbook> {
         let raw = r.get_ref();
         let item = format!("runbook {name:?}");
@@ -275,24 +355,8 @@ impl Validator<'_> {
                 "steps: empty (give at least one { name = \"...\", run = \"...\" })",
             );
         }
-        let mut steps: Vec<Step> = Vec::new();
-        for s in &raw.steps {
-            let rs = s.get_ref();
-            let step_item = format!("{item} step {:?}", rs.name);
-            if rs.name.trim().is_empty() || steps.iter().any(|o| o.name == rs.name) {
-                return self.err(
-                    s.span(),
-                    &step_item,
-                    "name: empty or used twice in this runbook",
-                );
-            }
-            steps.push(Step {
-                name: rs.name.clone(),
-                run: self.run(&rs.run, &step_item, "run")?,
-                timeout: self.duration(&rs.timeout, timeout, &step_item, "timeout")?,
-                continue_on_error: rs.continue_on_error,
-            });
-        }
+        let steps = self.steps(&raw.steps, raw, &item, "", timeout)?;
+        let on_failure = self.steps(&raw.on_failure, raw, &item, "on_failure ", timeout)?;
         let verify = match &raw.verify {
             None => Verify::None,
             Some(v) => {
@@ -331,6 +395,7 @@ impl Validator<'_> {
             name: name.to_string(),
             description: raw.description.clone(),
             steps,
+            on_failure,
             verify,
             max_parallel,
         })
@@ -469,8 +534,33 @@ impl Validator<'_> {
             mode,
             cont: raw.cont,
             schedule: false,
+            priority: match &raw.priority {
+                Some(p) => super::watch::priority(Some(p.get_ref()))
+                    .or_else(|e| self.err(p.span(), &item, e))?,
+                None => None,
+            },
         })
     }
+}
+
+/// A variable a runbook may set: a shell name, not one of heal's own
+/// (`HEAL_*` carry the alert, and only heal sets them).
+fn check_env_name(name: &str) -> std::result::Result<(), String> {
+    let shell_name = name
+        .chars()
+        .enumerate()
+        .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+    if name.is_empty() || !shell_name {
+        return Err(format!(
+            "env: {name:?} is not a variable name (letters, digits and _, not starting with a digit)"
+        ));
+    }
+    if name.to_ascii_uppercase().starts_with("HEAL_") {
+        return Err(format!(
+            "env: {name:?}: names starting with HEAL_ are heal's own (the alert's data, set by heal)"
+        ));
+    }
+    Ok(())
 }
 
 /// A command as written: a shell string or an argv list; None when empty.

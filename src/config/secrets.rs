@@ -36,6 +36,7 @@ const SECRET_KEYS: &[&str] = &[
     "ping_key_sha256",
     "headers",
     "watchdog_url",
+    "password",
 ];
 
 /// The running file as JSON with every secret value replaced by

@@ -78,6 +78,15 @@ impl Validator<'_> {
         )))
     }
 
+    /// A warning at a place of the file (`Config::warnings`).
+    pub(super) fn warn(&self, span: std::ops::Range<usize>, item: &str, message: &str) {
+        self.warnings.borrow_mut().push(format!(
+            "{}:{}: {item}: {message}",
+            self.file,
+            self.line(span.start)
+        ));
+    }
+
     pub(super) fn expr(&self, s: &Spanned<String>, item: &str, field: &str) -> Result<Expr> {
         let expr = Expr::compile(s.get_ref()).or_else(|e| {
             self.err(
@@ -87,12 +96,14 @@ impl Validator<'_> {
             )
         })?;
         for name in literal_lookalikes(expr.compiled.as_ast()) {
-            self.warnings.borrow_mut().push(format!(
-                "{}:{}: {item}: {field} {:?}: a bare {name} looks up a field named \"{name}\" (null in every alert) instead of meaning {name}; for the literal write `{name}`, with its backticks",
-                self.file,
-                self.line(s.span().start),
-                s.get_ref(),
-            ));
+            self.warn(
+                s.span(),
+                item,
+                &format!(
+                    "{field} {:?}: a bare {name} looks up a field named \"{name}\" (null in every alert) instead of meaning {name}; for the literal write `{name}`, with its backticks",
+                    s.get_ref()
+                ),
+            );
         }
         Ok(expr)
     }
@@ -213,7 +224,7 @@ impl Validator<'_> {
             runbooks,
             safety,
             heartbeats: self.heartbeats(&raw.heartbeats)?,
-            probes: self.probes(&raw.probes)?,
+            probes: self.probes(&raw.probes, &channels)?,
             schedules,
             retention: self.retention(&raw.retention)?,
             channels,

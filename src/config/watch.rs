@@ -27,7 +27,9 @@ pub struct Heartbeat {
     pub renotify: Option<Duration>,
     /// Owner, for routing.
     pub team: Option<String>,
-    /// p1..p5 or whatever the site uses.
+    /// `p1`…`p5` reach pagers (PagerDuty's severity, Opsgenie's priority);
+    /// another word (an older file's, an API heartbeat's) is shown as
+    /// written and warned about by the file's checks.
     pub priority: Option<String>,
     /// The service it belongs to.
     pub service: Option<String>,
@@ -84,6 +86,29 @@ pub struct RawHeartbeat {
     pub ping_key_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+}
+
+/// A priority as pagers know it: `p1` (highest) to `p5`, in any case, as
+/// heal writes it (`p1`…`p5`); None for anything else.
+pub fn priority_level(text: &str) -> Option<&'static str> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "p1" => Some("p1"),
+        "p2" => Some("p2"),
+        "p3" => Some("p3"),
+        "p4" => Some("p4"),
+        "p5" => Some("p5"),
+        _ => None,
+    }
+}
+
+/// A probe's or rule's `priority`: one of `p1`…`p5`.
+pub(super) fn priority(text: Option<&str>) -> std::result::Result<Option<String>, String> {
+    text.map(|t| {
+        priority_level(t).map(str::to_string).ok_or_else(|| {
+            format!("priority: {t:?} is not one of p1, p2, p3, p4, p5 (p1 pages the most)")
+        })
+    })
+    .transpose()
 }
 
 /// Labels heal sets itself on internal alerts; a heartbeat or probe may not override them.
@@ -176,6 +201,38 @@ pub fn heartbeat_from_def(def: &str) -> std::result::Result<Heartbeat, String> {
     heartbeat(&raw)
 }
 
+/// A probe registered with `PUT /api/v1/probes/NAME`, from its JSON (the
+/// fields of a `[[probe]]`), validated as the file's probes are. An API token
+/// may not do what only the file may: run a command on the server, or read
+/// heal's environment through `${VAR}` in a header it sends where it likes.
+/// Its `notify` channels are checked when it is registered (`check_channel`);
+/// one removed from the file later is skipped when routing.
+pub fn api_probe(def: &serde_json::Value) -> std::result::Result<Probe, String> {
+    let raw = RawProbe::deserialize(def).map_err(|e| e.to_string())?;
+    if raw.command.is_some() {
+        return Err("command: a command probe runs a program on the server; define it in runbooks.toml, or use http, tcp or prometheus".into());
+    }
+    if let Some((k, _)) = raw
+        .http
+        .iter()
+        .flat_map(|h| &h.headers)
+        .find(|(_, v)| v.contains("${"))
+    {
+        return Err(format!("http.headers.{k}: ${{...}} reads heal's environment, which only runbooks.toml may do; give the value itself"));
+    }
+    if let Some(sql) = &raw.sql {
+        // `${VAR}` would send heal's environment to a database the caller
+        // names; a SQLite file is one on heal's own host, read as root.
+        if sql.url.contains("${") {
+            return Err("sql.url: ${...} reads heal's environment, which only runbooks.toml may do; give the password in the URL, or put the probe in runbooks.toml".into());
+        }
+        if !crate::pg::is_url(&sql.url) {
+            return Err("sql.url: a SQLite file is read on heal's own host: define such a probe in runbooks.toml; over the API, give postgres://USER@HOST:PORT/DB".into());
+        }
+    }
+    probe(&raw)
+}
+
 fn check_labels(labels: &BTreeMap<String, String>) -> std::result::Result<(), String> {
     for name in labels.keys() {
         if RESERVED_LABELS.contains(&name.as_str()) {
@@ -211,8 +268,12 @@ pub struct Probe {
     pub labels: BTreeMap<String, String>,
     /// Owner, for routing.
     pub team: Option<String>,
+    /// `p1`…`p5`, for pagers and routes.
+    pub priority: Option<String>,
     /// What it watches, for people.
     pub description: String,
+    /// Channels its probe.down and probe.up go to, besides the `[[notify]]` routes.
+    pub notify: Vec<String>,
 }
 
 impl Probe {
@@ -245,11 +306,14 @@ pub(super) struct RawProbe {
     team: Option<String>,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    notify: Vec<String>,
     http: Option<RawHttp>,
     tcp: Option<RawTcp>,
     command: Option<RawCommand>,
     prometheus: Option<RawPrometheus>,
     sql: Option<RawSql>,
+    priority: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -395,7 +459,9 @@ fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
         tags: raw.tags.clone(),
         labels: raw.labels.clone(),
         team: raw.team.clone(),
+        priority: priority(raw.priority.as_deref())?,
         description: raw.description.clone(),
+        notify: raw.notify.clone(),
     })
 }
 
@@ -521,6 +587,17 @@ impl Validator<'_> {
         for h in raw {
             let item = format!("heartbeat {:?}", h.get_ref().name);
             let hb = heartbeat(h.get_ref()).or_else(|e| self.err(h.span(), &item, e))?;
+            if let Some(p) = hb
+                .priority
+                .as_deref()
+                .filter(|p| priority_level(p).is_none())
+            {
+                self.warn(
+                    h.span(),
+                    &item,
+                    &format!("priority {p:?} is not one of p1, p2, p3, p4, p5: it is shown, but reaches no pager's priority"),
+                );
+            }
             if out.insert(hb.name.clone(), hb).is_some() {
                 return self.err(h.span(), &item, "duplicate heartbeat name");
             }
@@ -528,11 +605,19 @@ impl Validator<'_> {
         Ok(out)
     }
 
-    pub(super) fn probes(&self, raw: &[Spanned<RawProbe>]) -> Result<BTreeMap<String, Probe>> {
+    pub(super) fn probes(
+        &self,
+        raw: &[Spanned<RawProbe>],
+        channels: &BTreeMap<String, super::Channel>,
+    ) -> Result<BTreeMap<String, Probe>> {
         let mut out = BTreeMap::new();
         for p in raw {
             let item = format!("probe {:?}", p.get_ref().name);
             let probe = probe(p.get_ref()).or_else(|e| self.err(p.span(), &item, e))?;
+            for c in &probe.notify {
+                super::check_channel(c, channels)
+                    .or_else(|e| self.err(p.span(), &item, format!("notify: {e}")))?;
+            }
             if out.insert(probe.name.clone(), probe).is_some() {
                 return self.err(p.span(), &item, "duplicate probe name");
             }
@@ -585,6 +670,7 @@ impl Validator<'_> {
             max_targets: None,
             mode: raw.mode.clone(),
             cont: false,
+            priority: None,
         })
     }
 

@@ -30,7 +30,8 @@ pub fn severity_level(text: &str) -> &'static str {
 
 /// The document routes filter and channels render: the parts the store
 /// gathered (`event`, `alert`, `ops`, `heartbeat`, …) plus what every
-/// notification has (`kind`, `severity`, `team`, `rule`, `runbook`, `labels`).
+/// notification has (`kind`, `severity`, `priority`, `team`, `rule`,
+/// `runbook`, `labels`).
 pub fn document(id: i64, kind: &Kind, subject: &str, at: i64, parts: Value) -> Value {
     let part = |k: &str| parts.get(k).cloned().unwrap_or(Value::Null);
     let alert = part("alert");
@@ -44,6 +45,11 @@ pub fn document(id: i64, kind: &Kind, subject: &str, at: i64, parts: Value) -> V
         .filter(|s| !s.is_empty())
         .unwrap_or(kind.severity)
         .to_string();
+    // A priority pagers know (p1…p5), from the alert's labels; a rule's own
+    // is set over it where the notification is routed.
+    let priority = labels["priority"]
+        .as_str()
+        .and_then(crate::config::priority_level);
     let ops = match part("ops") {
         Value::Array(a) => Value::Array(a),
         _ => Value::Array(Vec::new()),
@@ -56,6 +62,7 @@ pub fn document(id: i64, kind: &Kind, subject: &str, at: i64, parts: Value) -> V
         "dedup_key": dedup_key(kind, subject),
         "resolves": kind.resolves,
         "severity": severity,
+        "priority": priority,
         "team": labels.get("team").cloned().unwrap_or(Value::Null),
         "rule": event.get("rule").cloned().unwrap_or(Value::Null),
         "runbook": event.get("runbook").cloned().unwrap_or(Value::Null),
@@ -84,7 +91,12 @@ pub fn internal_parts(source: &str, alert: &crate::alert::Alert) -> Value {
         ),
         "probe" => (
             "probe",
-            serde_json::json!({ "name": label("probe"), "description": note("description") }),
+            serde_json::json!({
+                "name": label("probe"),
+                "description": note("description"),
+                // The probe's own `notify` channels (`server::outbox::route_batch`).
+                "notify": note("notify").map(|n| n.split(',').map(str::to_string).collect::<Vec<_>>()).unwrap_or_default(),
+            }),
         ),
         "agent" => (
             "agent",

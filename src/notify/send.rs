@@ -1,4 +1,4 @@
-//! Delivering one rendered notification: an HTTP POST or a command. Each
+//! Delivering one rendered notification: an HTTP POST, a mail or a command. Each
 //! channel kind is one arm of `prepare`; `deliver` does the I/O with the
 //! channel's timeout and says whether a failure is worth another try.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::render;
-use crate::config::{redact, ChannelKind, Stdin};
+use crate::config::{redact, ChannelKind, Email, SmtpTls, Stdin};
 use crate::exec;
 
 /// What to send.
@@ -22,6 +22,21 @@ pub enum Request {
         /// The body.
         body: Vec<u8>,
     },
+    /// A mail through the channel's SMTP server.
+    Email {
+        /// The server, the sender and the recipients.
+        email: Box<Email>,
+        /// One line: the message's title.
+        subject: String,
+        /// The plain-text part.
+        text: String,
+        /// The HTML part.
+        html: String,
+        /// Its `Message-ID` and the thread it answers (`In-Reply-To`, `References`).
+        thread: Thread,
+        /// Its `Date` (ms).
+        date: i64,
+    },
     /// A command with the message on stdin.
     Command {
         /// The command.
@@ -31,6 +46,72 @@ pub enum Request {
         /// `HEAL_NOTIFICATION_*` variables.
         env: Vec<(String, String)>,
     },
+}
+
+/// Where a mail stands in its thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thread {
+    /// This mail's `Message-ID`.
+    pub message_id: String,
+    /// The thread's first mail, which this one answers.
+    pub reply_to: Option<String>,
+}
+
+/// The `Message-ID`s that keep one event's (or one heartbeat's, probe's,
+/// agent's) mails in one thread. The thread's root is
+/// `<heal.event.ID@DOMAIN>` (DOMAIN: the `from` address's). An event's first
+/// notification (recorded with the event, so `at` is its `created_at`; or
+/// the start of a deferred event, which had none) takes that id; every later
+/// one gets an id of its own and answers the root. A
+/// heartbeat, probe or agent goes down and up again under the same name, so
+/// each of its mails gets its own id and answers the root of its name: no
+/// Message-ID is ever sent twice. A digest starts no thread.
+pub fn thread(doc: &Value, domain: &str, single: bool) -> Thread {
+    let id = doc["id"].as_i64().unwrap_or_default();
+    let clean = |s: &str| -> String {
+        s.chars()
+            .take(100)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let own = |key: &str| format!("<heal.n{id}.{key}@{domain}>");
+    if !single {
+        return Thread {
+            message_id: own("digest"),
+            reply_to: None,
+        };
+    }
+    let subject = super::kind_named(super::text(doc, &["kind"])).map_or("test", |k| k.subject);
+    let key = format!(
+        "{}.{}",
+        clean(subject),
+        clean(super::text(doc, &["subject"]))
+    );
+    let root = format!("<heal.{key}@{domain}>");
+    let kind = super::text(doc, &["kind"]);
+    let event = &doc["event"];
+    // Recorded with the event, or the start of one that waited (deferred)
+    // without a notification; a start after an approval has `decided_by`.
+    let first = subject == "event"
+        && ((!doc["at"].is_null() && doc["at"] == event["created_at"])
+            || (kind == "event.started" && event["decided_by"].is_null()));
+    if first {
+        Thread {
+            message_id: root,
+            reply_to: None,
+        }
+    } else {
+        Thread {
+            message_id: own(&key),
+            reply_to: Some(root),
+        }
+    }
 }
 
 /// Why a delivery failed.
@@ -114,6 +195,14 @@ pub fn prepare(
                 body,
             }
         }
+        ChannelKind::Email(email) => Request::Email {
+            email: Box::new(email.clone()),
+            subject: message.title.clone(),
+            text: render::text(&message),
+            html: render::html(&message),
+            thread: thread(&doc, email.from.email.domain(), single),
+            date: now,
+        },
         ChannelKind::Command { run, stdin } => {
             let stdin = match stdin {
                 Stdin::Json => json(if single {
@@ -187,6 +276,14 @@ impl Sender {
                 post(&self.http, url, headers, body, self.timeout)
             }
             Request::Command { run, stdin, env } => command(run, stdin, env, self.timeout),
+            Request::Email {
+                email,
+                subject,
+                text,
+                html,
+                thread,
+                date,
+            } => mail(email, subject, text, html, thread, *date, self.timeout),
         };
         result.map_err(|f| Failure {
             error: redact(&f.error, secrets),
@@ -260,6 +357,108 @@ fn post(
     })
 }
 
+/// Sends one mail with lettre's synchronous SMTP client: TLS (implicit, or
+/// STARTTLS before AUTH) with the webpki roots and the channel's `ca_file`,
+/// AUTH PLAIN or LOGIN. Every failure is worth another try: a server down,
+/// a refused login or recipient may be fixed while the delivery waits.
+fn mail(
+    email: &Email,
+    subject: &str,
+    text: &str,
+    html: &str,
+    thread: &Thread,
+    date: i64,
+    timeout: Duration,
+) -> Result<String, Failure> {
+    use lettre::message::{header, MultiPart};
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    let server = format!("SMTP server {}:{}", email.host, email.port);
+    let fail = |error: String| Failure {
+        error,
+        permanent: false,
+        retry_after: None,
+    };
+    let mut b = lettre::Message::builder()
+        .from(email.from.clone())
+        .subject(subject)
+        .message_id(Some(thread.message_id.clone()))
+        .date(std::time::UNIX_EPOCH + Duration::from_millis(date.max(0) as u64))
+        .user_agent(concat!("heal/", env!("CARGO_PKG_VERSION")).to_string());
+    for to in &email.to {
+        b = b.to(to.clone());
+    }
+    for cc in &email.cc {
+        b = b.cc(cc.clone());
+    }
+    if let Some(root) = &thread.reply_to {
+        b = b.in_reply_to(root.clone()).references(root.clone());
+    }
+    let message = b
+        .header(header::MIME_VERSION_1_0)
+        .multipart(MultiPart::alternative_plain_html(
+            text.to_string(),
+            html.to_string(),
+        ))
+        .map_err(|e| fail(format!("cannot build the mail: {e}")))?;
+    let mut builder = lettre::SmtpTransport::builder_dangerous(&email.host)
+        .port(email.port)
+        .timeout(Some(timeout));
+    if email.tls != SmtpTls::Plain {
+        let mut params = TlsParameters::builder(email.host.clone());
+        if let Some(path) = &email.ca_file {
+            for cert in crate::trust::load_ca_file(path).map_err(fail)? {
+                let cert = Certificate::from_der(cert.to_vec())
+                    .map_err(|e| fail(format!("ca_file {}: {e}", path.display())))?;
+                params = params.add_root_certificate(cert);
+            }
+        }
+        let params = params
+            .build_rustls()
+            .map_err(|e| fail(format!("{server}: TLS setup: {e}")))?;
+        builder = builder.tls(match email.tls {
+            SmtpTls::Implicit => Tls::Wrapper(params),
+            _ => Tls::Required(params),
+        });
+    }
+    if let Some((user, password)) = &email.credentials {
+        builder = builder
+            .credentials(Credentials::new(user.clone(), password.clone()))
+            .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+    }
+    use lettre::Transport as _;
+    let answer = builder.build().send(&message).map_err(|e| {
+        let ca = email.ca_file.is_some();
+        fail(format!("{server}: {}", describe_smtp_error(&e, ca)))
+    })?;
+    let code = answer.code();
+    Ok(format!("SMTP {code}"))
+}
+
+/// A lettre error with its causes (TLS, I/O), and a hint for the usual ones
+/// (`ca`: the channel has a `ca_file`).
+fn describe_smtp_error(e: &lettre::transport::smtp::Error, ca: bool) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let s = cause.to_string();
+        if !text.contains(&s) {
+            text = format!("{text}: {s}");
+        }
+        source = cause.source();
+    }
+    let hint = if text.contains("535") || text.contains("authentication") {
+        " (check the channel's username and password)"
+    } else if text.contains("certificate") && ca {
+        " (check that ca_file holds the CA that signed the server's certificate, not the certificate itself)"
+    } else if text.contains("certificate") {
+        " (set ca_file if a private CA signed the server's certificate)"
+    } else {
+        ""
+    };
+    format!("{text}{hint}")
+}
+
 /// A `Retry-After` value: delta-seconds (`7`) or an HTTP-date
 /// (`Wed, 21 Oct 2015 07:28:00 GMT`, counted from `now_ms`; one already past
 /// is no wait). Anything else is ignored.
@@ -287,6 +486,7 @@ fn command(
         timeout,
         grace: Duration::from_secs(2),
         stdin,
+        cwd: None,
     };
     let end = exec::run_step(&step, &output, &cancel);
     let (tail, _) = output.tail();
@@ -381,6 +581,100 @@ mod tests {
             .unwrap_err();
         assert!(!f.permanent);
         assert!(f.error.contains("exit 75: mail server down"), "{}", f.error);
+    }
+
+    #[test]
+    fn an_event_s_first_mail_is_its_thread_s_root_and_later_ones_answer_it() {
+        let at = "2026-11-23T10:00:00.000Z";
+        let first = serde_json::json!({ "id": 5, "kind": "event.started", "subject": "42", "at": at, "event": { "id": 42, "created_at": at } });
+        let later = serde_json::json!({ "id": 9, "kind": "event.failed", "subject": "42", "at": "2026-11-23T10:00:03.000Z", "event": { "id": 42, "created_at": at } });
+        let root = "<heal.event.42@example.com>".to_string();
+        assert_eq!(
+            thread(&first, "example.com", true),
+            Thread {
+                message_id: root.clone(),
+                reply_to: None
+            }
+        );
+        assert_eq!(
+            thread(&later, "example.com", true),
+            Thread {
+                message_id: "<heal.n9.event.42@example.com>".into(),
+                reply_to: Some(root)
+            }
+        );
+        // A deferred event's start is its first notification; a start after
+        // an approval answers the approval's mail.
+        let deferred = serde_json::json!({ "id": 6, "kind": "event.started", "subject": "43", "at": "2026-11-23T10:05:00.000Z", "event": { "id": 43, "created_at": at, "decided_by": null } });
+        assert_eq!(thread(&deferred, "example.com", true).reply_to, None);
+        let mut approved = deferred.clone();
+        approved["event"]["decided_by"] = "alice".into();
+        assert_eq!(
+            thread(&approved, "example.com", true).reply_to.as_deref(),
+            Some("<heal.event.43@example.com>")
+        );
+        // A heartbeat goes down again under its name: never the same id twice.
+        let down = |id: i64| serde_json::json!({ "id": id, "kind": "heartbeat.down", "subject": "nightly backup<x>", "at": at });
+        let (a, b) = (thread(&down(1), "h", true), thread(&down(2), "h", true));
+        assert_ne!(a.message_id, b.message_id);
+        assert_eq!(
+            a.reply_to.as_deref(),
+            Some("<heal.heartbeat.nightly_backup_x_@h>")
+        );
+        assert_eq!(a.reply_to, b.reply_to);
+        let digest = thread(&first, "h", false);
+        assert_eq!(
+            (digest.message_id.as_str(), digest.reply_to),
+            ("<heal.n5.digest@h>", None)
+        );
+    }
+
+    fn email(port: u16, password: &str) -> ChannelKind {
+        ChannelKind::Email(Email {
+            host: "127.0.0.1".into(),
+            port,
+            tls: SmtpTls::StartTls,
+            credentials: Some(("heal".into(), password.into())),
+            from: "heal <heal@example.com>".parse().unwrap(),
+            to: vec!["ops@example.com".parse().unwrap()],
+            cc: Vec::new(),
+            ca_file: None,
+        })
+    }
+
+    #[test]
+    fn an_unreachable_smtp_server_is_retried_and_named_without_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let kind = email(port, "SMTPSECRET1234");
+        assert_eq!(kind.describe(), format!("email smtp://127.0.0.1:{port}"));
+        assert_eq!(kind.secrets(), ["SMTPSECRET1234"]);
+        assert!(!format!("{kind:?}").contains("SMTPSECRET1234"));
+        let req = prepare(&kind, &[doc()], None, 1, 0);
+        let Request::Email {
+            text,
+            html,
+            subject,
+            ..
+        } = &req
+        else {
+            panic!("an email request");
+        };
+        assert_eq!(text.lines().next(), Some(subject.as_str()));
+        assert!(html.contains("<h2>"));
+        let f = Sender::new(Duration::from_secs(2))
+            .deliver(&req, &kind.secrets())
+            .unwrap_err();
+        assert!(!f.permanent);
+        assert!(
+            f.error.contains(&format!("SMTP server 127.0.0.1:{port}")),
+            "{}",
+            f.error
+        );
+        assert!(!f.error.contains("SMTPSECRET1234"), "{}", f.error);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub(super) fn run_command(run: &exec::Run, timeout: Duration) -> Outcome {
         timeout,
         grace: COMMAND_GRACE,
         stdin: &[],
+        cwd: None,
     };
     let end = exec::run_step(&step, &output, &cancel);
     if let Some(e) = end.spawn_error {

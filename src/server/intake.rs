@@ -541,23 +541,30 @@ pub fn op_spec(
     alert: &Alert,
 ) -> Value {
     let env = rules::environment(event_id, &m.rule, &runbook.name, alert, &m.params);
-    let steps: Vec<Value> = runbook
-        .steps
-        .iter()
-        .map(|s| {
-            json!({
-                "name": s.name,
-                "run": match &s.run { Run::Shell(c) => json!(c), Run::Argv(v) => json!(v) },
-                "timeout_ms": s.timeout.as_millis() as u64,
-                "continue_on_error": s.continue_on_error,
-            })
+    let step_json = |s: &crate::config::Step| {
+        json!({
+            "name": s.name,
+            "run": match &s.run { Run::Shell(c) => json!(c), Run::Argv(v) => json!(v) },
+            "timeout_ms": s.timeout.as_millis() as u64,
+            "continue_on_error": s.continue_on_error,
+            "env": s.env.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+            "cwd": s.cwd,
+            "retries": s.retries,
+            "retry_delay_ms": s.retry_delay.as_millis() as u64,
         })
-        .collect();
+    };
+    let steps: Vec<Value> = runbook.steps.iter().map(step_json).collect();
+    let on_failure: Vec<Value> = runbook.on_failure.iter().map(step_json).collect();
     let grace = config.server.kill_grace.as_millis() as u64;
     let budget: u64 = runbook
         .steps
         .iter()
-        .map(|s| s.timeout.as_millis() as u64 + grace + 2_000)
+        .chain(&runbook.on_failure)
+        .map(|s| {
+            let tries = u64::from(s.retries) + 1;
+            tries * (s.timeout.as_millis() as u64 + grace + 2_000)
+                + (tries - 1) * s.retry_delay.as_millis() as u64
+        })
         .sum();
     json!({
         "event_id": event_id,
@@ -565,6 +572,7 @@ pub fn op_spec(
         "rule": m.rule,
         "runbook": runbook.name,
         "steps": steps,
+        "on_failure": on_failure,
         "env": env.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
         "alert": alert.doc(),
         "grace_ms": grace,

@@ -385,14 +385,18 @@ fn render_watch(t: &mut Text, config: &Config, figures: &Figures, connected: usi
         .map(|(name, state)| (name.as_str(), state.as_str()))
         .collect();
     let mut probes: BTreeMap<&str, i64> = PROBE_STATES.map(|s| (s.as_str(), 0)).into();
-    for name in config.probes.keys() {
+    let api = figures
+        .api_probes
+        .iter()
+        .filter(|n| !config.probes.contains_key(*n));
+    for name in config.probes.keys().chain(api) {
         let state = stored.get(name.as_str()).copied().unwrap_or("unknown");
         *probes.entry(state).or_default() += 1;
     }
     t.labeled(
         "heal_probes",
         "gauge",
-        "Configured probes by state (unknown until fail_after or recover_after is reached).",
+        "Probes of the file and the API by state (unknown until fail_after or recover_after is reached).",
         "state",
         probes,
     );

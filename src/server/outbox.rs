@@ -220,8 +220,26 @@ fn route_batch(conn: &Connection, config: &Config, now: i64) -> Result<(usize, L
             },
             (None, None) => Value::Null,
         };
-        let doc = notify::document(u.id, kind, &u.subject, u.at, parts);
-        let (routed, errors) = route(&config.routes, &doc);
+        let mut doc = notify::document(u.id, kind, &u.subject, u.at, parts);
+        // An event's rule may say how urgent its events are.
+        let rule = notify::text(&doc, &["rule"]).to_string();
+        if let Some(p) = config
+            .rules
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(|r| r.priority.clone())
+        {
+            doc["priority"] = Value::String(p);
+        }
+        let (mut routed, errors) = route(&config.routes, &doc);
+        // A probe's `notify` channels hear it too; one since removed is skipped.
+        for c in doc["probe"]["notify"].as_array().into_iter().flatten() {
+            if let Some(c) = c.as_str().filter(|c| config.channels.contains_key(*c)) {
+                if !routed.iter().any(|r| r == c) {
+                    routed.push(c.to_string());
+                }
+            }
+        }
         for e in errors {
             log.push((
                 log::Level::Warn,

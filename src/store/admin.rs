@@ -28,6 +28,8 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "heartbeat.deleted",
     "heartbeat.muted",
     "heartbeat.unmuted",
+    "probe.registered",
+    "probe.deleted",
     "channel.tested",
     "agent.forgotten",
 ];

@@ -30,6 +30,8 @@ pub struct Figures {
     pub heartbeats: Vec<(String, i64)>,
     /// Every probe that has run, with its state.
     pub probes: Vec<(String, String)>,
+    /// The probes registered through the API, by name.
+    pub api_probes: Vec<String>,
     /// Deliveries waiting to go out.
     pub deliveries_pending: i64,
     /// Deliveries given up (kept until retention deletes them).
@@ -48,6 +50,7 @@ const FIRING: &str = "SELECT count(*) FROM alert WHERE status = 'firing'";
 const AGENTS: &str = "SELECT count(*), coalesce(sum(last_seen >= ?1), 0) FROM agent";
 const HEARTBEATS: &str = "SELECT state, count(*) FROM heartbeat GROUP BY state ORDER BY state";
 const PROBES: &str = "SELECT name, state FROM probe ORDER BY name";
+const API_PROBES: &str = "SELECT name FROM api_probe ORDER BY name";
 const DELIVERIES: &str = "SELECT count(*) FROM delivery WHERE state = ?1";
 const UNROUTED: &str = "SELECT count(*) FROM notification WHERE routed_at IS NULL";
 const BREAKER: &str = "SELECT state = 'open' FROM breaker WHERE id = 1";
@@ -67,6 +70,10 @@ pub fn figures(conn: &Connection, now: i64, agent_down_after: i64) -> Result<Fig
         agents_down: agents - agents_up,
         heartbeats: pairs(&tx, HEARTBEATS)?,
         probes: pairs(&tx, PROBES)?,
+        api_probes: tx
+            .prepare_cached(API_PROBES)
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .context(WHAT)?,
         deliveries_pending: count(&tx, DELIVERIES, ["pending"])?,
         deliveries_failed: count(&tx, DELIVERIES, ["failed"])?,
         notifications_unrouted: count(&tx, UNROUTED, [])?,
@@ -139,6 +146,11 @@ mod tests {
             "SCAN heartbeat; USE TEMP B-TREE FOR GROUP BY",
         );
         check_plan(conn, PROBES, "SCAN probe");
+        check_plan(
+            conn,
+            API_PROBES,
+            "SCAN api_probe USING COVERING INDEX sqlite_autoindex_api_probe_1",
+        );
     }
 
     #[test]
@@ -174,6 +186,7 @@ mod tests {
             agents_down: 1,
             heartbeats: pairs(&[("down", 1), ("up", 2)]),
             probes: vec![("web".into(), "down".into())],
+            api_probes: Vec::new(),
             deliveries_pending: 1,
             deliveries_failed: 1,
             notifications_unrouted: 1,

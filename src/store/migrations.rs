@@ -369,6 +369,16 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX alert_name ON alert(name, status, last_seen);
     "#,
+    // 11: probes registered through the API (`PUT /api/v1/probes/NAME`): the
+    // JSON of their `[[probe]]` fields; their results go to `probe` like the file's.
+    r#"
+    CREATE TABLE api_probe (
+        name          TEXT PRIMARY KEY,
+        def           TEXT NOT NULL,         -- the fields of a [[probe]], as JSON
+        registered_at INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction and returns the

@@ -471,6 +471,101 @@ pub fn probe(conn: &Connection, name: &str) -> Result<Option<ProbeRow>> {
     .context("reading a probe")
 }
 
+/// A probe registered through the API.
+#[derive(Debug, Clone)]
+pub struct ApiProbeRow {
+    /// Its name.
+    pub name: String,
+    /// The fields of its `[[probe]]`, as JSON.
+    pub def: String,
+    /// When it was first registered (ms).
+    pub registered_at: i64,
+    /// When it was last replaced (ms).
+    pub updated_at: i64,
+}
+
+fn api_probe_row(r: &rusqlite::Row) -> rusqlite::Result<ApiProbeRow> {
+    Ok(ApiProbeRow {
+        name: r.get(0)?,
+        def: r.get(1)?,
+        registered_at: r.get(2)?,
+        updated_at: r.get(3)?,
+    })
+}
+
+/// Every probe registered through the API, by name.
+pub fn api_probes(conn: &Connection) -> Result<Vec<ApiProbeRow>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT name, def, registered_at, updated_at FROM api_probe ORDER BY name")
+        .context("listing API probes")?;
+    let rows = stmt
+        .query_map([], api_probe_row)
+        .context("listing API probes")?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context("listing API probes")
+}
+
+/// One probe registered through the API.
+pub fn api_probe(conn: &Connection, name: &str) -> Result<Option<ApiProbeRow>> {
+    conn.prepare_cached(
+        "SELECT name, def, registered_at, updated_at FROM api_probe WHERE name = ?1",
+    )
+    .context("reading an API probe")?
+    .query_row([name], api_probe_row)
+    .optional()
+    .context("reading an API probe")
+}
+
+/// Registers or replaces a probe through the API; true when it is new.
+pub fn put_api_probe(conn: &Connection, name: &str, def: &str, now: i64) -> Result<bool> {
+    let replaced = conn
+        .execute(
+            "UPDATE api_probe SET def = ?2, updated_at = ?3 WHERE name = ?1",
+            params![name, def, now],
+        )
+        .context("replacing an API probe")?;
+    if replaced == 0 {
+        conn.execute(
+            "INSERT INTO api_probe (name, def, registered_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+            params![name, def, now],
+        )
+        .context("registering an API probe")?;
+    }
+    Ok(replaced == 0)
+}
+
+/// Deletes a probe registered through the API with its state and results;
+/// false if there is none.
+pub fn delete_api_probe(conn: &Connection, name: &str) -> Result<bool> {
+    let n = conn
+        .execute("DELETE FROM api_probe WHERE name = ?1", [name])
+        .context("deleting an API probe")?;
+    if n > 0 {
+        conn.execute("DELETE FROM probe_result WHERE probe = ?1", [name])
+            .context("deleting a probe's results")?;
+        conn.execute("DELETE FROM probe WHERE name = ?1", [name])
+            .context("deleting a probe's state")?;
+    }
+    Ok(n > 0)
+}
+
+/// Deletes the API probes a config file now defines, which replace them;
+/// returns a log line for each.
+pub fn drop_api_probes_in_file(conn: &Connection, names: &[&str]) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for name in names {
+        let n = conn
+            .execute("DELETE FROM api_probe WHERE name = ?1", [name])
+            .context("replacing an API probe by the config file's")?;
+        if n > 0 {
+            lines.push(format!(
+                "probe {name:?} registered through the API is now defined by the config file"
+            ));
+        }
+    }
+    Ok(lines)
+}
+
 /// Records one run of a probe and its new counting state.
 pub fn record_probe_result(
     conn: &Connection,
@@ -782,6 +877,35 @@ mod tests {
     fn count(conn: &Connection, table: &str) -> i64 {
         conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
             .unwrap()
+    }
+
+    #[test]
+    fn api_probes_are_replaced_deleted_with_their_results_and_give_way_to_the_file() {
+        let conn = db();
+        assert!(put_api_probe(&conn, "a", r#"{"v":1}"#, 10).unwrap());
+        assert!(!put_api_probe(&conn, "a", r#"{"v":2}"#, 20).unwrap());
+        assert!(put_api_probe(&conn, "b", "{}", 30).unwrap());
+        let a = api_probe(&conn, "a").unwrap().unwrap();
+        assert_eq!(
+            (a.def.as_str(), a.registered_at, a.updated_at),
+            (r#"{"v":2}"#, 10, 20)
+        );
+        let outcome = probe::Outcome {
+            ok: false,
+            latency_ms: 1,
+            value: None,
+            detail: "refused".into(),
+        };
+        record_probe_result(&conn, "a", &outcome, probe::Counts::default(), 40).unwrap();
+        assert!(delete_api_probe(&conn, "a").unwrap());
+        assert!(!delete_api_probe(&conn, "a").unwrap());
+        assert_eq!(
+            (count(&conn, "probe"), count(&conn, "probe_result")),
+            (0, 0)
+        );
+        let lines = drop_api_probes_in_file(&conn, &["b", "c"]).unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(api_probes(&conn).unwrap().is_empty());
     }
 
     #[test]

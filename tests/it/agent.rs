@@ -667,3 +667,176 @@ fn steps_know_their_agent_and_its_tags() {
         "{event:#}"
     );
 }
+
+/// A runbook's and a step's `env` and `cwd`, read on the agent.
+#[test]
+fn steps_get_their_env_and_cwd_and_a_missing_one_is_the_steps_failure() {
+    let dir = test_dir("agent-env-cwd");
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = rule_config(
+        "",
+        &format!(
+            "env = {{ SITE = \"eu\", MODE = \"runbook\" }}\ncwd = \"{}\"",
+            work.display()
+        ),
+        &format!(
+            r#"{{ name = "show", run = "printf 'site=%s mode=%s path=%s dir=%s' \"$SITE\" \"$MODE\" \"$WHERE\" \"$(pwd)\"", env = {{ MODE = "step", WHERE = "${{PATH}}" }} }},
+               {{ name = "tmp", run = "pwd", cwd = "/tmp" }},
+               {{ name = "gone", run = "echo never", cwd = "{}/missing" }}"#,
+            dir.display()
+        ),
+    );
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+    let id = fire(&server, json!({ "instance": "agent-a" }));
+    let event = server.wait_event(
+        id,
+        &["succeeded", "failed", "timed_out", "lost"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(event["state"], "failed", "{event:#}");
+    let steps = &only_op(&event)["steps"];
+    let path = std::env::var("PATH").unwrap();
+    assert_eq!(
+        steps[0]["output"],
+        format!("site=eu mode=step path={path} dir={}", work.display()),
+        "{event:#}"
+    );
+    assert_eq!(steps[1]["output"], "/tmp\n");
+    let gone = steps[2]["output"].as_str().unwrap();
+    assert!(
+        gone.contains("did not start") && gone.contains("missing does not exist on this agent"),
+        "{event:#}"
+    );
+    assert!(!gone.contains("never"));
+}
+
+/// `retries` runs a failed step again after `retry_delay`, each try shown;
+/// a step that never passes fails after its last try.
+#[test]
+fn a_failing_step_is_tried_again_and_each_try_is_recorded() {
+    let dir = test_dir("agent-retries");
+    let count = dir.join("count");
+    let config = rule_config(
+        "",
+        "",
+        &format!(
+            r#"{{ name = "flaky", run = "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; echo try $n; [ $n -ge 3 ]", retries = 3, retry_delay = "200ms" }},
+               {{ name = "broken", run = "echo no; exit 7", retries = 1, retry_delay = "100ms" }}"#,
+            c = count.display()
+        ),
+    );
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+    let id = fire(&server, json!({ "instance": "agent-a" }));
+    let event = server.wait_event(
+        id,
+        &["succeeded", "failed", "timed_out", "lost"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(event["state"], "failed", "{event:#}");
+    let steps: Vec<(String, Value, String)> = only_op(&event)["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["exit_code"].clone(),
+                s["output"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (
+                "flaky (try 1 of 4)".to_string(),
+                json!(1),
+                "try 1\n".to_string()
+            ),
+            (
+                "flaky (try 2 of 4)".to_string(),
+                json!(1),
+                "try 2\n".to_string()
+            ),
+            (
+                "flaky (try 3 of 4)".to_string(),
+                json!(0),
+                "try 3\n".to_string()
+            ),
+            (
+                "broken (try 1 of 2)".to_string(),
+                json!(7),
+                "no\n".to_string()
+            ),
+            (
+                "broken (try 2 of 2)".to_string(),
+                json!(7),
+                "no\n".to_string()
+            ),
+        ],
+        "{event:#}"
+    );
+    let timeline = event["timeline"].to_string();
+    assert!(timeline.contains("flaky (try 2 of 4)"), "{timeline}");
+}
+
+/// `on_failure` runs after a step fails, knows which, is recorded, and the
+/// op stays failed; after a success it does not run.
+#[test]
+fn on_failure_steps_run_after_a_failure_only_and_leave_it_failed() {
+    let dir = test_dir("agent-on-failure");
+    let config = format!(
+        "{}\non_failure = [ {{ name = \"diagnose\", run = \"echo failed at $HEAL_FAILED_STEP\" }}, {{ name = \"rollback\", run = \"exit 3\" }}, {{ name = \"notes\", run = \"echo after\" }} ]\n",
+        rule_config(
+            "",
+            "",
+            r#"{ name = "check", run = "test \"$HEAL_LABEL_MODE\" = ok" }, { name = "after", run = "echo not reached" }"#,
+        )
+    );
+    let server = Server::start(&dir, &config);
+    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+    let ended = &["succeeded", "failed", "timed_out", "lost"];
+    let id = fire(&server, json!({ "instance": "agent-a", "mode": "broken" }));
+    let event = server.wait_event(id, ended, Duration::from_secs(20));
+    assert_eq!(event["state"], "failed", "{event:#}");
+    let steps: Vec<(String, String)> = only_op(&event)["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["output"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("check".to_string(), String::new()),
+            (
+                "on_failure: diagnose".to_string(),
+                "failed at check\n".to_string()
+            ),
+            ("on_failure: rollback".to_string(), String::new()),
+        ],
+        "{event:#}"
+    );
+    let id = fire(&server, json!({ "instance": "agent-a", "mode": "ok" }));
+    let event = server.wait_event(id, ended, Duration::from_secs(20));
+    assert_eq!(event["state"], "succeeded", "{event:#}");
+    let op = only_op(&event);
+    let names: Vec<&str> = op["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["check", "after"]);
+}

@@ -90,6 +90,7 @@ const SECTIONS: &[Section] = &[
             "[channel.x]\npagerduty = { @ = 1 }\n",
             "[channel.x]\nopsgenie = { @ = 1 }\n",
             "[channel.x]\nwebhook = { @ = 1 }\n",
+            "[channel.x]\nemail = { @ = 1 }\n",
             "[channel.x]\ncommand = { @ = 1 }\n",
         ],
         values: &[],

@@ -15,10 +15,10 @@ use crate::support::{heal_cli, test_dir, wait_agent_polling, wait_until, Agent, 
 
 /// A request a receiver got.
 #[derive(Debug, Clone)]
-struct Got {
+pub(crate) struct Got {
     path: String,
     headers: Vec<(String, String)>,
-    body: Value,
+    pub(crate) body: Value,
     raw: Vec<u8>,
     /// When it arrived.
     at: Instant,
@@ -35,7 +35,7 @@ impl Got {
 
 /// How a receiver answers.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     /// As the real service would (200 for Slack, 202 for PagerDuty and Opsgenie).
     Normal,
     /// Takes the request and never answers.
@@ -47,7 +47,7 @@ enum Mode {
 }
 
 /// A local HTTP receiver on 127.0.0.1 that records every request.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     got: Arc<Mutex<Vec<Got>>>,
     mode: Arc<Mutex<Mode>>,
@@ -56,7 +56,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         Receiver::start_on(0)
     }
 
@@ -128,11 +128,11 @@ impl Receiver {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn set(&self, mode: Mode) {
+    pub(crate) fn set(&self, mode: Mode) {
         *self.mode.lock().unwrap() = mode;
     }
 
@@ -140,7 +140,7 @@ impl Receiver {
         self.got.lock().unwrap().clone()
     }
 
-    fn on(&self, prefix: &str) -> Vec<Got> {
+    pub(crate) fn on(&self, prefix: &str) -> Vec<Got> {
         self.got()
             .into_iter()
             .filter(|g| g.path.starts_with(prefix))
@@ -148,7 +148,7 @@ impl Receiver {
     }
 
     /// Waits until `n` requests to `prefix` arrived; returns them.
-    fn wait(&self, prefix: &str, n: usize, timeout: Duration) -> Vec<Got> {
+    pub(crate) fn wait(&self, prefix: &str, n: usize, timeout: Duration) -> Vec<Got> {
         wait_until(&format!("{n} requests to {prefix}"), timeout, || {
             let got = self.on(prefix);
             (got.len() >= n).then_some(got)
@@ -187,7 +187,7 @@ fn event_of(answer: &Value) -> i64 {
         .unwrap_or_else(|| panic!("no event in {answer}"))
 }
 
-const RULES: &str = r#"
+pub(crate) const RULES: &str = r#"
 [[rule]]
 name = "good"
 when = "labels.alertname == 'NginxDown'"
@@ -918,7 +918,7 @@ fn bad_channel_and_route_configs_name_file_line_and_fix() {
         "[channel.x]\nslack = { webhook_url = \"${HEAL_SURELY_UNSET_VAR}\" }\n",
         "environment variable HEAL_SURELY_UNSET_VAR is not set",
     );
-    check("[channel.x]\nslack = { webhook_url = \"http://h/x\" }\nwebhook = { url = \"http://h/y\" }\n", "give exactly one of slack, pagerduty, opsgenie, webhook or command");
+    check("[channel.x]\nslack = { webhook_url = \"http://h/x\" }\nwebhook = { url = \"http://h/y\" }\n", "give exactly one of slack, pagerduty, opsgenie, webhook, email or command");
     check(
         "[channel.x]\npagerduty = { routing_key = \"k\" }\nrate_limit = \"5/1m\"\n",
         "never digested; remove rate_limit",
@@ -1367,4 +1367,84 @@ channels = ["chat"]
     assert!(text.contains("agent web-1 was forgotten"), "{text}");
     assert!(!text.contains("polls again"), "{text}");
     drop(server);
+}
+
+/// A heartbeat's and a rule's `priority` reach PagerDuty as its severity
+/// and Opsgenie as its priority, show in the chat text, and routes match it.
+#[test]
+fn priorities_reach_the_pagers_and_the_routes() {
+    let dir = test_dir("notify-priority");
+    let rx = Receiver::start();
+    let config = format!(
+        r#"
+[[heartbeat]]
+name = "backup"
+every = "2s"
+grace = "1s"
+priority = "p2"
+
+[[rule]]
+name = "disk"
+when = "labels.alertname == 'DiskFull'"
+runbook = "clean"
+target = "labels.instance"
+mode = "dry-run"
+priority = "p1"
+
+[runbook.clean]
+steps = [ {{ name = "clean", run = "true" }} ]
+
+[channel.oncall]
+pagerduty = {{ routing_key = "{PD_KEY}", url = "{pd}" }}
+
+[channel.genie]
+opsgenie = {{ api_key = "{OG_KEY}", url = "{og}" }}
+
+[channel.hook]
+webhook = {{ url = "{hook}" }}
+
+[[notify]]
+when = "kind != 'test'"
+channels = ["oncall", "genie"]
+continue = true
+
+[[notify]]
+when = "priority == 'p1'"
+channels = ["hook"]
+"#,
+        pd = rx.url("/pd/v2/enqueue"),
+        og = rx.url("/og"),
+        hook = rx.url("/hook"),
+    );
+    let server = Server::start(&dir, &config);
+    let (code, _) = server.post("/ping/backup", &json!({}));
+    assert_eq!(code, 200);
+    let pd = rx.wait("/pd", 1, Duration::from_secs(20));
+    assert_eq!(pd[0].body["dedup_key"], "heal/heartbeat/backup");
+    assert_eq!(pd[0].body["payload"]["severity"], "error");
+    let og = rx.wait("/og", 1, Duration::from_secs(20));
+    assert_eq!(og[0].body["priority"], "P2");
+    assert_eq!(og[0].body["details"]["Priority"], "P2", "{}", og[0].body);
+    // The p1 rule pages as critical, and only it reaches the p1 route.
+    fire(
+        &server,
+        "DiskFull",
+        json!({"instance": "db-1"}),
+        json!({}),
+        "firing",
+    );
+    let pd = rx.wait("/pd", 2, Duration::from_secs(20));
+    assert_eq!(
+        pd[1].body["payload"]["severity"], "critical",
+        "{}",
+        pd[1].body
+    );
+    let og = rx.wait("/og", 2, Duration::from_secs(20));
+    assert_eq!(og[1].body["priority"], "P1");
+    rx.wait("/hook", 1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    for got in rx.on("/hook") {
+        assert_eq!(got.body["priority"], "p1", "{}", got.body);
+        assert_eq!(got.body["rule"], "disk", "only the p1 rule's: {}", got.body);
+    }
 }

@@ -55,96 +55,64 @@ fn a_used_store(name: &str) -> std::path::PathBuf {
     dir.join("heal.db")
 }
 
-/// Each table's rows in the SQLite file as one text: values joined by `|`
-/// (blob columns in hex, NULL as `∅`), rows in primary-key order.
-fn sqlite_rows(db: &Path) -> BTreeMap<String, String> {
+/// Each table's rows as one text: values joined by `|` (blob columns in
+/// hex, NULL as `∅`), rows in primary-key order; read from the SQLite file,
+/// or with `pg` from PostgreSQL.
+fn rows(db: &Path, pg: Option<&Postgres>) -> BTreeMap<String, String> {
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut all = BTreeMap::new();
-    for table in tables(&conn) {
-        let select: Vec<String> = columns(&conn, &table)
-            .iter()
-            .map(|(c, blob)| match blob {
-                true => format!("coalesce(lower(hex({c})), '∅')"),
-                false => format!("coalesce(CAST({c} AS TEXT), '∅')"),
-            })
-            .collect();
-        let sql = format!(
-            "SELECT {} FROM {table} ORDER BY {}",
-            select.join(" || '|' || "),
-            order(&conn, &table)
+    let tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name";
+    for table in strings(&conn, tables) {
+        let columns = strings(
+            &conn,
+            &format!(
+                "SELECT name || ':' || upper(type) FROM pragma_table_info('{table}') ORDER BY cid"
+            ),
         );
-        let rows: Vec<String> = conn
-            .prepare(&sql)
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        all.insert(table, rows.join("\n"));
-    }
-    all
-}
-
-/// The same, read from PostgreSQL with psql.
-fn postgres_rows(pg: &Postgres, db: &Path) -> BTreeMap<String, String> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut all = BTreeMap::new();
-    for table in tables(&conn) {
-        let select: Vec<String> = columns(&conn, &table)
+        let names: Vec<&str> = columns
             .iter()
-            .map(|(c, blob)| match blob {
-                true => format!("coalesce(encode({c}, 'hex'), '∅')"),
-                false => format!("coalesce({c}::text, '∅')"),
+            .map(|c| c.split(':').next().unwrap_or_default())
+            .collect();
+        let select: Vec<String> = columns
+            .iter()
+            .zip(&names)
+            .map(|(c, name)| match (pg.is_some(), c.ends_with(":BLOB")) {
+                (false, true) => format!("coalesce(lower(hex({name})), '∅')"),
+                (false, false) => format!("coalesce(CAST({name} AS TEXT), '∅')"),
+                (true, true) => format!("coalesce(encode({name}, 'hex'), '∅')"),
+                (true, false) => format!("coalesce({name}::text, '∅')"),
             })
             .collect();
-        let out = pg.psql(&format!(
-            "SELECT {} FROM {table} ORDER BY {}",
-            select.join(" || '|' || "),
-            order(&conn, &table)
-        ));
-        all.insert(table, out.trim_end_matches('\n').to_string());
+        let keys = strings(
+            &conn,
+            &format!("SELECT name FROM pragma_table_info('{table}') WHERE pk > 0 ORDER BY pk"),
+        );
+        let order = if keys.is_empty() {
+            names.join(", ")
+        } else {
+            keys.join(", ")
+        };
+        let sql = format!(
+            "SELECT {} FROM {table} ORDER BY {order}",
+            select.join(" || '|' || ")
+        );
+        let text = match pg {
+            Some(pg) => pg.psql(&sql).trim_end_matches('\n').to_string(),
+            None => strings(&conn, &sql).join("\n"),
+        };
+        all.insert(table, text);
     }
     all
 }
 
-fn tables(conn: &rusqlite::Connection) -> Vec<String> {
-    conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+/// The first column of every row of a SQLite query, as text.
+fn strings(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    conn.prepare(sql)
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
-}
-
-/// A table's columns, and whether each is a BLOB.
-fn columns(conn: &rusqlite::Connection, table: &str) -> Vec<(String, bool)> {
-    conn.prepare(&format!(
-        "SELECT name, upper(type) = 'BLOB' FROM pragma_table_info('{table}') ORDER BY cid"
-    ))
-    .unwrap()
-    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
-}
-
-/// A table's primary key columns (all its columns when it has none).
-fn order(conn: &rusqlite::Connection, table: &str) -> String {
-    let keys: Vec<String> = conn
-        .prepare(&format!(
-            "SELECT name FROM pragma_table_info('{table}') WHERE pk > 0 ORDER BY pk"
-        ))
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    if keys.is_empty() {
-        let all: Vec<String> = columns(conn, table).into_iter().map(|(c, _)| c).collect();
-        all.join(", ")
-    } else {
-        keys.join(", ")
-    }
 }
 
 #[test]
@@ -162,7 +130,7 @@ fn a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there() {
         out.contains("heal serve does not run on PostgreSQL yet"),
         "{out}"
     );
-    let (want, got) = (sqlite_rows(&db), postgres_rows(&pg, &db));
+    let (want, got) = (rows(&db, None), rows(&db, Some(&pg)));
     assert!(
         want["event"].lines().count() >= 2 && !want["op_step"].is_empty(),
         "{want:?}"
@@ -201,11 +169,11 @@ fn a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there() {
         String::from_utf8_lossy(&refused.stderr)
     );
     // A second copy is refused: the database is not empty any more.
-    let before = postgres_rows(&pg, &db);
+    let before = rows(&db, Some(&pg));
     let (code, out) = migrate(&["--from", db.to_str().unwrap(), "--to", &pg.url]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("copies into an empty database only"), "{out}");
-    assert_eq!(postgres_rows(&pg, &db), before);
+    assert_eq!(rows(&db, Some(&pg)), before);
 }
 
 #[test]
@@ -234,16 +202,11 @@ fn the_schema_on_postgres_has_every_table_column_and_index_of_sqlites() {
     assert_ne!(code, 0, "no store yet: {out}{err}");
     drop(Server::start(&dir, ""));
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let sqlite: Vec<String> = conn
-        .prepare(
-            "SELECT m.name || '.' || c.name FROM sqlite_master m, pragma_table_info(m.name) c
-             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' ORDER BY 1",
-        )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let sqlite = strings(
+        &conn,
+        "SELECT m.name || '.' || c.name FROM sqlite_master m, pragma_table_info(m.name) c
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' ORDER BY 1",
+    );
     let postgres: Vec<String> = pg
         .psql(
             "SELECT table_name || '.' || column_name FROM information_schema.columns
@@ -253,13 +216,10 @@ fn the_schema_on_postgres_has_every_table_column_and_index_of_sqlites() {
         .map(str::to_string)
         .collect();
     assert_eq!(postgres, sqlite);
-    let indexes: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY 1")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let indexes = strings(
+        &conn,
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY 1",
+    );
     let pg_indexes = pg.psql("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'");
     for index in &indexes {
         assert!(

@@ -1,6 +1,6 @@
 //! Each channel's body, within its documented limits: Slack Block Kit,
 //! PagerDuty Events API v2, Opsgenie Alert API, the webhook JSON and its
-//! HMAC signature.
+//! HMAC signature, and the HTML part of an email.
 
 use super::*;
 
@@ -97,7 +97,7 @@ pub fn opsgenie(doc: &Value, m: &Message) -> (String, Value) {
         "details": details,
         "entity": cut(or(&source(doc), "heal"), OPSGENIE_ALIAS_MAX),
         "source": "heal",
-        "priority": priority(level),
+        "priority": priority(doc, level),
     });
     ("/v2/alerts".to_string(), body)
 }
@@ -343,6 +343,59 @@ fn escape_tail_within(s: &str, max: usize) -> String {
     }
     pieces.reverse();
     pieces.concat()
+}
+
+// ---- email ----------------------------------------------------------------------
+
+/// The HTML part of an email (the plain part is `text`): the title, the
+/// lines, the fields as a table, the output's tail in `<pre>`, the link.
+/// Every text is escaped: labels, annotations and output come from alerts
+/// and commands.
+pub fn html(m: &Message) -> String {
+    let e = |s: &str| escape_within(s, usize::MAX, html_char);
+    let mut out = String::from("<!DOCTYPE html>\n<html><body>\n");
+    let _ = writeln!(out, "<h2>{}</h2>", e(&m.title));
+    for line in &m.lines {
+        let _ = writeln!(out, "<p>{}</p>", e(line));
+    }
+    if !m.fields.is_empty() {
+        out.push_str("<table>\n");
+        for (name, value) in &m.fields {
+            let _ = writeln!(
+                out,
+                "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
+                e(name),
+                e(value)
+            );
+        }
+        out.push_str("</table>\n");
+    }
+    if let Some((heading, tail)) = &m.output {
+        let _ = writeln!(
+            out,
+            "<p>Output of {}, last lines:</p>\n<pre>{}</pre>",
+            e(heading),
+            e(tail)
+        );
+    }
+    if let Some(url) = &m.link {
+        let _ = writeln!(out, "<p>More: <a href=\"{0}\">{0}</a></p>", e(url));
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// Appends `c` with `&`, `<`, `>`, `"` and `'` as character references:
+/// safe in element text and in quoted attribute values.
+pub fn html_char(c: char, out: &mut String) {
+    match c {
+        '&' => out.push_str("&amp;"),
+        '<' => out.push_str("&lt;"),
+        '>' => out.push_str("&gt;"),
+        '"' => out.push_str("&quot;"),
+        '\'' => out.push_str("&#39;"),
+        c => out.push(c),
+    }
 }
 
 // ---- PagerDuty ----------------------------------------------------------------

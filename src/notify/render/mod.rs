@@ -1,6 +1,6 @@
 //! Rendering a notification document into what a person reads (`Message`)
-//! and into each channel's body: plain text, Slack, PagerDuty, Opsgenie and a
-//! generic webhook, plus the webhook signature. Pure: no I/O and no clock;
+//! and into each channel's body: plain text, HTML (email), Slack, PagerDuty,
+//! Opsgenie and a generic webhook, plus the webhook signature. Pure: no I/O and no clock;
 //! `send` delivers what this builds.
 //!
 //! Every field of the document may be missing, and alert labels, annotations
@@ -24,7 +24,9 @@ mod words;
 
 use crate::time::{format_duration, format_rfc3339, parse_rfc3339};
 use channels::escape_within;
-pub use channels::{opsgenie, pagerduty, signature, slack, webhook, webhook_digest};
+pub use channels::{
+    html, html_char, opsgenie, pagerduty, signature, slack, webhook, webhook_digest,
+};
 use words::{failing_op, fields, op_failure, ops_line, output, words};
 
 /// What a person reads, before a channel shapes it.
@@ -193,6 +195,8 @@ struct Facts {
     kind: String,
     group: &'static str,
     severity: &'static str,
+    /// `P1`…`P5`, or "".
+    priority: &'static str,
     team: String,
     event: String,
     state: String,
@@ -251,6 +255,7 @@ fn facts(doc: &Value) -> Facts {
         kind: clean(kind, NAME_MAX),
         group: group(kind),
         severity: severity(doc),
+        priority: pager_priority(doc),
         team: team(doc),
         event: clean(&event_id(doc), NAME_MAX),
         state: first(&[&event["state"]], NAME_MAX),
@@ -381,7 +386,16 @@ fn label(doc: &Value, name: &str) -> Value {
 
 /// One of PagerDuty's four levels: the document's severity, else its
 /// `severity` label, else the kind's default.
+/// The level pagers get: from the priority when there is one (p1
+/// critical, p2 error, p3 warning, p4 and p5 info), else the severity.
 fn severity(doc: &Value) -> &'static str {
+    match pager_priority(doc) {
+        "P1" => return "critical",
+        "P2" => return "error",
+        "P3" => return "warning",
+        "P4" | "P5" => return "info",
+        _ => {}
+    }
     let own = get(doc, &["severity"]);
     let labelled = label(doc, "severity");
     let text = [own, labelled.as_str().unwrap_or_default()]
@@ -401,7 +415,24 @@ fn rank(level: &str) -> u8 {
     }
 }
 
-fn priority(level: &str) -> &'static str {
+/// The document's priority as pagers write it (`P1`…`P5`), or "".
+fn pager_priority(doc: &Value) -> &'static str {
+    match crate::config::priority_level(get(doc, &["priority"])) {
+        Some("p1") => "P1",
+        Some("p2") => "P2",
+        Some("p3") => "P3",
+        Some("p4") => "P4",
+        Some("p5") => "P5",
+        _ => "",
+    }
+}
+
+/// Opsgenie's priority: the document's own, else from its level.
+fn priority(doc: &Value, level: &str) -> &'static str {
+    let own = pager_priority(doc);
+    if !own.is_empty() {
+        return own;
+    }
     match level {
         "critical" => "P1",
         "error" => "P2",

@@ -265,6 +265,7 @@ fn every_body(doc: &Value) -> Vec<(&'static str, String)> {
     let m = message(doc, BASE);
     vec![
         ("text", text(&m)),
+        ("html", html(&m)),
         ("slack", slack(&m, doc).to_string()),
         ("pagerduty", pagerduty(doc, &m, "R0UT1NG").to_string()),
         ("opsgenie", opsgenie(doc, &m).1.to_string()),
@@ -292,9 +293,10 @@ fn every_kind_gives_the_reason_it_was_given() {
         // As it reads in the text, and as JSON bodies escape it.
         let escaped = serde_json::to_string(why).unwrap_or_default();
         let escaped = escaped.trim_matches('"');
+        let in_html = escape_within(why, usize::MAX, html_char);
         for (channel, body) in every_body(&doc) {
             assert!(
-                body.contains(why) || body.contains(escaped),
+                body.contains(why) || body.contains(escaped) || body.contains(&in_html),
                 "{kind} on {channel} lacks {why:?}: {body}"
             );
         }
@@ -715,6 +717,58 @@ fn hostile(kind: &str) -> Value {
     doc
 }
 
+#[test]
+fn email_html_escapes_every_alert_text() {
+    const TAGS: &[&str] = &[
+        "<!DOCTYPE html>",
+        "<html>",
+        "</html>",
+        "<body>",
+        "</body>",
+        "<h2>",
+        "</h2>",
+        "<p>",
+        "</p>",
+        "<table>",
+        "</table>",
+        "<tr>",
+        "</tr>",
+        "<th align=\"left\">",
+        "</th>",
+        "<td>",
+        "</td>",
+        "<pre>",
+        "</pre>",
+        "</a>",
+    ];
+    for kind in KINDS {
+        let body = html(&message(&hostile(kind.name), BASE));
+        assert!(
+            body.contains("&lt;script&gt;"),
+            "{}: {body:.300}",
+            kind.name
+        );
+        let mut rest = body.clone();
+        for tag in TAGS {
+            rest = rest.replace(tag, "");
+        }
+        // heal's own link: <a href="https://heal.example.com/...">.
+        while let Some(start) = rest.find("<a href=\"https://heal.example.com/") {
+            let end = rest[start..]
+                .find('>')
+                .map_or(rest.len(), |e| start + e + 1);
+            rest.replace_range(start..end, "");
+        }
+        assert_escaped(&rest.replace("&quot;", "").replace("&#39;", ""));
+    }
+    let m = message(&sample("event.failed"), BASE);
+    let body = html(&m);
+    assert!(
+        body.contains(&format!("<h2>{}</h2>", m.title.replace('\'', "&#39;"))),
+        "{body}"
+    );
+}
+
 /// Every `text` in the Slack body, with the limit that applies to it.
 fn slack_texts(body: &Value) -> Vec<(String, usize)> {
     let mut out = vec![(
@@ -904,4 +958,52 @@ fn a_forgotten_agent_is_not_said_to_be_back() {
     assert!(!said.contains("polls again"), "{said}");
     let back = text(&message(&sample("agent.up"), BASE));
     assert!(back.starts_with("Agent web-1 is back\n"), "{back}");
+}
+
+#[test]
+fn a_priority_sets_the_pagers_level_and_shows_in_every_message() {
+    for (priority, level, opsgenie_priority) in [
+        ("p1", "critical", "P1"),
+        ("p2", "error", "P2"),
+        ("p3", "warning", "P3"),
+        ("p4", "info", "P4"),
+        ("P5", "info", "P5"),
+    ] {
+        let mut doc = sample("probe.down");
+        doc["priority"] = json!(priority);
+        let m = message(&doc, BASE);
+        let pd = pagerduty(&doc, &m, "key");
+        assert_eq!(pd["payload"]["severity"], level, "{priority}");
+        assert_eq!(opsgenie(&doc, &m).1["priority"], opsgenie_priority);
+        assert!(
+            text(&m).contains(&format!("Priority: {opsgenie_priority}")),
+            "{}",
+            text(&m)
+        );
+        assert!(m.fields.contains(&("Severity", level.to_string())));
+    }
+    // Without one, the severity decides, and no Priority line is written.
+    let doc = sample("probe.down");
+    let m = message(&doc, BASE);
+    assert!(!text(&m).contains("Priority"), "{}", text(&m));
+    // A word pagers do not know is no priority.
+    let mut doc = sample("probe.down");
+    doc["priority"] = json!("urgent");
+    assert!(!text(&message(&doc, BASE)).contains("Priority"));
+}
+
+#[test]
+fn the_document_takes_a_priority_label_pagers_know() {
+    let kind = crate::notify::kind_named("heartbeat.down").unwrap();
+    let doc = |label: &str| {
+        crate::notify::document(
+            1,
+            kind,
+            "backup",
+            0,
+            json!({"alert": {"labels": {"priority": label}}}),
+        )
+    };
+    assert_eq!(doc("P2")["priority"], "p2");
+    assert_eq!(doc("high")["priority"], Value::Null);
 }

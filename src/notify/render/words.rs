@@ -515,6 +515,7 @@ fn other_words(f: &Facts) -> (String, Vec<String>) {
 
 pub(super) fn fields(f: &Facts) -> Vec<(&'static str, String)> {
     let mut out = vec![("Severity", f.severity.to_string())];
+    push(&mut out, "Priority", f.priority);
     push(&mut out, "Team", &f.team);
     let resolving = kind_named(&f.kind).is_some_and(|k| k.resolves);
     let (time_name, time) = if resolving {

@@ -26,6 +26,7 @@ use tiny_http::{Method, Request};
 use super::{header, State};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::host::is_loopback;
 
 /// Whether heal runs without tokens (loopback only): requests need no token.
 pub(crate) fn is_open(state: &State, config: &Config) -> bool {
@@ -136,17 +137,6 @@ fn host_name(authority: &str) -> &str {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => authority,
     }
-}
-
-/// Whether a host (from `host_name`) is loopback: `localhost`, 127.x, [::1].
-fn is_loopback(name: &str) -> bool {
-    let name = name.trim_end_matches('.');
-    if name.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    let bare = name.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

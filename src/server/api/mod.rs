@@ -213,7 +213,7 @@ fn dispatch(
         Route::ReloadConfig if request.body_length().unwrap_or(0) > 0 => Err(Error::request(
             415,
             format!(
-                "POST /api/v1/config takes no body: it reloads {} from disk (edit the file first). Objects change one by one through their routes: PUT /api/v1/heartbeats/{{name}}, POST /api/v1/pauses, POST /api/v1/breaker/reset",
+                "POST /api/v1/config takes no body: it reloads {} from disk (edit the file first). Objects change one by one through their routes: PUT /api/v1/heartbeats/{{name}}, PUT /api/v1/probes/{{name}}, POST /api/v1/pauses, POST /api/v1/breaker/reset",
                 config.path.display()
             ),
         )),
@@ -260,6 +260,8 @@ fn dispatch(
         Route::ShowProbe(n) => {
             watch::probe(reader(state, conn)?, &config, &n, limit(query)?.min(200))
         }
+        Route::PutProbe(n) => watch::put_probe(request, n, state, &config),
+        Route::DeleteProbe(n) => watch::delete_probe(n, state),
         Route::ListSchedules => watch::schedules(reader(state, conn)?, &config),
         Route::Outbox => notify::outbox(reader(state, conn)?, query, limit(query)?),
         Route::ListChannels => notify::channels(&config),

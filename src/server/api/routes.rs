@@ -195,6 +195,12 @@ pub const ROUTES: &[Spec] = &[
         "one probe with its recent results",
     ),
     spec(
+        &["PUT", "DELETE"],
+        "/api/v1/probes/{name}",
+        ADMIN,
+        "register, replace or delete a probe",
+    ),
+    spec(
         GET,
         "/api/v1/schedules",
         READ,
@@ -312,6 +318,8 @@ pub(super) enum Route {
     MuteHeartbeat(String, bool),
     ListProbes,
     ShowProbe(String),
+    PutProbe(String),
+    DeleteProbe(String),
     ListSchedules,
     Audit,
     ShowConfig,
@@ -408,7 +416,18 @@ pub(super) fn route(method: &Method, path: &str) -> Result<Route> {
             want(Method::Post, Route::MuteHeartbeat(decode(n), false))
         }
         ["api", "v1", "probes"] => want(Method::Get, Route::ListProbes),
-        ["api", "v1", "probes", n] => want(Method::Get, Route::ShowProbe(decode(n))),
+        ["api", "v1", "probes", n] => {
+            let n = decode(n);
+            match method {
+                Method::Get => Ok(Route::ShowProbe(n)),
+                Method::Put => Ok(Route::PutProbe(n)),
+                Method::Delete => Ok(Route::DeleteProbe(n)),
+                _ => Err(Error::request(
+                    405,
+                    format!("{path} takes GET, PUT or DELETE"),
+                )),
+            }
+        }
         ["api", "v1", "schedules"] => want(Method::Get, Route::ListSchedules),
         ["api", "v1", "outbox"] => want(Method::Get, Route::Outbox),
         ["api", "v1", "audit"] => want(Method::Get, Route::Audit),
@@ -465,7 +484,9 @@ impl Route {
             Route::MuteHeartbeat(_, true) => "/api/v1/heartbeats/{name}/mute",
             Route::MuteHeartbeat(_, false) => "/api/v1/heartbeats/{name}/unmute",
             Route::ListProbes => "/api/v1/probes",
-            Route::ShowProbe(_) => "/api/v1/probes/{name}",
+            Route::ShowProbe(_) | Route::PutProbe(_) | Route::DeleteProbe(_) => {
+                "/api/v1/probes/{name}"
+            }
             Route::ListSchedules => "/api/v1/schedules",
             Route::Outbox => "/api/v1/outbox",
             Route::Audit => "/api/v1/audit",
@@ -497,6 +518,8 @@ impl Route {
             Route::DeleteHeartbeat(_) => "heartbeat.deleted",
             Route::MuteHeartbeat(_, true) => "heartbeat.muted",
             Route::MuteHeartbeat(_, false) => "heartbeat.unmuted",
+            Route::PutProbe(_) => "probe.registered",
+            Route::DeleteProbe(_) => "probe.deleted",
             Route::TestChannel(_) => "channel.tested",
             Route::ForgetAgent(_) => "agent.forgotten",
             _ => return None,

@@ -10,7 +10,8 @@ use super::{read_body, read_json, reader, Answer};
 use crate::config::{self, Config, RawHeartbeat};
 use crate::error::{Error, Result};
 use crate::heartbeat;
-use crate::server::State;
+use crate::server::watch::{self, Defined};
+use crate::server::{intake, metrics, State};
 use crate::store::{self, NewPing, PingKind};
 use crate::time::{format_duration, now_ms};
 
@@ -242,13 +243,18 @@ pub fn put(request: &mut Request, name: String, state: &Arc<State>, config: &Con
     let created = state
         .writer
         .write(move |conn| store::put_heartbeat(conn, &name2, &def, now_ms()))?;
+    registered("heartbeat", name, created)
+}
+
+/// The answer to a PUT that registered (201) or updated (200) a heartbeat or a probe, logged.
+fn registered(what: &str, name: String, created: bool) -> Answer {
     log::info!(
-        "heartbeat {name} {} through the API",
+        "{what} {name} {} through the API",
         if created { "registered" } else { "updated" }
     );
     Ok((
         if created { 201 } else { 200 },
-        json!({ "heartbeat": name, "created": created }),
+        json!({ what: name, "created": created }),
     ))
 }
 
@@ -280,17 +286,29 @@ pub fn mute(name: String, on: bool, reason: String, who: &str, state: &Arc<State
     Ok((200, json!({ "heartbeat": name, "paused": on })))
 }
 
-fn probe_json(config: &Config, row: Option<&store::ProbeRow>, name: &str) -> Value {
+fn probe_json(def: Option<&Defined>, row: Option<&store::ProbeRow>, name: &str) -> Value {
     let mut v = json!({ "name": name, "state": "unknown" });
-    if let Some(p) = config.probes.get(name) {
-        v["type"] = json!(p.kind());
-        v["schedule"] = json!(p.schedule.to_string());
-        v["fail_after"] = json!(p.fail_after);
-        v["recover_after"] = json!(p.recover_after);
-        v["tags"] = json!(p.tags);
-        v["description"] = json!(p.description);
-    } else {
-        v["removed"] = json!(true);
+    match def {
+        None => v["removed"] = json!(true),
+        Some(d) => {
+            v["source"] = json!(d.source);
+            if let Some(r) = &d.row {
+                v["registered_at"] = json!(r.registered_at);
+                v["updated_at"] = json!(r.updated_at);
+            }
+            match &d.probe {
+                Ok(p) => {
+                    v["type"] = json!(p.kind());
+                    v["schedule"] = json!(p.schedule.to_string());
+                    v["fail_after"] = json!(p.fail_after);
+                    v["recover_after"] = json!(p.recover_after);
+                    v["tags"] = json!(p.tags);
+                    v["description"] = json!(p.description);
+                    v["notify"] = json!(p.notify);
+                }
+                Err(e) => v["error"] = json!(e),
+            }
+        }
     }
     if let Some(r) = row {
         let mut stored = serde_json::to_value(r).expect("a probe row always serializes");
@@ -301,18 +319,19 @@ fn probe_json(config: &Config, row: Option<&store::ProbeRow>, name: &str) -> Val
     v
 }
 
-/// `GET /api/v1/probes?state=`: configured probes with their last results.
+/// `GET /api/v1/probes?state=`: the file's probes and the API's, with their last results.
 pub fn probes(conn: &Connection, config: &Config, only: Option<&str>) -> Answer {
     let rows = store::probes(conn)?;
-    let mut names: Vec<&str> = config.probes.keys().map(String::as_str).collect();
+    let defined = watch::defined_probes(conn, config)?;
+    let mut names: Vec<&str> = defined.keys().map(String::as_str).collect();
     for r in &rows {
-        if !config.probes.contains_key(&r.name) {
+        if !defined.contains_key(&r.name) {
             names.push(&r.name);
         }
     }
     let list: Vec<Value> = names
         .iter()
-        .map(|n| probe_json(config, rows.iter().find(|r| r.name == *n), n))
+        .map(|n| probe_json(defined.get(*n), rows.iter().find(|r| r.name == *n), n))
         .filter(|v| only.is_none_or(|s| v["state"] == s))
         .collect();
     Ok((200, json!({ "probes": list })))
@@ -321,12 +340,94 @@ pub fn probes(conn: &Connection, config: &Config, only: Option<&str>) -> Answer 
 /// `GET /api/v1/probes/<name>`: with its recent results.
 pub fn probe(conn: &Connection, config: &Config, name: &str, limit: i64) -> Answer {
     let row = store::probe(conn, name)?;
-    if row.is_none() && !config.probes.contains_key(name) {
+    let mut defined = watch::defined_probes(conn, config)?;
+    let def = defined.remove(name);
+    if row.is_none() && def.is_none() {
         return Err(Error::request(404, format!("no probe {name:?}")));
     }
-    let mut v = probe_json(config, row.as_ref(), name);
+    let mut v = probe_json(def.as_ref(), row.as_ref(), name);
     v["recent_results"] = json!(store::recent_probe_results(conn, name, limit)?);
     Ok((200, json!({ "probe": v })))
+}
+
+/// `PUT /api/v1/probes/<name>`: registers or replaces one, validated like
+/// the file's probes (`config::api_probe`).
+pub fn put_probe(
+    request: &mut Request,
+    name: String,
+    state: &Arc<State>,
+    config: &Config,
+) -> Answer {
+    config::check_name(&name).map_err(|e| Error::request(400, format!("probe name: {e}")))?;
+    let mut body = read_json(request, config.server.max_body)?;
+    let Some(fields) = body.as_object_mut() else {
+        return Err(Error::request(
+            422,
+            format!("probe {name:?}: the body must be a JSON object of [[probe]] fields"),
+        ));
+    };
+    match fields.get("name") {
+        None => {
+            fields.insert("name".into(), json!(name));
+        }
+        Some(n) if *n == json!(name) => {}
+        Some(n) => {
+            return Err(Error::request(
+                422,
+                format!(
+                    "probe {name:?}: the body names {n}; leave name out or make it match the URL"
+                ),
+            ))
+        }
+    }
+    let probe = config::api_probe(&body)
+        .map_err(|e| Error::request(422, format!("probe {name:?}: {e}")))?;
+    for c in &probe.notify {
+        config::check_channel(c, &config.channels)
+            .map_err(|e| Error::request(422, format!("probe {name:?}: notify: {e}")))?;
+    }
+    let def = body.to_string();
+    let (name2, st) = (name.clone(), state.clone());
+    let created = state.writer.write(move |conn| {
+        // Checked in the store job, after any reload that added it to the file.
+        if st.config().probes.contains_key(&name2) {
+            return Err(Error::request(
+                409,
+                format!("probe {name2:?} is defined in the config file; change it there"),
+            ));
+        }
+        store::put_api_probe(conn, &name2, &def, now_ms())
+    })?;
+    state.watch.probes_changed();
+    registered("probe", name, created)
+}
+
+/// `DELETE /api/v1/probes/<name>`: stops a probe registered through the API
+/// and resolves its `ProbeFailing`.
+pub fn delete_probe(name: String, state: &Arc<State>) -> Answer {
+    let (name2, st) = (name.clone(), state.clone());
+    let applied = state.writer.write(move |conn| {
+        let config = st.config();
+        if config.probes.contains_key(&name2) {
+            return Err(Error::request(
+                409,
+                format!(
+                    "probe {name2:?} is defined in the config file; remove it there and reload"
+                ),
+            ));
+        }
+        if !store::delete_api_probe(conn, &name2)? {
+            return Err(Error::request(
+                404,
+                format!("no probe {name2:?} registered through the API"),
+            ));
+        }
+        watch::probe_deleted(conn, &config, &st, &name2, now_ms())
+    })?;
+    state.watch.probes_changed();
+    log::info!("probe {name} deleted through the API");
+    intake::finish(applied, &state.metrics, metrics::INTERNAL);
+    Ok((200, json!({ "deleted": name })))
 }
 
 /// `GET /api/v1/schedules`.

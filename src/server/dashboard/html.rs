@@ -15,14 +15,7 @@ use crate::time::{format_duration, format_rfc3339};
 /// references: safe in element text and in quoted attribute values.
 pub fn escape(out: &mut String, text: &str) {
     for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
+        crate::notify::render::html_char(c, out);
     }
 }
 

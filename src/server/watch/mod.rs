@@ -12,6 +12,7 @@
 //! when the cause goes away, across restarts.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +31,7 @@ mod alerts;
 mod probes;
 mod sweeps;
 
+pub use probes::{defined_probes, probe_deleted, Defined};
 pub use sweeps::{agents_forgotten, Known};
 
 use alerts::{internal, submit};
@@ -51,6 +53,9 @@ pub struct Shared {
     running: Mutex<HashSet<String>>,
     /// Parsed heartbeat definitions, shared by the sweep and the API.
     defs: Mutex<Defs>,
+    /// Bumped when the API registers, replaces or deletes a probe: the
+    /// scheduler then reads the probes again.
+    api_probes: AtomicU64,
 }
 
 impl Shared {
@@ -61,6 +66,11 @@ impl Shared {
 
     fn lock_defs(&self) -> std::sync::MutexGuard<'_, Defs> {
         self.defs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the scheduler a probe was registered, replaced or deleted (after its commit).
+    pub fn probes_changed(&self) {
+        self.api_probes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Marks a probe running; false if it already was.
@@ -162,6 +172,10 @@ fn retention(state: &Arc<State>, shutdown: &Shutdown) {
 /// The times things are next due.
 struct Due {
     config: Option<Arc<Config>>,
+    /// `Shared::api_probes` when the probes were last read.
+    api_probes: u64,
+    /// The probes run: the file's and the API's.
+    defs: BTreeMap<String, Probe>,
     probes: HashMap<String, i64>,
     schedules: HashMap<String, i64>,
 }
@@ -169,8 +183,28 @@ struct Due {
 impl Due {
     /// After a start or reload: keeps the times of unchanged names, computes the rest.
     fn refresh(&mut self, state: &Arc<State>, config: &Arc<Config>, reader: &Connection, now: i64) {
+        self.api_probes = state.watch.api_probes.load(Ordering::SeqCst);
+        let defined = match defined_probes(reader, config) {
+            Ok(d) => d,
+            Err(e) => {
+                // Read again at the next tick.
+                log::error!("scheduler: reading the probes: {e}");
+                self.api_probes = self.api_probes.wrapping_sub(1);
+                return;
+            }
+        };
+        let mut defs = BTreeMap::new();
+        for (name, d) in defined {
+            match d.probe {
+                Ok(p) => {
+                    defs.insert(name, p);
+                }
+                Err(e) => log::error!("probe {name} (registered through the API) is not run: {e}"),
+            }
+        }
+        self.defs = defs;
         let mut probes = HashMap::new();
-        for (name, p) in &config.probes {
+        for (name, p) in &self.defs {
             // A new probe runs at once, then on its schedule.
             let at = self.probes.get(name).copied().unwrap_or(now);
             probes.insert(
@@ -198,14 +232,14 @@ impl Due {
             }
         }
         self.schedules = schedules;
-        forget_removed_probes(state, config);
+        forget_removed_probes(state, config, self.defs.keys().cloned().collect());
         self.config = Some(config.clone());
     }
 }
 
 /// Writes the heartbeats of a config being applied to the store (adding,
-/// updating, and removing those the file no longer has) and logs what
-/// changed. Runs in the store job that records the config, at start and on
+/// updating, and removing those the file no longer has), drops the API
+/// probes the file now defines, and logs what changed. Runs in the store job that records the config, at start and on
 /// each reload, so a heartbeat of the file can be pinged as soon as heal
 /// answers for that config.
 pub fn sync_heartbeats(conn: &Connection, config: &Config, now: i64) -> Result<()> {
@@ -214,7 +248,11 @@ pub fn sync_heartbeats(conn: &Connection, config: &Config, now: i64) -> Result<(
         .values()
         .map(|h| (h.name.clone(), h.def.clone()))
         .collect();
-    for line in store::sync_heartbeats(conn, &defs, now)? {
+    let probes: Vec<&str> = config.probes.keys().map(String::as_str).collect();
+    for line in store::sync_heartbeats(conn, &defs, now)?
+        .into_iter()
+        .chain(store::drop_api_probes_in_file(conn, &probes)?)
+    {
         log::info!("{line}");
     }
     Ok(())
@@ -237,6 +275,8 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
     let mut reader: Option<Connection> = None;
     let mut due = Due {
         config: None,
+        api_probes: 0,
+        defs: BTreeMap::new(),
         probes: HashMap::new(),
         schedules: HashMap::new(),
     };
@@ -262,7 +302,9 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
         };
         let config = state.config();
         let now = now_ms();
-        if due.config.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &config)) {
+        if due.config.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &config))
+            || due.api_probes != state.watch.api_probes.load(Ordering::SeqCst)
+        {
             due.refresh(state, &config, conn, now);
         }
         if now >= next_sweep {
@@ -285,7 +327,7 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
             if *at > now {
                 continue;
             }
-            let p = &config.probes[name];
+            let p = &due.defs[name];
             *at = p.schedule.next_after(now).unwrap_or(i64::MAX);
             if !state.watch.start_probe(name) {
                 log::warn!("probe {name}: still running from last time; this run is skipped");

@@ -5,20 +5,82 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
+use rusqlite::Connection;
+
 use super::alerts::{internal, reconcile, submit, Raise};
 use crate::config::{Config, Probe};
+use crate::error::Result;
 use crate::probe;
 use crate::server::intake::Applied;
 use crate::server::State;
 use crate::store::{self};
 use crate::time::now_ms;
 
+/// A probe heal knows: where it is defined and its validated form.
+pub struct Defined {
+    /// "config" (runbooks.toml) or "api" (`PUT /api/v1/probes/NAME`).
+    pub source: &'static str,
+    /// The probe, or why its stored form no longer validates (an API probe).
+    pub probe: std::result::Result<Probe, String>,
+    /// An API probe's row.
+    pub row: Option<store::ApiProbeRow>,
+}
+
+/// The probes heal runs, by name: the file's, and those registered through
+/// the API that the file does not define.
+pub fn defined_probes(conn: &Connection, config: &Config) -> Result<BTreeMap<String, Defined>> {
+    let mut out: BTreeMap<String, Defined> = config
+        .probes
+        .iter()
+        .map(|(name, p)| {
+            let d = Defined {
+                source: "config",
+                probe: Ok(p.clone()),
+                row: None,
+            };
+            (name.clone(), d)
+        })
+        .collect();
+    for row in store::api_probes(conn)? {
+        if out.contains_key(&row.name) {
+            continue;
+        }
+        let probe = serde_json::from_str(&row.def)
+            .map_err(|e| e.to_string())
+            .and_then(|v| crate::config::api_probe(&v));
+        let d = Defined {
+            source: "api",
+            probe,
+            row: Some(row),
+        };
+        out.insert(
+            d.row.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+            d,
+        );
+    }
+    Ok(out)
+}
+
+/// Resolves the alert of a probe deleted through the API (a store job).
+pub fn probe_deleted(
+    conn: &Connection,
+    config: &Config,
+    state: &State,
+    name: &str,
+    now: i64,
+) -> Result<Applied> {
+    let scope = BTreeSet::from([name.to_string()]);
+    reconcile(conn, config, state, "probe", Vec::new(), Some(&scope), now)
+}
+
 fn probe_raise(p: &Probe, outcome: &probe::Outcome, now: i64) -> Raise {
     let mut labels = p.labels.clone();
     labels.insert("probe".into(), p.name.clone());
     labels.insert("probe_type".into(), p.kind().into());
-    if let Some(team) = &p.team {
-        labels.insert("team".into(), team.clone());
+    for (k, v) in [("team", &p.team), ("priority", &p.priority)] {
+        if let Some(v) = v {
+            labels.insert(k.into(), v.clone());
+        }
     }
     if !p.tags.is_empty() {
         labels.insert("tags".into(), p.tags.join(","));
@@ -42,6 +104,10 @@ fn probe_raise(p: &Probe, outcome: &probe::Outcome, now: i64) -> Raise {
     if !p.description.is_empty() {
         notes.insert("probe_description".into(), p.description.clone());
     }
+    if !p.notify.is_empty() {
+        // Its resolve is built from the raised alert, so it goes where this went.
+        notes.insert("notify".into(), p.notify.join(","));
+    }
     Raise {
         kind: "probe",
         subject: p.name.clone(),
@@ -58,6 +124,10 @@ pub(super) fn probe_worker(state: &Arc<State>, jobs: &Mutex<Receiver<Probe>>) {
         let outcome = probe::run(&p.check, p.timeout);
         let (config, st2, name) = (state.config(), state.clone(), p.name.clone());
         submit(state, &format!("probe {name}"), move |conn| {
+            if !config.probes.contains_key(&p.name) && store::api_probe(conn, &p.name)?.is_none() {
+                // Deleted while it ran: its result would bring it back.
+                return Ok(Applied::default());
+            }
             let now = now_ms();
             let prev = store::probe(conn, &p.name)?
                 .map(|r| r.counts())
@@ -83,14 +153,18 @@ pub(super) fn probe_worker(state: &Arc<State>, jobs: &Mutex<Receiver<Probe>>) {
     }
 }
 
-/// Resolves the alerts of probes no longer in the config.
-pub(super) fn forget_removed_probes(state: &Arc<State>, config: &Arc<Config>) {
+/// Resolves the alerts of probes no longer defined (`names` are those that are).
+pub(super) fn forget_removed_probes(
+    state: &Arc<State>,
+    config: &Arc<Config>,
+    names: BTreeSet<String>,
+) {
     let (config, st2) = (config.clone(), state.clone());
     submit(state, "removed probes", move |conn| {
         let gone: BTreeSet<String> = store::internal_alerts(conn, "probe")?
             .into_iter()
             .map(|r| r.subject)
-            .filter(|s| !config.probes.contains_key(s))
+            .filter(|s| !names.contains(s))
             .collect();
         if gone.is_empty() {
             return Ok(Applied::default());

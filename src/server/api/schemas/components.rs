@@ -178,6 +178,7 @@ pub(super) fn shared() -> Value {
                 "description": string(),
             }
         },
+        "ProbeDefinition": probe_definition(),
         "Ping": object(
             json!({ "id": int(), "at": int(), "kind": string(), "exit_code": { "type": "integer", "nullable": true }, "body": string(), "remote": string() }),
             &["id", "at", "kind", "body", "remote"],
@@ -185,8 +186,12 @@ pub(super) fn shared() -> Value {
         "Probe": object(
             json!({
                 "name": string(), "state": string(), "type": string(), "schedule": string(),
+                "source": { "type": "string", "enum": ["config", "api"], "description": "where it is defined: runbooks.toml, or PUT /api/v1/probes/{name}" },
+                "registered_at": int(), "updated_at": int(),
                 "fail_after": { "type": "integer" }, "recover_after": { "type": "integer" },
                 "tags": array(string()), "removed": boolean(),
+                "description": string(), "notify": array(string()),
+                "error": { "type": "string", "description": "why its stored definition no longer validates (it does not run)" },
                 "last_at": int_or_null(), "last_ok": { "type": "boolean", "nullable": true },
                 "last_latency_ms": int_or_null(), "last_detail": string_or_null(),
             }),
@@ -288,6 +293,58 @@ pub(super) fn breaker() -> Value {
             "failed_in_row",
         ],
     )
+}
+
+/// The body of `PUT /api/v1/probes/{name}`: the fields of a `[[probe]]`.
+fn probe_definition() -> Value {
+    json!({
+        "type": "object",
+        "description": "the fields of [[probe]]: one of http, tcp or prometheus (command probes only in runbooks.toml), every or cron (with tz), timeout, fail_after, recover_after, notify, ...",
+        "additionalProperties": false,
+        "oneOf": [
+            { "required": ["http"], "not": { "anyOf": [{ "required": ["tcp"] }, { "required": ["prometheus"] }] } },
+            { "required": ["tcp"], "not": { "anyOf": [{ "required": ["http"] }, { "required": ["prometheus"] }] } },
+            { "required": ["prometheus"], "not": { "anyOf": [{ "required": ["http"] }, { "required": ["tcp"] }] } },
+        ],
+        "properties": {
+            "name": { "type": "string", "description": "the URL's name, if given" },
+            "every": { "type": "string", "pattern": DURATION },
+            "cron": string(),
+            "tz": string(),
+            "timeout": { "type": "string", "pattern": DURATION },
+            "fail_after": { "type": "integer", "minimum": 1, "maximum": 1000 },
+            "recover_after": { "type": "integer", "minimum": 1, "maximum": 1000 },
+            "tags": array(string()),
+            "labels": labels(&[]),
+            "team": string(),
+            "description": string(),
+            "notify": { "type": "array", "items": string(), "description": "[channel.NAME]s its probe.down and probe.up go to, besides the [[notify]] routes" },
+            "http": {
+                "type": "object", "additionalProperties": false, "required": ["url"],
+                "properties": {
+                    "url": { "type": "string", "pattern": "^https?://" },
+                    "method": { "type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "OPTIONS"] },
+                    "status": array(json!({ "type": "integer", "minimum": 100, "maximum": 599 })),
+                    "body_contains": string(),
+                    "max_latency": { "type": "string", "pattern": DURATION },
+                    "tls_min_days": { "type": "integer", "minimum": 0 },
+                    "ca_file": string(),
+                    "headers": { "type": "object", "additionalProperties": string() },
+                },
+            },
+            "tcp": closed(object(json!({ "addr": { "type": "string", "description": "host:port" } }), &["addr"])),
+            "prometheus": closed(object(
+                json!({ "url": { "type": "string", "pattern": "^https?://" }, "query": string(), "expect": { "type": "string", "description": "e.g. \"< 0.9\"" }, "empty_ok": boolean() }),
+                &["url", "query", "expect"],
+            )),
+        }
+    })
+}
+
+/// An object that takes no other properties.
+fn closed(mut o: Value) -> Value {
+    o["additionalProperties"] = json!(false);
+    o
 }
 
 /// Alert labels or annotations: names to text (null is none, unless some are required).

@@ -277,11 +277,16 @@ fn watch(s: &mut Shape, method: &str, path: &str) -> bool {
             hb = wrapped("heartbeat", hb);
             s.answers = ok(hb);
         }
-        ("PUT", "/api/v1/heartbeats/{name}") => {
-            s.body = Some((true, json_content(schema_ref("HeartbeatDefinition"))));
+        ("PUT", path @ ("/api/v1/heartbeats/{name}" | "/api/v1/probes/{name}")) => {
+            let (key, definition) = if path.starts_with("/api/v1/probes") {
+                ("probe", "ProbeDefinition")
+            } else {
+                ("heartbeat", "HeartbeatDefinition")
+            };
+            s.body = Some((true, json_content(schema_ref(definition))));
             let answer = object(
-                json!({ "heartbeat": string(), "created": boolean() }),
-                &["heartbeat", "created"],
+                json!({ key: string(), "created": boolean() }),
+                &[key, "created"],
             );
             s.answers = vec![
                 (200, "updated", json_content(answer.clone())),
@@ -289,7 +294,7 @@ fn watch(s: &mut Shape, method: &str, path: &str) -> bool {
             ];
             s.errors = &[409];
         }
-        ("DELETE", "/api/v1/heartbeats/{name}") => {
+        ("DELETE", "/api/v1/heartbeats/{name}" | "/api/v1/probes/{name}") => {
             s.answers = ok(wrapped("deleted", string()));
             s.errors = &[409];
         }
