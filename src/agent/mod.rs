@@ -500,6 +500,11 @@ impl Agent {
             grace,
             max_output,
             cancel,
+            facts: std::cell::RefCell::new(json!({
+                "alert": op.get("alert").cloned().unwrap_or(Value::Null),
+                "params": op.get("params").cloned().unwrap_or_else(|| json!({})),
+                "steps": {},
+            })),
         };
         let mut results = Vec::new();
         let (state, failed) = match self.run_list(&ctx, &list("steps"), &env, "", &mut results) {
@@ -562,6 +567,33 @@ impl Agent {
                     .and_then(Value::as_u64)
                     .unwrap_or(300_000),
             );
+            if let Some(when) = step.get("when").and_then(Value::as_str) {
+                let holds = ctx.when(when);
+                if holds != Ok(true) {
+                    let (output, skipped) = match &holds {
+                        Ok(_) => (format!("[heal: skipped: when `{when}` is false]\n"), true),
+                        Err(e) => (format!("[heal: the step did not start: when {e}]\n"), false),
+                    };
+                    results.push(StepResult {
+                        name: format!("{prefix}{name}"),
+                        exit_code: None,
+                        signal: None,
+                        timed_out: false,
+                        duration_ms: 0,
+                        output,
+                        output_bytes: 0,
+                        truncated: false,
+                        skipped,
+                    });
+                    ctx.ended(&name, &exec::Outcome::default(), skipped);
+                    if skipped {
+                        continue;
+                    }
+                    state = "failed";
+                    failed = Some(name);
+                    break;
+                }
+            }
             let retries = step.get("retries").and_then(Value::as_u64).unwrap_or(0);
             let retry_delay = Duration::from_millis(
                 step.get("retry_delay_ms")
@@ -634,12 +666,14 @@ impl Agent {
                     output: text,
                     output_bytes: output.total(),
                     truncated,
+                    skipped: false,
                 });
                 // A step that cannot start fails the same way every time.
                 if outcome.success() || outcome.cancelled || ready.is_err() {
                     break;
                 }
             }
+            ctx.ended(&name, &outcome, false);
             if outcome.success() {
                 continue;
             }
@@ -802,6 +836,32 @@ struct OpRun<'a> {
     grace: Duration,
     max_output: usize,
     cancel: &'a AtomicBool,
+    /// What a step's `when` reads: `alert`, `params`, and `steps`, each
+    /// step so far by name with its `exit_code` and `status`.
+    facts: std::cell::RefCell<Value>,
+}
+
+impl OpRun<'_> {
+    /// Whether a step's `when` holds now.
+    fn when(&self, source: &str) -> Result<bool, String> {
+        let expr = crate::config::Expr::compile(source)?;
+        expr.truthy(&crate::config::doc(self.facts.borrow().clone()))
+    }
+
+    /// Records how a step ended, for the `when` of the steps after it.
+    fn ended(&self, name: &str, outcome: &exec::Outcome, skipped: bool) {
+        let status = if skipped {
+            "skipped"
+        } else if outcome.success() {
+            "succeeded"
+        } else if outcome.timed_out {
+            "timed_out"
+        } else {
+            "failed"
+        };
+        self.facts.borrow_mut()["steps"][name] =
+            json!({ "exit_code": outcome.exit_code, "status": status });
+    }
 }
 
 /// A step's environment: the op's (`HEAL_*`), then the step's own with each

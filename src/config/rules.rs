@@ -123,6 +123,9 @@ pub struct Step {
     pub retries: u32,
     /// Pause before each run again.
     pub retry_delay: Duration,
+    /// JMESPath over `alert`, `params` and `steps` (the steps so far, by
+    /// name: `exit_code`, `status`), read on the agent: false skips the step.
+    pub when: Option<String>,
 }
 
 /// How an event is checked after its steps.
@@ -239,6 +242,7 @@ pub(super) struct RawStep {
     cwd: Option<String>,
     retries: Option<Spanned<i64>>,
     retry_delay: Option<Spanned<String>>,
+    when: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -338,6 +342,9 @@ impl Validator<'_> {
                     &step_item,
                     "retry_delay",
                 )?,
+                when: self
+                    .opt_expr(&rs.when, &step_item, "when")?
+                    .map(|e| e.source),
             });
         }
         Ok(steps)

@@ -840,3 +840,68 @@ fn on_failure_steps_run_after_a_failure_only_and_leave_it_failed() {
         .collect();
     assert_eq!(names, ["check", "after"]);
 }
+
+/// A step's `when` reads the alert, the params and the steps so far on the
+/// agent; false skips the step, recorded as skipped.
+#[test]
+fn when_skips_a_step_on_the_alert_the_params_or_an_earlier_step() {
+    let dir = test_dir("agent-when");
+    let config = r#"
+[server]
+kill_grace = "1s"
+
+[[rule]]
+name = "fix"
+when = "labels.alertname != 'Ignored'"
+runbook = "fix"
+target = "labels.instance"
+params = { mode = "labels.mode" }
+
+[runbook.fix]
+steps = [
+  { name = "check", run = "exit 1", continue_on_error = true },
+  { name = "repair", run = "echo repaired", when = "steps.check.status == 'failed' && steps.check.exit_code == `1`" },
+  { name = "deep", run = "echo deep", when = "params.mode == 'deep'" },
+  { name = "here", run = "echo here", when = "alert.labels.instance == 'agent-a'" },
+]
+"#;
+    let server = Server::start(&dir, config);
+    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+    let id = fire(&server, json!({ "instance": "agent-a", "mode": "quick" }));
+    let event = server.wait_event(
+        id,
+        &["succeeded", "failed", "timed_out", "lost"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(event["state"], "succeeded", "{event:#}");
+    let op = only_op(&event);
+    let steps: Vec<(&str, bool, &str)> = op["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["skipped"] == true,
+                s["output"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("check", false, ""),
+            ("repair", false, "repaired\n"),
+            (
+                "deep",
+                true,
+                "[heal: skipped: when `params.mode == 'deep'` is false]\n"
+            ),
+            ("here", false, "here\n"),
+        ],
+        "{event:#}"
+    );
+    let timeline = event["timeline"].to_string();
+    assert!(timeline.contains("deep: skipped"), "{timeline}");
+}
