@@ -9,6 +9,7 @@
 //! server declared lost meanwhile (409) never starts. SIGTERM closes the
 //! waiting poll at once: no op is taken after it.
 
+mod secrets;
 mod state_dir;
 
 use std::collections::{HashMap, VecDeque};
@@ -602,7 +603,15 @@ impl Agent {
             );
             // The step's own environment and directory, read here: `${VAR}`
             // is the agent's, and the directory must exist on this host.
-            let ready = step_env(step, env).and_then(|env| {
+            let ready = step_env(step, env).and_then(|mut env| {
+                // Secrets from the step's env_files: in its environment,
+                // and scrubbed from its output.
+                let secret = secrets::env_files(step)?;
+                let values: Vec<String> = secret.iter().map(|(_, v)| v.clone()).collect();
+                for (name, value) in secret {
+                    env.retain(|(k, _)| *k != name);
+                    env.push((name, value));
+                }
                 let cwd = step
                     .get("cwd")
                     .and_then(Value::as_str)
@@ -612,7 +621,7 @@ impl Agent {
                         "cwd {} does not exist on this agent (or is not a directory)",
                         dir.display()
                     )),
-                    _ => Ok((env, cwd)),
+                    _ => Ok((env, cwd, values)),
                 }
             });
             let mut outcome = exec::Outcome::default();
@@ -620,14 +629,15 @@ impl Agent {
                 if attempt > 0 && pause(retry_delay, ctx.cancel) {
                     break;
                 }
-                let output = Arc::new(Output::new(ctx.max_output));
+                let secrets = ready.as_ref().map_or(&[][..], |(_, _, v)| v.as_slice());
+                let output = Arc::new(Output::scrubbing(ctx.max_output, secrets));
                 if let Some(r) = lock(&self.ops).get_mut(&ctx.op_id) {
                     r.output = Some((results.len(), output.clone()));
                     r.cursor = 0;
                 }
                 let mut text = String::new();
                 outcome = match &ready {
-                    Ok((step_env, cwd)) => {
+                    Ok((step_env, cwd, _)) => {
                         let spec = exec::Step {
                             run: &run,
                             env: step_env,
@@ -636,7 +646,9 @@ impl Agent {
                             stdin: &[],
                             cwd: cwd.as_deref(),
                         };
-                        exec::run_step(&spec, &output, ctx.cancel)
+                        let ended = exec::run_step(&spec, &output, ctx.cancel);
+                        output.finish();
+                        ended
                     }
                     Err(why) => {
                         text = format!("[heal: the step did not start: {why}]\n");

@@ -552,6 +552,7 @@ pub fn op_spec(
             "retries": s.retries,
             "retry_delay_ms": s.retry_delay.as_millis() as u64,
             "when": s.when,
+            "env_files": s.env_files,
         })
     };
     let steps: Vec<Value> = runbook.steps.iter().map(step_json).collect();

@@ -905,3 +905,56 @@ steps = [
     let timeline = event["timeline"].to_string();
     assert!(timeline.contains("deep: skipped"), "{timeline}");
 }
+
+/// `env_files` secrets reach the step, never the server: its output carries
+/// `***` in their place; a file others may read fails the step, named.
+#[test]
+fn env_file_secrets_reach_the_step_but_never_its_output_or_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = test_dir("agent-env-files");
+    let secret = "pa55-w0rd-7f3a9c";
+    let private = dir.join("db.env");
+    std::fs::write(&private, format!("DB_PASSWORD={secret}\n")).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let open = dir.join("open.env");
+    std::fs::write(&open, "X=1\n").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = rule_config(
+        "",
+        "",
+        &format!(
+            r#"{{ name = "use", run = "printf 'connect with %s (%s chars)\n' \"$DB_PASSWORD\" ${{#DB_PASSWORD}}; sleep 1; printf 'again %s\n' \"$DB_PASSWORD\"", env_files = ["{}"] }},
+               {{ name = "open", run = "echo never", env_files = ["{}"] }}"#,
+            private.display(),
+            open.display()
+        ),
+    );
+    let server = Server::start(&dir, &config);
+    let agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+    let id = fire(&server, json!({ "instance": "agent-a" }));
+    let event = server.wait_event(
+        id,
+        &["succeeded", "failed", "timed_out", "lost"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(event["state"], "failed", "{event:#}");
+    let op = only_op(&event);
+    let used = op["steps"][0]["output"].as_str().unwrap();
+    assert_eq!(used, "connect with *** (16 chars)\nagain ***\n");
+    let refused = op["steps"][1]["output"].as_str().unwrap();
+    assert!(
+        refused.contains("open.env is readable by everyone (chmod o-rwx"),
+        "{refused}"
+    );
+    // Nowhere the server keeps or shows it.
+    let everything = [
+        server.get_ok(&format!("/api/v1/events/{id}")).to_string(),
+        server.get_ok("/api/v1/config").to_string(),
+        server.logs(),
+        agent.logs(),
+    ];
+    for text in everything {
+        assert!(!text.contains(secret), "{text}");
+    }
+}
