@@ -161,6 +161,8 @@ fn trace(config: &Config, alert: &Alert, ctx: &Value, now: i64) -> Value {
                             "env": s.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
                             "retries": s.retries,
                             "retry_delay": crate::time::format_duration(s.retry_delay),
+                            "when": s.when,
+                            "env_files": s.env_files,
                             "on_failure": on_failure,
                         })
                     };
@@ -280,6 +282,23 @@ fn render_trace(t: &Value) -> String {
                     more.push_str(&format!(
                         ", env {} (values read on the agent)",
                         names.join(" ")
+                    ));
+                }
+                let files: Vec<&str> = st["env_files"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if !files.is_empty() {
+                    more.push_str(&format!(
+                        ", secrets from {} (read on the agent)",
+                        files.join(" ")
+                    ));
+                }
+                if let Some(when) = st["when"].as_str() {
+                    more.push_str(&format!(
+                        ", only when `{when}` (read on the agent when its turn comes)"
                     ));
                 }
                 match st["retries"].as_u64() {

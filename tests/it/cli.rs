@@ -295,7 +295,7 @@ env = { SERVICE = "shop" }
 cwd = "/srv/shop"
 steps = [
   { name = "restart", run = "systemctl restart shop", env = { TOKEN = "${SHOP_TOKEN}" }, retries = 2, retry_delay = "5s" },
-  { name = "check", run = "curl -fsS localhost:8080/health", cwd = "/tmp" },
+  { name = "check", run = "curl -fsS localhost:8080/health", cwd = "/tmp", when = "steps.restart.status == 'succeeded'", env_files = ["/etc/heal/shop.env"] },
 ]
 on_failure = [ { name = "diagnose", run = "journalctl -u shop -n 50" } ]
 "#,
@@ -310,7 +310,7 @@ on_failure = [ { name = "diagnose", run = "journalctl -u shop -n 50" } ]
     assert_eq!(code, 0, "{err}");
     for line in [
         "step \"restart\": sh -c \"systemctl restart shop\" (timeout 5m, in /srv/shop, env SERVICE TOKEN (values read on the agent), 2 retries 5s apart)",
-        "step \"check\": sh -c \"curl -fsS localhost:8080/health\" (timeout 5m, in /tmp, env SERVICE (values read on the agent))",
+        "step \"check\": sh -c \"curl -fsS localhost:8080/health\" (timeout 5m, in /tmp, env SERVICE (values read on the agent), secrets from /etc/heal/shop.env (read on the agent), only when `steps.restart.status == 'succeeded'` (read on the agent when its turn comes))",
         "on failure \"diagnose\": sh -c \"journalctl -u shop -n 50\" (timeout 5m, in /srv/shop, env SERVICE (values read on the agent))",
     ] {
         assert!(out.contains(line), "{line}\nnot in:\n{out}");
