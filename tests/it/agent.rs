@@ -668,6 +668,21 @@ fn steps_know_their_agent_and_its_tags() {
     );
 }
 
+/// A server with `config` and agent `agent-a`, allowed runbook `fix`, polling it.
+fn server_and_agent(dir: &Path, config: &str) -> (Server, Agent) {
+    let server = Server::start(dir, config);
+    let agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+    (server, agent)
+}
+
+/// Fires an alert with `labels` and waits for its event to end: its id and detail.
+fn ended_event(server: &Server, labels: Value) -> (i64, Value) {
+    let id = fire(server, labels);
+    let ended = ["succeeded", "failed", "timed_out", "lost"];
+    (id, server.wait_event(id, &ended, Duration::from_secs(20)))
+}
+
 /// A runbook's and a step's `env` and `cwd`, read on the agent.
 #[test]
 fn steps_get_their_env_and_cwd_and_a_missing_one_is_the_steps_failure() {
@@ -687,15 +702,8 @@ fn steps_get_their_env_and_cwd_and_a_missing_one_is_the_steps_failure() {
             dir.display()
         ),
     );
-    let server = Server::start(&dir, &config);
-    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
-    wait_agent_polling(&server, "agent-a");
-    let id = fire(&server, json!({ "instance": "agent-a" }));
-    let event = server.wait_event(
-        id,
-        &["succeeded", "failed", "timed_out", "lost"],
-        Duration::from_secs(20),
-    );
+    let (server, _agent) = server_and_agent(&dir, &config);
+    let (_, event) = ended_event(&server, json!({ "instance": "agent-a" }));
     assert_eq!(event["state"], "failed", "{event:#}");
     let steps = &only_op(&event)["steps"];
     let path = std::env::var("PATH").unwrap();
@@ -728,15 +736,8 @@ fn a_failing_step_is_tried_again_and_each_try_is_recorded() {
             c = count.display()
         ),
     );
-    let server = Server::start(&dir, &config);
-    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
-    wait_agent_polling(&server, "agent-a");
-    let id = fire(&server, json!({ "instance": "agent-a" }));
-    let event = server.wait_event(
-        id,
-        &["succeeded", "failed", "timed_out", "lost"],
-        Duration::from_secs(20),
-    );
+    let (server, _agent) = server_and_agent(&dir, &config);
+    let (_, event) = ended_event(&server, json!({ "instance": "agent-a" }));
     assert_eq!(event["state"], "failed", "{event:#}");
     let steps: Vec<(String, Value, String)> = only_op(&event)["steps"]
         .as_array()
@@ -798,12 +799,8 @@ fn on_failure_steps_run_after_a_failure_only_and_leave_it_failed() {
             r#"{ name = "check", run = "test \"$HEAL_LABEL_MODE\" = ok" }, { name = "after", run = "echo not reached" }"#,
         )
     );
-    let server = Server::start(&dir, &config);
-    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
-    wait_agent_polling(&server, "agent-a");
-    let ended = &["succeeded", "failed", "timed_out", "lost"];
-    let id = fire(&server, json!({ "instance": "agent-a", "mode": "broken" }));
-    let event = server.wait_event(id, ended, Duration::from_secs(20));
+    let (server, _agent) = server_and_agent(&dir, &config);
+    let (_, event) = ended_event(&server, json!({ "instance": "agent-a", "mode": "broken" }));
     assert_eq!(event["state"], "failed", "{event:#}");
     let steps: Vec<(String, String)> = only_op(&event)["steps"]
         .as_array()
@@ -828,8 +825,7 @@ fn on_failure_steps_run_after_a_failure_only_and_leave_it_failed() {
         ],
         "{event:#}"
     );
-    let id = fire(&server, json!({ "instance": "agent-a", "mode": "ok" }));
-    let event = server.wait_event(id, ended, Duration::from_secs(20));
+    let (_, event) = ended_event(&server, json!({ "instance": "agent-a", "mode": "ok" }));
     assert_eq!(event["state"], "succeeded", "{event:#}");
     let op = only_op(&event);
     let names: Vec<&str> = op["steps"]
@@ -865,15 +861,8 @@ steps = [
   { name = "here", run = "echo here", when = "alert.labels.instance == 'agent-a'" },
 ]
 "#;
-    let server = Server::start(&dir, config);
-    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
-    wait_agent_polling(&server, "agent-a");
-    let id = fire(&server, json!({ "instance": "agent-a", "mode": "quick" }));
-    let event = server.wait_event(
-        id,
-        &["succeeded", "failed", "timed_out", "lost"],
-        Duration::from_secs(20),
-    );
+    let (server, _agent) = server_and_agent(&dir, config);
+    let (_, event) = ended_event(&server, json!({ "instance": "agent-a", "mode": "quick" }));
     assert_eq!(event["state"], "succeeded", "{event:#}");
     let op = only_op(&event);
     let steps: Vec<(&str, bool, &str)> = op["steps"]
@@ -929,15 +918,8 @@ fn env_file_secrets_reach_the_step_but_never_its_output_or_the_server() {
             open.display()
         ),
     );
-    let server = Server::start(&dir, &config);
-    let agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
-    wait_agent_polling(&server, "agent-a");
-    let id = fire(&server, json!({ "instance": "agent-a" }));
-    let event = server.wait_event(
-        id,
-        &["succeeded", "failed", "timed_out", "lost"],
-        Duration::from_secs(20),
-    );
+    let (server, agent) = server_and_agent(&dir, &config);
+    let (id, event) = ended_event(&server, json!({ "instance": "agent-a" }));
     assert_eq!(event["state"], "failed", "{event:#}");
     let op = only_op(&event);
     let used = op["steps"][0]["output"].as_str().unwrap();
