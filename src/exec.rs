@@ -91,18 +91,47 @@ struct OutputInner {
     max: usize,
     /// All bytes ever written, kept or not.
     total: u64,
+    /// Values replaced by `***` before anything is kept (a step's secrets).
+    secrets: Vec<Vec<u8>>,
+    /// The last bytes written, held back while they may be the start of a
+    /// secret that the next write completes.
+    held: Vec<u8>,
 }
 
 impl Output {
     /// Creates an empty output that keeps at most the last `max` bytes.
     pub fn new(max: usize) -> Output {
+        Output::scrubbing(max, &[])
+    }
+
+    /// An output in which each of `secrets` (the non-empty ones) becomes
+    /// `***` before it is kept, streamed or counted, wherever the writes
+    /// split it; call `finish` once the step has ended.
+    pub fn scrubbing(max: usize, secrets: &[String]) -> Output {
+        let mut secrets: Vec<Vec<u8>> = secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        // Longest first, so one that holds another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Output {
             inner: Mutex::new(OutputInner {
                 buf: VecDeque::new(),
                 max,
                 total: 0,
+                secrets,
+                held: Vec::new(),
             }),
         }
+    }
+
+    /// Keeps what was held back for a secret that never came.
+    pub fn finish(&self) {
+        let mut inner = self.lock();
+        let held = std::mem::take(&mut inner.held);
+        let (clean, _) = scrub(&held, &inner.secrets, true);
+        inner.keep(&clean);
     }
 
     /// Bytes written so far in total (including dropped ones).
@@ -141,9 +170,58 @@ impl Output {
         (copy_from(&inner.buf, 0), dropped)
     }
 
-    /// Appends bytes, dropping the oldest ones beyond `max`.
+    /// Appends bytes (secrets scrubbed), dropping the oldest ones beyond `max`.
     fn push(&self, data: &[u8]) {
         let mut inner = self.lock();
+        if inner.secrets.is_empty() {
+            return inner.keep(data);
+        }
+        let mut all = std::mem::take(&mut inner.held);
+        all.extend_from_slice(data);
+        let (clean, held) = scrub(&all, &inner.secrets, false);
+        inner.held = held;
+        inner.keep(&clean);
+    }
+
+    /// Locks the state; a panic elsewhere while it was held leaves it consistent, so poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, OutputInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `data` with each secret (longest first) replaced by `***`, and, unless
+/// `last`, the end held back where it may still become a secret: what to
+/// keep, and what to hold.
+fn scrub(data: &[u8], secrets: &[Vec<u8>], last: bool) -> (Vec<u8>, Vec<u8>) {
+    let mut out = Vec::with_capacity(data.len());
+    let mut at = 0;
+    while at < data.len() {
+        let rest = &data[at..];
+        if !last
+            && secrets
+                .iter()
+                .any(|s| s.len() > rest.len() && s.starts_with(rest))
+        {
+            return (out, rest.to_vec());
+        }
+        match secrets.iter().find(|s| rest.starts_with(s)) {
+            Some(secret) => {
+                out.extend_from_slice(b"***");
+                at += secret.len();
+            }
+            None => {
+                out.push(data[at]);
+                at += 1;
+            }
+        }
+    }
+    (out, Vec::new())
+}
+
+impl OutputInner {
+    /// Appends bytes, dropping the oldest ones beyond `max`.
+    fn keep(&mut self, data: &[u8]) {
+        let inner = self;
         inner.total = inner.total.saturating_add(data.len() as u64);
         let max = inner.max;
         if data.len() >= max {
@@ -162,11 +240,6 @@ impl Output {
             inner.buf.reserve_exact(additional);
         }
         inner.buf.extend(data);
-    }
-
-    /// Locks the state; a panic elsewhere while it was held leaves it consistent, so poisoning is ignored.
-    fn lock(&self) -> MutexGuard<'_, OutputInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -1235,5 +1308,32 @@ wait"#,
         assert_eq!(human(Duration::from_secs(2)), "2s");
         assert_eq!(human(Duration::from_millis(1500)), "1500ms");
         assert_eq!(human(Duration::from_millis(300)), "300ms");
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_however_the_writes_split_them() {
+        let secrets = vec![
+            "hunter2".to_string(),
+            "hunter2-long".to_string(),
+            String::new(),
+        ];
+        let output = Output::scrubbing(1024, &secrets);
+        let mut cursor = 0;
+        let mut streamed = Vec::new();
+        for piece in [&b"pass=hun"[..], b"ter2 and ", b"hunter2-lo", b"ng; hunt"] {
+            output.push(piece);
+            streamed.extend(output.take_new(&mut cursor).0);
+        }
+        output.finish();
+        streamed.extend(output.take_new(&mut cursor).0);
+        assert_eq!(
+            String::from_utf8(streamed).unwrap(),
+            "pass=*** and ***; hunt"
+        );
+        assert_eq!(output.tail().0, b"pass=*** and ***; hunt");
+        // No secret: written as it comes.
+        let plain = Output::scrubbing(16, &[]);
+        plain.push(b"abc");
+        assert_eq!(plain.tail().0, b"abc");
     }
 }

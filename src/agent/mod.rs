@@ -9,6 +9,7 @@
 //! server declared lost meanwhile (409) never starts. SIGTERM closes the
 //! waiting poll at once: no op is taken after it.
 
+mod secrets;
 mod state_dir;
 
 use std::collections::{HashMap, VecDeque};
@@ -500,6 +501,11 @@ impl Agent {
             grace,
             max_output,
             cancel,
+            facts: std::cell::RefCell::new(json!({
+                "alert": op.get("alert").cloned().unwrap_or(Value::Null),
+                "params": op.get("params").cloned().unwrap_or_else(|| json!({})),
+                "steps": {},
+            })),
         };
         let mut results = Vec::new();
         let (state, failed) = match self.run_list(&ctx, &list("steps"), &env, "", &mut results) {
@@ -562,6 +568,33 @@ impl Agent {
                     .and_then(Value::as_u64)
                     .unwrap_or(300_000),
             );
+            if let Some(when) = step.get("when").and_then(Value::as_str) {
+                let holds = ctx.when(when);
+                if holds != Ok(true) {
+                    let (output, skipped) = match &holds {
+                        Ok(_) => (format!("[heal: skipped: when `{when}` is false]\n"), true),
+                        Err(e) => (format!("[heal: the step did not start: when {e}]\n"), false),
+                    };
+                    results.push(StepResult {
+                        name: format!("{prefix}{name}"),
+                        exit_code: None,
+                        signal: None,
+                        timed_out: false,
+                        duration_ms: 0,
+                        output,
+                        output_bytes: 0,
+                        truncated: false,
+                        skipped,
+                    });
+                    ctx.ended(&name, &exec::Outcome::default(), skipped);
+                    if skipped {
+                        continue;
+                    }
+                    state = "failed";
+                    failed = Some(name);
+                    break;
+                }
+            }
             let retries = step.get("retries").and_then(Value::as_u64).unwrap_or(0);
             let retry_delay = Duration::from_millis(
                 step.get("retry_delay_ms")
@@ -570,7 +603,15 @@ impl Agent {
             );
             // The step's own environment and directory, read here: `${VAR}`
             // is the agent's, and the directory must exist on this host.
-            let ready = step_env(step, env).and_then(|env| {
+            let ready = step_env(step, env).and_then(|mut env| {
+                // Secrets from the step's env_files: in its environment,
+                // and scrubbed from its output.
+                let secret = secrets::env_files(step)?;
+                let values: Vec<String> = secret.iter().map(|(_, v)| v.clone()).collect();
+                for (name, value) in secret {
+                    env.retain(|(k, _)| *k != name);
+                    env.push((name, value));
+                }
                 let cwd = step
                     .get("cwd")
                     .and_then(Value::as_str)
@@ -580,7 +621,7 @@ impl Agent {
                         "cwd {} does not exist on this agent (or is not a directory)",
                         dir.display()
                     )),
-                    _ => Ok((env, cwd)),
+                    _ => Ok((env, cwd, values)),
                 }
             });
             let mut outcome = exec::Outcome::default();
@@ -588,14 +629,15 @@ impl Agent {
                 if attempt > 0 && pause(retry_delay, ctx.cancel) {
                     break;
                 }
-                let output = Arc::new(Output::new(ctx.max_output));
+                let secrets = ready.as_ref().map_or(&[][..], |(_, _, v)| v.as_slice());
+                let output = Arc::new(Output::scrubbing(ctx.max_output, secrets));
                 if let Some(r) = lock(&self.ops).get_mut(&ctx.op_id) {
                     r.output = Some((results.len(), output.clone()));
                     r.cursor = 0;
                 }
                 let mut text = String::new();
                 outcome = match &ready {
-                    Ok((step_env, cwd)) => {
+                    Ok((step_env, cwd, _)) => {
                         let spec = exec::Step {
                             run: &run,
                             env: step_env,
@@ -604,7 +646,9 @@ impl Agent {
                             stdin: &[],
                             cwd: cwd.as_deref(),
                         };
-                        exec::run_step(&spec, &output, ctx.cancel)
+                        let ended = exec::run_step(&spec, &output, ctx.cancel);
+                        output.finish();
+                        ended
                     }
                     Err(why) => {
                         text = format!("[heal: the step did not start: {why}]\n");
@@ -634,12 +678,14 @@ impl Agent {
                     output: text,
                     output_bytes: output.total(),
                     truncated,
+                    skipped: false,
                 });
                 // A step that cannot start fails the same way every time.
                 if outcome.success() || outcome.cancelled || ready.is_err() {
                     break;
                 }
             }
+            ctx.ended(&name, &outcome, false);
             if outcome.success() {
                 continue;
             }
@@ -802,6 +848,32 @@ struct OpRun<'a> {
     grace: Duration,
     max_output: usize,
     cancel: &'a AtomicBool,
+    /// What a step's `when` reads: `alert`, `params`, and `steps`, each
+    /// step so far by name with its `exit_code` and `status`.
+    facts: std::cell::RefCell<Value>,
+}
+
+impl OpRun<'_> {
+    /// Whether a step's `when` holds now.
+    fn when(&self, source: &str) -> Result<bool, String> {
+        let expr = crate::config::Expr::compile(source)?;
+        expr.truthy(&crate::config::doc(self.facts.borrow().clone()))
+    }
+
+    /// Records how a step ended, for the `when` of the steps after it.
+    fn ended(&self, name: &str, outcome: &exec::Outcome, skipped: bool) {
+        let status = if skipped {
+            "skipped"
+        } else if outcome.success() {
+            "succeeded"
+        } else if outcome.timed_out {
+            "timed_out"
+        } else {
+            "failed"
+        };
+        self.facts.borrow_mut()["steps"][name] =
+            json!({ "exit_code": outcome.exit_code, "status": status });
+    }
 }
 
 /// A step's environment: the op's (`HEAL_*`), then the step's own with each

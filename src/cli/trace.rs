@@ -152,7 +152,26 @@ fn trace(config: &Config, alert: &Alert, ctx: &Value, now: i64) -> Value {
                     let env = rules::environment(0, &m.rule, rb, alert, &m.params);
                     v["runbook"] = json!(rb);
                     v["description"] = json!(runbook.description);
-                    v["steps"] = runbook.steps.iter().map(|s| json!({ "name": s.name, "run": s.run.to_string(), "timeout": crate::time::format_duration(s.timeout) })).collect();
+                    let step = |s: &crate::config::Step, on_failure: bool| {
+                        json!({
+                            "name": s.name,
+                            "run": s.run.to_string(),
+                            "timeout": crate::time::format_duration(s.timeout),
+                            "cwd": s.cwd,
+                            "env": s.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                            "retries": s.retries,
+                            "retry_delay": crate::time::format_duration(s.retry_delay),
+                            "when": s.when,
+                            "env_files": s.env_files,
+                            "on_failure": on_failure,
+                        })
+                    };
+                    v["steps"] = runbook
+                        .steps
+                        .iter()
+                        .map(|s| step(s, false))
+                        .chain(runbook.on_failure.iter().map(|s| step(s, true)))
+                        .collect();
                     v["environment"] = env.iter().map(|(k, v)| json!([k, v])).collect();
                 }
             }
@@ -249,11 +268,55 @@ fn render_trace(t: &Value) -> String {
                 str_of(&d["description"])
             ));
             for st in d["steps"].as_array().into_iter().flatten() {
+                let mut more = format!("timeout {}", str_of(&st["timeout"]));
+                if let Some(dir) = st["cwd"].as_str() {
+                    more.push_str(&format!(", in {dir}"));
+                }
+                let names: Vec<&str> = st["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if !names.is_empty() {
+                    more.push_str(&format!(
+                        ", env {} (values read on the agent)",
+                        names.join(" ")
+                    ));
+                }
+                let files: Vec<&str> = st["env_files"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if !files.is_empty() {
+                    more.push_str(&format!(
+                        ", secrets from {} (read on the agent)",
+                        files.join(" ")
+                    ));
+                }
+                if let Some(when) = st["when"].as_str() {
+                    more.push_str(&format!(
+                        ", only when `{when}` (read on the agent when its turn comes)"
+                    ));
+                }
+                match st["retries"].as_u64() {
+                    Some(0) | None => {}
+                    Some(n) => more.push_str(&format!(
+                        ", {n} retries {} apart",
+                        str_of(&st["retry_delay"])
+                    )),
+                }
+                let which = if st["on_failure"] == true {
+                    "on failure"
+                } else {
+                    "step"
+                };
                 s.push_str(&format!(
-                    "      step {:?}: {} (timeout {})\n",
+                    "      {which} {:?}: {} ({more})\n",
                     str_of(&st["name"]),
                     str_of(&st["run"]),
-                    str_of(&st["timeout"])
                 ));
             }
             s.push_str("    environment (HEAL_EVENT_ID is the event's id; HEAL_ALERT_JSON names a file holding the alert):\n");

@@ -349,6 +349,7 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
             ("cwd = \"srv\"", "", "cwd: \"srv\" is not an absolute path"),
             ("", ", retries = 101", "retries"),
             ("", ", retry_delay = \"soon\"", "retry_delay"),
+            ("", ", when = \"steps.[\"", "when: "),
         ] {
             check_err(&runbook(rb, st), says);
         }

@@ -123,6 +123,12 @@ pub struct Step {
     pub retries: u32,
     /// Pause before each run again.
     pub retry_delay: Duration,
+    /// JMESPath over `alert`, `params` and `steps` (the steps so far, by
+    /// name: `exit_code`, `status`), read on the agent: false skips the step.
+    pub when: Option<String>,
+    /// Files of `NAME=value` secrets the agent reads when the step starts
+    /// (the runbook's, then the step's); their values never leave the agent.
+    pub env_files: Vec<String>,
 }
 
 /// How an event is checked after its steps.
@@ -239,6 +245,9 @@ pub(super) struct RawStep {
     cwd: Option<String>,
     retries: Option<Spanned<i64>>,
     retry_delay: Option<Spanned<String>>,
+    when: Option<Spanned<String>>,
+    #[serde(default)]
+    env_files: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +271,8 @@ pub(super) struct RawRunbook {
     #[serde(default)]
     env: BTreeMap<String, String>,
     cwd: Option<String>,
+    #[serde(default)]
+    env_files: Vec<String>,
     #[serde(default)]
     on_failure: Vec<Spanned<RawStep>>,
 }
@@ -316,6 +327,15 @@ impl Validator<'_> {
             for name in env.keys() {
                 check_env_name(name).or_else(|e| self.err(s.span(), &step_item, e))?;
             }
+            let env_files: Vec<String> =
+                raw.env_files.iter().chain(&rs.env_files).cloned().collect();
+            if let Some(file) = env_files.iter().find(|f| !f.starts_with('/')) {
+                return self.err(
+                    s.span(),
+                    &step_item,
+                    format!("env_files: {file:?} is not an absolute path"),
+                );
+            }
             let cwd = rs.cwd.clone().or_else(|| raw.cwd.clone());
             if let Some(dir) = cwd.as_deref().filter(|d| !d.starts_with('/')) {
                 return self.err(
@@ -338,6 +358,10 @@ impl Validator<'_> {
                     &step_item,
                     "retry_delay",
                 )?,
+                when: self
+                    .opt_expr(&rs.when, &step_item, "when")?
+                    .map(|e| e.source),
+                env_files,
             });
         }
         Ok(steps)

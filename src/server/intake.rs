@@ -551,6 +551,8 @@ pub fn op_spec(
             "cwd": s.cwd,
             "retries": s.retries,
             "retry_delay_ms": s.retry_delay.as_millis() as u64,
+            "when": s.when,
+            "env_files": s.env_files,
         })
     };
     let steps: Vec<Value> = runbook.steps.iter().map(step_json).collect();
@@ -573,6 +575,7 @@ pub fn op_spec(
         "runbook": runbook.name,
         "steps": steps,
         "on_failure": on_failure,
+        "params": m.params,
         "env": env.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
         "alert": alert.doc(),
         "grace_ms": grace,

@@ -290,7 +290,7 @@ pub fn event_detail(conn: &Connection, id: i64) -> Result<Option<EventDetail>> {
     };
     for op in &mut ops {
         let mut stmt = conn
-            .prepare_cached("SELECT name, exit_code, signal, timed_out, duration_ms, output, output_bytes, truncated FROM op_step WHERE op_id = ?1 ORDER BY idx")
+            .prepare_cached("SELECT name, exit_code, signal, timed_out, duration_ms, output, output_bytes, truncated, skipped FROM op_step WHERE op_id = ?1 ORDER BY idx")
             .context("reading steps")?;
         let rows = stmt
             .query_map([op.id], |r| {
@@ -304,6 +304,7 @@ pub fn event_detail(conn: &Connection, id: i64) -> Result<Option<EventDetail>> {
                     output: String::from_utf8_lossy(&output).into_owned(),
                     output_bytes: r.get::<_, i64>(6)? as u64,
                     truncated: r.get(7)?,
+                    skipped: r.get(8)?,
                 })
             })
             .context("reading steps")?;

@@ -761,6 +761,7 @@ mod results {
             output: String::new(),
             output_bytes: 0,
             truncated: false,
+            skipped: false,
         }
     }
 

@@ -379,6 +379,10 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at    INTEGER NOT NULL
     );
     "#,
+    // 12: a step whose `when` was false on the agent is recorded as skipped.
+    r#"
+    ALTER TABLE op_step ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction and returns the

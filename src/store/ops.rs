@@ -219,6 +219,9 @@ pub struct StepResult {
     /// Whether the output was cut to its tail.
     #[serde(default)]
     pub truncated: bool,
+    /// Whether its `when` was false, so it did not run.
+    #[serde(default)]
+    pub skipped: bool,
 }
 
 /// Stores an op's final result unless one is stored already. Returns `None`
@@ -244,11 +247,11 @@ pub fn record_result(
     }
     for (idx, s) in steps.iter().enumerate() {
         conn.prepare_cached(
-            "INSERT INTO op_step (op_id, idx, name, exit_code, signal, timed_out, duration_ms, output, output_bytes, truncated)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO op_step (op_id, idx, name, exit_code, signal, timed_out, duration_ms, output, output_bytes, truncated, skipped)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .and_then(|mut st| {
-            st.execute(params![op_id, idx as i64, s.name, s.exit_code, s.signal, s.timed_out, s.duration_ms as i64, s.output.as_bytes(), s.output_bytes as i64, s.truncated])
+            st.execute(params![op_id, idx as i64, s.name, s.exit_code, s.signal, s.timed_out, s.duration_ms as i64, s.output.as_bytes(), s.output_bytes as i64, s.truncated, s.skipped])
         })
         .context("storing step result")?;
     }
@@ -258,6 +261,7 @@ pub fn record_result(
     let summary = steps
         .iter()
         .map(|s| match (s.exit_code, s.signal, s.timed_out) {
+            _ if s.skipped => format!("{}: skipped", s.name),
             (_, _, true) => format!("{}: timed out", s.name),
             (Some(c), _, _) => format!("{}: exit {c}", s.name),
             (None, Some(sig), _) => format!("{}: signal {sig}", s.name),

@@ -668,6 +668,21 @@ fn steps_know_their_agent_and_its_tags() {
     );
 }
 
+/// A server with `config` and agent `agent-a`, allowed runbook `fix`, polling it.
+fn server_and_agent(dir: &Path, config: &str) -> (Server, Agent) {
+    let server = Server::start(dir, config);
+    let agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
+    wait_agent_polling(&server, "agent-a");
+    (server, agent)
+}
+
+/// Fires an alert with `labels` and waits for its event to end: its id and detail.
+fn ended_event(server: &Server, labels: Value) -> (i64, Value) {
+    let id = fire(server, labels);
+    let ended = ["succeeded", "failed", "timed_out", "lost"];
+    (id, server.wait_event(id, &ended, Duration::from_secs(20)))
+}
+
 /// A runbook's and a step's `env` and `cwd`, read on the agent.
 #[test]
 fn steps_get_their_env_and_cwd_and_a_missing_one_is_the_steps_failure() {
@@ -687,15 +702,8 @@ fn steps_get_their_env_and_cwd_and_a_missing_one_is_the_steps_failure() {
             dir.display()
         ),
     );
-    let server = Server::start(&dir, &config);
-    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
-    wait_agent_polling(&server, "agent-a");
-    let id = fire(&server, json!({ "instance": "agent-a" }));
-    let event = server.wait_event(
-        id,
-        &["succeeded", "failed", "timed_out", "lost"],
-        Duration::from_secs(20),
-    );
+    let (server, _agent) = server_and_agent(&dir, &config);
+    let (_, event) = ended_event(&server, json!({ "instance": "agent-a" }));
     assert_eq!(event["state"], "failed", "{event:#}");
     let steps = &only_op(&event)["steps"];
     let path = std::env::var("PATH").unwrap();
@@ -728,15 +736,8 @@ fn a_failing_step_is_tried_again_and_each_try_is_recorded() {
             c = count.display()
         ),
     );
-    let server = Server::start(&dir, &config);
-    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
-    wait_agent_polling(&server, "agent-a");
-    let id = fire(&server, json!({ "instance": "agent-a" }));
-    let event = server.wait_event(
-        id,
-        &["succeeded", "failed", "timed_out", "lost"],
-        Duration::from_secs(20),
-    );
+    let (server, _agent) = server_and_agent(&dir, &config);
+    let (_, event) = ended_event(&server, json!({ "instance": "agent-a" }));
     assert_eq!(event["state"], "failed", "{event:#}");
     let steps: Vec<(String, Value, String)> = only_op(&event)["steps"]
         .as_array()
@@ -798,12 +799,8 @@ fn on_failure_steps_run_after_a_failure_only_and_leave_it_failed() {
             r#"{ name = "check", run = "test \"$HEAL_LABEL_MODE\" = ok" }, { name = "after", run = "echo not reached" }"#,
         )
     );
-    let server = Server::start(&dir, &config);
-    let _agent = Agent::start(&server.url, "agent-a", &["--allow", "fix"]);
-    wait_agent_polling(&server, "agent-a");
-    let ended = &["succeeded", "failed", "timed_out", "lost"];
-    let id = fire(&server, json!({ "instance": "agent-a", "mode": "broken" }));
-    let event = server.wait_event(id, ended, Duration::from_secs(20));
+    let (server, _agent) = server_and_agent(&dir, &config);
+    let (_, event) = ended_event(&server, json!({ "instance": "agent-a", "mode": "broken" }));
     assert_eq!(event["state"], "failed", "{event:#}");
     let steps: Vec<(String, String)> = only_op(&event)["steps"]
         .as_array()
@@ -828,8 +825,7 @@ fn on_failure_steps_run_after_a_failure_only_and_leave_it_failed() {
         ],
         "{event:#}"
     );
-    let id = fire(&server, json!({ "instance": "agent-a", "mode": "ok" }));
-    let event = server.wait_event(id, ended, Duration::from_secs(20));
+    let (_, event) = ended_event(&server, json!({ "instance": "agent-a", "mode": "ok" }));
     assert_eq!(event["state"], "succeeded", "{event:#}");
     let op = only_op(&event);
     let names: Vec<&str> = op["steps"]
@@ -839,4 +835,108 @@ fn on_failure_steps_run_after_a_failure_only_and_leave_it_failed() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["check", "after"]);
+}
+
+/// A step's `when` reads the alert, the params and the steps so far on the
+/// agent; false skips the step, recorded as skipped.
+#[test]
+fn when_skips_a_step_on_the_alert_the_params_or_an_earlier_step() {
+    let dir = test_dir("agent-when");
+    let config = r#"
+[server]
+kill_grace = "1s"
+
+[[rule]]
+name = "fix"
+when = "labels.alertname != 'Ignored'"
+runbook = "fix"
+target = "labels.instance"
+params = { mode = "labels.mode" }
+
+[runbook.fix]
+steps = [
+  { name = "check", run = "exit 1", continue_on_error = true },
+  { name = "repair", run = "echo repaired", when = "steps.check.status == 'failed' && steps.check.exit_code == `1`" },
+  { name = "deep", run = "echo deep", when = "params.mode == 'deep'" },
+  { name = "here", run = "echo here", when = "alert.labels.instance == 'agent-a'" },
+]
+"#;
+    let (server, _agent) = server_and_agent(&dir, config);
+    let (_, event) = ended_event(&server, json!({ "instance": "agent-a", "mode": "quick" }));
+    assert_eq!(event["state"], "succeeded", "{event:#}");
+    let op = only_op(&event);
+    let steps: Vec<(&str, bool, &str)> = op["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["skipped"] == true,
+                s["output"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("check", false, ""),
+            ("repair", false, "repaired\n"),
+            (
+                "deep",
+                true,
+                "[heal: skipped: when `params.mode == 'deep'` is false]\n"
+            ),
+            ("here", false, "here\n"),
+        ],
+        "{event:#}"
+    );
+    let timeline = event["timeline"].to_string();
+    assert!(timeline.contains("deep: skipped"), "{timeline}");
+}
+
+/// `env_files` secrets reach the step, never the server: its output carries
+/// `***` in their place; a file others may read fails the step, named.
+#[test]
+fn env_file_secrets_reach_the_step_but_never_its_output_or_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = test_dir("agent-env-files");
+    let secret = "pa55-w0rd-7f3a9c";
+    let private = dir.join("db.env");
+    std::fs::write(&private, format!("DB_PASSWORD={secret}\n")).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let open = dir.join("open.env");
+    std::fs::write(&open, "X=1\n").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = rule_config(
+        "",
+        "",
+        &format!(
+            r#"{{ name = "use", run = "printf 'connect with %s (%s chars)\n' \"$DB_PASSWORD\" ${{#DB_PASSWORD}}; sleep 1; printf 'again %s\n' \"$DB_PASSWORD\"", env_files = ["{}"] }},
+               {{ name = "open", run = "echo never", env_files = ["{}"] }}"#,
+            private.display(),
+            open.display()
+        ),
+    );
+    let (server, agent) = server_and_agent(&dir, &config);
+    let (id, event) = ended_event(&server, json!({ "instance": "agent-a" }));
+    assert_eq!(event["state"], "failed", "{event:#}");
+    let op = only_op(&event);
+    let used = op["steps"][0]["output"].as_str().unwrap();
+    assert_eq!(used, "connect with *** (16 chars)\nagain ***\n");
+    let refused = op["steps"][1]["output"].as_str().unwrap();
+    assert!(
+        refused.contains("open.env is readable by everyone (chmod o-rwx"),
+        "{refused}"
+    );
+    // Nowhere the server keeps or shows it.
+    let everything = [
+        server.get_ok(&format!("/api/v1/events/{id}")).to_string(),
+        server.get_ok("/api/v1/config").to_string(),
+        server.logs(),
+        agent.logs(),
+    ];
+    for text in everything {
+        assert!(!text.contains(secret), "{text}");
+    }
 }

@@ -276,3 +276,44 @@ channels = ["chat"]
         "{reloaded}"
     );
 }
+
+#[test]
+fn run_rule_shows_each_steps_directory_env_names_retries_and_cleanup() {
+    let dir = test_dir("run-rule-steps");
+    let config = dir.join("runbooks.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[rule]]
+name = "fix"
+when = "labels.alertname == 'Down'"
+runbook = "restart"
+target = "labels.instance"
+
+[runbook.restart]
+env = { SERVICE = "shop" }
+cwd = "/srv/shop"
+steps = [
+  { name = "restart", run = "systemctl restart shop", env = { TOKEN = "${SHOP_TOKEN}" }, retries = 2, retry_delay = "5s" },
+  { name = "check", run = "curl -fsS localhost:8080/health", cwd = "/tmp", when = "steps.restart.status == 'succeeded'", env_files = ["/etc/heal/shop.env"] },
+]
+on_failure = [ { name = "diagnose", run = "journalctl -u shop -n 50" } ]
+"#,
+    )
+    .unwrap();
+    let alert = r#"{"name": "Down", "labels": {"instance": "web-1"}}"#;
+    let (code, out, err) = heal_cli(
+        &["run-rule", "--config", config.to_str().unwrap(), "-"],
+        &[],
+        Some(alert),
+    );
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "step \"restart\": sh -c \"systemctl restart shop\" (timeout 5m, in /srv/shop, env SERVICE TOKEN (values read on the agent), 2 retries 5s apart)",
+        "step \"check\": sh -c \"curl -fsS localhost:8080/health\" (timeout 5m, in /tmp, env SERVICE (values read on the agent), secrets from /etc/heal/shop.env (read on the agent), only when `steps.restart.status == 'succeeded'` (read on the agent when its turn comes))",
+        "on failure \"diagnose\": sh -c \"journalctl -u shop -n 50\" (timeout 5m, in /srv/shop, env SERVICE (values read on the agent))",
+    ] {
+        assert!(out.contains(line), "{line}\nnot in:\n{out}");
+    }
+    assert!(!out.contains("${SHOP_TOKEN}"), "values stay out: {out}");
+}

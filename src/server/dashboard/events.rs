@@ -481,12 +481,13 @@ fn steps(h: &mut Html, op: i64, steps: &Value) {
             s["exit_code"].as_i64(),
             s["signal"].as_i64(),
         ) {
+            _ if s["skipped"] == true => "skipped".to_string(),
             (Some(true), _, _) => "timed out".to_string(),
             (_, Some(c), _) => format!("exit {c}"),
             (_, None, Some(sig)) => format!("signal {sig}"),
             _ => "did not run".to_string(),
         };
-        let tone = if s["exit_code"] == 0 {
+        let tone = if s["exit_code"] == 0 || s["skipped"] == true {
             "succeeded"
         } else {
             "failed"

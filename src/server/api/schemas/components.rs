@@ -239,6 +239,7 @@ pub(super) fn shared() -> Value {
                 "output": string(),
                 "output_bytes": { "type": "integer", "minimum": 0, "maximum": u64::MAX },
                 "truncated": boolean(),
+                "skipped": boolean(),
             }),
             &["name"],
         ),
