@@ -35,9 +35,10 @@ pub fn connect_with(url: &str, adjust: impl FnOnce(&mut postgres::Config)) -> Re
     let shown = redact_url_secrets(url);
     let (mut config, ca) = parse(url)?;
     adjust(&mut config);
-    let failed = |e: postgres::Error| Error::Failed(format!("cannot connect to {shown}: {e}"));
     if config.get_ssl_mode() == postgres::config::SslMode::Disable {
-        return config.connect(NoTls).map_err(failed);
+        return config
+            .connect(NoTls)
+            .map_err(failed(format!("cannot connect to {shown}")));
     }
     let certs = match &ca {
         Some(path) => Some(crate::trust::load_ca_file(path).map_err(|e| {
@@ -48,7 +49,9 @@ pub fn connect_with(url: &str, adjust: impl FnOnce(&mut postgres::Config)) -> Re
     let tls = crate::trust::client_config(certs.as_deref())
         .map_err(|e| Error::Failed(format!("{shown}: {e}")))?;
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
-    config.connect(tls).map_err(failed)
+    config
+        .connect(tls)
+        .map_err(failed(format!("cannot connect to {shown}")))
 }
 
 /// The client's config from a URL, with libpq's password sources, and the
@@ -167,6 +170,12 @@ fn pgpass_fields(line: &str) -> Vec<String> {
         }
     }
     fields
+}
+
+/// The error of a PostgreSQL call made to do `what`, in the server's words.
+pub fn failed(what: impl Into<String>) -> impl FnOnce(postgres::Error) -> Error {
+    let what = what.into();
+    move |e| Error::Failed(format!("{what}: {}", message(&e)))
 }
 
 /// What the server said, with its detail and hint when it gave them.

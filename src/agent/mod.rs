@@ -609,8 +609,7 @@ impl Agent {
                 let secret = secrets::env_files(step)?;
                 let values: Vec<String> = secret.iter().map(|(_, v)| v.clone()).collect();
                 for (name, value) in secret {
-                    env.retain(|(k, _)| *k != name);
-                    env.push((name, value));
+                    set_var(&mut env, name, value);
                 }
                 let cwd = step
                     .get("cwd")
@@ -899,10 +898,15 @@ fn step_env(step: &Value, base: &[(String, String)]) -> Result<Vec<(String, Stri
         }
         let value = crate::config::expand_env(value)
             .map_err(|e| format!("env {name}: {e} on this agent"))?;
-        env.retain(|(k, _)| k != name);
-        env.push((name.to_string(), value));
+        set_var(&mut env, name.to_string(), value);
     }
     Ok(env)
+}
+
+/// Sets a variable of a step's environment, over an earlier value.
+fn set_var(env: &mut Vec<(String, String)>, name: String, value: String) {
+    env.retain(|(k, _)| *k != name);
+    env.push((name, value));
 }
 
 #[cfg(test)]

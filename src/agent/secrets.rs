@@ -79,15 +79,8 @@ fn read(path: &Path) -> Result<Vec<(String, String)>, String> {
             return Err(format!("env_files: {shown}:{}: not NAME=value", n + 1));
         };
         let name = name.trim();
-        let valid = !name.is_empty()
-            && !name.starts_with(|c: char| c.is_ascii_digit())
-            && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
-        if !valid || name.to_ascii_uppercase().starts_with("HEAL_") {
-            return Err(format!(
-                "env_files: {shown}:{}: {name:?} is not a name a step may be given (letters, digits and _; not HEAL_*)",
-                n + 1
-            ));
-        }
+        crate::config::check_env_name(name)
+            .map_err(|e| format!("env_files: {shown}:{}: {e}", n + 1))?;
         let value = value.trim();
         let value = match value.as_bytes() {
             [q @ (b'"' | b'\''), .., last] if last == q && value.len() >= 2 => {
@@ -140,9 +133,11 @@ mod tests {
         let e = env_files(&step(&[&bad])).unwrap_err();
         assert!(e.ends_with("bad.env:2: not NAME=value"), "{e}");
         let heal = file("heal.env", "HEAL_EVENT_ID=7\n", 0o600);
-        assert!(env_files(&step(&[&heal]))
-            .unwrap_err()
-            .contains("not HEAL_*"));
+        let e = env_files(&step(&[&heal])).unwrap_err();
+        assert!(
+            e.contains("heal.env:1: \"HEAL_EVENT_ID\": names starting with HEAL_ are heal's own"),
+            "{e}"
+        );
         let link = dir.join("link.env");
         std::os::unix::fs::symlink(&good, &link).unwrap();
         let e = env_files(&step(&[link.to_str().unwrap()])).unwrap_err();

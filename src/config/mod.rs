@@ -31,7 +31,7 @@ pub use crate::redact::{redact, redact_url, redact_url_secrets};
 pub use expr::{doc, Expr};
 pub use names::{check_name, follows_name_rule, NAME_RULE};
 pub use notify::{check_channel, Channel, ChannelKind, Email, RateLimit, Route, SmtpTls, Stdin};
-pub use rules::{Action, Mode, Rule, Runbook, Source, Step, Target, Verify};
+pub use rules::{check_env_name, Action, Mode, Rule, Runbook, Source, Step, Target, Verify};
 pub use secrets::{expand_env, redacted};
 pub use server::{Cidr, Safety, Server, Watchdog};
 pub(crate) use token::parse_sha256;

@@ -325,7 +325,8 @@ impl Validator<'_> {
             let mut env = raw.env.clone();
             env.extend(rs.env.clone());
             for name in env.keys() {
-                check_env_name(name).or_else(|e| self.err(s.span(), &step_item, e))?;
+                check_env_name(name)
+                    .or_else(|e| self.err(s.span(), &step_item, format!("env: {e}")))?;
             }
             let env_files: Vec<String> =
                 raw.env_files.iter().chain(&rs.env_files).cloned().collect();
@@ -567,21 +568,22 @@ impl Validator<'_> {
     }
 }
 
-/// A variable a runbook may set: a shell name, not one of heal's own
-/// (`HEAL_*` carry the alert, and only heal sets them).
-fn check_env_name(name: &str) -> std::result::Result<(), String> {
+/// A variable a runbook (its `env`, or an `env_files` file on the agent)
+/// may set: a shell name, not one of heal's own (`HEAL_*` carry the alert,
+/// and only heal sets them).
+pub fn check_env_name(name: &str) -> std::result::Result<(), String> {
     let shell_name = name
         .chars()
         .enumerate()
         .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
     if name.is_empty() || !shell_name {
         return Err(format!(
-            "env: {name:?} is not a variable name (letters, digits and _, not starting with a digit)"
+            "{name:?} is not a variable name (letters, digits and _, not starting with a digit)"
         ));
     }
     if name.to_ascii_uppercase().starts_with("HEAL_") {
         return Err(format!(
-            "env: {name:?}: names starting with HEAL_ are heal's own (the alert's data, set by heal)"
+            "{name:?}: names starting with HEAL_ are heal's own (the alert's data, set by heal)"
         ));
     }
     Ok(())

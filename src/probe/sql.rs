@@ -30,8 +30,8 @@ pub(super) fn run_sql(sql: &Sql, timeout: Duration) -> Outcome {
 }
 
 /// The first value of the first row from PostgreSQL, in a read-only
-/// transaction, the statement bounded by the server (`statement_timeout`)
-/// and the connection by the client.
+/// session (`default_transaction_read_only`), the statement bounded by the
+/// server (`statement_timeout`) and the connection by the client.
 fn postgres_value(sql: &Sql, timeout: Duration) -> Result<Option<f64>, String> {
     let millis = timeout.as_millis().max(1);
     let mut client = crate::pg::connect_with(&sql.url, |config| {
@@ -42,12 +42,9 @@ fn postgres_value(sql: &Sql, timeout: Duration) -> Result<Option<f64>, String> {
         ));
     })
     .map_err(|e| e.to_string())?;
-    let mut tx = client
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .map_err(|e| crate::pg::message(&e))?;
-    let rows = tx
+    // One statement (the extended protocol runs no more), in a transaction
+    // the session makes read only.
+    let rows = client
         .query(sql.query.as_str(), &[])
         .map_err(|e| format!("the query failed: {}", crate::pg::message(&e)))?;
     let Some(row) = rows.first() else {

@@ -15,7 +15,7 @@ use postgres::Client;
 
 use super::migrations::{newer, MIGRATIONS};
 use crate::error::{Error, Result};
-use crate::pg::message;
+use crate::pg::failed;
 
 /// The advisory lock every heal takes to migrate a PostgreSQL database, so
 /// that of several replicas starting at once, one migrates and the others
@@ -26,23 +26,22 @@ const MIGRATION_LOCK: i64 = 0x6865_616c;
 /// lock, and returns the version it found. Refuses a database written by a
 /// newer heal.
 pub fn migrate(client: &mut Client) -> Result<usize> {
-    let failed = |what: &str, e: postgres::Error| Error::Failed(format!("{what}: {}", message(&e)));
     let mut tx = client
         .transaction()
-        .map_err(|e| failed("cannot begin the migration", e))?;
+        .map_err(failed("cannot begin the migration"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .map_err(|e| failed("cannot take the migration lock", e))?;
+        .map_err(failed("cannot take the migration lock"))?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS heal_schema (version BIGINT NOT NULL)")
-        .map_err(|e| failed("cannot create heal_schema", e))?;
+        .map_err(failed("cannot create heal_schema"))?;
     let found: Option<i64> = tx
         .query_opt("SELECT version FROM heal_schema", &[])
-        .map_err(|e| failed("cannot read the schema version", e))?
+        .map_err(failed("cannot read the schema version"))?
         .map(|row| row.get(0));
     let found = match found {
         Some(v) => usize::try_from(v).unwrap_or(usize::MAX),
         None => {
             tx.execute("INSERT INTO heal_schema (version) VALUES (0)", &[])
-                .map_err(|e| failed("cannot write the schema version", e))?;
+                .map_err(failed("cannot write the schema version"))?;
             0
         }
     };
@@ -51,15 +50,14 @@ pub fn migrate(client: &mut Client) -> Result<usize> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found) {
         tx.batch_execute(&ddl(sql))
-            .map_err(|e| failed(&format!("migration {} failed", i + 1), e))?;
+            .map_err(failed(format!("migration {} failed", i + 1)))?;
     }
     tx.execute(
         "UPDATE heal_schema SET version = $1",
         &[&(MIGRATIONS.len() as i64)],
     )
-    .map_err(|e| failed("cannot write the schema version", e))?;
-    tx.commit()
-        .map_err(|e| failed("cannot commit the migration", e))?;
+    .map_err(failed("cannot write the schema version"))?;
+    tx.commit().map_err(failed("cannot commit the migration"))?;
     Ok(found)
 }
 
@@ -68,14 +66,14 @@ pub fn migrate(client: &mut Client) -> Result<usize> {
 pub fn schema_version(client: &mut Client) -> Result<usize> {
     let exists: bool = client
         .query_one("SELECT to_regclass('heal_schema') IS NOT NULL", &[])
-        .map_err(|e| Error::Failed(format!("cannot read the schema version: {}", message(&e))))?
+        .map_err(failed("cannot read the schema version"))?
         .get(0);
     if !exists {
         return Ok(0);
     }
     let version: Option<i64> = client
         .query_opt("SELECT version FROM heal_schema", &[])
-        .map_err(|e| Error::Failed(format!("cannot read the schema version: {}", message(&e))))?
+        .map_err(failed("cannot read the schema version"))?
         .map(|row| row.get(0));
     Ok(version.map_or(0, |v| usize::try_from(v).unwrap_or(usize::MAX)))
 }
@@ -269,15 +267,13 @@ pub type Copied = Vec<(String, i64)>;
 /// the order their foreign keys need, identity counters moved past the
 /// copied ids, then every table's rows counted on both sides.
 pub fn copy_sqlite(sqlite: &rusqlite::Connection, pg: &mut Client) -> Result<Copied> {
-    let fail =
-        |what: String| move |e: postgres::Error| Error::Failed(format!("{what}: {}", message(&e)));
     let in_postgres: Vec<String> = pg
         .query(
             "SELECT table_name::text FROM information_schema.tables
              WHERE table_schema = current_schema() AND table_name <> 'heal_schema' ORDER BY 1",
             &[],
         )
-        .map_err(fail("cannot list the tables in PostgreSQL".into()))?
+        .map_err(failed("cannot list the tables in PostgreSQL"))?
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -303,13 +299,11 @@ pub fn copy_sqlite(sqlite: &rusqlite::Connection, pg: &mut Client) -> Result<Cop
     }
     // Every name below is one of heal's own tables.
     let tables = tables_in_order(sqlite, in_sqlite)?;
-    let mut tx = pg
-        .transaction()
-        .map_err(fail("cannot begin the copy".into()))?;
+    let mut tx = pg.transaction().map_err(failed("cannot begin the copy"))?;
     for table in &tables {
         let rows: i64 = tx
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .map_err(fail(format!(
+            .map_err(failed(format!(
                 "cannot count the rows of {table} in PostgreSQL"
             )))?
             .get(0);
@@ -320,7 +314,7 @@ pub fn copy_sqlite(sqlite: &rusqlite::Connection, pg: &mut Client) -> Result<Cop
         }
         if rows > 0 {
             tx.execute(&format!("DELETE FROM {table}"), &[])
-                .map_err(fail(format!("cannot empty {table}")))?;
+                .map_err(failed(format!("cannot empty {table}")))?;
         }
     }
     for table in &tables {
@@ -332,7 +326,7 @@ pub fn copy_sqlite(sqlite: &rusqlite::Connection, pg: &mut Client) -> Result<Cop
              WHERE table_schema = current_schema() AND is_identity = 'YES'",
             &[],
         )
-        .map_err(fail("cannot list identity columns".into()))?
+        .map_err(failed("cannot list identity columns"))?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
@@ -343,9 +337,9 @@ pub fn copy_sqlite(sqlite: &rusqlite::Connection, pg: &mut Client) -> Result<Cop
             ),
             &[],
         )
-        .map_err(fail(format!("cannot move the identity of {table}.{column}")))?;
+        .map_err(failed(format!("cannot move the identity of {table}.{column}")))?;
     }
-    tx.commit().map_err(fail("cannot commit the copy".into()))?;
+    tx.commit().map_err(failed("cannot commit the copy"))?;
     let mut copied = Vec::new();
     for table in &tables {
         let want: i64 = sqlite
@@ -353,7 +347,7 @@ pub fn copy_sqlite(sqlite: &rusqlite::Connection, pg: &mut Client) -> Result<Cop
             .map_err(|e| Error::Store(format!("counting {table}"), e))?;
         let got: i64 = pg
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .map_err(fail(format!("cannot count {table} in PostgreSQL")))?
+            .map_err(failed(format!("cannot count {table} in PostgreSQL")))?
             .get(0);
         if want != got {
             return Err(Error::Failed(format!(
@@ -423,12 +417,9 @@ fn copy_table(
              WHERE table_schema = current_schema() AND table_name = $1",
             &[&table],
         )
-        .map_err(|e| {
-            Error::Failed(format!(
-                "cannot read {table}'s columns in PostgreSQL: {}",
-                message(&e)
-            ))
-        })?
+        .map_err(failed(format!(
+            "cannot read {table}'s columns in PostgreSQL"
+        )))?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
@@ -455,7 +446,7 @@ fn copy_table(
     let list = columns.join(", ");
     let sink = tx
         .copy_in(&format!("COPY {table} ({list}) FROM STDIN (FORMAT binary)"))
-        .map_err(|e| Error::Failed(format!("cannot copy into {table}: {}", message(&e))))?;
+        .map_err(failed(format!("cannot copy into {table}")))?;
     let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
     let mut stmt = sqlite
         .prepare(&format!("SELECT rowid, {list} FROM {table}"))
@@ -484,11 +475,11 @@ fn copy_table(
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
         writer
             .write(&refs)
-            .map_err(|e| Error::Failed(format!("cannot copy a row of {table}: {}", message(&e))))?;
+            .map_err(failed(format!("cannot copy a row of {table}")))?;
     }
     writer
         .finish()
-        .map_err(|e| Error::Failed(format!("cannot finish copying {table}: {}", message(&e))))?;
+        .map_err(failed(format!("cannot finish copying {table}")))?;
     Ok(())
 }
 

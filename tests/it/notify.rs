@@ -1370,7 +1370,8 @@ channels = ["chat"]
 }
 
 /// A heartbeat's and a rule's `priority` reach PagerDuty as its severity
-/// and Opsgenie as its priority, show in the chat text, and routes match it.
+/// and Opsgenie as its priority, show in the message's fields, and routes
+/// match it.
 #[test]
 fn priorities_reach_the_pagers_and_the_routes() {
     let dir = test_dir("notify-priority");

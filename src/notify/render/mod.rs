@@ -389,12 +389,9 @@ fn label(doc: &Value, name: &str) -> Value {
 /// The level pagers get: from the priority when there is one (p1
 /// critical, p2 error, p3 warning, p4 and p5 info), else the severity.
 fn severity(doc: &Value) -> &'static str {
-    match pager_priority(doc) {
-        "P1" => return "critical",
-        "P2" => return "error",
-        "P3" => return "warning",
-        "P4" | "P5" => return "info",
-        _ => {}
+    let priority = pager_priority(doc);
+    if !priority.is_empty() {
+        return severity_level(priority);
     }
     let own = get(doc, &["severity"]);
     let labelled = label(doc, "severity");
