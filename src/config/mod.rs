@@ -670,6 +670,47 @@ steps = [ { name = "a", run = "true" } ]
     }
 
     #[test]
+    fn graphite_probes_default_from_and_aggregate_and_expand_the_url() {
+        std::env::set_var("HEAL_TEST_GRAPHITE_PASSWORD", "s3cret");
+        let text = "[[probe]]\nname = \"g\"\nevery = \"1m\"\ngraphite = { url = \"http://u:${HEAL_TEST_GRAPHITE_PASSWORD}@127.0.0.1:8080/\", target = \"servers.*.cpu\", expect = \"< 85\" }\n";
+        let c = parse(Path::new("runbooks.toml"), text).unwrap();
+        let crate::probe::Check::Graphite(g) = &c.probes["g"].check else {
+            panic!("not a graphite check: {:?}", c.probes["g"].check);
+        };
+        assert_eq!(g.url, "http://u:s3cret@127.0.0.1:8080");
+        assert_eq!(
+            (g.from.as_str(), g.aggregate),
+            ("-5min", crate::probe::Aggregate::Last)
+        );
+        assert_eq!(c.probes["g"].kind(), "graphite");
+        let probe = |fields: &str| {
+            format!("\n[[probe]]\nname = \"g\"\nevery = \"1m\"\ngraphite = {{ {fields} }}\n")
+        };
+        check_err(
+            &probe("url = \"http://x\", target = \"a\", expect = \"< 1\", aggregate = \"median\""),
+            "runbooks.toml:2: probe \"g\": graphite.aggregate: \"median\" is not an aggregate",
+        );
+        check_err(
+            &probe("url = \"http://x\", target = \"a\", expect = \"85\""),
+            "runbooks.toml:2: probe \"g\": graphite.expect: bad expectation \"85\"",
+        );
+        check_err(
+            &probe("url = \"http://x\", target = \" \", expect = \"< 1\""),
+            "probe \"g\": graphite.target: empty",
+        );
+        check_err(
+            &probe(
+                "url = \"http://${HEAL_TEST_GRAPHITE_UNSET}@x\", target = \"a\", expect = \"< 1\"",
+            ),
+            "probe \"g\": graphite.url: environment variable HEAL_TEST_GRAPHITE_UNSET is not set",
+        );
+        check_err(
+            &probe("url = \"ftp://u:pw@x\", target = \"a\", expect = \"< 1\""),
+            "probe \"g\": graphite.url: \"ftp://<redacted>@x\" must start with http:// or https://",
+        );
+    }
+
+    #[test]
     fn forget_agents_after_is_off_by_default_and_checked_where_it_is_written() {
         let c = parse(Path::new("runbooks.toml"), GOOD).unwrap();
         assert_eq!(c.server.forget_agents_after, None);

@@ -220,6 +220,9 @@ pub fn api_probe(def: &serde_json::Value) -> std::result::Result<Probe, String> 
     {
         return Err(format!("http.headers.{k}: ${{...}} reads heal's environment, which only runbooks.toml may do; give the value itself"));
     }
+    if raw.graphite.as_ref().is_some_and(|g| g.url.contains("${")) {
+        return Err("graphite.url: ${...} reads heal's environment, which only runbooks.toml may do; give the credentials in the URL, or put the probe in runbooks.toml".into());
+    }
     if let Some(sql) = &raw.sql {
         // `${VAR}` would send heal's environment to a database the caller
         // names; a SQLite file is one on heal's own host, read as root.
@@ -277,7 +280,7 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// "http", "tcp", "command", "prometheus" or "sql".
+    /// "http", "tcp", "command", "prometheus", "sql" or "graphite".
     pub fn kind(&self) -> &'static str {
         match self.check {
             Check::Http(_) => "http",
@@ -285,6 +288,7 @@ impl Probe {
             Check::Command { .. } => "command",
             Check::Prometheus(_) => "prometheus",
             Check::Sql(_) => "sql",
+            Check::Graphite(_) => "graphite",
         }
     }
 }
@@ -313,6 +317,7 @@ pub(super) struct RawProbe {
     command: Option<RawCommand>,
     prometheus: Option<RawPrometheus>,
     sql: Option<RawSql>,
+    graphite: Option<RawGraphite>,
     priority: Option<String>,
 }
 
@@ -364,6 +369,39 @@ struct RawSql {
     empty_ok: bool,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGraphite {
+    url: String,
+    target: String,
+    from: Option<String>,
+    aggregate: Option<String>,
+    expect: String,
+    #[serde(default)]
+    empty_ok: bool,
+}
+
+/// A Graphite check: its URL with `${ENV}` expanded, as the SQL check's.
+fn graphite(raw: &RawGraphite) -> std::result::Result<probe::Graphite, String> {
+    let url = expand_env(&raw.url).map_err(|e| format!("graphite.url: {e}"))?;
+    if raw.target.trim().is_empty() {
+        return Err("graphite.target: empty; give a metric path, a glob or a function, e.g. \"servers.web1.cpu\"".into());
+    }
+    let from = raw.from.clone().unwrap_or_else(|| "-5min".into());
+    if from.trim().is_empty() {
+        return Err("graphite.from: empty; give e.g. \"-5min\"".into());
+    }
+    Ok(probe::Graphite {
+        url: base_url(&url, "graphite.url")?,
+        target: raw.target.clone(),
+        from,
+        aggregate: probe::Aggregate::parse(raw.aggregate.as_deref().unwrap_or("last"))
+            .map_err(|e| format!("graphite.aggregate: {e}"))?,
+        expect: Expect::parse(&raw.expect).map_err(|e| format!("graphite.expect: {e}"))?,
+        empty_ok: raw.empty_ok,
+    })
+}
+
 /// A SQL check: its URL with `${ENV}` expanded (credentials stay out of
 /// the file) and checked for a scheme heal reads.
 fn sql(raw: &RawSql) -> std::result::Result<probe::Sql, String> {
@@ -412,10 +450,11 @@ fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
         raw.command.is_some(),
         raw.prometheus.is_some(),
         raw.sql.is_some(),
+        raw.graphite.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() != 1 {
         return Err(
-            "give exactly one of http = {...}, tcp = {...}, command = {...}, prometheus = {...} or sql = {...}"
+            "give exactly one of http = {...}, tcp = {...}, command = {...}, prometheus = {...}, sql = {...} or graphite = {...}"
                 .into(),
         );
     }
@@ -446,6 +485,8 @@ fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
         })
     } else if let Some(q) = &raw.sql {
         Check::Sql(sql(q)?)
+    } else if let Some(g) = &raw.graphite {
+        Check::Graphite(graphite(g)?)
     } else {
         unreachable!("exactly one kind was checked above")
     };

@@ -11,7 +11,7 @@ use super::{fail, millis, pass, timed_out, Http, Outcome};
 use crate::trust::load_ca_file;
 
 /// The most bytes of a response body that are read.
-const BODY_LIMIT: u64 = 1 << 20;
+pub(super) const BODY_LIMIT: u64 = 1 << 20;
 
 /// A response: status and the first `BODY_LIMIT` bytes of the body.
 pub(super) struct Answer {
@@ -104,6 +104,17 @@ pub(super) fn read_answer(
             _ => format!("reading the body of {url}: {e}"),
         })?;
     Ok(Answer { status, body })
+}
+
+/// "URL: 200 OK with a non-JSON answer "<start>" (HINT)", for an answer a
+/// JSON API should have given.
+pub(super) fn non_json(answer: &Answer, url: &str, hint: &str) -> String {
+    let text = String::from_utf8_lossy(&answer.body);
+    let start: String = text.trim().chars().take(80).collect();
+    format!(
+        "{url}: {} with a non-JSON answer {start:?} ({hint})",
+        status_text(answer.status)
+    )
 }
 
 /// One line for a failed request, naming the address or URL (without its

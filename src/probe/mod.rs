@@ -1,5 +1,6 @@
 //! Probes: what a `[[probe]]` checks (an HTTP endpoint, a TCP port, a
-//! command on the server, a Prometheus query) and one run of such a check,
+//! command on the server, a Prometheus query, a SQL query, a Graphite
+//! render) and one run of such a check,
 //! plus the pure up/down bookkeeping behind `fail_after` and `recover_after`.
 //!
 //! Every run is bounded by its timeout, roughly: HTTP uses ureq's global
@@ -28,6 +29,7 @@ use crate::exec;
 use crate::time::format_duration;
 
 mod command;
+mod graphite;
 mod http;
 mod prometheus;
 mod sql;
@@ -39,6 +41,7 @@ pub(crate) use http::describe_error;
 pub use step::*;
 
 use command::run_command;
+use graphite::run_graphite;
 use http::run_http;
 use prometheus::run_prometheus;
 use sql::run_sql;
@@ -63,6 +66,8 @@ pub enum Check {
     Prometheus(Prometheus),
     /// A SQL query whose first value must satisfy an expectation.
     Sql(Sql),
+    /// A Graphite render whose every series, aggregated, must satisfy an expectation.
+    Graphite(Graphite),
 }
 
 /// An HTTP check.
@@ -112,6 +117,61 @@ pub struct Sql {
     pub empty_ok: bool,
 }
 
+/// A Graphite check.
+#[derive(Debug, Clone)]
+pub struct Graphite {
+    /// Base URL of graphite-web, e.g. `http://127.0.0.1:8080`, `${ENV}` expanded.
+    pub url: String,
+    /// The target, as graphite-web's render API takes it (a path, a glob or functions).
+    pub target: String,
+    /// How far back, as the render API's `from` takes it ("-5min" by default).
+    pub from: String,
+    /// How each series' points become one number.
+    pub aggregate: Aggregate,
+    /// Every series' number must satisfy it.
+    pub expect: Expect,
+    /// Whether no data is ok (by default it fails).
+    pub empty_ok: bool,
+}
+
+/// How the points of a Graphite series (nulls skipped) become one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// The newest point.
+    Last,
+    /// The mean.
+    Avg,
+    /// The largest.
+    Max,
+    /// The smallest.
+    Min,
+}
+
+impl Aggregate {
+    /// Parses "last", "avg", "max" or "min".
+    pub fn parse(text: &str) -> Result<Aggregate, String> {
+        match text {
+            "last" => Ok(Aggregate::Last),
+            "avg" => Ok(Aggregate::Avg),
+            "max" => Ok(Aggregate::Max),
+            "min" => Ok(Aggregate::Min),
+            _ => Err(format!(
+                "{text:?} is not an aggregate (write \"last\", \"avg\", \"max\" or \"min\")"
+            )),
+        }
+    }
+
+    /// The name as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregate::Last => "last",
+            Aggregate::Avg => "avg",
+            Aggregate::Max => "max",
+            Aggregate::Min => "min",
+        }
+    }
+}
+
 /// A comparison with a fixed number, such as "< 0.9".
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Expect {
@@ -138,6 +198,13 @@ pub enum Cmp {
     Ne,
 }
 
+/// One sampled value: its series, as the source names it, and value.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    series: String,
+    value: f64,
+}
+
 /// The result of one run of a check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -147,7 +214,8 @@ pub struct Outcome {
     pub detail: String,
     /// Wall-clock time of the whole run.
     pub latency_ms: i64,
-    /// Request latency in ms for http and tcp, the worst sample for prometheus, the value for sql, None otherwise.
+    /// Request latency in ms for http and tcp, the worst sample for prometheus
+    /// and graphite, the value for sql, None otherwise.
     pub value: Option<f64>,
 }
 
@@ -240,19 +308,56 @@ pub fn run(check: &Check, timeout: Duration) -> Outcome {
         Check::Command { run } => run_command(run, timeout),
         Check::Prometheus(prometheus) => run_prometheus(prometheus, timeout),
         Check::Sql(sql) => run_sql(sql, timeout),
+        Check::Graphite(graphite) => run_graphite(graphite, timeout),
     };
     outcome.latency_ms = millis(start.elapsed());
     // Its detail is stored, shown, logged and sent in notifications: never
     // with the URL's user, password or query values.
     if let Check::Http(Http { url, .. })
     | Check::Prometheus(Prometheus { url, .. })
-    | Check::Sql(Sql { url, .. }) = check
+    | Check::Sql(Sql { url, .. })
+    | Check::Graphite(Graphite { url, .. }) = check
     {
         outcome.detail = outcome
             .detail
             .replace(url.as_str(), &crate::redact::redact_url_secrets(url));
     }
     outcome
+}
+
+/// Ok when every sample satisfies the expectation; names the worst failing
+/// one. No samples fail with `no_data`, unless `empty_ok`.
+fn judge_samples(expect: Expect, empty_ok: bool, samples: &[Sample], no_data: &str) -> Outcome {
+    if samples.is_empty() {
+        let detail = no_data.to_string();
+        return if empty_ok {
+            pass(detail, None)
+        } else {
+            fail(detail, None)
+        };
+    }
+    let failing: Vec<&Sample> = samples.iter().filter(|s| !expect.holds(s.value)).collect();
+    let pool: Vec<&Sample> = if failing.is_empty() {
+        samples.iter().collect()
+    } else {
+        failing.clone()
+    };
+    let worst = pool
+        .iter()
+        .max_by(|a, b| expect.badness(a.value).total_cmp(&expect.badness(b.value)))
+        .expect("pool is not empty: samples is not empty");
+    let value = Some(worst.value);
+    let seen = format!("{} = {}", worst.series, number(worst.value));
+    if failing.is_empty() {
+        let n = samples.len();
+        let noun = if n == 1 { "sample" } else { "samples" };
+        return pass(format!("{n} {noun} {expect}, worst {seen}"), value);
+    }
+    let more = match failing.len() {
+        1 => String::new(),
+        n => format!(" ({} more failing)", n - 1),
+    };
+    fail(format!("{seen}, expected {expect}{more}"), value)
 }
 
 /// A passing outcome; `run` fills in the latency.
@@ -417,6 +522,17 @@ mod testing {
         Prometheus {
             url: url.to_string(),
             query: query.to_string(),
+            expect: Expect::parse(expect).unwrap(),
+            empty_ok: false,
+        }
+    }
+
+    pub(super) fn graphite(url: &str, target: &str, expect: &str) -> Graphite {
+        Graphite {
+            url: url.to_string(),
+            target: target.to_string(),
+            from: "-5min".into(),
+            aggregate: Aggregate::Last,
             expect: Expect::parse(expect).unwrap(),
             empty_ok: false,
         }

@@ -177,6 +177,16 @@ fn probes_register_list_replace_and_are_refused_with_the_field_named() {
             422,
             "sql.url: a SQLite file is read on heal's own host",
         ),
+        (
+            json!({"graphite": {"url": "http://u:${HOME}@127.0.0.1:9/", "target": "a.b", "expect": "< 1"}, "every": "1m"}).to_string(),
+            422,
+            "graphite.url: ${...} reads heal's environment",
+        ),
+        (
+            json!({"graphite": {"url": "http://127.0.0.1:9/", "target": "a.b", "expect": "< 1", "aggregate": "sum"}, "every": "1m"}).to_string(),
+            422,
+            "graphite.aggregate: \"sum\" is not an aggregate",
+        ),
         ("[1, 2]".to_string(), 422, "JSON object"),
         ("{\"http\": ".to_string(), 400, "malformed JSON"),
     ] {

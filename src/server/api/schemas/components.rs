@@ -300,13 +300,9 @@ pub(super) fn breaker() -> Value {
 fn probe_definition() -> Value {
     json!({
         "type": "object",
-        "description": "the fields of [[probe]]: one of http, tcp or prometheus (command probes only in runbooks.toml), every or cron (with tz), timeout, fail_after, recover_after, notify, ...",
+        "description": "the fields of [[probe]]: one of http, tcp, prometheus, sql or graphite (command probes only in runbooks.toml), every or cron (with tz), timeout, fail_after, recover_after, notify, ...",
         "additionalProperties": false,
-        "oneOf": [
-            { "required": ["http"], "not": { "anyOf": [{ "required": ["tcp"] }, { "required": ["prometheus"] }] } },
-            { "required": ["tcp"], "not": { "anyOf": [{ "required": ["http"] }, { "required": ["prometheus"] }] } },
-            { "required": ["prometheus"], "not": { "anyOf": [{ "required": ["http"] }, { "required": ["tcp"] }] } },
-        ],
+        "oneOf": exactly_one_of(&["http", "tcp", "prometheus", "sql", "graphite"]),
         "properties": {
             "name": { "type": "string", "description": "the URL's name, if given" },
             "every": { "type": "string", "pattern": DURATION },
@@ -338,8 +334,38 @@ fn probe_definition() -> Value {
                 json!({ "url": { "type": "string", "pattern": "^https?://" }, "query": string(), "expect": { "type": "string", "description": "e.g. \"< 0.9\"" }, "empty_ok": boolean() }),
                 &["url", "query", "expect"],
             )),
+            "sql": closed(object(
+                json!({ "url": { "type": "string", "description": "postgres://USER:PASSWORD@HOST:PORT/DB" }, "query": string(), "expect": { "type": "string", "description": "e.g. \"< 0.9\"" }, "empty_ok": boolean() }),
+                &["url", "query", "expect"],
+            )),
+            "graphite": closed(object(
+                json!({
+                    "url": { "type": "string", "pattern": "^https?://", "description": "graphite-web's base URL" },
+                    "target": string(),
+                    "from": { "type": "string", "description": "the render API's from, default \"-5min\"" },
+                    "aggregate": { "type": "string", "enum": ["last", "avg", "max", "min"] },
+                    "expect": { "type": "string", "description": "e.g. \"< 85\"" },
+                    "empty_ok": boolean(),
+                }),
+                &["url", "target", "expect"],
+            )),
         }
     })
+}
+
+/// `oneOf` branches: each requires one of `kinds` and none of the others.
+fn exactly_one_of(kinds: &[&str]) -> Value {
+    kinds
+        .iter()
+        .map(|k| {
+            let others: Vec<Value> = kinds
+                .iter()
+                .filter(|o| *o != k)
+                .map(|o| json!({ "required": [o] }))
+                .collect();
+            json!({ "required": [k], "not": { "anyOf": others } })
+        })
+        .collect()
 }
 
 /// An object that takes no other properties.
