@@ -711,6 +711,30 @@ steps = [ { name = "a", run = "true" } ]
     }
 
     #[test]
+    fn warn_thresholds_are_checked_beside_their_critical_ones() {
+        let probe = |kind: &str| format!("\n\n[[probe]]\nname = \"p\"\nevery = \"1m\"\n{kind}\n");
+        let c = parse(
+            Path::new("runbooks.toml"),
+            &probe("sql = { url = \"sqlite:///x.db\", query = \"SELECT 1\", expect = \"< 85\", warn = \"< 70\" }"),
+        )
+        .unwrap();
+        assert!(c.probes["p"].check.warns());
+        for (kind, says) in [
+            ("prometheus = { url = \"http://x\", query = \"up\", expect = \"< 85\", warn = \"70\" }", "runbooks.toml:3: probe \"p\": prometheus.warn: bad expectation \"70\""),
+            ("graphite = { url = \"http://x\", target = \"a\", expect = \"< 85\", warn = \"< 90\" }", "runbooks.toml:3: probe \"p\": graphite.warn: \"< 90\" must be on the same side as expect = \"< 85\" and no looser"),
+            ("sql = { url = \"sqlite:///x.db\", query = \"SELECT 1\", expect = \"== 1\", warn = \"< 1\" }", "runbooks.toml:3: probe \"p\": sql.warn: a warning needs expect with <, <=, > or >="),
+            ("sql = { url = \"sqlite:///x.db\", query = \"SELECT 1\", warn = \"< 1\" }", "missing field `expect`"),
+            ("http = { url = \"http://x\", warn_latency = \"1s\" }", "runbooks.toml:3: probe \"p\": http.warn_latency: needs max_latency"),
+            ("http = { url = \"http://x\", warn_latency = \"2s\", max_latency = \"2s\" }", "http.warn_latency: 2s must be shorter than max_latency (2s)"),
+            ("http = { url = \"https://x\", tls_warn_days = 30 }", "http.tls_warn_days: needs tls_min_days"),
+            ("http = { url = \"https://x\", tls_warn_days = 7, tls_min_days = 14 }", "http.tls_warn_days: 7 must be more than tls_min_days (14)"),
+            ("labels = { severity = \"page\" }\nhttp = { url = \"http://x\", warn_latency = \"1s\", max_latency = \"2s\" }", "probe \"p\": labels: \"severity\" is set by heal"),
+        ] {
+            check_err(&probe(kind), says);
+        }
+    }
+
+    #[test]
     fn forget_agents_after_is_off_by_default_and_checked_where_it_is_written() {
         let c = parse(Path::new("runbooks.toml"), GOOD).unwrap();
         assert_eq!(c.server.forget_agents_after, None);

@@ -31,6 +31,7 @@ pub(super) fn run_graphite(graphite: &Graphite, timeout: Duration) -> Outcome {
     match parse_series(&answer, &url, graphite.aggregate) {
         Ok(samples) => judge_samples(
             graphite.expect,
+            graphite.warn,
             graphite.empty_ok,
             &samples,
             &format!(
@@ -165,6 +166,35 @@ mod tests {
             false,
             "min(servers.web1.cpu) = 10, expected > 10",
         );
+    }
+
+    #[test]
+    fn graphite_warn_threshold_gives_a_warning_below_critical() {
+        let body = r#"[{"target":"a","datapoints":[[50,1]]},
+            {"target":"b","datapoints":[[75,1]]},
+            {"target":"c","datapoints":[[72,1]]}]"#;
+        let mut check = graphite("", "*", "< 85");
+        check.warn = Some(Expect::parse("< 70").unwrap());
+        let (out, _) = render(&mut check, "200 OK", body);
+        assert_eq!(out.level(), Level::Warning, "{out:?}");
+        assert_eq!(
+            out.detail,
+            "last(b) = 75, warning: expected < 70 (1 more failing)"
+        );
+        let (out, _) = render(
+            &mut check,
+            "200 OK",
+            r#"[{"target":"a","datapoints":[[90,1]]}]"#,
+        );
+        assert_eq!(out.level(), Level::Critical, "{out:?}");
+        assert_eq!(out.detail, "last(a) = 90, expected < 85");
+        let (out, _) = render(
+            &mut check,
+            "200 OK",
+            r#"[{"target":"a","datapoints":[[10,1]]}]"#,
+        );
+        assert_eq!(out.level(), Level::Ok, "{out:?}");
+        assert_eq!(out.detail, "1 sample < 70, worst last(a) = 10");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub(super) fn run_prometheus(prometheus: &Prometheus, timeout: Duration) -> Outc
     match parse_samples(&answer, &url, &prometheus.query) {
         Ok(samples) => judge_samples(
             prometheus.expect,
+            prometheus.warn,
             prometheus.empty_ok,
             &samples,
             "query returned no data",

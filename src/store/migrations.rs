@@ -383,6 +383,12 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE op_step ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 13: a down probe's severity, the `severity` label of its ProbeFailing:
+    // 'warning' (only its `warn` threshold crossed) or 'critical'; NULL while
+    // it is not down.
+    r#"
+    ALTER TABLE probe ADD COLUMN severity TEXT;
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction and returns the

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::html::{badge, path, short_duration, url, when, Html};
+use super::html::{badge, path, probe_badge, short_duration, url, when, Html};
 use super::layout::{button, csrf, frame};
 use super::{api, Ctx, Reply};
 use crate::error::{Error, Result};
@@ -199,7 +199,7 @@ pub fn probes(ctx: &Ctx) -> Result<Reply> {
             h.raw("</td>")
                 .td("Type", p["type"].as_str().unwrap_or(""))
                 .td_open("State");
-            badge(&mut h, p["state"].as_str().unwrap_or(""));
+            probe_badge(&mut h, p);
             h.raw("</td>").td_open("Since");
             when(&mut h, p["state_since"].as_i64(), ctx.now);
             h.raw("</td>").td_open("Last run");
@@ -225,7 +225,7 @@ pub fn probe(ctx: &Ctx) -> Result<Reply> {
     let name = p["name"].as_str().unwrap_or("");
     let mut h = Html::new();
     h.raw("<h1>Probe ").text(name).raw(" ");
-    badge(&mut h, p["state"].as_str().unwrap_or(""));
+    probe_badge(&mut h, p);
     h.raw("</h1><dl class=\"facts\">");
     for (label, key) in [
         ("Type", "type"),
