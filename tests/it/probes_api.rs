@@ -542,6 +542,9 @@ channels = ["ops"]
         ),
         "{page}"
     );
+    let (code, out, err) = heal_cli(&["probes", "--server", &server.url], &[], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("down (warning)"), "{out}");
     let got = told(1);
     assert_eq!(
         (got[0]["kind"].as_str(), got[0]["severity"].as_str()),
