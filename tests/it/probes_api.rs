@@ -482,6 +482,11 @@ every = "1s"
 fail_after = 1
 sql = {{ url = "sqlite://{db}", query = "SELECT v FROM load", expect = "< 85", warn = "< 70" }}
 
+[[rule]]
+name = "on-critical"
+when = "labels.alertname == 'ProbeFailing' && labels.severity == 'critical'"
+action = "discard"
+
 [channel.ops]
 webhook = {{ url = "{hook}" }}
 max_backoff = "1s"
@@ -553,6 +558,22 @@ channels = ["ops"]
     set(90.0);
     let critical = alert("critical");
     assert_eq!(critical["fingerprint"], warning["fingerprint"]);
+    // A rule on the critical severity meets the alert at its escalation.
+    assert!(
+        !warning["decisions"].to_string().contains("on-critical"),
+        "{warning}"
+    );
+    wait_until(
+        "the rule on critical to decide",
+        Duration::from_secs(10),
+        || {
+            let a = alerts_named(&server, "ProbeFailing");
+            a[0]["decisions"]
+                .to_string()
+                .contains("on-critical")
+                .then_some(())
+        },
+    );
     let got = told(2);
     assert_eq!(got[1]["kind"], "probe.down");
     assert_eq!(got[1]["severity"], "critical");
