@@ -381,7 +381,11 @@ pub fn probes(c: Probes) -> Result<()> {
                 println!(
                     "  {}  {:<4}  {:>6} ms  {}",
                     when(&r["at"]),
-                    if r["ok"] == true { "ok" } else { "FAIL" },
+                    match (r["ok"] == true, r["warning"] == true) {
+                        (true, _) => "ok",
+                        (false, true) => "WARN",
+                        (false, false) => "FAIL",
+                    },
                     r["latency_ms"],
                     str_of(&r["detail"])
                 );

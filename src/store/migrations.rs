@@ -385,9 +385,11 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 13: a down probe's severity, the `severity` label of its ProbeFailing:
     // 'warning' (only its `warn` threshold crossed) or 'critical'; NULL while
-    // it is not down.
+    // it is not down. A result that crossed only the `warn` threshold (ok is
+    // 0 then) has warning = 1.
     r#"
     ALTER TABLE probe ADD COLUMN severity TEXT;
+    ALTER TABLE probe_result ADD COLUMN warning INTEGER NOT NULL DEFAULT 0;
     "#,
 ];
 

@@ -579,7 +579,7 @@ pub fn record_probe_result(
     now: i64,
 ) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO probe_result (probe, at, ok, latency_ms, value, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO probe_result (probe, at, ok, latency_ms, value, detail, warning) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -588,7 +588,8 @@ pub fn record_probe_result(
             outcome.ok,
             outcome.latency_ms,
             outcome.value,
-            outcome.detail
+            outcome.detail,
+            outcome.warning
         ])
     })
     .context("recording a probe result")?;
@@ -632,6 +633,8 @@ pub struct ProbeResultRow {
     pub value: Option<f64>,
     /// What it said.
     pub detail: String,
+    /// Whether it crossed only the `warn` threshold (`ok` is false then).
+    pub warning: bool,
 }
 
 /// The newest results of a probe, newest first.
@@ -642,7 +645,7 @@ pub fn recent_probe_results(
 ) -> Result<Vec<ProbeResultRow>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT at, ok, latency_ms, value, detail FROM probe_result WHERE probe = ?1 ORDER BY id DESC LIMIT ?2",
+            "SELECT at, ok, latency_ms, value, detail, warning FROM probe_result WHERE probe = ?1 ORDER BY id DESC LIMIT ?2",
         )
         .context("listing probe results")?;
     let rows = stmt
@@ -653,6 +656,7 @@ pub fn recent_probe_results(
                 latency_ms: r.get(2)?,
                 value: r.get(3)?,
                 detail: r.get(4)?,
+                warning: r.get(5)?,
             })
         })
         .context("listing probe results")?;

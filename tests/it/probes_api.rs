@@ -533,7 +533,16 @@ channels = ["ops"]
         )
     };
     let warning = alert("warning");
-    assert_eq!(probe(&server, "load")["severity"], "warning");
+    let p = probe(&server, "load");
+    assert_eq!(p["severity"], "warning");
+    assert_eq!(
+        (
+            &p["recent_results"][0]["ok"],
+            &p["recent_results"][0]["warning"]
+        ),
+        (&json!(false), &json!(true)),
+        "{p}"
+    );
     assert_eq!(
         probe(&server, "load")["last_detail"],
         "75, warning: expected < 70"

@@ -252,7 +252,12 @@ pub fn probe(ctx: &Ctx) -> Result<Reply> {
         h.raw("<tr>").td_open("When");
         when(&mut h, r["at"].as_i64(), ctx.now);
         h.raw("</td>").td_open("Result");
-        badge(&mut h, if r["ok"] == true { "up" } else { "down" });
+        let result = match (r["ok"] == true, r["warning"] == true) {
+            (true, _) => "up",
+            (false, true) => "warning",
+            (false, false) => "down",
+        };
+        badge(&mut h, result);
         h.raw("</td>")
             .td("Took", latency(&r["latency_ms"]))
             .td(
