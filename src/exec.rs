@@ -982,6 +982,7 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
     impl Output {
@@ -1071,6 +1072,75 @@ mod tests {
         assert!(!killed.success());
         let (argv_fail, _) = run(&argv(&["false"]));
         assert_eq!(argv_fail.exit_code, Some(1));
+    }
+
+    #[test]
+    fn a_step_as_an_account_gets_its_home_and_names_and_enters_cwd_as_it() {
+        let run_as = |account: &RunAs, cwd: &std::path::Path, script: &str| {
+            let run = shell(script);
+            let step = Step {
+                run: &run,
+                env: &[],
+                timeout: Duration::from_secs(10),
+                grace: Duration::from_millis(500),
+                stdin: &[],
+                cwd: Some(cwd),
+            };
+            let output = Output::new(4096);
+            let outcome = run_step_as(&step, Some(account), &output, &AtomicBool::new(false));
+            (
+                outcome,
+                String::from_utf8_lossy(&output.tail().0).into_owned(),
+            )
+        };
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let own = RunAs {
+            name: "someone".into(),
+            home: "/nonexistent/someone".into(),
+            uid,
+            gid,
+            groups: vec![gid],
+            switch: false,
+            keep_fd: None,
+        };
+        let tmp = std::env::temp_dir();
+        let (outcome, out) = run_as(
+            &own,
+            &tmp,
+            r#"printf '%s %s %s %s' "$HOME" "$USER" "$LOGNAME" "$(pwd)""#,
+        );
+        assert!(outcome.success(), "{outcome:?}");
+        let expected = format!("/nonexistent/someone someone someone {}", tmp.display());
+        assert_eq!(out, expected);
+        if uid != 0 {
+            return;
+        }
+        // As root: the ids change before the directory is entered.
+        let nobody = RunAs {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+            switch: true,
+            ..own
+        };
+        let (outcome, out) = run_as(&nobody, std::path::Path::new("/"), "id -u; id -G");
+        assert!(outcome.success(), "{outcome:?}");
+        assert_eq!(out, "65534\n65534\n");
+        let closed = temp_path("closed-dir");
+        let _ = std::fs::remove_dir_all(&closed);
+        std::fs::create_dir(&closed).unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let (outcome, _) = run_as(&nobody, &closed, "echo never");
+        let error = outcome.spawn_error.expect("the step does not start");
+        assert!(
+            error.starts_with(&format!(
+                "user someone cannot enter cwd {}: Permission denied",
+                closed.display()
+            )),
+            "{error}"
+        );
+        let _ = std::fs::remove_dir_all(&closed);
     }
 
     #[test]

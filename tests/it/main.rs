@@ -36,4 +36,5 @@ mod servers;
 mod store;
 mod systemd;
 mod tls;
+mod users;
 mod watch;
