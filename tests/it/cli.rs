@@ -317,3 +317,54 @@ on_failure = [ { name = "diagnose", run = "journalctl -u shop -n 50" } ]
     }
     assert!(!out.contains("${SHOP_TOKEN}"), "values stay out: {out}");
 }
+
+#[test]
+fn run_rule_shows_each_steps_user_and_check_config_names_a_bad_one() {
+    let dir = test_dir("run-rule-user");
+    let config = dir.join("runbooks.toml");
+    let write = |check_user: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"[[rule]]
+name = "fix"
+when = "labels.alertname == 'Down'"
+runbook = "restart"
+target = "labels.instance"
+
+[runbook.restart]
+user = "deploy"
+steps = [
+  {{ name = "restart", run = "systemctl restart shop" }},
+  {{ name = "check", run = "curl -fsS localhost:8080/health", user = "{check_user}", group = "adm" }},
+]
+on_failure = [ {{ name = "diagnose", run = "journalctl -u shop -n 50" }} ]
+"#
+            ),
+        )
+        .unwrap();
+    };
+    write("www-data");
+    let alert = r#"{"name": "Down", "labels": {"instance": "web-1"}}"#;
+    let (code, out, err) = heal_cli(
+        &["run-rule", "--config", config.to_str().unwrap(), "-"],
+        &[],
+        Some(alert),
+    );
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "step \"restart\": sh -c \"systemctl restart shop\" (timeout 5m, as user deploy)",
+        "step \"check\": sh -c \"curl -fsS localhost:8080/health\" (timeout 5m, as user www-data (group adm))",
+        "on failure \"diagnose\": sh -c \"journalctl -u shop -n 50\" (timeout 5m, as user deploy)",
+    ] {
+        assert!(out.contains(line), "{line}\nnot in:\n{out}");
+    }
+    write("www data");
+    let (code, _, err) = crate::support::check_config(&config);
+    assert_eq!(code, 2, "{err}");
+    let expected = format!(
+        "{}:11: runbook \"restart\" step \"check\": user: \"www data\" is not a user or group name",
+        config.display()
+    );
+    assert!(err.contains(&expected), "{expected}\nnot in:\n{err}");
+}
