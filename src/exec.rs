@@ -523,13 +523,12 @@ fn become_user(
     // setgid, setuid, fcntl, chdir, write) on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            if account.switch {
-                if libc::setgroups(account.groups.len(), account.groups.as_ptr()) != 0
-                    || libc::setgid(account.gid) != 0
-                    || libc::setuid(account.uid) != 0
-                {
-                    return Err(last());
-                }
+            let switched = !account.switch
+                || (libc::setgroups(account.groups.len(), account.groups.as_ptr()) == 0
+                    && libc::setgid(account.gid) == 0
+                    && libc::setuid(account.uid) == 0);
+            if !switched {
+                return Err(last());
             }
             if let Some(fd) = account.keep_fd {
                 if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {

@@ -67,31 +67,18 @@ const ENTRY_BUF: usize = 16 * 1024;
 
 /// A user's uid, primary gid and home directory; None when there is no such user.
 fn passwd(name: &str) -> Result<Option<(libc::uid_t, libc::gid_t, String)>, String> {
-    let c_name = c_name(name)?;
     let mut buf = vec![0u8; ENTRY_BUF];
-    // SAFETY: an all-zero passwd is a valid value of a C struct of pointers and integers.
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call and buf's length is given.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            c_name.as_ptr(),
-            &mut entry,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    if rc != 0 {
-        return Err(lookup_failed("user", name, rc));
-    }
-    if found.is_null() {
+    // SAFETY: getpwnam_r gets valid pointers and buf's length from `lookup`.
+    let found = lookup("user", name, &mut buf, |n, e, b, l, f| unsafe {
+        libc::getpwnam_r(n, e, b, l, f)
+    })?;
+    let Some(entry) = found else {
         return Ok(None);
-    }
-    // SAFETY: on success pw_dir is null or points to a C string inside buf.
+    };
     let home = if entry.pw_dir.is_null() {
         "/".to_string()
     } else {
+        // SAFETY: pw_dir points to a C string inside buf, which is still alive.
         unsafe { CStr::from_ptr(entry.pw_dir) }
             .to_string_lossy()
             .into_owned()
@@ -101,25 +88,41 @@ fn passwd(name: &str) -> Result<Option<(libc::uid_t, libc::gid_t, String)>, Stri
 
 /// A group's gid; None when there is no such group.
 fn group_id(name: &str) -> Result<Option<libc::gid_t>, String> {
-    let c_name = c_name(name)?;
     let mut buf = vec![0u8; ENTRY_BUF];
-    // SAFETY: an all-zero group is a valid value of a C struct of pointers and integers.
-    let mut entry: libc::group = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call and buf's length is given.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            c_name.as_ptr(),
-            &mut entry,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut found,
-        )
-    };
+    // SAFETY: getgrnam_r gets valid pointers and buf's length from `lookup`.
+    let found = lookup("group", name, &mut buf, |n, e, b, l, f| unsafe {
+        libc::getgrnam_r(n, e, b, l, f)
+    })?;
+    Ok(found.map(|entry| entry.gr_gid))
+}
+
+/// One `get*nam_r` call for `name`, its strings kept in `buf`; None when
+/// there is no such entry. `T` is `libc::passwd` or `libc::group`, C
+/// structs of integers and pointers, for which all zeroes is a valid value.
+fn lookup<T>(
+    what: &str,
+    name: &str,
+    buf: &mut [u8],
+    call: impl FnOnce(*const libc::c_char, *mut T, *mut libc::c_char, usize, *mut *mut T) -> libc::c_int,
+) -> Result<Option<T>, String> {
+    let c_name = c_name(name)?;
+    // SAFETY: T is one of the C structs above (see the doc comment).
+    let mut entry: T = unsafe { std::mem::zeroed() };
+    let mut found: *mut T = std::ptr::null_mut();
+    let rc = call(
+        c_name.as_ptr(),
+        &mut entry,
+        buf.as_mut_ptr().cast(),
+        buf.len(),
+        &mut found,
+    );
     if rc != 0 {
-        return Err(lookup_failed("group", name, rc));
+        return Err(format!(
+            "cannot look up {what} {name:?}: {}",
+            std::io::Error::from_raw_os_error(rc)
+        ));
     }
-    Ok((!found.is_null()).then_some(entry.gr_gid))
+    Ok((!found.is_null()).then_some(entry))
 }
 
 /// The groups `initgroups` would give the user: its primary group and
@@ -144,13 +147,6 @@ fn group_list(user: &str, gid: libc::gid_t) -> Result<Vec<libc::gid_t>, String> 
 
 fn c_name(name: &str) -> Result<CString, String> {
     CString::new(name).map_err(|_| format!("{name:?} contains a NUL byte"))
-}
-
-fn lookup_failed(what: &str, name: &str, rc: libc::c_int) -> String {
-    format!(
-        "cannot look up {what} {name:?}: {}",
-        std::io::Error::from_raw_os_error(rc)
-    )
 }
 
 #[cfg(test)]
