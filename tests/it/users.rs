@@ -383,3 +383,23 @@ fn an_agent_not_running_as_root_refuses_another_user() {
     assert!(started.elapsed() < Duration::from_secs(20));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn allow_users_takes_only_user_names() {
+    let (code, _, err) = support::heal_cli(
+        &[
+            "agent",
+            "--server",
+            "http://127.0.0.1:1",
+            "--allow-users",
+            "deploy,a b",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--allow-users: \"a b\" is not a user or group name"),
+        "{err}"
+    );
+}
