@@ -1,5 +1,6 @@
 //! What people ask heal to do: approve or reject an event, cancel one, pause
-//! and resume, reset or trip the breaker, run a runbook by hand. Each has
+//! and resume, reset or trip the breaker, run a runbook by hand, mute and
+//! unmute a heartbeat or a probe. Each has
 //! one code path here (`perform`) and one audit entry (`audit`), whatever
 //! asked for it: an API route, or a dashboard form (`act`).
 
@@ -123,6 +124,12 @@ pub(super) fn perform(state: &Arc<State>, route: &Route, who: &str, body: &Value
         Route::AddPause => add_pause(state, who, body),
         Route::ResumePause(id) => resume_pause(state, id, who),
         Route::SetBreaker(open) => set_breaker(state, open, who, &note),
+        Route::MuteHeartbeat(ref name, on) => {
+            super::watch::mute(state, store::Muted::Heartbeat, name.clone(), on, body, who)
+        }
+        Route::MuteProbe(ref name, on) => {
+            super::watch::mute(state, store::Muted::Probe, name.clone(), on, body, who)
+        }
         _ => Err(Error::request(404, "not an action")),
     }
 }

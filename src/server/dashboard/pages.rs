@@ -86,6 +86,9 @@ pub fn heartbeats(ctx: &Ctx) -> Result<Reply> {
             h.link(&path("/heartbeats", name), name);
             h.raw("</td>").td_open("State");
             badge(&mut h, hb["state"].as_str().unwrap_or(""));
+            if hb["paused"] == true {
+                mute_left(&mut h, &hb["muted_until"], ctx.now);
+            }
             h.raw("</td>")
                 .td(
                     "Why",
@@ -123,7 +126,6 @@ pub fn heartbeat(ctx: &Ctx) -> Result<Reply> {
         ("Max runtime", "max_runtime"),
         ("Team", "team"),
         ("Description", "description"),
-        ("Muted because", "paused_reason"),
         ("Defined in", "origin"),
     ] {
         if let Some(v) = hb[key].as_str().filter(|v| !v.is_empty()) {
@@ -133,6 +135,9 @@ pub fn heartbeat(ctx: &Ctx) -> Result<Reply> {
                 .text(v)
                 .raw("</dd>");
         }
+    }
+    if hb["paused"] == true {
+        mute_facts(&mut h, &hb["paused_reason"], &hb["muted_until"], ctx.now);
     }
     for (label, key) in [
         ("Last start", "last_start"),
@@ -200,6 +205,9 @@ pub fn probes(ctx: &Ctx) -> Result<Reply> {
                 .td("Type", p["type"].as_str().unwrap_or(""))
                 .td_open("State");
             badge(&mut h, p["state"].as_str().unwrap_or(""));
+            if p["muted"] == true {
+                mute_left(&mut h, &p["muted_until"], ctx.now);
+            }
             h.raw("</td>").td_open("Since");
             when(&mut h, p["state_since"].as_i64(), ctx.now);
             h.raw("</td>").td_open("Last run");
@@ -212,6 +220,35 @@ pub fn probes(ctx: &Ctx) -> Result<Reply> {
         h.raw("</tbody></table>");
     }
     frame(ctx, "Probes", "/probes", Some(10), h)
+}
+
+/// After a state badge: " muted, 1h59m left" (or "until unmuted").
+fn mute_left(h: &mut Html, until: &Value, now: i64) {
+    h.raw(" <small class=\"mute\">muted, ");
+    match until.as_i64() {
+        Some(t) => h.text(short_duration(t - now)).raw(" left"),
+        None => h.raw("until unmuted"),
+    };
+    h.raw("</small>");
+}
+
+/// A muted heartbeat's or probe's facts: why, and when the mute ends.
+fn mute_facts(h: &mut Html, reason: &Value, until: &Value, now: i64) {
+    h.raw("<dt>Muted because</dt><dd>")
+        .text(reason.as_str().unwrap_or(""))
+        .raw("</dd><dt>Mute ends</dt><dd>");
+    match until.as_i64() {
+        Some(t) => {
+            when(h, Some(t), now);
+            h.raw(" <small class=\"mute\">")
+                .text(short_duration(t - now))
+                .raw(" left</small>");
+        }
+        None => {
+            h.raw("when unmuted");
+        }
+    }
+    h.raw("</dd>");
 }
 
 fn latency(ms: &Value) -> String {
@@ -245,7 +282,11 @@ pub fn probe(ctx: &Ctx) -> Result<Reply> {
             "down after {} failures in a row, up after {} successes",
             p["fail_after"], p["recover_after"]
         ))
-        .raw("</dd></dl><h2>Last results</h2><table class=\"rows\">");
+        .raw("</dd>");
+    if p["muted"] == true {
+        mute_facts(&mut h, &p["muted_reason"], &p["muted_until"], ctx.now);
+    }
+    h.raw("</dl><h2>Last results</h2><table class=\"rows\">");
     h.thead(&["When", "Result", "Took", "Value", "Detail"]);
     h.raw("<tbody>");
     for r in p["recent_results"].as_array().into_iter().flatten() {

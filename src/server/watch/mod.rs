@@ -1,5 +1,5 @@
 //! What heal watches by itself. One scheduler thread keeps time: every second
-//! it sweeps heartbeats, agents and the breaker; it starts probes when they
+//! it sweeps heartbeats, agents and the breaker and ends mutes whose time has come; it starts probes when they
 //! are due (run by a small pool, so a hung check holds no one up), fires
 //! `[[schedule]]`s and runs retention once a day. A missed tick (the server
 //! was stopped or stalled) is not replayed: the next time is computed from now.
@@ -31,12 +31,14 @@ mod alerts;
 mod probes;
 mod sweeps;
 
-pub use probes::{defined_probes, probe_deleted, Defined};
+pub use probes::{defined_probes, resolve_probe, Defined};
 pub use sweeps::{agents_forgotten, Known};
 
 use alerts::{internal, submit};
 use probes::{forget_removed_probes, probe_worker};
-use sweeps::{agent_raises, breaker_raises, expire_agents, sweep_heartbeats, sweep_source, Defs};
+use sweeps::{
+    agent_raises, breaker_raises, end_mutes, expire_agents, sweep_heartbeats, sweep_source, Defs,
+};
 
 /// Rows deleted per retention job.
 const PURGE_BATCH: i64 = 2000;
@@ -312,6 +314,7 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
             for (what, r) in [
                 ("heartbeats", sweep_heartbeats(state, conn)),
                 ("silent agents", expire_agents(state, conn)),
+                ("mutes", end_mutes(state, conn)),
                 ("agents", sweep_source(state, conn, "agent", agent_raises)),
                 (
                     "breaker",
