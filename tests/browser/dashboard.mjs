@@ -82,10 +82,11 @@ async function headingState(page) {
   });
 }
 
-async function shoot(page, name) {
+// A long page (the API reference) is shot as the window shows it.
+async function shoot(page, name, fullPage = true) {
   for (const [size, viewport] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     await page.setViewportSize(viewport);
-    await page.screenshot({ path: `${shots}/${name}-${size}.png`, fullPage: true });
+    await page.screenshot({ path: `${shots}/${name}-${size}.png`, fullPage });
   }
   await page.setViewportSize(DESKTOP);
 }
@@ -290,6 +291,18 @@ async function scenario(page) {
     check(audit.includes(action), `the audit log holds ${action}`);
   }
   ok('every action is in the audit log');
+
+  // The API reference, from the navigation: every operation of the description.
+  const description = await api('GET', '/api/v1/openapi.json');
+  const operations = Object.entries(description.paths).flatMap(([path, item]) => Object.keys(item).map((m) => `${m.toUpperCase()} ${path}`));
+  await Promise.all([page.waitForURL((u) => u.pathname === '/docs'), page.click('nav a[href="/docs"]')]);
+  const shown = await page.locator('section.op > h2 > code').allTextContents();
+  check(JSON.stringify(shown) === JSON.stringify(operations), `the reference shows each operation once, in order: ${shown.length} of ${operations.length}`);
+  await page.click('nav.toc a[href="#op-postApiV1HeartbeatsNameMute"]');
+  check(await page.locator('#op-postApiV1HeartbeatsNameMute').isVisible(), 'the contents link to each operation');
+  check((await page.locator('#op-postApiV1HeartbeatsNameMute').textContent()).includes('"for": "30m"'), 'the mute operation shows an example body');
+  await shoot(page, 'docs', false);
+  ok(`the API reference shows all ${operations.length} operations with examples`);
 
   // A read-only token sees no action, and cannot post one.
   const waiting = await fire('NeedsApproval', { instance: 'web-1', try: 'second' });

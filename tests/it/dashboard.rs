@@ -701,6 +701,7 @@ fn pages_show_alert_data_as_text_under_a_strict_policy() {
         "/pauses".into(),
         "/runbooks".into(),
         "/audit".into(),
+        "/docs?x=<script>alert(1)</script>".into(),
     ];
     for path in &pages {
         let a = b.get(path);
@@ -766,6 +767,79 @@ fn pages_show_alert_data_as_text_under_a_strict_policy() {
             "{path}"
         );
     }
+}
+
+#[test]
+fn the_api_reference_shows_every_operation_of_the_description() {
+    let dir = test_dir("dashboard-docs");
+    let mut server = Server::start(&dir, &config(""));
+    server.token = Some(secret("read").into());
+    let doc = server.get_ok("/api/v1/openapi.json");
+    let mut b = Browser::new(&server.url);
+    let a = b.get("/docs");
+    assert!(refused(&a), "no session, no reference: {}", a.describe());
+    b.login(secret("read"));
+    assert!(b.get("/").body.contains("<a href=\"/docs\">API</a>"));
+    // Through a client that reads a chunked answer.
+    let cookie = format!("heal_session={}", b.cookie.as_deref().unwrap());
+    let (status, page) = http(
+        "GET",
+        &format!("{}/docs", server.url),
+        None,
+        &[("Cookie", &cookie)],
+    );
+    assert_eq!(status, 200, "{page}");
+    let page = &page;
+    println!("/docs: {} bytes", page.len());
+    let mut n = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            n += 1;
+            let id = op["operationId"].as_str().unwrap();
+            let at = page
+                .find(&format!("id=\"op-{id}\""))
+                .unwrap_or_else(|| panic!("{method} {path} has no section"));
+            let end = page[at + 1..]
+                .find("<section")
+                .map_or(page.len(), |e| at + 1 + e);
+            let section = &page[at..end];
+            let title = format!("<code>{} {path}</code>", method.to_uppercase());
+            assert!(section.contains(&title), "{title} in {section}");
+            for p in op["parameters"].as_array().unwrap() {
+                let name = format!("<code>{}</code>", p["name"].as_str().unwrap());
+                assert!(section.contains(&name), "{method} {path}: {name}");
+            }
+            for status in op["responses"].as_object().unwrap().keys() {
+                let dt = format!("<dt><code>{status}</code></dt>");
+                assert!(
+                    section.contains(&dt),
+                    "{method} {path}: {status} in {section}"
+                );
+            }
+            if op.get("requestBody").is_some() {
+                assert!(section.contains("<h3>Body</h3>"), "{method} {path}");
+            }
+            assert!(section.contains("<h3>Example</h3><pre"), "{method} {path}");
+        }
+    }
+    assert!(n > 50, "{n} operations");
+    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+        assert!(page.contains(&format!("id=\"schema-{name}\"")), "{name}");
+    }
+    // Everything it links or loads is this heal's own.
+    for attr in ["href=\"", "src=\""] {
+        for part in page.split(attr).skip(1) {
+            assert!(
+                part.starts_with('/') || part.starts_with('#'),
+                "{attr}{}",
+                &part[..part.len().min(60)]
+            );
+        }
+    }
+    assert!(
+        !page.contains(" style="),
+        "no inline style under the policy"
+    );
 }
 
 // ---- the browser ----------------------------------------------------------
@@ -891,6 +965,7 @@ fn the_dashboard_works_in_chromium() {
         "pauses",
         "runbooks",
         "audit",
+        "docs",
         "overview-read-only",
     ] {
         for size in ["desktop", "phone"] {

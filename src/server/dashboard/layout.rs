@@ -18,6 +18,7 @@ const SECTIONS: &[(&str, &str, bool)] = &[
     ("/pauses", "Pauses", false),
     ("/runbooks", "Runbooks", false),
     ("/audit", "Audit", true),
+    ("/docs", "API", false),
 ];
 
 /// What a `?done=` after an action says (fixed words: the URL cannot put text on a page).

@@ -2,7 +2,7 @@
 //! did and why — firing alerts, events with their decisions, ops and output,
 //! agents, heartbeats, probes, pauses, the breaker, the audit log — and, for
 //! admin tokens, the actions: approve, reject, cancel, pause, resume, reset
-//! the breaker, run a runbook by hand.
+//! the breaker, run a runbook by hand. Also the API reference (`/docs`).
 //!
 //! Every route is a row of `table::ROWS`, with the scope it needs. Pages
 //! read through the store's read functions and the API's own JSON; actions
@@ -17,6 +17,7 @@
 //! on to the API (`serves`).
 
 mod actions;
+mod docs;
 mod events;
 mod html;
 mod layout;
@@ -179,6 +180,7 @@ fn handler(method: &str, path: &str) -> Option<Handler> {
         ("GET", "/runbooks") => pages::runbooks,
         ("POST", "/runbooks/{name}/run") => actions::run,
         ("GET", "/audit") => pages::audit,
+        ("GET", "/docs") => docs::page,
         ("GET", "/login") => layout::login_page,
         ("POST", "/login") => actions::login,
         ("POST", "/logout") => actions::logout,

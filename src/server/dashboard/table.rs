@@ -68,6 +68,7 @@ pub const ROWS: &[Row] = &[
         "run a runbook by hand",
     ),
     row("GET", "/audit", ADMIN, "the audit log"),
+    row("GET", "/docs", READ, "the API reference"),
     row("GET", "/login", None, "the login form"),
     row("POST", "/login", None, "log in with a token"),
     row("POST", "/logout", READ, "log out"),
