@@ -371,12 +371,11 @@ fn probe_file(path: &PathBuf) -> Result<Value> {
         return serde_json::from_str(&text)
             .map_err(|e| Error::Usage(format!("{name}: not JSON: {e}")));
     }
-    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+    crate::config::toml_fields(&text).map_err(|e| {
         Error::Usage(format!(
             "{name}: not TOML (the fields of one [[probe]], without the header): {e}"
         ))
-    })?;
-    serde_json::to_value(table).map_err(|e| Error::Usage(format!("{name}: {e}")))
+    })
 }
 
 /// `heal probes`.

@@ -292,6 +292,25 @@ async function scenario(page) {
   }
   ok('every action is in the audit log');
 
+  // A heartbeat registered, muted for a while and deleted from the pages.
+  await page.goto(`${base}/heartbeats`);
+  const hbForm = page.locator('form[action="/heartbeats"]');
+  await hbForm.locator('input[name=name]').fill('browser-beat');
+  await hbForm.locator('textarea[name=definition]').fill('every = "1h"\ngrace = "10m"');
+  await Promise.all([page.waitForURL((u) => u.pathname === '/heartbeats/browser-beat'), hbForm.locator('button').click()]);
+  check((await page.locator('.notice').textContent()).includes('Saved'), 'saving says so');
+  const muteForm = page.locator('form[action="/heartbeats/browser-beat/mute"]');
+  await muteForm.locator('select[name=for]').selectOption('2h');
+  await muteForm.locator('input[name=reason]').fill('moving the database');
+  await Promise.all([page.waitForURL((u) => u.searchParams.get('done') === 'muted'), muteForm.locator('button').click()]);
+  const facts = await page.locator('dl.facts').textContent();
+  check(facts.includes('moving the database') && /in (1h59m|2h)/.test(facts), `the page shows the mute and the time left: ${facts}`);
+  await shoot(page, 'heartbeat-muted');
+  const hb = await api('GET', '/api/v1/heartbeats/browser-beat');
+  check(hb.heartbeat.paused && hb.heartbeat.muted_until > Date.now(), JSON.stringify(hb));
+  await Promise.all([page.waitForURL((u) => u.searchParams.get('done') === 'deleted'), page.click('form[action="/heartbeats/browser-beat/delete"] button')]);
+  ok('registered, muted for 2h and deleted a heartbeat from the pages');
+
   // The API reference, from the navigation: every operation of the description.
   const description = await api('GET', '/api/v1/openapi.json');
   const operations = Object.entries(description.paths).flatMap(([path, item]) => Object.keys(item).map((m) => `${m.toUpperCase()} ${path}`));

@@ -35,10 +35,7 @@ fn web_alert(server: &Server, status: &str, secs: u64) {
 }
 
 fn audit_by_heal(server: &Server, action: &str) -> Vec<Value> {
-    server.get_ok(&format!("/api/v1/audit?action={action}"))["entries"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    crate::support::audit_entries(server, action)
         .into_iter()
         .filter(|e| e["actor"] == "heal")
         .collect()

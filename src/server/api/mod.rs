@@ -247,8 +247,6 @@ fn dispatch(
         Route::ShowHeartbeat(n) => {
             watch::show(state, reader(state, conn)?, &n, limit(query)?.min(200))
         }
-        Route::PutHeartbeat(n) => watch::put(request, n, state, &config),
-        Route::DeleteHeartbeat(n) => watch::delete(n, state),
         Route::ListProbes => {
             let only = query_param(query, "state").map(decode);
             watch::probes(reader(state, conn)?, &config, only.as_deref())
@@ -256,8 +254,6 @@ fn dispatch(
         Route::ShowProbe(n) => {
             watch::probe(reader(state, conn)?, &config, &n, limit(query)?.min(200))
         }
-        Route::PutProbe(n) => watch::put_probe(request, n, state, &config),
-        Route::DeleteProbe(n) => watch::delete_probe(n, state),
         Route::ListSchedules => watch::schedules(reader(state, conn)?, &config),
         Route::Outbox => notify::outbox(reader(state, conn)?, query, limit(query)?),
         Route::ListChannels => notify::channels(&config),
@@ -361,11 +357,13 @@ fn dispatch(
             let body = read_optional_json(request, max)?;
             actions::perform(state, &route, who, &body)
         }
-        Route::AddPause | Route::Run => {
+        Route::AddPause | Route::Run | Route::PutHeartbeat(_) | Route::PutProbe(_) => {
             let body = read_json(request, max)?;
             actions::perform(state, &route, who, &body)
         }
-        Route::ResumePause(_) => actions::perform(state, &route, who, &json!({})),
+        Route::ResumePause(_) | Route::DeleteHeartbeat(_) | Route::DeleteProbe(_) => {
+            actions::perform(state, &route, who, &json!({}))
+        }
         Route::ListDecisions => {
             let since = query_param(query, "since")
                 .map(parse_since)

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 use tiny_http::Request;
 
-use super::{new_mute, read_body, read_json, reader, Answer};
+use super::{new_mute, read_body, reader, Answer};
 use crate::config::{self, Config, RawHeartbeat};
 use crate::error::{Error, Result};
 use crate::heartbeat;
@@ -220,12 +220,12 @@ pub fn show(state: &State, conn: &Connection, name: &str, limit: i64) -> Answer 
     Ok((200, json!({ "heartbeat": v })))
 }
 
-/// `PUT /api/v1/heartbeats/<name>`: registers or updates one, validated like the config file.
-pub fn put(request: &mut Request, name: String, state: &Arc<State>, config: &Config) -> Answer {
+/// `PUT /api/v1/heartbeats/<name>` with its JSON body: registers or
+/// updates one, validated like the config file.
+pub fn put(name: String, body: Value, state: &Arc<State>) -> Answer {
     // The name is the URL's: one that breaks the name rule is a bad request
     // whatever the body says.
     config::check_name(&name).map_err(|e| Error::request(400, format!("heartbeat name: {e}")))?;
-    let body = read_json(request, config.server.max_body)?;
     let mut raw: RawHeartbeat = serde_json::from_value(body)
         .map_err(|e| Error::request(422, format!("heartbeat {name:?}: {e}")))?;
     if !raw.name.is_empty() && raw.name != name {
@@ -413,16 +413,11 @@ pub fn probe(conn: &Connection, config: &Config, name: &str, limit: i64) -> Answ
     Ok((200, json!({ "probe": v })))
 }
 
-/// `PUT /api/v1/probes/<name>`: registers or replaces one, validated like
-/// the file's probes (`config::api_probe`).
-pub fn put_probe(
-    request: &mut Request,
-    name: String,
-    state: &Arc<State>,
-    config: &Config,
-) -> Answer {
+/// `PUT /api/v1/probes/<name>` with its JSON body: registers or replaces
+/// one, validated like the file's probes (`config::api_probe`).
+pub fn put_probe(name: String, mut body: Value, state: &Arc<State>) -> Answer {
     config::check_name(&name).map_err(|e| Error::request(400, format!("probe name: {e}")))?;
-    let mut body = read_json(request, config.server.max_body)?;
+    let config = state.config();
     let Some(fields) = body.as_object_mut() else {
         return Err(Error::request(
             422,

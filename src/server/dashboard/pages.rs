@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::html::{badge, path, short_duration, url, when, Html};
 use super::layout::{button, csrf, frame};
-use super::{api, Ctx, Reply};
+use super::{api, manage, Ctx, Reply};
 use crate::error::{Error, Result};
 use crate::store;
 
@@ -107,6 +107,7 @@ pub fn heartbeats(ctx: &Ctx) -> Result<Reply> {
         }
         h.raw("</tbody></table>");
     }
+    manage::heartbeat_form(&mut h, ctx, "", "");
     frame(ctx, "Heartbeats", "/heartbeats", Some(10), h)
 }
 
@@ -152,7 +153,10 @@ pub fn heartbeat(ctx: &Ctx) -> Result<Reply> {
     if let Some(url) = hb["runbook_url"].as_str() {
         h.raw("<dt>Runbook</dt><dd>").text(url).raw("</dd>");
     }
-    h.raw("</dl><h2>Last pings</h2>");
+    h.raw("</dl>");
+    let from_api = hb["origin"] == "api";
+    manage::controls(&mut h, ctx, false, name, hb["paused"] == true, from_api);
+    h.raw("<h2>Last pings</h2>");
     let pings = hb["recent_pings"].as_array().cloned().unwrap_or_default();
     if pings.is_empty() {
         h.raw("<p class=\"none\">No ping yet.</p>");
@@ -173,6 +177,13 @@ pub fn heartbeat(ctx: &Ctx) -> Result<Reply> {
             h.raw("<pre class=\"output\">").text(body).raw("</pre>");
         }
         h.raw("</article>");
+    }
+    if from_api {
+        let fields = store::heartbeat(ctx.conn, name)?
+            .and_then(|row| serde_json::from_str(&row.def).ok())
+            .and_then(|def| crate::config::fields_toml(&def))
+            .unwrap_or_default();
+        manage::heartbeat_form(&mut h, ctx, name, &fields);
     }
     frame(
         ctx,
@@ -219,6 +230,7 @@ pub fn probes(ctx: &Ctx) -> Result<Reply> {
         }
         h.raw("</tbody></table>");
     }
+    manage::probe_form(&mut h, ctx, "");
     frame(ctx, "Probes", "/probes", Some(10), h)
 }
 
@@ -238,12 +250,7 @@ fn mute_facts(h: &mut Html, reason: &Value, until: &Value, now: i64) {
         .text(reason.as_str().unwrap_or(""))
         .raw("</dd><dt>Mute ends</dt><dd>");
     match until.as_i64() {
-        Some(t) => {
-            when(h, Some(t), now);
-            h.raw(" <small class=\"mute\">")
-                .text(short_duration(t - now))
-                .raw(" left</small>");
-        }
+        Some(t) => when(h, Some(t), now),
         None => {
             h.raw("when unmuted");
         }
@@ -286,7 +293,10 @@ pub fn probe(ctx: &Ctx) -> Result<Reply> {
     if p["muted"] == true {
         mute_facts(&mut h, &p["muted_reason"], &p["muted_until"], ctx.now);
     }
-    h.raw("</dl><h2>Last results</h2><table class=\"rows\">");
+    h.raw("</dl>");
+    let from_api = p["source"] == "api";
+    manage::controls(&mut h, ctx, true, name, p["muted"] == true, from_api);
+    h.raw("<h2>Last results</h2><table class=\"rows\">");
     h.thead(&["When", "Result", "Took", "Value", "Detail"]);
     h.raw("<tbody>");
     for r in p["recent_results"].as_array().into_iter().flatten() {
@@ -307,6 +317,9 @@ pub fn probe(ctx: &Ctx) -> Result<Reply> {
             .raw("</tr>");
     }
     h.raw("</tbody></table>");
+    if from_api {
+        manage::probe_form(&mut h, ctx, name);
+    }
     frame(ctx, &format!("Probe {name}"), "/probes", Some(10), h)
 }
 
