@@ -313,6 +313,31 @@ fn probe_mute_row(r: &rusqlite::Row) -> rusqlite::Result<ProbeMuteRow> {
     })
 }
 
+/// Forgets the mutes of probes that are no longer defined: neither in the
+/// file (`file_probes`) nor registered through the API. Returns a log line
+/// for each, so a probe that comes back later is not muted unseen.
+pub fn forget_probe_mutes(conn: &Connection, file_probes: &[&str]) -> Result<Vec<String>> {
+    let names: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT name FROM probe_mute WHERE name NOT IN (SELECT name FROM api_probe)")
+            .context("finding the mutes of removed probes")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .context("finding the mutes of removed probes")?;
+        rows.collect::<rusqlite::Result<_>>()
+            .context("finding the mutes of removed probes")?
+    };
+    let mut lines = Vec::new();
+    for name in names.iter().filter(|n| !file_probes.contains(&n.as_str())) {
+        conn.execute("DELETE FROM probe_mute WHERE name = ?1", [name])
+            .context("forgetting a removed probe's mute")?;
+        lines.push(format!(
+            "probe {name:?} is no longer defined: its mute is forgotten"
+        ));
+    }
+    Ok(lines)
+}
+
 /// A probe's mute, if it is muted.
 pub fn probe_mute(conn: &Connection, name: &str) -> Result<Option<ProbeMuteRow>> {
     conn.prepare_cached("SELECT reason, until, at FROM probe_mute WHERE name = ?1")
@@ -1067,6 +1092,13 @@ mod tests {
             ended_mutes(&conn, i64::MAX).unwrap().is_empty(),
             "q has no end"
         );
+        // q leaves the file: its mute goes; an API probe's stays.
+        put_api_probe(&conn, "r", "{}", 10).unwrap();
+        mute_probe(&conn, "r", Some(&mute(None)), 10).unwrap();
+        assert!(forget_probe_mutes(&conn, &["q"]).unwrap().is_empty());
+        assert_eq!(forget_probe_mutes(&conn, &[]).unwrap().len(), 1);
+        assert!(probe_mute(&conn, "q").unwrap().is_none());
+        assert!(probe_mute(&conn, "r").unwrap().is_some());
     }
 
     #[test]

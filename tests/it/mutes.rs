@@ -209,3 +209,21 @@ fn bad_mutes_are_refused_naming_the_field() {
     assert_ne!(code, 0);
     assert!(err.contains("until: "), "{err}");
 }
+
+#[test]
+fn a_probe_that_leaves_the_file_forgets_its_mute() {
+    let dir = test_dir("mute-forget");
+    let server = Server::start(&dir, CONFIG);
+    assert_eq!(server.post("/api/v1/probes/web/mute", &json!({})).0, 200);
+    let reload = |config: &str| {
+        std::fs::write(dir.join("runbooks.toml"), config).unwrap();
+        let (code, body) = server.post_raw("/api/v1/config", b"", &[]);
+        assert_eq!(code, 200, "{body}");
+    };
+    let without_probe = CONFIG.split("[[probe]]").next().unwrap();
+    reload(without_probe);
+    reload(CONFIG);
+    let p = server.get_ok("/api/v1/probes/web")["probe"].clone();
+    assert_eq!(p["muted"], false, "back in the file, not muted unseen: {p}");
+    assert!(server.logs().contains("its mute is forgotten"));
+}

@@ -241,7 +241,8 @@ impl Due {
 
 /// Writes the heartbeats of a config being applied to the store (adding,
 /// updating, and removing those the file no longer has), drops the API
-/// probes the file now defines, and logs what changed. Runs in the store job that records the config, at start and on
+/// probes the file now defines, forgets the mutes of probes no longer
+/// defined, and logs what changed. Runs in the store job that records the config, at start and on
 /// each reload, so a heartbeat of the file can be pinged as soon as heal
 /// answers for that config.
 pub fn sync_heartbeats(conn: &Connection, config: &Config, now: i64) -> Result<()> {
@@ -254,6 +255,7 @@ pub fn sync_heartbeats(conn: &Connection, config: &Config, now: i64) -> Result<(
     for line in store::sync_heartbeats(conn, &defs, now)?
         .into_iter()
         .chain(store::drop_api_probes_in_file(conn, &probes)?)
+        .chain(store::forget_probe_mutes(conn, &probes)?)
     {
         log::info!("{line}");
     }
