@@ -738,6 +738,19 @@ mod tests {
     }
 
     #[test]
+    fn fields_go_to_toml_and_back_unchanged() {
+        let def = serde_json::json!({
+            "name": "nightly", "every": "1h", "labels": { "env": "prod" },
+            "tags": ["db"], "ping_key_sha256": "ab",
+        });
+        let text = fields_toml(&def).unwrap();
+        assert!(!text.contains("nightly"), "{text}");
+        let mut back = toml_fields(&text).unwrap();
+        back["name"] = def["name"].clone();
+        assert_eq!(back, def);
+    }
+
+    #[test]
     fn a_ping_key_is_kept_as_its_hash_and_matched_by_it() {
         let key = "key-0123456789abcdef";
         let hb = heartbeat(&raw(Some(key), None)).unwrap();
