@@ -308,6 +308,7 @@ async function scenario(page) {
   await shoot(page, 'heartbeat-muted');
   const hb = await api('GET', '/api/v1/heartbeats/browser-beat');
   check(hb.heartbeat.paused && hb.heartbeat.muted_until > Date.now(), JSON.stringify(hb));
+  await page.check('form[action="/heartbeats/browser-beat/delete"] input[name=confirm]');
   await Promise.all([page.waitForURL((u) => u.searchParams.get('done') === 'deleted'), page.click('form[action="/heartbeats/browser-beat/delete"] button')]);
   ok('registered, muted for 2h and deleted a heartbeat from the pages');
 

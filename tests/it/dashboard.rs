@@ -567,6 +567,8 @@ fn admins_manage_heartbeats_and_probes_from_the_pages_as_through_the_api() {
     );
     assert!(b.get("/probes").body.contains("until unmuted"));
     let a = b.post("/probes/db-port/delete", &[]);
+    assert_eq!(a.status, 422, "not without ticking sure: {}", a.describe());
+    let a = b.post("/probes/db-port/delete", &[("confirm", "yes")]);
     assert_eq!(
         a.header("Location"),
         Some("/probes?done=deleted"),
@@ -578,7 +580,7 @@ fn admins_manage_heartbeats_and_probes_from_the_pages_as_through_the_api() {
     assert_eq!(b.post("/probes/self/mute", &[("for", "30m")]).status, 303);
     let page = b.get("/probes/self").body;
     assert!(!page.contains("/probes/self/delete"), "{page}");
-    let a = b.post("/probes/self/delete", &[]);
+    let a = b.post("/probes/self/delete", &[("confirm", "yes")]);
     assert_eq!(a.status, 409, "{}", a.describe());
     assert!(a.body.contains("defined in the config file"), "{}", a.body);
     let a = b.post(
@@ -662,8 +664,18 @@ fn bad_heartbeat_and_probe_forms_are_refused_and_change_nothing() {
             404,
             "no heartbeat",
         ),
-        ("/probes/nope/delete", vec![], 404, "no probe"),
-        ("/heartbeats/backup/delete", vec![], 409, "config file"),
+        (
+            "/probes/nope/delete",
+            vec![("confirm", "yes")],
+            404,
+            "no probe",
+        ),
+        (
+            "/heartbeats/backup/delete",
+            vec![("confirm", "yes")],
+            409,
+            "config file",
+        ),
     ];
     for (path, fields, status, words) in cases {
         let a = b.post(path, &fields);

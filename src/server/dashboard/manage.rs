@@ -138,7 +138,12 @@ pub fn controls(h: &mut Html, ctx: &Ctx, probe: bool, name: &str, muted: bool, f
         h.raw("</select><input type=\"text\" name=\"reason\" maxlength=\"1000\" aria-label=\"Reason\" placeholder=\"why\"><button type=\"submit\">Mute</button></form>");
     }
     if from_api {
-        button(h, ctx, &format!("{base}/delete"), "Delete", "danger", None);
+        // A box to tick: no script is needed to ask first.
+        h.raw("<form method=\"post\" class=\"act\"")
+            .attr("action", format!("{base}/delete"))
+            .raw(">");
+        csrf(h, ctx);
+        h.raw("<label class=\"check\"><input type=\"checkbox\" name=\"confirm\" value=\"yes\" required> sure</label><button type=\"submit\" class=\"danger\">Delete</button></form>");
     }
     h.raw("</div>");
 }
@@ -160,6 +165,16 @@ fn save(ctx: &Ctx, what: What) -> Result<Reply> {
 }
 
 fn delete(ctx: &Ctx, what: What) -> Result<Reply> {
+    if ctx.field("confirm") != "yes" {
+        return Err(Error::request(
+            422,
+            format!(
+                "delete {} {:?}: tick \"sure\" first",
+                what.name(),
+                ctx.name()
+            ),
+        ));
+    }
     act_with(
         ctx,
         &Method::Delete,
