@@ -39,8 +39,8 @@ pub use server::{Cidr, Safety, Server, Watchdog};
 pub(crate) use token::parse_sha256;
 pub use token::{hash_matches, hex, parse_expiry, token_hash, Scope, Token};
 pub use watch::{
-    api_probe, heartbeat, heartbeat_from_def, priority_level, Heartbeat, Probe, RawHeartbeat,
-    Retention, Scheduled,
+    api_probe, fields_toml, heartbeat, heartbeat_from_def, priority_level, toml_fields, Heartbeat,
+    Probe, RawHeartbeat, Retention, Scheduled,
 };
 
 use validate::{RawFile, Validator};

@@ -383,6 +383,18 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE op_step ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 13: mutes that end by themselves. A heartbeat's mute may carry its
+    // end; a muted probe still runs and records its results but raises no
+    // `ProbeFailing`. The scheduler unmutes both when the time comes.
+    r#"
+    ALTER TABLE heartbeat ADD COLUMN muted_until INTEGER;  -- NULL: muted until unmuted
+    CREATE TABLE probe_mute (
+        name   TEXT PRIMARY KEY,      -- the probe's name (the file's or the API's)
+        reason TEXT NOT NULL,         -- why, and who muted it
+        until  INTEGER,               -- when it ends by itself; NULL: when unmuted
+        at     INTEGER NOT NULL       -- when it was muted
+    );
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction and returns the

@@ -22,6 +22,7 @@ mod layers;
 mod lifecycle;
 mod manual;
 mod metrics;
+mod mutes;
 mod names;
 mod notify;
 mod ops;

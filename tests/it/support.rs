@@ -449,6 +449,14 @@ pub fn wait_agent_polling(server: &Server, id: &str) {
     );
 }
 
+/// The audit log's entries of one action, newest first.
+pub fn audit_entries(server: &Server, action: &str) -> Vec<Value> {
+    server.get_ok(&format!("/api/v1/audit?action={action}"))["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Runs the heal CLI with args; returns (exit code, stdout, stderr).
 pub fn heal_cli(
     args: &[&str],

@@ -61,8 +61,8 @@ pub fn defined_probes(conn: &Connection, config: &Config) -> Result<BTreeMap<Str
     Ok(out)
 }
 
-/// Resolves the alert of a probe deleted through the API (a store job).
-pub fn probe_deleted(
+/// Resolves the alert of a probe deleted or muted through the API (a store job).
+pub fn resolve_probe(
     conn: &Connection,
     config: &Config,
     state: &State,
@@ -134,7 +134,8 @@ pub(super) fn probe_worker(state: &Arc<State>, jobs: &Mutex<Receiver<Probe>>) {
                 .unwrap_or_default();
             let (counts, change) = probe::step(prev, outcome.ok, p.fail_after, p.recover_after);
             store::record_probe_result(conn, &p.name, &outcome, counts, now)?;
-            let desired = if counts.state == probe::State::Down {
+            let muted = store::probe_mute(conn, &p.name)?.is_some();
+            let desired = if counts.state == probe::State::Down && !muted {
                 vec![probe_raise(&p, &outcome, now)]
             } else {
                 Vec::new()
