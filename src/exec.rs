@@ -19,9 +19,14 @@
 //! processes write, so they never get SIGPIPE, and it ends when the last of
 //! them closes the pipe.
 //!
+//! A step may run as another user ([`RunAs`], resolved by the caller before
+//! the fork): the child sets its supplementary groups, its group and then
+//! its user, and only then enters the step's directory, so a directory that
+//! user may not enter fails the step with a reason. The step gets that
+//! user's `HOME`, `USER` and `LOGNAME`, and not the agent's `HEAL_TOKEN`.
+//!
 //! This module deliberately does not: allocate a terminal, feed stdin,
-//! change the working directory, user or resource limits, clear the
-//! inherited environment, decode output as text, chase processes that leave
+//! change resource limits, clear the rest of the inherited environment, decode output as text, chase processes that leave
 //! the step's process group (for example with `setsid`), or reap orphans
 //! that are reparented to the agent.
 
@@ -76,6 +81,24 @@ pub struct Step<'a> {
     pub stdin: &'a [u8],
     /// Directory it starts in (None: the agent's own).
     pub cwd: Option<&'a std::path::Path>,
+}
+
+/// The account a step runs as, resolved before the fork (nothing in the
+/// child looks a name up).
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    /// User name, for `USER` and `LOGNAME`.
+    pub name: String,
+    /// Its home directory, for `HOME`.
+    pub home: String,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    /// Supplementary groups (the user's, as `initgroups` would set them).
+    pub groups: Vec<libc::gid_t>,
+    /// Whether the child changes its ids (false: the agent's own user).
+    pub switch: bool,
+    /// A descriptor of the agent's the step keeps open (its alert file).
+    pub keep_fd: Option<std::os::fd::RawFd>,
 }
 
 /// Combined output of a running step: keeps only the last `max` bytes, counts everything, and lets a streamer take what is new.
@@ -311,6 +334,16 @@ enum Event {
 
 /// Runs one step to its end. `output` receives combined stdout+stderr as it is produced. `cancel` set to true makes it stop the step (SIGTERM to the group, SIGKILL after grace) and return with `cancelled = true`.
 pub fn run_step(step: &Step, output: &Output, cancel: &AtomicBool) -> Outcome {
+    run_step_as(step, None, output, cancel)
+}
+
+/// As [`run_step`], as the user `run_as` (None: the agent's own).
+pub fn run_step_as(
+    step: &Step,
+    run_as: Option<&RunAs>,
+    output: &Output,
+    cancel: &AtomicBool,
+) -> Outcome {
     let start = Instant::now();
     let mut outcome = Outcome {
         exit_code: None,
@@ -320,7 +353,7 @@ pub fn run_step(step: &Step, output: &Output, cancel: &AtomicBool) -> Outcome {
         duration_ms: 0,
         spawn_error: None,
     };
-    match spawn(step) {
+    match spawn(step, run_as) {
         Ok(running) => supervise(running, step, output, cancel, start, &mut outcome),
         Err(message) => {
             log::warn!("step not started: {message}");
@@ -341,7 +374,7 @@ struct Started {
 }
 
 /// Starts the step's process and its reader and waiter threads.
-fn spawn(step: &Step) -> Result<Started, String> {
+fn spawn(step: &Step, run_as: Option<&RunAs>) -> Result<Started, String> {
     let (program, args): (&str, &[String]) = match step.run {
         Run::Shell(script) => ("/bin/sh", std::slice::from_ref(script)),
         Run::Argv(argv) => match argv.split_first() {
@@ -359,8 +392,12 @@ fn spawn(step: &Step) -> Result<Started, String> {
         cmd.arg("-c");
     }
     cmd.args(args);
-    if let Some(dir) = step.cwd {
-        cmd.current_dir(dir);
+    match (step.cwd, run_as) {
+        (_, Some(account)) => become_user(&mut cmd, account, step.cwd)?,
+        (Some(dir), None) => {
+            cmd.current_dir(dir);
+        }
+        (None, None) => {}
     }
     for (key, value) in step.env {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
@@ -396,7 +433,10 @@ fn spawn(step: &Step) -> Result<Started, String> {
     // Dropping the command closes the parent's copies of the write end, so
     // end of file comes as soon as the step's processes close theirs.
     drop(cmd);
-    let mut child = spawned.map_err(|e| describe_spawn_error(&shown, &e))?;
+    let mut child = spawned.map_err(|e| match said_before_exec(&read_end) {
+        Some(why) => format!("{why}: {e}"),
+        None => describe_spawn_error(&shown, &e),
+    })?;
     if let Some(mut pipe) = child.stdin.take() {
         // A writer thread, so a command that does not read cannot block the
         // step past its timeout; a broken pipe only means it stopped reading.
@@ -449,6 +489,79 @@ fn spawn(step: &Step) -> Result<Started, String> {
         rx,
         exited,
     })
+}
+
+/// Makes the child start as `account`, in `cwd` entered as that user. The
+/// closure runs between fork and exec, so it only makes system calls (no
+/// allocation, no lock): groups, then group, then user, so no way back to
+/// root is left, then the descriptor it keeps, then the directory.
+fn become_user(
+    cmd: &mut Command,
+    account: &RunAs,
+    cwd: Option<&std::path::Path>,
+) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    cmd.env("HOME", &account.home)
+        .env("USER", &account.name)
+        .env("LOGNAME", &account.name)
+        .env_remove("HEAL_TOKEN");
+    let dir = cwd
+        .map(|d| std::ffi::CString::new(d.as_os_str().as_bytes()))
+        .transpose()
+        .map_err(|_| "cwd contains a NUL byte".to_string())?;
+    // Written to the output pipe (already stderr) when the directory
+    // cannot be entered, so the spawn error says why.
+    let cannot_enter = format!(
+        "user {} cannot enter cwd {}",
+        account.name,
+        cwd.map(|d| d.display().to_string()).unwrap_or_default()
+    )
+    .into_bytes();
+    let account = account.clone();
+    let last = io::Error::last_os_error;
+    // SAFETY: the closure only calls async-signal-safe functions (setgroups,
+    // setgid, setuid, fcntl, chdir, write) on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let switched = !account.switch
+                || (libc::setgroups(account.groups.len(), account.groups.as_ptr()) == 0
+                    && libc::setgid(account.gid) == 0
+                    && libc::setuid(account.uid) == 0);
+            if !switched {
+                return Err(last());
+            }
+            if let Some(fd) = account.keep_fd {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(last());
+                }
+            }
+            if let Some(dir) = &dir {
+                if libc::chdir(dir.as_ptr()) != 0 {
+                    let e = last();
+                    libc::write(2, cannot_enter.as_ptr().cast(), cannot_enter.len());
+                    return Err(e);
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// What a child that failed before exec wrote to the output pipe (it has
+/// exited, so whatever it wrote is there), if anything.
+fn said_before_exec(read_end: &OwnedFd) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let fd = read_end.as_raw_fd();
+    let mut buf = [0u8; 512];
+    // SAFETY: fcntl and read on a descriptor this function borrows, into a
+    // buffer of the length given.
+    let n = unsafe {
+        libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+        libc::read(fd, buf.as_mut_ptr().cast(), buf.len())
+    };
+    let n = usize::try_from(n).ok().filter(|&n| n > 0)?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// Says why a process could not be started, naming the program.
@@ -868,6 +981,7 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
     impl Output {
@@ -957,6 +1071,75 @@ mod tests {
         assert!(!killed.success());
         let (argv_fail, _) = run(&argv(&["false"]));
         assert_eq!(argv_fail.exit_code, Some(1));
+    }
+
+    #[test]
+    fn a_step_as_an_account_gets_its_home_and_names_and_enters_cwd_as_it() {
+        let run_as = |account: &RunAs, cwd: &std::path::Path, script: &str| {
+            let run = shell(script);
+            let step = Step {
+                run: &run,
+                env: &[],
+                timeout: Duration::from_secs(10),
+                grace: Duration::from_millis(500),
+                stdin: &[],
+                cwd: Some(cwd),
+            };
+            let output = Output::new(4096);
+            let outcome = run_step_as(&step, Some(account), &output, &AtomicBool::new(false));
+            (
+                outcome,
+                String::from_utf8_lossy(&output.tail().0).into_owned(),
+            )
+        };
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let own = RunAs {
+            name: "someone".into(),
+            home: "/nonexistent/someone".into(),
+            uid,
+            gid,
+            groups: vec![gid],
+            switch: false,
+            keep_fd: None,
+        };
+        let tmp = std::env::temp_dir();
+        let (outcome, out) = run_as(
+            &own,
+            &tmp,
+            r#"printf '%s %s %s %s' "$HOME" "$USER" "$LOGNAME" "$(pwd)""#,
+        );
+        assert!(outcome.success(), "{outcome:?}");
+        let expected = format!("/nonexistent/someone someone someone {}", tmp.display());
+        assert_eq!(out, expected);
+        if uid != 0 {
+            return;
+        }
+        // As root: the ids change before the directory is entered.
+        let nobody = RunAs {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+            switch: true,
+            ..own
+        };
+        let (outcome, out) = run_as(&nobody, std::path::Path::new("/"), "id -u; id -G");
+        assert!(outcome.success(), "{outcome:?}");
+        assert_eq!(out, "65534\n65534\n");
+        let closed = temp_path("closed-dir");
+        let _ = std::fs::remove_dir_all(&closed);
+        std::fs::create_dir(&closed).unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let (outcome, _) = run_as(&nobody, &closed, "echo never");
+        let error = outcome.spawn_error.expect("the step does not start");
+        assert!(
+            error.starts_with(&format!(
+                "user someone cannot enter cwd {}: Permission denied",
+                closed.display()
+            )),
+            "{error}"
+        );
+        let _ = std::fs::remove_dir_all(&closed);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 mod secrets;
 mod state_dir;
+mod users;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -59,6 +60,8 @@ pub struct Options {
     pub ca_file: Option<std::path::PathBuf>,
     /// Directory for alert files (default: see `state_dir`).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Users other than its own that runbooks may ask steps to run as.
+    pub allow_users: Vec<String>,
 }
 
 struct Agent {
@@ -328,6 +331,14 @@ impl Agent {
             );
             return;
         }
+        if let Err(error) = self.check_users(op) {
+            log::warn!("op {op_id}: {error}");
+            self.report(
+                op_id,
+                json!({ "state": "failed", "error": error, "steps": [] }),
+            );
+            return;
+        }
         let alert = op.get("alert").unwrap_or(&Value::Null).to_string();
         let alert_file = match self.state.write_alert(op_id, alert.as_bytes()) {
             Ok(path) => path,
@@ -356,6 +367,25 @@ impl Agent {
         }
         let _ = std::fs::remove_file(&alert_file);
         lock(&self.ops).remove(&op_id);
+    }
+
+    /// Checks the `user` of every step before the first one starts, so an
+    /// op asking for a user this agent refuses runs nothing.
+    fn check_users(&self, op: &Value) -> std::result::Result<(), String> {
+        let steps = ["steps", "on_failure"]
+            .into_iter()
+            .filter_map(|key| op.get(key).and_then(Value::as_array))
+            .flatten();
+        for step in steps {
+            if let Some(user) = step.get("user").and_then(Value::as_str) {
+                let group = step.get("group").and_then(Value::as_str);
+                users::resolve(user, group, &self.opts.allow_users).map_err(|e| {
+                    let name = step.get("name").and_then(Value::as_str).unwrap_or("step");
+                    format!("agent {} refuses step {name:?}: {e}", self.opts.id)
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Confirms the op with the server before its first step starts (the
@@ -498,6 +528,8 @@ impl Agent {
         };
         let ctx = OpRun {
             op_id,
+            state: &self.state,
+            user_files: Default::default(),
             grace,
             max_output,
             cancel,
@@ -615,20 +647,29 @@ impl Agent {
                     .get("cwd")
                     .and_then(Value::as_str)
                     .map(std::path::PathBuf::from);
-                match &cwd {
-                    Some(dir) if !dir.is_dir() => Err(format!(
+                if let Some(dir) = cwd.as_deref().filter(|d| !d.is_dir()) {
+                    return Err(format!(
                         "cwd {} does not exist on this agent (or is not a directory)",
                         dir.display()
-                    )),
-                    _ => Ok((env, cwd, values)),
+                    ));
                 }
+                let run_as = match step.get("user").and_then(Value::as_str) {
+                    None => None,
+                    Some(user) => Some(ctx.run_as(
+                        user,
+                        step.get("group").and_then(Value::as_str),
+                        &self.opts.allow_users,
+                        &mut env,
+                    )?),
+                };
+                Ok((env, cwd, values, run_as))
             });
             let mut outcome = exec::Outcome::default();
             for attempt in 0..=retries {
                 if attempt > 0 && pause(retry_delay, ctx.cancel) {
                     break;
                 }
-                let secrets = ready.as_ref().map_or(&[][..], |(_, _, v)| v.as_slice());
+                let secrets = ready.as_ref().map_or(&[][..], |(_, _, v, _)| v.as_slice());
                 let output = Arc::new(Output::scrubbing(ctx.max_output, secrets));
                 if let Some(r) = lock(&self.ops).get_mut(&ctx.op_id) {
                     r.output = Some((results.len(), output.clone()));
@@ -636,7 +677,7 @@ impl Agent {
                 }
                 let mut text = String::new();
                 outcome = match &ready {
-                    Ok((step_env, cwd, _)) => {
+                    Ok((step_env, cwd, _, run_as)) => {
                         let spec = exec::Step {
                             run: &run,
                             env: step_env,
@@ -645,7 +686,7 @@ impl Agent {
                             stdin: &[],
                             cwd: cwd.as_deref(),
                         };
-                        let ended = exec::run_step(&spec, &output, ctx.cancel);
+                        let ended = exec::run_step_as(&spec, run_as.as_ref(), &output, ctx.cancel);
                         output.finish();
                         ended
                     }
@@ -844,6 +885,9 @@ fn jitter(d: Duration) -> Duration {
 /// What every step of one op shares.
 struct OpRun<'a> {
     op_id: i64,
+    state: &'a StateDir,
+    /// The alert files of steps run as other users, by uid, removed with the run.
+    user_files: std::cell::RefCell<Vec<(libc::uid_t, std::path::PathBuf, std::fs::File)>>,
     grace: Duration,
     max_output: usize,
     cancel: &'a AtomicBool,
@@ -853,6 +897,40 @@ struct OpRun<'a> {
 }
 
 impl OpRun<'_> {
+    /// The account a step runs as, with the op's alert file made readable
+    /// to it (its own copy, through a descriptor the step keeps open).
+    fn run_as(
+        &self,
+        user: &str,
+        group: Option<&str>,
+        allowed: &[String],
+        env: &mut Vec<(String, String)>,
+    ) -> Result<exec::RunAs, String> {
+        use std::os::fd::AsRawFd;
+        let mut account = users::resolve(user, group, allowed)?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if account.uid == unsafe { libc::geteuid() } {
+            // The agent's own user reads the op's file as it is.
+            return Ok(account);
+        }
+        let mut files = self.user_files.borrow_mut();
+        let fd = match files.iter().find(|(uid, _, _)| *uid == account.uid) {
+            Some((_, _, file)) => file.as_raw_fd(),
+            None => {
+                let alert = self.facts.borrow()["alert"].to_string();
+                let (path, file) =
+                    self.state
+                        .write_alert_for(self.op_id, account.uid, alert.as_bytes())?;
+                let fd = file.as_raw_fd();
+                files.push((account.uid, path, file));
+                fd
+            }
+        };
+        account.keep_fd = Some(fd);
+        set_var(env, "HEAL_ALERT_JSON".into(), format!("/dev/fd/{fd}"));
+        Ok(account)
+    }
+
     /// Whether a step's `when` holds now.
     fn when(&self, source: &str) -> Result<bool, String> {
         let expr = crate::config::Expr::compile(source)?;
@@ -872,6 +950,14 @@ impl OpRun<'_> {
         };
         self.facts.borrow_mut()["steps"][name] =
             json!({ "exit_code": outcome.exit_code, "status": status });
+    }
+}
+
+impl Drop for OpRun<'_> {
+    fn drop(&mut self) {
+        for (_, path, _) in self.user_files.get_mut().drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

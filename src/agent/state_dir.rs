@@ -9,7 +9,11 @@
 //! directory (not a symlink) owned by the agent's user and closed to group
 //! and others, or the agent refuses to start. Each alert file is created new
 //! (`O_EXCL | O_NOFOLLOW`, 0600): a file or symlink already at its path fails
-//! the op instead of being used.
+//! the op instead of being used. A step run as another user gets its own
+//! copy, `op-<op>-uid<uid>.json`, created the same way with mode 0400 and
+//! then given to that user (`fchown`); the directories stay 0700, so the
+//! user reads it only through the descriptor the agent leaves open in the
+//! step (`HEAL_ALERT_JSON=/dev/fd/N`), and no other user can reach it.
 //!
 //! Each running instance holds an exclusive `flock` on its own directory. At
 //! start an agent removes the directories whose lock is free (their instance
@@ -62,23 +66,75 @@ impl StateDir {
     /// Anything already at that path (a planted file or symlink) is an error.
     pub fn write_alert(&self, op_id: i64, data: &[u8]) -> std::result::Result<PathBuf, String> {
         let path = self.dir.join(format!("op-{op_id}.json"));
-        let opened = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path);
-        let mut file = opened.map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => format!(
-                "alert file {} already exists (heal never reuses one; something else put it there): the op is not run",
-                path.display()
-            ),
-            _ => format!("cannot create alert file {}: {e}", path.display()),
-        })?;
-        file.write_all(data)
-            .map_err(|e| format!("cannot write alert file {}: {e}", path.display()))?;
+        create_alert(&path, 0o600, data)?;
         Ok(path)
     }
+
+    /// Writes an op's alert data for a step run as user `uid`: a new file
+    /// of that user, mode 0400, in this 0700 directory, so the user reaches
+    /// it only through the read-only descriptor returned (the step reads
+    /// `/dev/fd/N`), and nobody else reaches it at all.
+    pub fn write_alert_for(
+        &self,
+        op_id: i64,
+        uid: libc::uid_t,
+        data: &[u8],
+    ) -> std::result::Result<(PathBuf, File), String> {
+        let path = self.dir.join(format!("op-{op_id}-uid{uid}.json"));
+        let written = create_alert(&path, 0o400, data)?;
+        // SAFETY: fchown on a descriptor `written` owns; -1 keeps the group.
+        if unsafe { libc::fchown(written.as_raw_fd(), uid, libc::gid_t::MAX) } != 0 {
+            let e = io::Error::last_os_error();
+            let _ = std::fs::remove_file(&path);
+            return Err(format!(
+                "cannot give alert file {} to uid {uid}: {e}",
+                path.display()
+            ));
+        }
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path);
+        let same = |r: &File| {
+            let (a, b) = (r.metadata().ok(), written.metadata().ok());
+            a.zip(b)
+                .is_some_and(|(a, b)| (a.dev(), a.ino()) == (b.dev(), b.ino()))
+        };
+        match reader {
+            Ok(r) if same(&r) => Ok((path, r)),
+            other => {
+                let _ = std::fs::remove_file(&path);
+                Err(format!(
+                    "cannot reopen alert file {} ({}): the op is not run",
+                    path.display(),
+                    other
+                        .err()
+                        .map_or("replaced".to_string(), |e| e.to_string())
+                ))
+            }
+        }
+    }
+}
+
+/// Creates a new alert file at `path` with `mode` and writes `data` to it.
+/// Anything already there (a planted file or symlink) is an error.
+fn create_alert(path: &Path, mode: u32, data: &[u8]) -> std::result::Result<File, String> {
+    let opened = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    let mut file = opened.map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => format!(
+            "alert file {} already exists (heal never reuses one; something else put it there): the op is not run",
+            path.display()
+        ),
+        _ => format!("cannot create alert file {}: {e}", path.display()),
+    })?;
+    file.write_all(data)
+        .map_err(|e| format!("cannot write alert file {}: {e}", path.display()))?;
+    Ok(file)
 }
 
 impl Drop for StateDir {

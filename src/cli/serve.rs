@@ -75,6 +75,9 @@ pub struct AgentCmd {
     /// private directory (0700) for alert files (default: $RUNTIME_DIRECTORY/ID, /run/heal-agent/ID as root, else $XDG_RUNTIME_DIR/heal-agent/ID, else TMPDIR/heal-agent-UID/ID)
     #[argh(option)]
     state_dir: Option<PathBuf>,
+    /// users runbooks may ask steps to run as (`user = "..."`), comma-separated; the agent must run as root (default: none but the agent's own)
+    #[argh(option, default = "String::new()")]
+    allow_users: String,
 }
 
 /// List agents, or forget one that is gone: heal agents [forget ID].
@@ -122,6 +125,11 @@ pub fn agent(c: AgentCmd) -> Result<()> {
     if c.concurrency == 0 {
         return Err(Error::Usage("--concurrency must be at least 1\nTry: heal agent --server URL --id ID --concurrency 4".into()));
     }
+    let allow_users = split_list(&c.allow_users);
+    for user in &allow_users {
+        config::check_account_name(user)
+            .map_err(|e| Error::Usage(format!("--allow-users: {e}")))?;
+    }
     let opts = crate::agent::Options {
         servers: servers(c.server)?,
         server_shown: None,
@@ -133,6 +141,7 @@ pub fn agent(c: AgentCmd) -> Result<()> {
         drain_grace: Duration::from_secs(c.drain_grace),
         ca_file: c.ca_file.or_else(ca_file_env),
         state_dir: c.state_dir,
+        allow_users,
     };
     let shutdown = Arc::new(Shutdown::default());
     let signals = signal_hook::iterator::Signals::new([

@@ -163,6 +163,8 @@ fn trace(config: &Config, alert: &Alert, ctx: &Value, now: i64) -> Value {
                             "retry_delay": crate::time::format_duration(s.retry_delay),
                             "when": s.when,
                             "env_files": s.env_files,
+                            "user": s.user,
+                            "group": s.group,
                             "on_failure": on_failure,
                         })
                     };
@@ -269,6 +271,12 @@ fn render_trace(t: &Value) -> String {
             ));
             for st in d["steps"].as_array().into_iter().flatten() {
                 let mut more = format!("timeout {}", str_of(&st["timeout"]));
+                if let Some(user) = st["user"].as_str() {
+                    more.push_str(&format!(", as user {user}"));
+                    if let Some(group) = st["group"].as_str() {
+                        more.push_str(&format!(" (group {group})"));
+                    }
+                }
                 if let Some(dir) = st["cwd"].as_str() {
                     more.push_str(&format!(", in {dir}"));
                 }

@@ -46,7 +46,7 @@ pub struct Ping {
     token_file: Option<PathBuf>,
 }
 
-/// List heartbeats, or: show NAME (with recent pings), mute NAME, unmute NAME.
+/// List heartbeats, or: show NAME (with recent pings), mute NAME [--for 2h], unmute NAME.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "heartbeats")]
 pub struct Heartbeats {
@@ -56,6 +56,12 @@ pub struct Heartbeats {
     /// why (with mute)
     #[argh(option, default = "String::new()")]
     reason: String,
+    /// with mute: how long, like 2h or 30m (default: until unmuted)
+    #[argh(option, long = "for")]
+    duration: Option<String>,
+    /// with mute: when it ends, RFC 3339 (default: until unmuted)
+    #[argh(option)]
+    until: Option<String>,
     /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
     server: Vec<String>,
@@ -70,16 +76,25 @@ pub struct Heartbeats {
     json: bool,
 }
 
-/// List probes with their last results, or: show NAME, put NAME --file F, delete NAME.
+/// List probes with their last results, or: show NAME, put NAME --file F, delete NAME, mute NAME [--for 2h], unmute NAME.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "probes")]
 pub struct Probes {
-    /// show NAME, put NAME --file F, delete NAME, or nothing to list
+    /// show NAME, put NAME --file F, delete NAME, mute NAME, unmute NAME, or nothing to list
     #[argh(positional)]
     args: Vec<String>,
     /// with put: the probe's [[probe]] fields, as TOML (without the header) or JSON (a .json file)
     #[argh(option)]
     file: Option<PathBuf>,
+    /// why (with mute)
+    #[argh(option, default = "String::new()")]
+    reason: String,
+    /// with mute: how long, like 2h or 30m (default: until unmuted)
+    #[argh(option, long = "for")]
+    duration: Option<String>,
+    /// with mute: when it ends, RFC 3339 (default: until unmuted)
+    #[argh(option)]
+    until: Option<String>,
     /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
     #[argh(option)]
     server: Vec<String>,
@@ -201,6 +216,44 @@ fn run_wrapped(command: &[String]) -> (i32, Vec<u8>) {
     (code, tail)
 }
 
+/// What `mute` and `unmute` send, the same for heartbeats and probes.
+struct Mute {
+    reason: String,
+    duration: Option<String>,
+    until: Option<String>,
+}
+
+impl Mute {
+    /// Posts `/api/v1/<what>s/NAME/<cmd>` and says what the server did.
+    fn send(
+        self,
+        client: &crate::client::Client,
+        what: &str,
+        cmd: &str,
+        name: &str,
+        json: bool,
+    ) -> Result<()> {
+        let mut body = json!({ "reason": self.reason });
+        if cmd == "mute" {
+            body["for"] = json!(self.duration);
+            body["until"] = json!(self.until);
+        } else if self.duration.is_some() || self.until.is_some() {
+            return Err(Error::Usage(format!(
+                "--for and --until go with mute\nTry: heal {what}s mute {name} --for 2h"
+            )));
+        }
+        let v = client.post(&format!("/api/v1/{what}s/{}/{cmd}", encode(name)), &body)?;
+        if json {
+            print_json(&v);
+        } else if let Some(until) = v["until"].as_i64() {
+            println!("{what} {name} muted until {}", format_rfc3339(until));
+        } else {
+            println!("{what} {name} {cmd}d");
+        }
+        Ok(())
+    }
+}
+
 fn when(v: &Value) -> String {
     v.as_i64().map(format_rfc3339).unwrap_or_else(|| "-".into())
 }
@@ -210,7 +263,7 @@ pub fn heartbeats(c: Heartbeats) -> Result<()> {
     let client = client(c.server, c.token, c.token_file)?;
     let usage = || {
         Error::Usage(
-            "heal heartbeats takes nothing, show NAME, mute NAME or unmute NAME\nTry: heal heartbeats show nightly-backup".into(),
+            "heal heartbeats takes nothing, show NAME, mute NAME or unmute NAME\nTry: heal heartbeats show nightly-backup, or heal heartbeats mute nightly-backup --for 2h --reason maintenance".into(),
         )
     };
     match c.args.as_slice() {
@@ -225,12 +278,12 @@ pub fn heartbeats(c: Heartbeats) -> Result<()> {
             return Ok(());
         }
         [cmd, name] if cmd == "mute" || cmd == "unmute" => {
-            client.post(
-                &format!("/api/v1/heartbeats/{}/{cmd}", encode(name)),
-                &json!({ "reason": c.reason }),
-            )?;
-            println!("heartbeat {name} {cmd}d");
-            return Ok(());
+            let mute = Mute {
+                reason: c.reason,
+                duration: c.duration,
+                until: c.until,
+            };
+            return mute.send(&client, "heartbeat", cmd, name, c.json);
         }
         _ => return Err(usage()),
     }
@@ -273,7 +326,11 @@ fn render_heartbeat(h: &Value) -> String {
     }
     s.push('\n');
     if h["paused"] == true {
-        s.push_str(&format!("  muted: {}\n", str_of(&h["paused_reason"])));
+        s.push_str(&format!("  muted: {}", str_of(&h["paused_reason"])));
+        if let Some(until) = h["muted_until"].as_i64() {
+            s.push_str(&format!(" (until {})", format_rfc3339(until)));
+        }
+        s.push('\n');
     }
     s.push_str(&format!(
         "  due: {}, down after: {}\n  recent pings:\n",
@@ -314,12 +371,11 @@ fn probe_file(path: &PathBuf) -> Result<Value> {
         return serde_json::from_str(&text)
             .map_err(|e| Error::Usage(format!("{name}: not JSON: {e}")));
     }
-    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+    crate::config::toml_fields(&text).map_err(|e| {
         Error::Usage(format!(
             "{name}: not TOML (the fields of one [[probe]], without the header): {e}"
         ))
-    })?;
-    serde_json::to_value(table).map_err(|e| Error::Usage(format!("{name}: {e}")))
+    })
 }
 
 /// `heal probes`.
@@ -362,6 +418,14 @@ pub fn probes(c: Probes) -> Result<()> {
             }
             return Ok(());
         }
+        [cmd, name] if cmd == "mute" || cmd == "unmute" => {
+            let mute = Mute {
+                reason: c.reason,
+                duration: c.duration,
+                until: c.until,
+            };
+            return mute.send(&client, "probe", cmd, name, c.json);
+        }
         [cmd, name] if cmd == "show" => {
             let v = client.get(&format!("/api/v1/probes/{}?limit=20", encode(name)))?;
             if c.json {
@@ -377,6 +441,14 @@ pub fn probes(c: Probes) -> Result<()> {
                 str_of(&p["source"]),
                 probe_state(p)
             );
+            if p["muted"] == true {
+                let until = p["muted_until"].as_i64().map(format_rfc3339);
+                println!(
+                    "  muted: {} (until {})",
+                    str_of(&p["muted_reason"]),
+                    until.as_deref().unwrap_or("unmuted")
+                );
+            }
             for r in p["recent_results"].as_array().into_iter().flatten() {
                 println!(
                     "  {}  {:<4}  {:>6} ms  {}",
@@ -394,7 +466,7 @@ pub fn probes(c: Probes) -> Result<()> {
         }
         _ => {
             return Err(usage(
-                "heal probes takes nothing, show NAME, put NAME --file FILE or delete NAME",
+                "heal probes takes nothing, show NAME, put NAME --file FILE, delete NAME, mute NAME or unmute NAME",
             ))
         }
     }

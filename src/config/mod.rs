@@ -31,14 +31,16 @@ pub use crate::redact::{redact, redact_url, redact_url_secrets};
 pub use expr::{doc, Expr};
 pub use names::{check_name, follows_name_rule, NAME_RULE};
 pub use notify::{check_channel, Channel, ChannelKind, Email, RateLimit, Route, SmtpTls, Stdin};
-pub use rules::{check_env_name, Action, Mode, Rule, Runbook, Source, Step, Target, Verify};
+pub use rules::{
+    check_account_name, check_env_name, Action, Mode, Rule, Runbook, Source, Step, Target, Verify,
+};
 pub use secrets::{expand_env, redacted};
 pub use server::{Cidr, Safety, Server, Watchdog};
 pub(crate) use token::parse_sha256;
 pub use token::{hash_matches, hex, parse_expiry, token_hash, Scope, Token};
 pub use watch::{
-    api_probe, heartbeat, heartbeat_from_def, priority_level, Heartbeat, Probe, RawHeartbeat,
-    Retention, Scheduled,
+    api_probe, fields_toml, heartbeat, heartbeat_from_def, priority_level, toml_fields, Heartbeat,
+    Probe, RawHeartbeat, Retention, Scheduled,
 };
 
 use validate::{RawFile, Validator};
@@ -357,6 +359,43 @@ steps = [ { name = "a", run = "true" }, { name = "b", run = ["/bin/echo", "x"], 
             &runbook("", ", cwd = \"tmp\""),
             "runbooks.toml:4: runbook \"x\" step \"s\": cwd",
         );
+    }
+
+    #[test]
+    fn step_user_and_group_are_checked_with_their_line() {
+        let runbook = |runbook: &str, step: &str| {
+            format!("[runbook.x]\n{runbook}\nsteps = [\n  {{ name = \"s\", run = \"true\"{step} }},\n  {{ name = \"t\", run = \"true\", user = \"deploy\" }},\n]\n")
+        };
+        let c = parse(
+            Path::new("runbooks.toml"),
+            &runbook("user = \"www-data\"\ngroup = \"adm\"", ""),
+        )
+        .unwrap();
+        let [s, t] = &c.runbooks["x"].steps[..] else {
+            panic!("two steps")
+        };
+        assert_eq!(
+            (s.user.as_deref(), s.group.as_deref()),
+            (Some("www-data"), Some("adm"))
+        );
+        assert_eq!(
+            (t.user.as_deref(), t.group.as_deref()),
+            (Some("deploy"), Some("adm"))
+        );
+        for (rb, st, says) in [
+            ("", ", user = \"0\"", "runbooks.toml:4: runbook \"x\" step \"s\": user: \"0\" is not a user or group name"),
+            ("", ", user = \"a b\"", "user: \"a b\" is not a user"),
+            ("", ", user = \"-x\"", "user: \"-x\" is not a user"),
+            ("", ", user = \"../root\"", "user: \"../root\" is not a user"),
+            ("", ", user = \"a\", group = \"g:h\"", "group: \"g:h\" is not a user"),
+            ("group = \"adm\"", "", "runbooks.toml:4: runbook \"x\" step \"s\": group: \"adm\" without a user"),
+            ("", &format!(", user = \"{}\"", "a".repeat(33)), "is not a user"),
+        ] {
+            check_err(&runbook(rb, st), says);
+        }
+        for ok in ["_apt", "a.b-c_d", "machine$", "Deploy2"] {
+            assert!(super::check_account_name(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -129,6 +129,11 @@ pub struct Step {
     /// Files of `NAME=value` secrets the agent reads when the step starts
     /// (the runbook's, then the step's); their values never leave the agent.
     pub env_files: Vec<String>,
+    /// The user the agent starts the step as (the step's, else the
+    /// runbook's; else the agent's own); the agent must allow it.
+    pub user: Option<String>,
+    /// Its group, one of the user's (default: the user's primary group).
+    pub group: Option<String>,
 }
 
 /// How an event is checked after its steps.
@@ -248,6 +253,8 @@ pub(super) struct RawStep {
     when: Option<Spanned<String>>,
     #[serde(default)]
     env_files: Vec<String>,
+    user: Option<String>,
+    group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +282,8 @@ pub(super) struct RawRunbook {
     env_files: Vec<String>,
     #[serde(default)]
     on_failure: Vec<Spanned<RawStep>>,
+    user: Option<String>,
+    group: Option<String>,
 }
 
 impl Validator<'_> {
@@ -345,6 +354,21 @@ impl Validator<'_> {
                     format!("cwd: {dir:?} is not an absolute path (steps run wherever the agent was started)"),
                 );
             }
+            let user = rs.user.clone().or_else(|| raw.user.clone());
+            let group = rs.group.clone().or_else(|| raw.group.clone());
+            for (field, name) in [("user", &user), ("group", &group)] {
+                if let Some(name) = name {
+                    check_account_name(name)
+                        .or_else(|e| self.err(s.span(), &step_item, format!("{field}: {e}")))?;
+                }
+            }
+            if let (None, Some(group)) = (&user, &group) {
+                return self.err(
+                    s.span(),
+                    &step_item,
+                    format!("group: {group:?} without a user (give user = \"NAME\" too)"),
+                );
+            }
             steps.push(Step {
                 name: rs.name.clone(),
                 run: self.run(&rs.run, &step_item, "run")?,
@@ -363,6 +387,8 @@ impl Validator<'_> {
                     .opt_expr(&rs.when, &step_item, "when")?
                     .map(|e| e.source),
                 env_files,
+                user,
+                group,
             });
         }
         Ok(steps)
@@ -587,6 +613,28 @@ pub fn check_env_name(name: &str) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A user or group name a step may run as: a letter or '_', then letters,
+/// digits, '.', '_' or '-' (and a final '$'), at most 32 characters, as
+/// useradd accepts them; a number is not a name.
+pub fn check_account_name(name: &str) -> std::result::Result<(), String> {
+    let body = name.strip_suffix('$').unwrap_or(name);
+    let ok = name.len() <= 32
+        && body
+            .chars()
+            .next()
+            .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        return Ok(());
+    }
+    Err(format!(
+        "{:?} is not a user or group name (a letter or '_', then letters, digits, '.', '_' or '-', at most 32 characters)",
+        crate::exec::truncate(name, 64)
+    ))
 }
 
 /// A command as written: a shell string or an argv list; None when empty.

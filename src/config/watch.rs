@@ -201,6 +201,22 @@ pub fn heartbeat_from_def(def: &str) -> std::result::Result<Heartbeat, String> {
     heartbeat(&raw)
 }
 
+/// The fields of one `[[heartbeat]]` or `[[probe]]` written as TOML without
+/// its header, as the JSON the API takes (`heal probes put --file`, the
+/// dashboard's forms).
+pub fn toml_fields(text: &str) -> std::result::Result<serde_json::Value, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    serde_json::to_value(table).map_err(|e| e.to_string())
+}
+
+/// A definition's JSON fields written back as TOML, `name` left out (the
+/// dashboard's edit form); `None` if it is not an object TOML can hold.
+pub fn fields_toml(def: &serde_json::Value) -> Option<String> {
+    let mut fields = def.as_object()?.clone();
+    fields.remove("name");
+    toml::to_string(&fields).ok()
+}
+
 /// A probe registered with `PUT /api/v1/probes/NAME`, from its JSON (the
 /// fields of a `[[probe]]`), validated as the file's probes are. An API token
 /// may not do what only the file may: run a command on the server, or read
@@ -822,6 +838,19 @@ mod tests {
             ping_key_sha256: sha.map(str::to_string),
             ..RawHeartbeat::default()
         }
+    }
+
+    #[test]
+    fn fields_go_to_toml_and_back_unchanged() {
+        let def = serde_json::json!({
+            "name": "nightly", "every": "1h", "labels": { "env": "prod" },
+            "tags": ["db"], "ping_key_sha256": "ab",
+        });
+        let text = fields_toml(&def).unwrap();
+        assert!(!text.contains("nightly"), "{text}");
+        let mut back = toml_fields(&text).unwrap();
+        back["name"] = def["name"].clone();
+        assert_eq!(back, def);
     }
 
     #[test]

@@ -553,6 +553,8 @@ pub fn op_spec(
             "retry_delay_ms": s.retry_delay.as_millis() as u64,
             "when": s.when,
             "env_files": s.env_files,
+            "user": s.user,
+            "group": s.group,
         })
     };
     let steps: Vec<Value> = runbook.steps.iter().map(step_json).collect();

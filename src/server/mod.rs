@@ -515,6 +515,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
                 drain_grace: Duration::from_secs(30),
                 ca_file: None,
                 state_dir: None,
+                allow_users: Vec::new(),
             };
             let shutdown = shutdown.clone();
             s.spawn(move || {

@@ -30,6 +30,8 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "heartbeat.unmuted",
     "probe.registered",
     "probe.deleted",
+    "probe.muted",
+    "probe.unmuted",
     "channel.tested",
     "agent.forgotten",
 ];

@@ -383,7 +383,19 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE op_step ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
     "#,
-    // 13: a down probe's severity, the `severity` label of its ProbeFailing:
+    // 13: mutes that end by themselves. A heartbeat's mute may carry its
+    // end; a muted probe still runs and records its results but raises no
+    // `ProbeFailing`. The scheduler unmutes both when the time comes.
+    r#"
+    ALTER TABLE heartbeat ADD COLUMN muted_until INTEGER;  -- NULL: muted until unmuted
+    CREATE TABLE probe_mute (
+        name   TEXT PRIMARY KEY,      -- the probe's name (the file's or the API's)
+        reason TEXT NOT NULL,         -- why, and who muted it
+        until  INTEGER,               -- when it ends by itself; NULL: when unmuted
+        at     INTEGER NOT NULL       -- when it was muted
+    );
+    "#,
+    // 14: a down probe's severity, the `severity` label of its ProbeFailing:
     // 'warning' (only its `warn` threshold crossed) or 'critical'; NULL while
     // it is not down. A result that crossed only the `warn` threshold (ok is
     // 0 then) has warning = 1.

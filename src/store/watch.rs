@@ -25,6 +25,8 @@ pub struct HeartbeatRow {
     pub paused: bool,
     /// Why it was muted.
     pub paused_reason: Option<String>,
+    /// When the mute ends by itself; `None`: when unmuted.
+    pub muted_until: Option<i64>,
     /// Last unmute.
     pub resumed_at: Option<i64>,
     /// Last start ping.
@@ -60,7 +62,7 @@ impl HeartbeatRow {
     }
 }
 
-const HEARTBEAT_COLUMNS: &str = "name, origin, def, registered_at, paused, paused_reason, resumed_at, last_start, last_end_at, last_end_ok, last_end_code, pings, state, state_since";
+const HEARTBEAT_COLUMNS: &str = "name, origin, def, registered_at, paused, paused_reason, resumed_at, last_start, last_end_at, last_end_ok, last_end_code, pings, state, state_since, muted_until";
 
 fn heartbeat_row(r: &rusqlite::Row) -> rusqlite::Result<HeartbeatRow> {
     Ok(HeartbeatRow {
@@ -78,6 +80,7 @@ fn heartbeat_row(r: &rusqlite::Row) -> rusqlite::Result<HeartbeatRow> {
         pings: r.get(11)?,
         state: r.get(12)?,
         state_since: r.get(13)?,
+        muted_until: r.get(14)?,
     })
 }
 
@@ -246,31 +249,175 @@ pub fn delete_heartbeat(conn: &Connection, name: &str) -> Result<()> {
     }
 }
 
-/// Mutes (no alerts) or unmutes a heartbeat; unmuting restarts its clock
-/// (unmuting one that is not muted changes nothing).
-pub fn mute_heartbeat(
-    conn: &Connection,
-    name: &str,
-    mute: bool,
-    reason: &str,
-    now: i64,
-) -> Result<()> {
+/// A mute to apply: why, and when it ends by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mute {
+    /// Why, and who muted it.
+    pub reason: String,
+    /// When it ends by itself (ms); `None`: when unmuted.
+    pub until: Option<i64>,
+}
+
+/// Mutes (no alerts; `Some`, which replaces an earlier mute) or unmutes
+/// (`None`) a heartbeat; unmuting restarts its clock (unmuting one that is
+/// not muted changes nothing).
+pub fn mute_heartbeat(conn: &Connection, name: &str, mute: Option<&Mute>, now: i64) -> Result<()> {
     if heartbeat(conn, name)?.is_none() {
         return Err(no_heartbeat(name));
     }
-    if mute {
-        conn.execute(
-            "UPDATE heartbeat SET paused = 1, paused_reason = ?2 WHERE name = ?1",
-            params![name, reason],
-        )
-    } else {
-        conn.execute(
-            "UPDATE heartbeat SET paused = 0, paused_reason = NULL, resumed_at = ?2 WHERE name = ?1 AND paused = 1",
+    match mute {
+        Some(m) => conn.execute(
+            "UPDATE heartbeat SET paused = 1, paused_reason = ?2, muted_until = ?3 WHERE name = ?1",
+            params![name, m.reason, m.until],
+        ),
+        None => conn.execute(
+            "UPDATE heartbeat SET paused = 0, paused_reason = NULL, muted_until = NULL, resumed_at = ?2 WHERE name = ?1 AND paused = 1",
             params![name, now],
-        )
+        ),
     }
     .context("muting a heartbeat")?;
     Ok(())
+}
+
+/// A probe's mute.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeMuteRow {
+    /// Why, and who muted it.
+    pub reason: String,
+    /// When it ends by itself (ms); `None`: when unmuted.
+    pub until: Option<i64>,
+    /// When it was muted (ms).
+    pub at: i64,
+}
+
+/// Mutes (`Some`, which replaces an earlier mute) or unmutes (`None`) a
+/// probe by name; the caller checks that it exists.
+pub fn mute_probe(conn: &Connection, name: &str, mute: Option<&Mute>, now: i64) -> Result<()> {
+    match mute {
+        Some(m) => conn.execute(
+            "INSERT INTO probe_mute (name, reason, until, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(name) DO UPDATE SET reason = excluded.reason, until = excluded.until, at = excluded.at",
+            params![name, m.reason, m.until, now],
+        ),
+        None => conn.execute("DELETE FROM probe_mute WHERE name = ?1", [name]),
+    }
+    .context("muting a probe")?;
+    Ok(())
+}
+
+fn probe_mute_row(r: &rusqlite::Row) -> rusqlite::Result<ProbeMuteRow> {
+    Ok(ProbeMuteRow {
+        reason: r.get(0)?,
+        until: r.get(1)?,
+        at: r.get(2)?,
+    })
+}
+
+/// Forgets the mutes of probes that are no longer defined: neither in the
+/// file (`file_probes`) nor registered through the API. Returns a log line
+/// for each, so a probe that comes back later is not muted unseen.
+pub fn forget_probe_mutes(conn: &Connection, file_probes: &[&str]) -> Result<Vec<String>> {
+    let names: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT name FROM probe_mute WHERE name NOT IN (SELECT name FROM api_probe)")
+            .context("finding the mutes of removed probes")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .context("finding the mutes of removed probes")?;
+        rows.collect::<rusqlite::Result<_>>()
+            .context("finding the mutes of removed probes")?
+    };
+    let mut lines = Vec::new();
+    for name in names.iter().filter(|n| !file_probes.contains(&n.as_str())) {
+        conn.execute("DELETE FROM probe_mute WHERE name = ?1", [name])
+            .context("forgetting a removed probe's mute")?;
+        lines.push(format!(
+            "probe {name:?} is no longer defined: its mute is forgotten"
+        ));
+    }
+    Ok(lines)
+}
+
+/// A probe's mute, if it is muted.
+pub fn probe_mute(conn: &Connection, name: &str) -> Result<Option<ProbeMuteRow>> {
+    conn.prepare_cached("SELECT reason, until, at FROM probe_mute WHERE name = ?1")
+        .context("reading a probe's mute")?
+        .query_row([name], probe_mute_row)
+        .optional()
+        .context("reading a probe's mute")
+}
+
+/// Every probe's mute, by probe name.
+pub fn probe_mutes(conn: &Connection) -> Result<std::collections::HashMap<String, ProbeMuteRow>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT reason, until, at, name FROM probe_mute")
+        .context("listing probe mutes")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(3)?, probe_mute_row(r)?)))
+        .context("listing probe mutes")?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context("listing probe mutes")
+}
+
+/// What a mute is on: a heartbeat or a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Muted {
+    /// A heartbeat.
+    Heartbeat,
+    /// A probe.
+    Probe,
+}
+
+impl Muted {
+    /// "heartbeat" or "probe".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Muted::Heartbeat => "heartbeat",
+            Muted::Probe => "probe",
+        }
+    }
+}
+
+/// The mutes whose end has come by `now`: what, its name, when it was to end.
+pub fn ended_mutes(conn: &Connection, now: i64) -> Result<Vec<(Muted, String, i64)>> {
+    let mut out = Vec::new();
+    for (what, sql) in [
+        (
+            Muted::Heartbeat,
+            "SELECT name, muted_until FROM heartbeat WHERE paused = 1 AND muted_until <= ?1",
+        ),
+        (
+            Muted::Probe,
+            "SELECT name, until FROM probe_mute WHERE until <= ?1",
+        ),
+    ] {
+        let mut stmt = conn.prepare_cached(sql).context("finding ended mutes")?;
+        let rows = stmt
+            .query_map([now], |r| Ok((what, r.get(0)?, r.get(1)?)))
+            .context("finding ended mutes")?;
+        for row in rows {
+            out.push(row.context("finding ended mutes")?);
+        }
+    }
+    Ok(out)
+}
+
+/// Ends a mute whose time has come, unless it was unmuted or muted again
+/// meanwhile; true when it ended here.
+pub fn end_mute(conn: &Connection, what: Muted, name: &str, now: i64) -> Result<bool> {
+    let n = match what {
+        Muted::Heartbeat => conn.execute(
+            "UPDATE heartbeat SET paused = 0, paused_reason = NULL, muted_until = NULL, resumed_at = ?2
+             WHERE name = ?1 AND paused = 1 AND muted_until <= ?2",
+            params![name, now],
+        ),
+        Muted::Probe => conn.execute(
+            "DELETE FROM probe_mute WHERE name = ?1 AND until <= ?2",
+            params![name, now],
+        ),
+    }
+    .context("ending a mute")?;
+    Ok(n > 0)
 }
 
 /// The checker's view of a heartbeat's state.
@@ -544,6 +691,8 @@ pub fn delete_api_probe(conn: &Connection, name: &str) -> Result<bool> {
         .execute("DELETE FROM api_probe WHERE name = ?1", [name])
         .context("deleting an API probe")?;
     if n > 0 {
+        conn.execute("DELETE FROM probe_mute WHERE name = ?1", [name])
+            .context("deleting a probe's mute")?;
         conn.execute("DELETE FROM probe_result WHERE probe = ?1", [name])
             .context("deleting a probe's results")?;
         conn.execute("DELETE FROM probe WHERE name = ?1", [name])
@@ -917,6 +1066,50 @@ mod tests {
         let lines = drop_api_probes_in_file(&conn, &["b", "c"]).unwrap();
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(api_probes(&conn).unwrap().is_empty());
+    }
+
+    #[test]
+    fn mutes_end_at_their_time_unless_changed_meanwhile() {
+        let conn = db();
+        sync_heartbeats(&conn, &[("a".into(), "{}".into())], 0).unwrap();
+        let mute = |until| Mute {
+            reason: "deploy".into(),
+            until,
+        };
+        mute_heartbeat(&conn, "a", Some(&mute(Some(100))), 10).unwrap();
+        mute_probe(&conn, "p", Some(&mute(Some(200))), 10).unwrap();
+        mute_probe(&conn, "q", Some(&mute(None)), 10).unwrap();
+        assert!(ended_mutes(&conn, 99).unwrap().is_empty());
+        assert_eq!(
+            ended_mutes(&conn, 200).unwrap(),
+            [
+                (Muted::Heartbeat, "a".to_string(), 100),
+                (Muted::Probe, "p".to_string(), 200)
+            ]
+        );
+        // Muted again, for longer, before the sweep got to it: it stays.
+        mute_heartbeat(&conn, "a", Some(&mute(Some(300))), 150).unwrap();
+        assert!(!end_mute(&conn, Muted::Heartbeat, "a", 200).unwrap());
+        assert!(end_mute(&conn, Muted::Probe, "p", 200).unwrap());
+        assert!(end_mute(&conn, Muted::Heartbeat, "a", 300).unwrap());
+        let row = heartbeat(&conn, "a").unwrap().unwrap();
+        assert_eq!(
+            (row.paused, row.muted_until, row.resumed_at),
+            (false, None, Some(300))
+        );
+        assert!(probe_mute(&conn, "p").unwrap().is_none());
+        assert_eq!(probe_mute(&conn, "q").unwrap().unwrap().until, None);
+        assert!(
+            ended_mutes(&conn, i64::MAX).unwrap().is_empty(),
+            "q has no end"
+        );
+        // q leaves the file: its mute goes; an API probe's stays.
+        put_api_probe(&conn, "r", "{}", 10).unwrap();
+        mute_probe(&conn, "r", Some(&mute(None)), 10).unwrap();
+        assert!(forget_probe_mutes(&conn, &["q"]).unwrap().is_empty());
+        assert_eq!(forget_probe_mutes(&conn, &[]).unwrap().len(), 1);
+        assert!(probe_mute(&conn, "q").unwrap().is_none());
+        assert!(probe_mute(&conn, "r").unwrap().is_some());
     }
 
     #[test]

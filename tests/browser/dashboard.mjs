@@ -82,10 +82,11 @@ async function headingState(page) {
   });
 }
 
-async function shoot(page, name) {
+// A long page (the API reference) is shot as the window shows it.
+async function shoot(page, name, fullPage = true) {
   for (const [size, viewport] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     await page.setViewportSize(viewport);
-    await page.screenshot({ path: `${shots}/${name}-${size}.png`, fullPage: true });
+    await page.screenshot({ path: `${shots}/${name}-${size}.png`, fullPage });
   }
   await page.setViewportSize(DESKTOP);
 }
@@ -290,6 +291,38 @@ async function scenario(page) {
     check(audit.includes(action), `the audit log holds ${action}`);
   }
   ok('every action is in the audit log');
+
+  // A heartbeat registered, muted for a while and deleted from the pages.
+  await page.goto(`${base}/heartbeats`);
+  const hbForm = page.locator('form[action="/heartbeats"]');
+  await hbForm.locator('input[name=name]').fill('browser-beat');
+  await hbForm.locator('textarea[name=definition]').fill('every = "1h"\ngrace = "10m"');
+  await Promise.all([page.waitForURL((u) => u.pathname === '/heartbeats/browser-beat'), hbForm.locator('button').click()]);
+  check((await page.locator('.notice').textContent()).includes('Saved'), 'saving says so');
+  const muteForm = page.locator('form[action="/heartbeats/browser-beat/mute"]');
+  await muteForm.locator('select[name=for]').selectOption('2h');
+  await muteForm.locator('input[name=reason]').fill('moving the database');
+  await Promise.all([page.waitForURL((u) => u.searchParams.get('done') === 'muted'), muteForm.locator('button').click()]);
+  const facts = await page.locator('dl.facts').textContent();
+  check(facts.includes('moving the database') && /in (1h59m|2h)/.test(facts), `the page shows the mute and the time left: ${facts}`);
+  await shoot(page, 'heartbeat-muted');
+  const hb = await api('GET', '/api/v1/heartbeats/browser-beat');
+  check(hb.heartbeat.paused && hb.heartbeat.muted_until > Date.now(), JSON.stringify(hb));
+  await page.check('form[action="/heartbeats/browser-beat/delete"] input[name=confirm]');
+  await Promise.all([page.waitForURL((u) => u.searchParams.get('done') === 'deleted'), page.click('form[action="/heartbeats/browser-beat/delete"] button')]);
+  ok('registered, muted for 2h and deleted a heartbeat from the pages');
+
+  // The API reference, from the navigation: every operation of the description.
+  const description = await api('GET', '/api/v1/openapi.json');
+  const operations = Object.entries(description.paths).flatMap(([path, item]) => Object.keys(item).map((m) => `${m.toUpperCase()} ${path}`));
+  await Promise.all([page.waitForURL((u) => u.pathname === '/docs'), page.click('nav a[href="/docs"]')]);
+  const shown = await page.locator('section.op > h2 > code').allTextContents();
+  check(JSON.stringify(shown) === JSON.stringify(operations), `the reference shows each operation once, in order: ${shown.length} of ${operations.length}`);
+  await page.click('nav.toc a[href="#op-postApiV1HeartbeatsNameMute"]');
+  check(await page.locator('#op-postApiV1HeartbeatsNameMute').isVisible(), 'the contents link to each operation');
+  check((await page.locator('#op-postApiV1HeartbeatsNameMute').textContent()).includes('"for": "30m"'), 'the mute operation shows an example body');
+  await shoot(page, 'docs', false);
+  ok(`the API reference shows all ${operations.length} operations with examples`);
 
   // A read-only token sees no action, and cannot post one.
   const waiting = await fire('NeedsApproval', { instance: 'web-1', try: 'second' });

@@ -301,6 +301,64 @@ on_failure = [ { name = "diagnose", run = "journalctl -u shop -n 50" } ]
 "#,
     )
     .unwrap();
+    let out = run_rule_shows(
+        &config,
+        &[
+            "step \"restart\": sh -c \"systemctl restart shop\" (timeout 5m, in /srv/shop, env SERVICE TOKEN (values read on the agent), 2 retries 5s apart)",
+            "step \"check\": sh -c \"curl -fsS localhost:8080/health\" (timeout 5m, in /tmp, env SERVICE (values read on the agent), secrets from /etc/heal/shop.env (read on the agent), only when `steps.restart.status == 'succeeded'` (read on the agent when its turn comes))",
+            "on failure \"diagnose\": sh -c \"journalctl -u shop -n 50\" (timeout 5m, in /srv/shop, env SERVICE (values read on the agent))",
+        ],
+    );
+    assert!(!out.contains("${SHOP_TOKEN}"), "values stay out: {out}");
+}
+
+#[test]
+fn run_rule_shows_each_steps_user_and_check_config_names_a_bad_one() {
+    let dir = test_dir("run-rule-user");
+    let config = dir.join("runbooks.toml");
+    let write = |check_user: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"[[rule]]
+name = "fix"
+when = "labels.alertname == 'Down'"
+runbook = "restart"
+target = "labels.instance"
+
+[runbook.restart]
+user = "deploy"
+steps = [
+  {{ name = "restart", run = "systemctl restart shop" }},
+  {{ name = "check", run = "curl -fsS localhost:8080/health", user = "{check_user}", group = "adm" }},
+]
+on_failure = [ {{ name = "diagnose", run = "journalctl -u shop -n 50" }} ]
+"#
+            ),
+        )
+        .unwrap();
+    };
+    write("www-data");
+    run_rule_shows(
+        &config,
+        &[
+            "step \"restart\": sh -c \"systemctl restart shop\" (timeout 5m, as user deploy)",
+            "step \"check\": sh -c \"curl -fsS localhost:8080/health\" (timeout 5m, as user www-data (group adm))",
+            "on failure \"diagnose\": sh -c \"journalctl -u shop -n 50\" (timeout 5m, as user deploy)",
+        ],
+    );
+    write("www data");
+    let (code, _, err) = crate::support::check_config(&config);
+    assert_eq!(code, 2, "{err}");
+    let expected = format!(
+        "{}:11: runbook \"restart\" step \"check\": user: \"www data\" is not a user or group name",
+        config.display()
+    );
+    assert!(err.contains(&expected), "{expected}\nnot in:\n{err}");
+}
+
+/// `heal run-rule` of a `Down` alert on `config`: its output, which holds each of `lines`.
+fn run_rule_shows(config: &std::path::Path, lines: &[&str]) -> String {
     let alert = r#"{"name": "Down", "labels": {"instance": "web-1"}}"#;
     let (code, out, err) = heal_cli(
         &["run-rule", "--config", config.to_str().unwrap(), "-"],
@@ -308,12 +366,8 @@ on_failure = [ { name = "diagnose", run = "journalctl -u shop -n 50" } ]
         Some(alert),
     );
     assert_eq!(code, 0, "{err}");
-    for line in [
-        "step \"restart\": sh -c \"systemctl restart shop\" (timeout 5m, in /srv/shop, env SERVICE TOKEN (values read on the agent), 2 retries 5s apart)",
-        "step \"check\": sh -c \"curl -fsS localhost:8080/health\" (timeout 5m, in /tmp, env SERVICE (values read on the agent), secrets from /etc/heal/shop.env (read on the agent), only when `steps.restart.status == 'succeeded'` (read on the agent when its turn comes))",
-        "on failure \"diagnose\": sh -c \"journalctl -u shop -n 50\" (timeout 5m, in /srv/shop, env SERVICE (values read on the agent))",
-    ] {
+    for line in lines {
         assert!(out.contains(line), "{line}\nnot in:\n{out}");
     }
-    assert!(!out.contains("${SHOP_TOKEN}"), "values stay out: {out}");
+    out
 }

@@ -476,6 +476,265 @@ fn forms_from_elsewhere_or_without_their_token_are_refused() {
     );
 }
 
+/// A heal of `config("")` (API calls with the admin token) and a browser
+/// logged in with the token of `scope`.
+fn logged_in(test: &str, scope: &str) -> (Server, Browser) {
+    let dir = test_dir(test);
+    let mut server = Server::start(&dir, &config(""));
+    server.token = Some(secret("admin").into());
+    let mut b = Browser::new(&server.url);
+    assert_eq!(b.login(secret(scope)).status, 303);
+    (server, b)
+}
+
+#[test]
+fn admins_manage_heartbeats_and_probes_from_the_pages_as_through_the_api() {
+    let (server, mut b) = logged_in("dashboard-manage", "admin");
+    // Register, then edit, a heartbeat.
+    let a = b.post(
+        "/heartbeats",
+        &[
+            ("name", "nightly"),
+            ("definition", "every = \"1h\"\ntags = [\"db\"]"),
+        ],
+    );
+    assert_eq!(a.status, 303, "{}", a.describe());
+    assert_eq!(a.header("Location"), Some("/heartbeats/nightly?done=saved"));
+    let hb = server.get_ok("/api/v1/heartbeats/nightly")["heartbeat"].clone();
+    assert_eq!(
+        (hb["origin"].as_str(), hb["schedule"].as_str()),
+        (Some("api"), Some("every 1h")),
+        "{hb}"
+    );
+    let page = b.get("/heartbeats/nightly?done=saved").body;
+    assert!(page.contains("Saved."), "{page}");
+    assert!(
+        page.contains("every = &quot;1h&quot;"),
+        "the edit form holds its fields: {page}"
+    );
+    let a = b.post(
+        "/heartbeats",
+        &[("name", "nightly"), ("definition", "every = \"2h\"")],
+    );
+    assert_eq!(a.status, 303, "{}", a.describe());
+    assert_eq!(
+        server.get_ok("/api/v1/heartbeats/nightly")["heartbeat"]["schedule"],
+        "every 2h"
+    );
+    // Mute for a while, unmute.
+    let a = b.post(
+        "/heartbeats/nightly/mute",
+        &[("for", "2h"), ("reason", "db move")],
+    );
+    assert_eq!(a.status, 303, "{}", a.describe());
+    let hb = server.get_ok("/api/v1/heartbeats/nightly")["heartbeat"].clone();
+    assert!(hb["muted_until"].as_i64().is_some(), "{hb}");
+    assert!(hb["paused_reason"]
+        .as_str()
+        .unwrap()
+        .contains("db move (muted by admin-token)"));
+    let page = b.get("/heartbeats/nightly").body;
+    assert!(
+        page.contains("Mute ends") && page.contains("in 1h59m"),
+        "{page}"
+    );
+    assert!(
+        page.contains("action=\"/heartbeats/nightly/unmute\""),
+        "{page}"
+    );
+    assert_eq!(b.post("/heartbeats/nightly/unmute", &[]).status, 303);
+    assert_eq!(
+        server.get_ok("/api/v1/heartbeats/nightly")["heartbeat"]["paused"],
+        false
+    );
+    // A probe: registered, muted until unmuted, deleted.
+    let probe = "every = \"1m\"\ntcp = { addr = \"127.0.0.1:1\" }";
+    let a = b.post("/probes", &[("name", "db-port"), ("definition", probe)]);
+    assert_eq!(a.status, 303, "{}", a.describe());
+    assert_eq!(
+        server.get_ok("/api/v1/probes/db-port")["probe"]["source"],
+        "api"
+    );
+    assert_eq!(
+        b.post("/probes/db-port/mute", &[("for", ""), ("reason", "")])
+            .status,
+        303
+    );
+    let p = server.get_ok("/api/v1/probes/db-port")["probe"].clone();
+    assert_eq!(
+        (p["muted"].clone(), p["muted_until"].clone()),
+        (json!(true), json!(null))
+    );
+    assert!(b.get("/probes").body.contains("until unmuted"));
+    let a = b.post("/probes/db-port/delete", &[]);
+    assert_eq!(a.status, 422, "not without ticking sure: {}", a.describe());
+    let a = b.post("/probes/db-port/delete", &[("confirm", "yes")]);
+    assert_eq!(
+        a.header("Location"),
+        Some("/probes?done=deleted"),
+        "{}",
+        a.describe()
+    );
+    assert_eq!(server.get("/api/v1/probes/db-port").0, 404);
+    // The file's may be muted, not deleted or edited from here.
+    assert_eq!(b.post("/probes/self/mute", &[("for", "30m")]).status, 303);
+    let page = b.get("/probes/self").body;
+    assert!(!page.contains("/probes/self/delete"), "{page}");
+    let a = b.post("/probes/self/delete", &[("confirm", "yes")]);
+    assert_eq!(a.status, 409, "{}", a.describe());
+    assert!(a.body.contains("defined in the config file"), "{}", a.body);
+    let a = b.post(
+        "/heartbeats",
+        &[("name", "backup"), ("definition", "every = \"2h\"")],
+    );
+    assert_eq!(a.status, 409, "{}", a.describe());
+    // Each is audited as the API's, by who did it.
+    for action in [
+        "heartbeat.registered",
+        "heartbeat.muted",
+        "heartbeat.unmuted",
+        "probe.registered",
+        "probe.muted",
+        "probe.deleted",
+    ] {
+        let entries = crate::support::audit_entries(&server, action);
+        assert!(
+            entries.iter().any(|e| e["actor"] == "admin-token"),
+            "{action}: {entries:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_heartbeat_and_probe_forms_are_refused_and_change_nothing() {
+    let (server, b) = logged_in("dashboard-manage-bad", "admin");
+    let hostile = "<script>alert(1)</script>";
+    /// A form's path and fields, the status it gets and words of its answer.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "/heartbeats",
+            vec![("name", hostile), ("definition", "every = \"1h\"")],
+            400,
+            "name",
+        ),
+        (
+            "/heartbeats",
+            vec![("name", "x"), ("definition", "every = ")],
+            422,
+            "not TOML",
+        ),
+        (
+            "/heartbeats",
+            vec![("name", "x"), ("definition", "every = \"1h\"\nevil = 1")],
+            422,
+            "evil",
+        ),
+        (
+            "/heartbeats",
+            vec![("name", "x"), ("definition", "every = \"soon\"")],
+            422,
+            "every: bad duration",
+        ),
+        (
+            "/probes",
+            vec![
+                ("name", "x"),
+                ("definition", "every = \"1m\"\ncommand = { run = \"id\" }"),
+            ],
+            422,
+            "command",
+        ),
+        (
+            "/probes",
+            vec![("name", "x"), ("definition", "")],
+            422,
+            "probe &quot;x&quot;",
+        ),
+        (
+            "/heartbeats/backup/mute",
+            vec![("for", "forever")],
+            400,
+            "for: ",
+        ),
+        ("/probes/self/mute", vec![("for", "-1h")], 400, "for: "),
+        (
+            "/heartbeats/nope/mute",
+            vec![("for", "1h")],
+            404,
+            "no heartbeat",
+        ),
+        (
+            "/probes/nope/delete",
+            vec![("confirm", "yes")],
+            404,
+            "no probe",
+        ),
+        (
+            "/heartbeats/backup/delete",
+            vec![("confirm", "yes")],
+            409,
+            "config file",
+        ),
+    ];
+    for (path, fields, status, words) in cases {
+        let a = b.post(path, &fields);
+        assert_eq!(a.status, status, "{path} {fields:?}: {}", a.describe());
+        assert!(a.body.contains(words), "{path} {fields:?}: {}", a.body);
+        assert!(!a.body.contains(hostile), "{path}: the name is escaped");
+    }
+    // Without the form's token, from another site, too large, or read-only.
+    let form = "name=x&definition=every+%3D+%221h%22";
+    let a = b.post_raw("/heartbeats", form, &[("Origin", &server.url)]);
+    assert_eq!(a.status, 403, "{}", a.describe());
+    let with_csrf = format!("{form}&csrf={}", b.csrf.clone().unwrap());
+    let a = b.post_raw(
+        "/heartbeats",
+        &with_csrf,
+        &[("Origin", "https://evil.example")],
+    );
+    assert_eq!(a.status, 403, "{}", a.describe());
+    let huge = format!("{with_csrf}&pad={}", "x".repeat(2 << 20));
+    let a = b.post_raw("/probes", &huge, &[("Origin", &server.url)]);
+    assert_eq!(a.status, 413, "{}", a.describe());
+    let mut reader = Browser::new(&server.url);
+    reader.login(secret("read"));
+    let page = reader.get("/heartbeats/backup").body;
+    assert!(
+        !page.contains("/heartbeats/backup/mute"),
+        "no form for a reader"
+    );
+    assert!(!reader
+        .get("/heartbeats")
+        .body
+        .contains("action=\"/heartbeats\""));
+    for path in [
+        "/heartbeats",
+        "/heartbeats/backup/mute",
+        "/probes/self/delete",
+    ] {
+        let a = reader.post(path, &[("name", "x"), ("definition", "every = \"1h\"")]);
+        assert_eq!(a.status, 403, "{path}: {}", a.describe());
+    }
+    let hbs = server.get_ok("/api/v1/heartbeats")["heartbeats"].clone();
+    assert_eq!(hbs.as_array().unwrap().len(), 1, "only the file's: {hbs}");
+    assert_eq!(
+        server.get_ok("/api/v1/heartbeats/backup")["heartbeat"]["paused"],
+        false
+    );
+    assert_eq!(
+        server.get_ok("/api/v1/probes/self")["probe"]["muted"],
+        false
+    );
+    assert_eq!(
+        server.get_ok("/api/v1/probes")["probes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 #[test]
 fn a_login_lasts_across_a_restart_and_ends_at_logout_or_when_its_token_goes() {
     let dir = test_dir("dashboard-session");
@@ -701,6 +960,7 @@ fn pages_show_alert_data_as_text_under_a_strict_policy() {
         "/pauses".into(),
         "/runbooks".into(),
         "/audit".into(),
+        "/docs?x=<script>alert(1)</script>".into(),
     ];
     for path in &pages {
         let a = b.get(path);
@@ -766,6 +1026,79 @@ fn pages_show_alert_data_as_text_under_a_strict_policy() {
             "{path}"
         );
     }
+}
+
+#[test]
+fn the_api_reference_shows_every_operation_of_the_description() {
+    let dir = test_dir("dashboard-docs");
+    let mut server = Server::start(&dir, &config(""));
+    server.token = Some(secret("read").into());
+    let doc = server.get_ok("/api/v1/openapi.json");
+    let mut b = Browser::new(&server.url);
+    let a = b.get("/docs");
+    assert!(refused(&a), "no session, no reference: {}", a.describe());
+    b.login(secret("read"));
+    assert!(b.get("/").body.contains("<a href=\"/docs\">API</a>"));
+    // Through a client that reads a chunked answer.
+    let cookie = format!("heal_session={}", b.cookie.as_deref().unwrap());
+    let (status, page) = http(
+        "GET",
+        &format!("{}/docs", server.url),
+        None,
+        &[("Cookie", &cookie)],
+    );
+    assert_eq!(status, 200, "{page}");
+    let page = &page;
+    println!("/docs: {} bytes", page.len());
+    let mut n = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            n += 1;
+            let id = op["operationId"].as_str().unwrap();
+            let at = page
+                .find(&format!("id=\"op-{id}\""))
+                .unwrap_or_else(|| panic!("{method} {path} has no section"));
+            let end = page[at + 1..]
+                .find("<section")
+                .map_or(page.len(), |e| at + 1 + e);
+            let section = &page[at..end];
+            let title = format!("<code>{} {path}</code>", method.to_uppercase());
+            assert!(section.contains(&title), "{title} in {section}");
+            for p in op["parameters"].as_array().unwrap() {
+                let name = format!("<code>{}</code>", p["name"].as_str().unwrap());
+                assert!(section.contains(&name), "{method} {path}: {name}");
+            }
+            for status in op["responses"].as_object().unwrap().keys() {
+                let dt = format!("<dt><code>{status}</code></dt>");
+                assert!(
+                    section.contains(&dt),
+                    "{method} {path}: {status} in {section}"
+                );
+            }
+            if op.get("requestBody").is_some() {
+                assert!(section.contains("<h3>Body</h3>"), "{method} {path}");
+            }
+            assert!(section.contains("<h3>Example</h3><pre"), "{method} {path}");
+        }
+    }
+    assert!(n > 50, "{n} operations");
+    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+        assert!(page.contains(&format!("id=\"schema-{name}\"")), "{name}");
+    }
+    // Everything it links or loads is this heal's own.
+    for attr in ["href=\"", "src=\""] {
+        for part in page.split(attr).skip(1) {
+            assert!(
+                part.starts_with('/') || part.starts_with('#'),
+                "{attr}{}",
+                &part[..part.len().min(60)]
+            );
+        }
+    }
+    assert!(
+        !page.contains(" style="),
+        "no inline style under the policy"
+    );
 }
 
 // ---- the browser ----------------------------------------------------------
@@ -891,6 +1224,8 @@ fn the_dashboard_works_in_chromium() {
         "pauses",
         "runbooks",
         "audit",
+        "docs",
+        "heartbeat-muted",
         "overview-read-only",
     ] {
         for size in ["desktop", "phone"] {

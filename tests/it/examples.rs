@@ -115,3 +115,45 @@ fn every_sample_alert_succeeds_on_the_agent_the_readme_starts_outside_the_repo()
         .collect();
     assert_eq!(runbooks_run, shipped, "runbooks the samples ran");
 }
+
+// The production runbook in examples/ is valid, and a matching alert would
+// run its steps as the example says: the state check, the restart only when
+// the unit is not active, the health check as the shop's user with its
+// secrets file and its retries, diagnostics on failure.
+#[test]
+fn the_production_runbook_example_checks_and_would_run_as_it_says() {
+    let config = repo().join("examples/runbooks.toml");
+    let config = config.to_str().unwrap();
+    let (code, out, err) = heal_cli(&["check-config", "--config", config], &[], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok: 1 rules, 1 runbooks"), "{out}");
+    let alert = r#"{"labels":{"alertname":"ShopDown","severity":"critical","instance":"web-1"}}"#;
+    let (code, out, err) = heal_cli(
+        &["run-rule", "--config", config, "--json", "-"],
+        &[],
+        Some(alert),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let trace: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let text = trace.to_string();
+    assert!(text.contains("\"outcome\":\"run\""), "{text}");
+    let (code, out, err) = heal_cli(&["run-rule", "--config", config, "-"], &[], Some(alert));
+    assert_eq!(code, 0, "{out}{err}");
+    for shown in [
+        "target: web-1",
+        "step \"state\"",
+        "only when `steps.state.exit_code != `0``",
+        "as user shop",
+        "secrets from /etc/heal/secrets/shop-health.env",
+        "5 retries 6s apart",
+        "on failure \"diagnose\"",
+        "HEAL_PARAM_UNIT='shop.service'",
+    ] {
+        assert!(out.contains(shown), "{shown:?} not in:\n{out}");
+    }
+    // A warning alert is not this runbook's business.
+    let warning = alert.replace("critical", "warning");
+    let (code, out, _) = heal_cli(&["run-rule", "--config", config, "-"], &[], Some(&warning));
+    assert_eq!(code, 0);
+    assert!(!out.contains("runbook: restart-shop"), "{out}");
+}

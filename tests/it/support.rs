@@ -360,7 +360,20 @@ impl Agent {
 
     /// As `start`, in the working directory `cwd`.
     pub fn start_in(cwd: &Path, server_url: &str, id: &str, extra: &[&str]) -> Agent {
-        let mut child = Command::new(heal_bin())
+        Self::start_with(cwd, server_url, id, extra, |_| {})
+    }
+
+    /// As `start_in`, with `setup` changing the command first (its user, say).
+    pub fn start_with(
+        cwd: &Path,
+        server_url: &str,
+        id: &str,
+        extra: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Agent {
+        let mut cmd = Command::new(heal_bin());
+        setup(&mut cmd);
+        let mut child = cmd
             .args(["agent", "--server", server_url, "--id", id])
             .args(extra)
             .env("HEAL_LOG", "debug")
@@ -434,6 +447,14 @@ pub fn wait_agent_polling(server: &Server, id: &str) {
                 .then_some(())
         },
     );
+}
+
+/// The audit log's entries of one action, newest first.
+pub fn audit_entries(server: &Server, action: &str) -> Vec<Value> {
+    server.get_ok(&format!("/api/v1/audit?action={action}"))["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Runs the heal CLI with args; returns (exit code, stdout, stderr).

@@ -1,5 +1,6 @@
 //! What people ask heal to do: approve or reject an event, cancel one, pause
-//! and resume, reset or trip the breaker, run a runbook by hand. Each has
+//! and resume, reset or trip the breaker, run a runbook by hand, register,
+//! replace, delete, mute and unmute a heartbeat or a probe. Each has
 //! one code path here (`perform`) and one audit entry (`audit`), whatever
 //! asked for it: an API route, or a dashboard form (`act`).
 
@@ -16,19 +17,23 @@ use crate::server::{intake, lifecycle, manual, metrics, watch, State};
 use crate::store;
 use crate::time::now_ms;
 
-/// Carries out the action of an API route (a POST that `Route::audit_action`
+/// Carries out the action of an API route (one that `Route::audit_action`
 /// names) with its JSON body, and audits it as the route would: the
 /// dashboard's way into the same code. `path` is the API route's path.
 pub(crate) fn act(
     state: &Arc<State>,
+    method: &Method,
     path: &str,
     who: &str,
     body: &Value,
     remote: Option<&str>,
 ) -> Answer {
-    let route = route(&Method::Post, path)?;
+    let route = route(method, path)?;
     let Some(action) = route.audit_action() else {
-        return Err(Error::request(404, format!("POST {path} is not an action")));
+        return Err(Error::request(
+            404,
+            format!("{method} {path} is not an action"),
+        ));
     };
     let answer = perform(state, &route, who, body);
     audit(state, who, action, path, &answer, remote);
@@ -123,6 +128,16 @@ pub(super) fn perform(state: &Arc<State>, route: &Route, who: &str, body: &Value
         Route::AddPause => add_pause(state, who, body),
         Route::ResumePause(id) => resume_pause(state, id, who),
         Route::SetBreaker(open) => set_breaker(state, open, who, &note),
+        Route::PutHeartbeat(ref name) => super::watch::put(name.clone(), body.clone(), state),
+        Route::DeleteHeartbeat(ref name) => super::watch::delete(name.clone(), state),
+        Route::PutProbe(ref name) => super::watch::put_probe(name.clone(), body.clone(), state),
+        Route::DeleteProbe(ref name) => super::watch::delete_probe(name.clone(), state),
+        Route::MuteHeartbeat(ref name, on) => {
+            super::watch::mute(state, store::Muted::Heartbeat, name.clone(), on, body, who)
+        }
+        Route::MuteProbe(ref name, on) => {
+            super::watch::mute(state, store::Muted::Probe, name.clone(), on, body, who)
+        }
         _ => Err(Error::request(404, "not an action")),
     }
 }

@@ -46,7 +46,8 @@ pub(crate) use auth::{remote, same_secret};
 use polls::{holder, op_call, park_or_answer, poll_request};
 pub(crate) use request::{decode, header, query_param, read_body, reader};
 use request::{
-    flag, force, limit, new_pause, parse_since, read_json, read_optional_json, reason, short,
+    flag, force, limit, new_mute, new_pause, parse_since, read_json, read_optional_json, reason,
+    short,
 };
 
 /// A JSON response with the right content type.
@@ -246,13 +247,6 @@ fn dispatch(
         Route::ShowHeartbeat(n) => {
             watch::show(state, reader(state, conn)?, &n, limit(query)?.min(200))
         }
-        Route::PutHeartbeat(n) => watch::put(request, n, state, &config),
-        Route::DeleteHeartbeat(n) => watch::delete(n, state),
-        Route::MuteHeartbeat(n, on) => {
-            let body = read_optional_json(request, max)?;
-            let reason = reason(&body)?;
-            watch::mute(n, on, reason, who, state)
-        }
         Route::ListProbes => {
             let only = query_param(query, "state").map(decode);
             watch::probes(reader(state, conn)?, &config, only.as_deref())
@@ -260,8 +254,6 @@ fn dispatch(
         Route::ShowProbe(n) => {
             watch::probe(reader(state, conn)?, &config, &n, limit(query)?.min(200))
         }
-        Route::PutProbe(n) => watch::put_probe(request, n, state, &config),
-        Route::DeleteProbe(n) => watch::delete_probe(n, state),
         Route::ListSchedules => watch::schedules(reader(state, conn)?, &config),
         Route::Outbox => notify::outbox(reader(state, conn)?, query, limit(query)?),
         Route::ListChannels => notify::channels(&config),
@@ -357,15 +349,21 @@ fn dispatch(
             let events = store::list_events(reader(state, conn)?, &filter, limit(query)?)?;
             Ok((200, json!({ "events": events })))
         }
-        Route::Approve(..) | Route::Cancel(_) | Route::SetBreaker(_) => {
+        Route::Approve(..)
+        | Route::Cancel(_)
+        | Route::SetBreaker(_)
+        | Route::MuteHeartbeat(..)
+        | Route::MuteProbe(..) => {
             let body = read_optional_json(request, max)?;
             actions::perform(state, &route, who, &body)
         }
-        Route::AddPause | Route::Run => {
+        Route::AddPause | Route::Run | Route::PutHeartbeat(_) | Route::PutProbe(_) => {
             let body = read_json(request, max)?;
             actions::perform(state, &route, who, &body)
         }
-        Route::ResumePause(_) => actions::perform(state, &route, who, &json!({})),
+        Route::ResumePause(_) | Route::DeleteHeartbeat(_) | Route::DeleteProbe(_) => {
+            actions::perform(state, &route, who, &json!({}))
+        }
         Route::ListDecisions => {
             let since = query_param(query, "since")
                 .map(parse_since)

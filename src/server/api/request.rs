@@ -196,6 +196,61 @@ pub(super) fn new_pause(body: &Value, who: &str) -> Result<store::NewPause> {
     })
 }
 
+/// The longest a mute with an end may last; without `for` or `until` a mute
+/// lasts until unmuted.
+pub const MUTE_MAX_MS: i64 = 366 * 86_400_000;
+
+/// A mute from its JSON: `{reason?, for?, until?}`, where `for` is a
+/// duration ("2h", "30m") and `until` an RFC 3339 time; neither means until
+/// unmuted. The reason names who muted it.
+pub(crate) fn new_mute(body: &Value, who: &str, now: i64) -> Result<store::Mute> {
+    let bad = |field: &str, m: String| Error::request(400, format!("{field}: {m}"));
+    let text = |field: &str| match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(v) => Err(bad(field, format!("must be a string (got {v})"))),
+    };
+    let until = match (text("for")?, text("until")?) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "for",
+                "give either \"for\" (a duration like \"2h\") or \"until\" (an RFC 3339 time), not both".into(),
+            ))
+        }
+        (Some(text), None) => {
+            let d = crate::time::parse_duration(text).map_err(|e| bad("for", e))?;
+            let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            if ms <= 0 || ms > MUTE_MAX_MS {
+                return Err(bad(
+                    "for",
+                    format!("{text:?} is not from 1s to 366 days (leave for out to mute until unmuted)"),
+                ));
+            }
+            Some(now + ms)
+        }
+        (None, Some(t)) => {
+            let at = crate::time::parse_rfc3339(t)
+                .map_err(|e| bad("until", e))?
+                .ok_or_else(|| bad("until", format!("{t:?} is the zero time")))?;
+            if at <= now {
+                return Err(bad("until", format!("{t} is in the past")));
+            }
+            if at - now > MUTE_MAX_MS {
+                return Err(bad("until", format!("{t} is more than 366 days away (leave until out to mute until unmuted)")));
+            }
+            Some(at)
+        }
+    };
+    let why = reason(body)?;
+    let reason = if why.is_empty() {
+        format!("muted by {who}")
+    } else {
+        format!("{why} (muted by {who})")
+    };
+    Ok(store::Mute { reason, until })
+}
+
 /// A true-or-false query parameter (`true`, `1`, `false`, `0`; absent is false).
 pub(super) fn flag(query: &str, name: &str) -> Result<bool> {
     match query_param(query, name) {

@@ -179,13 +179,25 @@ pub const ROUTES: &[Spec] = &[
         POST,
         "/api/v1/heartbeats/{name}/mute",
         ADMIN,
-        "mute a heartbeat",
+        "mute a heartbeat: for a time, or until unmuted",
     ),
     spec(
         POST,
         "/api/v1/heartbeats/{name}/unmute",
         ADMIN,
         "unmute a heartbeat",
+    ),
+    spec(
+        POST,
+        "/api/v1/probes/{name}/mute",
+        ADMIN,
+        "mute a probe: it runs, but raises no alert",
+    ),
+    spec(
+        POST,
+        "/api/v1/probes/{name}/unmute",
+        ADMIN,
+        "unmute a probe",
     ),
     spec(GET, "/api/v1/probes", READ, "probes with their last result"),
     spec(
@@ -320,6 +332,7 @@ pub(super) enum Route {
     ShowProbe(String),
     PutProbe(String),
     DeleteProbe(String),
+    MuteProbe(String, bool),
     ListSchedules,
     Audit,
     ShowConfig,
@@ -428,6 +441,10 @@ pub(super) fn route(method: &Method, path: &str) -> Result<Route> {
                 )),
             }
         }
+        ["api", "v1", "probes", n, "mute"] => want(Method::Post, Route::MuteProbe(decode(n), true)),
+        ["api", "v1", "probes", n, "unmute"] => {
+            want(Method::Post, Route::MuteProbe(decode(n), false))
+        }
         ["api", "v1", "schedules"] => want(Method::Get, Route::ListSchedules),
         ["api", "v1", "outbox"] => want(Method::Get, Route::Outbox),
         ["api", "v1", "audit"] => want(Method::Get, Route::Audit),
@@ -487,6 +504,8 @@ impl Route {
             Route::ShowProbe(_) | Route::PutProbe(_) | Route::DeleteProbe(_) => {
                 "/api/v1/probes/{name}"
             }
+            Route::MuteProbe(_, true) => "/api/v1/probes/{name}/mute",
+            Route::MuteProbe(_, false) => "/api/v1/probes/{name}/unmute",
             Route::ListSchedules => "/api/v1/schedules",
             Route::Outbox => "/api/v1/outbox",
             Route::Audit => "/api/v1/audit",
@@ -520,6 +539,8 @@ impl Route {
             Route::MuteHeartbeat(_, false) => "heartbeat.unmuted",
             Route::PutProbe(_) => "probe.registered",
             Route::DeleteProbe(_) => "probe.deleted",
+            Route::MuteProbe(_, true) => "probe.muted",
+            Route::MuteProbe(_, false) => "probe.unmuted",
             Route::TestChannel(_) => "channel.tested",
             Route::ForgetAgent(_) => "agent.forgotten",
             _ => return None,

@@ -6,14 +6,15 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 use tiny_http::Request;
 
-use super::{read_body, read_json, reader, Answer};
+use super::{new_mute, read_body, reader, Answer};
 use crate::config::{self, Config, RawHeartbeat};
 use crate::error::{Error, Result};
 use crate::heartbeat;
+use crate::server::intake::{self, Applied};
 use crate::server::watch::{self, Defined};
-use crate::server::{intake, metrics, State};
-use crate::store::{self, NewPing, PingKind};
-use crate::time::{format_duration, now_ms};
+use crate::server::{metrics, State};
+use crate::store::{self, Muted, NewPing, PingKind};
+use crate::time::{format_duration, format_rfc3339, now_ms};
 
 /// Bytes of a ping's body kept as its log (the tail).
 pub const PING_BODY_MAX: usize = 10_000;
@@ -114,6 +115,7 @@ fn describe(state: &State, row: &store::HeartbeatRow, now: i64) -> Value {
         "registered_at": row.registered_at,
         "paused": row.paused,
         "paused_reason": row.paused_reason,
+        "muted_until": row.muted_until,
         "last_start": row.last_start,
         "last_end_at": row.last_end_at,
         "last_end_ok": row.last_end_ok,
@@ -218,12 +220,12 @@ pub fn show(state: &State, conn: &Connection, name: &str, limit: i64) -> Answer 
     Ok((200, json!({ "heartbeat": v })))
 }
 
-/// `PUT /api/v1/heartbeats/<name>`: registers or updates one, validated like the config file.
-pub fn put(request: &mut Request, name: String, state: &Arc<State>, config: &Config) -> Answer {
+/// `PUT /api/v1/heartbeats/<name>` with its JSON body: registers or
+/// updates one, validated like the config file.
+pub fn put(name: String, body: Value, state: &Arc<State>) -> Answer {
     // The name is the URL's: one that breaks the name rule is a bad request
     // whatever the body says.
     config::check_name(&name).map_err(|e| Error::request(400, format!("heartbeat name: {e}")))?;
-    let body = read_json(request, config.server.max_body)?;
     let mut raw: RawHeartbeat = serde_json::from_value(body)
         .map_err(|e| Error::request(422, format!("heartbeat {name:?}: {e}")))?;
     if !raw.name.is_empty() && raw.name != name {
@@ -268,26 +270,81 @@ pub fn delete(name: String, state: &Arc<State>) -> Answer {
     Ok((200, json!({ "deleted": name })))
 }
 
-/// `POST /api/v1/heartbeats/<name>/mute|unmute`.
-pub fn mute(name: String, on: bool, reason: String, who: &str, state: &Arc<State>) -> Answer {
-    let name2 = name.clone();
-    let note = if reason.is_empty() {
-        format!("muted by {who}")
+/// `POST /api/v1/heartbeats|probes/<name>/mute|unmute`, with the body
+/// `request::new_mute` reads. Muting a probe resolves its `ProbeFailing`; a
+/// muted heartbeat's alerts go at the next sweep.
+pub fn mute(
+    state: &Arc<State>,
+    what: Muted,
+    name: String,
+    on: bool,
+    body: &Value,
+    who: &str,
+) -> Answer {
+    let now = now_ms();
+    let mute = if on {
+        Some(new_mute(body, who, now)?)
     } else {
-        format!("{reason} (muted by {who})")
+        if let Some(field) = ["for", "until"]
+            .into_iter()
+            .find(|f| body.get(*f).is_some_and(|v| !v.is_null()))
+        {
+            return Err(Error::request(
+                400,
+                format!("{field}: unmute ends the mute now and takes no end (mute again with {field} instead)"),
+            ));
+        }
+        None
     };
-    state
-        .writer
-        .write(move |conn| store::mute_heartbeat(conn, &name2, on, &note, now_ms()))?;
-    log::info!(
-        "heartbeat {name} {} by {who}",
-        if on { "muted" } else { "unmuted" }
-    );
-    Ok((200, json!({ "heartbeat": name, "paused": on })))
+    let until = mute.as_ref().and_then(|m| m.until);
+    let (name2, st) = (name.clone(), state.clone());
+    let applied = state.writer.write(move |conn| match what {
+        Muted::Heartbeat => {
+            store::mute_heartbeat(conn, &name2, mute.as_ref(), now)?;
+            Ok(Applied::default())
+        }
+        Muted::Probe => {
+            let config = st.config();
+            if !config.probes.contains_key(&name2) && store::api_probe(conn, &name2)?.is_none() {
+                return Err(Error::request(404, format!("no probe {name2:?}")));
+            }
+            store::mute_probe(conn, &name2, mute.as_ref(), now)?;
+            if on {
+                watch::resolve_probe(conn, &config, &st, &name2, now)
+            } else {
+                Ok(Applied::default())
+            }
+        }
+    })?;
+    intake::finish(applied, &state.metrics, metrics::INTERNAL);
+    let what = what.as_str();
+    let how = match (on, until) {
+        (false, _) => "unmuted".to_string(),
+        (true, None) => "muted".to_string(),
+        (true, Some(t)) => format!("muted until {}", format_rfc3339(t)),
+    };
+    log::info!("{what} {name} {how} by {who}");
+    let mut answer = json!({ what: name, "muted": on, "until": until });
+    if what == "heartbeat" {
+        // The name heartbeats have always answered with.
+        answer["paused"] = json!(on);
+    }
+    Ok((200, answer))
 }
 
-fn probe_json(def: Option<&Defined>, row: Option<&store::ProbeRow>, name: &str) -> Value {
-    let mut v = json!({ "name": name, "state": "unknown" });
+fn probe_json(
+    def: Option<&Defined>,
+    row: Option<&store::ProbeRow>,
+    mute: Option<&store::ProbeMuteRow>,
+    name: &str,
+) -> Value {
+    let mut v = json!({
+        "name": name,
+        "state": "unknown",
+        "muted": mute.is_some(),
+        "muted_reason": mute.map(|m| &m.reason),
+        "muted_until": mute.and_then(|m| m.until),
+    });
     match def {
         None => v["removed"] = json!(true),
         Some(d) => {
@@ -322,6 +379,7 @@ fn probe_json(def: Option<&Defined>, row: Option<&store::ProbeRow>, name: &str) 
 /// `GET /api/v1/probes?state=`: the file's probes and the API's, with their last results.
 pub fn probes(conn: &Connection, config: &Config, only: Option<&str>) -> Answer {
     let rows = store::probes(conn)?;
+    let mutes = store::probe_mutes(conn)?;
     let defined = watch::defined_probes(conn, config)?;
     let mut names: Vec<&str> = defined.keys().map(String::as_str).collect();
     for r in &rows {
@@ -331,7 +389,11 @@ pub fn probes(conn: &Connection, config: &Config, only: Option<&str>) -> Answer 
     }
     let list: Vec<Value> = names
         .iter()
-        .map(|n| probe_json(defined.get(*n), rows.iter().find(|r| r.name == *n), n))
+        .map(|n| {
+            let row = rows.iter().find(|r| r.name == *n);
+            let mute = mutes.get(*n);
+            probe_json(defined.get(*n), row, mute, n)
+        })
         .filter(|v| only.is_none_or(|s| v["state"] == s))
         .collect();
     Ok((200, json!({ "probes": list })))
@@ -345,21 +407,17 @@ pub fn probe(conn: &Connection, config: &Config, name: &str, limit: i64) -> Answ
     if row.is_none() && def.is_none() {
         return Err(Error::request(404, format!("no probe {name:?}")));
     }
-    let mut v = probe_json(def.as_ref(), row.as_ref(), name);
+    let mute = store::probe_mute(conn, name)?;
+    let mut v = probe_json(def.as_ref(), row.as_ref(), mute.as_ref(), name);
     v["recent_results"] = json!(store::recent_probe_results(conn, name, limit)?);
     Ok((200, json!({ "probe": v })))
 }
 
-/// `PUT /api/v1/probes/<name>`: registers or replaces one, validated like
-/// the file's probes (`config::api_probe`).
-pub fn put_probe(
-    request: &mut Request,
-    name: String,
-    state: &Arc<State>,
-    config: &Config,
-) -> Answer {
+/// `PUT /api/v1/probes/<name>` with its JSON body: registers or replaces
+/// one, validated like the file's probes (`config::api_probe`).
+pub fn put_probe(name: String, mut body: Value, state: &Arc<State>) -> Answer {
     config::check_name(&name).map_err(|e| Error::request(400, format!("probe name: {e}")))?;
-    let mut body = read_json(request, config.server.max_body)?;
+    let config = state.config();
     let Some(fields) = body.as_object_mut() else {
         return Err(Error::request(
             422,
@@ -422,7 +480,7 @@ pub fn delete_probe(name: String, state: &Arc<State>) -> Answer {
                 format!("no probe {name2:?} registered through the API"),
             ));
         }
-        watch::probe_deleted(conn, &config, &st, &name2, now_ms())
+        watch::resolve_probe(conn, &config, &st, &name2, now_ms())
     })?;
     state.watch.probes_changed();
     log::info!("probe {name} deleted through the API");

@@ -5,6 +5,7 @@
 //! as a page with the route's own message. Also logging in and out.
 
 use serde_json::{json, Value};
+use tiny_http::Method;
 
 use super::html::path;
 use super::layout::login_form;
@@ -12,11 +13,30 @@ use super::session::{self, next_page, set_cookie};
 use super::{api, Ctx, Reply};
 use crate::error::{Error, Result};
 
-/// Runs the action of API route `api_path` with `body`; on success, sends
-/// the browser to `back` with a notice.
+/// Runs the action of API route `POST api_path` with `body`; on success,
+/// sends the browser to `back` with a notice.
 fn act(ctx: &Ctx, api_path: &str, body: Value, back: &str, done: &str) -> Result<Reply> {
+    act_with(ctx, &Method::Post, api_path, &body, back, done)
+}
+
+/// `act` for an API route of any method.
+pub(super) fn act_with(
+    ctx: &Ctx,
+    method: &Method,
+    api_path: &str,
+    body: &Value,
+    back: &str,
+    done: &str,
+) -> Result<Reply> {
     let who = &ctx.viewer().name;
-    api::actions::act(ctx.state, api_path, who, &body, ctx.remote.as_deref())?;
+    api::actions::act(
+        ctx.state,
+        method,
+        api_path,
+        who,
+        body,
+        ctx.remote.as_deref(),
+    )?;
     Ok(Reply::redirect(&super::html::url(back, &[("done", done)])))
 }
 
@@ -100,8 +120,14 @@ pub fn reset_breaker(ctx: &Ctx) -> Result<Reply> {
 pub fn run(ctx: &Ctx) -> Result<Reply> {
     let body = json!({ "runbook": ctx.name(), "target": ctx.field("target"), "reason": ctx.field("reason") });
     let who = &ctx.viewer().name;
-    let (_, answer) =
-        api::actions::act(ctx.state, "/api/v1/runs", who, &body, ctx.remote.as_deref())?;
+    let (_, answer) = api::actions::act(
+        ctx.state,
+        &Method::Post,
+        "/api/v1/runs",
+        who,
+        &body,
+        ctx.remote.as_deref(),
+    )?;
     let id = answer["event"]["id"]
         .as_i64()
         .ok_or_else(|| Error::Failed("a run by hand answered without its event".into()))?;

@@ -18,6 +18,7 @@ const SECTIONS: &[(&str, &str, bool)] = &[
     ("/pauses", "Pauses", false),
     ("/runbooks", "Runbooks", false),
     ("/audit", "Audit", true),
+    ("/docs", "API", false),
 ];
 
 /// What a `?done=` after an action says (fixed words: the URL cannot put text on a page).
@@ -29,6 +30,10 @@ const NOTICES: &[(&str, &str)] = &[
     ("resumed", "Pause ended: automation it covered runs again."),
     ("reset", "Safety breaker reset: automation runs again."),
     ("started", "Started: the run is an event, below."),
+    ("saved", "Saved."),
+    ("deleted", "Deleted."),
+    ("muted", "Muted: it raises no alert until the mute ends."),
+    ("unmuted", "Unmuted."),
 ];
 
 /// A version of the compiled-in files for their URLs, so a new heal's are fetched anew.

@@ -2,7 +2,8 @@
 //! did and why — firing alerts, events with their decisions, ops and output,
 //! agents, heartbeats, probes, pauses, the breaker, the audit log — and, for
 //! admin tokens, the actions: approve, reject, cancel, pause, resume, reset
-//! the breaker, run a runbook by hand.
+//! the breaker, run a runbook by hand, register, edit, delete, mute and
+//! unmute heartbeats and probes. Also the API reference (`/docs`).
 //!
 //! Every route is a row of `table::ROWS`, with the scope it needs. Pages
 //! read through the store's read functions and the API's own JSON; actions
@@ -17,9 +18,11 @@
 //! on to the API (`serves`).
 
 mod actions;
+mod docs;
 mod events;
 mod html;
 mod layout;
+mod manage;
 mod overview;
 mod pages;
 mod session;
@@ -169,9 +172,17 @@ fn handler(method: &str, path: &str) -> Option<Handler> {
         ("POST", "/events/{id}/cancel") => actions::cancel,
         ("GET", "/agents") => pages::agents,
         ("GET", "/heartbeats") => pages::heartbeats,
+        ("POST", "/heartbeats") => manage::save_heartbeat,
         ("GET", "/heartbeats/{name}") => pages::heartbeat,
+        ("POST", "/heartbeats/{name}/delete") => manage::delete_heartbeat,
+        ("POST", "/heartbeats/{name}/mute") => manage::mute_heartbeat,
+        ("POST", "/heartbeats/{name}/unmute") => manage::unmute_heartbeat,
         ("GET", "/probes") => pages::probes,
+        ("POST", "/probes") => manage::save_probe,
         ("GET", "/probes/{name}") => pages::probe,
+        ("POST", "/probes/{name}/delete") => manage::delete_probe,
+        ("POST", "/probes/{name}/mute") => manage::mute_probe,
+        ("POST", "/probes/{name}/unmute") => manage::unmute_probe,
         ("GET", "/pauses") => pages::pauses,
         ("POST", "/pauses") => actions::pause,
         ("POST", "/pauses/{id}/resume") => actions::resume,
@@ -179,6 +190,7 @@ fn handler(method: &str, path: &str) -> Option<Handler> {
         ("GET", "/runbooks") => pages::runbooks,
         ("POST", "/runbooks/{name}/run") => actions::run,
         ("GET", "/audit") => pages::audit,
+        ("GET", "/docs") => docs::page,
         ("GET", "/login") => layout::login_page,
         ("POST", "/login") => actions::login,
         ("POST", "/logout") => actions::logout,

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::html::{badge, path, probe_badge, short_duration, url, when, Html};
 use super::layout::{button, csrf, frame};
-use super::{api, Ctx, Reply};
+use super::{api, manage, Ctx, Reply};
 use crate::error::{Error, Result};
 use crate::store;
 
@@ -86,6 +86,9 @@ pub fn heartbeats(ctx: &Ctx) -> Result<Reply> {
             h.link(&path("/heartbeats", name), name);
             h.raw("</td>").td_open("State");
             badge(&mut h, hb["state"].as_str().unwrap_or(""));
+            if hb["paused"] == true {
+                mute_left(&mut h, &hb["muted_until"], ctx.now);
+            }
             h.raw("</td>")
                 .td(
                     "Why",
@@ -104,6 +107,7 @@ pub fn heartbeats(ctx: &Ctx) -> Result<Reply> {
         }
         h.raw("</tbody></table>");
     }
+    manage::heartbeat_form(&mut h, ctx, "", "");
     frame(ctx, "Heartbeats", "/heartbeats", Some(10), h)
 }
 
@@ -123,7 +127,6 @@ pub fn heartbeat(ctx: &Ctx) -> Result<Reply> {
         ("Max runtime", "max_runtime"),
         ("Team", "team"),
         ("Description", "description"),
-        ("Muted because", "paused_reason"),
         ("Defined in", "origin"),
     ] {
         if let Some(v) = hb[key].as_str().filter(|v| !v.is_empty()) {
@@ -133,6 +136,9 @@ pub fn heartbeat(ctx: &Ctx) -> Result<Reply> {
                 .text(v)
                 .raw("</dd>");
         }
+    }
+    if hb["paused"] == true {
+        mute_facts(&mut h, &hb["paused_reason"], &hb["muted_until"], ctx.now);
     }
     for (label, key) in [
         ("Last start", "last_start"),
@@ -147,7 +153,10 @@ pub fn heartbeat(ctx: &Ctx) -> Result<Reply> {
     if let Some(url) = hb["runbook_url"].as_str() {
         h.raw("<dt>Runbook</dt><dd>").text(url).raw("</dd>");
     }
-    h.raw("</dl><h2>Last pings</h2>");
+    h.raw("</dl>");
+    let from_api = hb["origin"] == "api";
+    manage::controls(&mut h, ctx, false, name, hb["paused"] == true, from_api);
+    h.raw("<h2>Last pings</h2>");
     let pings = hb["recent_pings"].as_array().cloned().unwrap_or_default();
     if pings.is_empty() {
         h.raw("<p class=\"none\">No ping yet.</p>");
@@ -168,6 +177,13 @@ pub fn heartbeat(ctx: &Ctx) -> Result<Reply> {
             h.raw("<pre class=\"output\">").text(body).raw("</pre>");
         }
         h.raw("</article>");
+    }
+    if from_api {
+        let fields = store::heartbeat(ctx.conn, name)?
+            .and_then(|row| serde_json::from_str(&row.def).ok())
+            .and_then(|def| crate::config::fields_toml(&def))
+            .unwrap_or_default();
+        manage::heartbeat_form(&mut h, ctx, name, &fields);
     }
     frame(
         ctx,
@@ -200,6 +216,9 @@ pub fn probes(ctx: &Ctx) -> Result<Reply> {
                 .td("Type", p["type"].as_str().unwrap_or(""))
                 .td_open("State");
             probe_badge(&mut h, p);
+            if p["muted"] == true {
+                mute_left(&mut h, &p["muted_until"], ctx.now);
+            }
             h.raw("</td>").td_open("Since");
             when(&mut h, p["state_since"].as_i64(), ctx.now);
             h.raw("</td>").td_open("Last run");
@@ -211,7 +230,32 @@ pub fn probes(ctx: &Ctx) -> Result<Reply> {
         }
         h.raw("</tbody></table>");
     }
+    manage::probe_form(&mut h, ctx, "");
     frame(ctx, "Probes", "/probes", Some(10), h)
+}
+
+/// After a state badge: " muted, 1h59m left" (or "until unmuted").
+fn mute_left(h: &mut Html, until: &Value, now: i64) {
+    h.raw(" <small class=\"mute\">muted, ");
+    match until.as_i64() {
+        Some(t) => h.text(short_duration(t - now)).raw(" left"),
+        None => h.raw("until unmuted"),
+    };
+    h.raw("</small>");
+}
+
+/// A muted heartbeat's or probe's facts: why, and when the mute ends.
+fn mute_facts(h: &mut Html, reason: &Value, until: &Value, now: i64) {
+    h.raw("<dt>Muted because</dt><dd>")
+        .text(reason.as_str().unwrap_or(""))
+        .raw("</dd><dt>Mute ends</dt><dd>");
+    match until.as_i64() {
+        Some(t) => when(h, Some(t), now),
+        None => {
+            h.raw("when unmuted");
+        }
+    }
+    h.raw("</dd>");
 }
 
 fn latency(ms: &Value) -> String {
@@ -245,7 +289,14 @@ pub fn probe(ctx: &Ctx) -> Result<Reply> {
             "down after {} failures in a row, up after {} successes",
             p["fail_after"], p["recover_after"]
         ))
-        .raw("</dd></dl><h2>Last results</h2><table class=\"rows\">");
+        .raw("</dd>");
+    if p["muted"] == true {
+        mute_facts(&mut h, &p["muted_reason"], &p["muted_until"], ctx.now);
+    }
+    h.raw("</dl>");
+    let from_api = p["source"] == "api";
+    manage::controls(&mut h, ctx, true, name, p["muted"] == true, from_api);
+    h.raw("<h2>Last results</h2><table class=\"rows\">");
     h.thead(&["When", "Result", "Took", "Value", "Detail"]);
     h.raw("<tbody>");
     for r in p["recent_results"].as_array().into_iter().flatten() {
@@ -271,6 +322,9 @@ pub fn probe(ctx: &Ctx) -> Result<Reply> {
             .raw("</tr>");
     }
     h.raw("</tbody></table>");
+    if from_api {
+        manage::probe_form(&mut h, ctx, name);
+    }
     frame(ctx, &format!("Probe {name}"), "/probes", Some(10), h)
 }
 

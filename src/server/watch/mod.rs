@@ -1,5 +1,5 @@
 //! What heal watches by itself. One scheduler thread keeps time: every second
-//! it sweeps heartbeats, agents and the breaker; it starts probes when they
+//! it sweeps heartbeats, agents and the breaker and ends mutes whose time has come; it starts probes when they
 //! are due (run by a small pool, so a hung check holds no one up), fires
 //! `[[schedule]]`s and runs retention once a day. A missed tick (the server
 //! was stopped or stalled) is not replayed: the next time is computed from now.
@@ -31,12 +31,14 @@ mod alerts;
 mod probes;
 mod sweeps;
 
-pub use probes::{defined_probes, probe_deleted, Defined};
+pub use probes::{defined_probes, resolve_probe, Defined};
 pub use sweeps::{agents_forgotten, Known};
 
 use alerts::{internal, submit};
 use probes::{forget_removed_probes, probe_worker};
-use sweeps::{agent_raises, breaker_raises, expire_agents, sweep_heartbeats, sweep_source, Defs};
+use sweeps::{
+    agent_raises, breaker_raises, end_mutes, expire_agents, sweep_heartbeats, sweep_source, Defs,
+};
 
 /// Rows deleted per retention job.
 const PURGE_BATCH: i64 = 2000;
@@ -239,7 +241,8 @@ impl Due {
 
 /// Writes the heartbeats of a config being applied to the store (adding,
 /// updating, and removing those the file no longer has), drops the API
-/// probes the file now defines, and logs what changed. Runs in the store job that records the config, at start and on
+/// probes the file now defines, forgets the mutes of probes no longer
+/// defined, and logs what changed. Runs in the store job that records the config, at start and on
 /// each reload, so a heartbeat of the file can be pinged as soon as heal
 /// answers for that config.
 pub fn sync_heartbeats(conn: &Connection, config: &Config, now: i64) -> Result<()> {
@@ -252,6 +255,7 @@ pub fn sync_heartbeats(conn: &Connection, config: &Config, now: i64) -> Result<(
     for line in store::sync_heartbeats(conn, &defs, now)?
         .into_iter()
         .chain(store::drop_api_probes_in_file(conn, &probes)?)
+        .chain(store::forget_probe_mutes(conn, &probes)?)
     {
         log::info!("{line}");
     }
@@ -312,6 +316,7 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
             for (what, r) in [
                 ("heartbeats", sweep_heartbeats(state, conn)),
                 ("silent agents", expire_agents(state, conn)),
+                ("mutes", end_mutes(state, conn)),
                 ("agents", sweep_source(state, conn, "agent", agent_raises)),
                 (
                     "breaker",

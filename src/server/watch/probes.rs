@@ -61,8 +61,8 @@ pub fn defined_probes(conn: &Connection, config: &Config) -> Result<BTreeMap<Str
     Ok(out)
 }
 
-/// Resolves the alert of a probe deleted through the API (a store job).
-pub fn probe_deleted(
+/// Resolves the alert of a probe deleted or muted through the API (a store job).
+pub fn resolve_probe(
     conn: &Connection,
     config: &Config,
     state: &State,
@@ -148,9 +148,10 @@ pub(super) fn probe_worker(state: &Arc<State>, jobs: &Mutex<Receiver<Probe>>) {
                 .and_then(|s| probe::Level::parse(&s));
             let severity = probe::severity(counts.state, outcome.level(), before);
             store::record_probe_result(conn, &p.name, &outcome, counts, severity, now)?;
+            let muted = store::probe_mute(conn, &p.name)?.is_some();
             let desired = match severity {
-                Some(severity) => vec![probe_raise(&p, &outcome, severity, now)],
-                None => Vec::new(),
+                Some(severity) if !muted => vec![probe_raise(&p, &outcome, severity, now)],
+                _ => Vec::new(),
             };
             let scope = BTreeSet::from([p.name.clone()]);
             let mut applied = reconcile(conn, &config, &st2, "probe", desired, Some(&scope), now)?;

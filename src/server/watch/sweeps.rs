@@ -15,7 +15,7 @@ use crate::heartbeat;
 use crate::server::intake::Applied;
 use crate::server::State;
 use crate::store::{self, Held};
-use crate::time::{format_duration, now_ms};
+use crate::time::{format_duration, format_rfc3339, now_ms};
 
 /// A parsed heartbeat with the fingerprints of its two alerts, which depend
 /// only on its definition.
@@ -330,6 +330,46 @@ pub(super) fn expire_agents(state: &Arc<State>, reader: &Connection) -> Result<(
         }
         let mut applied = agents_forgotten(conn, &config, &st2, now)?;
         applied.log.extend(forgotten);
+        Ok(applied)
+    });
+    Ok(())
+}
+
+/// Ends the mutes whose time has come (found on the reader, ended in the
+/// store only if there are any), each audited as heal's own unmute. A mute
+/// that ended while heal was stopped ends at the first sweep after start.
+pub(super) fn end_mutes(state: &Arc<State>, reader: &Connection) -> Result<()> {
+    if store::ended_mutes(reader, now_ms())?.is_empty() {
+        return Ok(());
+    }
+    submit(state, "ending mutes", move |conn| {
+        let now = now_ms();
+        let mut applied = Applied::default();
+        for (what, name, until) in store::ended_mutes(conn, now)? {
+            if !store::end_mute(conn, what, &name, now)? {
+                continue;
+            }
+            let what = what.as_str();
+            let why = format!("the mute ended at {}", format_rfc3339(until));
+            store::record_audit(
+                conn,
+                &store::NewAudit {
+                    actor: "heal",
+                    action: if what == "heartbeat" {
+                        "heartbeat.unmuted"
+                    } else {
+                        "probe.unmuted"
+                    },
+                    target: &format!("/api/v1/{what}s/{name}/unmute"),
+                    detail: &why,
+                    remote: None,
+                },
+                now,
+            )?;
+            applied
+                .log
+                .push((log::Level::Info, format!("{what} {name} unmuted: {why}")));
+        }
         Ok(applied)
     });
     Ok(())

@@ -133,6 +133,16 @@ pub(super) fn shared() -> Value {
                 ] },
             ],
         }),
+        "Mute": json!({
+            "type": "object",
+            "description": "give for or until for a mute that ends by itself (the scheduler unmutes it then, and the audit log records it); neither: muted until unmuted",
+            "properties": {
+                "reason": { "type": "string", "nullable": true, "description": "why: shown with it and in the audit log" },
+                "for": { "type": "string", "nullable": true, "pattern": DURATION, "description": "how long, as a duration (\"2h\", \"30m\"), at most 366 days; not with until" },
+                "until": { "type": "string", "format": "date-time", "nullable": true, "description": "when it ends, RFC 3339, in the future and within 366 days; not with for" },
+            },
+            "not": { "required": ["for", "until"] },
+        }),
         "Pause": object(
             json!({
                 "id": int(), "runbook": string_or_null(), "target": string_or_null(), "match": string_or_null(),
@@ -146,6 +156,8 @@ pub(super) fn shared() -> Value {
             json!({
                 "name": string(), "origin": string(), "state": string(),
                 "registered_at": int(), "paused": boolean(), "pings": int(),
+                "paused_reason": string_or_null(),
+                "muted_until": muted_until(),
                 "last_start": int_or_null(), "last_end_at": int_or_null(),
                 "last_end_ok": { "type": "boolean", "nullable": true },
                 "due_at": int_or_null(), "down_at": int_or_null(),
@@ -194,9 +206,11 @@ pub(super) fn shared() -> Value {
                 "error": { "type": "string", "description": "why its stored definition no longer validates (it does not run)" },
                 "last_at": int_or_null(), "last_ok": { "type": "boolean", "nullable": true },
                 "last_latency_ms": int_or_null(), "last_detail": string_or_null(),
-                "severity": { "type": "string", "nullable": true, "enum": ["warning", "critical", null], "description": "while down: the severity label of its ProbeFailing" },
+                "severity": severity(),
+                "muted": boolean(), "muted_reason": string_or_null(),
+                "muted_until": muted_until(),
             }),
-            &["name", "state"],
+            &["name", "state", "muted"],
         ),
         "Delivery": object(
             json!({
@@ -372,6 +386,11 @@ fn exactly_one_of(kinds: &[&str]) -> Value {
         .collect()
 }
 
+/// A down probe's severity: the `severity` label of its `ProbeFailing`.
+fn severity() -> Value {
+    json!({ "type": "string", "nullable": true, "enum": ["warning", "critical", null], "description": "while down: the severity label of its ProbeFailing" })
+}
+
 /// An object that takes no other properties.
 fn closed(mut o: Value) -> Value {
     o["additionalProperties"] = json!(false);
@@ -415,6 +434,11 @@ fn unread() -> Value {
 fn nullable(mut schema: Value) -> Value {
     schema["nullable"] = json!(true);
     schema
+}
+
+/// When a mute ends by itself.
+fn muted_until() -> Value {
+    json!({ "type": "integer", "nullable": true, "description": "when its mute ends by itself (ms since the epoch); null: muted until unmuted, or not muted" })
 }
 
 fn pause_text(description: &str) -> Value {

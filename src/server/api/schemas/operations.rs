@@ -298,12 +298,27 @@ fn watch(s: &mut Shape, method: &str, path: &str) -> bool {
             s.answers = ok(wrapped("deleted", string()));
             s.errors = &[409];
         }
-        ("POST", "/api/v1/heartbeats/{name}/mute" | "/api/v1/heartbeats/{name}/unmute") => {
-            s.body = reason_body();
-            s.answers = ok(object(
-                json!({ "heartbeat": string(), "paused": boolean() }),
-                &["heartbeat", "paused"],
-            ));
+        (
+            "POST",
+            path @ ("/api/v1/heartbeats/{name}/mute"
+            | "/api/v1/heartbeats/{name}/unmute"
+            | "/api/v1/probes/{name}/mute"
+            | "/api/v1/probes/{name}/unmute"),
+        ) => {
+            let (key, mut fields) = if path.starts_with("/api/v1/probes") {
+                ("probe", json!({}))
+            } else {
+                ("heartbeat", json!({ "paused": boolean() }))
+            };
+            fields[key] = string();
+            fields["muted"] = boolean();
+            fields["until"] = json!({ "type": "integer", "nullable": true, "description": "when the mute ends by itself (ms since the epoch); null: when unmuted" });
+            s.body = if path.ends_with("/mute") {
+                Some((false, json_content(schema_ref("Mute"))))
+            } else {
+                reason_body()
+            };
+            s.answers = ok(object(fields, &[key, "muted", "until"]));
         }
         ("GET", "/api/v1/probes") => {
             s.query = vec![enum_query(
