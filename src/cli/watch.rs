@@ -439,7 +439,7 @@ pub fn probes(c: Probes) -> Result<()> {
                 str_of(&p["type"]),
                 str_of(&p["schedule"]),
                 str_of(&p["source"]),
-                str_of(&p["state"])
+                probe_state(p)
             );
             if p["muted"] == true {
                 let until = p["muted_until"].as_i64().map(format_rfc3339);
@@ -453,7 +453,11 @@ pub fn probes(c: Probes) -> Result<()> {
                 println!(
                     "  {}  {:<4}  {:>6} ms  {}",
                     when(&r["at"]),
-                    if r["ok"] == true { "ok" } else { "FAIL" },
+                    match (r["ok"] == true, r["warning"] == true) {
+                        (true, _) => "ok",
+                        (false, true) => "WARN",
+                        (false, false) => "FAIL",
+                    },
                     r["latency_ms"],
                     str_of(&r["detail"])
                 );
@@ -472,19 +476,27 @@ pub fn probes(c: Probes) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24}  {:<10}  {:<8}  {:<20}  {:<20}  last result",
+        "{:<24}  {:<10}  {:<15}  {:<20}  {:<20}  last result",
         "NAME", "TYPE", "STATE", "SCHEDULE", "LAST RUN"
     );
     for p in v["probes"].as_array().into_iter().flatten() {
         println!(
-            "{:<24}  {:<10}  {:<8}  {:<20}  {:<20}  {}",
+            "{:<24}  {:<10}  {:<15}  {:<20}  {:<20}  {}",
             str_of(&p["name"]),
             str_of(&p["type"]),
-            str_of(&p["state"]),
+            probe_state(p),
             str_of(&p["schedule"]),
             when(&p["last_at"]),
             str_of(&p["last_detail"])
         );
     }
     Ok(())
+}
+
+/// A probe's state, with its severity while down: "down (warning)".
+fn probe_state(p: &Value) -> String {
+    match p["severity"].as_str() {
+        Some(severity) => format!("{} ({severity})", str_of(&p["state"])),
+        None => str_of(&p["state"]).to_string(),
+    }
 }

@@ -709,6 +709,71 @@ steps = [ { name = "a", run = "true" } ]
     }
 
     #[test]
+    fn graphite_probes_default_from_and_aggregate_and_expand_the_url() {
+        std::env::set_var("HEAL_TEST_GRAPHITE_PASSWORD", "s3cret");
+        let text = "[[probe]]\nname = \"g\"\nevery = \"1m\"\ngraphite = { url = \"http://u:${HEAL_TEST_GRAPHITE_PASSWORD}@127.0.0.1:8080/\", target = \"servers.*.cpu\", expect = \"< 85\" }\n";
+        let c = parse(Path::new("runbooks.toml"), text).unwrap();
+        let crate::probe::Check::Graphite(g) = &c.probes["g"].check else {
+            panic!("not a graphite check: {:?}", c.probes["g"].check);
+        };
+        assert_eq!(g.url, "http://u:s3cret@127.0.0.1:8080");
+        assert_eq!(
+            (g.from.as_str(), g.aggregate),
+            ("-5min", crate::probe::Aggregate::Last)
+        );
+        assert_eq!(c.probes["g"].kind(), "graphite");
+        let probe = |fields: &str| {
+            format!("\n[[probe]]\nname = \"g\"\nevery = \"1m\"\ngraphite = {{ {fields} }}\n")
+        };
+        check_err(
+            &probe("url = \"http://x\", target = \"a\", expect = \"< 1\", aggregate = \"median\""),
+            "runbooks.toml:2: probe \"g\": graphite.aggregate: \"median\" is not an aggregate",
+        );
+        check_err(
+            &probe("url = \"http://x\", target = \"a\", expect = \"85\""),
+            "runbooks.toml:2: probe \"g\": graphite.expect: bad expectation \"85\"",
+        );
+        check_err(
+            &probe("url = \"http://x\", target = \" \", expect = \"< 1\""),
+            "probe \"g\": graphite.target: empty",
+        );
+        check_err(
+            &probe(
+                "url = \"http://${HEAL_TEST_GRAPHITE_UNSET}@x\", target = \"a\", expect = \"< 1\"",
+            ),
+            "probe \"g\": graphite.url: environment variable HEAL_TEST_GRAPHITE_UNSET is not set",
+        );
+        check_err(
+            &probe("url = \"ftp://u:pw@x\", target = \"a\", expect = \"< 1\""),
+            "probe \"g\": graphite.url: \"ftp://<redacted>@x\" must start with http:// or https://",
+        );
+    }
+
+    #[test]
+    fn warn_thresholds_are_checked_beside_their_critical_ones() {
+        let probe = |kind: &str| format!("\n\n[[probe]]\nname = \"p\"\nevery = \"1m\"\n{kind}\n");
+        let c = parse(
+            Path::new("runbooks.toml"),
+            &probe("sql = { url = \"sqlite:///x.db\", query = \"SELECT 1\", expect = \"< 85\", warn = \"< 70\" }"),
+        )
+        .unwrap();
+        assert!(c.probes["p"].check.warns());
+        for (kind, says) in [
+            ("prometheus = { url = \"http://x\", query = \"up\", expect = \"< 85\", warn = \"70\" }", "runbooks.toml:3: probe \"p\": prometheus.warn: bad expectation \"70\""),
+            ("graphite = { url = \"http://x\", target = \"a\", expect = \"< 85\", warn = \"< 90\" }", "runbooks.toml:3: probe \"p\": graphite.warn: \"< 90\" must be on the same side as expect = \"< 85\" and no looser"),
+            ("sql = { url = \"sqlite:///x.db\", query = \"SELECT 1\", expect = \"== 1\", warn = \"< 1\" }", "runbooks.toml:3: probe \"p\": sql.warn: a warning needs expect with <, <=, > or >="),
+            ("sql = { url = \"sqlite:///x.db\", query = \"SELECT 1\", warn = \"< 1\" }", "missing field `expect`"),
+            ("http = { url = \"http://x\", warn_latency = \"1s\" }", "runbooks.toml:3: probe \"p\": http.warn_latency: needs max_latency"),
+            ("http = { url = \"http://x\", warn_latency = \"2s\", max_latency = \"2s\" }", "http.warn_latency: 2s must be shorter than max_latency (2s)"),
+            ("http = { url = \"https://x\", tls_warn_days = 30 }", "http.tls_warn_days: needs tls_min_days"),
+            ("http = { url = \"https://x\", tls_warn_days = 7, tls_min_days = 14 }", "http.tls_warn_days: 7 must be more than tls_min_days (14)"),
+            ("labels = { severity = \"page\" }\nhttp = { url = \"http://x\", warn_latency = \"1s\", max_latency = \"2s\" }", "probe \"p\": labels: \"severity\" is set by heal"),
+        ] {
+            check_err(&probe(kind), says);
+        }
+    }
+
+    #[test]
     fn forget_agents_after_is_off_by_default_and_checked_where_it_is_written() {
         let c = parse(Path::new("runbooks.toml"), GOOD).unwrap();
         assert_eq!(c.server.forget_agents_after, None);

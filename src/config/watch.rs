@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::heartbeat;
 use crate::probe::{self, Check, Expect};
 use crate::schedule::Schedule;
-use crate::time::parse_duration;
+use crate::time::{format_duration, parse_duration};
 
 /// A `[[heartbeat]]`, or one registered with `PUT /api/v1/heartbeats/NAME`.
 #[derive(Debug, Clone)]
@@ -236,6 +236,9 @@ pub fn api_probe(def: &serde_json::Value) -> std::result::Result<Probe, String> 
     {
         return Err(format!("http.headers.{k}: ${{...}} reads heal's environment, which only runbooks.toml may do; give the value itself"));
     }
+    if raw.graphite.as_ref().is_some_and(|g| g.url.contains("${")) {
+        return Err("graphite.url: ${...} reads heal's environment, which only runbooks.toml may do; give the credentials in the URL, or put the probe in runbooks.toml".into());
+    }
     if let Some(sql) = &raw.sql {
         // `${VAR}` would send heal's environment to a database the caller
         // names; a SQLite file is one on heal's own host, read as root.
@@ -293,7 +296,7 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// "http", "tcp", "command", "prometheus" or "sql".
+    /// "http", "tcp", "command", "prometheus", "sql" or "graphite".
     pub fn kind(&self) -> &'static str {
         match self.check {
             Check::Http(_) => "http",
@@ -301,6 +304,7 @@ impl Probe {
             Check::Command { .. } => "command",
             Check::Prometheus(_) => "prometheus",
             Check::Sql(_) => "sql",
+            Check::Graphite(_) => "graphite",
         }
     }
 }
@@ -329,6 +333,7 @@ pub(super) struct RawProbe {
     command: Option<RawCommand>,
     prometheus: Option<RawPrometheus>,
     sql: Option<RawSql>,
+    graphite: Option<RawGraphite>,
     priority: Option<String>,
 }
 
@@ -341,7 +346,9 @@ struct RawHttp {
     status: Vec<u16>,
     body_contains: Option<String>,
     max_latency: Option<String>,
+    warn_latency: Option<String>,
     tls_min_days: Option<u32>,
+    tls_warn_days: Option<u32>,
     ca_file: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
@@ -366,6 +373,7 @@ struct RawPrometheus {
     url: String,
     query: String,
     expect: String,
+    warn: Option<String>,
     #[serde(default)]
     empty_ok: bool,
 }
@@ -376,8 +384,63 @@ struct RawSql {
     url: String,
     query: String,
     expect: String,
+    warn: Option<String>,
     #[serde(default)]
     empty_ok: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGraphite {
+    url: String,
+    target: String,
+    from: Option<String>,
+    aggregate: Option<String>,
+    expect: String,
+    warn: Option<String>,
+    #[serde(default)]
+    empty_ok: bool,
+}
+
+/// A Graphite check: its URL with `${ENV}` expanded, as the SQL check's.
+fn graphite(raw: &RawGraphite) -> std::result::Result<probe::Graphite, String> {
+    let url = expand_env(&raw.url).map_err(|e| format!("graphite.url: {e}"))?;
+    if raw.target.trim().is_empty() {
+        return Err("graphite.target: empty; give a metric path, a glob or a function, e.g. \"servers.web1.cpu\"".into());
+    }
+    let from = raw.from.clone().unwrap_or_else(|| "-5min".into());
+    if from.trim().is_empty() {
+        return Err("graphite.from: empty; give e.g. \"-5min\"".into());
+    }
+    let (expect, warn) = thresholds("graphite", &raw.expect, raw.warn.as_deref())?;
+    Ok(probe::Graphite {
+        url: base_url(&url, "graphite.url")?,
+        target: raw.target.clone(),
+        from,
+        aggregate: probe::Aggregate::parse(raw.aggregate.as_deref().unwrap_or("last"))
+            .map_err(|e| format!("graphite.aggregate: {e}"))?,
+        expect,
+        warn,
+        empty_ok: raw.empty_ok,
+    })
+}
+
+/// The `expect` (critical) and `warn` of a comparing check: the same
+/// syntax, and `warn` on the same side and no looser (`Expect::check_warn`).
+fn thresholds(
+    kind: &str,
+    expect: &str,
+    warn: Option<&str>,
+) -> std::result::Result<(Expect, Option<Expect>), String> {
+    let expect = Expect::parse(expect).map_err(|e| format!("{kind}.expect: {e}"))?;
+    let Some(warn) = warn else {
+        return Ok((expect, None));
+    };
+    let warn = Expect::parse(warn).map_err(|e| format!("{kind}.warn: {e}"))?;
+    expect
+        .check_warn(&warn)
+        .map_err(|e| format!("{kind}.warn: {e}"))?;
+    Ok((expect, Some(warn)))
 }
 
 /// A SQL check: its URL with `${ENV}` expanded (credentials stay out of
@@ -398,10 +461,12 @@ fn sql(raw: &RawSql) -> std::result::Result<probe::Sql, String> {
     if raw.query.trim().is_empty() {
         return Err("sql.query: empty; give one SELECT whose first value is compared".into());
     }
+    let (expect, warn) = thresholds("sql", &raw.expect, raw.warn.as_deref())?;
     Ok(probe::Sql {
         url,
         query: raw.query.clone(),
-        expect: Expect::parse(&raw.expect).map_err(|e| format!("sql.expect: {e}"))?,
+        expect,
+        warn,
         empty_ok: raw.empty_ok,
     })
 }
@@ -428,10 +493,11 @@ fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
         raw.command.is_some(),
         raw.prometheus.is_some(),
         raw.sql.is_some(),
+        raw.graphite.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() != 1 {
         return Err(
-            "give exactly one of http = {...}, tcp = {...}, command = {...}, prometheus = {...} or sql = {...}"
+            "give exactly one of http = {...}, tcp = {...}, command = {...}, prometheus = {...}, sql = {...} or graphite = {...}"
                 .into(),
         );
     }
@@ -454,17 +520,24 @@ fn probe(raw: &RawProbe) -> std::result::Result<Probe, String> {
         let run = super::rules::run_of(&c.run).ok_or("command.run: empty command")?;
         Check::Command { run }
     } else if let Some(p) = &raw.prometheus {
+        let (expect, warn) = thresholds("prometheus", &p.expect, p.warn.as_deref())?;
         Check::Prometheus(probe::Prometheus {
             url: base_url(&p.url, "prometheus.url")?,
             query: p.query.clone(),
-            expect: Expect::parse(&p.expect).map_err(|e| format!("prometheus.expect: {e}"))?,
+            expect,
+            warn,
             empty_ok: p.empty_ok,
         })
     } else if let Some(q) = &raw.sql {
         Check::Sql(sql(q)?)
+    } else if let Some(g) = &raw.graphite {
+        Check::Graphite(graphite(g)?)
     } else {
         unreachable!("exactly one kind was checked above")
     };
+    if check.warns() && raw.labels.contains_key("severity") {
+        return Err("labels: \"severity\" is set by heal from the warn and critical thresholds; leave it out".into());
+    }
     Ok(Probe {
         name: raw.name.clone(),
         check,
@@ -509,11 +582,39 @@ fn http(h: &RawHttp) -> std::result::Result<probe::Http, String> {
     if h.tls_min_days.is_some() && !url.starts_with("https://") {
         return Err("http.tls_min_days: needs an https:// url".into());
     }
-    let max_latency = h
-        .max_latency
-        .as_deref()
-        .map(|d| parse_duration(d).map_err(|e| format!("http.max_latency: {e}")))
-        .transpose()?;
+    let latency = |d: &Option<String>, field: &str| {
+        d.as_deref()
+            .map(|d| parse_duration(d).map_err(|e| format!("http.{field}: {e}")))
+            .transpose()
+    };
+    let max_latency = latency(&h.max_latency, "max_latency")?;
+    let warn_latency = latency(&h.warn_latency, "warn_latency")?;
+    match (warn_latency, max_latency) {
+        (Some(_), None) => {
+            return Err("http.warn_latency: needs max_latency (the critical one) beside it".into())
+        }
+        (Some(w), Some(m)) if w >= m => {
+            return Err(format!(
+                "http.warn_latency: {} must be shorter than max_latency ({})",
+                format_duration(w),
+                format_duration(m)
+            ))
+        }
+        _ => {}
+    }
+    match (h.tls_warn_days, h.tls_min_days) {
+        (Some(_), None) => {
+            return Err(
+                "http.tls_warn_days: needs tls_min_days (the critical one) beside it".into(),
+            )
+        }
+        (Some(w), Some(m)) if w <= m => {
+            return Err(format!(
+                "http.tls_warn_days: {w} must be more than tls_min_days ({m})"
+            ))
+        }
+        _ => {}
+    }
     let mut headers = Vec::new();
     for (k, v) in &h.headers {
         headers.push((
@@ -527,7 +628,9 @@ fn http(h: &RawHttp) -> std::result::Result<probe::Http, String> {
         expect_status: h.status.clone(),
         body_contains: h.body_contains.clone(),
         max_latency,
+        warn_latency,
         tls_min_days: h.tls_min_days,
+        tls_warn_days: h.tls_warn_days,
         ca_file: h.ca_file.as_ref().map(PathBuf::from),
         headers,
     })

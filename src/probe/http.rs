@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::CertificateDer;
 
 use super::tls::check_certificate;
-use super::{fail, millis, pass, timed_out, Http, Outcome};
+use super::{fail, millis, pass, timed_out, warn, Http, Outcome};
 use crate::trust::load_ca_file;
 
 /// The most bytes of a response body that are read.
-const BODY_LIMIT: u64 = 1 << 20;
+pub(super) const BODY_LIMIT: u64 = 1 << 20;
 
 /// A response: status and the first `BODY_LIMIT` bytes of the body.
 pub(super) struct Answer {
@@ -37,13 +37,29 @@ pub(super) fn run_http(http: &Http, timeout: Duration) -> Outcome {
         return fail(problem, value);
     }
     let mut detail = format!("{} in {} ms", answer.status, millis(took));
+    let mut warnings = Vec::new();
+    if let Some(w) = http.warn_latency.filter(|w| took > *w) {
+        warnings.push(format!(
+            "took {} ms, warning above {} ms",
+            millis(took),
+            millis(w)
+        ));
+    }
     if let Some(min_days) = http.tls_min_days {
         let left = timeout.saturating_sub(start.elapsed());
         match check_certificate(&http.url, ca.as_deref(), min_days, left, timeout) {
-            Ok(Some(note)) => detail = format!("{detail}, {note}"),
+            Ok(Some((note, days))) => match http.tls_warn_days {
+                Some(w) if days < i64::from(w) => {
+                    warnings.push(format!("{note}, warning below {w}"))
+                }
+                _ => detail = format!("{detail}, {note}"),
+            },
             Ok(None) => {}
             Err(e) => return fail(e, value),
         }
+    }
+    if !warnings.is_empty() {
+        return warn(warnings.join("; "), value);
     }
     pass(detail, value)
 }
@@ -104,6 +120,17 @@ pub(super) fn read_answer(
             _ => format!("reading the body of {url}: {e}"),
         })?;
     Ok(Answer { status, body })
+}
+
+/// "URL: 200 OK with a non-JSON answer "<start>" (HINT)", for an answer a
+/// JSON API should have given.
+pub(super) fn non_json(answer: &Answer, url: &str, hint: &str) -> String {
+    let text = String::from_utf8_lossy(&answer.body);
+    let start: String = text.trim().chars().take(80).collect();
+    format!(
+        "{url}: {} with a non-JSON answer {start:?} ({hint})",
+        status_text(answer.status)
+    )
 }
 
 /// One line for a failed request, naming the address or URL (without its
@@ -298,6 +325,29 @@ mod tests {
         assert!(out.detail.starts_with("took "), "{}", out.detail);
         assert!(out.detail.ends_with(" ms, max 100 ms"), "{}", out.detail);
         assert!(out.value.unwrap() >= 300.0);
+    }
+
+    #[test]
+    fn http_slower_than_warn_latency_is_a_warning() {
+        let mut slow = reply("200 OK", "ok");
+        slow.delay = Duration::from_millis(300);
+        let (url, _) = responder(1, slow);
+        let mut check = http(&url);
+        check.max_latency = Some(Duration::from_secs(5));
+        check.warn_latency = Some(Duration::from_millis(100));
+        let out = run_http_check(check);
+        assert_eq!(out.level(), Level::Warning, "{out:?}");
+        assert!(out.detail.starts_with("took "), "{}", out.detail);
+        assert!(
+            out.detail.ends_with(" ms, warning above 100 ms"),
+            "{}",
+            out.detail
+        );
+        let (url, _) = responder(1, reply("200 OK", "ok"));
+        let mut check = http(&url);
+        check.max_latency = Some(Duration::from_secs(5));
+        check.warn_latency = Some(Duration::from_secs(4));
+        assert_eq!(run_http_check(check).level(), Level::Ok);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Probes: what a `[[probe]]` checks (an HTTP endpoint, a TCP port, a
-//! command on the server, a Prometheus query) and one run of such a check,
+//! command on the server, a Prometheus query, a SQL query, a Graphite
+//! render) and one run of such a check,
 //! plus the pure up/down bookkeeping behind `fail_after` and `recover_after`.
 //!
 //! Every run is bounded by its timeout, roughly: HTTP uses ureq's global
@@ -28,6 +29,7 @@ use crate::exec;
 use crate::time::format_duration;
 
 mod command;
+mod graphite;
 mod http;
 mod prometheus;
 mod sql;
@@ -39,6 +41,7 @@ pub(crate) use http::describe_error;
 pub use step::*;
 
 use command::run_command;
+use graphite::run_graphite;
 use http::run_http;
 use prometheus::run_prometheus;
 use sql::run_sql;
@@ -63,6 +66,8 @@ pub enum Check {
     Prometheus(Prometheus),
     /// A SQL query whose first value must satisfy an expectation.
     Sql(Sql),
+    /// A Graphite render whose every series, aggregated, must satisfy an expectation.
+    Graphite(Graphite),
 }
 
 /// An HTTP check.
@@ -78,8 +83,12 @@ pub struct Http {
     pub body_contains: Option<String>,
     /// Slower answers are failures.
     pub max_latency: Option<Duration>,
+    /// Slower answers (within `max_latency`) are warnings.
+    pub warn_latency: Option<Duration>,
     /// https only (ignored for http): fail when the server certificate expires in fewer days.
     pub tls_min_days: Option<u32>,
+    /// https only: a warning when the certificate expires in fewer days (more than `tls_min_days`).
+    pub tls_warn_days: Option<u32>,
     /// PEM of a private CA, trusted in addition to the webpki roots (see the module doc).
     pub ca_file: Option<PathBuf>,
     /// Extra request headers.
@@ -95,6 +104,8 @@ pub struct Prometheus {
     pub query: String,
     /// Every returned sample must satisfy it.
     pub expect: Expect,
+    /// A sample that meets `expect` but not this is a warning.
+    pub warn: Option<Expect>,
     /// Whether an empty result is ok (by default it fails with "query returned no data").
     pub empty_ok: bool,
 }
@@ -108,8 +119,67 @@ pub struct Sql {
     pub query: String,
     /// The value must satisfy it.
     pub expect: Expect,
+    /// A value that meets `expect` but not this is a warning.
+    pub warn: Option<Expect>,
     /// Whether no row is ok (by default it fails with "the query returned no row").
     pub empty_ok: bool,
+}
+
+/// A Graphite check.
+#[derive(Debug, Clone)]
+pub struct Graphite {
+    /// Base URL of graphite-web, e.g. `http://127.0.0.1:8080`, `${ENV}` expanded.
+    pub url: String,
+    /// The target, as graphite-web's render API takes it (a path, a glob or functions).
+    pub target: String,
+    /// How far back, as the render API's `from` takes it ("-5min" by default).
+    pub from: String,
+    /// How each series' points become one number.
+    pub aggregate: Aggregate,
+    /// Every series' number must satisfy it.
+    pub expect: Expect,
+    /// A number that meets `expect` but not this is a warning.
+    pub warn: Option<Expect>,
+    /// Whether no data is ok (by default it fails).
+    pub empty_ok: bool,
+}
+
+/// How the points of a Graphite series (nulls skipped) become one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// The newest point.
+    Last,
+    /// The mean.
+    Avg,
+    /// The largest.
+    Max,
+    /// The smallest.
+    Min,
+}
+
+impl Aggregate {
+    /// Parses "last", "avg", "max" or "min".
+    pub fn parse(text: &str) -> Result<Aggregate, String> {
+        match text {
+            "last" => Ok(Aggregate::Last),
+            "avg" => Ok(Aggregate::Avg),
+            "max" => Ok(Aggregate::Max),
+            "min" => Ok(Aggregate::Min),
+            _ => Err(format!(
+                "{text:?} is not an aggregate (write \"last\", \"avg\", \"max\" or \"min\")"
+            )),
+        }
+    }
+
+    /// The name as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregate::Last => "last",
+            Aggregate::Avg => "avg",
+            Aggregate::Max => "max",
+            Aggregate::Min => "min",
+        }
+    }
 }
 
 /// A comparison with a fixed number, such as "< 0.9".
@@ -138,17 +208,67 @@ pub enum Cmp {
     Ne,
 }
 
+/// One sampled value: its series, as the source names it, and value.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    series: String,
+    value: f64,
+}
+
+/// How a run went: passed, crossed only the `warn` threshold, or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Passed.
+    Ok,
+    /// Met `expect` (critical) but not `warn`.
+    Warning,
+    /// Failed.
+    Critical,
+}
+
+impl Level {
+    /// "ok", "warning" or "critical": the `severity` label of `ProbeFailing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warning => "warning",
+            Level::Critical => "critical",
+        }
+    }
+
+    /// Parses what `as_str` gives; None for anything else.
+    pub fn parse(text: &str) -> Option<Level> {
+        [Level::Ok, Level::Warning, Level::Critical]
+            .into_iter()
+            .find(|l| l.as_str() == text)
+    }
+}
+
 /// The result of one run of a check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    /// Whether the check passed.
+    /// Whether the check passed (a warning did not: it counts toward `fail_after`).
     pub ok: bool,
+    /// Whether it failed only the `warn` threshold (then `ok` is false).
+    pub warning: bool,
     /// One line for people: what was seen, and what was expected when it failed.
     pub detail: String,
     /// Wall-clock time of the whole run.
     pub latency_ms: i64,
-    /// Request latency in ms for http and tcp, the worst sample for prometheus, the value for sql, None otherwise.
+    /// Request latency in ms for http and tcp, the worst sample for prometheus
+    /// and graphite, the value for sql, None otherwise.
     pub value: Option<f64>,
+}
+
+impl Outcome {
+    /// Ok, warning or critical.
+    pub fn level(&self) -> Level {
+        match (self.ok, self.warning) {
+            (true, _) => Level::Ok,
+            (false, true) => Level::Warning,
+            (false, false) => Level::Critical,
+        }
+    }
 }
 
 impl Cmp {
@@ -193,6 +313,30 @@ impl Expect {
         Ok(Expect { op, threshold })
     }
 
+    /// Checks that `warn` can sit beside this expectation: on the same side
+    /// (both `<`/`<=` or both `>`/`>=`) and no looser, so a value that meets
+    /// `warn` meets the expectation too.
+    pub fn check_warn(&self, warn: &Expect) -> Result<(), String> {
+        let below = |c: Cmp| matches!(c, Cmp::Lt | Cmp::Le);
+        let above = |c: Cmp| matches!(c, Cmp::Gt | Cmp::Ge);
+        let fits = if below(self.op) {
+            below(warn.op) && warn.threshold <= self.threshold
+        } else if above(self.op) {
+            above(warn.op) && warn.threshold >= self.threshold
+        } else {
+            return Err(format!(
+                "a warning needs expect with <, <=, > or >= (got expect = \"{self}\")"
+            ));
+        };
+        if !fits {
+            return Err(format!(
+                "\"{warn}\" must be on the same side as expect = \"{self}\" and no looser \
+                 (e.g. expect = \"< 85\", warn = \"< 70\")"
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether `v` satisfies the expectation; NaN satisfies only `!=`.
     pub fn holds(&self, v: f64) -> bool {
         let t = self.threshold;
@@ -231,6 +375,19 @@ impl fmt::Display for Expect {
     }
 }
 
+impl Check {
+    /// Whether it has a warn threshold (`warn`, `warn_latency`, `tls_warn_days`).
+    pub fn warns(&self) -> bool {
+        match self {
+            Check::Http(h) => h.warn_latency.is_some() || h.tls_warn_days.is_some(),
+            Check::Prometheus(p) => p.warn.is_some(),
+            Check::Sql(s) => s.warn.is_some(),
+            Check::Graphite(g) => g.warn.is_some(),
+            Check::Tcp { .. } | Check::Command { .. } => false,
+        }
+    }
+}
+
 /// Runs a check once, bounded by `timeout` (connect + whole request; roughly).
 pub fn run(check: &Check, timeout: Duration) -> Outcome {
     let start = Instant::now();
@@ -240,13 +397,15 @@ pub fn run(check: &Check, timeout: Duration) -> Outcome {
         Check::Command { run } => run_command(run, timeout),
         Check::Prometheus(prometheus) => run_prometheus(prometheus, timeout),
         Check::Sql(sql) => run_sql(sql, timeout),
+        Check::Graphite(graphite) => run_graphite(graphite, timeout),
     };
     outcome.latency_ms = millis(start.elapsed());
     // Its detail is stored, shown, logged and sent in notifications: never
     // with the URL's user, password or query values.
     if let Check::Http(Http { url, .. })
     | Check::Prometheus(Prometheus { url, .. })
-    | Check::Sql(Sql { url, .. }) = check
+    | Check::Sql(Sql { url, .. })
+    | Check::Graphite(Graphite { url, .. }) = check
     {
         outcome.detail = outcome
             .detail
@@ -255,10 +414,84 @@ pub fn run(check: &Check, timeout: Duration) -> Outcome {
     outcome
 }
 
+/// Ok when every sample satisfies the expectation; names the worst failing
+/// one. With `warn`, samples that all meet `expect` but some not `warn` are a
+/// warning, naming the worst of those. No samples fail with `no_data`,
+/// unless `empty_ok`.
+fn judge_samples(
+    expect: Expect,
+    warn: Option<Expect>,
+    empty_ok: bool,
+    samples: &[Sample],
+    no_data: &str,
+) -> Outcome {
+    if samples.is_empty() {
+        let detail = no_data.to_string();
+        return if empty_ok {
+            pass(detail, None)
+        } else {
+            fail(detail, None)
+        };
+    }
+    let failing =
+        |e: Expect| -> Vec<&Sample> { samples.iter().filter(|s| !e.holds(s.value)).collect() };
+    let worst = |e: Expect, pool: &[&Sample]| -> (Option<f64>, String) {
+        let worst = pool
+            .iter()
+            .max_by(|a, b| e.badness(a.value).total_cmp(&e.badness(b.value)))
+            .expect("pool is not empty: samples is not empty");
+        (
+            Some(worst.value),
+            format!("{} = {}", worst.series, number(worst.value)),
+        )
+    };
+    let more = |n: usize| match n {
+        1 => String::new(),
+        n => format!(" ({} more failing)", n - 1),
+    };
+    let critical = failing(expect);
+    if !critical.is_empty() {
+        let (value, seen) = worst(expect, &critical);
+        return fail(
+            format!("{seen}, expected {expect}{}", more(critical.len())),
+            value,
+        );
+    }
+    if let Some(w) = warn {
+        let warning = failing(w);
+        if !warning.is_empty() {
+            let (value, seen) = worst(w, &warning);
+            let detail = format!("{seen}, warning: expected {w}{}", more(warning.len()));
+            return self::warn(detail, value);
+        }
+    }
+    let shown = warn.unwrap_or(expect);
+    let (value, seen) = worst(shown, &samples.iter().collect::<Vec<_>>());
+    let n = samples.len();
+    let noun = if n == 1 { "sample" } else { "samples" };
+    pass(format!("{n} {noun} {shown}, worst {seen}"), value)
+}
+
+/// One value against `expect` and `warn`: "7 < 10", "12, expected < 10",
+/// "8, warning: expected < 5".
+fn judge_value(expect: Expect, warn: Option<Expect>, value: f64) -> Outcome {
+    let seen = number(value);
+    if !expect.holds(value) {
+        return fail(format!("{seen}, expected {expect}"), Some(value));
+    }
+    match warn {
+        Some(w) if !w.holds(value) => {
+            self::warn(format!("{seen}, warning: expected {w}"), Some(value))
+        }
+        _ => pass(format!("{seen} {}", warn.unwrap_or(expect)), Some(value)),
+    }
+}
+
 /// A passing outcome; `run` fills in the latency.
 fn pass(detail: String, value: Option<f64>) -> Outcome {
     Outcome {
         ok: true,
+        warning: false,
         detail,
         latency_ms: 0,
         value,
@@ -269,6 +502,15 @@ fn pass(detail: String, value: Option<f64>) -> Outcome {
 fn fail(detail: String, value: Option<f64>) -> Outcome {
     Outcome {
         ok: false,
+        ..pass(detail, value)
+    }
+}
+
+/// An outcome that crossed only the warn threshold; `run` fills in the latency.
+fn warn(detail: String, value: Option<f64>) -> Outcome {
+    Outcome {
+        ok: false,
+        warning: true,
         ..pass(detail, value)
     }
 }
@@ -403,7 +645,9 @@ mod testing {
             expect_status: Vec::new(),
             body_contains: None,
             max_latency: None,
+            warn_latency: None,
             tls_min_days: None,
+            tls_warn_days: None,
             ca_file: None,
             headers: Vec::new(),
         }
@@ -418,6 +662,19 @@ mod testing {
             url: url.to_string(),
             query: query.to_string(),
             expect: Expect::parse(expect).unwrap(),
+            warn: None,
+            empty_ok: false,
+        }
+    }
+
+    pub(super) fn graphite(url: &str, target: &str, expect: &str) -> Graphite {
+        Graphite {
+            url: url.to_string(),
+            target: target.to_string(),
+            from: "-5min".into(),
+            aggregate: Aggregate::Last,
+            expect: Expect::parse(expect).unwrap(),
+            warn: None,
             empty_ok: false,
         }
     }
@@ -488,6 +745,42 @@ mod tests {
             );
             assert!(err.contains("\"< 0.9\""), "{err}");
         }
+    }
+
+    #[test]
+    fn warn_must_sit_on_expect_s_side_and_be_no_looser() {
+        let e = |t: &str| Expect::parse(t).unwrap();
+        assert_eq!(e("< 85").check_warn(&e("< 70")), Ok(()));
+        assert_eq!(e("<= 85").check_warn(&e("< 85")), Ok(()));
+        assert_eq!(e("> 10").check_warn(&e(">= 20")), Ok(()));
+        for (expect, warn) in [
+            ("< 85", "< 90"),
+            ("< 85", "> 70"),
+            ("> 10", "> 5"),
+            ("> 10", "< 20"),
+        ] {
+            let err = e(expect).check_warn(&e(warn)).unwrap_err();
+            assert!(
+                err.contains("same side as expect"),
+                "{expect} {warn}: {err}"
+            );
+        }
+        let err = e("== 1").check_warn(&e("== 1")).unwrap_err();
+        assert!(err.contains("needs expect with <, <=, > or >="), "{err}");
+    }
+
+    #[test]
+    fn judge_value_tells_ok_warning_and_critical() {
+        let (expect, warn) = (Expect::parse("< 10").unwrap(), Expect::parse("< 5").ok());
+        let check = |v: f64, level: Level, detail: &str| {
+            let out = judge_value(expect, warn, v);
+            assert_eq!((out.level(), out.detail.as_str()), (level, detail));
+        };
+        check(3.0, Level::Ok, "3 < 5");
+        check(7.0, Level::Warning, "7, warning: expected < 5");
+        check(12.0, Level::Critical, "12, expected < 10");
+        let out = judge_value(expect, None, 7.0);
+        assert_eq!((out.level(), out.detail.as_str()), (Level::Ok, "7 < 10"));
     }
 
     #[test]

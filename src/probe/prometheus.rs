@@ -5,15 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::{agent, read_answer, status_text, Answer};
-use super::{fail, number, pass, Outcome, Prometheus};
-
-/// One sample of a query result: its series, as PromQL writes it, and value.
-#[derive(Debug, Clone, PartialEq)]
-struct Sample {
-    series: String,
-    value: f64,
-}
+use super::http::{agent, non_json, read_answer, status_text, Answer};
+use super::{fail, judge_samples, Outcome, Prometheus, Sample};
 
 /// An instant query; ok when every sample satisfies the expectation.
 pub(super) fn run_prometheus(prometheus: &Prometheus, timeout: Duration) -> Outcome {
@@ -25,21 +18,21 @@ pub(super) fn run_prometheus(prometheus: &Prometheus, timeout: Duration) -> Outc
         Err(e) => return fail(e, None),
     };
     match parse_samples(&answer, &url, &prometheus.query) {
-        Ok(samples) => judge_samples(prometheus, &samples),
+        Ok(samples) => judge_samples(
+            prometheus.expect,
+            prometheus.warn,
+            prometheus.empty_ok,
+            &samples,
+            "query returned no data",
+        ),
         Err(e) => fail(e, None),
     }
 }
 
 /// Reads the samples out of a query answer, or says what is wrong with it.
 fn parse_samples(answer: &Answer, url: &str, query: &str) -> Result<Vec<Sample>, String> {
-    let json: Value = serde_json::from_slice(&answer.body).map_err(|_| {
-        let text = String::from_utf8_lossy(&answer.body);
-        let start: String = text.trim().chars().take(80).collect();
-        format!(
-            "{url}: {} with a non-JSON answer {start:?} (is this a Prometheus server?)",
-            status_text(answer.status)
-        )
-    })?;
+    let json: Value = serde_json::from_slice(&answer.body)
+        .map_err(|_| non_json(answer, url, "is this a Prometheus server?"))?;
     if json["status"] == "error" {
         let kind = json["errorType"].as_str().unwrap_or("error");
         let error = json["error"].as_str().unwrap_or("no reason given");
@@ -108,41 +101,6 @@ fn series_name(metric: &Value) -> String {
     } else {
         format!("{name}{{{}}}", pairs.join(","))
     }
-}
-
-/// Ok when every sample satisfies the expectation; names the worst failing one.
-fn judge_samples(prometheus: &Prometheus, samples: &[Sample]) -> Outcome {
-    let expect = prometheus.expect;
-    if samples.is_empty() {
-        let detail = "query returned no data".to_string();
-        return if prometheus.empty_ok {
-            pass(detail, None)
-        } else {
-            fail(detail, None)
-        };
-    }
-    let failing: Vec<&Sample> = samples.iter().filter(|s| !expect.holds(s.value)).collect();
-    let pool: Vec<&Sample> = if failing.is_empty() {
-        samples.iter().collect()
-    } else {
-        failing.clone()
-    };
-    let worst = pool
-        .iter()
-        .max_by(|a, b| expect.badness(a.value).total_cmp(&expect.badness(b.value)))
-        .expect("pool is not empty: samples is not empty");
-    let value = Some(worst.value);
-    let seen = format!("{} = {}", worst.series, number(worst.value));
-    if failing.is_empty() {
-        let n = samples.len();
-        let noun = if n == 1 { "sample" } else { "samples" };
-        return pass(format!("{n} {noun} {expect}, worst {seen}"), value);
-    }
-    let more = match failing.len() {
-        1 => String::new(),
-        n => format!(" ({} more failing)", n - 1),
-    };
-    fail(format!("{seen}, expected {expect}{more}"), value)
 }
 
 #[cfg(test)]

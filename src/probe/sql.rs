@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{fail, number, pass, Outcome, Sql};
+use super::{fail, judge_value, pass, Outcome, Sql};
 
 /// Runs the query; ok when its first value satisfies the expectation (no
 /// row: ok only with `empty_ok`).
@@ -18,14 +18,7 @@ pub(super) fn run_sql(sql: &Sql, timeout: Duration) -> Outcome {
         Err(e) => fail(e, None),
         Ok(None) if sql.empty_ok => pass("the query returned no row".into(), None),
         Ok(None) => fail("the query returned no row".into(), None),
-        Ok(Some(value)) => {
-            let seen = number(value);
-            if sql.expect.holds(value) {
-                pass(format!("{seen} {}", sql.expect), Some(value))
-            } else {
-                fail(format!("{seen}, expected {}", sql.expect), Some(value))
-            }
-        }
+        Ok(Some(value)) => judge_value(sql.expect, sql.warn, value),
     }
 }
 
@@ -188,6 +181,7 @@ mod tests {
             url: url.into(),
             query: query.into(),
             expect: Expect::parse(expect).unwrap(),
+            warn: None,
             empty_ok,
         };
         run_sql(&sql, Duration::from_secs(2))
@@ -257,6 +251,7 @@ mod tests {
             url: url.clone(),
             query: "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c".into(),
             expect: Expect::parse("> 0").unwrap(),
+            warn: None,
             empty_ok: false,
         };
         let started = std::time::Instant::now();

@@ -55,6 +55,22 @@ impl State {
     }
 }
 
+/// The severity of a probe in `state` after a run at `level`: while down,
+/// the level of its last failing run (a passing run while it recovers keeps
+/// `previous`, critical if none); None when it is not down.
+pub fn severity(
+    state: State,
+    level: super::Level,
+    previous: Option<super::Level>,
+) -> Option<super::Level> {
+    use super::Level;
+    match (state, level) {
+        (State::Down, Level::Ok) => Some(previous.unwrap_or(Level::Critical)),
+        (State::Down, level) => Some(level),
+        _ => None,
+    }
+}
+
 /// Applies one result: Down after `fail_after` failures in a row (from
 /// Unknown or Up, with `WentDown`); Up after `recover_after` successes in a
 /// row from Down (with `Recovered`); Unknown→Up on the first success with no
@@ -160,6 +176,24 @@ mod tests {
             State::Up,
             &[None, Some(Recovered), None],
         );
+    }
+
+    #[test]
+    fn severity_follows_the_last_failing_run_while_down() {
+        use crate::probe::Level::*;
+        assert_eq!(severity(State::Down, Warning, None), Some(Warning));
+        assert_eq!(
+            severity(State::Down, Critical, Some(Warning)),
+            Some(Critical)
+        );
+        assert_eq!(
+            severity(State::Down, Warning, Some(Critical)),
+            Some(Warning)
+        );
+        assert_eq!(severity(State::Down, Ok, Some(Warning)), Some(Warning));
+        assert_eq!(severity(State::Down, Ok, None), Some(Critical));
+        assert_eq!(severity(State::Up, Warning, Some(Warning)), None);
+        assert_eq!(severity(State::Unknown, Critical, None), None);
     }
 
     #[test]

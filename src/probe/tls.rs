@@ -15,15 +15,15 @@ use crate::trust::client_config;
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// For an https URL, checks that the server certificate is valid for at
-/// least `min_days` more days; gives a note for the detail. Plain http
-/// gives no note.
+/// least `min_days` more days; gives a note for the detail and the days
+/// left. Plain http gives no note.
 pub(super) fn check_certificate(
     url: &str,
     ca: Option<&[CertificateDer<'static>]>,
     min_days: u32,
     budget: Duration,
     timeout: Duration,
-) -> Result<Option<String>, String> {
+) -> Result<Option<(String, i64)>, String> {
     if !url
         .get(..8)
         .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
@@ -41,7 +41,10 @@ pub(super) fn check_certificate(
             "certificate expires in {days} days ({date}), minimum {min_days}"
         ));
     }
-    Ok(Some(format!("certificate expires in {days} days ({date})")))
+    Ok(Some((
+        format!("certificate expires in {days} days ({date})"),
+        days,
+    )))
 }
 
 /// Handshakes with host:port (SNI = host), verifying with the webpki roots
@@ -279,6 +282,25 @@ mod tests {
         assert_eq!(
             out.detail,
             format!("certificate expires in 10 days ({y:04}-{m:02}-{d:02}), minimum 30")
+        );
+    }
+
+    #[test]
+    fn tls_certificate_between_warn_and_min_days_is_a_warning() {
+        let (ca_pem, chain, key) = pki();
+        let port = tls_responder(2, chain, key);
+        let path = ca_file("warn-days", &ca_pem);
+        let mut check = http(&format!("https://localhost:{port}/"));
+        check.ca_file = Some(path.clone());
+        check.tls_min_days = Some(5);
+        check.tls_warn_days = Some(30);
+        let out = run_http_check(check);
+        let _ = std::fs::remove_file(path);
+        assert_eq!(out.level(), Level::Warning, "{out:?}");
+        let (y, m, d) = date_in(11);
+        assert_eq!(
+            out.detail,
+            format!("certificate expires in 10 days ({y:04}-{m:02}-{d:02}), warning below 30")
         );
     }
 

@@ -395,6 +395,14 @@ pub const MIGRATIONS: &[&str] = &[
         at     INTEGER NOT NULL       -- when it was muted
     );
     "#,
+    // 14: a down probe's severity, the `severity` label of its ProbeFailing:
+    // 'warning' (only its `warn` threshold crossed) or 'critical'; NULL while
+    // it is not down. A result that crossed only the `warn` threshold (ok is
+    // 0 then) has warning = 1.
+    r#"
+    ALTER TABLE probe ADD COLUMN severity TEXT;
+    ALTER TABLE probe_result ADD COLUMN warning INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction and returns the

@@ -568,6 +568,8 @@ pub struct ProbeRow {
     pub last_latency_ms: Option<i64>,
     /// What it said.
     pub last_detail: Option<String>,
+    /// While down: "warning" or "critical", the `severity` of its ProbeFailing.
+    pub severity: Option<String>,
 }
 
 impl ProbeRow {
@@ -581,7 +583,7 @@ impl ProbeRow {
     }
 }
 
-const PROBE_COLUMNS: &str = "name, state, fails_in_row, oks_in_row, state_since, last_at, last_ok, last_latency_ms, last_detail";
+const PROBE_COLUMNS: &str = "name, state, fails_in_row, oks_in_row, state_since, last_at, last_ok, last_latency_ms, last_detail, severity";
 
 fn probe_row(r: &rusqlite::Row) -> rusqlite::Result<ProbeRow> {
     Ok(ProbeRow {
@@ -594,6 +596,7 @@ fn probe_row(r: &rusqlite::Row) -> rusqlite::Result<ProbeRow> {
         last_ok: r.get(6)?,
         last_latency_ms: r.get(7)?,
         last_detail: r.get(8)?,
+        severity: r.get(9)?,
     })
 }
 
@@ -721,10 +724,11 @@ pub fn record_probe_result(
     name: &str,
     outcome: &probe::Outcome,
     counts: probe::Counts,
+    severity: Option<probe::Level>,
     now: i64,
 ) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO probe_result (probe, at, ok, latency_ms, value, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO probe_result (probe, at, ok, latency_ms, value, detail, warning) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -733,18 +737,20 @@ pub fn record_probe_result(
             outcome.ok,
             outcome.latency_ms,
             outcome.value,
-            outcome.detail
+            outcome.detail,
+            outcome.warning
         ])
     })
     .context("recording a probe result")?;
     conn.prepare_cached(
-        "INSERT INTO probe (name, state, fails_in_row, oks_in_row, state_since, last_at, last_ok, last_latency_ms, last_detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)
+        "INSERT INTO probe (name, state, fails_in_row, oks_in_row, state_since, last_at, last_ok, last_latency_ms, last_detail, severity)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT(name) DO UPDATE SET state = excluded.state, fails_in_row = excluded.fails_in_row,
             oks_in_row = excluded.oks_in_row,
             state_since = CASE WHEN state <> excluded.state THEN excluded.state_since ELSE state_since END,
             last_at = excluded.last_at, last_ok = excluded.last_ok,
-            last_latency_ms = excluded.last_latency_ms, last_detail = excluded.last_detail",
+            last_latency_ms = excluded.last_latency_ms, last_detail = excluded.last_detail,
+            severity = excluded.severity",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -755,7 +761,8 @@ pub fn record_probe_result(
             now,
             outcome.ok,
             outcome.latency_ms,
-            outcome.detail
+            outcome.detail,
+            severity.map(probe::Level::as_str)
         ])
     })
     .context("recording a probe's state")?;
@@ -775,6 +782,8 @@ pub struct ProbeResultRow {
     pub value: Option<f64>,
     /// What it said.
     pub detail: String,
+    /// Whether it crossed only the `warn` threshold (`ok` is false then).
+    pub warning: bool,
 }
 
 /// The newest results of a probe, newest first.
@@ -785,7 +794,7 @@ pub fn recent_probe_results(
 ) -> Result<Vec<ProbeResultRow>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT at, ok, latency_ms, value, detail FROM probe_result WHERE probe = ?1 ORDER BY id DESC LIMIT ?2",
+            "SELECT at, ok, latency_ms, value, detail, warning FROM probe_result WHERE probe = ?1 ORDER BY id DESC LIMIT ?2",
         )
         .context("listing probe results")?;
     let rows = stmt
@@ -796,6 +805,7 @@ pub fn recent_probe_results(
                 latency_ms: r.get(2)?,
                 value: r.get(3)?,
                 detail: r.get(4)?,
+                warning: r.get(5)?,
             })
         })
         .context("listing probe results")?;
@@ -1041,11 +1051,12 @@ mod tests {
         );
         let outcome = probe::Outcome {
             ok: false,
+            warning: false,
             latency_ms: 1,
             value: None,
             detail: "refused".into(),
         };
-        record_probe_result(&conn, "a", &outcome, probe::Counts::default(), 40).unwrap();
+        record_probe_result(&conn, "a", &outcome, probe::Counts::default(), None, 40).unwrap();
         assert!(delete_api_probe(&conn, "a").unwrap());
         assert!(!delete_api_probe(&conn, "a").unwrap());
         assert_eq!(

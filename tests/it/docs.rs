@@ -74,8 +74,10 @@ const SECTIONS: &[Section] = &[
             "[[probe]]\ntcp = { @ = 1 }\n",
             "[[probe]]\ncommand = { @ = 1 }\n",
             "[[probe]]\nprometheus = { @ = 1 }\n",
+            "[[probe]]\nsql = { @ = 1 }\n",
+            "[[probe]]\ngraphite = { @ = 1 }\n",
         ],
-        values: &[],
+        values: &["last", "avg", "max", "min"],
     },
     Section {
         head: "[[schedule]]",

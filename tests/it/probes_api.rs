@@ -177,6 +177,26 @@ fn probes_register_list_replace_and_are_refused_with_the_field_named() {
             422,
             "sql.url: a SQLite file is read on heal's own host",
         ),
+        (
+            json!({"graphite": {"url": "http://u:${HOME}@127.0.0.1:9/", "target": "a.b", "expect": "< 1"}, "every": "1m"}).to_string(),
+            422,
+            "graphite.url: ${...} reads heal's environment",
+        ),
+        (
+            json!({"graphite": {"url": "http://127.0.0.1:9/", "target": "a.b", "expect": "< 1", "aggregate": "sum"}, "every": "1m"}).to_string(),
+            422,
+            "graphite.aggregate: \"sum\" is not an aggregate",
+        ),
+        (
+            json!({"prometheus": {"url": "http://127.0.0.1:9/", "query": "up", "expect": "< 85", "warn": "> 70"}, "every": "1m"}).to_string(),
+            422,
+            "prometheus.warn: \"> 70\" must be on the same side as expect = \"< 85\"",
+        ),
+        (
+            http_probe(json!({"http": {"url": "http://127.0.0.1:9/", "warn_latency": "1s"}})),
+            422,
+            "http.warn_latency: needs max_latency",
+        ),
         ("[1, 2]".to_string(), 422, "JSON object"),
         ("{\"http\": ".to_string(), 400, "malformed JSON"),
     ] {
@@ -436,4 +456,173 @@ fn heal_probes_put_and_delete() {
     let (code, _, err) = cli(&["delete", "checkout"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no probe"), "{err}");
+}
+
+/// A probe with `warn` beside `expect` on a SQLite value the test sets:
+/// warning, then critical, then warning again is one ProbeFailing (one
+/// fingerprint, never resolved in between) whose `severity` label moves,
+/// told each time as probe.down with the new severity and the one before;
+/// a route for critical ones hears only the escalation.
+#[test]
+fn a_probe_moves_between_warning_and_critical_without_resolving() {
+    let dir = test_dir("probe-severity");
+    let db = dir.join("app.db");
+    let app = rusqlite::Connection::open(&db).unwrap();
+    app.execute_batch("CREATE TABLE load (v REAL); INSERT INTO load VALUES (75);")
+        .unwrap();
+    let set = |v: f64| {
+        app.execute("UPDATE load SET v = ?1", [v]).unwrap();
+    };
+    let (hook, pager) = (Receiver::start(), Receiver::start());
+    let config = format!(
+        r#"
+[[probe]]
+name = "load"
+every = "1s"
+fail_after = 1
+sql = {{ url = "sqlite://{db}", query = "SELECT v FROM load", expect = "< 85", warn = "< 70" }}
+
+[[rule]]
+name = "on-critical"
+when = "labels.alertname == 'ProbeFailing' && labels.severity == 'critical'"
+action = "discard"
+
+[channel.ops]
+webhook = {{ url = "{hook}" }}
+max_backoff = "1s"
+rate_limit = "off"
+
+[channel.pager]
+webhook = {{ url = "{pager}" }}
+max_backoff = "1s"
+rate_limit = "off"
+
+[[notify]]
+when = "kind == 'probe.down' && severity == 'critical'"
+channels = ["pager"]
+continue = true
+
+[[notify]]
+when = "contains(['probe.down', 'probe.up'], kind)"
+channels = ["ops"]
+"#,
+        db = db.display(),
+        hook = hook.url("/hook"),
+        pager = pager.url("/pager"),
+    );
+    let server = Server::start(&dir, &config);
+    let alert = |severity: &str| {
+        wait_until(
+            &format!("ProbeFailing to be firing with severity {severity}"),
+            Duration::from_secs(15),
+            || {
+                let all: Vec<Value> = alerts_named(&server, "ProbeFailing");
+                let a = all.iter().find(|a| a["labels"]["severity"] == severity)?;
+                (all.len() == 1 && a["status"] == "firing").then(|| a.clone())
+            },
+        )
+    };
+    let told = |n: usize| {
+        wait_until(
+            &format!("{n} probe notifications at ops"),
+            Duration::from_secs(15),
+            || {
+                let got: Vec<Value> = hook.on("/hook").into_iter().map(|g| g.body).collect();
+                (got.len() >= n).then_some(got)
+            },
+        )
+    };
+    let warning = alert("warning");
+    let p = probe(&server, "load");
+    assert_eq!(p["severity"], "warning");
+    assert_eq!(
+        (
+            &p["recent_results"][0]["ok"],
+            &p["recent_results"][0]["warning"]
+        ),
+        (&json!(false), &json!(true)),
+        "{p}"
+    );
+    assert_eq!(
+        probe(&server, "load")["last_detail"],
+        "75, warning: expected < 70"
+    );
+    // The dashboard shows the severity beside the state.
+    let (code, page) = http("GET", &format!("{}/probes", server.url), None, &[]);
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains(
+            r#"<span class="badge bad">down</span> <span class="badge wait">warning</span>"#
+        ),
+        "{page}"
+    );
+    let (code, out, err) = heal_cli(&["probes", "--server", &server.url], &[], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("down (warning)"), "{out}");
+    let got = told(1);
+    assert_eq!(
+        (got[0]["kind"].as_str(), got[0]["severity"].as_str()),
+        (Some("probe.down"), Some("warning"))
+    );
+    set(90.0);
+    let critical = alert("critical");
+    assert_eq!(critical["fingerprint"], warning["fingerprint"]);
+    // A rule on the critical severity meets the alert at its escalation.
+    assert!(
+        !warning["decisions"].to_string().contains("on-critical"),
+        "{warning}"
+    );
+    wait_until(
+        "the rule on critical to decide",
+        Duration::from_secs(10),
+        || {
+            let a = alerts_named(&server, "ProbeFailing");
+            a[0]["decisions"]
+                .to_string()
+                .contains("on-critical")
+                .then_some(())
+        },
+    );
+    let got = told(2);
+    assert_eq!(got[1]["kind"], "probe.down");
+    assert_eq!(got[1]["severity"], "critical");
+    assert_eq!(got[1]["probe"]["previous_severity"], "warning");
+    set(75.0);
+    alert("warning");
+    let got = told(3);
+    assert_eq!(
+        (
+            got[2]["severity"].as_str(),
+            got[2]["probe"]["previous_severity"].as_str()
+        ),
+        (Some("warning"), Some("critical"))
+    );
+    set(10.0);
+    wait_alert(
+        &server,
+        "ProbeFailing",
+        "probe",
+        "load",
+        "resolved",
+        Duration::from_secs(15),
+    );
+    let got = told(4);
+    let kinds: Vec<&str> = got.iter().filter_map(|g| g["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["probe.down", "probe.down", "probe.down", "probe.up"]
+    );
+    assert_eq!(probe(&server, "load")["severity"], Value::Null);
+    // The pager's route takes critical ones only: the escalation.
+    let paged = wait_until("the pager to hear once", Duration::from_secs(10), || {
+        let paged = pager.on("/pager");
+        (!paged.is_empty()).then_some(paged)
+    });
+    assert_eq!(
+        paged.len(),
+        1,
+        "{:?}",
+        paged.iter().map(|g| &g.body).collect::<Vec<_>>()
+    );
+    assert_eq!(paged[0].body["severity"], "critical");
 }

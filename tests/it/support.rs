@@ -645,6 +645,62 @@ impl Drop for Prometheus {
     }
 }
 
+/// A running graphite-web (Debian's `graphite-web` and `python3-whisper`,
+/// started by `tests/graphite_server.py` with Debian's python3) on a free
+/// loopback port; killed and reaped on drop.
+pub struct GraphiteWeb {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+}
+
+impl GraphiteWeb {
+    /// Writes `series` ("metric.path=1,null,3", one point a minute up to a
+    /// minute ago) as whisper files under dir/graphite and starts graphite-web
+    /// on them; None (the test is skipped, see `skip`) when it is not installed.
+    pub fn start(dir: &Path, test: &str, series: &[&str]) -> Option<GraphiteWeb> {
+        let python = "/usr/bin/python3";
+        let installed = Command::new(python)
+            .args(["-c", "import graphite.render, whisper, django"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            skip(test, "graphite-web (apt-get install graphite-web)");
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new(python)
+            .arg(repo().join("tests/graphite_server.py"))
+            .arg(port.to_string())
+            .arg(dir.join("graphite"))
+            .args(series)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start graphite-web");
+        let graphite = GraphiteWeb {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let probe = format!("{}/render?target=none&format=json", graphite.url);
+        wait_until("graphite-web to answer", Duration::from_secs(30), || {
+            (http("GET", &probe, None, &[]).0 == 200).then_some(())
+        });
+        Some(graphite)
+    }
+}
+
+impl Drop for GraphiteWeb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `heal serve` through `program` (heal itself, or a wrapper that execs
 /// it) on dir/runbooks.toml and dir/heal.db, expecting it to stop by itself
 /// within 20 s (a refusal at start); returns its exit code and stderr.

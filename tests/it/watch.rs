@@ -1,8 +1,8 @@
 //! What heal watches by itself, with the real server and agents: heartbeats
 //! that go late and down and heal themselves, `heal ping -- CMD`,
 //! `max_runtime`, agents that die, http probes against a local server that
-//! starts failing, a prometheus probe against a real Prometheus, and
-//! scheduled runbooks.
+//! starts failing, a prometheus probe against a real Prometheus, a graphite
+//! probe against a real graphite-web, and scheduled runbooks.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::support::{
     heal_bin, heal_cli, prometheus_tool, test_dir, wait_agent_polling, wait_until, Agent,
-    Prometheus, Server,
+    GraphiteWeb, Prometheus, Server,
 };
 
 /// The firing or resolved internal alerts of a name, newest first.
@@ -628,6 +628,93 @@ prometheus = {{ url = "{url}", query = "up{{job='self'}}", expect = "> 1" }}
         "the failing series is named: {p}"
     );
     assert!(alert_status(&server, "ProbeFailing", "probe", "self-up").is_none());
+}
+
+#[test]
+#[ignore = "needs graphite-web (apt-get install graphite-web); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn graphite_probe_reads_a_real_graphite_web() {
+    let test = "graphite_probe_reads_a_real_graphite_web";
+    let dir = test_dir("probe-graphite");
+    let series = ["servers.web1.cpu=10,null,30", "servers.web2.cpu=90,95,null"];
+    let Some(graphite) = GraphiteWeb::start(&dir, test, &series) else {
+        return;
+    };
+    std::env::set_var("HEAL_TEST_GRAPHITE_URL", &graphite.url);
+    let config = r#"
+[[probe]]
+name = "web1-cpu"
+every = "1s"
+fail_after = 1
+graphite = { url = "${HEAL_TEST_GRAPHITE_URL}", target = "servers.web1.cpu", aggregate = "avg", expect = "< 85" }
+
+[[probe]]
+name = "all-cpu"
+every = "1s"
+fail_after = 1
+graphite = { url = "${HEAL_TEST_GRAPHITE_URL}", target = "servers.*.cpu", from = "-10min", aggregate = "max", expect = "< 85" }
+
+[[probe]]
+name = "nothing"
+every = "1s"
+fail_after = 1
+graphite = { url = "${HEAL_TEST_GRAPHITE_URL}", target = "servers.nothing", expect = "< 85" }
+
+[[probe]]
+name = "nothing-ok"
+every = "1s"
+fail_after = 1
+graphite = { url = "${HEAL_TEST_GRAPHITE_URL}", target = "servers.nothing", expect = "< 85", empty_ok = true }
+
+[[probe]]
+name = "bad-function"
+every = "1s"
+fail_after = 1
+graphite = { url = "${HEAL_TEST_GRAPHITE_URL}", target = "nosuchfn(servers.web1.cpu)", expect = "< 85" }
+"#;
+    let server = Server::start(&dir, config);
+    let state = |name: &str| server.get_ok(&format!("/api/v1/probes/{name}"))["probe"].clone();
+    let settled = |name: &str, want: &str| {
+        wait_until(
+            &format!("{name} to be {want}"),
+            Duration::from_secs(20),
+            || {
+                let p = state(name);
+                (p["state"] == want).then_some(p)
+            },
+        )
+    };
+    // Nulls are skipped: the mean of 10 and 30.
+    let p = settled("web1-cpu", "up");
+    assert_eq!(
+        p["last_detail"], "1 sample < 85, worst avg(servers.web1.cpu) = 20",
+        "{p}"
+    );
+    let p = settled("all-cpu", "down");
+    assert_eq!(
+        p["last_detail"], "max(servers.web2.cpu) = 95, expected < 85",
+        "{p}"
+    );
+    wait_alert(
+        &server,
+        "ProbeFailing",
+        "probe",
+        "all-cpu",
+        "firing",
+        Duration::from_secs(10),
+    );
+    let p = settled("nothing", "down");
+    assert_eq!(
+        p["last_detail"], "target \"servers.nothing\" returned no data from -5min",
+        "{p}"
+    );
+    settled("nothing-ok", "up");
+    let p = settled("bad-function", "down");
+    let detail = p["last_detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("/render: 400 Bad Request: Invalid parameters (Received request for unknown function: nosuchfn)"),
+        "{p}"
+    );
+    assert!(alert_status(&server, "ProbeFailing", "probe", "web1-cpu").is_none());
 }
 
 #[test]

@@ -222,6 +222,10 @@ struct Facts {
     about: String,
     /// A recovered probe's last (good) result.
     good: String,
+    /// A probe's `severity` label (warning or critical), and the one it had
+    /// when this notification tells of a change.
+    probe_severity: String,
+    was: String,
     /// A resolved agent alert whose agent was forgotten, not back.
     forgotten: bool,
     since: String,
@@ -288,6 +292,8 @@ fn facts(doc: &Value) -> Facts {
         },
         runbook_url: first(&[&alert["annotations"]["runbook_url"]], PIECE_MAX),
         good: first(&[&subject["last_result"]], PIECE_MAX),
+        probe_severity: first(&[&label(doc, "severity")], NAME_MAX),
+        was: first(&[&subject["previous_severity"]], NAME_MAX),
         forgotten: subject["forgotten"] == true,
         about: first(
             &[

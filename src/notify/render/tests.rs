@@ -546,6 +546,31 @@ fn opsgenie_creates_or_closes_by_alias() {
 }
 
 #[test]
+fn a_probe_s_severity_and_its_change_are_in_the_title() {
+    let title = |severity: &str, was: Option<&str>| {
+        let mut doc = sample("probe.down");
+        doc["alert"]["labels"]["severity"] = severity.into();
+        if let Some(was) = was {
+            doc["probe"]["previous_severity"] = was.into();
+        }
+        message(&doc, None).title
+    };
+    assert_eq!(title("critical", None), "Probe api-health is failing");
+    assert_eq!(
+        title("warning", None),
+        "Probe api-health is failing (warning)"
+    );
+    assert_eq!(
+        title("critical", Some("warning")),
+        "Probe api-health is critical now (was warning)"
+    );
+    assert_eq!(
+        title("warning", Some("critical")),
+        "Probe api-health is warning now (was critical)"
+    );
+}
+
+#[test]
 fn signature_is_hmac_sha256_of_timestamp_dot_body() {
     // RFC 4231 test case 2.
     let key = hmac::Key::new(hmac::HMAC_SHA256, b"Jefe");

@@ -366,7 +366,13 @@ fn probe_words(f: &Facts) -> (String, Vec<String>) {
     let name = or(&f.name, "(unnamed)");
     let (title, mut lines) = match f.kind.as_str() {
         "probe.down" => (
-            format!("Probe {name} is failing"),
+            match (f.probe_severity.as_str(), f.was.as_str()) {
+                (now, was) if !was.is_empty() && !now.is_empty() => {
+                    format!("Probe {name} is {now} now (was {was})")
+                }
+                ("warning", _) => format!("Probe {name} is failing (warning)"),
+                _ => format!("Probe {name} is failing"),
+            },
             [
                 internal_fired(f, &format!("probe {name} is failing")),
                 vec![format!("Next: check the service that probe {name} checks.")],

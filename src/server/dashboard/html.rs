@@ -207,11 +207,20 @@ pub fn tone(state: &str) -> &'static str {
     match state {
         "succeeded" | "up" | "closed" | "sent" | "run" | "polling" | "resolved" => "good",
         "failed" | "timed_out" | "lost" | "escalated" | "down" | "open" | "invalid" | "breaker"
-        | "firing" => "bad",
+        | "firing" | "critical" => "bad",
         "pending_approval" | "await-approval" | "deferred" | "late" | "paused" | "pending"
-        | "defer" | "overrun" => "wait",
+        | "defer" | "overrun" | "warning" => "wait",
         "queued" | "running" | "verifying" | "dispatched" | "started" => "busy",
         _ => "plain",
+    }
+}
+
+/// A probe's state as a badge, and while it is down its severity beside it.
+pub fn probe_badge(h: &mut Html, p: &serde_json::Value) {
+    badge(h, p["state"].as_str().unwrap_or(""));
+    if let Some(severity) = p["severity"].as_str() {
+        h.raw(" ");
+        badge(h, severity);
     }
 }
 

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::events::{decisions_table, events_table, labels};
-use super::html::{badge, clip, path, url, when, Html};
+use super::html::{badge, clip, path, probe_badge, url, when, Html};
 use super::layout::{button, frame};
 use super::{api, Ctx, Reply};
 use crate::error::Result;
@@ -160,7 +160,7 @@ fn status(h: &mut Html, ctx: &Ctx) -> Result<()> {
     for p in probes_down.iter().take(10) {
         let name = p["name"].as_str().unwrap_or("");
         h.raw("<li>");
-        badge(h, "down");
+        probe_badge(h, p);
         h.raw(" ")
             .link(&path("/probes", name), name)
             .raw(": ")

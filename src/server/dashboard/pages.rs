@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::html::{badge, path, short_duration, url, when, Html};
+use super::html::{badge, path, probe_badge, short_duration, url, when, Html};
 use super::layout::{button, csrf, frame};
 use super::{api, manage, Ctx, Reply};
 use crate::error::{Error, Result};
@@ -215,7 +215,7 @@ pub fn probes(ctx: &Ctx) -> Result<Reply> {
             h.raw("</td>")
                 .td("Type", p["type"].as_str().unwrap_or(""))
                 .td_open("State");
-            badge(&mut h, p["state"].as_str().unwrap_or(""));
+            probe_badge(&mut h, p);
             if p["muted"] == true {
                 mute_left(&mut h, &p["muted_until"], ctx.now);
             }
@@ -269,7 +269,7 @@ pub fn probe(ctx: &Ctx) -> Result<Reply> {
     let name = p["name"].as_str().unwrap_or("");
     let mut h = Html::new();
     h.raw("<h1>Probe ").text(name).raw(" ");
-    badge(&mut h, p["state"].as_str().unwrap_or(""));
+    probe_badge(&mut h, p);
     h.raw("</h1><dl class=\"facts\">");
     for (label, key) in [
         ("Type", "type"),
@@ -303,7 +303,12 @@ pub fn probe(ctx: &Ctx) -> Result<Reply> {
         h.raw("<tr>").td_open("When");
         when(&mut h, r["at"].as_i64(), ctx.now);
         h.raw("</td>").td_open("Result");
-        badge(&mut h, if r["ok"] == true { "up" } else { "down" });
+        let result = match (r["ok"] == true, r["warning"] == true) {
+            (true, _) => "up",
+            (false, true) => "warning",
+            (false, false) => "down",
+        };
+        badge(&mut h, result);
         h.raw("</td>")
             .td("Took", latency(&r["latency_ms"]))
             .td(

@@ -92,15 +92,18 @@ pub(super) fn reconcile(
         .map(|r| (r.subject.clone(), r))
         .collect();
     let mut send = Vec::new();
-    let mut notices: Vec<(String, Alert)> = Vec::new();
+    // Each with the severity it had before, when that changed.
+    let mut notices: Vec<(String, Alert, Option<String>)> = Vec::new();
     for d in desired {
         let mut alert = d.alert;
+        let mut was = None;
         match raised.remove(&d.subject) {
             Some(row) if row.fingerprint == alert.fingerprint => {
                 let due = d
                     .renotify
                     .is_some_and(|r| now - row.sent_at >= r.as_millis() as i64);
-                if !due {
+                was = severity_change(&row, &alert);
+                if !due && was.is_none() {
                     continue;
                 }
                 alert.starts_at = row.alert["starts_at"].as_i64();
@@ -133,12 +136,12 @@ pub(super) fn reconcile(
                 )?;
             }
         }
-        notices.push((d.subject, alert.clone()));
+        notices.push((d.subject, alert.clone(), was));
         send.push(alert);
     }
     for row in raised.into_values() {
         if let Some(alert) = resolution(&row, now) {
-            notices.push((row.subject.clone(), alert.clone()));
+            notices.push((row.subject.clone(), alert.clone(), None));
             send.push(alert);
         }
         store::delete_internal_alert(conn, &row.fingerprint)?;
@@ -146,10 +149,16 @@ pub(super) fn reconcile(
     if send.is_empty() {
         return Ok(Applied::default());
     }
-    for (subject, alert) in &notices {
+    for (subject, alert, was) in &notices {
         let firing = alert.status == Status::Firing;
         if let Some(notice) = crate::notify::internal_kind(kind, firing) {
             let mut parts = crate::notify::internal_parts(kind, alert);
+            if let Some(was) = was {
+                // Told again, as probe.down with the new severity: a route
+                // for critical ones hears of an escalation, one for warnings
+                // of a de-escalation.
+                parts[kind]["previous_severity"] = was.as_str().into();
+            }
             if kind == "probe" && !firing {
                 // A recovered probe is told with the result that recovered it.
                 if let Some(detail) = store::probe(conn, subject)?
@@ -177,6 +186,16 @@ pub(super) fn reconcile(
         }
     }
     intake::apply(conn, config, &state.waiters, &send, &[], now)
+}
+
+/// The severity a raised alert had, when `alert` (the same one) has another.
+/// A stored alert without one was raised before heal had severities: critical.
+fn severity_change(row: &InternalRow, alert: &Alert) -> Option<String> {
+    let now = alert.labels.get("severity")?;
+    let was = row.alert["labels"]["severity"]
+        .as_str()
+        .unwrap_or("critical");
+    (was != now).then(|| was.to_string())
 }
 
 /// Whether `reconcile` would do anything (read on a reader connection, so an

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
-use super::alerts::{internal, reconcile, submit, Raise};
+use super::alerts::{internal, reconcile, submit, with_name, Raise};
 use crate::config::{Config, Probe};
 use crate::error::Result;
 use crate::probe;
@@ -73,7 +73,10 @@ pub fn resolve_probe(
     reconcile(conn, config, state, "probe", Vec::new(), Some(&scope), now)
 }
 
-fn probe_raise(p: &Probe, outcome: &probe::Outcome, now: i64) -> Raise {
+/// The `ProbeFailing` of a down probe. Its `severity` label is left out of
+/// the fingerprint, so a change of severity is the same alert, raised again
+/// with the new label (`reconcile`), not a new one.
+fn probe_raise(p: &Probe, outcome: &probe::Outcome, severity: probe::Level, now: i64) -> Raise {
     let mut labels = p.labels.clone();
     labels.insert("probe".into(), p.name.clone());
     labels.insert("probe_type".into(), p.kind().into());
@@ -85,6 +88,12 @@ fn probe_raise(p: &Probe, outcome: &probe::Outcome, now: i64) -> Raise {
     if !p.tags.is_empty() {
         labels.insert("tags".into(), p.tags.join(","));
     }
+    // A probe's own severity label (config refuses one beside a warn
+    // threshold) stays, and is in the fingerprint as it always was.
+    let fingerprint = crate::alert::fingerprint(&with_name("ProbeFailing", labels.clone()));
+    labels
+        .entry("severity".into())
+        .or_insert_with(|| severity.as_str().into());
     let mut notes = BTreeMap::from([
         (
             "summary".to_string(),
@@ -108,10 +117,12 @@ fn probe_raise(p: &Probe, outcome: &probe::Outcome, now: i64) -> Raise {
         // Its resolve is built from the raised alert, so it goes where this went.
         notes.insert("notify".into(), p.notify.join(","));
     }
+    let mut alert = internal("ProbeFailing", labels, notes, now);
+    alert.fingerprint = fingerprint;
     Raise {
         kind: "probe",
         subject: p.name.clone(),
-        alert: internal("ProbeFailing", labels, notes, now),
+        alert,
         renotify: None,
     }
 }
@@ -129,16 +140,18 @@ pub(super) fn probe_worker(state: &Arc<State>, jobs: &Mutex<Receiver<Probe>>) {
                 return Ok(Applied::default());
             }
             let now = now_ms();
-            let prev = store::probe(conn, &p.name)?
-                .map(|r| r.counts())
-                .unwrap_or_default();
+            let row = store::probe(conn, &p.name)?;
+            let prev = row.as_ref().map(|r| r.counts()).unwrap_or_default();
             let (counts, change) = probe::step(prev, outcome.ok, p.fail_after, p.recover_after);
-            store::record_probe_result(conn, &p.name, &outcome, counts, now)?;
+            let before = row
+                .and_then(|r| r.severity)
+                .and_then(|s| probe::Level::parse(&s));
+            let severity = probe::severity(counts.state, outcome.level(), before);
+            store::record_probe_result(conn, &p.name, &outcome, counts, severity, now)?;
             let muted = store::probe_mute(conn, &p.name)?.is_some();
-            let desired = if counts.state == probe::State::Down && !muted {
-                vec![probe_raise(&p, &outcome, now)]
-            } else {
-                Vec::new()
+            let desired = match severity {
+                Some(severity) if !muted => vec![probe_raise(&p, &outcome, severity, now)],
+                _ => Vec::new(),
             };
             let scope = BTreeSet::from([p.name.clone()]);
             let mut applied = reconcile(conn, &config, &st2, "probe", desired, Some(&scope), now)?;

@@ -206,6 +206,7 @@ pub(super) fn shared() -> Value {
                 "error": { "type": "string", "description": "why its stored definition no longer validates (it does not run)" },
                 "last_at": int_or_null(), "last_ok": { "type": "boolean", "nullable": true },
                 "last_latency_ms": int_or_null(), "last_detail": string_or_null(),
+                "severity": severity(),
                 "muted": boolean(), "muted_reason": string_or_null(),
                 "muted_until": muted_until(),
             }),
@@ -314,13 +315,9 @@ pub(super) fn breaker() -> Value {
 fn probe_definition() -> Value {
     json!({
         "type": "object",
-        "description": "the fields of [[probe]]: one of http, tcp or prometheus (command probes only in runbooks.toml), every or cron (with tz), timeout, fail_after, recover_after, notify, ...",
+        "description": "the fields of [[probe]]: one of http, tcp, prometheus, sql or graphite (command probes only in runbooks.toml), every or cron (with tz), timeout, fail_after, recover_after, notify, ...",
         "additionalProperties": false,
-        "oneOf": [
-            { "required": ["http"], "not": { "anyOf": [{ "required": ["tcp"] }, { "required": ["prometheus"] }] } },
-            { "required": ["tcp"], "not": { "anyOf": [{ "required": ["http"] }, { "required": ["prometheus"] }] } },
-            { "required": ["prometheus"], "not": { "anyOf": [{ "required": ["http"] }, { "required": ["tcp"] }] } },
-        ],
+        "oneOf": exactly_one_of(&["http", "tcp", "prometheus", "sql", "graphite"]),
         "properties": {
             "name": { "type": "string", "description": "the URL's name, if given" },
             "every": { "type": "string", "pattern": DURATION },
@@ -342,18 +339,56 @@ fn probe_definition() -> Value {
                     "status": array(json!({ "type": "integer", "minimum": 100, "maximum": 599 })),
                     "body_contains": string(),
                     "max_latency": { "type": "string", "pattern": DURATION },
+                    "warn_latency": { "type": "string", "pattern": DURATION, "description": "slower is a warning; needs max_latency, and shorter" },
                     "tls_min_days": { "type": "integer", "minimum": 0 },
+                    "tls_warn_days": { "type": "integer", "minimum": 0, "description": "fewer days left is a warning; needs tls_min_days, and more" },
                     "ca_file": string(),
                     "headers": { "type": "object", "additionalProperties": string() },
                 },
             },
             "tcp": closed(object(json!({ "addr": { "type": "string", "description": "host:port" } }), &["addr"])),
             "prometheus": closed(object(
-                json!({ "url": { "type": "string", "pattern": "^https?://" }, "query": string(), "expect": { "type": "string", "description": "e.g. \"< 0.9\"" }, "empty_ok": boolean() }),
+                json!({ "url": { "type": "string", "pattern": "^https?://" }, "query": string(), "expect": { "type": "string", "description": "e.g. \"< 0.9\"" }, "warn": { "type": "string", "description": "the warning threshold beside expect (critical), e.g. \"< 70\"" }, "empty_ok": boolean() }),
                 &["url", "query", "expect"],
+            )),
+            "sql": closed(object(
+                json!({ "url": { "type": "string", "description": "postgres://USER:PASSWORD@HOST:PORT/DB" }, "query": string(), "expect": { "type": "string", "description": "e.g. \"< 0.9\"" }, "warn": { "type": "string", "description": "the warning threshold beside expect (critical), e.g. \"< 70\"" }, "empty_ok": boolean() }),
+                &["url", "query", "expect"],
+            )),
+            "graphite": closed(object(
+                json!({
+                    "url": { "type": "string", "pattern": "^https?://", "description": "graphite-web's base URL" },
+                    "target": string(),
+                    "from": { "type": "string", "description": "the render API's from, default \"-5min\"" },
+                    "aggregate": { "type": "string", "enum": ["last", "avg", "max", "min"] },
+                    "expect": { "type": "string", "description": "e.g. \"< 85\"" },
+                    "warn": { "type": "string", "description": "the warning threshold beside expect (critical), e.g. \"< 70\"" },
+                    "empty_ok": boolean(),
+                }),
+                &["url", "target", "expect"],
             )),
         }
     })
+}
+
+/// `oneOf` branches: each requires one of `kinds` and none of the others.
+fn exactly_one_of(kinds: &[&str]) -> Value {
+    kinds
+        .iter()
+        .map(|k| {
+            let others: Vec<Value> = kinds
+                .iter()
+                .filter(|o| *o != k)
+                .map(|o| json!({ "required": [o] }))
+                .collect();
+            json!({ "required": [k], "not": { "anyOf": others } })
+        })
+        .collect()
+}
+
+/// A down probe's severity: the `severity` label of its `ProbeFailing`.
+fn severity() -> Value {
+    json!({ "type": "string", "nullable": true, "enum": ["warning", "critical", null], "description": "while down: the severity label of its ProbeFailing" })
 }
 
 /// An object that takes no other properties.

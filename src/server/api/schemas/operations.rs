@@ -331,8 +331,8 @@ fn watch(s: &mut Shape, method: &str, path: &str) -> bool {
         ("GET", "/api/v1/probes/{name}") => {
             s.query = vec![limit(100, LIMIT_MAX)];
             let result = object(
-                json!({ "at": int(), "ok": boolean(), "latency_ms": int(), "value": { "type": "number", "nullable": true }, "detail": string() }),
-                &["at", "ok", "latency_ms", "detail"],
+                json!({ "at": int(), "ok": boolean(), "latency_ms": int(), "value": { "type": "number", "nullable": true }, "detail": string(), "warning": { "type": "boolean", "description": "it crossed only the warn threshold (ok is false)" } }),
+                &["at", "ok", "latency_ms", "detail", "warning"],
             );
             let probe = json!({ "allOf": [schema_ref("Probe"), object(json!({ "recent_results": array(result) }), &["recent_results"])] });
             s.answers = ok(wrapped("probe", probe));
