@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod backup;
 pub mod browse;
 pub mod connection;
+pub mod dialect;
 pub mod events;
 pub mod figures;
 pub mod health;
@@ -23,6 +24,7 @@ pub mod notify;
 pub mod ops;
 pub mod postgres;
 pub mod session;
+pub mod sql;
 pub mod watch;
 pub mod writer;
 

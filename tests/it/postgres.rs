@@ -447,3 +447,187 @@ sql = {{ url = "{url}?sslmode=disable", query = "SELECT count(*) FROM jobs WHERE
         assert!(!text.contains("pg-hunter2"), "{text}");
     }
 }
+
+/// What `store::sql` must do alike on both databases, run on one of them:
+/// each result as text, to compare the two runs.
+fn dialect_results(db: heal::store::sql::Db) -> Vec<String> {
+    use heal::args;
+    use heal::store::dialect::ddl;
+    let mut seen = Vec::new();
+    let schema =
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL, s TEXT, b BLOB, r REAL);
+         CREATE UNIQUE INDEX t_s ON t (s);
+         CREATE TRIGGER t_no_delete BEFORE DELETE ON t
+         BEGIN SELECT RAISE(ABORT, 't is append-only'); END;";
+    match db {
+        heal::store::sql::Db::Sqlite(_) => db.batch(schema),
+        heal::store::sql::Db::Postgres(_) => db.batch(&ddl(schema)),
+    }
+    .unwrap();
+    let name = String::from("first");
+    for (n, s, b, r) in [
+        (7i64, Some(name.as_str()), Some(&b"\x00\xff"[..]), Some(0.5)),
+        (-3, None, None, None),
+        (
+            i64::MAX,
+            Some("'; DROP TABLE t; --"),
+            Some(&b""[..]),
+            Some(-1e300),
+        ),
+    ] {
+        let id = db
+            .insert(
+                "INSERT INTO t (n, s, b, r) VALUES (?1, ?2, ?3, ?4)",
+                args![n, s, b, r],
+            )
+            .unwrap();
+        seen.push(format!("inserted {id}"));
+    }
+    // A conflict ignored, and an upsert.
+    let changed = db
+        .execute(
+            "INSERT OR IGNORE INTO t (n, s) VALUES (?1, ?2)",
+            args![1, "first"],
+        )
+        .unwrap();
+    seen.push(format!("ignored: {changed} changed"));
+    db.execute(
+        "INSERT INTO t (n, s) VALUES (?1, ?2) ON CONFLICT (s) DO UPDATE SET n = t.n + excluded.n",
+        args![1, "first"],
+    )
+    .unwrap();
+    // Rows back, every type, NULLs, and a parameter used twice.
+    let rows = db
+        .query(
+            "SELECT id, n, s, b, r, n > ?1 FROM t INDEXED BY t_s WHERE s IS NULL OR s <> ?2 OR n >= ?1 ORDER BY id",
+            args![0, "none"],
+            |r| {
+                Ok(format!(
+                    "{} {} {:?} {:?} {:?} {}",
+                    r.get::<i64>(0)?,
+                    r.get::<i64>(1)?,
+                    r.get::<Option<String>>(2)?,
+                    r.get::<Option<Vec<u8>>>(3)?,
+                    r.get::<Option<f64>>(4)?,
+                    r.get::<bool>(5)?,
+                ))
+            },
+        )
+        .unwrap();
+    seen.extend(rows);
+    // Aggregates: count is an integer on both, sum a NUMERIC on PostgreSQL.
+    let sums = db
+        .query_row(
+            "SELECT count(*), coalesce(sum(CASE WHEN n > ?1 THEN 1 ELSE 0 END), 0), sum(n) FROM t WHERE n < ?2",
+            args![0, i64::MAX],
+            |r| Ok(format!("{} {} {}", r.get::<u64>(0)?, r.get::<i64>(1)?, r.get::<i64>(2)?)),
+        )
+        .unwrap();
+    seen.push(format!("sums {sums:?}"));
+    let none = db
+        .query_row("SELECT n FROM t WHERE id = ?1", args![99], |r| {
+            r.get::<i64>(0)
+        })
+        .unwrap();
+    seen.push(format!("missing {none:?}"));
+    // Savepoints in a transaction, as the writer uses them.
+    db.batch("BEGIN; SAVEPOINT job").unwrap();
+    db.execute("UPDATE t SET n = 0 WHERE id = ?1", args![1])
+        .unwrap();
+    db.batch("ROLLBACK TO job; RELEASE job; COMMIT").unwrap();
+    let n = db
+        .query_row("SELECT n FROM t WHERE id = ?1", args![1], |r| {
+            r.get::<i64>(0)
+        })
+        .unwrap();
+    seen.push(format!("after rollback {n:?}"));
+    // Errors: the trigger's refusal, and a column read as what it is not.
+    let refused = db
+        .execute("DELETE FROM t WHERE id = ?1", args![1])
+        .unwrap_err();
+    seen.push(format!(
+        "refused: {}",
+        refused.to_string().contains("t is append-only")
+    ));
+    let wrong = db
+        .query_row("SELECT s FROM t WHERE id = ?1", args![1], |r| {
+            r.get::<i64>(0)
+        })
+        .unwrap_err();
+    seen.push(wrong.to_string());
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn the_store_sql_layer_reads_and_writes_alike_on_sqlite_and_postgres() {
+    let test = "postgres::the_store_sql_layer_reads_and_writes_alike_on_sqlite_and_postgres";
+    let Some(mut pg) = start_fast(test) else {
+        return;
+    };
+    let sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    let on_sqlite = dialect_results(heal::store::sql::Db::from(&sqlite));
+    let session = heal::store::sql::Pg::new(heal::pg::connect(&pg.url).unwrap());
+    let on_postgres = dialect_results(heal::store::sql::Db::from(&session));
+    assert_eq!(on_sqlite, on_postgres);
+    assert!(
+        on_sqlite.contains(&r#"sums "2 1 5""#.to_string()),
+        "{on_sqlite:?}"
+    );
+    assert_eq!(
+        on_sqlite[4],
+        "1 8 Some(\"first\") Some([0, 255]) Some(0.5) true"
+    );
+    assert_eq!(
+        on_sqlite.last().unwrap(),
+        "column 0: Text(\"first\") where an integer belongs"
+    );
+
+    // PostgreSQL gone: a store error that asks the client to retry (503).
+    pg.kill();
+    use heal::error::StoreContext;
+    let gone = heal::store::sql::Db::from(&session)
+        .query_row("SELECT n FROM t WHERE id = ?1", heal::args![1], |r| {
+            r.get::<i64>(0)
+        })
+        .context("reading t")
+        .unwrap_err();
+    assert_eq!(gone.http_status(), 503, "{gone}");
+    assert!(gone.to_string().starts_with("store: reading t: "), "{gone}");
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn dashboard_sessions_are_stored_alike_on_postgres() {
+    use heal::store::session::{create_session, end_session, session, SessionRow};
+    use heal::store::sql::{Db, Pg};
+    let test = "postgres::dashboard_sessions_are_stored_alike_on_postgres";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let mut client = heal::pg::connect(&pg.url).unwrap();
+    heal::store::postgres::migrate(&mut client).unwrap();
+    let session_db = Pg::new(client);
+    let mut sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    heal::store::migrations::migrate(&mut sqlite).unwrap();
+    for db in [Db::from(&sqlite), Db::from(&session_db)] {
+        create_session(db, "a", "tok", 1_000, Some("127.0.0.1"), 0).unwrap();
+        create_session(db, "b", "tok", 5_000, None, 0).unwrap();
+        let want = SessionRow {
+            token_hash: "tok".into(),
+            expires_at: 1_000,
+        };
+        assert_eq!(session(db, "a", 999).unwrap(), Some(want));
+        assert_eq!(session(db, "a", 1_000).unwrap(), None, "expired");
+        // A new login forgets expired sessions.
+        create_session(db, "c", "tok", 9_000, None, 2_000).unwrap();
+        assert_eq!(session(db, "a", 0).unwrap(), None, "forgotten");
+        assert!(end_session(db, "b").unwrap());
+        assert!(!end_session(db, "b").unwrap());
+        assert_eq!(
+            session(db, "c", 2_000).unwrap().map(|s| s.expires_at),
+            Some(9_000)
+        );
+    }
+    assert_eq!(pg.psql("SELECT id_hash FROM session").trim(), "c");
+}
