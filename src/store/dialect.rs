@@ -47,7 +47,7 @@ pub fn ddl(sql: &str) -> String {
 }
 
 /// A statement of the store (SQLite's dialect) in PostgreSQL's: `?N`
-/// placeholders become `$N`, an `INDEXED BY index` hint goes (PostgreSQL's
+/// placeholders become `$N` (a bare `?` is numbered as SQLite numbers it), an `INDEXED BY index` hint goes (PostgreSQL's
 /// planner takes no hints), and `INSERT OR IGNORE INTO …` becomes `INSERT
 /// INTO … ON CONFLICT DO NOTHING`. Everything else the store writes is
 /// already common to both; comments and quoted text are left as they are.
@@ -55,13 +55,23 @@ pub fn query(sql: &str) -> String {
     let tokens = tokenize(sql);
     let mut out = String::with_capacity(sql.len() + 32);
     let mut ignore_conflicts = false;
+    let mut largest = 0;
     let mut i = 0;
     while i < tokens.len() {
         let (kind, text) = tokens[i];
         match kind {
             Token::Other if text == "?" => {
-                out.push('$');
-                i += 1;
+                // `?N`, or a bare `?`: the number after the largest so far, as SQLite counts.
+                let number = tokens
+                    .get(i + 1)
+                    .filter(|(kind, digits)| {
+                        *kind == Token::Word && digits.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|(_, digits)| digits.parse::<usize>().ok());
+                let n = number.unwrap_or(largest + 1);
+                largest = largest.max(n);
+                out.push_str(&format!("${n}"));
+                i += if number.is_some() { 2 } else { 1 };
                 continue;
             }
             Token::Word => {}
@@ -320,6 +330,10 @@ mod tests {
         assert_eq!(
             query("insert or ignore into incident (channel) values (?1);"),
             "insert into incident (channel) values ($1) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(
+            query("SELECT 1 FROM t WHERE a IN (?, ?) AND b = ?5 AND c = ? LIMIT ?"),
+            "SELECT 1 FROM t WHERE a IN ($1, $2) AND b = $5 AND c = $6 LIMIT $7"
         );
         // Common SQL, comments and quoted text stay as written.
         let common = "SELECT count(*) -- ?1 INDEXED BY x\n FROM t WHERE a = 'OR IGNORE' AND b = ?1";
