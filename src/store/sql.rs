@@ -4,6 +4,11 @@
 //! PostgreSQL's, once per statement), parameters as `Value`s (`args!`), and
 //! reads rows through `Row::get`, which converts a column the same way
 //! whichever database it came from.
+//!
+//! SQL both databases take: PostgreSQL gives a parameter the type of its
+//! first use, so a parameter that may be NULL is compared before it is
+//! tested (`action = ?2 OR ?2 IS NULL`); a boolean is summed as `CASE WHEN …
+//! THEN 1 ELSE 0 END`; a grouped query names every column it groups by.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,6 +32,12 @@ pub enum Db<'a> {
 impl<'a> From<&'a rusqlite::Connection> for Db<'a> {
     fn from(conn: &'a rusqlite::Connection) -> Db<'a> {
         Db::Sqlite(conn)
+    }
+}
+
+impl<'a> From<&'a rusqlite::Transaction<'_>> for Db<'a> {
+    fn from(tx: &'a rusqlite::Transaction<'_>) -> Db<'a> {
+        Db::Sqlite(tx)
     }
 }
 

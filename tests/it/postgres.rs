@@ -631,3 +631,43 @@ fn dashboard_sessions_are_stored_alike_on_postgres() {
     }
     assert_eq!(pg.psql("SELECT id_hash FROM session").trim(), "c");
 }
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn config_versions_and_the_audit_log_are_stored_alike_on_postgres() {
+    use heal::store::sql::{args, Db, Pg};
+    use heal::store::{apply_config, audit_entries, current_config};
+    let test = "postgres::config_versions_and_the_audit_log_are_stored_alike_on_postgres";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let mut client = heal::pg::connect(&pg.url).unwrap();
+    heal::store::postgres::migrate(&mut client).unwrap();
+    let session = Pg::new(client);
+    let mut sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    heal::store::migrations::migrate(&mut sqlite).unwrap();
+    let mut seen = Vec::new();
+    for db in [Db::from(&sqlite), Db::from(&session)] {
+        let mut run = Vec::new();
+        run.push(format!("{:?}", current_config(db).unwrap().map(|c| c.version)));
+        run.push(format!("{:?}", apply_config(db, "aa", "startup", "r.toml", 1).unwrap()));
+        run.push(format!("{:?}", apply_config(db, "aa", "sighup", "r.toml", 2).unwrap()));
+        run.push(format!("{:?}", apply_config(db, "bb", "admin", "r.toml", 3).unwrap()));
+        let current = current_config(db).unwrap().unwrap();
+        run.push(format!("{} {} {} {}", current.version, current.hash, current.applied_at, current.applied_by));
+        let log = audit_entries(db, 0, Some("config.applied"), None, 10).unwrap();
+        run.push(format!("{:?}", log.iter().map(|a| (&a.actor, &a.detail, &a.remote)).collect::<Vec<_>>()));
+        let older = audit_entries(db, 0, None, Some(log[0].id), 10).unwrap();
+        run.push(format!("{:?}", older.iter().map(|a| &a.actor).collect::<Vec<_>>()));
+        run.push(format!("{}", audit_entries(db, 4, None, None, 10).unwrap().len()));
+        for edit in ["DELETE FROM audit", "UPDATE audit SET actor = 'x'"] {
+            let refused = db.execute(edit, args![]).unwrap_err().to_string();
+            run.push(format!("{edit}: {}", refused.contains("the audit log is append-only")));
+        }
+        seen.push(run);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0][1], "(1, true)");
+    assert_eq!(seen[0][3], "(2, true)");
+    assert!(seen[0][8].ends_with("true"), "{:?}", seen[0]);
+}
