@@ -610,6 +610,24 @@ impl<'a> Db<'a> {
         }
     }
 
+    /// Runs `f`'s reads on one snapshot of the database: a read transaction
+    /// (on PostgreSQL, repeatable read and read only), ended when `f` is.
+    pub fn snapshot<T>(
+        self,
+        what: &str,
+        f: impl FnOnce(Db<'a>) -> crate::error::Result<T>,
+    ) -> crate::error::Result<T> {
+        let begin = match self {
+            Db::Sqlite(_) => "BEGIN DEFERRED",
+            Db::Postgres(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        };
+        self.batch(begin).context(what)?;
+        let result = f(self);
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.batch(end).context(what);
+        result.and_then(|value| ended.map(|()| value))
+    }
+
     /// Runs statements without parameters or results (savepoints and the like).
     pub fn batch(self, sql: &str) -> Result<(), DbError> {
         match self {

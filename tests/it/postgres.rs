@@ -649,20 +649,49 @@ fn config_versions_and_the_audit_log_are_stored_alike_on_postgres() {
     let mut seen = Vec::new();
     for db in [Db::from(&sqlite), Db::from(&session)] {
         let mut run = Vec::new();
-        run.push(format!("{:?}", current_config(db).unwrap().map(|c| c.version)));
-        run.push(format!("{:?}", apply_config(db, "aa", "startup", "r.toml", 1).unwrap()));
-        run.push(format!("{:?}", apply_config(db, "aa", "sighup", "r.toml", 2).unwrap()));
-        run.push(format!("{:?}", apply_config(db, "bb", "admin", "r.toml", 3).unwrap()));
+        run.push(format!(
+            "{:?}",
+            current_config(db).unwrap().map(|c| c.version)
+        ));
+        run.push(format!(
+            "{:?}",
+            apply_config(db, "aa", "startup", "r.toml", 1).unwrap()
+        ));
+        run.push(format!(
+            "{:?}",
+            apply_config(db, "aa", "sighup", "r.toml", 2).unwrap()
+        ));
+        run.push(format!(
+            "{:?}",
+            apply_config(db, "bb", "admin", "r.toml", 3).unwrap()
+        ));
         let current = current_config(db).unwrap().unwrap();
-        run.push(format!("{} {} {} {}", current.version, current.hash, current.applied_at, current.applied_by));
+        run.push(format!(
+            "{} {} {} {}",
+            current.version, current.hash, current.applied_at, current.applied_by
+        ));
         let log = audit_entries(db, 0, Some("config.applied"), None, 10).unwrap();
-        run.push(format!("{:?}", log.iter().map(|a| (&a.actor, &a.detail, &a.remote)).collect::<Vec<_>>()));
+        run.push(format!(
+            "{:?}",
+            log.iter()
+                .map(|a| (&a.actor, &a.detail, &a.remote))
+                .collect::<Vec<_>>()
+        ));
         let older = audit_entries(db, 0, None, Some(log[0].id), 10).unwrap();
-        run.push(format!("{:?}", older.iter().map(|a| &a.actor).collect::<Vec<_>>()));
-        run.push(format!("{}", audit_entries(db, 4, None, None, 10).unwrap().len()));
+        run.push(format!(
+            "{:?}",
+            older.iter().map(|a| &a.actor).collect::<Vec<_>>()
+        ));
+        run.push(format!(
+            "{}",
+            audit_entries(db, 4, None, None, 10).unwrap().len()
+        ));
         for edit in ["DELETE FROM audit", "UPDATE audit SET actor = 'x'"] {
             let refused = db.execute(edit, args![]).unwrap_err().to_string();
-            run.push(format!("{edit}: {}", refused.contains("the audit log is append-only")));
+            run.push(format!(
+                "{edit}: {}",
+                refused.contains("the audit log is append-only")
+            ));
         }
         seen.push(run);
     }
@@ -670,4 +699,50 @@ fn config_versions_and_the_audit_log_are_stored_alike_on_postgres() {
     assert_eq!(seen[0][1], "(1, true)");
     assert_eq!(seen[0][3], "(2, true)");
     assert!(seen[0][8].ends_with("true"), "{:?}", seen[0]);
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn the_figures_of_metrics_are_counted_alike_on_postgres() {
+    use heal::store::figures;
+    use heal::store::sql::{Db, Pg};
+    let test = "postgres::the_figures_of_metrics_are_counted_alike_on_postgres";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let mut client = heal::pg::connect(&pg.url).unwrap();
+    heal::store::postgres::migrate(&mut client).unwrap();
+    let session = Pg::new(client);
+    let mut sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    heal::store::migrations::migrate(&mut sqlite).unwrap();
+    let mut seen = Vec::new();
+    for db in [Db::from(&sqlite), Db::from(&session)] {
+        let empty = figures(db, 10_000, 5_000).unwrap();
+        db.batch(
+            "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at, ended_at) VALUES
+                ('r', 'b', 'k1', 'f1', 'running', 'live', 1, 1, NULL),
+                ('r', 'b', 'k2', 'f2', 'escalated', 'live', 1, 1, NULL),
+                ('r', 'b', 'k3', 'f3', 'escalated', 'live', 1, 1, 5),
+                ('r', 'b', 'k4', 'f4', 'succeeded', 'live', 1, 1, 5);
+             INSERT INTO op (event_id, agent, state, spec, created_at) VALUES
+                (1, 'a', 'running', '{}', 1), (1, 'a', 'succeeded', '{}', 1);
+             INSERT INTO agent (id, instance, tags, allow, version, hostname, first_seen, last_seen) VALUES
+                ('a', 'i', '[]', '[]', 'v', 'h', 0, 9000), ('b', 'i', '[]', '[]', 'v', 'h', 0, 100);
+             INSERT INTO heartbeat (name, origin, def, registered_at, state, state_since) VALUES
+                ('h1', 'config', '{}', 0, 'down', 0), ('h2', 'config', '{}', 0, 'up', 0), ('h3', 'config', '{}', 0, 'up', 0);
+             INSERT INTO probe (name, state, fails_in_row, oks_in_row, state_since) VALUES ('web', 'down', 3, 0, 0);
+             INSERT INTO notification (kind, subject, at) VALUES ('probe.down', 'web', 1);
+             INSERT INTO delivery (notification_id, channel, state, created_at, next_at) VALUES
+                (1, 'chat', 'pending', 1, 1), (1, 'pager', 'failed', 1, 1), (1, 'mail', 'sent', 1, 1);
+             UPDATE breaker SET state = 'open';",
+        )
+        .unwrap();
+        seen.push((empty, figures(db, 10_000, 5_000).unwrap()));
+    }
+    assert_eq!(seen[0], seen[1]);
+    let (empty, full) = &seen[1];
+    assert!(!empty.breaker_open && empty.agents_up == 0, "{empty:?}");
+    assert_eq!((full.agents_up, full.agents_down, full.deliveries_pending), (1, 1, 1));
+    assert_eq!(full.events, [("escalated".to_string(), 1), ("running".to_string(), 1)]);
+    assert!(full.breaker_open);
 }
