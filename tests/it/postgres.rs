@@ -742,7 +742,143 @@ fn the_figures_of_metrics_are_counted_alike_on_postgres() {
     assert_eq!(seen[0], seen[1]);
     let (empty, full) = &seen[1];
     assert!(!empty.breaker_open && empty.agents_up == 0, "{empty:?}");
-    assert_eq!((full.agents_up, full.agents_down, full.deliveries_pending), (1, 1, 1));
-    assert_eq!(full.events, [("escalated".to_string(), 1), ("running".to_string(), 1)]);
+    assert_eq!(
+        (full.agents_up, full.agents_down, full.deliveries_pending),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        full.events,
+        [("escalated".to_string(), 1), ("running".to_string(), 1)]
+    );
     assert!(full.breaker_open);
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn the_outbox_is_stored_alike_on_postgres() {
+    use heal::store::sql::{Db, Pg};
+    use heal::store::*;
+    let test = "postgres::the_outbox_is_stored_alike_on_postgres";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let mut client = heal::pg::connect(&pg.url).unwrap();
+    heal::store::postgres::migrate(&mut client).unwrap();
+    let session = Pg::new(client);
+    let mut sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    heal::store::migrations::migrate(&mut sqlite).unwrap();
+    let mut seen = Vec::new();
+    for db in [Db::from(&sqlite), Db::from(&session)] {
+        let mut run = Vec::new();
+        db.batch(
+            "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at) VALUES
+                ('r', 'b', 'k1', 'f1', 'queued', 'live', 1, 1);
+             INSERT INTO decision (at, fingerprint, rule, outcome, reason, event_id) VALUES
+                (1, 'f1', 'r', 'run', 'disk full on web-1', 1), (2, 'f1', 'r', 'collapsed', 'later', 1);",
+        )
+        .unwrap();
+        run.push(format!("{:?}", decision_reason(db, "f1", 1).unwrap()));
+        run.push(format!("{:?}", decision_reason(db, "f2", 1).unwrap()));
+        run.push(format!("{}", any_unrouted(db).unwrap()));
+        note_event(db, 1, None, "queued", false, 10).unwrap();
+        note_event(db, 1, Some("queued"), "queued", false, 11).unwrap();
+        run.push(format!(
+            "{}",
+            event_noticed(db, 1, "event.started").unwrap()
+        ));
+        run.push(format!("{}", event_noticed(db, 1, "event.failed").unwrap()));
+        let parts = serde_json::json!({"summary": "web-1 down"});
+        let id = record_notice(
+            db,
+            &NewNotice {
+                kind: "probe.down",
+                subject: "web",
+                event_id: None,
+                state: None,
+                parts: Some(&parts),
+            },
+            12,
+        )
+        .unwrap();
+        run.push(format!("notice {id}"));
+        let unrouted_now = unrouted(db, 10).unwrap();
+        run.push(format!(
+            "{:?}",
+            unrouted_now
+                .iter()
+                .map(|u| (u.id, &u.kind, &u.subject, u.event_id, u.at, &u.state, &u.parts))
+                .collect::<Vec<_>>()
+        ));
+        for u in &unrouted_now {
+            let channels = ["chat".to_string(), "pager".to_string()];
+            route_notice(
+                db,
+                u.id,
+                &serde_json::json!({"n": u.id}),
+                &channels,
+                20 + u.id,
+            )
+            .unwrap();
+        }
+        run.push(format!(
+            "{} {}",
+            any_unrouted(db).unwrap(),
+            outbox_counts(db).unwrap()
+        ));
+        run.push(format!("{:?}", pending_heads(db).unwrap()));
+        let chat = pending(db, "chat", 10).unwrap();
+        run.push(format!(
+            "{:?}",
+            chat.iter()
+                .map(|p| (p.id, p.notification_id, p.attempts, &p.doc))
+                .collect::<Vec<_>>()
+        ));
+        let ids: Vec<i64> = chat.iter().map(|p| p.id).collect();
+        record_try(db, &ids[..1], &Outcome::Sent { digest: Some(2) }, 30).unwrap();
+        record_try(db, &ids[..1], &Outcome::GaveUp { error: "late" }, 31).unwrap();
+        record_try(
+            db,
+            &ids[1..],
+            &Outcome::Retry {
+                next_at: 99,
+                error: "HTTP 503",
+            },
+            31,
+        )
+        .unwrap();
+        run.push(format!(
+            "abandoned {}",
+            abandon_channel(db, "pager", 40).unwrap()
+        ));
+        for (state, channel, event) in [
+            (None, None, None),
+            (Some("failed"), None, None),
+            (None, Some("chat"), None),
+            (None, None, Some(1)),
+        ] {
+            let rows = deliveries(db, state, channel, event, 10).unwrap();
+            run.push(format!(
+                "{:?}",
+                rows.iter()
+                    .map(|d| (
+                        d.id, &d.kind, &d.channel, &d.state, d.attempts, d.next_at, d.done_at,
+                        d.digest, &d.error, d.event_id
+                    ))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        run.push(format!("{}", outbox_counts(db).unwrap()));
+        open_incident(db, "pager", "web", 50).unwrap();
+        open_incident(db, "pager", "web", 51).unwrap();
+        open_incident(db, "ops", "web", 52).unwrap();
+        run.push(format!("{:?}", close_incidents(db, "web").unwrap()));
+        run.push(format!("{:?}", close_incidents(db, "web").unwrap()));
+        seen.push(run);
+    }
+    assert_eq!(seen[0], seen[1]);
+    let run = &seen[0];
+    assert_eq!(run[0], r#"Some("disk full on web-1")"#);
+    assert_eq!((run[3].as_str(), run[4].as_str()), ("true", "false"));
+    assert_eq!(run[run.len() - 2], r#"["ops", "pager"]"#);
+    assert!(run.iter().any(|l| l.contains("HTTP 503")), "{run:?}");
 }
