@@ -49,7 +49,8 @@ pub fn ddl(sql: &str) -> String {
 /// A statement of the store (SQLite's dialect) in PostgreSQL's: `?N`
 /// placeholders become `$N` (a bare `?` is numbered as SQLite numbers it), an `INDEXED BY index` hint goes (PostgreSQL's
 /// planner takes no hints), and `INSERT OR IGNORE INTO …` becomes `INSERT
-/// INTO … ON CONFLICT DO NOTHING`. Everything else the store writes is
+/// INTO … ON CONFLICT DO NOTHING`, and the clock `unixepoch('subsec')`
+/// becomes `extract(epoch FROM clock_timestamp())`. Everything else the store writes is
 /// already common to both; comments and quoted text are left as they are.
 pub fn query(sql: &str) -> String {
     let tokens = tokenize(sql);
@@ -87,6 +88,16 @@ pub fn query(sql: &str) -> String {
                 // Skip `INDEXED`, `BY` and the index's name.
                 i = index_of_word_after(&tokens, i, 2) + 1;
                 trim_trailing_space(&mut out);
+                continue;
+            }
+            "UNIXEPOCH"
+                if tokens
+                    .get(i + 1..i + 4)
+                    .is_some_and(|t| t.iter().map(|t| t.1).eq(["(", "'subsec'", ")"])) =>
+            {
+                // The database's clock in seconds, with a fraction.
+                out.push_str("extract(epoch FROM clock_timestamp())");
+                i += 4;
                 continue;
             }
             "OR" if next(2) == ["IGNORE", "INTO"] && last_word_is(&out, "INSERT") => {
@@ -334,6 +345,10 @@ mod tests {
         assert_eq!(
             query("SELECT 1 FROM t WHERE a IN (?, ?) AND b = ?5 AND c = ? LIMIT ?"),
             "SELECT 1 FROM t WHERE a IN ($1, $2) AND b = $5 AND c = $6 LIMIT $7"
+        );
+        assert_eq!(
+            query("SELECT CAST(unixepoch('subsec') * 1000 AS BIGINT) + ?1"),
+            "SELECT CAST(extract(epoch FROM clock_timestamp()) * 1000 AS BIGINT) + $1"
         );
         // Common SQL, comments and quoted text stay as written.
         let common = "SELECT count(*) -- ?1 INDEXED BY x\n FROM t WHERE a = 'OR IGNORE' AND b = ?1";

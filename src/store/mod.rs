@@ -17,6 +17,7 @@ pub mod dialect;
 pub mod events;
 pub mod figures;
 pub mod health;
+pub mod leader;
 pub mod lifecycle;
 pub mod lock;
 pub mod migrations;

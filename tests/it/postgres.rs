@@ -882,3 +882,85 @@ fn the_outbox_is_stored_alike_on_postgres() {
     assert_eq!(run[run.len() - 2], r#"["ops", "pager"]"#);
     assert!(run.iter().any(|l| l.contains("HTTP 503")), "{run:?}");
 }
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn a_lease_has_one_holder_and_a_fenced_transaction_holds_off_the_next() {
+    use heal::store::leader::{fence, lead, resign};
+    use heal::store::sql::{Db, Pg};
+    use std::time::Instant;
+    let test = "postgres::a_lease_has_one_holder_and_a_fenced_transaction_holds_off_the_next";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let mut client = heal::pg::connect(&pg.url).unwrap();
+    heal::store::postgres::migrate(&mut client).unwrap();
+    let b_session = Pg::new(client);
+    let mut sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    heal::store::migrations::migrate(&mut sqlite).unwrap();
+    // The same moves on both databases give the same terms.
+    let mut seen = Vec::new();
+    for db in [Db::from(&sqlite), Db::from(&b_session)] {
+        let term = |l: Option<heal::store::leader::Lease>| l.map(|l| l.term);
+        let a = lead(db, "scheduler", "a", 60_000).unwrap().unwrap();
+        let mut run = vec![
+            term(Some(a.clone())),
+            term(lead(db, "scheduler", "b", 60_000).unwrap()),
+            term(lead(db, "scheduler", "a", 60_000).unwrap()),
+        ];
+        resign(db, &a).unwrap();
+        let b = lead(db, "scheduler", "b", 60_000).unwrap().unwrap();
+        run.push(Some(b.term));
+        run.push(Some(i64::from(fence(db, &a).unwrap())));
+        run.push(Some(i64::from(fence(db, &b).unwrap())));
+        let expired = lead(db, "scheduler", "b", -1).unwrap().unwrap();
+        run.push(Some(i64::from(fence(db, &expired).unwrap())));
+        run.push(term(lead(db, "scheduler", "a", 60_000).unwrap()));
+        db.execute("DELETE FROM leader", heal::args![]).unwrap();
+        seen.push(run);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(
+        seen[0],
+        [
+            Some(1),
+            None,
+            Some(1),
+            Some(2),
+            Some(0),
+            Some(1),
+            Some(0),
+            Some(3)
+        ]
+    );
+
+    // On PostgreSQL a holder's fence locks its lease until its transaction
+    // ends: another server asking once the lease has expired waits for that
+    // commit, and only then takes it, with the next term.
+    let db = Db::from(&b_session);
+    let b = lead(db, "scheduler", "b", 500).unwrap().unwrap();
+    db.batch("BEGIN").unwrap();
+    assert!(fence(db, &b).unwrap());
+    let url = pg.url.clone();
+    let other = std::thread::spawn(move || {
+        let a_session = Pg::new(heal::pg::connect(&url).unwrap());
+        std::thread::sleep(Duration::from_millis(800));
+        let asked = Instant::now();
+        let taken = lead(Db::from(&a_session), "scheduler", "a", 60_000).unwrap();
+        (taken, asked, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(2_000));
+    let committed = Instant::now();
+    db.batch("COMMIT").unwrap();
+    let (taken, asked, answered) = other.join().unwrap();
+    assert!(
+        asked < committed,
+        "the other server asked while b's transaction was open"
+    );
+    assert!(
+        answered >= committed,
+        "the lease was taken before b's fenced transaction ended"
+    );
+    assert_eq!(taken.map(|l| l.term), Some(b.term + 1));
+    assert!(!fence(db, &b).unwrap(), "b's term is over");
+}
