@@ -1,0 +1,156 @@
+//! The store's modules on PostgreSQL: each module's functions run with the
+//! same inputs on SQLite and on a throwaway PostgreSQL (the schema from
+//! `heal::store::postgres::migrate`), and must give the same results.
+
+use heal::args;
+use heal::store::sql::{Db, Pg};
+
+use crate::support::postgres::{start_fast, Postgres};
+
+/// A migrated SQLite database in memory and a migrated throwaway
+/// PostgreSQL (kept running while the first is alive); None without
+/// PostgreSQL installed.
+fn both(test: &str) -> Option<(Postgres, Pg, rusqlite::Connection)> {
+    let pg = start_fast(test)?;
+    let mut client = heal::pg::connect(&pg.url).unwrap();
+    heal::store::postgres::migrate(&mut client).unwrap();
+    let mut sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    heal::store::migrations::migrate(&mut sqlite).unwrap();
+    Some((pg, Pg::new(client), sqlite))
+}
+
+/// Adds an event in `state` to either database; its id.
+fn an_event(db: Db, state: &str) -> i64 {
+    db.insert(
+        "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at)
+         VALUES ('r', 'b', 'k', 'f', ?1, 'live', 1, 1)",
+        args![state],
+    )
+    .unwrap()
+}
+
+/// Adds an op of `agent` in `state` to either database; its id.
+fn an_op(db: Db, event_id: i64, agent: &str, state: &str, instance: Option<&str>) -> i64 {
+    db.insert(
+        "INSERT INTO op (event_id, agent, state, spec, created_at, instance) VALUES (?1, ?2, ?3, '{}', 1, ?4)",
+        args![event_id, agent, state, instance],
+    )
+    .unwrap()
+}
+
+fn agents_results(db: Db) -> Vec<String> {
+    use heal::store::{
+        agent_known, agents_with_tags, forget_agent, list_agents, silent_agents, touch_agent,
+        unfinished_ops, AgentHello,
+    };
+    let mut seen = Vec::new();
+    let hello = |instance: &str, tags: &[&str]| AgentHello {
+        instance: instance.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        allow: vec!["*".into()],
+        version: "1.0".into(),
+        hostname: "h".into(),
+    };
+    seen.push(format!("known before {}", agent_known(db, "web").unwrap()));
+    touch_agent(db, "web", &hello("i1", &["web", "eu"]), 1_000).unwrap();
+    touch_agent(db, "db", &hello("i1", &["db"]), 1_000).unwrap();
+    touch_agent(db, "old", &hello("i1", &[]), 100).unwrap();
+    // Within the resolution and unchanged: nothing written, last_seen stays.
+    touch_agent(db, "web", &hello("i1", &["web", "eu"]), 2_000).unwrap();
+    // A new instance and tags: written at once.
+    touch_agent(db, "db", &hello("i2", &["db", "eu"]), 2_000).unwrap();
+    seen.push(format!("known after {}", agent_known(db, "web").unwrap()));
+    seen.push(format!(
+        "eu {:?}",
+        agents_with_tags(db, &["eu".into()]).unwrap()
+    ));
+    seen.push(format!(
+        "web+eu {:?}",
+        agents_with_tags(db, &["web".into(), "eu".into()]).unwrap()
+    ));
+    let event = an_event(db, "running");
+    seen.push(format!("event {event}"));
+    for (agent, state) in [
+        ("web", "running"),
+        ("web", "queued"),
+        ("web", "queued"),
+        ("old", "succeeded"),
+    ] {
+        seen.push(format!("op {}", an_op(db, event, agent, state, Some("i1"))));
+    }
+    for a in list_agents(db).unwrap() {
+        seen.push(format!(
+            "{} {} {:?} {:?} {} {} {} {} {} {}",
+            a.id,
+            a.instance,
+            a.tags,
+            a.allow,
+            a.version,
+            a.hostname,
+            a.first_seen,
+            a.last_seen,
+            a.running_ops,
+            a.queued_ops
+        ));
+    }
+    seen.push(format!(
+        "unfinished web {:?}",
+        unfinished_ops(db, "web").unwrap()
+    ));
+    seen.push(format!(
+        "unfinished old {:?}",
+        unfinished_ops(db, "old").unwrap()
+    ));
+    seen.push(format!(
+        "silent 5000 {:?}",
+        silent_agents(db, 5_000).unwrap()
+    ));
+    seen.push(format!(
+        "silent 1500 {:?}",
+        silent_agents(db, 1_500).unwrap()
+    ));
+    seen.push(format!("silent 100 {:?}", silent_agents(db, 100).unwrap()));
+    seen.push(format!("forget {}", forget_agent(db, "old").unwrap()));
+    seen.push(format!("forget again {}", forget_agent(db, "old").unwrap()));
+    seen.push(format!("known old {}", agent_known(db, "old").unwrap()));
+    seen.push(format!(
+        "ops of old kept {:?}",
+        unfinished_ops(db, "old").unwrap()
+    ));
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn agents_are_stored_alike_on_sqlite_and_postgres() {
+    let Some((_pg, pg, sqlite)) =
+        both("postgres_store::agents_are_stored_alike_on_sqlite_and_postgres")
+    else {
+        return;
+    };
+    let on_sqlite = agents_results(Db::from(&sqlite));
+    let on_postgres = agents_results(Db::from(&pg));
+    assert_eq!(on_sqlite, on_postgres);
+    let expect = [
+        "known before false",
+        "known after true",
+        "eu [\"db\", \"web\"]",
+        "web+eu [\"web\"]",
+        "event 1",
+        "db i2 [\"db\", \"eu\"] [\"*\"] 1.0 h 1000 2000 0 0",
+        "old i1 [] [\"*\"] 1.0 h 100 100 0 0",
+        "web i1 [\"web\", \"eu\"] [\"*\"] 1.0 h 1000 1000 1 2",
+        "silent 5000 [\"db\", \"old\"]",
+        "silent 1500 [\"old\"]",
+        "silent 100 []",
+        "forget true",
+        "forget again false",
+        "known old false",
+    ];
+    for line in expect {
+        assert!(
+            on_sqlite.iter().any(|s| s == line),
+            "{line}: {on_sqlite:#?}"
+        );
+    }
+}
