@@ -154,3 +154,95 @@ fn agents_are_stored_alike_on_sqlite_and_postgres() {
         );
     }
 }
+
+fn alerts_results(db: Db) -> Vec<String> {
+    use heal::alert::{Alert, Status};
+    use heal::store::{get_alert, list_alerts, record_alert, record_decision};
+    let mut seen = Vec::new();
+    let alert = |fp: &str, status: Status, starts_at: Option<i64>| Alert {
+        fingerprint: fp.into(),
+        name: if fp == "cpu" { "Cpu" } else { "Disk" }.into(),
+        status,
+        labels: [("alertname".to_string(), "Disk".to_string())].into(),
+        annotations: Default::default(),
+        starts_at,
+        ends_at: (status == Status::Resolved).then_some(900),
+        source: "alertmanager".into(),
+    };
+    // Every receipt: new, repeat, resolved, stale (twice), a new occurrence,
+    // and an alert whose source gave no start.
+    for (fp, status, starts, now) in [
+        ("disk", Status::Firing, Some(100), 1_000),
+        ("disk", Status::Firing, Some(100), 1_100),
+        ("disk", Status::Resolved, Some(100), 1_200),
+        ("disk", Status::Resolved, Some(100), 1_300),
+        ("disk", Status::Firing, Some(100), 1_400),
+        ("cpu", Status::Firing, None, 1_500),
+        ("disk", Status::Firing, Some(2_000), 2_100),
+        ("cpu", Status::Firing, None, 2_200),
+        ("mem", Status::Resolved, None, 1_800),
+    ] {
+        let receipt = record_alert(db, &alert(fp, status, starts), now).unwrap();
+        seen.push(format!("{fp} {status:?} {now}: {receipt:?}"));
+    }
+    let event = an_event(db, "running");
+    record_decision(db, "disk", Some("r1"), "ran", "matched", Some(event), 1_000).unwrap();
+    record_decision(db, "disk", None, "ignored", "no rule", None, 2_100).unwrap();
+    seen.push(format!("disk {}", get_alert(db, "disk").unwrap().unwrap()));
+    seen.push(format!("cpu {}", get_alert(db, "cpu").unwrap().unwrap()));
+    seen.push(format!("none {:?}", get_alert(db, "none").unwrap()));
+    for (status, fp, name, since, limit) in [
+        (None, None, None, 0, 10),
+        (None, None, None, 0, 2),
+        (None, None, None, 2_000, 10),
+        (Some("firing"), None, None, 0, 10),
+        (Some("resolved"), None, None, 0, 10),
+        (None, Some("disk"), None, 0, 10),
+        (Some("resolved"), Some("disk"), None, 0, 10),
+        (None, Some("cpu"), Some("Cpu"), 0, 10),
+        (None, Some("cpu"), Some("Disk"), 0, 10),
+        (None, None, Some("Disk"), 0, 10),
+        (Some("firing"), None, Some("Cpu"), 0, 10),
+        (None, None, None, 0, 0),
+    ] {
+        let listed = list_alerts(db, status, fp, name, since, limit).unwrap();
+        seen.push(format!(
+            "{status:?} {fp:?} {name:?} {since} {limit}: {listed:?}"
+        ));
+    }
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn alerts_and_decisions_are_stored_alike_on_sqlite_and_postgres() {
+    let test = "postgres_store::alerts_and_decisions_are_stored_alike_on_sqlite_and_postgres";
+    let Some((_pg, pg, sqlite)) = both(test) else {
+        return;
+    };
+    let on_sqlite = alerts_results(Db::from(&sqlite));
+    let on_postgres = alerts_results(Db::from(&pg));
+    assert_eq!(on_sqlite, on_postgres);
+    let receipts: Vec<&str> = on_sqlite[..9]
+        .iter()
+        .map(|s| s.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        receipts,
+        ["New", "Repeat", "Resolved", "Stale", "Stale", "New", "New", "Repeat", "New"]
+    );
+    let disk: serde_json::Value =
+        serde_json::from_str(on_sqlite[9].strip_prefix("disk ").unwrap()).unwrap();
+    assert_eq!(disk["starts_at"], 2_000);
+    assert_eq!(disk["receipts"], 6);
+    assert!(disk["ends_at"].is_null(), "{disk}");
+    let cpu: serde_json::Value =
+        serde_json::from_str(on_sqlite[10].strip_prefix("cpu ").unwrap()).unwrap();
+    assert!(cpu["starts_at"].is_null(), "{cpu}");
+    assert_eq!(on_sqlite[11], "none None");
+    let decisions = &on_sqlite[12];
+    assert!(
+        decisions.contains(r#""decisions": Array [Object {"at": Number(2100), "event_id": Null, "outcome": String("ignored"), "reason": String("no rule"), "rule": Null}"#),
+        "{decisions}"
+    );
+}
