@@ -474,6 +474,13 @@ impl Column for i64 {
     }
 }
 
+impl Column for i32 {
+    fn from_cell(cell: Cell) -> Result<Self, String> {
+        let v = i64::from_cell(cell)?;
+        i32::try_from(v).map_err(|_| format!("{v} where a 32-bit integer belongs"))
+    }
+}
+
 impl Column for u64 {
     fn from_cell(cell: Cell) -> Result<Self, String> {
         let v = i64::from_cell(cell)?;

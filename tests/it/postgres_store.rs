@@ -246,3 +246,136 @@ fn alerts_and_decisions_are_stored_alike_on_sqlite_and_postgres() {
         "{decisions}"
     );
 }
+
+fn events_results(db: Db) -> Vec<String> {
+    use heal::alert::{Alert, Status};
+    use heal::store::{
+        add_timeline, collapse_into, create_event, event_detail, events_of_alert, join_alert,
+        record_alert, NewEvent,
+    };
+    let mut seen = Vec::new();
+    let alert = Alert {
+        fingerprint: "disk".into(),
+        name: "Disk".into(),
+        status: Status::Firing,
+        labels: Default::default(),
+        annotations: Default::default(),
+        starts_at: Some(100),
+        ends_at: None,
+        source: "alertmanager".into(),
+    };
+    record_alert(db, &alert, 1_000).unwrap();
+    let new = |deadline| NewEvent {
+        rule: "r",
+        runbook: "b",
+        key: "k",
+        fingerprint: "disk",
+        state: "queued",
+        mode: "live",
+        started_at: None,
+        deadline,
+    };
+    let first = create_event(db, &new(Some(5_000)), 1_000).unwrap();
+    let second = create_event(db, &new(None), 1_100).unwrap();
+    seen.push(format!("events {first} {second}"));
+    // Joining twice is one row; collapsing counts hits.
+    join_alert(db, first, "cpu").unwrap();
+    join_alert(db, first, "cpu").unwrap();
+    collapse_into(db, first, "disk", 1_200).unwrap();
+    collapse_into(db, first, "mem", 1_300).unwrap();
+    add_timeline(db, first, "decision", "ran: matched", 1_000).unwrap();
+    add_timeline(db, first, "state", "queued → running", 1_300).unwrap();
+    // The second ended at 1 500: seen since 1 500, not since 1 501.
+    db.execute(
+        "UPDATE event SET ended_at = ?2, state = 'resolved' WHERE id = ?1",
+        args![second, 1_500],
+    )
+    .unwrap();
+    for (fp, since) in [
+        ("disk", 0),
+        ("disk", 1_500),
+        ("disk", 1_501),
+        ("cpu", 0),
+        ("mem", 0),
+        ("none", 0),
+    ] {
+        seen.push(format!(
+            "of {fp} since {since}: {:?}",
+            events_of_alert(db, fp, since).unwrap()
+        ));
+    }
+    // Ops with steps (a NULL exit code, a signal, bytes not UTF-8) and a live log.
+    let done = an_op(db, first, "web", "failed", None);
+    let live = an_op(db, first, "db", "running", Some("i1"));
+    for (idx, name, exit_code, signal, output) in [
+        (0, "check", Some(0), None, &b"ok\n"[..]),
+        (1, "fix", None, Some(9), &b"\xff\xfe killed"[..]),
+    ] {
+        db.execute(
+            "INSERT INTO op_step (op_id, idx, name, exit_code, signal, timed_out, duration_ms, output, output_bytes, truncated, skipped)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 250, ?7, 4096, ?8, ?9)",
+            args![done, idx, name, exit_code, signal, idx == 1, output, idx == 1, false],
+        )
+        .unwrap();
+    }
+    for (seq, data) in [(2, "world\n"), (1, "hello ")] {
+        db.execute(
+            "INSERT INTO op_log (op_id, seq, step, data, skipped) VALUES (?1, ?2, 0, ?3, 0)",
+            args![live, seq, data.as_bytes()],
+        )
+        .unwrap();
+    }
+    let detail = event_detail(db, first).unwrap().unwrap();
+    seen.push(serde_json::to_string(&detail).unwrap());
+    seen.push(serde_json::to_string(&event_detail(db, second).unwrap()).unwrap());
+    seen.push(format!(
+        "missing {:?}",
+        event_detail(db, 99).unwrap().is_none()
+    ));
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn events_their_alerts_and_timelines_are_stored_alike_on_sqlite_and_postgres() {
+    let test =
+        "postgres_store::events_their_alerts_and_timelines_are_stored_alike_on_sqlite_and_postgres";
+    let Some((_pg, pg, sqlite)) = both(test) else {
+        return;
+    };
+    let on_sqlite = events_results(Db::from(&sqlite));
+    let on_postgres = events_results(Db::from(&pg));
+    assert_eq!(on_sqlite, on_postgres);
+    assert_eq!(on_sqlite[0], "events 1 2");
+    assert_eq!(
+        on_sqlite[1..7],
+        [
+            r#"of disk since 0: [(2, "resolved", false), (1, "queued", true)]"#,
+            r#"of disk since 1500: [(2, "resolved", false), (1, "queued", true)]"#,
+            r#"of disk since 1501: [(1, "queued", true)]"#,
+            r#"of cpu since 0: [(1, "queued", true)]"#,
+            r#"of mem since 0: [(1, "queued", true)]"#,
+            "of none since 0: []",
+        ]
+    );
+    let detail: serde_json::Value = serde_json::from_str(&on_sqlite[7]).unwrap();
+    assert_eq!(detail["hits"], 3, "{detail}");
+    assert_eq!(detail["deadline"], 5_000);
+    assert_eq!(detail["alert"]["fingerprint"], "disk");
+    assert_eq!(detail["timeline"].as_array().unwrap().len(), 2);
+    let steps = &detail["ops"][0]["steps"];
+    assert_eq!(steps[0]["exit_code"], 0);
+    assert!(
+        steps[1]["exit_code"].is_null() && steps[1]["signal"] == 9,
+        "{steps}"
+    );
+    assert_eq!(steps[1]["timed_out"], true);
+    assert_eq!(steps[1]["output"], "\u{fffd}\u{fffd} killed");
+    assert_eq!(detail["ops"][1]["live_output"], "hello world\n");
+    let ended: serde_json::Value = serde_json::from_str(&on_sqlite[8]).unwrap();
+    assert!(
+        ended["deadline"].is_null() && ended["ended_at"] == 1_500,
+        "{ended}"
+    );
+    assert_eq!(on_sqlite[9], "missing true");
+}
