@@ -88,7 +88,7 @@ pub fn touch_agent<'a>(
             .context("finding ops of restarted agent")?;
         for op in stale {
             lose_op(
-                db.sqlite_only("losing a restarted agent's ops")?,
+                db,
                 op,
                 "the agent restarted while the op was in flight",
                 now,

@@ -379,3 +379,180 @@ fn events_their_alerts_and_timelines_are_stored_alike_on_sqlite_and_postgres() {
     );
     assert_eq!(on_sqlite[9], "missing true");
 }
+
+fn ops_results(db: Db) -> Vec<String> {
+    use heal::event::OpState;
+    use heal::store::{
+        append_log, claim_ops, expire_ops, op_ref, queue_op, set_op_state, start_op,
+    };
+    let mut seen = Vec::new();
+    let event = an_event(db, "running");
+    let spec = serde_json::json!({"runbook": "b", "steps": ["x"]});
+    let a = queue_op(db, event, "web", "run", OpState::Waiting, &spec, 1_000).unwrap();
+    let b = queue_op(db, event, "web", "verify", OpState::Queued, &spec, 1_100).unwrap();
+    seen.push(format!("queued {a} {b}"));
+    let state = |id| {
+        op_ref(db, id)
+            .unwrap()
+            .map(|o| (o.event_id, o.agent, o.state))
+    };
+    seen.push(format!(
+        "refs {:?} {:?} {:?}",
+        state(a),
+        state(b),
+        state(99)
+    ));
+    // A transition the states do not allow moves nothing; an allowed one
+    // moves once, the second time it finds the op moved already.
+    let moves = [
+        (a, OpState::Waiting, OpState::Running, None),
+        (a, OpState::Waiting, OpState::Queued, None),
+        (a, OpState::Waiting, OpState::Queued, None),
+        (a, OpState::Queued, OpState::Dispatched, None),
+        (b, OpState::Queued, OpState::Dispatched, Some("first")),
+        (99, OpState::Queued, OpState::Dispatched, None),
+    ];
+    for (id, from, to, error) in moves {
+        let moved = set_op_state(db, id, from, to, error, 1_200).unwrap();
+        seen.push(format!("{id} {from:?} → {to:?}: {moved}"));
+    }
+    seen.push(format!(
+        "start a {}",
+        start_op(db, a, 9_000, 1_300).unwrap()
+    ));
+    seen.push(format!(
+        "start a again {}",
+        start_op(db, a, 9_500, 1_400).unwrap()
+    ));
+    // A final state keeps the first error when none is given, and the end time.
+    let failed = set_op_state(db, b, OpState::Dispatched, OpState::Failed, None, 1_500).unwrap();
+    seen.push(format!("b failed {failed}"));
+    let row = |id| {
+        db.query_row(
+            "SELECT state, error, dispatched_at, started_at, deadline, finished_at, instance FROM op WHERE id = ?1",
+            args![id],
+            |r| {
+                Ok(format!(
+                    "{} {:?} {:?} {:?} {:?} {:?} {:?}",
+                    r.get::<String>(0)?,
+                    r.get::<Option<String>>(1)?,
+                    r.get::<Option<i64>>(2)?,
+                    r.get::<Option<i64>>(3)?,
+                    r.get::<Option<i64>>(4)?,
+                    r.get::<Option<i64>>(5)?,
+                    r.get::<Option<String>>(6)?,
+                ))
+            },
+        )
+        .unwrap()
+        .unwrap()
+    };
+    seen.push(format!("a {}", row(a)));
+    seen.push(format!("b {}", row(b)));
+    // The streamed log: a repeated chunk is stored once, the oldest go past the cap.
+    for (seq, data) in [
+        (1, "aaaa"),
+        (2, "bbbb"),
+        (2, "BBBB"),
+        (3, "cc"),
+        (4, "dddd"),
+    ] {
+        append_log(db, a, seq, 0, data.as_bytes(), 0, 10).unwrap();
+    }
+    let log = db
+        .query(
+            "SELECT seq, data FROM op_log WHERE op_id = ?1 ORDER BY seq",
+            args![a],
+            |r| {
+                Ok(format!(
+                    "{}={}",
+                    r.get::<i64>(0)?,
+                    String::from_utf8(r.get(1)?).unwrap()
+                ))
+            },
+        )
+        .unwrap();
+    seen.push(format!("log {log:?}"));
+    // Nothing to claim or expire yet.
+    seen.push(format!(
+        "claim none {:?}",
+        claim_ops(db, "web", "i1", 5, 9_000, 1_600).unwrap().len()
+    ));
+    seen.push(format!(
+        "claim zero {:?}",
+        claim_ops(db, "db", "i1", 0, 9_000, 1_600).unwrap().len()
+    ));
+    seen.push(format!(
+        "expired {}",
+        expire_ops(db, 60_000, 2_000).unwrap()
+    ));
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn ops_are_queued_moved_and_logged_alike_on_sqlite_and_postgres() {
+    use heal::event::OpState;
+    let test = "postgres_store::ops_are_queued_moved_and_logged_alike_on_sqlite_and_postgres";
+    let Some((_pg, pg, sqlite)) = both(test) else {
+        return;
+    };
+    let on_sqlite = ops_results(Db::from(&sqlite));
+    let on_postgres = ops_results(Db::from(&pg));
+    assert_eq!(on_sqlite, on_postgres);
+    assert_eq!(
+        on_sqlite,
+        [
+            "queued 1 2",
+            r#"refs Some((1, "web", Waiting)) Some((1, "web", Queued)) None"#,
+            "1 Waiting → Running: false",
+            "1 Waiting → Queued: true",
+            "1 Waiting → Queued: false",
+            "1 Queued → Dispatched: true",
+            "2 Queued → Dispatched: true",
+            "99 Queued → Dispatched: false",
+            "start a true",
+            "start a again false",
+            "b failed true",
+            "a running None None Some(1300) Some(9000) None None",
+            r#"b failed Some("first") None None None Some(1500) None"#,
+            r#"log ["2=bbbb", "3=cc", "4=dddd"]"#,
+            "claim none 0",
+            "claim zero 0",
+            "expired 0",
+        ]
+    );
+    // What advances an event (dispatching, a result, losing an op) runs on
+    // SQLite only until the event lifecycle runs through store::sql: on
+    // PostgreSQL it says so, and writes nothing.
+    let db = Db::from(&pg);
+    let queued = heal::store::queue_op(
+        db,
+        1,
+        "db",
+        "run",
+        OpState::Queued,
+        &serde_json::json!({}),
+        1,
+    )
+    .unwrap();
+    let refused = [
+        heal::store::claim_ops(db, "db", "i1", 5, 9_000, 2)
+            .map(|c| c.len())
+            .unwrap_err(),
+        heal::store::lose_op(db, queued, "gone", 2)
+            .map(|_| 0)
+            .unwrap_err(),
+        heal::store::record_result(db, queued, 1, OpState::Succeeded, None, &[], 2)
+            .map(|_| 0)
+            .unwrap_err(),
+        heal::store::expire_ops(db, 0, 10).unwrap_err(),
+    ];
+    for e in refused {
+        assert!(e.to_string().contains("runs only on SQLite so far"), "{e}");
+    }
+    assert_eq!(
+        heal::store::op_ref(db, queued).unwrap().map(|o| o.state),
+        Some(OpState::Queued)
+    );
+}
