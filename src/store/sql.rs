@@ -41,6 +41,19 @@ impl<'a> From<&'a rusqlite::Transaction<'_>> for Db<'a> {
     }
 }
 
+impl<'a> Db<'a> {
+    /// The SQLite connection, for store code `Db` does not run yet (`what`
+    /// names it): on PostgreSQL, an error saying so.
+    pub fn sqlite_only(self, what: &str) -> crate::error::Result<&'a rusqlite::Connection> {
+        match self {
+            Db::Sqlite(conn) => Ok(conn),
+            Db::Postgres(_) => Err(Error::Failed(format!(
+                "store: {what} runs only on SQLite so far; keep the store in a SQLite file"
+            ))),
+        }
+    }
+}
+
 impl<'a> From<&'a Pg> for Db<'a> {
     fn from(pg: &'a Pg) -> Db<'a> {
         Db::Postgres(pg)
@@ -463,6 +476,13 @@ impl Column for i64 {
             Cell::Int(v) => Ok(v),
             other => unexpected(other, "an integer"),
         }
+    }
+}
+
+impl Column for i32 {
+    fn from_cell(cell: Cell) -> Result<Self, String> {
+        let v = i64::from_cell(cell)?;
+        i32::try_from(v).map_err(|_| format!("{v} where a 32-bit integer belongs"))
     }
 }
 
