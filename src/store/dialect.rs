@@ -49,7 +49,8 @@ pub fn ddl(sql: &str) -> String {
 /// A statement of the store (SQLite's dialect) in PostgreSQL's: `?N`
 /// placeholders become `$N` (a bare `?` is numbered as SQLite numbers it), an `INDEXED BY index` hint goes (PostgreSQL's
 /// planner takes no hints), and `INSERT OR IGNORE INTO …` becomes `INSERT
-/// INTO … ON CONFLICT DO NOTHING`, and the clock `unixepoch('subsec')`
+/// INTO … ON CONFLICT DO NOTHING`, `CROSS JOIN … ON` (SQLite's fixed join
+/// order) is a plain `JOIN`, and the clock `unixepoch('subsec')`
 /// becomes `extract(epoch FROM clock_timestamp())`. Everything else the store writes is
 /// already common to both; comments and quoted text are left as they are.
 pub fn query(sql: &str) -> String {
@@ -98,6 +99,15 @@ pub fn query(sql: &str) -> String {
                 // The database's clock in seconds, with a fraction.
                 out.push_str("extract(epoch FROM clock_timestamp())");
                 i += 4;
+                continue;
+            }
+            "CROSS" if next(1) == ["JOIN"] => {
+                // SQLite's way to fix the join order; PostgreSQL's planner
+                // chooses, and takes no ON after CROSS JOIN.
+                i += 1;
+                while tokens.get(i).is_some_and(|t| t.0 == Token::Space) {
+                    i += 1;
+                }
                 continue;
             }
             "OR" if next(2) == ["IGNORE", "INTO"] && last_word_is(&out, "INSERT") => {
@@ -349,6 +359,12 @@ mod tests {
         assert_eq!(
             query("SELECT CAST(unixepoch('subsec') * 1000 AS BIGINT) + ?1"),
             "SELECT CAST(extract(epoch FROM clock_timestamp()) * 1000 AS BIGINT) + $1"
+        );
+        assert_eq!(
+            query(
+                "SELECT 1 FROM event_alert ea CROSS JOIN alert a ON a.fingerprint = ea.fingerprint"
+            ),
+            "SELECT 1 FROM event_alert ea JOIN alert a ON a.fingerprint = ea.fingerprint"
         );
         // Common SQL, comments and quoted text stay as written.
         let common = "SELECT count(*) -- ?1 INDEXED BY x\n FROM t WHERE a = 'OR IGNORE' AND b = ?1";

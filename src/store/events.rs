@@ -40,14 +40,7 @@ pub fn create_event<'a>(db: impl Into<Db<'a>>, e: &NewEvent, now: i64) -> Result
     join_alert(db, id, e.fingerprint)?;
     // A queued event is announced by `start_event`, once its plan is set.
     if e.state != "queued" {
-        note_event(
-            db.sqlite_only("announcing a new event")?,
-            id,
-            None,
-            e.state,
-            false,
-            now,
-        )?;
+        note_event(db, id, None, e.state, false, now)?;
     }
     Ok(id)
 }
@@ -153,20 +146,6 @@ pub struct EventRow {
 pub(crate) const EVENT_COLUMNS: &str =
     "id, rule, runbook, key, fingerprint, state, mode, hits, created_at, updated_at, ended_at, started_at, deadline, decided_by, reason";
 
-/// An event's row (`EVENT_COLUMNS`) from SQLite, for the store code that
-/// reads it without `Db`.
-pub(crate) fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRow> {
-    event_of(&Row::Sqlite(r)).map_err(|e| match e {
-        DbError::Sqlite(e) => e,
-        DbError::Column(i, m) => {
-            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Null, m.into())
-        }
-        DbError::Postgres(e) => {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Null, e.into())
-        }
-    })
-}
-
 /// An event's row (`EVENT_COLUMNS`) from either database.
 pub(crate) fn event_of(r: &Row) -> std::result::Result<EventRow, DbError> {
     Ok(EventRow {
@@ -215,7 +194,7 @@ pub fn list_events<'a>(
     f: &EventFilter,
     limit: i64,
 ) -> Result<Vec<EventRow>> {
-    browse::find_events(db.into().sqlite_only("listing events")?, f, limit)
+    browse::find_events(db, f, limit)
 }
 
 /// A timeline line.

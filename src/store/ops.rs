@@ -79,7 +79,6 @@ pub fn dispatch_op<'a>(
     now: i64,
 ) -> Result<bool> {
     let db = db.into();
-    let conn = db.sqlite_only("dispatching an op (its event advances)")?;
     let n = db
         .execute(
             "UPDATE op SET state = 'dispatched', dispatched_at = ?2, instance = ?3, lease_until = ?4 WHERE id = ?1 AND state = 'queued'",
@@ -94,7 +93,7 @@ pub fn dispatch_op<'a>(
             &format!("op {op_id} handed to agent {agent}"),
             now,
         )?;
-        lifecycle::advance(conn, event_id, now)?;
+        lifecycle::advance(db, event_id, now)?;
     }
     Ok(n == 1)
 }
@@ -254,7 +253,6 @@ pub fn record_result<'a>(
     now: i64,
 ) -> Result<Option<Vec<String>>> {
     let db = db.into();
-    let conn = db.sqlite_only("recording an op's result (its event advances)")?;
     let op = op_ref(db, op_id)?;
     let current = op.as_ref().map_or(OpState::Lost, |o| o.state);
     let already: i64 = db
@@ -339,13 +337,12 @@ pub fn record_result<'a>(
         (true, None) => {}
     }
     add_timeline(db, event_id, "result", &line, now)?;
-    Some(lifecycle::advance(conn, event_id, now)).transpose()
+    Some(lifecycle::advance(db, event_id, now)).transpose()
 }
 
 /// Declares an op lost (at most once), with the reason on the timeline.
 pub fn lose_op<'a>(db: impl Into<Db<'a>>, op_id: i64, reason: &str, now: i64) -> Result<bool> {
     let db = db.into();
-    let conn = db.sqlite_only("declaring an op lost (its event advances)")?;
     let Some(op) = op_ref(db, op_id)? else {
         return Ok(false);
     };
@@ -362,7 +359,7 @@ pub fn lose_op<'a>(db: impl Into<Db<'a>>, op_id: i64, reason: &str, now: i64) ->
         ),
         now,
     )?;
-    lifecycle::advance(conn, op.event_id, now)?;
+    lifecycle::advance(db, op.event_id, now)?;
     Ok(true)
 }
 

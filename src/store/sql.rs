@@ -648,6 +648,37 @@ impl<'a> Db<'a> {
         result.and_then(|value| ended.map(|()| value))
     }
 
+    /// Reads a query's rows in order while `f` says to go on (true), so a
+    /// reader that needs only the first few stops SQLite there; on
+    /// PostgreSQL the rows come whole, so the query itself must be bounded.
+    pub fn scan(
+        self,
+        sql: &str,
+        args: &[Value],
+        mut f: impl FnMut(&Row) -> Result<bool, DbError>,
+    ) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(conn) => {
+                let mut statement = conn.prepare_cached(sql)?;
+                let mut rows = statement.query(rusqlite::params_from_iter(args))?;
+                while let Some(row) = rows.next()? {
+                    if !f(&Row::Sqlite(row))? {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            Db::Postgres(pg) => {
+                for row in &pg.rows(sql, args)? {
+                    if !f(&Row::Postgres(row))? {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Runs statements without parameters or results (savepoints and the like).
     pub fn batch(self, sql: &str) -> Result<(), DbError> {
         match self {

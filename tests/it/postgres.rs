@@ -571,7 +571,7 @@ fn the_store_sql_layer_reads_and_writes_alike_on_sqlite_and_postgres() {
     let on_postgres = dialect_results(heal::store::sql::Db::from(&session));
     assert_eq!(on_sqlite, on_postgres);
     assert!(
-        on_sqlite.contains(&r#"sums "2 1 5""#.to_string()),
+        on_sqlite.contains(&r#"sums Some("2 1 5")"#.to_string()),
         "{on_sqlite:?}"
     );
     assert_eq!(

@@ -522,37 +522,68 @@ fn ops_are_queued_moved_and_logged_alike_on_sqlite_and_postgres() {
             "expired 0",
         ]
     );
-    // What advances an event (dispatching, a result, losing an op) runs on
-    // SQLite only until the event lifecycle runs through store::sql: on
-    // PostgreSQL it says so, and writes nothing.
-    let db = Db::from(&pg);
-    let queued = heal::store::queue_op(
-        db,
-        1,
-        "db",
-        "run",
-        OpState::Queued,
-        &serde_json::json!({}),
-        1,
-    )
-    .unwrap();
-    let refused = [
-        heal::store::claim_ops(db, "db", "i1", 5, 9_000, 2)
-            .map(|c| c.len())
-            .unwrap_err(),
-        heal::store::lose_op(db, queued, "gone", 2)
-            .map(|_| 0)
-            .unwrap_err(),
-        heal::store::record_result(db, queued, 1, OpState::Succeeded, None, &[], 2)
-            .map(|_| 0)
-            .unwrap_err(),
-        heal::store::expire_ops(db, 0, 10).unwrap_err(),
-    ];
-    for e in refused {
-        assert!(e.to_string().contains("runs only on SQLite so far"), "{e}");
-    }
+    // What advances an event: claiming and dispatching, a result, losing
+    // an op, expiring those no agent took; the event moves alike.
+    let advancing = |db: Db| -> Vec<String> {
+        let ev = an_event(db, "queued");
+        let plan = serde_json::json!({"targets": ["db"], "spec": {}, "max_parallel": 1});
+        heal::store::set_plan(db, ev, &plan).unwrap();
+        let one = |state: OpState| {
+            heal::store::queue_op(db, ev, "db", "run", state, &serde_json::json!({}), 1).unwrap()
+        };
+        let event = |db: Db| {
+            let e = heal::store::event_by_id(db, ev).unwrap().unwrap();
+            format!("event {} {:?} {:?}", e.state, e.ended_at, e.reason)
+        };
+        let mut seen = Vec::new();
+        let claimed = one(OpState::Queued);
+        let ids: Vec<i64> = heal::store::claim_ops(db, "db", "i1", 5, 9_000, 2)
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        seen.push(format!("claimed {:?} {}", ids, ids.contains(&claimed)));
+        seen.push(format!(
+            "claimed again {}",
+            heal::store::claim_ops(db, "db", "i1", 5, 9_000, 3)
+                .unwrap()
+                .len()
+        ));
+        let result =
+            heal::store::record_result(db, claimed, ev, OpState::Succeeded, None, &[], 4).unwrap();
+        seen.push(format!("result {result:?}"));
+        seen.push(format!(
+            "result again {:?}",
+            heal::store::record_result(db, claimed, ev, OpState::Succeeded, None, &[], 5).unwrap()
+        ));
+        seen.push(event(db));
+        let lost = one(OpState::Queued);
+        seen.push(format!(
+            "lost {}",
+            heal::store::lose_op(db, lost, "gone", 6).unwrap()
+        ));
+        seen.push(format!(
+            "lost again {}",
+            heal::store::lose_op(db, lost, "gone", 7).unwrap()
+        ));
+        seen.push(event(db));
+        let _stale = one(OpState::Queued);
+        seen.push(format!(
+            "expired {}",
+            heal::store::expire_ops(db, 0, 10_000).unwrap()
+        ));
+        seen.push(event(db));
+        seen
+    };
+    let on_sqlite = advancing(Db::from(&sqlite));
+    let on_postgres = advancing(Db::from(&pg));
+    assert_eq!(on_sqlite, on_postgres);
+    assert!(on_sqlite[0].ends_with("true"), "{on_sqlite:?}");
     assert_eq!(
-        heal::store::op_ref(db, queued).unwrap().map(|o| o.state),
-        Some(OpState::Queued)
+        on_sqlite[4],
+        r#"event succeeded Some(4) Some("every step exited 0")"#
     );
+    assert_eq!(on_sqlite[1], "claimed again 0");
+    assert_eq!(on_sqlite[5], "lost true");
+    assert_eq!(on_sqlite[6], "lost again false");
 }
