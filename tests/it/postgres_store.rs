@@ -587,3 +587,206 @@ fn ops_are_queued_moved_and_logged_alike_on_sqlite_and_postgres() {
     assert_eq!(on_sqlite[5], "lost true");
     assert_eq!(on_sqlite[6], "lost again false");
 }
+
+/// The event lifecycle and the reads around it, run on one database.
+fn lifecycle_results(db: Db) -> Vec<String> {
+    use heal::event::OpState;
+    use heal::store::browse::{event_decisions, ops_in_flight};
+    use heal::store::*;
+    let mut seen = Vec::new();
+    let json = |v: serde_json::Value| {
+        // Times the database chose are not compared.
+        v.to_string()
+    };
+    let event = an_event(db, "queued");
+    db.execute(
+        "INSERT INTO decision (at, fingerprint, rule, outcome, reason, event_id) VALUES
+            (1, 'f', 'r', 'run', 'first', ?1), (2, 'f', 'r', 'collapsed', 'again', ?1), (3, 'g', 'q', 'discard', 'no', NULL)",
+        args![event],
+    )
+    .unwrap();
+    join_alert(db, event, "f").unwrap();
+    let plan = serde_json::json!({"targets": ["web-1", "web-2"], "spec": {"runbook": "b"}, "max_parallel": 1,
+        "verify": {"kind": "run", "spec": {"runbook": "b", "verify": true}}});
+    set_plan(db, event, &plan).unwrap();
+    let queued = start_event(db, event, 10).unwrap();
+    seen.push(format!(
+        "queued {:?}",
+        queued.iter().map(|q| (q.id, &q.agent)).collect::<Vec<_>>()
+    ));
+    seen.push(format!("targets {:?}", event_targets(db, event).unwrap()));
+    seen.push(format!("last {:?}", last_timeline_kind(db, event).unwrap()));
+    let row = event_by_id(db, event).unwrap().unwrap();
+    seen.push(format!(
+        "{} {:?} {:?}",
+        row.state, row.started_at, row.deadline
+    ));
+    let open = open_events(db, "queued", None).unwrap();
+    seen.push(format!(
+        "open {:?}",
+        open.iter().map(|e| e.id).collect::<Vec<_>>()
+    ));
+    seen.push(format!(
+        "open past deadline {}",
+        open_events(db, "queued", Some(5)).unwrap().len()
+    ));
+    // The first target runs and succeeds: the second is released.
+    let first = queued[0].id;
+    claim_ops(db, "web-1", "i1", 5, 9_000, 11).unwrap();
+    seen.push(format!(
+        "in flight {:?}",
+        ops_in_flight(db, Some(event))
+            .unwrap()
+            .iter()
+            .map(|o| (o.id, &o.state))
+            .collect::<Vec<_>>()
+    ));
+    seen.push(format!(
+        "woke {:?}",
+        record_result(db, first, event, OpState::Succeeded, None, &[], 12).unwrap()
+    ));
+    let second = op_ref(db, first + 1).unwrap().map(|o| o.state);
+    seen.push(format!("second {second:?}"));
+    claim_ops(db, "web-2", "i1", 5, 9_000, 13).unwrap();
+    seen.push(format!(
+        "woke {:?}",
+        record_result(db, first + 1, event, OpState::Succeeded, None, &[], 14).unwrap()
+    ));
+    seen.push(format!(
+        "state {}",
+        event_by_id(db, event).unwrap().unwrap().state
+    ));
+    seen.push(format!(
+        "alerts firing {}",
+        alerts_firing(db, event).unwrap()
+    ));
+    set_decided_by(db, event, "alice").unwrap();
+    seen.push(format!(
+        "ended {}",
+        end_event(db, event, "cancelled", "by hand", 20).unwrap()
+    ));
+    seen.push(format!(
+        "ended again {}",
+        end_event(db, event, "cancelled", "by hand", 21).unwrap()
+    ));
+    let row = event_by_id(db, event).unwrap().unwrap();
+    seen.push(format!(
+        "{} {:?} {:?} {:?}",
+        row.state, row.ended_at, row.decided_by, row.reason
+    ));
+    // Reads for deciding and browsing.
+    seen.push(json(key_context(db, "r", "k", "live", 0, 30).unwrap()));
+    seen.push(format!("{:?}", decision_counts(db, 0, None).unwrap()));
+    seen.push(format!("{:?}", decision_counts(db, 2, Some("r")).unwrap()));
+    seen.push(json(serde_json::json!(list_decisions(
+        db,
+        0,
+        Some("r"),
+        None,
+        10
+    )
+    .unwrap())));
+    seen.push(json(serde_json::json!(list_decisions(
+        db,
+        0,
+        None,
+        Some("discard"),
+        10
+    )
+    .unwrap())));
+    seen.push(json(serde_json::json!(
+        event_decisions(db, event, 10).unwrap()
+    )));
+    for f in [
+        EventFilter::default(),
+        EventFilter {
+            states: vec!["cancelled".into(), "queued".into()],
+            ..Default::default()
+        },
+        EventFilter {
+            rule: Some("r".into()),
+            key: Some("k".into()),
+            ..Default::default()
+        },
+        EventFilter {
+            open: true,
+            ..Default::default()
+        },
+        EventFilter {
+            agent: Some("web-2".into()),
+            since: Some(1),
+            before: Some(event + 1),
+            ..Default::default()
+        },
+    ] {
+        let ids: Vec<i64> = list_events(db, &f, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        seen.push(format!("{f:?}: {ids:?}"));
+    }
+    // The breaker and pauses.
+    seen.push(json(breaker(db, 30).unwrap()));
+    seen.push(format!(
+        "tripped {}",
+        set_breaker(db, "open", "too many", "heal", 31).unwrap()
+    ));
+    seen.push(format!(
+        "tripped again {}",
+        set_breaker(db, "open", "too many", "heal", 32).unwrap()
+    ));
+    seen.push(json(breaker(db, 33).unwrap()));
+    let pause = add_pause(
+        db,
+        &NewPause {
+            runbook: Some("b".into()),
+            target: None,
+            matches: None,
+            reason: "deploy".into(),
+            by: "bob".into(),
+            until: 1_000,
+        },
+        40,
+    )
+    .unwrap();
+    seen.push(json(pause.clone()));
+    seen.push(format!("deferred {}", any_deferred(db).unwrap()));
+    seen.push(json(serde_json::json!(pauses(db, true, 50).unwrap())));
+    seen.push(format!(
+        "{:?}",
+        resume_pause(db, pause["id"].as_i64().unwrap(), "bob", 60).unwrap()
+    ));
+    seen.push(format!(
+        "{:?}",
+        resume_pause(db, pause["id"].as_i64().unwrap(), "bob", 61).unwrap()
+    ));
+    seen.push(format!("{:?}", resume_pause(db, 999, "bob", 61).unwrap()));
+    seen.push(format!("{}", pauses(db, true, 70).unwrap().len()));
+    seen.push(format!("{}", pauses(db, false, 70).unwrap().len()));
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn the_event_lifecycle_runs_alike_on_sqlite_and_postgres() {
+    let test = "postgres_store::the_event_lifecycle_runs_alike_on_sqlite_and_postgres";
+    let Some((_pg, pg, sqlite)) = both(test) else {
+        return;
+    };
+    let on_sqlite = lifecycle_results(Db::from(&sqlite));
+    let on_postgres = lifecycle_results(Db::from(&pg));
+    for (i, (a, b)) in on_sqlite.iter().zip(&on_postgres).enumerate() {
+        assert_eq!(a, b, "line {i}");
+    }
+    assert_eq!(on_sqlite.len(), on_postgres.len());
+    assert_eq!(
+        on_sqlite[7], r#"woke Some(["web-2"])"#,
+        "the second target's turn"
+    );
+    assert_eq!(on_sqlite[10], "state verifying");
+    assert_eq!(
+        on_sqlite[14],
+        r#"cancelled Some(20) Some("alice") Some("by hand")"#
+    );
+}
