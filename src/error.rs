@@ -18,6 +18,8 @@ pub enum Error {
     Request(u16, String),
     /// The store failed while doing something.
     Store(String, rusqlite::Error),
+    /// The store on PostgreSQL failed while doing something.
+    Postgres(String, postgres::Error),
     /// A file or socket operation failed on a named thing.
     Io(String, std::io::Error),
     /// Talking to a heal server (or another HTTP service) failed.
@@ -46,6 +48,7 @@ impl Error {
         match self {
             Error::Request(status, _) => *status,
             Error::Store(_, e) if is_busy(e) => 503,
+            Error::Postgres(_, e) if is_unavailable(e) => 503,
             _ => 500,
         }
     }
@@ -63,6 +66,37 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Whether PostgreSQL failed in a way that passes, so the client should
+/// retry (503) rather than give up (500): the connection is
+/// gone or was never made, the server is starting, stopping or out of
+/// resources, or the transaction lost a conflict (serialization, deadlock).
+fn is_unavailable(e: &postgres::Error) -> bool {
+    let Some(db) = e.as_db_error() else {
+        return true;
+    };
+    let code = db.code().code();
+    ["08", "53", "57P", "40001", "40P01"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
+/// What PostgreSQL said, with its detail and hint when it gave them.
+pub fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = db.message().to_string();
+            if let Some(detail) = db.detail() {
+                text = format!("{text} ({detail})");
+            }
+            if let Some(hint) = db.hint() {
+                text = format!("{text}; {hint}");
+            }
+            text
+        }
+        None => e.to_string(),
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -71,6 +105,7 @@ impl fmt::Display for Error {
             }
             Error::Request(_, m) => f.write_str(m),
             Error::Store(what, e) => write!(f, "store: {what}: {e}"),
+            Error::Postgres(what, e) => write!(f, "store: {what}: {}", postgres_message(e)),
             Error::Io(what, e) => write!(f, "{what}: {e}"),
             Error::Exit(code) => write!(f, "the command exited with code {code}"),
         }
@@ -81,6 +116,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Store(_, e) => Some(e),
+            Error::Postgres(_, e) => Some(e),
             Error::Io(_, e) => Some(e),
             _ => None,
         }

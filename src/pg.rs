@@ -178,22 +178,7 @@ pub fn failed(what: impl Into<String>) -> impl FnOnce(postgres::Error) -> Error 
     move |e| Error::Failed(format!("{what}: {}", message(&e)))
 }
 
-/// What the server said, with its detail and hint when it gave them.
-pub fn message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut text = db.message().to_string();
-            if let Some(detail) = db.detail() {
-                text = format!("{text} ({detail})");
-            }
-            if let Some(hint) = db.hint() {
-                text = format!("{text}; {hint}");
-            }
-            text
-        }
-        None => e.to_string(),
-    }
-}
+pub use crate::error::postgres_message as message;
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,8 @@
 //! The audit log (append-only) and the versions of the config applied.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use super::sql::{args, Db};
 use crate::error::{Result, StoreContext};
 
 /// Every action the audit log records, the filter `heal audit --action`
@@ -51,17 +51,18 @@ pub struct NewAudit<'a> {
 }
 
 /// Appends an entry to the audit log.
-pub fn record_audit(conn: &Connection, a: &NewAudit, now: i64) -> Result<()> {
+pub fn record_audit<'a>(db: impl Into<Db<'a>>, a: &NewAudit, now: i64) -> Result<()> {
     debug_assert!(
         AUDIT_ACTIONS.contains(&a.action),
         "audit action {:?} is not in store::AUDIT_ACTIONS",
         a.action
     );
-    conn.prepare_cached(
-        "INSERT INTO audit (at, actor, action, target, detail, remote) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| s.execute(params![now, a.actor, a.action, a.target, a.detail, a.remote]))
-    .context("appending to the audit log")?;
+    db.into()
+        .execute(
+            "INSERT INTO audit (at, actor, action, target, detail, remote) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            args![now, a.actor, a.action, a.target, a.detail, a.remote],
+        )
+        .context("appending to the audit log")?;
     Ok(())
 }
 
@@ -86,22 +87,20 @@ pub struct AuditRow {
 
 /// Audit entries newest first, since `since` (ms), optionally of one action
 /// and older than entry `before` (the next page).
-pub fn audit_entries(
-    conn: &Connection,
+pub fn audit_entries<'a>(
+    db: impl Into<Db<'a>>,
     since: i64,
     action: Option<&str>,
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<AuditRow>> {
-    let mut stmt = conn
-        .prepare_cached(
+    db.into()
+        .query(
             "SELECT id, at, actor, action, target, detail, remote FROM audit
-             WHERE at >= ?1 AND (?2 IS NULL OR action = ?2) AND id < coalesce(?3, 9223372036854775807)
+             WHERE at >= ?1 AND (action = ?2 OR ?2 IS NULL) AND id < coalesce(?3, 9223372036854775807)
              ORDER BY id DESC LIMIT ?4",
-        )
-        .context("reading the audit log")?;
-    let rows = stmt
-        .query_map(params![since, action, before, limit], |r| {
+            args![since, action, before, limit],
+            |r| {
             Ok(AuditRow {
                 id: r.get(0)?,
                 at: r.get(1)?,
@@ -112,8 +111,6 @@ pub fn audit_entries(
                 remote: r.get(6)?,
             })
         })
-        .context("reading the audit log")?;
-    rows.collect::<std::result::Result<_, _>>()
         .context("reading the audit log")
 }
 
@@ -133,12 +130,12 @@ pub struct ConfigVersion {
 }
 
 /// The latest config version, if any.
-pub fn current_config(conn: &Connection) -> Result<Option<ConfigVersion>> {
-    conn.prepare_cached(
+pub fn current_config<'a>(db: impl Into<Db<'a>>) -> Result<Option<ConfigVersion>> {
+    db.into()
+        .query_row(
         "SELECT version, hash, applied_at, applied_by, path FROM config_version ORDER BY version DESC LIMIT 1",
-    )
-    .and_then(|mut s| {
-        s.query_row([], |r| {
+        args![],
+        |r| {
             Ok(ConfigVersion {
                 version: r.get(0)?,
                 hash: r.get(1)?,
@@ -147,34 +144,35 @@ pub fn current_config(conn: &Connection) -> Result<Option<ConfigVersion>> {
                 path: r.get(4)?,
             })
         })
-        .optional()
-    })
     .context("reading config versions")
 }
 
 /// Records a config as applied: a new version when its hash differs from
 /// the latest (audited as `config.applied`). Returns the version and
 /// whether it is new.
-pub fn apply_config(
-    conn: &Connection,
+pub fn apply_config<'a>(
+    db: impl Into<Db<'a>>,
     hash: &str,
     by: &str,
     path: &str,
     now: i64,
 ) -> Result<(i64, bool)> {
-    if let Some(c) = current_config(conn)? {
+    let db = db.into();
+    if let Some(c) = current_config(db)? {
         if c.hash == hash {
             return Ok((c.version, false));
         }
     }
-    conn.prepare_cached(
-        "INSERT INTO config_version (hash, applied_at, applied_by, path) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .and_then(|mut s| s.execute(params![hash, now, by, path]))
-    .context("recording config version")?;
-    let version = conn.last_insert_rowid();
+    let version = db
+        .query_row(
+            "INSERT INTO config_version (hash, applied_at, applied_by, path) VALUES (?1, ?2, ?3, ?4) RETURNING version",
+            args![hash, now, by, path],
+            |r| r.get::<i64>(0),
+        )
+        .context("recording config version")?
+        .unwrap_or_default();
     record_audit(
-        conn,
+        db,
         &NewAudit {
             actor: by,
             action: "config.applied",
@@ -193,7 +191,7 @@ mod tests {
 
     #[test]
     fn versions_change_with_the_hash_and_the_log_refuses_edits() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
         crate::store::migrations::migrate(&mut conn).unwrap();
         assert_eq!(
             apply_config(&conn, "aa", "startup", "r.toml", 1).unwrap(),

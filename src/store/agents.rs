@@ -4,10 +4,10 @@
 //! it has been silent for `[server] forget_agents_after`. An agent that polls
 //! again later registers again, as a new one does.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::lose_op;
+use super::sql::{args, Db};
 use crate::error::{Result, StoreContext};
 
 /// How stale an agent's recorded `last_seen` may be (ms): polls within it write nothing.
@@ -33,16 +33,21 @@ pub struct AgentHello {
 }
 
 /// Records a poll; when the agent process changed, its earlier in-flight ops are lost.
-pub fn touch_agent(conn: &Connection, id: &str, hello: &AgentHello, now: i64) -> Result<()> {
+pub fn touch_agent<'a>(
+    db: impl Into<Db<'a>>,
+    id: &str,
+    hello: &AgentHello,
+    now: i64,
+) -> Result<()> {
+    let db = db.into();
     let tags = serde_json::to_string(&hello.tags).expect("strings serialize");
     let allow = serde_json::to_string(&hello.allow).expect("strings serialize");
     type Row = (String, String, String, String, String, i64);
-    let previous: Option<Row> = conn
-        .prepare_cached(
+    let previous: Option<Row> = db
+        .query_row(
             "SELECT instance, tags, allow, version, hostname, last_seen FROM agent WHERE id = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row([id], |r| {
+            args![id],
+            |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -51,9 +56,8 @@ pub fn touch_agent(conn: &Connection, id: &str, hello: &AgentHello, now: i64) ->
                     r.get(4)?,
                     r.get(5)?,
                 ))
-            })
-            .optional()
-        })
+            },
+        )
         .context("reading agent")?;
     if let Some((instance, t, a, v, h, last_seen)) = &previous {
         // A poll that changes nothing and comes soon after the last recorded
@@ -68,26 +72,23 @@ pub fn touch_agent(conn: &Connection, id: &str, hello: &AgentHello, now: i64) ->
         }
     }
     let previous = previous.map(|p| p.0);
-    conn.prepare_cached(
+    db.execute(
         "INSERT INTO agent (id, instance, tags, allow, version, hostname, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
          ON CONFLICT (id) DO UPDATE SET instance = ?2, tags = ?3, allow = ?4, version = ?5, hostname = ?6, last_seen = ?7",
+        args![id, &hello.instance, &tags, &allow, &hello.version, &hello.hostname, now],
     )
-    .and_then(|mut s| s.execute(params![id, hello.instance, tags, allow, hello.version, hello.hostname, now]))
     .context("recording agent poll")?;
     if previous.is_some_and(|p| p != hello.instance) {
-        let stale: Vec<i64> = {
-            let mut stmt = conn
-                .prepare_cached("SELECT id FROM op WHERE agent = ?1 AND state IN ('dispatched', 'running') AND instance != ?2")
-                .context("finding ops of restarted agent")?;
-            let rows = stmt
-                .query_map(params![id, hello.instance], |r| r.get(0))
-                .context("finding ops of restarted agent")?;
-            rows.collect::<std::result::Result<_, _>>()
-                .context("finding ops of restarted agent")?
-        };
+        let stale: Vec<i64> = db
+            .query(
+                "SELECT id FROM op WHERE agent = ?1 AND state IN ('dispatched', 'running') AND instance != ?2",
+                args![id, &hello.instance],
+                |r| r.get(0),
+            )
+            .context("finding ops of restarted agent")?;
         for op in stale {
             lose_op(
-                conn,
+                db,
                 op,
                 "the agent restarted while the op was in flight",
                 now,
@@ -98,22 +99,20 @@ pub fn touch_agent(conn: &Connection, id: &str, hello: &AgentHello, now: i64) ->
 }
 
 /// Whether an agent id has ever polled.
-pub fn agent_known(conn: &Connection, id: &str) -> Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM agent WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id], |_| Ok(())).optional())
+pub fn agent_known<'a>(db: impl Into<Db<'a>>, id: &str) -> Result<bool> {
+    db.into()
+        .query_row("SELECT 1 FROM agent WHERE id = ?1", args![id], |_| Ok(()))
         .map(|r| r.is_some())
         .context("reading agent")
 }
 
 /// Agents carrying all of `tags`.
-pub fn agents_with_tags(conn: &Connection, tags: &[String]) -> Result<Vec<String>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT id, tags FROM agent ORDER BY id")
-        .context("reading agents")?;
-    let rows: Vec<(String, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .context("reading agents")?
-        .collect::<std::result::Result<_, _>>()
+pub fn agents_with_tags<'a>(db: impl Into<Db<'a>>, tags: &[String]) -> Result<Vec<String>> {
+    let rows: Vec<(String, String)> = db
+        .into()
+        .query("SELECT id, tags FROM agent ORDER BY id", args![], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .context("reading agents")?;
     Ok(rows
         .into_iter()
@@ -151,32 +150,29 @@ pub struct AgentRow {
 }
 
 /// All agents.
-pub fn list_agents(conn: &Connection) -> Result<Vec<AgentRow>> {
-    let mut stmt = conn
-        .prepare_cached(
+pub fn list_agents<'a>(db: impl Into<Db<'a>>) -> Result<Vec<AgentRow>> {
+    db.into()
+        .query(
             "SELECT a.id, a.instance, a.tags, a.allow, a.version, a.hostname, a.first_seen, a.last_seen,
                (SELECT count(*) FROM op WHERE op.agent = a.id AND op.state IN ('dispatched', 'running')),
                (SELECT count(*) FROM op WHERE op.agent = a.id AND op.state = 'queued')
              FROM agent a ORDER BY a.id",
+            args![],
+            |r| {
+                Ok(AgentRow {
+                    id: r.get(0)?,
+                    instance: r.get(1)?,
+                    tags: serde_json::from_str(&r.get::<String>(2)?).unwrap_or_default(),
+                    allow: serde_json::from_str(&r.get::<String>(3)?).unwrap_or_default(),
+                    version: r.get(4)?,
+                    hostname: r.get(5)?,
+                    first_seen: r.get(6)?,
+                    last_seen: r.get(7)?,
+                    running_ops: r.get(8)?,
+                    queued_ops: r.get(9)?,
+                })
+            },
         )
-        .context("listing agents")?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(AgentRow {
-                id: r.get(0)?,
-                instance: r.get(1)?,
-                tags: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
-                allow: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
-                version: r.get(4)?,
-                hostname: r.get(5)?,
-                first_seen: r.get(6)?,
-                last_seen: r.get(7)?,
-                running_ops: r.get(8)?,
-                queued_ops: r.get(9)?,
-            })
-        })
-        .context("listing agents")?;
-    rows.collect::<std::result::Result<_, _>>()
         .context("listing agents")
 }
 
@@ -196,47 +192,39 @@ pub struct UnfinishedOp {
 }
 
 /// The ops of agent `id` that have not ended, oldest first (at most 20).
-pub fn unfinished_ops(conn: &Connection, id: &str) -> Result<Vec<UnfinishedOp>> {
+pub fn unfinished_ops<'a>(db: impl Into<Db<'a>>, id: &str) -> Result<Vec<UnfinishedOp>> {
     let sql = format!(
         "SELECT id, event_id, state FROM op WHERE agent = ?1 AND state IN {UNFINISHED} ORDER BY id LIMIT 20"
     );
-    let mut stmt = conn
-        .prepare_cached(&sql)
-        .context("reading an agent's ops")?;
-    let rows = stmt
-        .query_map([id], |r| {
+    db.into()
+        .query(&sql, args![id], |r| {
             Ok(UnfinishedOp {
                 id: r.get(0)?,
                 event_id: r.get(1)?,
                 state: r.get(2)?,
             })
         })
-        .context("reading an agent's ops")?;
-    rows.collect::<std::result::Result<_, _>>()
         .context("reading an agent's ops")
 }
 
 /// Removes agent `id`; whether it was known. Its ops stay, as history.
-pub fn forget_agent(conn: &Connection, id: &str) -> Result<bool> {
-    let n = conn
-        .prepare_cached("DELETE FROM agent WHERE id = ?1")
-        .and_then(|mut s| s.execute([id]))
+pub fn forget_agent<'a>(db: impl Into<Db<'a>>, id: &str) -> Result<bool> {
+    let n = db
+        .into()
+        .execute("DELETE FROM agent WHERE id = ?1", args![id])
         .context("forgetting an agent")?;
     Ok(n > 0)
 }
 
 /// Agents that last polled before `before` (ms) and have no op still to end.
-pub fn silent_agents(conn: &Connection, before: i64) -> Result<Vec<String>> {
+pub fn silent_agents<'a>(db: impl Into<Db<'a>>, before: i64) -> Result<Vec<String>> {
     let sql = format!(
         "SELECT a.id FROM agent a WHERE a.last_seen < ?1
          AND NOT EXISTS (SELECT 1 FROM op WHERE op.agent = a.id AND op.state IN {UNFINISHED})
          ORDER BY a.id LIMIT 1000"
     );
-    let mut stmt = conn.prepare_cached(&sql).context("finding silent agents")?;
-    let rows = stmt
-        .query_map(params![before], |r| r.get(0))
-        .context("finding silent agents")?;
-    rows.collect::<std::result::Result<_, _>>()
+    db.into()
+        .query(&sql, args![before], |r| r.get(0))
         .context("finding silent agents")
 }
 
@@ -244,6 +232,7 @@ pub fn silent_agents(conn: &Connection, before: i64) -> Result<Vec<String>> {
 mod tests {
     use super::*;
     use crate::store::testing::db;
+    use rusqlite::Connection;
 
     fn setup() -> Connection {
         let conn = db();

@@ -1,7 +1,8 @@
 //! Alerts as received (one row per fingerprint) and the decisions taken on them.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
+
+use super::sql::{args, Db, DbError, Row};
 
 use crate::alert::{Alert, Status};
 use crate::error::{Result, StoreContext};
@@ -20,13 +21,14 @@ pub enum Receipt {
 }
 
 /// Upserts an alert by fingerprint and says what changed.
-pub fn record_alert(conn: &Connection, alert: &Alert, now: i64) -> Result<Receipt> {
-    let stored: Option<(String, Option<i64>)> = conn
-        .prepare_cached("SELECT status, starts_at FROM alert WHERE fingerprint = ?1")
-        .and_then(|mut s| {
-            s.query_row([&alert.fingerprint], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
+pub fn record_alert<'a>(db: impl Into<Db<'a>>, alert: &Alert, now: i64) -> Result<Receipt> {
+    let db = db.into();
+    let stored: Option<(String, Option<i64>)> = db
+        .query_row(
+            "SELECT status, starts_at FROM alert WHERE fingerprint = ?1",
+            args![&alert.fingerprint],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .context("reading alert")?;
     let same_occurrence = |starts: Option<i64>| {
         starts.is_none() || alert.starts_at.is_none() || starts == alert.starts_at
@@ -44,42 +46,40 @@ pub fn record_alert(conn: &Connection, alert: &Alert, now: i64) -> Result<Receip
         (Some(_), Status::Resolved) => Receipt::Resolved,
     };
     if receipt == Receipt::Stale {
-        conn.prepare_cached(
+        db.execute(
             "UPDATE alert SET receipts = receipts + 1, last_seen = ?2 WHERE fingerprint = ?1",
+            args![&alert.fingerprint, now],
         )
-        .and_then(|mut s| s.execute(params![alert.fingerprint, now]))
         .context("updating alert")?;
         return Ok(receipt);
     }
     let labels = serde_json::to_string(&alert.labels).expect("a map of strings always serializes");
     let annotations =
         serde_json::to_string(&alert.annotations).expect("a map of strings always serializes");
-    conn.prepare_cached(
+    db.execute(
         "INSERT INTO alert (fingerprint, source, name, status, labels, annotations, starts_at, ends_at, first_seen, last_seen)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
          ON CONFLICT (fingerprint) DO UPDATE SET source = ?2, name = ?3, status = ?4, labels = ?5, annotations = ?6,
-           starts_at = coalesce(?7, starts_at), ends_at = ?8, last_seen = ?9, receipts = receipts + 1",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            alert.fingerprint,
-            alert.source,
-            alert.name,
+           starts_at = coalesce(?7, alert.starts_at), ends_at = ?8, last_seen = ?9, receipts = alert.receipts + 1",
+        args![
+            &alert.fingerprint,
+            &alert.source,
+            &alert.name,
             alert.status.as_str(),
-            labels,
-            annotations,
+            &labels,
+            &annotations,
             alert.starts_at,
             alert.ends_at,
             now
-        ])
-    })
+        ],
+    )
     .context("storing alert")?;
     Ok(receipt)
 }
 
 /// Records one decision on a firing alert.
-pub fn record_decision(
-    conn: &Connection,
+pub fn record_decision<'a>(
+    db: impl Into<Db<'a>>,
     fingerprint: &str,
     rule: Option<&str>,
     outcome: &str,
@@ -87,36 +87,41 @@ pub fn record_decision(
     event_id: Option<i64>,
     now: i64,
 ) -> Result<()> {
-    conn.prepare_cached("INSERT INTO decision (at, fingerprint, rule, outcome, reason, event_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-        .and_then(|mut s| s.execute(params![now, fingerprint, rule, outcome, reason, event_id]))
+    db.into()
+        .execute(
+            "INSERT INTO decision (at, fingerprint, rule, outcome, reason, event_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            args![now, fingerprint, rule, outcome, reason, event_id],
+        )
         .context("recording decision")?;
     Ok(())
 }
 
 /// An alert as stored, as JSON.
-pub fn get_alert(conn: &Connection, fingerprint: &str) -> Result<Option<Value>> {
-    conn.prepare_cached(&format!(
-        "SELECT {ALERT_COLUMNS} FROM alert WHERE fingerprint = ?1"
-    ))
-    .and_then(|mut s| s.query_row([fingerprint], alert_json).optional())
-    .context("reading alert")
+pub fn get_alert<'a>(db: impl Into<Db<'a>>, fingerprint: &str) -> Result<Option<Value>> {
+    db.into()
+        .query_row(
+            &format!("SELECT {ALERT_COLUMNS} FROM alert WHERE fingerprint = ?1"),
+            args![fingerprint],
+            alert_json,
+        )
+        .context("reading alert")
 }
 
-fn alert_json(r: &rusqlite::Row) -> rusqlite::Result<Value> {
+fn alert_json(r: &Row) -> std::result::Result<Value, DbError> {
     let labels: String = r.get(4)?;
     let annotations: String = r.get(5)?;
     Ok(serde_json::json!({
-        "fingerprint": r.get::<_, String>(0)?,
-        "source": r.get::<_, String>(1)?,
-        "name": r.get::<_, String>(2)?,
-        "status": r.get::<_, String>(3)?,
+        "fingerprint": r.get::<String>(0)?,
+        "source": r.get::<String>(1)?,
+        "name": r.get::<String>(2)?,
+        "status": r.get::<String>(3)?,
         "labels": serde_json::from_str::<Value>(&labels).unwrap_or(Value::Null),
         "annotations": serde_json::from_str::<Value>(&annotations).unwrap_or(Value::Null),
-        "starts_at": r.get::<_, Option<i64>>(6)?,
-        "ends_at": r.get::<_, Option<i64>>(7)?,
-        "first_seen": r.get::<_, i64>(8)?,
-        "last_seen": r.get::<_, i64>(9)?,
-        "receipts": r.get::<_, i64>(10)?,
+        "starts_at": r.get::<Option<i64>>(6)?,
+        "ends_at": r.get::<Option<i64>>(7)?,
+        "first_seen": r.get::<i64>(8)?,
+        "last_seen": r.get::<i64>(9)?,
+        "receipts": r.get::<i64>(10)?,
     }))
 }
 
@@ -136,17 +141,18 @@ const ALERTS_OF_NAME: &str =
 
 /// The alert of a fingerprint, of any status or one: one read of the
 /// primary key, whatever else the filter says.
-const ALERT_OF_FINGERPRINT: &str = "WHERE fingerprint = ?4 AND (?1 IS NULL OR status = ?1) AND last_seen >= ?2 AND (?5 IS NULL OR name = ?5) LIMIT ?3";
+const ALERT_OF_FINGERPRINT: &str = "WHERE fingerprint = ?4 AND (CAST(?1 AS TEXT) IS NULL OR status = ?1) AND last_seen >= ?2 AND (CAST(?5 AS TEXT) IS NULL OR name = ?5) LIMIT ?3";
 
 /// Alerts, newest first, with their last decisions.
-pub fn list_alerts(
-    conn: &Connection,
+pub fn list_alerts<'a>(
+    db: impl Into<Db<'a>>,
     status: Option<&str>,
     fingerprint: Option<&str>,
     name: Option<&str>,
     since: i64,
     limit: i64,
 ) -> Result<Vec<Value>> {
+    let db = db.into();
     let mut alerts: Vec<Value> = Vec::new();
     let statuses = match (status, fingerprint) {
         (Some(s), _) => vec![Some(s)],
@@ -160,16 +166,13 @@ pub fn list_alerts(
     };
     let sql = format!("SELECT {ALERT_COLUMNS} FROM alert {filter}");
     for status in statuses {
-        let mut stmt = conn.prepare_cached(&sql).context("listing alerts")?;
         let rows = match (fingerprint, name) {
-            (Some(fp), name) => stmt.query_map(params![status, since, limit, fp, name], alert_json),
-            (None, Some(name)) => stmt.query_map(params![status, since, limit, name], alert_json),
-            (None, None) => stmt.query_map(params![status, since, limit], alert_json),
+            (Some(fp), name) => db.query(&sql, args![status, since, limit, fp, name], alert_json),
+            (None, Some(name)) => db.query(&sql, args![status, since, limit, name], alert_json),
+            (None, None) => db.query(&sql, args![status, since, limit], alert_json),
         }
         .context("listing alerts")?;
-        for row in rows {
-            alerts.push(row.context("listing alerts")?);
-        }
+        alerts.extend(rows);
     }
     // Newest first across both statuses, ties in the index's order.
     fn key(a: &Value) -> (Option<i64>, Option<&str>) {
@@ -179,21 +182,19 @@ pub fn list_alerts(
     alerts.truncate(usize::try_from(limit).unwrap_or(0));
     for a in &mut alerts {
         let fp = a["fingerprint"].as_str().unwrap_or_default().to_string();
-        let mut stmt = conn
-            .prepare_cached("SELECT at, rule, outcome, reason, event_id FROM decision WHERE fingerprint = ?1 ORDER BY id DESC LIMIT 20")
+        let decisions = db
+            .query(
+                "SELECT at, rule, outcome, reason, event_id FROM decision WHERE fingerprint = ?1 ORDER BY id DESC LIMIT 20",
+                args![&fp],
+                |r| {
+                    Ok(serde_json::json!({
+                        "at": r.get::<i64>(0)?, "rule": r.get::<Option<String>>(1)?, "outcome": r.get::<String>(2)?,
+                        "reason": r.get::<String>(3)?, "event_id": r.get::<Option<i64>>(4)?,
+                    }))
+                },
+            )
             .context("reading decisions")?;
-        let rows = stmt
-            .query_map([fp], |r| {
-                Ok(serde_json::json!({
-                    "at": r.get::<_, i64>(0)?, "rule": r.get::<_, Option<String>>(1)?, "outcome": r.get::<_, String>(2)?,
-                    "reason": r.get::<_, String>(3)?, "event_id": r.get::<_, Option<i64>>(4)?,
-                }))
-            })
-            .context("reading decisions")?;
-        a["decisions"] = Value::Array(
-            rows.collect::<std::result::Result<_, _>>()
-                .context("reading decisions")?,
-        );
+        a["decisions"] = Value::Array(decisions);
     }
     Ok(alerts)
 }

@@ -7,35 +7,37 @@
 //! `event_runbook`, `event_created`, `op_agent_state`) instead of walking
 //! every event; pages are cut by id (`before`), never by offset.
 
-use rusqlite::{params, Connection, ToSql};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{event_row, EventFilter, EventRow, EVENT_COLUMNS};
+use super::events::event_of;
+use super::sql::{self, args, Db};
+use super::{EventFilter, EventRow, EVENT_COLUMNS};
 use crate::error::{Result, StoreContext};
 
 /// Events newest first, filtered, at most `limit`.
-pub fn find_events(conn: &Connection, f: &EventFilter, limit: i64) -> Result<Vec<EventRow>> {
+pub fn find_events<'a>(
+    db: impl Into<Db<'a>>,
+    f: &EventFilter,
+    limit: i64,
+) -> Result<Vec<EventRow>> {
     let (sql, mut args) = events_query(f);
-    args.push(&limit);
-    let mut stmt = conn.prepare_cached(&sql).context("listing events")?;
-    let rows = stmt
-        .query_map(args.as_slice(), event_row)
-        .context("listing events")?;
-    rows.collect::<std::result::Result<_, _>>()
+    args.push(sql::Value::Int(limit));
+    db.into()
+        .query(&sql, &args, event_of)
         .context("listing events")
 }
 
 /// The SQL of an event list with only the filters given, and its arguments
 /// (the limit comes last).
-fn events_query(f: &EventFilter) -> (String, Vec<&dyn ToSql>) {
+fn events_query(f: &EventFilter) -> (String, Vec<sql::Value<'_>>) {
     let mut clauses: Vec<&str> = Vec::new();
-    let mut args: Vec<&dyn ToSql> = Vec::new();
+    let mut args: Vec<sql::Value> = Vec::new();
     let marks;
     if !f.states.is_empty() {
         marks = format!("state IN ({})", vec!["?"; f.states.len()].join(", "));
         clauses.push(&marks);
-        args.extend(f.states.iter().map(|s| s as &dyn ToSql));
+        args.extend(f.states.iter().map(sql::Value::from));
     }
     let equal = [
         ("rule = ?", &f.rule),
@@ -46,7 +48,7 @@ fn events_query(f: &EventFilter) -> (String, Vec<&dyn ToSql>) {
     for (clause, value) in equal {
         if let Some(v) = value {
             clauses.push(clause);
-            args.push(v);
+            args.push(v.into());
         }
     }
     if f.open {
@@ -56,12 +58,12 @@ fn events_query(f: &EventFilter) -> (String, Vec<&dyn ToSql>) {
         // Ids grow with time: the first id since then bounds a walk by id,
         // found through event_created.
         clauses.push("created_at >= ? AND id >= (SELECT id FROM event WHERE created_at >= ? ORDER BY created_at LIMIT 1)");
-        args.push(since);
-        args.push(since);
+        args.push((*since).into());
+        args.push((*since).into());
     }
     if let Some(before) = &f.before {
         clauses.push("id < ?");
-        args.push(before);
+        args.push((*before).into());
     }
     let filter = if clauses.is_empty() {
         String::new()
@@ -80,23 +82,20 @@ fn events_query(f: &EventFilter) -> (String, Vec<&dyn ToSql>) {
 /// collapsed into it, the cooldowns it caused), oldest first, at most `limit`.
 /// Found through the event's alerts, so the busiest table needs no index of
 /// its own for it.
-pub fn event_decisions(conn: &Connection, event_id: i64, limit: i64) -> Result<Vec<Value>> {
-    let mut stmt = conn
-        .prepare_cached(
+pub fn event_decisions<'a>(db: impl Into<Db<'a>>, event_id: i64, limit: i64) -> Result<Vec<Value>> {
+    db.into()
+        .query(
             "SELECT d.id, d.at, d.fingerprint, d.rule, d.outcome, d.reason FROM event_alert ea
              JOIN decision d ON d.fingerprint = ea.fingerprint
              WHERE ea.event_id = ?1 AND d.event_id = ?1 ORDER BY d.id LIMIT ?2",
+            args![event_id, limit],
+            |r| {
+                Ok(json!({
+                    "id": r.get::<i64>(0)?, "at": r.get::<i64>(1)?, "fingerprint": r.get::<String>(2)?,
+                    "rule": r.get::<Option<String>>(3)?, "outcome": r.get::<String>(4)?, "reason": r.get::<String>(5)?,
+                }))
+            },
         )
-        .context("reading the decisions of an event")?;
-    let rows = stmt
-        .query_map(params![event_id, limit], |r| {
-            Ok(json!({
-                "id": r.get::<_, i64>(0)?, "at": r.get::<_, i64>(1)?, "fingerprint": r.get::<_, String>(2)?,
-                "rule": r.get::<_, Option<String>>(3)?, "outcome": r.get::<_, String>(4)?, "reason": r.get::<_, String>(5)?,
-            }))
-        })
-        .context("reading the decisions of an event")?;
-    rows.collect::<std::result::Result<_, _>>()
         .context("reading the decisions of an event")
 }
 
@@ -120,17 +119,15 @@ pub struct InFlight {
 }
 
 /// Ops dispatched or running, oldest first: all of them, or one event's.
-pub fn ops_in_flight(conn: &Connection, event_id: Option<i64>) -> Result<Vec<InFlight>> {
-    let mut stmt = conn
-        .prepare_cached(
+pub fn ops_in_flight<'a>(db: impl Into<Db<'a>>, event_id: Option<i64>) -> Result<Vec<InFlight>> {
+    db.into()
+        .query(
             "SELECT op.id, op.event_id, op.agent, op.state, e.runbook, op.dispatched_at, op.started_at
              FROM op JOIN event e ON e.id = op.event_id
-             WHERE op.state IN ('dispatched', 'running') AND (?1 IS NULL OR op.event_id = ?1)
+             WHERE op.state IN ('dispatched', 'running') AND (op.event_id = ?1 OR ?1 IS NULL)
              ORDER BY op.id LIMIT 1000",
-        )
-        .context("reading ops in flight")?;
-    let rows = stmt
-        .query_map([event_id], |r| {
+            args![event_id],
+            |r| {
             Ok(InFlight {
                 id: r.get(0)?,
                 event_id: r.get(1)?,
@@ -140,9 +137,8 @@ pub fn ops_in_flight(conn: &Connection, event_id: Option<i64>) -> Result<Vec<InF
                 dispatched_at: r.get(5)?,
                 started_at: r.get(6)?,
             })
-        })
-        .context("reading ops in flight")?;
-    rows.collect::<std::result::Result<_, _>>()
+        },
+        )
         .context("reading ops in flight")
 }
 
@@ -153,7 +149,11 @@ mod tests {
 
     use crate::store::testing::{db, plan};
 
-    fn event(conn: &Connection, rule: &str, runbook: &str, state: &str, now: i64) -> i64 {
+    fn as_params<'a>(args: &'a [sql::Value]) -> Vec<&'a dyn rusqlite::ToSql> {
+        args.iter().map(|a| a as &dyn rusqlite::ToSql).collect()
+    }
+
+    fn event(conn: &rusqlite::Connection, rule: &str, runbook: &str, state: &str, now: i64) -> i64 {
         let fp = format!("fp-{now}");
         let e = NewEvent {
             rule,
@@ -168,7 +168,7 @@ mod tests {
         create_event(conn, &e, now).unwrap()
     }
 
-    fn ids(conn: &Connection, f: &EventFilter, limit: i64) -> Vec<i64> {
+    fn ids(conn: &rusqlite::Connection, f: &EventFilter, limit: i64) -> Vec<i64> {
         find_events(conn, f, limit)
             .unwrap()
             .iter()
@@ -253,8 +253,8 @@ mod tests {
         ];
         for f in &filters {
             let (sql, mut args) = events_query(f);
-            args.push(&50);
-            let plan = plan(&conn, &sql, &args);
+            args.push(sql::Value::Int(50));
+            let plan = plan(&conn, &sql, &as_params(&args));
             assert!(!plan.iter().any(|l| l == "SCAN event"), "{f:?}: {plan:?}");
         }
     }
@@ -279,8 +279,8 @@ mod tests {
             ),
         ] {
             let (sql, mut args) = events_query(&f);
-            args.push(&50);
-            assert_eq!(plan(&conn, &sql, &args), [index], "{f:?}");
+            args.push(sql::Value::Int(50));
+            assert_eq!(plan(&conn, &sql, &as_params(&args)), [index], "{f:?}");
         }
     }
 }

@@ -1,10 +1,10 @@
 //! Events: creating one, the alerts that join it, its timeline, and the
 //! reads of events for the API.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::sql::{args, Db, DbError, Row};
 use super::{browse, get_alert, note_event, StepResult};
 use crate::error::{Result, StoreContext};
 
@@ -29,74 +29,80 @@ pub struct NewEvent<'a> {
 }
 
 /// Creates an open event (its alert joined to it) and returns its id.
-pub fn create_event(conn: &Connection, e: &NewEvent, now: i64) -> Result<i64> {
-    conn.prepare_cached(
-        "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at, started_at, deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
-    )
-    .and_then(|mut s| s.execute(params![e.rule, e.runbook, e.key, e.fingerprint, e.state, e.mode, now, e.started_at, e.deadline]))
-    .context("creating event")?;
-    let id = conn.last_insert_rowid();
-    join_alert(conn, id, e.fingerprint)?;
+pub fn create_event<'a>(db: impl Into<Db<'a>>, e: &NewEvent, now: i64) -> Result<i64> {
+    let db = db.into();
+    let id = db
+        .insert(
+            "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at, started_at, deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
+            args![e.rule, e.runbook, e.key, e.fingerprint, e.state, e.mode, now, e.started_at, e.deadline],
+        )
+        .context("creating event")?;
+    join_alert(db, id, e.fingerprint)?;
     // A queued event is announced by `start_event`, once its plan is set.
     if e.state != "queued" {
-        note_event(conn, id, None, e.state, false, now)?;
+        note_event(db, id, None, e.state, false, now)?;
     }
     Ok(id)
 }
 
 /// Records that an alert joined an event.
-pub fn join_alert(conn: &Connection, event_id: i64, fingerprint: &str) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO event_alert (event_id, fingerprint) VALUES (?1, ?2)",
-    )
-    .and_then(|mut s| s.execute(params![event_id, fingerprint]))
-    .context("joining alert to event")?;
+pub fn join_alert<'a>(db: impl Into<Db<'a>>, event_id: i64, fingerprint: &str) -> Result<()> {
+    db.into()
+        .execute(
+            "INSERT OR IGNORE INTO event_alert (event_id, fingerprint) VALUES (?1, ?2)",
+            args![event_id, fingerprint],
+        )
+        .context("joining alert to event")?;
     Ok(())
 }
 
 /// Appends a line to an event's timeline.
-pub fn add_timeline(
-    conn: &Connection,
+pub fn add_timeline<'a>(
+    db: impl Into<Db<'a>>,
     event_id: i64,
     kind: &str,
     message: &str,
     now: i64,
 ) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO timeline (event_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .and_then(|mut s| s.execute(params![event_id, now, kind, message]))
-    .context("appending to timeline")?;
+    db.into()
+        .execute(
+            "INSERT INTO timeline (event_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
+            args![event_id, now, kind, message],
+        )
+        .context("appending to timeline")?;
     Ok(())
 }
 
 /// Counts one more firing notification on an open event; the alert joins it.
-pub fn collapse_into(conn: &Connection, event_id: i64, fingerprint: &str, now: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE event SET hits = hits + 1, updated_at = ?2 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![event_id, now]))
-        .context("counting hit")?;
-    join_alert(conn, event_id, fingerprint)
+pub fn collapse_into<'a>(
+    db: impl Into<Db<'a>>,
+    event_id: i64,
+    fingerprint: &str,
+    now: i64,
+) -> Result<()> {
+    let db = db.into();
+    db.execute(
+        "UPDATE event SET hits = hits + 1, updated_at = ?2 WHERE id = ?1",
+        args![event_id, now],
+    )
+    .context("counting hit")?;
+    join_alert(db, event_id, fingerprint)
 }
 
 /// Events an alert joined that are open or ended since `since`, newest
 /// first: id, state and whether it is open.
-pub fn events_of_alert(
-    conn: &Connection,
+pub fn events_of_alert<'a>(
+    db: impl Into<Db<'a>>,
     fingerprint: &str,
     since: i64,
 ) -> Result<Vec<(i64, String, bool)>> {
-    let mut stmt = conn
-        .prepare_cached(
+    db.into()
+        .query(
             "SELECT e.id, e.state, e.ended_at IS NULL FROM event_alert ea JOIN event e ON e.id = ea.event_id
              WHERE ea.fingerprint = ?1 AND (e.ended_at IS NULL OR e.ended_at >= ?2) ORDER BY e.id DESC LIMIT 20",
+            args![fingerprint, since],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
-        .context("preparing events of alert")?;
-    let rows = stmt
-        .query_map(params![fingerprint, since], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .context("reading events of alert")?;
-    rows.collect::<std::result::Result<_, _>>()
         .context("reading events of alert")
 }
 
@@ -140,7 +146,8 @@ pub struct EventRow {
 pub(crate) const EVENT_COLUMNS: &str =
     "id, rule, runbook, key, fingerprint, state, mode, hits, created_at, updated_at, ended_at, started_at, deadline, decided_by, reason";
 
-pub(crate) fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRow> {
+/// An event's row (`EVENT_COLUMNS`) from either database.
+pub(crate) fn event_of(r: &Row) -> std::result::Result<EventRow, DbError> {
     Ok(EventRow {
         id: r.get(0)?,
         rule: r.get(1)?,
@@ -182,8 +189,12 @@ pub struct EventFilter {
 }
 
 /// Events newest first, filtered (`browse::find_events`).
-pub fn list_events(conn: &Connection, f: &EventFilter, limit: i64) -> Result<Vec<EventRow>> {
-    browse::find_events(conn, f, limit)
+pub fn list_events<'a>(
+    db: impl Into<Db<'a>>,
+    f: &EventFilter,
+    limit: i64,
+) -> Result<Vec<EventRow>> {
+    browse::find_events(db, f, limit)
 }
 
 /// A timeline line.
@@ -237,40 +248,34 @@ pub struct EventDetail {
 }
 
 /// One event in full.
-pub fn event_detail(conn: &Connection, id: i64) -> Result<Option<EventDetail>> {
+pub fn event_detail<'a>(db: impl Into<Db<'a>>, id: i64) -> Result<Option<EventDetail>> {
+    let db = db.into();
     let sql = format!("SELECT {EVENT_COLUMNS} FROM event WHERE id = ?1");
-    let Some(event) = conn
-        .prepare_cached(&sql)
-        .and_then(|mut s| s.query_row([id], event_row).optional())
+    let Some(event) = db
+        .query_row(&sql, args![id], event_of)
         .context("reading event")?
     else {
         return Ok(None);
     };
-    let alert = get_alert(conn, &event.fingerprint)?;
-    let timeline = {
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT at, kind, message FROM timeline WHERE event_id = ?1 ORDER BY id",
-            )
-            .context("reading timeline")?;
-        let rows = stmt
-            .query_map([id], |r| {
+    let alert = get_alert(db, &event.fingerprint)?;
+    let timeline = db
+        .query(
+            "SELECT at, kind, message FROM timeline WHERE event_id = ?1 ORDER BY id",
+            args![id],
+            |r| {
                 Ok(TimelineRow {
                     at: r.get(0)?,
                     kind: r.get(1)?,
                     message: r.get(2)?,
                 })
-            })
-            .context("reading timeline")?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .context("reading timeline")?
-    };
-    let mut ops: Vec<OpRow> = {
-        let mut stmt = conn
-            .prepare_cached("SELECT id, agent, state, dispatched_at, started_at, finished_at, error, kind FROM op WHERE event_id = ?1 ORDER BY id")
-            .context("reading ops")?;
-        let rows = stmt
-            .query_map([id], |r| {
+            },
+        )
+        .context("reading timeline")?;
+    let mut ops: Vec<OpRow> = db
+        .query(
+            "SELECT id, agent, state, dispatched_at, started_at, finished_at, error, kind FROM op WHERE event_id = ?1 ORDER BY id",
+            args![id],
+            |r| {
                 Ok(OpRow {
                     id: r.get(0)?,
                     agent: r.get(1)?,
@@ -283,45 +288,38 @@ pub fn event_detail(conn: &Connection, id: i64) -> Result<Option<EventDetail>> {
                     steps: Vec::new(),
                     live_output: String::new(),
                 })
-            })
-            .context("reading ops")?;
-        rows.collect::<std::result::Result<_, _>>()
-            .context("reading ops")?
-    };
+            },
+        )
+        .context("reading ops")?;
     for op in &mut ops {
-        let mut stmt = conn
-            .prepare_cached("SELECT name, exit_code, signal, timed_out, duration_ms, output, output_bytes, truncated, skipped FROM op_step WHERE op_id = ?1 ORDER BY idx")
+        op.steps = db
+            .query(
+                "SELECT name, exit_code, signal, timed_out, duration_ms, output, output_bytes, truncated, skipped FROM op_step WHERE op_id = ?1 ORDER BY idx",
+                args![op.id],
+                |r| {
+                    let output: Vec<u8> = r.get(5)?;
+                    Ok(StepResult {
+                        name: r.get(0)?,
+                        exit_code: r.get(1)?,
+                        signal: r.get(2)?,
+                        timed_out: r.get(3)?,
+                        duration_ms: r.get::<i64>(4)? as u64,
+                        output: String::from_utf8_lossy(&output).into_owned(),
+                        output_bytes: r.get::<i64>(6)? as u64,
+                        truncated: r.get(7)?,
+                        skipped: r.get(8)?,
+                    })
+                },
+            )
             .context("reading steps")?;
-        let rows = stmt
-            .query_map([op.id], |r| {
-                let output: Vec<u8> = r.get(5)?;
-                Ok(StepResult {
-                    name: r.get(0)?,
-                    exit_code: r.get(1)?,
-                    signal: r.get(2)?,
-                    timed_out: r.get(3)?,
-                    duration_ms: r.get::<_, i64>(4)? as u64,
-                    output: String::from_utf8_lossy(&output).into_owned(),
-                    output_bytes: r.get::<_, i64>(6)? as u64,
-                    truncated: r.get(7)?,
-                    skipped: r.get(8)?,
-                })
-            })
-            .context("reading steps")?;
-        op.steps = rows
-            .collect::<std::result::Result<_, _>>()
-            .context("reading steps")?;
-        let mut stmt = conn
-            .prepare_cached("SELECT data FROM op_log WHERE op_id = ?1 ORDER BY seq")
+        let chunks: Vec<Vec<u8>> = db
+            .query(
+                "SELECT data FROM op_log WHERE op_id = ?1 ORDER BY seq",
+                args![op.id],
+                |r| r.get(0),
+            )
             .context("reading log")?;
-        let chunks = stmt
-            .query_map([op.id], |r| r.get::<_, Vec<u8>>(0))
-            .context("reading log")?;
-        let mut live = Vec::new();
-        for c in chunks {
-            live.extend(c.context("reading log")?);
-        }
-        op.live_output = String::from_utf8_lossy(&live).into_owned();
+        op.live_output = String::from_utf8_lossy(&chunks.concat()).into_owned();
     }
     Ok(Some(EventDetail {
         event,

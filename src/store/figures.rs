@@ -8,9 +8,7 @@
 //! that retention keeps: a scrape costs the same with a million finished
 //! events. All of it is read in one read transaction, one snapshot.
 
-use rusqlite::types::FromSql;
-use rusqlite::{Connection, Params};
-
+use super::sql::{args, Column, Db, Value};
 use crate::error::{Result, StoreContext};
 
 /// Counts for the gauges of `/metrics`.
@@ -47,7 +45,8 @@ const EVENTS: &str =
     "SELECT state, count(*) FROM event WHERE ended_at IS NULL GROUP BY state ORDER BY state";
 const OPS: &str = "SELECT state, count(*) FROM op WHERE state IN ('waiting', 'queued', 'dispatched', 'running') GROUP BY state ORDER BY state";
 const FIRING: &str = "SELECT count(*) FROM alert WHERE status = 'firing'";
-const AGENTS: &str = "SELECT count(*), coalesce(sum(last_seen >= ?1), 0) FROM agent";
+const AGENTS: &str =
+    "SELECT count(*), coalesce(sum(CASE WHEN last_seen >= ?1 THEN 1 ELSE 0 END), 0) FROM agent";
 const HEARTBEATS: &str = "SELECT state, count(*) FROM heartbeat GROUP BY state ORDER BY state";
 const PROBES: &str = "SELECT name, state FROM probe ORDER BY name";
 const API_PROBES: &str = "SELECT name FROM api_probe ORDER BY name";
@@ -56,47 +55,43 @@ const UNROUTED: &str = "SELECT count(*) FROM notification WHERE routed_at IS NUL
 const BREAKER: &str = "SELECT state = 'open' FROM breaker WHERE id = 1";
 
 /// Reads the figures; `agent_down_after` in ms, as `[server] agent_down_after`.
-pub fn figures(conn: &Connection, now: i64, agent_down_after: i64) -> Result<Figures> {
-    let tx = conn.unchecked_transaction().context(WHAT)?;
-    let (agents, agents_up): (i64, i64) = tx
-        .prepare_cached(AGENTS)
-        .and_then(|mut s| s.query_row([now - agent_down_after], |r| Ok((r.get(0)?, r.get(1)?))))
-        .context(WHAT)?;
-    let figures = Figures {
-        events: pairs(&tx, EVENTS)?,
-        ops: pairs(&tx, OPS)?,
-        alerts_firing: count(&tx, FIRING, [])?,
-        agents_up,
-        agents_down: agents - agents_up,
-        heartbeats: pairs(&tx, HEARTBEATS)?,
-        probes: pairs(&tx, PROBES)?,
-        api_probes: tx
-            .prepare_cached(API_PROBES)
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .context(WHAT)?,
-        deliveries_pending: count(&tx, DELIVERIES, ["pending"])?,
-        deliveries_failed: count(&tx, DELIVERIES, ["failed"])?,
-        notifications_unrouted: count(&tx, UNROUTED, [])?,
-        breaker_open: count(&tx, BREAKER, [])? == 1,
-    };
-    tx.finish().context(WHAT)?;
-    Ok(figures)
+pub fn figures<'a>(db: impl Into<Db<'a>>, now: i64, agent_down_after: i64) -> Result<Figures> {
+    db.into().snapshot(WHAT, |db| {
+        let (agents, agents_up): (i64, i64) = db
+            .query_row(AGENTS, args![now - agent_down_after], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .context(WHAT)?
+            .unwrap_or_default();
+        Ok(Figures {
+            events: pairs(db, EVENTS)?,
+            ops: pairs(db, OPS)?,
+            alerts_firing: count(db, FIRING, args![])?,
+            agents_up,
+            agents_down: agents - agents_up,
+            heartbeats: pairs(db, HEARTBEATS)?,
+            probes: pairs(db, PROBES)?,
+            api_probes: db.query(API_PROBES, args![], |r| r.get(0)).context(WHAT)?,
+            deliveries_pending: count(db, DELIVERIES, args!["pending"])?,
+            deliveries_failed: count(db, DELIVERIES, args!["failed"])?,
+            notifications_unrouted: count(db, UNROUTED, args![])?,
+            breaker_open: count(db, BREAKER, args![])? == 1,
+        })
+    })
 }
 
 const WHAT: &str = "reading figures for /metrics";
 
-fn pairs<T: FromSql>(conn: &Connection, sql: &str) -> Result<Vec<(String, T)>> {
-    let mut stmt = conn.prepare_cached(sql).context(WHAT)?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .context(WHAT)?;
-    rows.collect::<rusqlite::Result<_>>().context(WHAT)
+fn pairs<T: Column>(db: Db, sql: &str) -> Result<Vec<(String, T)>> {
+    db.query(sql, args![], |r| Ok((r.get(0)?, r.get(1)?)))
+        .context(WHAT)
 }
 
-fn count<P: Params>(conn: &Connection, sql: &str, params: P) -> Result<i64> {
-    conn.prepare_cached(sql)
-        .and_then(|mut s| s.query_row(params, |r| r.get(0)))
-        .context(WHAT)
+fn count(db: Db, sql: &str, args: &[Value]) -> Result<i64> {
+    Ok(db
+        .query_row(sql, args, |r| r.get(0))
+        .context(WHAT)?
+        .unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -105,7 +100,7 @@ mod tests {
 
     use crate::store::testing::{db, plan};
 
-    fn check_plan(conn: &Connection, sql: &str, expected: &str) {
+    fn check_plan(conn: &rusqlite::Connection, sql: &str, expected: &str) {
         assert_eq!(plan(conn, sql, &[]).join("; "), expected, "{sql}");
     }
 

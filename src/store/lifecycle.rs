@@ -8,11 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
-use super::{add_timeline, agent_known, event_row, queue_op, EventRow, EVENT_COLUMNS};
-use crate::error::{Result, StoreContext};
+use super::events::event_of;
+use super::sql::{args, Db, Value as Arg};
+use super::{add_timeline, agent_known, queue_op, EventRow, EVENT_COLUMNS};
+use crate::error::{Error, Result, StoreContext};
 use crate::event::{
     is_failure, progress, OpState, Progress, VerifyKind, FINAL_STATES, HELD_STATES,
 };
@@ -34,28 +35,42 @@ pub struct Queued {
 }
 
 /// Stores the plan of an event: `{targets, spec, verify, max_parallel}`.
-pub fn set_plan(conn: &Connection, event_id: i64, plan: &Value) -> Result<()> {
-    conn.prepare_cached("UPDATE event SET plan = ?2 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![event_id, plan.to_string()]))
+pub fn set_plan<'a>(db: impl Into<Db<'a>>, event_id: i64, plan: &Value) -> Result<()> {
+    let plan = plan.to_string();
+    db.into()
+        .execute(
+            "UPDATE event SET plan = ?2 WHERE id = ?1",
+            args![event_id, &plan],
+        )
         .context("storing plan")?;
     Ok(())
 }
 
-fn plan_of(conn: &Connection, event_id: i64) -> Result<Value> {
-    let plan: Option<String> = conn
-        .prepare_cached("SELECT plan FROM event WHERE id = ?1")
-        .and_then(|mut s| s.query_row([event_id], |r| r.get(0)))
-        .context("reading plan")?;
+fn plan_of(db: Db, event_id: i64) -> Result<Value> {
+    let plan: Option<String> = db
+        .query_row(
+            "SELECT plan FROM event WHERE id = ?1",
+            args![event_id],
+            |r| r.get(0),
+        )
+        .context("reading plan")?
+        .ok_or_else(|| no_event(event_id))?;
     Ok(plan
         .and_then(|p| serde_json::from_str(&p).ok())
         .unwrap_or(Value::Null))
 }
 
+/// The error of an event that is not there (it was asked for by id).
+fn no_event(event_id: i64) -> Error {
+    Error::Failed(format!("store: event {event_id} not found"))
+}
+
 /// Runs an event: queues one op per target of its plan (the first
 /// `max_parallel` queued, the rest waiting) and marks it started. Returns the
 /// ops queued now.
-pub fn start_event(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<Queued>> {
-    let plan = plan_of(conn, event_id)?;
+pub fn start_event<'a>(db: impl Into<Db<'a>>, event_id: i64, now: i64) -> Result<Vec<Queued>> {
+    let db = db.into();
+    let plan = plan_of(db, event_id)?;
     let targets: Vec<String> = plan["targets"]
         .as_array()
         .into_iter()
@@ -67,18 +82,22 @@ pub fn start_event(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<Que
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let old: String = conn
-        .prepare_cached("SELECT state FROM event WHERE id = ?1")
-        .and_then(|mut s| s.query_row([event_id], |r| r.get(0)))
-        .context("reading event")?;
-    conn.prepare_cached(
+    let old: String = db
+        .query_row(
+            "SELECT state FROM event WHERE id = ?1",
+            args![event_id],
+            |r| r.get(0),
+        )
+        .context("reading event")?
+        .ok_or_else(|| no_event(event_id))?;
+    db.execute(
         "UPDATE event SET state = 'queued', started_at = ?2, deadline = NULL, updated_at = ?2 WHERE id = ?1",
+        args![event_id, now],
     )
-    .and_then(|mut s| s.execute(params![event_id, now]))
     .context("starting event")?;
     // A new event is created queued: it was never announced.
     let was = (old != "queued").then_some(old.as_str());
-    super::note_event(conn, event_id, was, "queued", false, now)?;
+    super::note_event(db, event_id, was, "queued", false, now)?;
     let mut queued = Vec::new();
     for (i, target) in targets.iter().enumerate() {
         let state = if i < max_parallel {
@@ -86,16 +105,16 @@ pub fn start_event(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<Que
         } else {
             OpState::Waiting
         };
-        let op_id = queue_op(conn, event_id, target, "run", state, &plan["spec"], now)?;
+        let op_id = queue_op(db, event_id, target, "run", state, &plan["spec"], now)?;
         let msg = if state == OpState::Queued {
             format!("op {op_id}: runbook {runbook} queued for agent {target}")
         } else {
             format!("op {op_id}: runbook {runbook} for agent {target} waits its turn (max_parallel = {max_parallel})")
         };
-        add_timeline(conn, event_id, "queued", &msg, now)?;
-        if !agent_known(conn, target)? {
+        add_timeline(db, event_id, "queued", &msg, now)?;
+        if !agent_known(db, target)? {
             let msg = format!("agent {target} has never polled heal; the op waits for it up to [server] dispatch_timeout");
-            add_timeline(conn, event_id, "warning", &msg, now)?;
+            add_timeline(db, event_id, "warning", &msg, now)?;
         }
         if state == OpState::Queued {
             queued.push(Queued {
@@ -110,9 +129,10 @@ pub fn start_event(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<Que
 }
 
 /// Whether any alert joined to the event still fires.
-pub fn alerts_firing(conn: &Connection, event_id: i64) -> Result<bool> {
-    conn.prepare_cached(ALERTS_FIRING)
-        .and_then(|mut s| s.query_row([event_id], |r| r.get(0)))
+pub fn alerts_firing<'a>(db: impl Into<Db<'a>>, event_id: i64) -> Result<bool> {
+    db.into()
+        .query_row(ALERTS_FIRING, args![event_id], |r| r.get(0))
+        .map(|firing| firing.unwrap_or(false))
         .context("reading alerts of event")
 }
 
@@ -126,20 +146,24 @@ const ALERTS_FIRING: &str = "SELECT EXISTS (SELECT 1 FROM event_alert ea CROSS J
 /// Moves an event on after one of its ops changed: derives its state
 /// (`event::progress`), releases waiting targets, cancels the rest after a
 /// failure, starts verification, ends it. Returns the agents that got new ops.
-pub fn advance(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<String>> {
-    let (state, mode, ended): (String, String, Option<i64>) = conn
-        .prepare_cached("SELECT state, mode, ended_at FROM event WHERE id = ?1")
-        .and_then(|mut s| s.query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
-        .context("reading event")?;
+pub fn advance<'a>(db: impl Into<Db<'a>>, event_id: i64, now: i64) -> Result<Vec<String>> {
+    let db = db.into();
+    let (state, mode, ended): (String, String, Option<i64>) = db
+        .query_row(
+            "SELECT state, mode, ended_at FROM event WHERE id = ?1",
+            args![event_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .context("reading event")?
+        .ok_or_else(|| no_event(event_id))?;
     if ended.is_some() || mode != "live" || HELD_STATES.contains(&state.as_str()) {
         return Ok(Vec::new());
     }
-    let ops: Vec<(i64, String, String, OpState)> = {
-        let mut stmt = conn
-            .prepare_cached("SELECT id, agent, kind, state FROM op WHERE event_id = ?1 ORDER BY id")
-            .context("reading ops")?;
-        let rows = stmt
-            .query_map([event_id], |r| {
+    let ops: Vec<(i64, String, String, OpState)> = db
+        .query(
+            "SELECT id, agent, kind, state FROM op WHERE event_id = ?1 ORDER BY id",
+            args![event_id],
+            |r| {
                 let s: String = r.get(3)?;
                 Ok((
                     r.get(0)?,
@@ -147,12 +171,10 @@ pub fn advance(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<String>
                     r.get(2)?,
                     OpState::parse(&s).unwrap_or(OpState::Lost),
                 ))
-            })
-            .context("reading ops")?;
-        rows.collect::<std::result::Result<_, _>>()
-            .context("reading ops")?
-    };
-    let plan = plan_of(conn, event_id)?;
+            },
+        )
+        .context("reading ops")?;
+    let plan = plan_of(db, event_id)?;
     let verify_kind = match plan["verify"]["kind"].as_str() {
         Some("resolved_within") => VerifyKind::ResolvedWithin,
         Some("run") => VerifyKind::Run,
@@ -172,16 +194,18 @@ pub fn advance(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<String>
         verify: &verify,
         verify_kind,
         max_parallel,
-        alerts_firing: alerts_firing(conn, event_id)?,
+        alerts_firing: alerts_firing(db, event_id)?,
     });
     let mut woke = Vec::new();
     if next.cancel_waiting {
-        let n = conn
-            .prepare_cached("UPDATE op SET state = 'cancelled', finished_at = ?2, error = 'an earlier target failed, so this one was not started' WHERE event_id = ?1 AND state = 'waiting'")
-            .and_then(|mut s| s.execute(params![event_id, now]))
+        let n = db
+            .execute(
+                "UPDATE op SET state = 'cancelled', finished_at = ?2, error = 'an earlier target failed, so this one was not started' WHERE event_id = ?1 AND state = 'waiting'",
+                args![event_id, now],
+            )
             .context("cancelling waiting ops")?;
         add_timeline(
-            conn,
+            db,
             event_id,
             "cancelled",
             &format!("{n} waiting targets not started: an earlier target failed"),
@@ -194,13 +218,13 @@ pub fn advance(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<String>
         .take(next.release)
         .collect();
     for (op_id, agent, _, _) in waiting {
-        conn.prepare_cached(
+        db.execute(
             "UPDATE op SET state = 'queued', created_at = ?2 WHERE id = ?1 AND state = 'waiting'",
+            args![*op_id, now],
         )
-        .and_then(|mut s| s.execute(params![op_id, now]))
         .context("releasing op")?;
         add_timeline(
-            conn,
+            db,
             event_id,
             "queued",
             &format!("op {op_id}: its turn came; queued for agent {agent}"),
@@ -213,9 +237,9 @@ pub fn advance(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<String>
         agents.dedup();
         let spec = &plan["verify"]["spec"];
         for agent in agents {
-            let op_id = queue_op(conn, event_id, agent, "verify", OpState::Queued, spec, now)?;
+            let op_id = queue_op(db, event_id, agent, "verify", OpState::Queued, spec, now)?;
             add_timeline(
-                conn,
+                db,
                 event_id,
                 "verify",
                 &format!("op {op_id}: verification check queued for agent {agent}"),
@@ -229,14 +253,12 @@ pub fn advance(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<String>
         let deadline = next
             .await_resolution
             .then(|| now + plan["verify"]["within_ms"].as_i64().unwrap_or(0));
-        conn.prepare_cached(
+        db.execute(
             "UPDATE event SET state = ?2, updated_at = ?3, ended_at = ?4, reason = ?5, deadline = coalesce(?6, deadline) WHERE id = ?1",
+            args![event_id, next.state, now, is_final.then_some(now), next.reason.as_deref(), deadline],
         )
-        .and_then(|mut s| {
-            s.execute(params![event_id, next.state, now, is_final.then_some(now), next.reason, deadline])
-        })
         .context("updating event state")?;
-        super::note_event(conn, event_id, Some(&state), next.state, is_final, now)?;
+        super::note_event(db, event_id, Some(&state), next.state, is_final, now)?;
         let mut line = format!("event is {} (was {state})", next.state);
         if let Some(r) = &next.reason {
             line.push_str(&format!(": {r}"));
@@ -249,122 +271,121 @@ pub fn advance(conn: &Connection, event_id: i64, now: i64) -> Result<Vec<String>
                 ))
             ));
         }
-        add_timeline(conn, event_id, "state", &line, now)?;
+        add_timeline(db, event_id, "state", &line, now)?;
     }
     Ok(woke)
 }
 
 /// Ends an open event in `state` with its reason; ops not yet handed out are
 /// cancelled. Returns false if it had already ended.
-pub fn end_event(
-    conn: &Connection,
+pub fn end_event<'a>(
+    db: impl Into<Db<'a>>,
     event_id: i64,
     state: &str,
     reason: &str,
     now: i64,
 ) -> Result<bool> {
-    let old: Option<String> = conn
-        .prepare_cached("SELECT state FROM event WHERE id = ?1 AND ended_at IS NULL")
-        .and_then(|mut s| s.query_row([event_id], |r| r.get(0)).optional())
+    let db = db.into();
+    let old: Option<String> = db
+        .query_row(
+            "SELECT state FROM event WHERE id = ?1 AND ended_at IS NULL",
+            args![event_id],
+            |r| r.get(0),
+        )
         .context("reading event")?;
     let Some(old) = old else {
         return Ok(false);
     };
-    conn.prepare_cached(
+    db.execute(
         "UPDATE event SET state = ?2, ended_at = ?3, updated_at = ?3, reason = ?4 WHERE id = ?1",
+        args![event_id, state, now, reason],
     )
-    .and_then(|mut s| s.execute(params![event_id, state, now, reason]))
     .context("ending event")?;
-    conn.prepare_cached("UPDATE op SET state = 'cancelled', finished_at = ?2, error = ?3 WHERE event_id = ?1 AND state IN ('waiting', 'queued')")
-        .and_then(|mut s| s.execute(params![event_id, now, format!("the event ended: {reason}")]))
-        .context("cancelling ops")?;
-    super::note_event(conn, event_id, Some(&old), state, true, now)?;
+    let why = format!("the event ended: {reason}");
+    db.execute(
+        "UPDATE op SET state = 'cancelled', finished_at = ?2, error = ?3 WHERE event_id = ?1 AND state IN ('waiting', 'queued')",
+        args![event_id, now, &why],
+    )
+    .context("cancelling ops")?;
+    super::note_event(db, event_id, Some(&old), state, true, now)?;
     let line = if old == state {
         format!("event {state} is closed: {reason}")
     } else {
         format!("event is {state} (was {old}): {reason}")
     };
-    add_timeline(conn, event_id, "state", &line, now)?;
+    add_timeline(db, event_id, "state", &line, now)?;
     Ok(true)
 }
 
 /// Open events in one state, oldest first, optionally only those whose deadline has passed.
-pub fn open_events(
-    conn: &Connection,
+pub fn open_events<'a>(
+    db: impl Into<Db<'a>>,
     state: &str,
     deadline_before: Option<i64>,
 ) -> Result<Vec<EventRow>> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM event WHERE state = ?1 AND ended_at IS NULL AND (?2 IS NULL OR deadline < ?2) ORDER BY id LIMIT 1000"
+        "SELECT {EVENT_COLUMNS} FROM event WHERE state = ?1 AND ended_at IS NULL AND (deadline < ?2 OR ?2 IS NULL) ORDER BY id LIMIT 1000"
     );
-    let mut stmt = conn.prepare_cached(&sql).context("reading open events")?;
-    let rows = stmt
-        .query_map(params![state, deadline_before], event_row)
-        .context("reading open events")?;
-    rows.collect::<std::result::Result<_, _>>()
+    db.into()
+        .query(&sql, args![state, deadline_before], event_of)
         .context("reading open events")
 }
 
 /// One event's row.
-pub fn event_by_id(conn: &Connection, id: i64) -> Result<Option<EventRow>> {
+pub fn event_by_id<'a>(db: impl Into<Db<'a>>, id: i64) -> Result<Option<EventRow>> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM event WHERE id = ?1");
-    conn.prepare_cached(&sql)
-        .and_then(|mut s| s.query_row([id], event_row).optional())
+    db.into()
+        .query_row(&sql, args![id], event_of)
         .context("reading event")
 }
 
 /// Records who approved or rejected an event.
-pub fn set_decided_by(conn: &Connection, id: i64, by: &str) -> Result<()> {
-    conn.prepare_cached("UPDATE event SET decided_by = ?2 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![id, by]))
+pub fn set_decided_by<'a>(db: impl Into<Db<'a>>, id: i64, by: &str) -> Result<()> {
+    db.into()
+        .execute(
+            "UPDATE event SET decided_by = ?2 WHERE id = ?1",
+            args![id, by],
+        )
         .context("recording approver")?;
     Ok(())
 }
 
 /// Whether the last timeline line of an event is of this kind (to say a thing once).
-pub fn last_timeline_kind(conn: &Connection, event_id: i64) -> Result<Option<String>> {
-    conn.prepare_cached("SELECT kind FROM timeline WHERE event_id = ?1 ORDER BY id DESC LIMIT 1")
-        .and_then(|mut s| s.query_row([event_id], |r| r.get(0)).optional())
+pub fn last_timeline_kind<'a>(db: impl Into<Db<'a>>, event_id: i64) -> Result<Option<String>> {
+    db.into()
+        .query_row(
+            "SELECT kind FROM timeline WHERE event_id = ?1 ORDER BY id DESC LIMIT 1",
+            args![event_id],
+            |r| r.get(0),
+        )
         .context("reading timeline")
 }
 
 // ---- what decisions read ----------------------------------------------------
 
-fn firing_alerts(conn: &Connection) -> Result<Vec<Value>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT fingerprint, source, name, status, labels, annotations, starts_at FROM alert WHERE status = 'firing' ORDER BY last_seen DESC LIMIT 10000",
-        )
-        .context("reading firing alerts")?;
-    let rows = stmt
-        .query_map([], |r| {
+fn firing_alerts(db: Db) -> Result<Vec<Value>> {
+    db.query(
+        "SELECT fingerprint, source, name, status, labels, annotations, starts_at FROM alert WHERE status = 'firing' ORDER BY last_seen DESC LIMIT 10000",
+        args![],
+        |r| {
             let labels: String = r.get(4)?;
             let annotations: String = r.get(5)?;
             Ok(json!({
-                "fingerprint": r.get::<_, String>(0)?, "source": r.get::<_, String>(1)?, "name": r.get::<_, String>(2)?,
-                "status": r.get::<_, String>(3)?,
+                "fingerprint": r.get::<String>(0)?, "source": r.get::<String>(1)?, "name": r.get::<String>(2)?,
+                "status": r.get::<String>(3)?,
                 "labels": serde_json::from_str::<Value>(&labels).unwrap_or(Value::Null),
                 "annotations": serde_json::from_str::<Value>(&annotations).unwrap_or(Value::Null),
-                "starts_at": r.get::<_, Option<i64>>(6)?,
+                "starts_at": r.get::<Option<i64>>(6)?,
             }))
-        })
-        .context("reading firing alerts")?;
-    rows.collect::<std::result::Result<_, _>>()
-        .context("reading firing alerts")
+        },
+    )
+    .context("reading firing alerts")
 }
 
-fn events_json(
-    conn: &Connection,
-    sql_rest: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<Value>> {
+fn events_json(db: Db, sql_rest: &str, args: &[Arg]) -> Result<Vec<Value>> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM event {sql_rest}");
-    let mut stmt = conn.prepare_cached(&sql).context("reading events")?;
-    let rows = stmt.query_map(args, event_row).context("reading events")?;
-    let rows: Vec<EventRow> = rows
-        .collect::<std::result::Result<_, _>>()
-        .context("reading events")?;
-    Ok(rows.into_iter().map(|e| event_json(&e)).collect())
+    let rows = db.query(&sql, args, event_of).context("reading events")?;
+    Ok(rows.iter().map(event_json).collect())
 }
 
 fn event_json(e: &EventRow) -> Value {
@@ -376,31 +397,32 @@ fn event_json(e: &EventRow) -> Value {
 /// The context document guards see and `GET /api/v1/context` serves:
 /// firing `alerts`, open and recent `events` (ended within `recent_ms`),
 /// `agents`, active `pauses`, the `breaker`, and `heartbeats` and `probes`.
-pub fn context(conn: &Connection, recent_ms: i64, now: i64) -> Result<Value> {
+pub fn context<'a>(db: impl Into<Db<'a>>, recent_ms: i64, now: i64) -> Result<Value> {
+    let db = db.into();
     let events = events_json(
-        conn,
+        db,
         "WHERE ended_at IS NULL OR ended_at >= ?1 OR started_at >= ?1 ORDER BY id DESC LIMIT 5000",
-        &[&(now - recent_ms)],
+        args![now - recent_ms],
     )?;
-    let agents: Vec<Value> = super::list_agents(conn)?
+    let agents: Vec<Value> = super::list_agents(db)?
         .into_iter()
         .map(|a| json!({"id": a.id, "tags": a.tags, "hostname": a.hostname, "version": a.version, "last_seen": a.last_seen, "running_ops": a.running_ops}))
         .collect();
     Ok(json!({
         "now": now,
-        "alerts": firing_alerts(conn)?,
+        "alerts": firing_alerts(db)?,
         "events": events,
         "agents": agents,
-        "heartbeats": super::heartbeats(conn)?
+        "heartbeats": super::heartbeats(db.sqlite_only("reading heartbeats")?)?
             .into_iter()
             .map(|h| json!({"name": h.name, "state": h.state, "since": h.state_since, "paused": h.paused, "last_start": h.last_start, "last_end_at": h.last_end_at, "last_end_ok": h.last_end_ok}))
             .collect::<Vec<_>>(),
-        "probes": super::probes(conn)?
+        "probes": super::probes(db.sqlite_only("reading probes")?)?
             .into_iter()
             .map(|p| json!({"name": p.name, "state": p.state, "since": p.state_since, "last_at": p.last_at, "last_ok": p.last_ok, "last_detail": p.last_detail}))
             .collect::<Vec<_>>(),
-        "pauses": pauses(conn, true, now)?,
-        "breaker": breaker(conn, now)?,
+        "pauses": pauses(db, true, now)?,
+        "breaker": breaker(db, now)?,
     }))
 }
 
@@ -415,16 +437,17 @@ const KEY_LAST_RAN: &str = "INDEXED BY event_key_started WHERE rule = ?1 AND key
 /// The part of the context one decision needs: the events of a rule and key
 /// in one mode (open ones, those that ran since `since`, and the last one that
 /// ran), active pauses and the breaker. `rules::facts` reads it like the full one.
-pub fn key_context(
-    conn: &Connection,
+pub fn key_context<'a>(
+    db: impl Into<Db<'a>>,
     rule: &str,
     key: &str,
     mode: &str,
     since: i64,
     now: i64,
 ) -> Result<Value> {
-    let mut events = events_json(conn, KEY_EVENTS, &[&rule, &key, &mode, &since])?;
-    let last = events_json(conn, KEY_LAST_RAN, &[&rule, &key, &mode])?;
+    let db = db.into();
+    let mut events = events_json(db, KEY_EVENTS, args![rule, key, mode, since])?;
+    let last = events_json(db, KEY_LAST_RAN, args![rule, key, mode])?;
     for e in last {
         if !events.iter().any(|x| x["id"] == e["id"]) {
             events.push(e);
@@ -432,8 +455,8 @@ pub fn key_context(
     }
     Ok(json!({
         "events": events,
-        "pauses": pauses(conn, true, now)?,
-        "breaker": breaker(conn, now)?,
+        "pauses": pauses(db, true, now)?,
+        "breaker": breaker(db, now)?,
     }))
 }
 
@@ -447,30 +470,29 @@ const LAST_ENDED: &str = "SELECT state FROM event WHERE ended_at > ?1 AND mode =
 
 /// The breaker: state, reason, who changed it when, and what it counts since
 /// it last closed: runs in the last hour and failed events in a row.
-pub fn breaker(conn: &Connection, now: i64) -> Result<Value> {
-    let (state, reason, changed_at, changed_by): (String, String, i64, String) = conn
-        .prepare_cached("SELECT state, reason, changed_at, changed_by FROM breaker WHERE id = 1")
-        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))))
-        .context("reading breaker")?;
+pub fn breaker<'a>(db: impl Into<Db<'a>>, now: i64) -> Result<Value> {
+    let db = db.into();
+    let (state, reason, changed_at, changed_by): (String, String, i64, String) = db
+        .query_row(
+            "SELECT state, reason, changed_at, changed_by FROM breaker WHERE id = 1",
+            args![],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .context("reading breaker")?
+        .ok_or_else(|| Error::Failed("store: the breaker's row is missing".into()))?;
     let since = changed_at;
-    let runs: i64 = conn
-        .prepare_cached(RUNS_SINCE)
-        .and_then(|mut s| s.query_row([since.max(now - HOUR_MS)], |r| r.get(0)))
-        .context("counting runs")?;
+    let runs: i64 = db
+        .query_row(RUNS_SINCE, args![since.max(now - HOUR_MS)], |r| r.get(0))
+        .context("counting runs")?
+        .unwrap_or_default();
+    // The events that ended since, newest first, up to the first that did not fail.
     let mut failed_in_row = 0;
-    {
-        let mut stmt = conn
-            .prepare_cached(LAST_ENDED)
-            .context("counting failures")?;
-        let mut rows = stmt.query([since]).context("counting failures")?;
-        while let Some(row) = rows.next().context("counting failures")? {
-            let s: String = row.get(0).context("counting failures")?;
-            if !is_failure(&s) {
-                break;
-            }
-            failed_in_row += 1;
-        }
-    }
+    db.scan(LAST_ENDED, args![since], |r| {
+        let failed = is_failure(&r.get::<String>(0)?);
+        failed_in_row += usize::from(failed);
+        Ok(failed)
+    })
+    .context("counting failures")?;
     Ok(json!({
         "state": state, "reason": reason, "changed_at": changed_at, "changed_by": changed_by,
         "runs_last_hour": runs, "failed_in_row": failed_in_row,
@@ -478,16 +500,19 @@ pub fn breaker(conn: &Connection, now: i64) -> Result<Value> {
 }
 
 /// Opens or closes the breaker; returns false if it already was in that state.
-pub fn set_breaker(
-    conn: &Connection,
+pub fn set_breaker<'a>(
+    db: impl Into<Db<'a>>,
     state: &str,
     reason: &str,
     by: &str,
     now: i64,
 ) -> Result<bool> {
-    let n = conn
-        .prepare_cached("UPDATE breaker SET state = ?1, reason = ?2, changed_at = ?3, changed_by = ?4 WHERE id = 1 AND state != ?1")
-        .and_then(|mut s| s.execute(params![state, reason, now, by]))
+    let n = db
+        .into()
+        .execute(
+            "UPDATE breaker SET state = ?1, reason = ?2, changed_at = ?3, changed_by = ?4 WHERE id = 1 AND state != ?1",
+            args![state, reason, now, by],
+        )
         .context("setting breaker")?;
     Ok(n == 1)
 }
@@ -512,71 +537,77 @@ pub struct NewPause {
 }
 
 /// Adds a pause and returns it.
-pub fn add_pause(conn: &Connection, p: &NewPause, now: i64) -> Result<Value> {
-    conn.prepare_cached("INSERT INTO pause (runbook, target, match, reason, created_by, created_at, until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
-        .and_then(|mut s| s.execute(params![p.runbook, p.target, p.matches, p.reason, p.by, now, p.until]))
+pub fn add_pause<'a>(db: impl Into<Db<'a>>, p: &NewPause, now: i64) -> Result<Value> {
+    let db = db.into();
+    let id = db
+        .insert(
+            "INSERT INTO pause (runbook, target, match, reason, created_by, created_at, until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            args![p.runbook.as_deref(), p.target.as_deref(), p.matches.as_deref(), &p.reason, &p.by, now, p.until],
+        )
         .context("adding pause")?;
-    let id = conn.last_insert_rowid();
-    Ok(pause_rows(conn, "id = ?1", &[&id], now)?.remove(0))
+    pause_rows(db, "id = ?1", args![id], now)?
+        .pop()
+        .ok_or_else(|| Error::Failed(format!("store: pause {id} not found after adding it")))
 }
 
-fn pause_rows(
-    conn: &Connection,
-    sql_where: &str,
-    args: &[&dyn rusqlite::ToSql],
-    now: i64,
-) -> Result<Vec<Value>> {
+fn pause_rows(db: Db, sql_where: &str, args: &[Arg], now: i64) -> Result<Vec<Value>> {
     let sql = format!(
         "SELECT id, runbook, target, match, reason, created_by, created_at, until, resumed_at, resumed_by FROM pause WHERE {sql_where}"
     );
-    let mut stmt = conn.prepare_cached(&sql).context("reading pauses")?;
-    let rows = stmt
-        .query_map(args, |r| {
-            let until: i64 = r.get(7)?;
-            let resumed: Option<i64> = r.get(8)?;
-            Ok(json!({
-                "id": r.get::<_, i64>(0)?, "runbook": r.get::<_, Option<String>>(1)?, "target": r.get::<_, Option<String>>(2)?,
-                "match": r.get::<_, Option<String>>(3)?, "reason": r.get::<_, String>(4)?, "created_by": r.get::<_, String>(5)?,
-                "created_at": r.get::<_, i64>(6)?, "until": until, "resumed_at": resumed, "resumed_by": r.get::<_, Option<String>>(9)?,
-                "active": resumed.is_none() && until > now,
-            }))
-        })
-        .context("reading pauses")?;
-    rows.collect::<std::result::Result<_, _>>()
-        .context("reading pauses")
+    db.query(&sql, args, |r| {
+        let until: i64 = r.get(7)?;
+        let resumed: Option<i64> = r.get(8)?;
+        Ok(json!({
+            "id": r.get::<i64>(0)?, "runbook": r.get::<Option<String>>(1)?, "target": r.get::<Option<String>>(2)?,
+            "match": r.get::<Option<String>>(3)?, "reason": r.get::<String>(4)?, "created_by": r.get::<String>(5)?,
+            "created_at": r.get::<i64>(6)?, "until": until, "resumed_at": resumed, "resumed_by": r.get::<Option<String>>(9)?,
+            "active": resumed.is_none() && until > now,
+        }))
+    })
+    .context("reading pauses")
 }
 
 /// Pauses, newest first: only active ones, or also those ended in the last day.
-pub fn pauses(conn: &Connection, active_only: bool, now: i64) -> Result<Vec<Value>> {
+pub fn pauses<'a>(db: impl Into<Db<'a>>, active_only: bool, now: i64) -> Result<Vec<Value>> {
+    let db = db.into();
     if active_only {
         pause_rows(
-            conn,
+            db,
             "resumed_at IS NULL AND until > ?1 ORDER BY id DESC LIMIT 1000",
-            &[&now],
+            args![now],
             now,
         )
     } else {
         pause_rows(
-            conn,
+            db,
             "coalesce(resumed_at, until) > ?1 ORDER BY id DESC LIMIT 1000",
-            &[&(now - 24 * HOUR_MS)],
+            args![now - 24 * HOUR_MS],
             now,
         )
     }
 }
 
 /// Ends a pause early; `None` if there is no such pause, false if it had already ended.
-pub fn resume_pause(conn: &Connection, id: i64, by: &str, now: i64) -> Result<Option<bool>> {
-    let exists: Option<i64> = conn
-        .prepare_cached("SELECT id FROM pause WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+pub fn resume_pause<'a>(
+    db: impl Into<Db<'a>>,
+    id: i64,
+    by: &str,
+    now: i64,
+) -> Result<Option<bool>> {
+    let db = db.into();
+    let exists: Option<i64> = db
+        .query_row("SELECT id FROM pause WHERE id = ?1", args![id], |r| {
+            r.get(0)
+        })
         .context("reading pause")?;
     if exists.is_none() {
         return Ok(None);
     }
-    let n = conn
-        .prepare_cached("UPDATE pause SET resumed_at = ?2, resumed_by = ?3 WHERE id = ?1 AND resumed_at IS NULL AND until > ?2")
-        .and_then(|mut s| s.execute(params![id, now, by]))
+    let n = db
+        .execute(
+            "UPDATE pause SET resumed_at = ?2, resumed_by = ?3 WHERE id = ?1 AND resumed_at IS NULL AND until > ?2",
+            args![id, now, by],
+        )
         .context("resuming pause")?;
     Ok(Some(n == 1))
 }
@@ -584,8 +615,8 @@ pub fn resume_pause(conn: &Connection, id: i64, by: &str, now: i64) -> Result<Op
 // ---- decisions --------------------------------------------------------------
 
 /// Decisions since `since` counted by outcome (every outcome present, zeros included).
-pub fn decision_counts(
-    conn: &Connection,
+pub fn decision_counts<'a>(
+    db: impl Into<Db<'a>>,
     since: i64,
     rule: Option<&str>,
 ) -> Result<BTreeMap<String, i64>> {
@@ -593,54 +624,46 @@ pub fn decision_counts(
         .iter()
         .map(|o| (o.as_str().to_string(), 0))
         .collect();
-    let mut stmt = conn
-        .prepare_cached(DECISION_COUNTS)
-        .context("counting decisions")?;
-    let rows = stmt
-        .query_map(params![since, rule], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    let rows = db
+        .into()
+        .query(DECISION_COUNTS, args![since, rule], |r| {
+            Ok((r.get::<String>(0)?, r.get::<i64>(1)?))
         })
         .context("counting decisions")?;
-    for row in rows {
-        let (o, n) = row.context("counting decisions")?;
-        counts.insert(o, n);
-    }
+    counts.extend(rows);
     Ok(counts)
 }
 
 /// Decisions since a time by outcome, from `decision_at` alone (it covers them).
-const DECISION_COUNTS: &str = "SELECT outcome, count(*) FROM decision WHERE at >= ?1 AND (?2 IS NULL OR rule = ?2) GROUP BY outcome";
+const DECISION_COUNTS: &str = "SELECT outcome, count(*) FROM decision WHERE at >= ?1 AND (rule = ?2 OR ?2 IS NULL) GROUP BY outcome";
 
 /// Decisions newest first, filtered.
-pub fn list_decisions(
-    conn: &Connection,
+pub fn list_decisions<'a>(
+    db: impl Into<Db<'a>>,
     since: i64,
     rule: Option<&str>,
     outcome: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Value>> {
-    let mut stmt = conn
-        .prepare_cached(
+    db.into()
+        .query(
             "SELECT id, at, fingerprint, rule, outcome, reason, event_id FROM decision
-             WHERE at >= ?1 AND (?2 IS NULL OR rule = ?2) AND (?3 IS NULL OR outcome = ?3) ORDER BY id DESC LIMIT ?4",
+             WHERE at >= ?1 AND (rule = ?2 OR ?2 IS NULL) AND (outcome = ?3 OR ?3 IS NULL) ORDER BY id DESC LIMIT ?4",
+            args![since, rule, outcome, limit],
+            |r| {
+                Ok(json!({
+                    "id": r.get::<i64>(0)?, "at": r.get::<i64>(1)?, "fingerprint": r.get::<String>(2)?,
+                    "rule": r.get::<Option<String>>(3)?, "outcome": r.get::<String>(4)?, "reason": r.get::<String>(5)?,
+                    "event_id": r.get::<Option<i64>>(6)?,
+                }))
+            },
         )
-        .context("listing decisions")?;
-    let rows = stmt
-        .query_map(params![since, rule, outcome, limit], |r| {
-            Ok(json!({
-                "id": r.get::<_, i64>(0)?, "at": r.get::<_, i64>(1)?, "fingerprint": r.get::<_, String>(2)?,
-                "rule": r.get::<_, Option<String>>(3)?, "outcome": r.get::<_, String>(4)?, "reason": r.get::<_, String>(5)?,
-                "event_id": r.get::<_, Option<i64>>(6)?,
-            }))
-        })
-        .context("listing decisions")?;
-    rows.collect::<std::result::Result<_, _>>()
         .context("listing decisions")
 }
 
 /// The targets of an event's plan.
-pub fn event_targets(conn: &Connection, event_id: i64) -> Result<Vec<String>> {
-    Ok(plan_of(conn, event_id)?["targets"]
+pub fn event_targets<'a>(db: impl Into<Db<'a>>, event_id: i64) -> Result<Vec<String>> {
+    Ok(plan_of(db.into(), event_id)?["targets"]
         .as_array()
         .into_iter()
         .flatten()
@@ -649,12 +672,15 @@ pub fn event_targets(conn: &Connection, event_id: i64) -> Result<Vec<String>> {
 }
 
 /// Whether any open event is deferred.
-pub fn any_deferred(conn: &Connection) -> Result<bool> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM event WHERE state = 'deferred' AND ended_at IS NULL)",
-    )
-    .and_then(|mut s| s.query_row([], |r| r.get(0)))
-    .context("looking for deferred events")
+pub fn any_deferred<'a>(db: impl Into<Db<'a>>) -> Result<bool> {
+    db.into()
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM event WHERE state = 'deferred' AND ended_at IS NULL)",
+            args![],
+            |r| r.get(0),
+        )
+        .map(|found| found.unwrap_or(false))
+        .context("looking for deferred events")
 }
 
 #[cfg(test)]

@@ -403,6 +403,17 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE probe ADD COLUMN severity TEXT;
     ALTER TABLE probe_result ADD COLUMN warning INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 15: leases of what one server must do alone when several share the
+    // database (`store::leader`): who holds each, until when by the
+    // database's clock, and the term, which grows with each new holder.
+    r#"
+    CREATE TABLE leader (
+        name       TEXT PRIMARY KEY,
+        holder     TEXT NOT NULL,
+        term       INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction and returns the

@@ -2,10 +2,10 @@
 //! caused them, their deliveries to channels, and the incidents that
 //! PagerDuty and Opsgenie channels hold open.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::sql::{self, args, Db};
 use crate::error::{Result, StoreContext};
 
 /// A notification to record.
@@ -24,43 +24,40 @@ pub struct NewNotice<'a> {
 }
 
 /// Records a notification, in the caller's transaction.
-pub fn record_notice(conn: &Connection, n: &NewNotice, now: i64) -> Result<i64> {
-    conn.prepare_cached(
-        "INSERT INTO notification (kind, subject, event_id, at, state, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            n.kind,
-            n.subject,
-            n.event_id,
-            now,
-            n.state,
-            n.parts.map(Value::to_string)
-        ])
-    })
-    .context("recording notification")?;
-    Ok(conn.last_insert_rowid())
+pub fn record_notice<'a>(db: impl Into<Db<'a>>, n: &NewNotice, now: i64) -> Result<i64> {
+    let doc = n.parts.map(Value::to_string);
+    db.into()
+        .insert(
+            "INSERT INTO notification (kind, subject, event_id, at, state, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            args![n.kind, n.subject, n.event_id, now, n.state, doc.as_deref()],
+        )
+        .context("recording notification")
 }
 
 /// Records the notification an event's state change calls for, if any
 /// (`kinds::event_kind`). Called by every function that changes an event's state.
-pub fn note_event(
-    conn: &Connection,
+pub fn note_event<'a>(
+    db: impl Into<Db<'a>>,
     event_id: i64,
     old: Option<&str>,
     new: &str,
     closed: bool,
     now: i64,
 ) -> Result<()> {
-    let mode: String = conn
-        .prepare_cached("SELECT mode FROM event WHERE id = ?1")
-        .and_then(|mut s| s.query_row([event_id], |r| r.get(0)))
-        .context("reading event mode")?;
+    let db = db.into();
+    let mode: String = db
+        .query_row(
+            "SELECT mode FROM event WHERE id = ?1",
+            args![event_id],
+            |r| r.get(0),
+        )
+        .context("reading event mode")?
+        .ok_or_else(|| crate::error::Error::Failed(format!("store: event {event_id} not found")))?;
     let Some(kind) = crate::kinds::event_kind(old, new, closed, mode == "live") else {
         return Ok(());
     };
     record_notice(
-        conn,
+        db,
         &NewNotice {
             kind,
             subject: &event_id.to_string(),
@@ -76,16 +73,13 @@ pub fn note_event(
 /// The reason of the decision that created an event (escalate, await
 /// approval, dry run, run), if a rule decided it. Found through the alert's
 /// decisions (`decision_fingerprint`), not by walking every decision.
-pub fn decision_reason(
-    conn: &Connection,
+pub fn decision_reason<'a>(
+    db: impl Into<Db<'a>>,
     fingerprint: &str,
     event_id: i64,
 ) -> Result<Option<String>> {
-    conn.prepare_cached(DECISION_REASON)
-        .and_then(|mut s| {
-            s.query_row(params![fingerprint, event_id], |r| r.get(0))
-                .optional()
-        })
+    db.into()
+        .query_row(DECISION_REASON, args![fingerprint, event_id], |r| r.get(0))
         .context("reading the decision of event")
 }
 
@@ -93,12 +87,15 @@ const DECISION_REASON: &str =
     "SELECT reason FROM decision WHERE fingerprint = ?1 AND event_id = ?2 ORDER BY id LIMIT 1";
 
 /// Whether an event already had a notification of this kind.
-pub fn event_noticed(conn: &Connection, event_id: i64, kind: &str) -> Result<bool> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM notification WHERE event_id = ?1 AND kind = ?2)",
-    )
-    .and_then(|mut s| s.query_row(params![event_id, kind], |r| r.get(0)))
-    .context("reading notifications of event")
+pub fn event_noticed<'a>(db: impl Into<Db<'a>>, event_id: i64, kind: &str) -> Result<bool> {
+    db.into()
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM notification WHERE event_id = ?1 AND kind = ?2)",
+            args![event_id, kind],
+            |r| r.get(0),
+        )
+        .map(|found| found.unwrap_or(false))
+        .context("reading notifications of event")
 }
 
 /// A notification not yet routed.
@@ -120,84 +117,88 @@ pub struct Unrouted {
 }
 
 /// The oldest notifications not yet routed.
-pub fn unrouted(conn: &Connection, limit: i64) -> Result<Vec<Unrouted>> {
-    let mut stmt = conn
-        .prepare_cached(
+pub fn unrouted<'a>(db: impl Into<Db<'a>>, limit: i64) -> Result<Vec<Unrouted>> {
+    db.into()
+        .query(
             "SELECT id, kind, subject, event_id, at, state, doc FROM notification
              WHERE routed_at IS NULL ORDER BY id LIMIT ?1",
+            args![limit],
+            |r| {
+                Ok(Unrouted {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    subject: r.get(2)?,
+                    event_id: r.get(3)?,
+                    at: r.get(4)?,
+                    state: r.get(5)?,
+                    parts: r
+                        .get::<Option<String>>(6)?
+                        .and_then(|d| serde_json::from_str(&d).ok()),
+                })
+            },
         )
-        .context("reading notifications")?;
-    let rows = stmt
-        .query_map([limit], |r| {
-            Ok(Unrouted {
-                id: r.get(0)?,
-                kind: r.get(1)?,
-                subject: r.get(2)?,
-                event_id: r.get(3)?,
-                at: r.get(4)?,
-                state: r.get(5)?,
-                parts: r
-                    .get::<_, Option<String>>(6)?
-                    .and_then(|d| serde_json::from_str(&d).ok()),
-            })
-        })
-        .context("reading notifications")?;
-    rows.collect::<std::result::Result<_, _>>()
         .context("reading notifications")
 }
 
 /// Whether any notification waits to be routed (read every tick of the outbox).
-pub fn any_unrouted(conn: &Connection) -> Result<bool> {
-    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM notification WHERE routed_at IS NULL)")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+pub fn any_unrouted<'a>(db: impl Into<Db<'a>>) -> Result<bool> {
+    db.into()
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM notification WHERE routed_at IS NULL)",
+            args![],
+            |r| r.get(0),
+        )
+        .map(|found| found.unwrap_or(false))
         .context("reading notifications")
 }
 
 /// Stores a notification's document and queues one delivery per channel.
-pub fn route_notice(
-    conn: &Connection,
+pub fn route_notice<'a>(
+    db: impl Into<Db<'a>>,
     id: i64,
     doc: &Value,
     channels: &[String],
     now: i64,
 ) -> Result<()> {
-    conn.prepare_cached("UPDATE notification SET doc = ?2, routed_at = ?3 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![id, doc.to_string(), now]))
-        .context("routing notification")?;
+    let db = db.into();
+    let doc = doc.to_string();
+    db.execute(
+        "UPDATE notification SET doc = ?2, routed_at = ?3 WHERE id = ?1",
+        args![id, &doc, now],
+    )
+    .context("routing notification")?;
     for channel in channels {
-        conn.prepare_cached(
+        db.execute(
             "INSERT INTO delivery (notification_id, channel, state, created_at, next_at) VALUES (?1, ?2, 'pending', ?3, ?3)",
+            args![id, channel, now],
         )
-        .and_then(|mut s| s.execute(params![id, channel, now]))
         .context("queueing delivery")?;
     }
     Ok(())
 }
 
 /// Marks an incident open on a channel.
-pub fn open_incident(conn: &Connection, channel: &str, key: &str, now: i64) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO incident (channel, dedup_key, opened_at) VALUES (?1, ?2, ?3)",
-    )
-    .and_then(|mut s| s.execute(params![channel, key, now]))
-    .context("opening incident")?;
+pub fn open_incident<'a>(db: impl Into<Db<'a>>, channel: &str, key: &str, now: i64) -> Result<()> {
+    db.into()
+        .execute(
+            "INSERT OR IGNORE INTO incident (channel, dedup_key, opened_at) VALUES (?1, ?2, ?3)",
+            args![channel, key, now],
+        )
+        .context("opening incident")?;
     Ok(())
 }
 
 /// Closes the incidents open under `key`; returns their channels.
-pub fn close_incidents(conn: &Connection, key: &str) -> Result<Vec<String>> {
-    let channels: Vec<String> = {
-        let mut stmt = conn
-            .prepare_cached("SELECT channel FROM incident WHERE dedup_key = ?1 ORDER BY channel")
-            .context("reading incidents")?;
-        let rows = stmt
-            .query_map([key], |r| r.get(0))
-            .context("reading incidents")?;
-        rows.collect::<std::result::Result<_, _>>()
-            .context("reading incidents")?
-    };
-    conn.prepare_cached("DELETE FROM incident WHERE dedup_key = ?1")
-        .and_then(|mut s| s.execute([key]))
+pub fn close_incidents<'a>(db: impl Into<Db<'a>>, key: &str) -> Result<Vec<String>> {
+    let db = db.into();
+    let channels: Vec<String> = db
+        .query(
+            "SELECT channel FROM incident WHERE dedup_key = ?1 ORDER BY channel",
+            args![key],
+            |r| r.get(0),
+        )
+        .context("reading incidents")?;
+    db.execute("DELETE FROM incident WHERE dedup_key = ?1", args![key])
         .context("closing incidents")?;
     Ok(channels)
 }
@@ -206,14 +207,13 @@ pub fn close_incidents(conn: &Connection, key: &str) -> Result<Vec<String>> {
 ///
 /// One indexed step per channel (`delivery_pending`, in channel order), so
 /// the outbox's tick costs the same with a backlog of 100,000 as with none.
-pub fn pending_heads(conn: &Connection) -> Result<Vec<(String, i64)>> {
-    let mut stmt = conn.prepare_cached(NEXT_HEAD).context("reading outbox")?;
+pub fn pending_heads<'a>(db: impl Into<Db<'a>>) -> Result<Vec<(String, i64)>> {
+    let db = db.into();
     let mut heads: Vec<(String, i64)> = Vec::new();
     loop {
-        let after = heads.last().map_or("", |h| h.0.as_str()).to_string();
-        let next: Option<(String, i64)> = stmt
-            .query_row([&after], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
+        let after = heads.last().map_or("", |h| h.0.as_str());
+        let next: Option<(String, i64)> = db
+            .query_row(NEXT_HEAD, args![after], |r| Ok((r.get(0)?, r.get(1)?)))
             .context("reading outbox")?;
         match next {
             Some(head) => heads.push(head),
@@ -252,10 +252,9 @@ const PENDING: &str =
      WHERE d.channel = ?1 AND d.state = 'pending' ORDER BY d.id LIMIT ?2";
 
 /// A channel's pending deliveries, oldest first.
-pub fn pending(conn: &Connection, channel: &str, limit: i64) -> Result<Vec<Pending>> {
-    let mut stmt = conn.prepare_cached(PENDING).context("reading outbox")?;
-    let rows = stmt
-        .query_map(params![channel, limit], |r| {
+pub fn pending<'a>(db: impl Into<Db<'a>>, channel: &str, limit: i64) -> Result<Vec<Pending>> {
+    db.into()
+        .query(PENDING, args![channel, limit], |r| {
             Ok(Pending {
                 id: r.get(0)?,
                 notification_id: r.get(1)?,
@@ -264,13 +263,11 @@ pub fn pending(conn: &Connection, channel: &str, limit: i64) -> Result<Vec<Pendi
                 next_at: r.get(4)?,
                 error: r.get(6)?,
                 doc: r
-                    .get::<_, Option<String>>(5)?
+                    .get::<Option<String>>(5)?
                     .and_then(|d| serde_json::from_str(&d).ok())
                     .unwrap_or(Value::Null),
             })
         })
-        .context("reading outbox")?;
-    rows.collect::<std::result::Result<_, _>>()
         .context("reading outbox")
 }
 
@@ -297,24 +294,27 @@ pub enum Outcome<'a> {
 
 /// Records a try of some pending deliveries. Only pending ones change, so a
 /// result recorded twice counts once.
-pub fn record_try(conn: &Connection, ids: &[i64], outcome: &Outcome, now: i64) -> Result<()> {
-    for id in ids {
-        match outcome {
-            Outcome::Sent { digest } => conn
-                .prepare_cached(
-                    "UPDATE delivery SET state = 'sent', attempts = attempts + 1, done_at = ?2, digest = ?3 WHERE id = ?1 AND state = 'pending'",
-                )
-                .and_then(|mut s| s.execute(params![id, now, digest.map(|d| d as i64)])),
-            Outcome::Retry { next_at, error } => conn
-                .prepare_cached(
-                    "UPDATE delivery SET attempts = attempts + 1, next_at = ?2, error = ?3 WHERE id = ?1 AND state = 'pending'",
-                )
-                .and_then(|mut s| s.execute(params![id, next_at, error])),
-            Outcome::GaveUp { error } => conn
-                .prepare_cached(
-                    "UPDATE delivery SET state = 'failed', attempts = attempts + 1, done_at = ?2, error = ?3 WHERE id = ?1 AND state = 'pending'",
-                )
-                .and_then(|mut s| s.execute(params![id, now, error])),
+pub fn record_try<'a>(
+    db: impl Into<Db<'a>>,
+    ids: &[i64],
+    outcome: &Outcome,
+    now: i64,
+) -> Result<()> {
+    let db = db.into();
+    for &id in ids {
+        match *outcome {
+            Outcome::Sent { digest } => db.execute(
+                "UPDATE delivery SET state = 'sent', attempts = attempts + 1, done_at = ?2, digest = ?3 WHERE id = ?1 AND state = 'pending'",
+                args![id, now, digest],
+            ),
+            Outcome::Retry { next_at, error } => db.execute(
+                "UPDATE delivery SET attempts = attempts + 1, next_at = ?2, error = ?3 WHERE id = ?1 AND state = 'pending'",
+                args![id, next_at, error],
+            ),
+            Outcome::GaveUp { error } => db.execute(
+                "UPDATE delivery SET state = 'failed', attempts = attempts + 1, done_at = ?2, error = ?3 WHERE id = ?1 AND state = 'pending'",
+                args![id, now, error],
+            ),
         }
         .context("recording delivery")?;
     }
@@ -322,12 +322,13 @@ pub fn record_try(conn: &Connection, ids: &[i64], outcome: &Outcome, now: i64) -
 }
 
 /// Gives up every pending delivery of a channel that is no longer configured.
-pub fn abandon_channel(conn: &Connection, channel: &str, now: i64) -> Result<usize> {
-    conn.prepare_cached(
-        "UPDATE delivery SET state = 'failed', done_at = ?2, error = 'the channel is no longer in the configuration' WHERE channel = ?1 AND state = 'pending'",
-    )
-    .and_then(|mut s| s.execute(params![channel, now]))
-    .context("abandoning deliveries")
+pub fn abandon_channel<'a>(db: impl Into<Db<'a>>, channel: &str, now: i64) -> Result<usize> {
+    db.into()
+        .execute(
+            "UPDATE delivery SET state = 'failed', done_at = ?2, error = 'the channel is no longer in the configuration' WHERE channel = ?1 AND state = 'pending'",
+            args![channel, now],
+        )
+        .context("abandoning deliveries")
 }
 
 /// A delivery as the API shows it.
@@ -362,8 +363,8 @@ pub struct DeliveryRow {
 }
 
 /// Deliveries newest first: all, or one state, one channel, one event.
-pub fn deliveries(
-    conn: &Connection,
+pub fn deliveries<'a>(
+    db: impl Into<Db<'a>>,
     state: Option<&str>,
     channel: Option<&str>,
     event_id: Option<i64>,
@@ -374,18 +375,18 @@ pub fn deliveries(
     let event_filter = if event_id.is_some() {
         "n.event_id = ?3"
     } else {
-        "?3 IS NULL"
+        // Typed, for PostgreSQL: its only use says nothing of its type.
+        "CAST(?3 AS BIGINT) IS NULL"
     };
     let sql = format!(
         "SELECT d.id, d.notification_id, n.kind, n.subject, n.event_id, d.channel, d.state, d.attempts,
                 d.created_at, d.next_at, d.done_at, d.digest, d.error
          FROM delivery d JOIN notification n ON n.id = d.notification_id
-         WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.channel = ?2) AND {event_filter}
+         WHERE (d.state = ?1 OR ?1 IS NULL) AND (d.channel = ?2 OR ?2 IS NULL) AND {event_filter}
          ORDER BY d.id DESC LIMIT ?4"
     );
-    let mut stmt = conn.prepare_cached(&sql).context("reading outbox")?;
-    let rows = stmt
-        .query_map(params![state, channel, event_id, limit], |r| {
+    db.into()
+        .query(&sql, args![state, channel, event_id, limit], |r| {
             let state: String = r.get(6)?;
             Ok(DeliveryRow {
                 id: r.get(0)?,
@@ -403,8 +404,6 @@ pub fn deliveries(
                 error: r.get(12)?,
             })
         })
-        .context("reading outbox")?;
-    rows.collect::<std::result::Result<_, _>>()
         .context("reading outbox")
 }
 
@@ -412,19 +411,26 @@ pub fn deliveries(
 pub const DELIVERY_STATES: [&str; 3] = ["pending", "sent", "failed"];
 
 /// Deliveries by state, and notifications not yet routed.
-pub fn outbox_counts(conn: &Connection) -> Result<Value> {
+pub fn outbox_counts<'a>(db: impl Into<Db<'a>>) -> Result<Value> {
+    let db = db.into();
+    let count = |sql: &str, args: &[sql::Value]| -> Result<i64> {
+        let n = db
+            .query_row(sql, args, |r| r.get(0))
+            .context("counting outbox")?;
+        Ok(n.unwrap_or_default())
+    };
     let mut counts = serde_json::Map::new();
     for state in DELIVERY_STATES {
-        let n: i64 = conn
-            .prepare_cached("SELECT count(*) FROM delivery WHERE state = ?1")
-            .and_then(|mut s| s.query_row([state], |r| r.get(0)))
-            .context("counting outbox")?;
+        let n = count(
+            "SELECT count(*) FROM delivery WHERE state = ?1",
+            args![state],
+        )?;
         counts.insert(state.into(), n.into());
     }
-    let unrouted: i64 = conn
-        .prepare_cached("SELECT count(*) FROM notification WHERE routed_at IS NULL")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)))
-        .context("counting outbox")?;
+    let unrouted = count(
+        "SELECT count(*) FROM notification WHERE routed_at IS NULL",
+        args![],
+    )?;
     counts.insert("unrouted".into(), unrouted.into());
     Ok(Value::Object(counts))
 }
@@ -486,7 +492,7 @@ mod tests {
         assert_eq!(decision_reason(&conn, "f", other).unwrap(), None);
     }
 
-    fn notice(conn: &Connection, subject: &str, at: i64) -> i64 {
+    fn notice(conn: &rusqlite::Connection, subject: &str, at: i64) -> i64 {
         let parts = serde_json::json!({ "probe": { "name": subject } });
         record_notice(
             conn,

@@ -1,17 +1,17 @@
 //! Ops: queued for an agent, claimed, dispatched, started, their output,
 //! their result, lost and expired.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::sql::{args, Db};
 use super::{add_timeline, lifecycle};
 use crate::error::{Result, StoreContext};
 use crate::event::OpState;
 
 /// Adds an op for an agent (`queued`, or `waiting` behind `max_parallel`) and returns its id.
-pub fn queue_op(
-    conn: &Connection,
+pub fn queue_op<'a>(
+    db: impl Into<Db<'a>>,
     event_id: i64,
     agent: &str,
     kind: &str,
@@ -19,10 +19,12 @@ pub fn queue_op(
     spec: &Value,
     now: i64,
 ) -> Result<i64> {
-    conn.prepare_cached("INSERT INTO op (event_id, agent, kind, state, spec, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-        .and_then(|mut s| s.execute(params![event_id, agent, kind, state.as_str(), spec.to_string(), now]))
-        .context("queuing op")?;
-    Ok(conn.last_insert_rowid())
+    db.into()
+        .insert(
+            "INSERT INTO op (event_id, agent, kind, state, spec, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            args![event_id, agent, kind, state.as_str(), &spec.to_string(), now],
+        )
+        .context("queuing op")
 }
 
 /// An op handed to an agent: its id and the spec JSON.
@@ -37,8 +39,8 @@ pub struct Claimed {
 }
 
 /// Hands up to `n` queued ops of an agent to one of its polls (at most once: conditional update).
-pub fn claim_ops(
-    conn: &Connection,
+pub fn claim_ops<'a>(
+    db: impl Into<Db<'a>>,
     agent: &str,
     instance: &str,
     n: usize,
@@ -48,21 +50,17 @@ pub fn claim_ops(
     if n == 0 {
         return Ok(Vec::new());
     }
-    let queued: Vec<(i64, i64, String)> = {
-        let mut stmt = conn
-            .prepare_cached("SELECT id, event_id, spec FROM op WHERE agent = ?1 AND state = 'queued' ORDER BY id LIMIT ?2")
-            .context("preparing claim")?;
-        let rows = stmt
-            .query_map(params![agent, n as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .context("claiming ops")?;
-        rows.collect::<std::result::Result<_, _>>()
-            .context("claiming ops")?
-    };
+    let db = db.into();
+    let queued: Vec<(i64, i64, String)> = db
+        .query(
+            "SELECT id, event_id, spec FROM op WHERE agent = ?1 AND state = 'queued' ORDER BY id LIMIT ?2",
+            args![agent, n],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .context("claiming ops")?;
     let mut claimed = Vec::new();
     for (id, event_id, spec) in queued {
-        if dispatch_op(conn, id, event_id, agent, instance, lease_until, now)? {
+        if dispatch_op(db, id, event_id, agent, instance, lease_until, now)? {
             let spec = serde_json::from_str(&spec).unwrap_or(Value::Null);
             claimed.push(Claimed { id, event_id, spec });
         }
@@ -71,8 +69,8 @@ pub fn claim_ops(
 }
 
 /// Marks one queued op dispatched to an agent instance; false if it was no longer queued.
-pub fn dispatch_op(
-    conn: &Connection,
+pub fn dispatch_op<'a>(
+    db: impl Into<Db<'a>>,
     op_id: i64,
     event_id: i64,
     agent: &str,
@@ -80,19 +78,22 @@ pub fn dispatch_op(
     lease_until: i64,
     now: i64,
 ) -> Result<bool> {
-    let n = conn
-        .prepare_cached("UPDATE op SET state = 'dispatched', dispatched_at = ?2, instance = ?3, lease_until = ?4 WHERE id = ?1 AND state = 'queued'")
-        .and_then(|mut s| s.execute(params![op_id, now, instance, lease_until]))
+    let db = db.into();
+    let n = db
+        .execute(
+            "UPDATE op SET state = 'dispatched', dispatched_at = ?2, instance = ?3, lease_until = ?4 WHERE id = ?1 AND state = 'queued'",
+            args![op_id, now, instance, lease_until],
+        )
         .context("dispatching op")?;
     if n == 1 {
         add_timeline(
-            conn,
+            db,
             event_id,
             "dispatched",
             &format!("op {op_id} handed to agent {agent}"),
             now,
         )?;
-        lifecycle::advance(conn, event_id, now)?;
+        lifecycle::advance(db, event_id, now)?;
     }
     Ok(n == 1)
 }
@@ -109,25 +110,26 @@ pub struct OpRef {
 }
 
 /// Reads an op's owner and state.
-pub fn op_ref(conn: &Connection, op_id: i64) -> Result<Option<OpRef>> {
-    conn.prepare_cached("SELECT event_id, agent, state FROM op WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([op_id], |r| {
+pub fn op_ref<'a>(db: impl Into<Db<'a>>, op_id: i64) -> Result<Option<OpRef>> {
+    db.into()
+        .query_row(
+            "SELECT event_id, agent, state FROM op WHERE id = ?1",
+            args![op_id],
+            |r| {
                 let state: String = r.get(2)?;
                 Ok(OpRef {
                     event_id: r.get(0)?,
                     agent: r.get(1)?,
                     state: OpState::parse(&state).unwrap_or(OpState::Lost),
                 })
-            })
-            .optional()
-        })
+            },
+        )
         .context("reading op")
 }
 
 /// Moves an op to a new state if the transition is allowed; returns whether it moved.
-pub fn set_op_state(
-    conn: &Connection,
+pub fn set_op_state<'a>(
+    db: impl Into<Db<'a>>,
     op_id: i64,
     from: OpState,
     to: OpState,
@@ -138,25 +140,31 @@ pub fn set_op_state(
         return Ok(false);
     }
     let finished = if to.is_final() { Some(now) } else { None };
-    let n = conn
-        .prepare_cached("UPDATE op SET state = ?3, error = coalesce(?4, error), finished_at = coalesce(?5, finished_at) WHERE id = ?1 AND state = ?2")
-        .and_then(|mut s| s.execute(params![op_id, from.as_str(), to.as_str(), error, finished]))
+    let n = db
+        .into()
+        .execute(
+            "UPDATE op SET state = ?3, error = coalesce(?4, error), finished_at = coalesce(?5, finished_at) WHERE id = ?1 AND state = ?2",
+            args![op_id, from.as_str(), to.as_str(), error, finished],
+        )
         .context("updating op state")?;
     Ok(n == 1)
 }
 
 /// Records that the agent started an op, with the deadline for its result.
-pub fn start_op(conn: &Connection, op_id: i64, deadline: i64, now: i64) -> Result<bool> {
-    let n = conn
-        .prepare_cached("UPDATE op SET state = 'running', started_at = ?2, deadline = ?3 WHERE id = ?1 AND state = 'dispatched'")
-        .and_then(|mut s| s.execute(params![op_id, now, deadline]))
+pub fn start_op<'a>(db: impl Into<Db<'a>>, op_id: i64, deadline: i64, now: i64) -> Result<bool> {
+    let n = db
+        .into()
+        .execute(
+            "UPDATE op SET state = 'running', started_at = ?2, deadline = ?3 WHERE id = ?1 AND state = 'dispatched'",
+            args![op_id, now, deadline],
+        )
         .context("starting op")?;
     Ok(n == 1)
 }
 
 /// Appends a streamed output chunk (idempotent by sequence number) and trims the op's log to `cap` bytes.
-pub fn append_log(
-    conn: &Connection,
+pub fn append_log<'a>(
+    db: impl Into<Db<'a>>,
     op_id: i64,
     seq: i64,
     step: i64,
@@ -164,31 +172,39 @@ pub fn append_log(
     skipped: i64,
     cap: usize,
 ) -> Result<()> {
-    conn.prepare_cached("INSERT OR IGNORE INTO op_log (op_id, seq, step, data, skipped) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .and_then(|mut s| s.execute(params![op_id, seq, step, data, skipped]))
-        .context("appending log")?;
-    let total: i64 = conn
-        .prepare_cached("SELECT coalesce(sum(length(data)), 0) FROM op_log WHERE op_id = ?1")
-        .and_then(|mut s| s.query_row([op_id], |r| r.get(0)))
-        .context("measuring log")?;
+    let db = db.into();
+    db.execute(
+        "INSERT OR IGNORE INTO op_log (op_id, seq, step, data, skipped) VALUES (?1, ?2, ?3, ?4, ?5)",
+        args![op_id, seq, step, data, skipped],
+    )
+    .context("appending log")?;
+    let total: i64 = db
+        .query_row(
+            "SELECT coalesce(sum(length(data)), 0) FROM op_log WHERE op_id = ?1",
+            args![op_id],
+            |r| r.get(0),
+        )
+        .context("measuring log")?
+        .unwrap_or(0);
     if total as usize > cap {
         // Drop the oldest chunks until the rest fits: the tail is what matters.
-        let mut stmt = conn
-            .prepare_cached("SELECT seq, length(data) FROM op_log WHERE op_id = ?1 ORDER BY seq")
-            .context("trimming log")?;
-        let rows: Vec<(i64, i64)> = stmt
-            .query_map([op_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .context("trimming log")?
-            .collect::<std::result::Result<_, _>>()
+        let rows: Vec<(i64, i64)> = db
+            .query(
+                "SELECT seq, length(data) FROM op_log WHERE op_id = ?1 ORDER BY seq",
+                args![op_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .context("trimming log")?;
         let mut excess = total - cap as i64;
         for (seq, len) in rows {
             if excess <= 0 {
                 break;
             }
-            conn.prepare_cached("DELETE FROM op_log WHERE op_id = ?1 AND seq = ?2")
-                .and_then(|mut s| s.execute(params![op_id, seq]))
-                .context("trimming log")?;
+            db.execute(
+                "DELETE FROM op_log WHERE op_id = ?1 AND seq = ?2",
+                args![op_id, seq],
+            )
+            .context("trimming log")?;
             excess -= len;
         }
     }
@@ -227,8 +243,8 @@ pub struct StepResult {
 /// Stores an op's final result unless one is stored already. Returns `None`
 /// for a duplicate, else the agents that got new ops (the next targets, the
 /// verification).
-pub fn record_result(
-    conn: &Connection,
+pub fn record_result<'a>(
+    db: impl Into<Db<'a>>,
     op_id: i64,
     event_id: i64,
     state: OpState,
@@ -236,27 +252,29 @@ pub fn record_result(
     steps: &[StepResult],
     now: i64,
 ) -> Result<Option<Vec<String>>> {
-    let op = op_ref(conn, op_id)?;
+    let db = db.into();
+    let op = op_ref(db, op_id)?;
     let current = op.as_ref().map_or(OpState::Lost, |o| o.state);
-    let already: i64 = conn
-        .prepare_cached("SELECT count(*) FROM op_step WHERE op_id = ?1")
-        .and_then(|mut s| s.query_row([op_id], |r| r.get(0)))
-        .context("checking result")?;
+    let already: i64 = db
+        .query_row(
+            "SELECT count(*) FROM op_step WHERE op_id = ?1",
+            args![op_id],
+            |r| r.get(0),
+        )
+        .context("checking result")?
+        .unwrap_or(0);
     if already > 0 || current.is_final() && current != OpState::Lost {
         return Ok(None);
     }
     for (idx, s) in steps.iter().enumerate() {
-        conn.prepare_cached(
+        db.execute(
             "INSERT INTO op_step (op_id, idx, name, exit_code, signal, timed_out, duration_ms, output, output_bytes, truncated, skipped)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            args![op_id, idx, &s.name, s.exit_code, s.signal, s.timed_out, s.duration_ms as i64, s.output.as_bytes(), s.output_bytes as i64, s.truncated, s.skipped],
         )
-        .and_then(|mut st| {
-            st.execute(params![op_id, idx as i64, s.name, s.exit_code, s.signal, s.timed_out, s.duration_ms as i64, s.output.as_bytes(), s.output_bytes as i64, s.truncated, s.skipped])
-        })
         .context("storing step result")?;
     }
-    conn.prepare_cached("DELETE FROM op_log WHERE op_id = ?1")
-        .and_then(|mut s| s.execute([op_id]))
+    db.execute("DELETE FROM op_log WHERE op_id = ?1", args![op_id])
         .context("dropping streamed log")?;
     let summary = steps
         .iter()
@@ -271,7 +289,7 @@ pub fn record_result(
         .join(", ");
     if current == OpState::Lost {
         add_timeline(
-            conn,
+            db,
             event_id,
             "late-result",
             &format!(
@@ -294,11 +312,13 @@ pub fn record_result(
             .iter()
             .fold(0, |total, s| total.saturating_add(s.duration_ms));
         let started = now.saturating_sub(i64::try_from(ran).unwrap_or(i64::MAX));
-        conn.prepare_cached("UPDATE op SET started_at = coalesce(started_at, ?2) WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![op_id, started]))
-            .context("recording op start")?;
+        db.execute(
+            "UPDATE op SET started_at = coalesce(started_at, ?2) WHERE id = ?1",
+            args![op_id, started],
+        )
+        .context("recording op start")?;
         add_timeline(
-            conn,
+            db,
             event_id,
             "started",
             &format!(
@@ -308,7 +328,7 @@ pub fn record_result(
             started,
         )?;
     }
-    set_op_state(conn, op_id, from, state, error, now)?;
+    set_op_state(db, op_id, from, state, error, now)?;
     let mut line = format!("op {op_id} {}", state.as_str());
     match (summary.is_empty(), error) {
         (false, Some(e)) => line.push_str(&format!(": {summary} ({e})")),
@@ -316,20 +336,21 @@ pub fn record_result(
         (true, Some(e)) => line.push_str(&format!(": {e}")),
         (true, None) => {}
     }
-    add_timeline(conn, event_id, "result", &line, now)?;
-    Some(lifecycle::advance(conn, event_id, now)).transpose()
+    add_timeline(db, event_id, "result", &line, now)?;
+    Some(lifecycle::advance(db, event_id, now)).transpose()
 }
 
 /// Declares an op lost (at most once), with the reason on the timeline.
-pub fn lose_op(conn: &Connection, op_id: i64, reason: &str, now: i64) -> Result<bool> {
-    let Some(op) = op_ref(conn, op_id)? else {
+pub fn lose_op<'a>(db: impl Into<Db<'a>>, op_id: i64, reason: &str, now: i64) -> Result<bool> {
+    let db = db.into();
+    let Some(op) = op_ref(db, op_id)? else {
         return Ok(false);
     };
-    if !set_op_state(conn, op_id, op.state, OpState::Lost, Some(reason), now)? {
+    if !set_op_state(db, op_id, op.state, OpState::Lost, Some(reason), now)? {
         return Ok(false);
     }
     add_timeline(
-        conn,
+        db,
         op.event_id,
         "lost",
         &format!(
@@ -338,16 +359,16 @@ pub fn lose_op(conn: &Connection, op_id: i64, reason: &str, now: i64) -> Result<
         ),
         now,
     )?;
-    lifecycle::advance(conn, op.event_id, now)?;
+    lifecycle::advance(db, op.event_id, now)?;
     Ok(true)
 }
 
 /// Declares lost every op whose lease, deadline or queue time has passed. Returns how many.
-pub fn expire_ops(conn: &Connection, dispatch_timeout_ms: i64, now: i64) -> Result<usize> {
-    let rows: Vec<(i64, String)> = {
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, CASE state
+pub fn expire_ops<'a>(db: impl Into<Db<'a>>, dispatch_timeout_ms: i64, now: i64) -> Result<usize> {
+    let db = db.into();
+    let rows: Vec<(i64, String)> = db
+        .query(
+            "SELECT id, CASE state
                     WHEN 'dispatched' THEN 'not acknowledged by the agent within its lease'
                     WHEN 'running' THEN 'no result from the agent by its deadline (steps plus grace)'
                     ELSE 'no agent claimed it in time' END
@@ -356,19 +377,13 @@ pub fn expire_ops(conn: &Connection, dispatch_timeout_ms: i64, now: i64) -> Resu
                     OR (state = 'running' AND deadline < ?1)
                     OR (state = 'queued' AND created_at < ?2)
                  LIMIT 1000",
-            )
-            .context("finding expired ops")?;
-        let rows = stmt
-            .query_map(params![now, now - dispatch_timeout_ms], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .context("finding expired ops")?;
-        rows.collect::<std::result::Result<_, _>>()
-            .context("finding expired ops")?
-    };
+            args![now, now - dispatch_timeout_ms],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .context("finding expired ops")?;
     let mut n = 0;
     for (id, reason) in rows {
-        if lose_op(conn, id, &reason, now)? {
+        if lose_op(db, id, &reason, now)? {
             n += 1;
         }
     }

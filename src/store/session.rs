@@ -3,8 +3,7 @@
 //! token that logged in, so sessions survive a restart and a copy of the
 //! database logs nobody in.
 
-use rusqlite::{params, Connection, OptionalExtension};
-
+use super::sql::{args, Db};
 use crate::error::{Result, StoreContext};
 
 /// A live session.
@@ -17,47 +16,46 @@ pub struct SessionRow {
 }
 
 /// Records a new session, and forgets those that have expired.
-pub fn create_session(
-    conn: &Connection,
+pub fn create_session<'a>(
+    db: impl Into<Db<'a>>,
     id_hash: &str,
     token_hash: &str,
     expires_at: i64,
     remote: Option<&str>,
     now: i64,
 ) -> Result<()> {
-    conn.prepare_cached("DELETE FROM session WHERE expires_at <= ?1")
-        .and_then(|mut s| s.execute([now]))
+    let db = db.into();
+    db.execute("DELETE FROM session WHERE expires_at <= ?1", args![now])
         .context("forgetting expired sessions")?;
-    conn.prepare_cached(
+    db.execute(
         "INSERT INTO session (id_hash, token_hash, created_at, expires_at, remote) VALUES (?1, ?2, ?3, ?4, ?5)",
+        args![id_hash, token_hash, now, expires_at, remote],
     )
-    .and_then(|mut s| s.execute(params![id_hash, token_hash, now, expires_at, remote]))
     .context("recording a session")?;
     Ok(())
 }
 
 /// The session with this id hash, if it has not expired.
-pub fn session(conn: &Connection, id_hash: &str, now: i64) -> Result<Option<SessionRow>> {
-    conn.prepare_cached(
-        "SELECT token_hash, expires_at FROM session WHERE id_hash = ?1 AND expires_at > ?2",
-    )
-    .and_then(|mut s| {
-        s.query_row(params![id_hash, now], |r| {
-            Ok(SessionRow {
-                token_hash: r.get(0)?,
-                expires_at: r.get(1)?,
-            })
-        })
-        .optional()
-    })
-    .context("reading a session")
+pub fn session<'a>(db: impl Into<Db<'a>>, id_hash: &str, now: i64) -> Result<Option<SessionRow>> {
+    db.into()
+        .query_row(
+            "SELECT token_hash, expires_at FROM session WHERE id_hash = ?1 AND expires_at > ?2",
+            args![id_hash, now],
+            |r| {
+                Ok(SessionRow {
+                    token_hash: r.get(0)?,
+                    expires_at: r.get(1)?,
+                })
+            },
+        )
+        .context("reading a session")
 }
 
 /// Ends a session (logout); false if there was none.
-pub fn end_session(conn: &Connection, id_hash: &str) -> Result<bool> {
-    let n = conn
-        .prepare_cached("DELETE FROM session WHERE id_hash = ?1")
-        .and_then(|mut s| s.execute([id_hash]))
+pub fn end_session<'a>(db: impl Into<Db<'a>>, id_hash: &str) -> Result<bool> {
+    let n = db
+        .into()
+        .execute("DELETE FROM session WHERE id_hash = ?1", args![id_hash])
         .context("ending a session")?;
     Ok(n == 1)
 }
@@ -68,7 +66,7 @@ mod tests {
 
     #[test]
     fn a_session_lives_until_it_expires_or_ends() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
         crate::store::migrations::migrate(&mut conn).unwrap();
         create_session(&conn, "a", "tok", 1_000, Some("127.0.0.1"), 0).unwrap();
         create_session(&conn, "b", "tok", 5_000, None, 0).unwrap();

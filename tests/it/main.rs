@@ -28,6 +28,7 @@ mod notify;
 mod ops;
 mod pg_harness;
 mod postgres;
+mod postgres_store;
 mod probes_api;
 mod reload;
 mod schema;

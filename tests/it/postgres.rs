@@ -447,3 +447,520 @@ sql = {{ url = "{url}?sslmode=disable", query = "SELECT count(*) FROM jobs WHERE
         assert!(!text.contains("pg-hunter2"), "{text}");
     }
 }
+
+/// What `store::sql` must do alike on both databases, run on one of them:
+/// each result as text, to compare the two runs.
+fn dialect_results(db: heal::store::sql::Db) -> Vec<String> {
+    use heal::args;
+    use heal::store::dialect::ddl;
+    let mut seen = Vec::new();
+    let schema =
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL, s TEXT, b BLOB, r REAL);
+         CREATE UNIQUE INDEX t_s ON t (s);
+         CREATE TRIGGER t_no_delete BEFORE DELETE ON t
+         BEGIN SELECT RAISE(ABORT, 't is append-only'); END;";
+    match db {
+        heal::store::sql::Db::Sqlite(_) => db.batch(schema),
+        heal::store::sql::Db::Postgres(_) => db.batch(&ddl(schema)),
+    }
+    .unwrap();
+    let name = String::from("first");
+    for (n, s, b, r) in [
+        (7i64, Some(name.as_str()), Some(&b"\x00\xff"[..]), Some(0.5)),
+        (-3, None, None, None),
+        (
+            i64::MAX,
+            Some("'; DROP TABLE t; --"),
+            Some(&b""[..]),
+            Some(-1e300),
+        ),
+    ] {
+        let id = db
+            .insert(
+                "INSERT INTO t (n, s, b, r) VALUES (?1, ?2, ?3, ?4)",
+                args![n, s, b, r],
+            )
+            .unwrap();
+        seen.push(format!("inserted {id}"));
+    }
+    // A conflict ignored, and an upsert.
+    let changed = db
+        .execute(
+            "INSERT OR IGNORE INTO t (n, s) VALUES (?1, ?2)",
+            args![1, "first"],
+        )
+        .unwrap();
+    seen.push(format!("ignored: {changed} changed"));
+    db.execute(
+        "INSERT INTO t (n, s) VALUES (?1, ?2) ON CONFLICT (s) DO UPDATE SET n = t.n + excluded.n",
+        args![1, "first"],
+    )
+    .unwrap();
+    // Rows back, every type, NULLs, and a parameter used twice.
+    let rows = db
+        .query(
+            "SELECT id, n, s, b, r, n > ?1 FROM t INDEXED BY t_s WHERE s IS NULL OR s <> ?2 OR n >= ?1 ORDER BY id",
+            args![0, "none"],
+            |r| {
+                Ok(format!(
+                    "{} {} {:?} {:?} {:?} {}",
+                    r.get::<i64>(0)?,
+                    r.get::<i64>(1)?,
+                    r.get::<Option<String>>(2)?,
+                    r.get::<Option<Vec<u8>>>(3)?,
+                    r.get::<Option<f64>>(4)?,
+                    r.get::<bool>(5)?,
+                ))
+            },
+        )
+        .unwrap();
+    seen.extend(rows);
+    // Aggregates: count is an integer on both, sum a NUMERIC on PostgreSQL.
+    let sums = db
+        .query_row(
+            "SELECT count(*), coalesce(sum(CASE WHEN n > ?1 THEN 1 ELSE 0 END), 0), sum(n) FROM t WHERE n < ?2",
+            args![0, i64::MAX],
+            |r| Ok(format!("{} {} {}", r.get::<u64>(0)?, r.get::<i64>(1)?, r.get::<i64>(2)?)),
+        )
+        .unwrap();
+    seen.push(format!("sums {sums:?}"));
+    let none = db
+        .query_row("SELECT n FROM t WHERE id = ?1", args![99], |r| {
+            r.get::<i64>(0)
+        })
+        .unwrap();
+    seen.push(format!("missing {none:?}"));
+    // Savepoints in a transaction, as the writer uses them.
+    db.batch("BEGIN; SAVEPOINT job").unwrap();
+    db.execute("UPDATE t SET n = 0 WHERE id = ?1", args![1])
+        .unwrap();
+    db.batch("ROLLBACK TO job; RELEASE job; COMMIT").unwrap();
+    let n = db
+        .query_row("SELECT n FROM t WHERE id = ?1", args![1], |r| {
+            r.get::<i64>(0)
+        })
+        .unwrap();
+    seen.push(format!("after rollback {n:?}"));
+    // Errors: the trigger's refusal, and a column read as what it is not.
+    let refused = db
+        .execute("DELETE FROM t WHERE id = ?1", args![1])
+        .unwrap_err();
+    seen.push(format!(
+        "refused: {}",
+        refused.to_string().contains("t is append-only")
+    ));
+    let wrong = db
+        .query_row("SELECT s FROM t WHERE id = ?1", args![1], |r| {
+            r.get::<i64>(0)
+        })
+        .unwrap_err();
+    seen.push(wrong.to_string());
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn the_store_sql_layer_reads_and_writes_alike_on_sqlite_and_postgres() {
+    let test = "postgres::the_store_sql_layer_reads_and_writes_alike_on_sqlite_and_postgres";
+    let Some(mut pg) = start_fast(test) else {
+        return;
+    };
+    let sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    let on_sqlite = dialect_results(heal::store::sql::Db::from(&sqlite));
+    let session = heal::store::sql::Pg::new(heal::pg::connect(&pg.url).unwrap());
+    let on_postgres = dialect_results(heal::store::sql::Db::from(&session));
+    assert_eq!(on_sqlite, on_postgres);
+    assert!(
+        on_sqlite.contains(&r#"sums Some("2 1 5")"#.to_string()),
+        "{on_sqlite:?}"
+    );
+    assert_eq!(
+        on_sqlite[4],
+        "1 8 Some(\"first\") Some([0, 255]) Some(0.5) true"
+    );
+    assert_eq!(
+        on_sqlite.last().unwrap(),
+        "column 0: Text(\"first\") where an integer belongs"
+    );
+
+    // PostgreSQL gone: a store error that asks the client to retry (503).
+    pg.kill();
+    use heal::error::StoreContext;
+    let gone = heal::store::sql::Db::from(&session)
+        .query_row("SELECT n FROM t WHERE id = ?1", heal::args![1], |r| {
+            r.get::<i64>(0)
+        })
+        .context("reading t")
+        .unwrap_err();
+    assert_eq!(gone.http_status(), 503, "{gone}");
+    assert!(gone.to_string().starts_with("store: reading t: "), "{gone}");
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn dashboard_sessions_are_stored_alike_on_postgres() {
+    use heal::store::session::{create_session, end_session, session, SessionRow};
+    use heal::store::sql::{Db, Pg};
+    let test = "postgres::dashboard_sessions_are_stored_alike_on_postgres";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let mut client = heal::pg::connect(&pg.url).unwrap();
+    heal::store::postgres::migrate(&mut client).unwrap();
+    let session_db = Pg::new(client);
+    let mut sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    heal::store::migrations::migrate(&mut sqlite).unwrap();
+    for db in [Db::from(&sqlite), Db::from(&session_db)] {
+        create_session(db, "a", "tok", 1_000, Some("127.0.0.1"), 0).unwrap();
+        create_session(db, "b", "tok", 5_000, None, 0).unwrap();
+        let want = SessionRow {
+            token_hash: "tok".into(),
+            expires_at: 1_000,
+        };
+        assert_eq!(session(db, "a", 999).unwrap(), Some(want));
+        assert_eq!(session(db, "a", 1_000).unwrap(), None, "expired");
+        // A new login forgets expired sessions.
+        create_session(db, "c", "tok", 9_000, None, 2_000).unwrap();
+        assert_eq!(session(db, "a", 0).unwrap(), None, "forgotten");
+        assert!(end_session(db, "b").unwrap());
+        assert!(!end_session(db, "b").unwrap());
+        assert_eq!(
+            session(db, "c", 2_000).unwrap().map(|s| s.expires_at),
+            Some(9_000)
+        );
+    }
+    assert_eq!(pg.psql("SELECT id_hash FROM session").trim(), "c");
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn config_versions_and_the_audit_log_are_stored_alike_on_postgres() {
+    use heal::store::sql::{args, Db, Pg};
+    use heal::store::{apply_config, audit_entries, current_config};
+    let test = "postgres::config_versions_and_the_audit_log_are_stored_alike_on_postgres";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let mut client = heal::pg::connect(&pg.url).unwrap();
+    heal::store::postgres::migrate(&mut client).unwrap();
+    let session = Pg::new(client);
+    let mut sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    heal::store::migrations::migrate(&mut sqlite).unwrap();
+    let mut seen = Vec::new();
+    for db in [Db::from(&sqlite), Db::from(&session)] {
+        let mut run = Vec::new();
+        run.push(format!(
+            "{:?}",
+            current_config(db).unwrap().map(|c| c.version)
+        ));
+        run.push(format!(
+            "{:?}",
+            apply_config(db, "aa", "startup", "r.toml", 1).unwrap()
+        ));
+        run.push(format!(
+            "{:?}",
+            apply_config(db, "aa", "sighup", "r.toml", 2).unwrap()
+        ));
+        run.push(format!(
+            "{:?}",
+            apply_config(db, "bb", "admin", "r.toml", 3).unwrap()
+        ));
+        let current = current_config(db).unwrap().unwrap();
+        run.push(format!(
+            "{} {} {} {}",
+            current.version, current.hash, current.applied_at, current.applied_by
+        ));
+        let log = audit_entries(db, 0, Some("config.applied"), None, 10).unwrap();
+        run.push(format!(
+            "{:?}",
+            log.iter()
+                .map(|a| (&a.actor, &a.detail, &a.remote))
+                .collect::<Vec<_>>()
+        ));
+        let older = audit_entries(db, 0, None, Some(log[0].id), 10).unwrap();
+        run.push(format!(
+            "{:?}",
+            older.iter().map(|a| &a.actor).collect::<Vec<_>>()
+        ));
+        run.push(format!(
+            "{}",
+            audit_entries(db, 4, None, None, 10).unwrap().len()
+        ));
+        for edit in ["DELETE FROM audit", "UPDATE audit SET actor = 'x'"] {
+            let refused = db.execute(edit, args![]).unwrap_err().to_string();
+            run.push(format!(
+                "{edit}: {}",
+                refused.contains("the audit log is append-only")
+            ));
+        }
+        seen.push(run);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0][1], "(1, true)");
+    assert_eq!(seen[0][3], "(2, true)");
+    assert!(seen[0][8].ends_with("true"), "{:?}", seen[0]);
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn the_figures_of_metrics_are_counted_alike_on_postgres() {
+    use heal::store::figures;
+    use heal::store::sql::{Db, Pg};
+    let test = "postgres::the_figures_of_metrics_are_counted_alike_on_postgres";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let mut client = heal::pg::connect(&pg.url).unwrap();
+    heal::store::postgres::migrate(&mut client).unwrap();
+    let session = Pg::new(client);
+    let mut sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    heal::store::migrations::migrate(&mut sqlite).unwrap();
+    let mut seen = Vec::new();
+    for db in [Db::from(&sqlite), Db::from(&session)] {
+        let empty = figures(db, 10_000, 5_000).unwrap();
+        db.batch(
+            "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at, ended_at) VALUES
+                ('r', 'b', 'k1', 'f1', 'running', 'live', 1, 1, NULL),
+                ('r', 'b', 'k2', 'f2', 'escalated', 'live', 1, 1, NULL),
+                ('r', 'b', 'k3', 'f3', 'escalated', 'live', 1, 1, 5),
+                ('r', 'b', 'k4', 'f4', 'succeeded', 'live', 1, 1, 5);
+             INSERT INTO op (event_id, agent, state, spec, created_at) VALUES
+                (1, 'a', 'running', '{}', 1), (1, 'a', 'succeeded', '{}', 1);
+             INSERT INTO agent (id, instance, tags, allow, version, hostname, first_seen, last_seen) VALUES
+                ('a', 'i', '[]', '[]', 'v', 'h', 0, 9000), ('b', 'i', '[]', '[]', 'v', 'h', 0, 100);
+             INSERT INTO heartbeat (name, origin, def, registered_at, state, state_since) VALUES
+                ('h1', 'config', '{}', 0, 'down', 0), ('h2', 'config', '{}', 0, 'up', 0), ('h3', 'config', '{}', 0, 'up', 0);
+             INSERT INTO probe (name, state, fails_in_row, oks_in_row, state_since) VALUES ('web', 'down', 3, 0, 0);
+             INSERT INTO notification (kind, subject, at) VALUES ('probe.down', 'web', 1);
+             INSERT INTO delivery (notification_id, channel, state, created_at, next_at) VALUES
+                (1, 'chat', 'pending', 1, 1), (1, 'pager', 'failed', 1, 1), (1, 'mail', 'sent', 1, 1);
+             UPDATE breaker SET state = 'open';",
+        )
+        .unwrap();
+        seen.push((empty, figures(db, 10_000, 5_000).unwrap()));
+    }
+    assert_eq!(seen[0], seen[1]);
+    let (empty, full) = &seen[1];
+    assert!(!empty.breaker_open && empty.agents_up == 0, "{empty:?}");
+    assert_eq!(
+        (full.agents_up, full.agents_down, full.deliveries_pending),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        full.events,
+        [("escalated".to_string(), 1), ("running".to_string(), 1)]
+    );
+    assert!(full.breaker_open);
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn the_outbox_is_stored_alike_on_postgres() {
+    use heal::store::sql::{Db, Pg};
+    use heal::store::*;
+    let test = "postgres::the_outbox_is_stored_alike_on_postgres";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let mut client = heal::pg::connect(&pg.url).unwrap();
+    heal::store::postgres::migrate(&mut client).unwrap();
+    let session = Pg::new(client);
+    let mut sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    heal::store::migrations::migrate(&mut sqlite).unwrap();
+    let mut seen = Vec::new();
+    for db in [Db::from(&sqlite), Db::from(&session)] {
+        let mut run = Vec::new();
+        db.batch(
+            "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at) VALUES
+                ('r', 'b', 'k1', 'f1', 'queued', 'live', 1, 1);
+             INSERT INTO decision (at, fingerprint, rule, outcome, reason, event_id) VALUES
+                (1, 'f1', 'r', 'run', 'disk full on web-1', 1), (2, 'f1', 'r', 'collapsed', 'later', 1);",
+        )
+        .unwrap();
+        run.push(format!("{:?}", decision_reason(db, "f1", 1).unwrap()));
+        run.push(format!("{:?}", decision_reason(db, "f2", 1).unwrap()));
+        run.push(format!("{}", any_unrouted(db).unwrap()));
+        note_event(db, 1, None, "queued", false, 10).unwrap();
+        note_event(db, 1, Some("queued"), "queued", false, 11).unwrap();
+        run.push(format!(
+            "{}",
+            event_noticed(db, 1, "event.started").unwrap()
+        ));
+        run.push(format!("{}", event_noticed(db, 1, "event.failed").unwrap()));
+        let parts = serde_json::json!({"summary": "web-1 down"});
+        let id = record_notice(
+            db,
+            &NewNotice {
+                kind: "probe.down",
+                subject: "web",
+                event_id: None,
+                state: None,
+                parts: Some(&parts),
+            },
+            12,
+        )
+        .unwrap();
+        run.push(format!("notice {id}"));
+        let unrouted_now = unrouted(db, 10).unwrap();
+        run.push(format!(
+            "{:?}",
+            unrouted_now
+                .iter()
+                .map(|u| (u.id, &u.kind, &u.subject, u.event_id, u.at, &u.state, &u.parts))
+                .collect::<Vec<_>>()
+        ));
+        for u in &unrouted_now {
+            let channels = ["chat".to_string(), "pager".to_string()];
+            route_notice(
+                db,
+                u.id,
+                &serde_json::json!({"n": u.id}),
+                &channels,
+                20 + u.id,
+            )
+            .unwrap();
+        }
+        run.push(format!(
+            "{} {}",
+            any_unrouted(db).unwrap(),
+            outbox_counts(db).unwrap()
+        ));
+        run.push(format!("{:?}", pending_heads(db).unwrap()));
+        let chat = pending(db, "chat", 10).unwrap();
+        run.push(format!(
+            "{:?}",
+            chat.iter()
+                .map(|p| (p.id, p.notification_id, p.attempts, &p.doc))
+                .collect::<Vec<_>>()
+        ));
+        let ids: Vec<i64> = chat.iter().map(|p| p.id).collect();
+        record_try(db, &ids[..1], &Outcome::Sent { digest: Some(2) }, 30).unwrap();
+        record_try(db, &ids[..1], &Outcome::GaveUp { error: "late" }, 31).unwrap();
+        record_try(
+            db,
+            &ids[1..],
+            &Outcome::Retry {
+                next_at: 99,
+                error: "HTTP 503",
+            },
+            31,
+        )
+        .unwrap();
+        run.push(format!(
+            "abandoned {}",
+            abandon_channel(db, "pager", 40).unwrap()
+        ));
+        for (state, channel, event) in [
+            (None, None, None),
+            (Some("failed"), None, None),
+            (None, Some("chat"), None),
+            (None, None, Some(1)),
+        ] {
+            let rows = deliveries(db, state, channel, event, 10).unwrap();
+            run.push(format!(
+                "{:?}",
+                rows.iter()
+                    .map(|d| (
+                        d.id, &d.kind, &d.channel, &d.state, d.attempts, d.next_at, d.done_at,
+                        d.digest, &d.error, d.event_id
+                    ))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        run.push(format!("{}", outbox_counts(db).unwrap()));
+        open_incident(db, "pager", "web", 50).unwrap();
+        open_incident(db, "pager", "web", 51).unwrap();
+        open_incident(db, "ops", "web", 52).unwrap();
+        run.push(format!("{:?}", close_incidents(db, "web").unwrap()));
+        run.push(format!("{:?}", close_incidents(db, "web").unwrap()));
+        seen.push(run);
+    }
+    assert_eq!(seen[0], seen[1]);
+    let run = &seen[0];
+    assert_eq!(run[0], r#"Some("disk full on web-1")"#);
+    assert_eq!((run[3].as_str(), run[4].as_str()), ("true", "false"));
+    assert_eq!(run[run.len() - 2], r#"["ops", "pager"]"#);
+    assert!(run.iter().any(|l| l.contains("HTTP 503")), "{run:?}");
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn a_lease_has_one_holder_and_a_fenced_transaction_holds_off_the_next() {
+    use heal::store::leader::{fence, lead, resign};
+    use heal::store::sql::{Db, Pg};
+    use std::time::Instant;
+    let test = "postgres::a_lease_has_one_holder_and_a_fenced_transaction_holds_off_the_next";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let mut client = heal::pg::connect(&pg.url).unwrap();
+    heal::store::postgres::migrate(&mut client).unwrap();
+    let b_session = Pg::new(client);
+    let mut sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    heal::store::migrations::migrate(&mut sqlite).unwrap();
+    // The same moves on both databases give the same terms.
+    let mut seen = Vec::new();
+    for db in [Db::from(&sqlite), Db::from(&b_session)] {
+        let term = |l: Option<heal::store::leader::Lease>| l.map(|l| l.term);
+        let a = lead(db, "scheduler", "a", 60_000).unwrap().unwrap();
+        let mut run = vec![
+            term(Some(a.clone())),
+            term(lead(db, "scheduler", "b", 60_000).unwrap()),
+            term(lead(db, "scheduler", "a", 60_000).unwrap()),
+        ];
+        resign(db, &a).unwrap();
+        let b = lead(db, "scheduler", "b", 60_000).unwrap().unwrap();
+        run.push(Some(b.term));
+        run.push(Some(i64::from(fence(db, &a).unwrap())));
+        run.push(Some(i64::from(fence(db, &b).unwrap())));
+        let expired = lead(db, "scheduler", "b", -1).unwrap().unwrap();
+        run.push(Some(i64::from(fence(db, &expired).unwrap())));
+        run.push(term(lead(db, "scheduler", "a", 60_000).unwrap()));
+        db.execute("DELETE FROM leader", heal::args![]).unwrap();
+        seen.push(run);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(
+        seen[0],
+        [
+            Some(1),
+            None,
+            Some(1),
+            Some(2),
+            Some(0),
+            Some(1),
+            Some(0),
+            Some(3)
+        ]
+    );
+
+    // On PostgreSQL a holder's fence locks its lease until its transaction
+    // ends: another server asking once the lease has expired waits for that
+    // commit, and only then takes it, with the next term.
+    let db = Db::from(&b_session);
+    let b = lead(db, "scheduler", "b", 500).unwrap().unwrap();
+    db.batch("BEGIN").unwrap();
+    assert!(fence(db, &b).unwrap());
+    let url = pg.url.clone();
+    let other = std::thread::spawn(move || {
+        let a_session = Pg::new(heal::pg::connect(&url).unwrap());
+        std::thread::sleep(Duration::from_millis(800));
+        let asked = Instant::now();
+        let taken = lead(Db::from(&a_session), "scheduler", "a", 60_000).unwrap();
+        (taken, asked, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(2_000));
+    let committed = Instant::now();
+    db.batch("COMMIT").unwrap();
+    let (taken, asked, answered) = other.join().unwrap();
+    assert!(
+        asked < committed,
+        "the other server asked while b's transaction was open"
+    );
+    assert!(
+        answered >= committed,
+        "the lease was taken before b's fenced transaction ended"
+    );
+    assert_eq!(taken.map(|l| l.term), Some(b.term + 1));
+    assert!(!fence(db, &b).unwrap(), "b's term is over");
+}

@@ -1,0 +1,792 @@
+//! The store's modules on PostgreSQL: each module's functions run with the
+//! same inputs on SQLite and on a throwaway PostgreSQL (the schema from
+//! `heal::store::postgres::migrate`), and must give the same results.
+
+use heal::args;
+use heal::store::sql::{Db, Pg};
+
+use crate::support::postgres::{start_fast, Postgres};
+
+/// A migrated SQLite database in memory and a migrated throwaway
+/// PostgreSQL (kept running while the first is alive); None without
+/// PostgreSQL installed.
+fn both(test: &str) -> Option<(Postgres, Pg, rusqlite::Connection)> {
+    let pg = start_fast(test)?;
+    let mut client = heal::pg::connect(&pg.url).unwrap();
+    heal::store::postgres::migrate(&mut client).unwrap();
+    let mut sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    heal::store::migrations::migrate(&mut sqlite).unwrap();
+    Some((pg, Pg::new(client), sqlite))
+}
+
+/// Adds an event in `state` to either database; its id.
+fn an_event(db: Db, state: &str) -> i64 {
+    db.insert(
+        "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at)
+         VALUES ('r', 'b', 'k', 'f', ?1, 'live', 1, 1)",
+        args![state],
+    )
+    .unwrap()
+}
+
+/// Adds an op of `agent` in `state` to either database; its id.
+fn an_op(db: Db, event_id: i64, agent: &str, state: &str, instance: Option<&str>) -> i64 {
+    db.insert(
+        "INSERT INTO op (event_id, agent, state, spec, created_at, instance) VALUES (?1, ?2, ?3, '{}', 1, ?4)",
+        args![event_id, agent, state, instance],
+    )
+    .unwrap()
+}
+
+fn agents_results(db: Db) -> Vec<String> {
+    use heal::store::{
+        agent_known, agents_with_tags, forget_agent, list_agents, silent_agents, touch_agent,
+        unfinished_ops, AgentHello,
+    };
+    let mut seen = Vec::new();
+    let hello = |instance: &str, tags: &[&str]| AgentHello {
+        instance: instance.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        allow: vec!["*".into()],
+        version: "1.0".into(),
+        hostname: "h".into(),
+    };
+    seen.push(format!("known before {}", agent_known(db, "web").unwrap()));
+    touch_agent(db, "web", &hello("i1", &["web", "eu"]), 1_000).unwrap();
+    touch_agent(db, "db", &hello("i1", &["db"]), 1_000).unwrap();
+    touch_agent(db, "old", &hello("i1", &[]), 100).unwrap();
+    // Within the resolution and unchanged: nothing written, last_seen stays.
+    touch_agent(db, "web", &hello("i1", &["web", "eu"]), 2_000).unwrap();
+    // A new instance and tags: written at once.
+    touch_agent(db, "db", &hello("i2", &["db", "eu"]), 2_000).unwrap();
+    seen.push(format!("known after {}", agent_known(db, "web").unwrap()));
+    seen.push(format!(
+        "eu {:?}",
+        agents_with_tags(db, &["eu".into()]).unwrap()
+    ));
+    seen.push(format!(
+        "web+eu {:?}",
+        agents_with_tags(db, &["web".into(), "eu".into()]).unwrap()
+    ));
+    let event = an_event(db, "running");
+    seen.push(format!("event {event}"));
+    for (agent, state) in [
+        ("web", "running"),
+        ("web", "queued"),
+        ("web", "queued"),
+        ("old", "succeeded"),
+    ] {
+        seen.push(format!("op {}", an_op(db, event, agent, state, Some("i1"))));
+    }
+    for a in list_agents(db).unwrap() {
+        seen.push(format!(
+            "{} {} {:?} {:?} {} {} {} {} {} {}",
+            a.id,
+            a.instance,
+            a.tags,
+            a.allow,
+            a.version,
+            a.hostname,
+            a.first_seen,
+            a.last_seen,
+            a.running_ops,
+            a.queued_ops
+        ));
+    }
+    seen.push(format!(
+        "unfinished web {:?}",
+        unfinished_ops(db, "web").unwrap()
+    ));
+    seen.push(format!(
+        "unfinished old {:?}",
+        unfinished_ops(db, "old").unwrap()
+    ));
+    seen.push(format!(
+        "silent 5000 {:?}",
+        silent_agents(db, 5_000).unwrap()
+    ));
+    seen.push(format!(
+        "silent 1500 {:?}",
+        silent_agents(db, 1_500).unwrap()
+    ));
+    seen.push(format!("silent 100 {:?}", silent_agents(db, 100).unwrap()));
+    seen.push(format!("forget {}", forget_agent(db, "old").unwrap()));
+    seen.push(format!("forget again {}", forget_agent(db, "old").unwrap()));
+    seen.push(format!("known old {}", agent_known(db, "old").unwrap()));
+    seen.push(format!(
+        "ops of old kept {:?}",
+        unfinished_ops(db, "old").unwrap()
+    ));
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn agents_are_stored_alike_on_sqlite_and_postgres() {
+    let Some((_pg, pg, sqlite)) =
+        both("postgres_store::agents_are_stored_alike_on_sqlite_and_postgres")
+    else {
+        return;
+    };
+    let on_sqlite = agents_results(Db::from(&sqlite));
+    let on_postgres = agents_results(Db::from(&pg));
+    assert_eq!(on_sqlite, on_postgres);
+    let expect = [
+        "known before false",
+        "known after true",
+        "eu [\"db\", \"web\"]",
+        "web+eu [\"web\"]",
+        "event 1",
+        "db i2 [\"db\", \"eu\"] [\"*\"] 1.0 h 1000 2000 0 0",
+        "old i1 [] [\"*\"] 1.0 h 100 100 0 0",
+        "web i1 [\"web\", \"eu\"] [\"*\"] 1.0 h 1000 1000 1 2",
+        "silent 5000 [\"db\", \"old\"]",
+        "silent 1500 [\"old\"]",
+        "silent 100 []",
+        "forget true",
+        "forget again false",
+        "known old false",
+    ];
+    for line in expect {
+        assert!(
+            on_sqlite.iter().any(|s| s == line),
+            "{line}: {on_sqlite:#?}"
+        );
+    }
+}
+
+fn alerts_results(db: Db) -> Vec<String> {
+    use heal::alert::{Alert, Status};
+    use heal::store::{get_alert, list_alerts, record_alert, record_decision};
+    let mut seen = Vec::new();
+    let alert = |fp: &str, status: Status, starts_at: Option<i64>| Alert {
+        fingerprint: fp.into(),
+        name: if fp == "cpu" { "Cpu" } else { "Disk" }.into(),
+        status,
+        labels: [("alertname".to_string(), "Disk".to_string())].into(),
+        annotations: Default::default(),
+        starts_at,
+        ends_at: (status == Status::Resolved).then_some(900),
+        source: "alertmanager".into(),
+    };
+    // Every receipt: new, repeat, resolved, stale (twice), a new occurrence,
+    // and an alert whose source gave no start.
+    for (fp, status, starts, now) in [
+        ("disk", Status::Firing, Some(100), 1_000),
+        ("disk", Status::Firing, Some(100), 1_100),
+        ("disk", Status::Resolved, Some(100), 1_200),
+        ("disk", Status::Resolved, Some(100), 1_300),
+        ("disk", Status::Firing, Some(100), 1_400),
+        ("cpu", Status::Firing, None, 1_500),
+        ("disk", Status::Firing, Some(2_000), 2_100),
+        ("cpu", Status::Firing, None, 2_200),
+        ("mem", Status::Resolved, None, 1_800),
+    ] {
+        let receipt = record_alert(db, &alert(fp, status, starts), now).unwrap();
+        seen.push(format!("{fp} {status:?} {now}: {receipt:?}"));
+    }
+    let event = an_event(db, "running");
+    record_decision(db, "disk", Some("r1"), "ran", "matched", Some(event), 1_000).unwrap();
+    record_decision(db, "disk", None, "ignored", "no rule", None, 2_100).unwrap();
+    seen.push(format!("disk {}", get_alert(db, "disk").unwrap().unwrap()));
+    seen.push(format!("cpu {}", get_alert(db, "cpu").unwrap().unwrap()));
+    seen.push(format!("none {:?}", get_alert(db, "none").unwrap()));
+    for (status, fp, name, since, limit) in [
+        (None, None, None, 0, 10),
+        (None, None, None, 0, 2),
+        (None, None, None, 2_000, 10),
+        (Some("firing"), None, None, 0, 10),
+        (Some("resolved"), None, None, 0, 10),
+        (None, Some("disk"), None, 0, 10),
+        (Some("resolved"), Some("disk"), None, 0, 10),
+        (None, Some("cpu"), Some("Cpu"), 0, 10),
+        (None, Some("cpu"), Some("Disk"), 0, 10),
+        (None, None, Some("Disk"), 0, 10),
+        (Some("firing"), None, Some("Cpu"), 0, 10),
+        (None, None, None, 0, 0),
+    ] {
+        let listed = list_alerts(db, status, fp, name, since, limit).unwrap();
+        seen.push(format!(
+            "{status:?} {fp:?} {name:?} {since} {limit}: {listed:?}"
+        ));
+    }
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn alerts_and_decisions_are_stored_alike_on_sqlite_and_postgres() {
+    let test = "postgres_store::alerts_and_decisions_are_stored_alike_on_sqlite_and_postgres";
+    let Some((_pg, pg, sqlite)) = both(test) else {
+        return;
+    };
+    let on_sqlite = alerts_results(Db::from(&sqlite));
+    let on_postgres = alerts_results(Db::from(&pg));
+    assert_eq!(on_sqlite, on_postgres);
+    let receipts: Vec<&str> = on_sqlite[..9]
+        .iter()
+        .map(|s| s.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        receipts,
+        ["New", "Repeat", "Resolved", "Stale", "Stale", "New", "New", "Repeat", "New"]
+    );
+    let disk: serde_json::Value =
+        serde_json::from_str(on_sqlite[9].strip_prefix("disk ").unwrap()).unwrap();
+    assert_eq!(disk["starts_at"], 2_000);
+    assert_eq!(disk["receipts"], 6);
+    assert!(disk["ends_at"].is_null(), "{disk}");
+    let cpu: serde_json::Value =
+        serde_json::from_str(on_sqlite[10].strip_prefix("cpu ").unwrap()).unwrap();
+    assert!(cpu["starts_at"].is_null(), "{cpu}");
+    assert_eq!(on_sqlite[11], "none None");
+    let decisions = &on_sqlite[12];
+    assert!(
+        decisions.contains(r#""decisions": Array [Object {"at": Number(2100), "event_id": Null, "outcome": String("ignored"), "reason": String("no rule"), "rule": Null}"#),
+        "{decisions}"
+    );
+}
+
+fn events_results(db: Db) -> Vec<String> {
+    use heal::alert::{Alert, Status};
+    use heal::store::{
+        add_timeline, collapse_into, create_event, event_detail, events_of_alert, join_alert,
+        record_alert, NewEvent,
+    };
+    let mut seen = Vec::new();
+    let alert = Alert {
+        fingerprint: "disk".into(),
+        name: "Disk".into(),
+        status: Status::Firing,
+        labels: Default::default(),
+        annotations: Default::default(),
+        starts_at: Some(100),
+        ends_at: None,
+        source: "alertmanager".into(),
+    };
+    record_alert(db, &alert, 1_000).unwrap();
+    let new = |deadline| NewEvent {
+        rule: "r",
+        runbook: "b",
+        key: "k",
+        fingerprint: "disk",
+        state: "queued",
+        mode: "live",
+        started_at: None,
+        deadline,
+    };
+    let first = create_event(db, &new(Some(5_000)), 1_000).unwrap();
+    let second = create_event(db, &new(None), 1_100).unwrap();
+    seen.push(format!("events {first} {second}"));
+    // Joining twice is one row; collapsing counts hits.
+    join_alert(db, first, "cpu").unwrap();
+    join_alert(db, first, "cpu").unwrap();
+    collapse_into(db, first, "disk", 1_200).unwrap();
+    collapse_into(db, first, "mem", 1_300).unwrap();
+    add_timeline(db, first, "decision", "ran: matched", 1_000).unwrap();
+    add_timeline(db, first, "state", "queued → running", 1_300).unwrap();
+    // The second ended at 1 500: seen since 1 500, not since 1 501.
+    db.execute(
+        "UPDATE event SET ended_at = ?2, state = 'resolved' WHERE id = ?1",
+        args![second, 1_500],
+    )
+    .unwrap();
+    for (fp, since) in [
+        ("disk", 0),
+        ("disk", 1_500),
+        ("disk", 1_501),
+        ("cpu", 0),
+        ("mem", 0),
+        ("none", 0),
+    ] {
+        seen.push(format!(
+            "of {fp} since {since}: {:?}",
+            events_of_alert(db, fp, since).unwrap()
+        ));
+    }
+    // Ops with steps (a NULL exit code, a signal, bytes not UTF-8) and a live log.
+    let done = an_op(db, first, "web", "failed", None);
+    let live = an_op(db, first, "db", "running", Some("i1"));
+    for (idx, name, exit_code, signal, output) in [
+        (0, "check", Some(0), None, &b"ok\n"[..]),
+        (1, "fix", None, Some(9), &b"\xff\xfe killed"[..]),
+    ] {
+        db.execute(
+            "INSERT INTO op_step (op_id, idx, name, exit_code, signal, timed_out, duration_ms, output, output_bytes, truncated, skipped)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 250, ?7, 4096, ?8, ?9)",
+            args![done, idx, name, exit_code, signal, idx == 1, output, idx == 1, false],
+        )
+        .unwrap();
+    }
+    for (seq, data) in [(2, "world\n"), (1, "hello ")] {
+        db.execute(
+            "INSERT INTO op_log (op_id, seq, step, data, skipped) VALUES (?1, ?2, 0, ?3, 0)",
+            args![live, seq, data.as_bytes()],
+        )
+        .unwrap();
+    }
+    let detail = event_detail(db, first).unwrap().unwrap();
+    seen.push(serde_json::to_string(&detail).unwrap());
+    seen.push(serde_json::to_string(&event_detail(db, second).unwrap()).unwrap());
+    seen.push(format!(
+        "missing {:?}",
+        event_detail(db, 99).unwrap().is_none()
+    ));
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn events_their_alerts_and_timelines_are_stored_alike_on_sqlite_and_postgres() {
+    let test =
+        "postgres_store::events_their_alerts_and_timelines_are_stored_alike_on_sqlite_and_postgres";
+    let Some((_pg, pg, sqlite)) = both(test) else {
+        return;
+    };
+    let on_sqlite = events_results(Db::from(&sqlite));
+    let on_postgres = events_results(Db::from(&pg));
+    assert_eq!(on_sqlite, on_postgres);
+    assert_eq!(on_sqlite[0], "events 1 2");
+    assert_eq!(
+        on_sqlite[1..7],
+        [
+            r#"of disk since 0: [(2, "resolved", false), (1, "queued", true)]"#,
+            r#"of disk since 1500: [(2, "resolved", false), (1, "queued", true)]"#,
+            r#"of disk since 1501: [(1, "queued", true)]"#,
+            r#"of cpu since 0: [(1, "queued", true)]"#,
+            r#"of mem since 0: [(1, "queued", true)]"#,
+            "of none since 0: []",
+        ]
+    );
+    let detail: serde_json::Value = serde_json::from_str(&on_sqlite[7]).unwrap();
+    assert_eq!(detail["hits"], 3, "{detail}");
+    assert_eq!(detail["deadline"], 5_000);
+    assert_eq!(detail["alert"]["fingerprint"], "disk");
+    assert_eq!(detail["timeline"].as_array().unwrap().len(), 2);
+    let steps = &detail["ops"][0]["steps"];
+    assert_eq!(steps[0]["exit_code"], 0);
+    assert!(
+        steps[1]["exit_code"].is_null() && steps[1]["signal"] == 9,
+        "{steps}"
+    );
+    assert_eq!(steps[1]["timed_out"], true);
+    assert_eq!(steps[1]["output"], "\u{fffd}\u{fffd} killed");
+    assert_eq!(detail["ops"][1]["live_output"], "hello world\n");
+    let ended: serde_json::Value = serde_json::from_str(&on_sqlite[8]).unwrap();
+    assert!(
+        ended["deadline"].is_null() && ended["ended_at"] == 1_500,
+        "{ended}"
+    );
+    assert_eq!(on_sqlite[9], "missing true");
+}
+
+fn ops_results(db: Db) -> Vec<String> {
+    use heal::event::OpState;
+    use heal::store::{
+        append_log, claim_ops, expire_ops, op_ref, queue_op, set_op_state, start_op,
+    };
+    let mut seen = Vec::new();
+    let event = an_event(db, "running");
+    let spec = serde_json::json!({"runbook": "b", "steps": ["x"]});
+    let a = queue_op(db, event, "web", "run", OpState::Waiting, &spec, 1_000).unwrap();
+    let b = queue_op(db, event, "web", "verify", OpState::Queued, &spec, 1_100).unwrap();
+    seen.push(format!("queued {a} {b}"));
+    let state = |id| {
+        op_ref(db, id)
+            .unwrap()
+            .map(|o| (o.event_id, o.agent, o.state))
+    };
+    seen.push(format!(
+        "refs {:?} {:?} {:?}",
+        state(a),
+        state(b),
+        state(99)
+    ));
+    // A transition the states do not allow moves nothing; an allowed one
+    // moves once, the second time it finds the op moved already.
+    let moves = [
+        (a, OpState::Waiting, OpState::Running, None),
+        (a, OpState::Waiting, OpState::Queued, None),
+        (a, OpState::Waiting, OpState::Queued, None),
+        (a, OpState::Queued, OpState::Dispatched, None),
+        (b, OpState::Queued, OpState::Dispatched, Some("first")),
+        (99, OpState::Queued, OpState::Dispatched, None),
+    ];
+    for (id, from, to, error) in moves {
+        let moved = set_op_state(db, id, from, to, error, 1_200).unwrap();
+        seen.push(format!("{id} {from:?} → {to:?}: {moved}"));
+    }
+    seen.push(format!(
+        "start a {}",
+        start_op(db, a, 9_000, 1_300).unwrap()
+    ));
+    seen.push(format!(
+        "start a again {}",
+        start_op(db, a, 9_500, 1_400).unwrap()
+    ));
+    // A final state keeps the first error when none is given, and the end time.
+    let failed = set_op_state(db, b, OpState::Dispatched, OpState::Failed, None, 1_500).unwrap();
+    seen.push(format!("b failed {failed}"));
+    let row = |id| {
+        db.query_row(
+            "SELECT state, error, dispatched_at, started_at, deadline, finished_at, instance FROM op WHERE id = ?1",
+            args![id],
+            |r| {
+                Ok(format!(
+                    "{} {:?} {:?} {:?} {:?} {:?} {:?}",
+                    r.get::<String>(0)?,
+                    r.get::<Option<String>>(1)?,
+                    r.get::<Option<i64>>(2)?,
+                    r.get::<Option<i64>>(3)?,
+                    r.get::<Option<i64>>(4)?,
+                    r.get::<Option<i64>>(5)?,
+                    r.get::<Option<String>>(6)?,
+                ))
+            },
+        )
+        .unwrap()
+        .unwrap()
+    };
+    seen.push(format!("a {}", row(a)));
+    seen.push(format!("b {}", row(b)));
+    // The streamed log: a repeated chunk is stored once, the oldest go past the cap.
+    for (seq, data) in [
+        (1, "aaaa"),
+        (2, "bbbb"),
+        (2, "BBBB"),
+        (3, "cc"),
+        (4, "dddd"),
+    ] {
+        append_log(db, a, seq, 0, data.as_bytes(), 0, 10).unwrap();
+    }
+    let log = db
+        .query(
+            "SELECT seq, data FROM op_log WHERE op_id = ?1 ORDER BY seq",
+            args![a],
+            |r| {
+                Ok(format!(
+                    "{}={}",
+                    r.get::<i64>(0)?,
+                    String::from_utf8(r.get(1)?).unwrap()
+                ))
+            },
+        )
+        .unwrap();
+    seen.push(format!("log {log:?}"));
+    // Nothing to claim or expire yet.
+    seen.push(format!(
+        "claim none {:?}",
+        claim_ops(db, "web", "i1", 5, 9_000, 1_600).unwrap().len()
+    ));
+    seen.push(format!(
+        "claim zero {:?}",
+        claim_ops(db, "db", "i1", 0, 9_000, 1_600).unwrap().len()
+    ));
+    seen.push(format!(
+        "expired {}",
+        expire_ops(db, 60_000, 2_000).unwrap()
+    ));
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn ops_are_queued_moved_and_logged_alike_on_sqlite_and_postgres() {
+    use heal::event::OpState;
+    let test = "postgres_store::ops_are_queued_moved_and_logged_alike_on_sqlite_and_postgres";
+    let Some((_pg, pg, sqlite)) = both(test) else {
+        return;
+    };
+    let on_sqlite = ops_results(Db::from(&sqlite));
+    let on_postgres = ops_results(Db::from(&pg));
+    assert_eq!(on_sqlite, on_postgres);
+    assert_eq!(
+        on_sqlite,
+        [
+            "queued 1 2",
+            r#"refs Some((1, "web", Waiting)) Some((1, "web", Queued)) None"#,
+            "1 Waiting → Running: false",
+            "1 Waiting → Queued: true",
+            "1 Waiting → Queued: false",
+            "1 Queued → Dispatched: true",
+            "2 Queued → Dispatched: true",
+            "99 Queued → Dispatched: false",
+            "start a true",
+            "start a again false",
+            "b failed true",
+            "a running None None Some(1300) Some(9000) None None",
+            r#"b failed Some("first") None None None Some(1500) None"#,
+            r#"log ["2=bbbb", "3=cc", "4=dddd"]"#,
+            "claim none 0",
+            "claim zero 0",
+            "expired 0",
+        ]
+    );
+    // What advances an event: claiming and dispatching, a result, losing
+    // an op, expiring those no agent took; the event moves alike.
+    let advancing = |db: Db| -> Vec<String> {
+        let ev = an_event(db, "queued");
+        let plan = serde_json::json!({"targets": ["db"], "spec": {}, "max_parallel": 1});
+        heal::store::set_plan(db, ev, &plan).unwrap();
+        let one = |state: OpState| {
+            heal::store::queue_op(db, ev, "db", "run", state, &serde_json::json!({}), 1).unwrap()
+        };
+        let event = |db: Db| {
+            let e = heal::store::event_by_id(db, ev).unwrap().unwrap();
+            format!("event {} {:?} {:?}", e.state, e.ended_at, e.reason)
+        };
+        let mut seen = Vec::new();
+        let claimed = one(OpState::Queued);
+        let ids: Vec<i64> = heal::store::claim_ops(db, "db", "i1", 5, 9_000, 2)
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        seen.push(format!("claimed {:?} {}", ids, ids.contains(&claimed)));
+        seen.push(format!(
+            "claimed again {}",
+            heal::store::claim_ops(db, "db", "i1", 5, 9_000, 3)
+                .unwrap()
+                .len()
+        ));
+        let result =
+            heal::store::record_result(db, claimed, ev, OpState::Succeeded, None, &[], 4).unwrap();
+        seen.push(format!("result {result:?}"));
+        seen.push(format!(
+            "result again {:?}",
+            heal::store::record_result(db, claimed, ev, OpState::Succeeded, None, &[], 5).unwrap()
+        ));
+        seen.push(event(db));
+        let lost = one(OpState::Queued);
+        seen.push(format!(
+            "lost {}",
+            heal::store::lose_op(db, lost, "gone", 6).unwrap()
+        ));
+        seen.push(format!(
+            "lost again {}",
+            heal::store::lose_op(db, lost, "gone", 7).unwrap()
+        ));
+        seen.push(event(db));
+        let _stale = one(OpState::Queued);
+        seen.push(format!(
+            "expired {}",
+            heal::store::expire_ops(db, 0, 10_000).unwrap()
+        ));
+        seen.push(event(db));
+        seen
+    };
+    let on_sqlite = advancing(Db::from(&sqlite));
+    let on_postgres = advancing(Db::from(&pg));
+    assert_eq!(on_sqlite, on_postgres);
+    assert!(on_sqlite[0].ends_with("true"), "{on_sqlite:?}");
+    assert_eq!(
+        on_sqlite[4],
+        r#"event succeeded Some(4) Some("every step exited 0")"#
+    );
+    assert_eq!(on_sqlite[1], "claimed again 0");
+    assert_eq!(on_sqlite[5], "lost true");
+    assert_eq!(on_sqlite[6], "lost again false");
+}
+
+/// The event lifecycle and the reads around it, run on one database.
+fn lifecycle_results(db: Db) -> Vec<String> {
+    use heal::event::OpState;
+    use heal::store::browse::{event_decisions, ops_in_flight};
+    use heal::store::*;
+    let mut seen = Vec::new();
+    let json = |v: serde_json::Value| {
+        // Times the database chose are not compared.
+        v.to_string()
+    };
+    let event = an_event(db, "queued");
+    db.execute(
+        "INSERT INTO decision (at, fingerprint, rule, outcome, reason, event_id) VALUES
+            (1, 'f', 'r', 'run', 'first', ?1), (2, 'f', 'r', 'collapsed', 'again', ?1), (3, 'g', 'q', 'discard', 'no', NULL)",
+        args![event],
+    )
+    .unwrap();
+    join_alert(db, event, "f").unwrap();
+    let plan = serde_json::json!({"targets": ["web-1", "web-2"], "spec": {"runbook": "b"}, "max_parallel": 1,
+        "verify": {"kind": "run", "spec": {"runbook": "b", "verify": true}}});
+    set_plan(db, event, &plan).unwrap();
+    let queued = start_event(db, event, 10).unwrap();
+    seen.push(format!(
+        "queued {:?}",
+        queued.iter().map(|q| (q.id, &q.agent)).collect::<Vec<_>>()
+    ));
+    seen.push(format!("targets {:?}", event_targets(db, event).unwrap()));
+    seen.push(format!("last {:?}", last_timeline_kind(db, event).unwrap()));
+    let row = event_by_id(db, event).unwrap().unwrap();
+    seen.push(format!(
+        "{} {:?} {:?}",
+        row.state, row.started_at, row.deadline
+    ));
+    let open = open_events(db, "queued", None).unwrap();
+    seen.push(format!(
+        "open {:?}",
+        open.iter().map(|e| e.id).collect::<Vec<_>>()
+    ));
+    seen.push(format!(
+        "open past deadline {}",
+        open_events(db, "queued", Some(5)).unwrap().len()
+    ));
+    // The first target runs and succeeds: the second is released.
+    let first = queued[0].id;
+    claim_ops(db, "web-1", "i1", 5, 9_000, 11).unwrap();
+    seen.push(format!(
+        "in flight {:?}",
+        ops_in_flight(db, Some(event))
+            .unwrap()
+            .iter()
+            .map(|o| (o.id, &o.state))
+            .collect::<Vec<_>>()
+    ));
+    seen.push(format!(
+        "woke {:?}",
+        record_result(db, first, event, OpState::Succeeded, None, &[], 12).unwrap()
+    ));
+    let second = op_ref(db, first + 1).unwrap().map(|o| o.state);
+    seen.push(format!("second {second:?}"));
+    claim_ops(db, "web-2", "i1", 5, 9_000, 13).unwrap();
+    seen.push(format!(
+        "woke {:?}",
+        record_result(db, first + 1, event, OpState::Succeeded, None, &[], 14).unwrap()
+    ));
+    seen.push(format!(
+        "state {}",
+        event_by_id(db, event).unwrap().unwrap().state
+    ));
+    seen.push(format!(
+        "alerts firing {}",
+        alerts_firing(db, event).unwrap()
+    ));
+    set_decided_by(db, event, "alice").unwrap();
+    seen.push(format!(
+        "ended {}",
+        end_event(db, event, "cancelled", "by hand", 20).unwrap()
+    ));
+    seen.push(format!(
+        "ended again {}",
+        end_event(db, event, "cancelled", "by hand", 21).unwrap()
+    ));
+    let row = event_by_id(db, event).unwrap().unwrap();
+    seen.push(format!(
+        "{} {:?} {:?} {:?}",
+        row.state, row.ended_at, row.decided_by, row.reason
+    ));
+    // Reads for deciding and browsing.
+    seen.push(json(key_context(db, "r", "k", "live", 0, 30).unwrap()));
+    seen.push(format!("{:?}", decision_counts(db, 0, None).unwrap()));
+    seen.push(format!("{:?}", decision_counts(db, 2, Some("r")).unwrap()));
+    seen.push(json(serde_json::json!(list_decisions(
+        db,
+        0,
+        Some("r"),
+        None,
+        10
+    )
+    .unwrap())));
+    seen.push(json(serde_json::json!(list_decisions(
+        db,
+        0,
+        None,
+        Some("discard"),
+        10
+    )
+    .unwrap())));
+    seen.push(json(serde_json::json!(
+        event_decisions(db, event, 10).unwrap()
+    )));
+    for f in [
+        EventFilter::default(),
+        EventFilter {
+            states: vec!["cancelled".into(), "queued".into()],
+            ..Default::default()
+        },
+        EventFilter {
+            rule: Some("r".into()),
+            key: Some("k".into()),
+            ..Default::default()
+        },
+        EventFilter {
+            open: true,
+            ..Default::default()
+        },
+        EventFilter {
+            agent: Some("web-2".into()),
+            since: Some(1),
+            before: Some(event + 1),
+            ..Default::default()
+        },
+    ] {
+        let ids: Vec<i64> = list_events(db, &f, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        seen.push(format!("{f:?}: {ids:?}"));
+    }
+    // The breaker and pauses.
+    seen.push(json(breaker(db, 30).unwrap()));
+    seen.push(format!(
+        "tripped {}",
+        set_breaker(db, "open", "too many", "heal", 31).unwrap()
+    ));
+    seen.push(format!(
+        "tripped again {}",
+        set_breaker(db, "open", "too many", "heal", 32).unwrap()
+    ));
+    seen.push(json(breaker(db, 33).unwrap()));
+    let pause = add_pause(
+        db,
+        &NewPause {
+            runbook: Some("b".into()),
+            target: None,
+            matches: None,
+            reason: "deploy".into(),
+            by: "bob".into(),
+            until: 1_000,
+        },
+        40,
+    )
+    .unwrap();
+    seen.push(json(pause.clone()));
+    seen.push(format!("deferred {}", any_deferred(db).unwrap()));
+    seen.push(json(serde_json::json!(pauses(db, true, 50).unwrap())));
+    seen.push(format!(
+        "{:?}",
+        resume_pause(db, pause["id"].as_i64().unwrap(), "bob", 60).unwrap()
+    ));
+    seen.push(format!(
+        "{:?}",
+        resume_pause(db, pause["id"].as_i64().unwrap(), "bob", 61).unwrap()
+    ));
+    seen.push(format!("{:?}", resume_pause(db, 999, "bob", 61).unwrap()));
+    seen.push(format!("{}", pauses(db, true, 70).unwrap().len()));
+    seen.push(format!("{}", pauses(db, false, 70).unwrap().len()));
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn the_event_lifecycle_runs_alike_on_sqlite_and_postgres() {
+    let test = "postgres_store::the_event_lifecycle_runs_alike_on_sqlite_and_postgres";
+    let Some((_pg, pg, sqlite)) = both(test) else {
+        return;
+    };
+    let on_sqlite = lifecycle_results(Db::from(&sqlite));
+    let on_postgres = lifecycle_results(Db::from(&pg));
+    for (i, (a, b)) in on_sqlite.iter().zip(&on_postgres).enumerate() {
+        assert_eq!(a, b, "line {i}");
+    }
+    assert_eq!(on_sqlite.len(), on_postgres.len());
+    assert_eq!(
+        on_sqlite[7], r#"woke Some(["web-2"])"#,
+        "the second target's turn"
+    );
+    assert_eq!(on_sqlite[10], "state verifying");
+    assert_eq!(
+        on_sqlite[14],
+        r#"cancelled Some(20) Some("alice") Some("by hand")"#
+    );
+}
