@@ -790,3 +790,342 @@ fn the_event_lifecycle_runs_alike_on_sqlite_and_postgres() {
         r#"cancelled Some(20) Some("alice") Some("by hand")"#
     );
 }
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn dashboard_sessions_are_stored_alike_on_postgres() {
+    use heal::store::session::{create_session, end_session, session, SessionRow};
+    let test = "postgres_store::dashboard_sessions_are_stored_alike_on_postgres";
+    let Some((pg, session_db, sqlite)) = both(test) else {
+        return;
+    };
+    for db in [Db::from(&sqlite), Db::from(&session_db)] {
+        create_session(db, "a", "tok", 1_000, Some("127.0.0.1"), 0).unwrap();
+        create_session(db, "b", "tok", 5_000, None, 0).unwrap();
+        let want = SessionRow {
+            token_hash: "tok".into(),
+            expires_at: 1_000,
+        };
+        assert_eq!(session(db, "a", 999).unwrap(), Some(want));
+        assert_eq!(session(db, "a", 1_000).unwrap(), None, "expired");
+        // A new login forgets expired sessions.
+        create_session(db, "c", "tok", 9_000, None, 2_000).unwrap();
+        assert_eq!(session(db, "a", 0).unwrap(), None, "forgotten");
+        assert!(end_session(db, "b").unwrap());
+        assert!(!end_session(db, "b").unwrap());
+        assert_eq!(
+            session(db, "c", 2_000).unwrap().map(|s| s.expires_at),
+            Some(9_000)
+        );
+    }
+    assert_eq!(pg.psql("SELECT id_hash FROM session").trim(), "c");
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn config_versions_and_the_audit_log_are_stored_alike_on_postgres() {
+    use heal::store::{apply_config, audit_entries, current_config};
+    let test = "postgres_store::config_versions_and_the_audit_log_are_stored_alike_on_postgres";
+    let Some((_pg, session, sqlite)) = both(test) else {
+        return;
+    };
+    let mut seen = Vec::new();
+    for db in [Db::from(&sqlite), Db::from(&session)] {
+        let mut run = Vec::new();
+        run.push(format!(
+            "{:?}",
+            current_config(db).unwrap().map(|c| c.version)
+        ));
+        run.push(format!(
+            "{:?}",
+            apply_config(db, "aa", "startup", "r.toml", 1).unwrap()
+        ));
+        run.push(format!(
+            "{:?}",
+            apply_config(db, "aa", "sighup", "r.toml", 2).unwrap()
+        ));
+        run.push(format!(
+            "{:?}",
+            apply_config(db, "bb", "admin", "r.toml", 3).unwrap()
+        ));
+        let current = current_config(db).unwrap().unwrap();
+        run.push(format!(
+            "{} {} {} {}",
+            current.version, current.hash, current.applied_at, current.applied_by
+        ));
+        let log = audit_entries(db, 0, Some("config.applied"), None, 10).unwrap();
+        run.push(format!(
+            "{:?}",
+            log.iter()
+                .map(|a| (&a.actor, &a.detail, &a.remote))
+                .collect::<Vec<_>>()
+        ));
+        let older = audit_entries(db, 0, None, Some(log[0].id), 10).unwrap();
+        run.push(format!(
+            "{:?}",
+            older.iter().map(|a| &a.actor).collect::<Vec<_>>()
+        ));
+        run.push(format!(
+            "{}",
+            audit_entries(db, 4, None, None, 10).unwrap().len()
+        ));
+        for edit in ["DELETE FROM audit", "UPDATE audit SET actor = 'x'"] {
+            let refused = db.execute(edit, args![]).unwrap_err().to_string();
+            run.push(format!(
+                "{edit}: {}",
+                refused.contains("the audit log is append-only")
+            ));
+        }
+        seen.push(run);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0][1], "(1, true)");
+    assert_eq!(seen[0][3], "(2, true)");
+    assert!(seen[0][8].ends_with("true"), "{:?}", seen[0]);
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn the_figures_of_metrics_are_counted_alike_on_postgres() {
+    use heal::store::figures;
+    let test = "postgres_store::the_figures_of_metrics_are_counted_alike_on_postgres";
+    let Some((_pg, session, sqlite)) = both(test) else {
+        return;
+    };
+    let mut seen = Vec::new();
+    for db in [Db::from(&sqlite), Db::from(&session)] {
+        let empty = figures(db, 10_000, 5_000).unwrap();
+        db.batch(
+            "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at, ended_at) VALUES
+                ('r', 'b', 'k1', 'f1', 'running', 'live', 1, 1, NULL),
+                ('r', 'b', 'k2', 'f2', 'escalated', 'live', 1, 1, NULL),
+                ('r', 'b', 'k3', 'f3', 'escalated', 'live', 1, 1, 5),
+                ('r', 'b', 'k4', 'f4', 'succeeded', 'live', 1, 1, 5);
+             INSERT INTO op (event_id, agent, state, spec, created_at) VALUES
+                (1, 'a', 'running', '{}', 1), (1, 'a', 'succeeded', '{}', 1);
+             INSERT INTO agent (id, instance, tags, allow, version, hostname, first_seen, last_seen) VALUES
+                ('a', 'i', '[]', '[]', 'v', 'h', 0, 9000), ('b', 'i', '[]', '[]', 'v', 'h', 0, 100);
+             INSERT INTO heartbeat (name, origin, def, registered_at, state, state_since) VALUES
+                ('h1', 'config', '{}', 0, 'down', 0), ('h2', 'config', '{}', 0, 'up', 0), ('h3', 'config', '{}', 0, 'up', 0);
+             INSERT INTO probe (name, state, fails_in_row, oks_in_row, state_since) VALUES ('web', 'down', 3, 0, 0);
+             INSERT INTO notification (kind, subject, at) VALUES ('probe.down', 'web', 1);
+             INSERT INTO delivery (notification_id, channel, state, created_at, next_at) VALUES
+                (1, 'chat', 'pending', 1, 1), (1, 'pager', 'failed', 1, 1), (1, 'mail', 'sent', 1, 1);
+             UPDATE breaker SET state = 'open';",
+        )
+        .unwrap();
+        seen.push((empty, figures(db, 10_000, 5_000).unwrap()));
+    }
+    assert_eq!(seen[0], seen[1]);
+    let (empty, full) = &seen[1];
+    assert!(!empty.breaker_open && empty.agents_up == 0, "{empty:?}");
+    assert_eq!(
+        (full.agents_up, full.agents_down, full.deliveries_pending),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        full.events,
+        [("escalated".to_string(), 1), ("running".to_string(), 1)]
+    );
+    assert!(full.breaker_open);
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn the_outbox_is_stored_alike_on_postgres() {
+    use heal::store::*;
+    let test = "postgres_store::the_outbox_is_stored_alike_on_postgres";
+    let Some((_pg, session, sqlite)) = both(test) else {
+        return;
+    };
+    let mut seen = Vec::new();
+    for db in [Db::from(&sqlite), Db::from(&session)] {
+        let mut run = Vec::new();
+        db.batch(
+            "INSERT INTO event (rule, runbook, key, fingerprint, state, mode, created_at, updated_at) VALUES
+                ('r', 'b', 'k1', 'f1', 'queued', 'live', 1, 1);
+             INSERT INTO decision (at, fingerprint, rule, outcome, reason, event_id) VALUES
+                (1, 'f1', 'r', 'run', 'disk full on web-1', 1), (2, 'f1', 'r', 'collapsed', 'later', 1);",
+        )
+        .unwrap();
+        run.push(format!("{:?}", decision_reason(db, "f1", 1).unwrap()));
+        run.push(format!("{:?}", decision_reason(db, "f2", 1).unwrap()));
+        run.push(format!("{}", any_unrouted(db).unwrap()));
+        note_event(db, 1, None, "queued", false, 10).unwrap();
+        note_event(db, 1, Some("queued"), "queued", false, 11).unwrap();
+        run.push(format!(
+            "{}",
+            event_noticed(db, 1, "event.started").unwrap()
+        ));
+        run.push(format!("{}", event_noticed(db, 1, "event.failed").unwrap()));
+        let parts = serde_json::json!({"summary": "web-1 down"});
+        let id = record_notice(
+            db,
+            &NewNotice {
+                kind: "probe.down",
+                subject: "web",
+                event_id: None,
+                state: None,
+                parts: Some(&parts),
+            },
+            12,
+        )
+        .unwrap();
+        run.push(format!("notice {id}"));
+        let unrouted_now = unrouted(db, 10).unwrap();
+        run.push(format!(
+            "{:?}",
+            unrouted_now
+                .iter()
+                .map(|u| (u.id, &u.kind, &u.subject, u.event_id, u.at, &u.state, &u.parts))
+                .collect::<Vec<_>>()
+        ));
+        for u in &unrouted_now {
+            let channels = ["chat".to_string(), "pager".to_string()];
+            route_notice(
+                db,
+                u.id,
+                &serde_json::json!({"n": u.id}),
+                &channels,
+                20 + u.id,
+            )
+            .unwrap();
+        }
+        run.push(format!(
+            "{} {}",
+            any_unrouted(db).unwrap(),
+            outbox_counts(db).unwrap()
+        ));
+        run.push(format!("{:?}", pending_heads(db).unwrap()));
+        let chat = pending(db, "chat", 10).unwrap();
+        run.push(format!(
+            "{:?}",
+            chat.iter()
+                .map(|p| (p.id, p.notification_id, p.attempts, &p.doc))
+                .collect::<Vec<_>>()
+        ));
+        let ids: Vec<i64> = chat.iter().map(|p| p.id).collect();
+        record_try(db, &ids[..1], &Outcome::Sent { digest: Some(2) }, 30).unwrap();
+        record_try(db, &ids[..1], &Outcome::GaveUp { error: "late" }, 31).unwrap();
+        record_try(
+            db,
+            &ids[1..],
+            &Outcome::Retry {
+                next_at: 99,
+                error: "HTTP 503",
+            },
+            31,
+        )
+        .unwrap();
+        run.push(format!(
+            "abandoned {}",
+            abandon_channel(db, "pager", 40).unwrap()
+        ));
+        for (state, channel, event) in [
+            (None, None, None),
+            (Some("failed"), None, None),
+            (None, Some("chat"), None),
+            (None, None, Some(1)),
+        ] {
+            let rows = deliveries(db, state, channel, event, 10).unwrap();
+            run.push(format!(
+                "{:?}",
+                rows.iter()
+                    .map(|d| (
+                        d.id, &d.kind, &d.channel, &d.state, d.attempts, d.next_at, d.done_at,
+                        d.digest, &d.error, d.event_id
+                    ))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        run.push(format!("{}", outbox_counts(db).unwrap()));
+        open_incident(db, "pager", "web", 50).unwrap();
+        open_incident(db, "pager", "web", 51).unwrap();
+        open_incident(db, "ops", "web", 52).unwrap();
+        run.push(format!("{:?}", close_incidents(db, "web").unwrap()));
+        run.push(format!("{:?}", close_incidents(db, "web").unwrap()));
+        seen.push(run);
+    }
+    assert_eq!(seen[0], seen[1]);
+    let run = &seen[0];
+    assert_eq!(run[0], r#"Some("disk full on web-1")"#);
+    assert_eq!((run[3].as_str(), run[4].as_str()), ("true", "false"));
+    assert_eq!(run[run.len() - 2], r#"["ops", "pager"]"#);
+    assert!(run.iter().any(|l| l.contains("HTTP 503")), "{run:?}");
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn a_lease_has_one_holder_and_a_fenced_transaction_holds_off_the_next() {
+    use heal::store::leader::{fence, lead, resign};
+    use std::time::Instant;
+    let test = "postgres_store::a_lease_has_one_holder_and_a_fenced_transaction_holds_off_the_next";
+    let Some((pg, b_session, sqlite)) = both(test) else {
+        return;
+    };
+    // The same moves on both databases give the same terms.
+    let mut seen = Vec::new();
+    for db in [Db::from(&sqlite), Db::from(&b_session)] {
+        let term = |l: Option<heal::store::leader::Lease>| l.map(|l| l.term);
+        let a = lead(db, "scheduler", "a", 60_000).unwrap().unwrap();
+        let mut run = vec![
+            term(Some(a.clone())),
+            term(lead(db, "scheduler", "b", 60_000).unwrap()),
+            term(lead(db, "scheduler", "a", 60_000).unwrap()),
+        ];
+        resign(db, &a).unwrap();
+        let b = lead(db, "scheduler", "b", 60_000).unwrap().unwrap();
+        run.push(Some(b.term));
+        run.push(Some(i64::from(fence(db, &a).unwrap())));
+        run.push(Some(i64::from(fence(db, &b).unwrap())));
+        let expired = lead(db, "scheduler", "b", -1).unwrap().unwrap();
+        run.push(Some(i64::from(fence(db, &expired).unwrap())));
+        run.push(term(lead(db, "scheduler", "a", 60_000).unwrap()));
+        db.execute("DELETE FROM leader", heal::args![]).unwrap();
+        seen.push(run);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(
+        seen[0],
+        [
+            Some(1),
+            None,
+            Some(1),
+            Some(2),
+            Some(0),
+            Some(1),
+            Some(0),
+            Some(3)
+        ]
+    );
+
+    // On PostgreSQL a holder's fence locks its lease until its transaction
+    // ends: another server asking once the lease has expired waits for that
+    // commit, and only then takes it, with the next term.
+    let db = Db::from(&b_session);
+    let b = lead(db, "scheduler", "b", 500).unwrap().unwrap();
+    db.batch("BEGIN").unwrap();
+    assert!(fence(db, &b).unwrap());
+    let url = pg.url.clone();
+    let other = std::thread::spawn(move || {
+        let a_session = Pg::new(heal::pg::connect(&url).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let asked = Instant::now();
+        let taken = lead(Db::from(&a_session), "scheduler", "a", 60_000).unwrap();
+        (taken, asked, Instant::now())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(2_000));
+    let committed = Instant::now();
+    db.batch("COMMIT").unwrap();
+    let (taken, asked, answered) = other.join().unwrap();
+    assert!(
+        asked < committed,
+        "the other server asked while b's transaction was open"
+    );
+    assert!(
+        answered >= committed,
+        "the lease was taken before b's fenced transaction ended"
+    );
+    assert_eq!(taken.map(|l| l.term), Some(b.term + 1));
+    assert!(!fence(db, &b).unwrap(), "b's term is over");
+}
