@@ -473,6 +473,13 @@ impl Column for i32 {
     }
 }
 
+impl Column for u32 {
+    fn from_cell(cell: Cell) -> Result<Self, String> {
+        let v = i64::from_cell(cell)?;
+        u32::try_from(v).map_err(|_| format!("{v} where a 32-bit count belongs"))
+    }
+}
+
 impl Column for u64 {
     fn from_cell(cell: Cell) -> Result<Self, String> {
         let v = i64::from_cell(cell)?;

@@ -597,18 +597,12 @@ impl ProbeRow {
 
 const PROBE_COLUMNS: &str = "name, state, fails_in_row, oks_in_row, state_since, last_at, last_ok, last_latency_ms, last_detail, severity";
 
-/// Column `i`, a count `probe::step` keeps in a u32.
-fn in_row(r: &Row, i: usize) -> std::result::Result<u32, DbError> {
-    let n: i64 = r.get(i)?;
-    u32::try_from(n).map_err(|_| DbError::Column(i, format!("{n} where a count in a row belongs")))
-}
-
 fn probe_row(r: &Row) -> std::result::Result<ProbeRow, DbError> {
     Ok(ProbeRow {
         name: r.get(0)?,
         state: r.get(1)?,
-        fails_in_row: in_row(r, 2)?,
-        oks_in_row: in_row(r, 3)?,
+        fails_in_row: r.get(2)?,
+        oks_in_row: r.get(3)?,
         state_since: r.get(4)?,
         last_at: r.get(5)?,
         last_ok: r.get(6)?,
