@@ -413,11 +413,11 @@ pub fn context<'a>(db: impl Into<Db<'a>>, recent_ms: i64, now: i64) -> Result<Va
         "alerts": firing_alerts(db)?,
         "events": events,
         "agents": agents,
-        "heartbeats": super::heartbeats(db.sqlite_only("reading heartbeats")?)?
+        "heartbeats": super::heartbeats(db)?
             .into_iter()
             .map(|h| json!({"name": h.name, "state": h.state, "since": h.state_since, "paused": h.paused, "last_start": h.last_start, "last_end_at": h.last_end_at, "last_end_ok": h.last_end_ok}))
             .collect::<Vec<_>>(),
-        "probes": super::probes(db.sqlite_only("reading probes")?)?
+        "probes": super::probes(db)?
             .into_iter()
             .map(|p| json!({"name": p.name, "state": p.state, "since": p.state_since, "last_at": p.last_at, "last_ok": p.last_ok, "last_detail": p.last_detail}))
             .collect::<Vec<_>>(),

@@ -41,19 +41,6 @@ impl<'a> From<&'a rusqlite::Transaction<'_>> for Db<'a> {
     }
 }
 
-impl<'a> Db<'a> {
-    /// The SQLite connection, for store code `Db` does not run yet (`what`
-    /// names it): on PostgreSQL, an error saying so.
-    pub fn sqlite_only(self, what: &str) -> crate::error::Result<&'a rusqlite::Connection> {
-        match self {
-            Db::Sqlite(conn) => Ok(conn),
-            Db::Postgres(_) => Err(Error::Failed(format!(
-                "store: {what} runs only on SQLite so far; keep the store in a SQLite file"
-            ))),
-        }
-    }
-}
-
 impl<'a> From<&'a Pg> for Db<'a> {
     fn from(pg: &'a Pg) -> Db<'a> {
         Db::Postgres(pg)
@@ -483,6 +470,13 @@ impl Column for i32 {
     fn from_cell(cell: Cell) -> Result<Self, String> {
         let v = i64::from_cell(cell)?;
         i32::try_from(v).map_err(|_| format!("{v} where a 32-bit integer belongs"))
+    }
+}
+
+impl Column for u32 {
+    fn from_cell(cell: Cell) -> Result<Self, String> {
+        let v = i64::from_cell(cell)?;
+        u32::try_from(v).map_err(|_| format!("{v} where a 32-bit count belongs"))
     }
 }
 

@@ -1,10 +1,10 @@
 //! SQL of what heal watches by itself: heartbeats and pings, probes and their
 //! results, scheduled runs, internal alerts, and retention.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::sql::{args, Db, DbError, Row};
 use crate::error::{Error, Result, StoreContext};
 use crate::heartbeat::{End, Seen};
 use crate::probe;
@@ -64,7 +64,7 @@ impl HeartbeatRow {
 
 const HEARTBEAT_COLUMNS: &str = "name, origin, def, registered_at, paused, paused_reason, resumed_at, last_start, last_end_at, last_end_ok, last_end_code, pings, state, state_since, muted_until";
 
-fn heartbeat_row(r: &rusqlite::Row) -> rusqlite::Result<HeartbeatRow> {
+fn heartbeat_row(r: &Row) -> std::result::Result<HeartbeatRow, DbError> {
     Ok(HeartbeatRow {
         name: r.get(0)?,
         origin: r.get(1)?,
@@ -85,28 +85,25 @@ fn heartbeat_row(r: &rusqlite::Row) -> rusqlite::Result<HeartbeatRow> {
 }
 
 /// Every heartbeat, by name.
-pub fn heartbeats(conn: &Connection) -> Result<Vec<HeartbeatRow>> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {HEARTBEAT_COLUMNS} FROM heartbeat ORDER BY name"
-        ))
-        .context("listing heartbeats")?;
-    let rows = stmt
-        .query_map([], heartbeat_row)
-        .context("listing heartbeats")?;
-    rows.collect::<rusqlite::Result<_>>()
+pub fn heartbeats<'a>(db: impl Into<Db<'a>>) -> Result<Vec<HeartbeatRow>> {
+    db.into()
+        .query(
+            &format!("SELECT {HEARTBEAT_COLUMNS} FROM heartbeat ORDER BY name"),
+            args![],
+            heartbeat_row,
+        )
         .context("listing heartbeats")
 }
 
 /// One heartbeat.
-pub fn heartbeat(conn: &Connection, name: &str) -> Result<Option<HeartbeatRow>> {
-    conn.prepare_cached(&format!(
-        "SELECT {HEARTBEAT_COLUMNS} FROM heartbeat WHERE name = ?1"
-    ))
-    .context("reading a heartbeat")?
-    .query_row([name], heartbeat_row)
-    .optional()
-    .context("reading a heartbeat")
+pub fn heartbeat<'a>(db: impl Into<Db<'a>>, name: &str) -> Result<Option<HeartbeatRow>> {
+    db.into()
+        .query_row(
+            &format!("SELECT {HEARTBEAT_COLUMNS} FROM heartbeat WHERE name = ?1"),
+            args![name],
+            heartbeat_row,
+        )
+        .context("reading a heartbeat")
 }
 
 fn no_heartbeat(name: &str) -> Error {
@@ -118,44 +115,43 @@ fn no_heartbeat(name: &str) -> Error {
 
 /// Makes the config's heartbeats the `config` rows: adds new ones, updates
 /// changed ones, deletes those no longer in the file. Returns log lines.
-pub fn sync_heartbeats(
-    conn: &Connection,
+pub fn sync_heartbeats<'a>(
+    db: impl Into<Db<'a>>,
     defs: &[(String, String)],
     now: i64,
 ) -> Result<Vec<String>> {
+    let db = db.into();
     let mut log = Vec::new();
     for (name, def) in defs {
-        let origin: Option<String> = conn
+        let origin: Option<String> = db
             .query_row(
                 "SELECT origin FROM heartbeat WHERE name = ?1",
-                [name],
+                args![name],
                 |r| r.get(0),
             )
-            .optional()
             .context("syncing heartbeats")?;
         if origin.as_deref() == Some("api") {
             log.push(format!(
                 "heartbeat {name:?} registered through the API is now defined by the config file"
             ));
         }
-        conn.execute(
+        db.execute(
             "INSERT INTO heartbeat (name, origin, def, registered_at, state_since) VALUES (?1, 'config', ?2, ?3, ?3)
              ON CONFLICT(name) DO UPDATE SET origin = 'config', def = excluded.def",
-            params![name, def, now],
+            args![name, def, now],
         )
         .context("syncing heartbeats")?;
     }
-    let mut stmt = conn
-        .prepare("SELECT name FROM heartbeat WHERE origin = 'config'")
-        .context("syncing heartbeats")?;
-    let stored: Vec<String> = stmt
-        .query_map([], |r| r.get(0))
-        .context("syncing heartbeats")?
-        .collect::<rusqlite::Result<_>>()
+    let stored: Vec<String> = db
+        .query(
+            "SELECT name FROM heartbeat WHERE origin = 'config'",
+            args![],
+            |r| r.get(0),
+        )
         .context("syncing heartbeats")?;
     for name in stored {
         if !defs.iter().any(|(n, _)| *n == name) {
-            remove_heartbeat(conn, &name)?;
+            remove_heartbeat(db, &name)?;
             log.push(format!(
                 "heartbeat {name:?} is no longer in the config file: removed"
             ));
@@ -164,33 +160,34 @@ pub fn sync_heartbeats(
     Ok(log)
 }
 
-fn remove_heartbeat(conn: &Connection, name: &str) -> Result<()> {
-    conn.execute("DELETE FROM ping WHERE heartbeat = ?1", [name])
+fn remove_heartbeat(db: Db, name: &str) -> Result<()> {
+    db.execute("DELETE FROM ping WHERE heartbeat = ?1", args![name])
         .context("deleting a heartbeat's pings")?;
-    conn.execute("DELETE FROM heartbeat WHERE name = ?1", [name])
+    db.execute("DELETE FROM heartbeat WHERE name = ?1", args![name])
         .context("deleting a heartbeat")?;
     Ok(())
 }
 
 /// Registers or updates a heartbeat through the API; true when it is new.
-pub fn put_heartbeat(conn: &Connection, name: &str, def: &str, now: i64) -> Result<bool> {
-    match heartbeat(conn, name)? {
+pub fn put_heartbeat<'a>(db: impl Into<Db<'a>>, name: &str, def: &str, now: i64) -> Result<bool> {
+    let db = db.into();
+    match heartbeat(db, name)? {
         Some(row) if row.origin == "config" => Err(Error::request(
             409,
             format!("heartbeat {name:?} is defined in the config file; change it there"),
         )),
         Some(_) => {
-            conn.execute(
+            db.execute(
                 "UPDATE heartbeat SET def = ?2 WHERE name = ?1",
-                params![name, def],
+                args![name, def],
             )
             .context("updating a heartbeat")?;
             Ok(false)
         }
         None => {
-            conn.execute(
+            db.execute(
                 "INSERT INTO heartbeat (name, origin, def, registered_at, state_since) VALUES (?1, 'api', ?2, ?3, ?3)",
-                params![name, def, now],
+                args![name, def, now],
             )
             .context("registering a heartbeat")?;
             Ok(true)
@@ -204,17 +201,19 @@ pub fn put_heartbeat(conn: &Connection, name: &str, def: &str, now: i64) -> Resu
 /// A definition that no longer parses (a `${VAR}` now unset) is left as it
 /// is: the key is hashed when it is next read, and the config's own
 /// heartbeats are rewritten at every start anyway.
-pub fn hash_stored_ping_keys(conn: &Connection) -> Result<usize> {
-    let rows: Vec<(String, String)> = {
-        let mut stmt = conn
-            .prepare(r#"SELECT name, def FROM heartbeat WHERE def LIKE '%"ping_key":%'"#)
-            .context("finding plain ping keys")?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .context("finding plain ping keys")?;
-        rows.collect::<rusqlite::Result<_>>()
-            .context("finding plain ping keys")?
-    };
+///
+/// SQLite only: it upgrades a file a heal before hashing wrote, when the
+/// file is opened; a PostgreSQL store is copied from a file opened so, and
+/// holds hashed keys only.
+pub fn hash_stored_ping_keys(conn: &rusqlite::Connection) -> Result<usize> {
+    let db = Db::from(conn);
+    let rows: Vec<(String, String)> = db
+        .query(
+            r#"SELECT name, def FROM heartbeat WHERE def LIKE '%"ping_key":%'"#,
+            args![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .context("finding plain ping keys")?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -225,10 +224,10 @@ pub fn hash_stored_ping_keys(conn: &Connection) -> Result<usize> {
         let Ok(hb) = crate::config::heartbeat_from_def(&def) else {
             continue;
         };
-        n += conn
+        n += db
             .execute(
                 "UPDATE heartbeat SET def = ?2 WHERE name = ?1",
-                params![name, hb.def],
+                args![&name, &hb.def],
             )
             .context("hashing a stored ping key")?;
     }
@@ -238,14 +237,15 @@ pub fn hash_stored_ping_keys(conn: &Connection) -> Result<usize> {
 }
 
 /// Deletes a heartbeat registered through the API, with its pings.
-pub fn delete_heartbeat(conn: &Connection, name: &str) -> Result<()> {
-    match heartbeat(conn, name)? {
+pub fn delete_heartbeat<'a>(db: impl Into<Db<'a>>, name: &str) -> Result<()> {
+    let db = db.into();
+    match heartbeat(db, name)? {
         None => Err(no_heartbeat(name)),
         Some(row) if row.origin == "config" => Err(Error::request(
             409,
             format!("heartbeat {name:?} is defined in the config file; remove it there and reload"),
         )),
-        Some(_) => remove_heartbeat(conn, name),
+        Some(_) => remove_heartbeat(db, name),
     }
 }
 
@@ -261,18 +261,24 @@ pub struct Mute {
 /// Mutes (no alerts; `Some`, which replaces an earlier mute) or unmutes
 /// (`None`) a heartbeat; unmuting restarts its clock (unmuting one that is
 /// not muted changes nothing).
-pub fn mute_heartbeat(conn: &Connection, name: &str, mute: Option<&Mute>, now: i64) -> Result<()> {
-    if heartbeat(conn, name)?.is_none() {
+pub fn mute_heartbeat<'a>(
+    db: impl Into<Db<'a>>,
+    name: &str,
+    mute: Option<&Mute>,
+    now: i64,
+) -> Result<()> {
+    let db = db.into();
+    if heartbeat(db, name)?.is_none() {
         return Err(no_heartbeat(name));
     }
     match mute {
-        Some(m) => conn.execute(
+        Some(m) => db.execute(
             "UPDATE heartbeat SET paused = 1, paused_reason = ?2, muted_until = ?3 WHERE name = ?1",
-            params![name, m.reason, m.until],
+            args![name, &m.reason, m.until],
         ),
-        None => conn.execute(
+        None => db.execute(
             "UPDATE heartbeat SET paused = 0, paused_reason = NULL, muted_until = NULL, resumed_at = ?2 WHERE name = ?1 AND paused = 1",
-            params![name, now],
+            args![name, now],
         ),
     }
     .context("muting a heartbeat")?;
@@ -292,20 +298,26 @@ pub struct ProbeMuteRow {
 
 /// Mutes (`Some`, which replaces an earlier mute) or unmutes (`None`) a
 /// probe by name; the caller checks that it exists.
-pub fn mute_probe(conn: &Connection, name: &str, mute: Option<&Mute>, now: i64) -> Result<()> {
+pub fn mute_probe<'a>(
+    db: impl Into<Db<'a>>,
+    name: &str,
+    mute: Option<&Mute>,
+    now: i64,
+) -> Result<()> {
+    let db = db.into();
     match mute {
-        Some(m) => conn.execute(
+        Some(m) => db.execute(
             "INSERT INTO probe_mute (name, reason, until, at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(name) DO UPDATE SET reason = excluded.reason, until = excluded.until, at = excluded.at",
-            params![name, m.reason, m.until, now],
+            args![name, &m.reason, m.until, now],
         ),
-        None => conn.execute("DELETE FROM probe_mute WHERE name = ?1", [name]),
+        None => db.execute("DELETE FROM probe_mute WHERE name = ?1", args![name]),
     }
     .context("muting a probe")?;
     Ok(())
 }
 
-fn probe_mute_row(r: &rusqlite::Row) -> rusqlite::Result<ProbeMuteRow> {
+fn probe_mute_row(r: &Row) -> std::result::Result<ProbeMuteRow, DbError> {
     Ok(ProbeMuteRow {
         reason: r.get(0)?,
         until: r.get(1)?,
@@ -316,20 +328,18 @@ fn probe_mute_row(r: &rusqlite::Row) -> rusqlite::Result<ProbeMuteRow> {
 /// Forgets the mutes of probes that are no longer defined: neither in the
 /// file (`file_probes`) nor registered through the API. Returns a log line
 /// for each, so a probe that comes back later is not muted unseen.
-pub fn forget_probe_mutes(conn: &Connection, file_probes: &[&str]) -> Result<Vec<String>> {
-    let names: Vec<String> = {
-        let mut stmt = conn
-            .prepare("SELECT name FROM probe_mute WHERE name NOT IN (SELECT name FROM api_probe)")
-            .context("finding the mutes of removed probes")?;
-        let rows = stmt
-            .query_map([], |r| r.get(0))
-            .context("finding the mutes of removed probes")?;
-        rows.collect::<rusqlite::Result<_>>()
-            .context("finding the mutes of removed probes")?
-    };
+pub fn forget_probe_mutes<'a>(db: impl Into<Db<'a>>, file_probes: &[&str]) -> Result<Vec<String>> {
+    let db = db.into();
+    let names: Vec<String> = db
+        .query(
+            "SELECT name FROM probe_mute WHERE name NOT IN (SELECT name FROM api_probe)",
+            args![],
+            |r| r.get(0),
+        )
+        .context("finding the mutes of removed probes")?;
     let mut lines = Vec::new();
     for name in names.iter().filter(|n| !file_probes.contains(&n.as_str())) {
-        conn.execute("DELETE FROM probe_mute WHERE name = ?1", [name])
+        db.execute("DELETE FROM probe_mute WHERE name = ?1", args![name])
             .context("forgetting a removed probe's mute")?;
         lines.push(format!(
             "probe {name:?} is no longer defined: its mute is forgotten"
@@ -339,23 +349,27 @@ pub fn forget_probe_mutes(conn: &Connection, file_probes: &[&str]) -> Result<Vec
 }
 
 /// A probe's mute, if it is muted.
-pub fn probe_mute(conn: &Connection, name: &str) -> Result<Option<ProbeMuteRow>> {
-    conn.prepare_cached("SELECT reason, until, at FROM probe_mute WHERE name = ?1")
-        .context("reading a probe's mute")?
-        .query_row([name], probe_mute_row)
-        .optional()
+pub fn probe_mute<'a>(db: impl Into<Db<'a>>, name: &str) -> Result<Option<ProbeMuteRow>> {
+    db.into()
+        .query_row(
+            "SELECT reason, until, at FROM probe_mute WHERE name = ?1",
+            args![name],
+            probe_mute_row,
+        )
         .context("reading a probe's mute")
 }
 
 /// Every probe's mute, by probe name.
-pub fn probe_mutes(conn: &Connection) -> Result<std::collections::HashMap<String, ProbeMuteRow>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT reason, until, at, name FROM probe_mute")
-        .context("listing probe mutes")?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(3)?, probe_mute_row(r)?)))
-        .context("listing probe mutes")?;
-    rows.collect::<rusqlite::Result<_>>()
+pub fn probe_mutes<'a>(
+    db: impl Into<Db<'a>>,
+) -> Result<std::collections::HashMap<String, ProbeMuteRow>> {
+    db.into()
+        .query(
+            "SELECT reason, until, at, name FROM probe_mute",
+            args![],
+            |r| Ok((r.get(3)?, probe_mute_row(r)?)),
+        )
+        .map(|rows| rows.into_iter().collect())
         .context("listing probe mutes")
 }
 
@@ -379,7 +393,8 @@ impl Muted {
 }
 
 /// The mutes whose end has come by `now`: what, its name, when it was to end.
-pub fn ended_mutes(conn: &Connection, now: i64) -> Result<Vec<(Muted, String, i64)>> {
+pub fn ended_mutes<'a>(db: impl Into<Db<'a>>, now: i64) -> Result<Vec<(Muted, String, i64)>> {
+    let db = db.into();
     let mut out = Vec::new();
     for (what, sql) in [
         (
@@ -391,29 +406,27 @@ pub fn ended_mutes(conn: &Connection, now: i64) -> Result<Vec<(Muted, String, i6
             "SELECT name, until FROM probe_mute WHERE until <= ?1",
         ),
     ] {
-        let mut stmt = conn.prepare_cached(sql).context("finding ended mutes")?;
-        let rows = stmt
-            .query_map([now], |r| Ok((what, r.get(0)?, r.get(1)?)))
-            .context("finding ended mutes")?;
-        for row in rows {
-            out.push(row.context("finding ended mutes")?);
-        }
+        out.extend(
+            db.query(sql, args![now], |r| Ok((what, r.get(0)?, r.get(1)?)))
+                .context("finding ended mutes")?,
+        );
     }
     Ok(out)
 }
 
 /// Ends a mute whose time has come, unless it was unmuted or muted again
 /// meanwhile; true when it ended here.
-pub fn end_mute(conn: &Connection, what: Muted, name: &str, now: i64) -> Result<bool> {
+pub fn end_mute<'a>(db: impl Into<Db<'a>>, what: Muted, name: &str, now: i64) -> Result<bool> {
+    let db = db.into();
     let n = match what {
-        Muted::Heartbeat => conn.execute(
+        Muted::Heartbeat => db.execute(
             "UPDATE heartbeat SET paused = 0, paused_reason = NULL, muted_until = NULL, resumed_at = ?2
              WHERE name = ?1 AND paused = 1 AND muted_until <= ?2",
-            params![name, now],
+            args![name, now],
         ),
-        Muted::Probe => conn.execute(
+        Muted::Probe => db.execute(
             "DELETE FROM probe_mute WHERE name = ?1 AND until <= ?2",
-            params![name, now],
+            args![name, now],
         ),
     }
     .context("ending a mute")?;
@@ -421,13 +434,18 @@ pub fn end_mute(conn: &Connection, what: Muted, name: &str, now: i64) -> Result<
 }
 
 /// The checker's view of a heartbeat's state.
-pub fn set_heartbeat_state(conn: &Connection, name: &str, state: &str, now: i64) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE heartbeat SET state = ?2, state_since = ?3 WHERE name = ?1 AND state <> ?2",
-    )
-    .context("recording a heartbeat's state")?
-    .execute(params![name, state, now])
-    .context("recording a heartbeat's state")?;
+pub fn set_heartbeat_state<'a>(
+    db: impl Into<Db<'a>>,
+    name: &str,
+    state: &str,
+    now: i64,
+) -> Result<()> {
+    db.into()
+        .execute(
+            "UPDATE heartbeat SET state = ?2, state_since = ?3 WHERE name = ?1 AND state <> ?2",
+            args![name, state, now],
+        )
+        .context("recording a heartbeat's state")?;
     Ok(())
 }
 
@@ -468,41 +486,38 @@ pub struct NewPing<'a> {
 }
 
 /// Records a ping and moves the heartbeat's last start or end; 404 for an unknown name.
-pub fn record_ping(conn: &Connection, ping: &NewPing, now: i64) -> Result<()> {
+pub fn record_ping<'a>(db: impl Into<Db<'a>>, ping: &NewPing, now: i64) -> Result<()> {
+    let db = db.into();
     let n = match ping.kind {
-        PingKind::Start => conn
-            .prepare_cached("UPDATE heartbeat SET last_start = ?2, pings = pings + 1 WHERE name = ?1")
-            .and_then(|mut s| s.execute(params![ping.heartbeat, now])),
-        PingKind::Success | PingKind::Fail => conn
-            .prepare_cached(
-                "UPDATE heartbeat SET last_end_at = ?2, last_end_ok = ?3, last_end_code = ?4, pings = pings + 1 WHERE name = ?1",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    ping.heartbeat,
-                    now,
-                    ping.kind == PingKind::Success,
-                    ping.exit_code
-                ])
-            }),
+        PingKind::Start => db.execute(
+            "UPDATE heartbeat SET last_start = ?2, pings = pings + 1 WHERE name = ?1",
+            args![ping.heartbeat, now],
+        ),
+        PingKind::Success | PingKind::Fail => db.execute(
+            "UPDATE heartbeat SET last_end_at = ?2, last_end_ok = ?3, last_end_code = ?4, pings = pings + 1 WHERE name = ?1",
+            args![
+                ping.heartbeat,
+                now,
+                ping.kind == PingKind::Success,
+                ping.exit_code
+            ],
+        ),
     }
     .context("recording a ping")?;
     if n == 0 {
         return Err(no_heartbeat(ping.heartbeat));
     }
-    conn.prepare_cached(
+    db.execute(
         "INSERT INTO ping (heartbeat, at, kind, exit_code, body, remote) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
+        args![
             ping.heartbeat,
             now,
             ping.kind.as_str(),
             ping.exit_code,
             ping.body,
             ping.remote
-        ])
-    })
+        ],
+    )
     .context("recording a ping")?;
     Ok(())
 }
@@ -525,25 +540,22 @@ pub struct PingRow {
 }
 
 /// The newest pings of a heartbeat, newest first.
-pub fn recent_pings(conn: &Connection, name: &str, limit: i64) -> Result<Vec<PingRow>> {
-    let mut stmt = conn
-        .prepare_cached(
+pub fn recent_pings<'a>(db: impl Into<Db<'a>>, name: &str, limit: i64) -> Result<Vec<PingRow>> {
+    db.into()
+        .query(
             "SELECT id, at, kind, exit_code, body, remote FROM ping WHERE heartbeat = ?1 ORDER BY id DESC LIMIT ?2",
+            args![name, limit],
+            |r| {
+                Ok(PingRow {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    kind: r.get(2)?,
+                    exit_code: r.get(3)?,
+                    body: String::from_utf8_lossy(&r.get::<Vec<u8>>(4)?).into_owned(),
+                    remote: r.get(5)?,
+                })
+            },
         )
-        .context("listing pings")?;
-    let rows = stmt
-        .query_map(params![name, limit], |r| {
-            Ok(PingRow {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                kind: r.get(2)?,
-                exit_code: r.get(3)?,
-                body: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(4)?).into_owned(),
-                remote: r.get(5)?,
-            })
-        })
-        .context("listing pings")?;
-    rows.collect::<rusqlite::Result<_>>()
         .context("listing pings")
 }
 
@@ -585,7 +597,7 @@ impl ProbeRow {
 
 const PROBE_COLUMNS: &str = "name, state, fails_in_row, oks_in_row, state_since, last_at, last_ok, last_latency_ms, last_detail, severity";
 
-fn probe_row(r: &rusqlite::Row) -> rusqlite::Result<ProbeRow> {
+fn probe_row(r: &Row) -> std::result::Result<ProbeRow, DbError> {
     Ok(ProbeRow {
         name: r.get(0)?,
         state: r.get(1)?,
@@ -601,24 +613,25 @@ fn probe_row(r: &rusqlite::Row) -> rusqlite::Result<ProbeRow> {
 }
 
 /// Every probe that has run, by name.
-pub fn probes(conn: &Connection) -> Result<Vec<ProbeRow>> {
-    let mut stmt = conn
-        .prepare_cached(&format!("SELECT {PROBE_COLUMNS} FROM probe ORDER BY name"))
-        .context("listing probes")?;
-    let rows = stmt.query_map([], probe_row).context("listing probes")?;
-    rows.collect::<rusqlite::Result<_>>()
+pub fn probes<'a>(db: impl Into<Db<'a>>) -> Result<Vec<ProbeRow>> {
+    db.into()
+        .query(
+            &format!("SELECT {PROBE_COLUMNS} FROM probe ORDER BY name"),
+            args![],
+            probe_row,
+        )
         .context("listing probes")
 }
 
 /// One probe's row, once it has run.
-pub fn probe(conn: &Connection, name: &str) -> Result<Option<ProbeRow>> {
-    conn.prepare_cached(&format!(
-        "SELECT {PROBE_COLUMNS} FROM probe WHERE name = ?1"
-    ))
-    .context("reading a probe")?
-    .query_row([name], probe_row)
-    .optional()
-    .context("reading a probe")
+pub fn probe<'a>(db: impl Into<Db<'a>>, name: &str) -> Result<Option<ProbeRow>> {
+    db.into()
+        .query_row(
+            &format!("SELECT {PROBE_COLUMNS} FROM probe WHERE name = ?1"),
+            args![name],
+            probe_row,
+        )
+        .context("reading a probe")
 }
 
 /// A probe registered through the API.
@@ -634,7 +647,7 @@ pub struct ApiProbeRow {
     pub updated_at: i64,
 }
 
-fn api_probe_row(r: &rusqlite::Row) -> rusqlite::Result<ApiProbeRow> {
+fn api_probe_row(r: &Row) -> std::result::Result<ApiProbeRow, DbError> {
     Ok(ApiProbeRow {
         name: r.get(0)?,
         def: r.get(1)?,
@@ -644,40 +657,40 @@ fn api_probe_row(r: &rusqlite::Row) -> rusqlite::Result<ApiProbeRow> {
 }
 
 /// Every probe registered through the API, by name.
-pub fn api_probes(conn: &Connection) -> Result<Vec<ApiProbeRow>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT name, def, registered_at, updated_at FROM api_probe ORDER BY name")
-        .context("listing API probes")?;
-    let rows = stmt
-        .query_map([], api_probe_row)
-        .context("listing API probes")?;
-    rows.collect::<rusqlite::Result<_>>()
+pub fn api_probes<'a>(db: impl Into<Db<'a>>) -> Result<Vec<ApiProbeRow>> {
+    db.into()
+        .query(
+            "SELECT name, def, registered_at, updated_at FROM api_probe ORDER BY name",
+            args![],
+            api_probe_row,
+        )
         .context("listing API probes")
 }
 
 /// One probe registered through the API.
-pub fn api_probe(conn: &Connection, name: &str) -> Result<Option<ApiProbeRow>> {
-    conn.prepare_cached(
-        "SELECT name, def, registered_at, updated_at FROM api_probe WHERE name = ?1",
-    )
-    .context("reading an API probe")?
-    .query_row([name], api_probe_row)
-    .optional()
-    .context("reading an API probe")
+pub fn api_probe<'a>(db: impl Into<Db<'a>>, name: &str) -> Result<Option<ApiProbeRow>> {
+    db.into()
+        .query_row(
+            "SELECT name, def, registered_at, updated_at FROM api_probe WHERE name = ?1",
+            args![name],
+            api_probe_row,
+        )
+        .context("reading an API probe")
 }
 
 /// Registers or replaces a probe through the API; true when it is new.
-pub fn put_api_probe(conn: &Connection, name: &str, def: &str, now: i64) -> Result<bool> {
-    let replaced = conn
+pub fn put_api_probe<'a>(db: impl Into<Db<'a>>, name: &str, def: &str, now: i64) -> Result<bool> {
+    let db = db.into();
+    let replaced = db
         .execute(
             "UPDATE api_probe SET def = ?2, updated_at = ?3 WHERE name = ?1",
-            params![name, def, now],
+            args![name, def, now],
         )
         .context("replacing an API probe")?;
     if replaced == 0 {
-        conn.execute(
+        db.execute(
             "INSERT INTO api_probe (name, def, registered_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-            params![name, def, now],
+            args![name, def, now],
         )
         .context("registering an API probe")?;
     }
@@ -686,16 +699,17 @@ pub fn put_api_probe(conn: &Connection, name: &str, def: &str, now: i64) -> Resu
 
 /// Deletes a probe registered through the API with its state and results;
 /// false if there is none.
-pub fn delete_api_probe(conn: &Connection, name: &str) -> Result<bool> {
-    let n = conn
-        .execute("DELETE FROM api_probe WHERE name = ?1", [name])
+pub fn delete_api_probe<'a>(db: impl Into<Db<'a>>, name: &str) -> Result<bool> {
+    let db = db.into();
+    let n = db
+        .execute("DELETE FROM api_probe WHERE name = ?1", args![name])
         .context("deleting an API probe")?;
     if n > 0 {
-        conn.execute("DELETE FROM probe_mute WHERE name = ?1", [name])
+        db.execute("DELETE FROM probe_mute WHERE name = ?1", args![name])
             .context("deleting a probe's mute")?;
-        conn.execute("DELETE FROM probe_result WHERE probe = ?1", [name])
+        db.execute("DELETE FROM probe_result WHERE probe = ?1", args![name])
             .context("deleting a probe's results")?;
-        conn.execute("DELETE FROM probe WHERE name = ?1", [name])
+        db.execute("DELETE FROM probe WHERE name = ?1", args![name])
             .context("deleting a probe's state")?;
     }
     Ok(n > 0)
@@ -703,11 +717,12 @@ pub fn delete_api_probe(conn: &Connection, name: &str) -> Result<bool> {
 
 /// Deletes the API probes a config file now defines, which replace them;
 /// returns a log line for each.
-pub fn drop_api_probes_in_file(conn: &Connection, names: &[&str]) -> Result<Vec<String>> {
+pub fn drop_api_probes_in_file<'a>(db: impl Into<Db<'a>>, names: &[&str]) -> Result<Vec<String>> {
+    let db = db.into();
     let mut lines = Vec::new();
     for name in names {
-        let n = conn
-            .execute("DELETE FROM api_probe WHERE name = ?1", [name])
+        let n = db
+            .execute("DELETE FROM api_probe WHERE name = ?1", args![*name])
             .context("replacing an API probe by the config file's")?;
         if n > 0 {
             lines.push(format!(
@@ -719,41 +734,40 @@ pub fn drop_api_probes_in_file(conn: &Connection, names: &[&str]) -> Result<Vec<
 }
 
 /// Records one run of a probe and its new counting state.
-pub fn record_probe_result(
-    conn: &Connection,
+pub fn record_probe_result<'a>(
+    db: impl Into<Db<'a>>,
     name: &str,
     outcome: &probe::Outcome,
     counts: probe::Counts,
     severity: Option<probe::Level>,
     now: i64,
 ) -> Result<()> {
-    conn.prepare_cached(
+    let db = db.into();
+    db.execute(
         "INSERT INTO probe_result (probe, at, ok, latency_ms, value, detail, warning) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
+        args![
             name,
             now,
             outcome.ok,
             outcome.latency_ms,
             outcome.value,
-            outcome.detail,
+            &outcome.detail,
             outcome.warning
-        ])
-    })
+        ],
+    )
     .context("recording a probe result")?;
-    conn.prepare_cached(
+    // The stored row's columns are named `probe.…`: PostgreSQL finds a bare
+    // name ambiguous beside `excluded`.
+    db.execute(
         "INSERT INTO probe (name, state, fails_in_row, oks_in_row, state_since, last_at, last_ok, last_latency_ms, last_detail, severity)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT(name) DO UPDATE SET state = excluded.state, fails_in_row = excluded.fails_in_row,
             oks_in_row = excluded.oks_in_row,
-            state_since = CASE WHEN state <> excluded.state THEN excluded.state_since ELSE state_since END,
+            state_since = CASE WHEN probe.state <> excluded.state THEN excluded.state_since ELSE probe.state_since END,
             last_at = excluded.last_at, last_ok = excluded.last_ok,
             last_latency_ms = excluded.last_latency_ms, last_detail = excluded.last_detail,
             severity = excluded.severity",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
+        args![
             name,
             counts.state.as_str(),
             counts.fails_in_row,
@@ -761,10 +775,10 @@ pub fn record_probe_result(
             now,
             outcome.ok,
             outcome.latency_ms,
-            outcome.detail,
+            &outcome.detail,
             severity.map(probe::Level::as_str)
-        ])
-    })
+        ],
+    )
     .context("recording a probe's state")?;
     Ok(())
 }
@@ -787,50 +801,48 @@ pub struct ProbeResultRow {
 }
 
 /// The newest results of a probe, newest first.
-pub fn recent_probe_results(
-    conn: &Connection,
+pub fn recent_probe_results<'a>(
+    db: impl Into<Db<'a>>,
     name: &str,
     limit: i64,
 ) -> Result<Vec<ProbeResultRow>> {
-    let mut stmt = conn
-        .prepare_cached(
+    db.into()
+        .query(
             "SELECT at, ok, latency_ms, value, detail, warning FROM probe_result WHERE probe = ?1 ORDER BY id DESC LIMIT ?2",
+            args![name, limit],
+            |r| {
+                Ok(ProbeResultRow {
+                    at: r.get(0)?,
+                    ok: r.get(1)?,
+                    latency_ms: r.get(2)?,
+                    value: r.get(3)?,
+                    detail: r.get(4)?,
+                    warning: r.get(5)?,
+                })
+            },
         )
-        .context("listing probe results")?;
-    let rows = stmt
-        .query_map(params![name, limit], |r| {
-            Ok(ProbeResultRow {
-                at: r.get(0)?,
-                ok: r.get(1)?,
-                latency_ms: r.get(2)?,
-                value: r.get(3)?,
-                detail: r.get(4)?,
-                warning: r.get(5)?,
-            })
-        })
-        .context("listing probe results")?;
-    rows.collect::<rusqlite::Result<_>>()
         .context("listing probe results")
 }
 
 /// When a schedule last fired.
-pub fn schedule_last_fire(conn: &Connection, name: &str) -> Result<Option<i64>> {
-    conn.query_row(
-        "SELECT last_fire FROM schedule_run WHERE name = ?1",
-        [name],
-        |r| r.get(0),
-    )
-    .optional()
-    .context("reading a schedule's last run")
+pub fn schedule_last_fire<'a>(db: impl Into<Db<'a>>, name: &str) -> Result<Option<i64>> {
+    db.into()
+        .query_row(
+            "SELECT last_fire FROM schedule_run WHERE name = ?1",
+            args![name],
+            |r| r.get(0),
+        )
+        .context("reading a schedule's last run")
 }
 
 /// Records that a schedule fired for `at`; false if that time (or a later one) was already recorded.
-pub fn claim_schedule_fire(conn: &Connection, name: &str, at: i64) -> Result<bool> {
-    let n = conn
+pub fn claim_schedule_fire<'a>(db: impl Into<Db<'a>>, name: &str, at: i64) -> Result<bool> {
+    let n = db
+        .into()
         .execute(
             "INSERT INTO schedule_run (name, last_fire) VALUES (?1, ?2)
-             ON CONFLICT(name) DO UPDATE SET last_fire = excluded.last_fire WHERE last_fire < excluded.last_fire",
-            params![name, at],
+             ON CONFLICT(name) DO UPDATE SET last_fire = excluded.last_fire WHERE schedule_run.last_fire < excluded.last_fire",
+            args![name, at],
         )
         .context("recording a schedule's run")?;
     Ok(n > 0)
@@ -853,28 +865,25 @@ pub struct InternalRow {
     pub sent_at: i64,
 }
 
-fn internal_row(r: &rusqlite::Row) -> rusqlite::Result<InternalRow> {
+fn internal_row(r: &Row) -> std::result::Result<InternalRow, DbError> {
     Ok(InternalRow {
         fingerprint: r.get(0)?,
         kind: r.get(1)?,
         subject: r.get(2)?,
-        alert: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or(Value::Null),
+        alert: serde_json::from_str(&r.get::<String>(3)?).unwrap_or(Value::Null),
         raised_at: r.get(4)?,
         sent_at: r.get(5)?,
     })
 }
 
 /// Raised internal alerts of one kind.
-pub fn internal_alerts(conn: &Connection, kind: &str) -> Result<Vec<InternalRow>> {
-    let mut stmt = conn
-        .prepare_cached(
+pub fn internal_alerts<'a>(db: impl Into<Db<'a>>, kind: &str) -> Result<Vec<InternalRow>> {
+    db.into()
+        .query(
             "SELECT fingerprint, kind, subject, alert, raised_at, sent_at FROM internal_alert WHERE kind = ?1",
+            args![kind],
+            internal_row,
         )
-        .context("listing internal alerts")?;
-    let rows = stmt
-        .query_map([kind], internal_row)
-        .context("listing internal alerts")?;
-    rows.collect::<rusqlite::Result<_>>()
         .context("listing internal alerts")
 }
 
@@ -893,50 +902,50 @@ pub struct Held {
 }
 
 /// Raised internal alerts of one kind, without their bodies (cheap for a sweep).
-pub fn held_alerts(conn: &Connection, kind: &str) -> Result<Vec<Held>> {
-    let mut stmt = conn
-        .prepare_cached(
+pub fn held_alerts<'a>(db: impl Into<Db<'a>>, kind: &str) -> Result<Vec<Held>> {
+    db.into()
+        .query(
             "SELECT kind, subject, fingerprint, sent_at FROM internal_alert WHERE kind = ?1",
+            args![kind],
+            |r| {
+                Ok(Held {
+                    kind: r.get(0)?,
+                    subject: r.get(1)?,
+                    fingerprint: r.get(2)?,
+                    sent_at: r.get(3)?,
+                })
+            },
         )
-        .context("listing internal alerts")?;
-    let rows = stmt
-        .query_map([kind], |r| {
-            Ok(Held {
-                kind: r.get(0)?,
-                subject: r.get(1)?,
-                fingerprint: r.get(2)?,
-                sent_at: r.get(3)?,
-            })
-        })
-        .context("listing internal alerts")?;
-    rows.collect::<rusqlite::Result<_>>()
         .context("listing internal alerts")
 }
 
 /// Records an internal alert as raised (or re-sent) now.
-pub fn put_internal_alert(conn: &Connection, row: &InternalRow) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO internal_alert (fingerprint, kind, subject, alert, raised_at, sent_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(fingerprint) DO UPDATE SET alert = excluded.alert, sent_at = excluded.sent_at",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            row.fingerprint,
-            row.kind,
-            row.subject,
-            row.alert.to_string(),
-            row.raised_at,
-            row.sent_at
-        ])
-    })
-    .context("recording an internal alert")?;
+pub fn put_internal_alert<'a>(db: impl Into<Db<'a>>, row: &InternalRow) -> Result<()> {
+    let alert = row.alert.to_string();
+    db.into()
+        .execute(
+            "INSERT INTO internal_alert (fingerprint, kind, subject, alert, raised_at, sent_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(fingerprint) DO UPDATE SET alert = excluded.alert, sent_at = excluded.sent_at",
+            args![
+                &row.fingerprint,
+                &row.kind,
+                &row.subject,
+                &alert,
+                row.raised_at,
+                row.sent_at
+            ],
+        )
+        .context("recording an internal alert")?;
     Ok(())
 }
 
 /// Forgets a resolved internal alert.
-pub fn delete_internal_alert(conn: &Connection, fingerprint: &str) -> Result<()> {
-    conn.prepare_cached("DELETE FROM internal_alert WHERE fingerprint = ?1")
-        .and_then(|mut s| s.execute([fingerprint]))
+pub fn delete_internal_alert<'a>(db: impl Into<Db<'a>>, fingerprint: &str) -> Result<()> {
+    db.into()
+        .execute(
+            "DELETE FROM internal_alert WHERE fingerprint = ?1",
+            args![fingerprint],
+        )
         .context("forgetting an internal alert")?;
     Ok(())
 }
@@ -957,63 +966,67 @@ pub enum Purge {
 }
 
 /// Deletes up to `batch` items older than `cutoff`; returns how many went.
-pub fn purge(conn: &Connection, what: Purge, cutoff: i64, batch: i64) -> Result<usize> {
+/// A batch that spans several tables first notes its ids in a temporary
+/// table of the session (unnamed schema: SQLite's `temp` and PostgreSQL's
+/// `pg_temp` come first), so every table loses the same items.
+pub fn purge<'a>(db: impl Into<Db<'a>>, what: Purge, cutoff: i64, batch: i64) -> Result<usize> {
+    let db = db.into();
     let n = match what {
-        Purge::Pings => conn.execute(
+        Purge::Pings => db.execute(
             "DELETE FROM ping WHERE id IN (SELECT id FROM ping WHERE at < ?1 ORDER BY id LIMIT ?2)",
-            params![cutoff, batch],
+            args![cutoff, batch],
         ),
-        Purge::ProbeResults => conn.execute(
+        Purge::ProbeResults => db.execute(
             "DELETE FROM probe_result WHERE id IN (SELECT id FROM probe_result WHERE at < ?1 LIMIT ?2)",
-            params![cutoff, batch],
+            args![cutoff, batch],
         ),
-        Purge::Decisions => conn.execute(
+        Purge::Decisions => db.execute(
             "DELETE FROM decision WHERE id IN (SELECT id FROM decision WHERE at < ?1 AND (event_id IS NULL OR event_id IN (SELECT id FROM event WHERE ended_at IS NOT NULL)) LIMIT ?2)",
-            params![cutoff, batch],
+            args![cutoff, batch],
         ),
-        Purge::Notifications => conn
+        Purge::Notifications => db
             .execute(
                 "CREATE TEMP TABLE IF NOT EXISTS purge_notice (id INTEGER PRIMARY KEY)",
-                [],
+                args![],
             )
-            .and_then(|_| conn.execute("DELETE FROM temp.purge_notice", []))
+            .and_then(|_| db.execute("DELETE FROM purge_notice", args![]))
             .and_then(|_| {
-                conn.execute(
-                    "INSERT INTO temp.purge_notice (id) SELECT id FROM notification n
+                db.execute(
+                    "INSERT INTO purge_notice (id) SELECT id FROM notification n
                      WHERE routed_at IS NOT NULL AND at < ?1
                        AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.notification_id = n.id AND d.state = 'pending')
                      ORDER BY id LIMIT ?2",
-                    params![cutoff, batch],
+                    args![cutoff, batch],
                 )
             })
             .and_then(|n| {
-                conn.execute("DELETE FROM delivery WHERE notification_id IN (SELECT id FROM temp.purge_notice)", [])?;
-                conn.execute("DELETE FROM notification WHERE id IN (SELECT id FROM temp.purge_notice)", [])?;
+                db.execute("DELETE FROM delivery WHERE notification_id IN (SELECT id FROM purge_notice)", args![])?;
+                db.execute("DELETE FROM notification WHERE id IN (SELECT id FROM purge_notice)", args![])?;
                 Ok(n)
             }),
         Purge::Events => {
-            conn.execute(
+            db.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS purge_event (id INTEGER PRIMARY KEY)",
-                [],
+                args![],
             )
-            .and_then(|_| conn.execute("DELETE FROM temp.purge_event", []))
+            .and_then(|_| db.execute("DELETE FROM purge_event", args![]))
             .and_then(|_| {
-                conn.execute(
-                    "INSERT INTO temp.purge_event (id) SELECT id FROM event WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT ?2",
-                    params![cutoff, batch],
+                db.execute(
+                    "INSERT INTO purge_event (id) SELECT id FROM event WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT ?2",
+                    args![cutoff, batch],
                 )
             })
             .and_then(|n| {
                 for sql in [
-                    "DELETE FROM op_log WHERE op_id IN (SELECT o.id FROM op o JOIN temp.purge_event p ON p.id = o.event_id)",
-                    "DELETE FROM op_step WHERE op_id IN (SELECT o.id FROM op o JOIN temp.purge_event p ON p.id = o.event_id)",
-                    "DELETE FROM op WHERE event_id IN (SELECT id FROM temp.purge_event)",
-                    "DELETE FROM timeline WHERE event_id IN (SELECT id FROM temp.purge_event)",
-                    "DELETE FROM decision WHERE event_id IN (SELECT id FROM temp.purge_event)",
-                    "DELETE FROM event_alert WHERE event_id IN (SELECT id FROM temp.purge_event)",
-                    "DELETE FROM event WHERE id IN (SELECT id FROM temp.purge_event)",
+                    "DELETE FROM op_log WHERE op_id IN (SELECT o.id FROM op o JOIN purge_event p ON p.id = o.event_id)",
+                    "DELETE FROM op_step WHERE op_id IN (SELECT o.id FROM op o JOIN purge_event p ON p.id = o.event_id)",
+                    "DELETE FROM op WHERE event_id IN (SELECT id FROM purge_event)",
+                    "DELETE FROM timeline WHERE event_id IN (SELECT id FROM purge_event)",
+                    "DELETE FROM decision WHERE event_id IN (SELECT id FROM purge_event)",
+                    "DELETE FROM event_alert WHERE event_id IN (SELECT id FROM purge_event)",
+                    "DELETE FROM event WHERE id IN (SELECT id FROM purge_event)",
                 ] {
-                    conn.execute(sql, [])?;
+                    db.execute(sql, args![])?;
                 }
                 Ok(n)
             })
@@ -1026,12 +1039,8 @@ pub fn purge(conn: &Connection, what: Purge, cutoff: i64, batch: i64) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn db() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::store::migrations::migrate(&mut conn).unwrap();
-        conn
-    }
+    use crate::store::testing::db;
+    use rusqlite::Connection;
 
     fn count(conn: &Connection, table: &str) -> i64 {
         conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))

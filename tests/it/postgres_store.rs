@@ -1129,3 +1129,459 @@ fn a_lease_has_one_holder_and_a_fenced_transaction_holds_off_the_next() {
     assert_eq!(taken.map(|l| l.term), Some(b.term + 1));
     assert!(!fence(db, &b).unwrap(), "b's term is over");
 }
+
+fn watch_results(db: Db) -> Vec<String> {
+    use heal::probe::{Counts, Level, Outcome, State};
+    use heal::store::*;
+    let mut seen = Vec::new();
+    let status = |e: heal::error::Error| format!("HTTP {}", e.http_status());
+    // Heartbeats from the config file and from the API.
+    let defs = |names: &[&str]| -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), format!(r#"{{"name":"{n}"}}"#)))
+            .collect()
+    };
+    seen.push(format!(
+        "{:?}",
+        sync_heartbeats(db, &defs(&["a", "b"]), 10).unwrap()
+    ));
+    seen.push(status(put_heartbeat(db, "a", "{}", 20).unwrap_err()));
+    seen.push(format!(
+        "new c {}",
+        put_heartbeat(db, "c", "{}", 20).unwrap()
+    ));
+    seen.push(format!(
+        "new d {}",
+        put_heartbeat(db, "d", "{}", 21).unwrap()
+    ));
+    seen.push(format!(
+        "new c again {}",
+        put_heartbeat(db, "c", r#"{"v":2}"#, 22).unwrap()
+    ));
+    seen.push(status(delete_heartbeat(db, "a").unwrap_err()));
+    seen.push(status(delete_heartbeat(db, "zz").unwrap_err()));
+    // Pings move the row; an unknown name is a 404.
+    for (name, kind, code, at) in [
+        ("a", PingKind::Start, None, 30),
+        ("a", PingKind::Fail, Some(3), 31),
+        ("a", PingKind::Success, Some(0), 32),
+        ("c", PingKind::Success, None, 33),
+        ("d", PingKind::Start, None, 34),
+    ] {
+        let ping = NewPing {
+            heartbeat: name,
+            kind,
+            exit_code: code,
+            body: b"log \xff",
+            remote: "127.0.0.1",
+        };
+        record_ping(db, &ping, at).unwrap();
+    }
+    let unknown = NewPing {
+        heartbeat: "zz",
+        kind: PingKind::Start,
+        exit_code: None,
+        body: b"",
+        remote: "",
+    };
+    seen.push(status(record_ping(db, &unknown, 35).unwrap_err()));
+    seen.push(format!("{:?}", recent_pings(db, "a", 2).unwrap()));
+    seen.push(format!("{:?}", recent_pings(db, "zz", 2).unwrap()));
+    set_heartbeat_state(db, "a", "up", 40).unwrap();
+    set_heartbeat_state(db, "a", "up", 41).unwrap();
+    set_heartbeat_state(db, "b", "late", 42).unwrap();
+    // An API heartbeat the file now defines is the file's; "b" left it; "d" is deleted.
+    seen.push(format!(
+        "{:?}",
+        sync_heartbeats(db, &defs(&["a", "c"]), 50).unwrap()
+    ));
+    delete_heartbeat(db, "d").unwrap();
+    seen.push(format!("{:?}", recent_pings(db, "d", 10).unwrap()));
+    // Mutes: one with an end, which the sweep ends; one muted again meanwhile.
+    let mute = |until| Mute {
+        reason: "deploy by alice".into(),
+        until,
+    };
+    seen.push(status(
+        mute_heartbeat(db, "zz", Some(&mute(None)), 60).unwrap_err(),
+    ));
+    mute_heartbeat(db, "a", Some(&mute(Some(100))), 60).unwrap();
+    mute_heartbeat(db, "c", Some(&mute(Some(100))), 60).unwrap();
+    mute_probe(db, "web", Some(&mute(Some(200))), 60).unwrap();
+    mute_probe(db, "gone", Some(&mute(None)), 60).unwrap();
+    mute_probe(db, "kept", Some(&mute(None)), 60).unwrap();
+    seen.push(format!("{:?}", ended_mutes(db, 99).unwrap()));
+    seen.push(format!("{:?}", ended_mutes(db, 200).unwrap()));
+    mute_heartbeat(db, "c", Some(&mute(Some(300))), 150).unwrap();
+    for (what, name, _) in ended_mutes(db, 200).unwrap() {
+        seen.push(format!(
+            "end {name} {}",
+            end_mute(db, what, &name, 200).unwrap()
+        ));
+    }
+    seen.push(format!(
+        "end c early {}",
+        end_mute(db, Muted::Heartbeat, "c", 200).unwrap()
+    ));
+    mute_heartbeat(db, "c", None, 210).unwrap();
+    mute_heartbeat(db, "c", None, 220).unwrap();
+    seen.push(format!("{:?}", ended_mutes(db, i64::MAX).unwrap()));
+    seen.push(format!("{:?}", probe_mute(db, "web").unwrap()));
+    seen.push(format!("{:?}", probe_mute(db, "gone").unwrap()));
+    for h in heartbeats(db).unwrap() {
+        seen.push(format!("{h:?}"));
+    }
+    seen.push(format!("{:?}", heartbeat(db, "b").unwrap()));
+    // API probes: put, replace, delete; the file's own take their place.
+    seen.push(format!(
+        "put {}",
+        put_api_probe(db, "api", r#"{"v":1}"#, 300).unwrap()
+    ));
+    seen.push(format!(
+        "put {}",
+        put_api_probe(db, "api", r#"{"v":2}"#, 310).unwrap()
+    ));
+    seen.push(format!(
+        "put {}",
+        put_api_probe(db, "kept", "{}", 320).unwrap()
+    ));
+    seen.push(format!(
+        "put {}",
+        put_api_probe(db, "moved", "{}", 330).unwrap()
+    ));
+    seen.push(format!(
+        "{:?}",
+        api_probes(db)
+            .unwrap()
+            .iter()
+            .map(|p| (&p.name, &p.def, p.registered_at, p.updated_at))
+            .collect::<Vec<_>>()
+    ));
+    seen.push(format!(
+        "{:?}",
+        api_probe(db, "api").unwrap().map(|p| p.def)
+    ));
+    seen.push(format!(
+        "{:?}",
+        drop_api_probes_in_file(db, &["moved", "web"]).unwrap()
+    ));
+    seen.push(format!(
+        "{:?}",
+        forget_probe_mutes(db, &["web", "moved"]).unwrap()
+    ));
+    let mut mutes: Vec<_> = probe_mutes(db)
+        .unwrap()
+        .into_iter()
+        .map(|(name, m)| format!("{name} {m:?}"))
+        .collect();
+    mutes.sort();
+    seen.push(format!("{mutes:?}"));
+    // Probe results and state, with a severity while down.
+    let outcome = |ok: bool, warning: bool, value: Option<f64>| Outcome {
+        ok,
+        warning,
+        detail: format!("ok {ok} warning {warning}"),
+        latency_ms: 7,
+        value,
+    };
+    let counts = |state, fails_in_row, oks_in_row| Counts {
+        state,
+        fails_in_row,
+        oks_in_row,
+    };
+    for (name, out, count, severity, at) in [
+        (
+            "web",
+            outcome(true, false, Some(1.5)),
+            counts(State::Up, 0, 1),
+            None,
+            400,
+        ),
+        (
+            "web",
+            outcome(false, true, Some(9.25)),
+            counts(State::Up, 1, 0),
+            None,
+            410,
+        ),
+        (
+            "web",
+            outcome(false, true, None),
+            counts(State::Down, 2, 0),
+            Some(Level::Warning),
+            420,
+        ),
+        (
+            "web",
+            outcome(false, false, None),
+            counts(State::Down, 3, 0),
+            Some(Level::Critical),
+            430,
+        ),
+        (
+            "api",
+            outcome(true, false, None),
+            counts(State::Unknown, 0, 1),
+            None,
+            440,
+        ),
+    ] {
+        record_probe_result(db, name, &out, count, severity, at).unwrap();
+    }
+    for p in probes(db).unwrap() {
+        seen.push(format!("{p:?} {:?}", p.counts()));
+    }
+    seen.push(format!("{:?}", probe(db, "none").unwrap()));
+    seen.push(format!("{:?}", recent_probe_results(db, "web", 3).unwrap()));
+    mute_probe(db, "api", Some(&mute(None)), 450).unwrap();
+    seen.push(format!("delete {}", delete_api_probe(db, "api").unwrap()));
+    seen.push(format!("delete {}", delete_api_probe(db, "api").unwrap()));
+    seen.push(format!(
+        "{:?} {:?} {:?}",
+        probe(db, "api").unwrap(),
+        recent_probe_results(db, "api", 10).unwrap(),
+        probe_mute(db, "api").unwrap()
+    ));
+    // The context document holds heartbeats and probes.
+    let context = context(db, 1_000, 500).unwrap();
+    seen.push(context["heartbeats"].to_string());
+    seen.push(context["probes"].to_string());
+    // Schedules fire each time once.
+    seen.push(format!("{:?}", schedule_last_fire(db, "nightly").unwrap()));
+    for at in [1_000, 1_000, 900, 2_000] {
+        seen.push(format!(
+            "claim {at} {}",
+            claim_schedule_fire(db, "nightly", at).unwrap()
+        ));
+    }
+    seen.push(format!("{:?}", schedule_last_fire(db, "nightly").unwrap()));
+    // Internal alerts: raised once, re-sent, resolved once.
+    let raised = |sent_at| InternalRow {
+        fingerprint: "hb-a".into(),
+        kind: "heartbeat".into(),
+        subject: "a".into(),
+        alert: serde_json::json!({"name": "HeartbeatDown", "labels": {"heartbeat": "a"}}),
+        raised_at: 600,
+        sent_at,
+    };
+    put_internal_alert(db, &raised(600)).unwrap();
+    put_internal_alert(db, &raised(700)).unwrap();
+    seen.push(format!("{:?}", internal_alerts(db, "heartbeat").unwrap()));
+    seen.push(format!("{:?}", held_alerts(db, "heartbeat").unwrap()));
+    seen.push(format!("{:?}", held_alerts(db, "probe").unwrap()));
+    delete_internal_alert(db, "hb-a").unwrap();
+    delete_internal_alert(db, "hb-a").unwrap();
+    seen.push(format!("{:?}", internal_alerts(db, "heartbeat").unwrap()));
+    seen.push(retention(db).join("; "));
+    seen
+}
+
+/// Retention on old and new rows of every kind it deletes: what it
+/// deleted each time, then what is left.
+fn retention(db: Db) -> Vec<String> {
+    use heal::store::*;
+    let mut seen = Vec::new();
+    for at in 0..25 {
+        let ping = NewPing {
+            heartbeat: "a",
+            kind: PingKind::Success,
+            exit_code: None,
+            body: b"",
+            remote: "",
+        };
+        record_ping(db, &ping, 1_000 + at * 10).unwrap();
+    }
+    // An old finished event with everything it holds, and an open one.
+    let old = an_event(db, "succeeded");
+    let open = an_event(db, "running");
+    db.execute("UPDATE event SET ended_at = 5 WHERE id = ?1", args![old])
+        .unwrap();
+    let op = an_op(db, old, "web", "succeeded", None);
+    an_op(db, open, "web", "running", None);
+    for sql in [
+        "INSERT INTO op_step (op_id, idx, name, timed_out, duration_ms, output, output_bytes, truncated) VALUES (?1, 0, 's', 0, 1, ?2, 1, 0)",
+        "INSERT INTO op_log (op_id, seq, step, data, skipped) VALUES (?1, 0, 0, ?2, 0)",
+    ] {
+        db.execute(sql, args![op, &b"\x00"[..]]).unwrap();
+    }
+    for event in [old, open] {
+        db.execute(
+            "INSERT INTO timeline (event_id, at, kind, message) VALUES (?1, 1, 'k', 'm')",
+            args![event],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO event_alert (event_id, fingerprint) VALUES (?1, 'f')",
+            args![event],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO decision (at, fingerprint, rule, outcome, reason, event_id) VALUES (1, 'f', 'r', 'run', 'x', ?1)",
+            args![event],
+        )
+        .unwrap();
+    }
+    db.execute(
+        "INSERT INTO decision (at, fingerprint, rule, outcome, reason, event_id) VALUES (1, 'g', NULL, 'discard', 'x', NULL), (2000, 'g', NULL, 'discard', 'x', NULL)",
+        args![],
+    )
+    .unwrap();
+    // Old notifications: delivered, still pending, not routed; and a new one.
+    for (routed_at, at, delivery) in [
+        (Some(1), 1, Some("sent")),
+        (Some(1), 2, None),
+        (Some(1), 3, Some("pending")),
+        (None, 4, None),
+        (Some(2_000), 2_000, Some("sent")),
+    ] {
+        let id = db
+            .insert(
+                "INSERT INTO notification (kind, subject, at, routed_at) VALUES ('probe.down', 'web', ?1, ?2)",
+                args![at, routed_at],
+            )
+            .unwrap();
+        if let Some(state) = delivery {
+            db.execute(
+                "INSERT INTO delivery (notification_id, channel, state, created_at, next_at) VALUES (?1, 'chat', ?2, 1, 1)",
+                args![id, state],
+            )
+            .unwrap();
+        }
+    }
+    // Ids past 32 bits go like the others.
+    db.batch(
+        "INSERT INTO event (id, rule, runbook, key, fingerprint, state, mode, created_at, updated_at, ended_at)
+           VALUES (3000000000, 'r', 'b', 'k3', 'f', 'failed', 'live', 1, 1, 6);
+         INSERT INTO notification (id, kind, subject, at, routed_at) VALUES (3000000001, 'probe.down', 'web', 5, 5);",
+    )
+    .unwrap();
+    // A purge undone with its transaction (its temporary tables with it)
+    // leaves the next one whole.
+    db.batch("BEGIN").unwrap();
+    seen.push(format!(
+        "undone {} {}",
+        purge(db, Purge::Events, 100, 100).unwrap(),
+        purge(db, Purge::Notifications, 100, 100).unwrap()
+    ));
+    db.batch("ROLLBACK").unwrap();
+    let mut rounds = Vec::new();
+    loop {
+        let n = purge(db, Purge::Pings, 1_100, 4).unwrap();
+        rounds.push(n);
+        if n == 0 || rounds.len() > 10 {
+            break;
+        }
+    }
+    seen.push(format!("pings {rounds:?}"));
+    seen.push(format!(
+        "probe results {}",
+        purge(db, Purge::ProbeResults, 415, 100).unwrap()
+    ));
+    seen.push(format!(
+        "decisions {}",
+        purge(db, Purge::Decisions, 100, 100).unwrap()
+    ));
+    for _ in 0..2 {
+        seen.push(format!(
+            "events {}",
+            purge(db, Purge::Events, 100, 100).unwrap()
+        ));
+    }
+    for batch in [1, 100, 100] {
+        seen.push(format!(
+            "notifications {}",
+            purge(db, Purge::Notifications, 100, batch).unwrap()
+        ));
+    }
+    for table in [
+        "ping",
+        "probe_result",
+        "decision",
+        "event",
+        "op",
+        "op_step",
+        "op_log",
+        "timeline",
+        "event_alert",
+        "notification",
+        "delivery",
+    ] {
+        let left = db
+            .query_row(&format!("SELECT count(*) FROM {table}"), args![], |r| {
+                r.get::<i64>(0)
+            })
+            .unwrap();
+        seen.push(format!("{table} {}", left.unwrap_or(0)));
+    }
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn heartbeats_probes_mutes_schedules_and_retention_are_stored_alike_on_postgres() {
+    let test =
+        "postgres_store::heartbeats_probes_mutes_schedules_and_retention_are_stored_alike_on_postgres";
+    let Some((_pg, session, sqlite)) = both(test) else {
+        return;
+    };
+    let on_sqlite = watch_results(Db::from(&sqlite));
+    let on_postgres = watch_results(Db::from(&session));
+    for (i, (a, b)) in on_sqlite.iter().zip(&on_postgres).enumerate() {
+        assert_eq!(a, b, "line {i}");
+    }
+    assert_eq!(on_sqlite.len(), on_postgres.len());
+    let expect = [
+        "HTTP 409",
+        "new c again false",
+        r#"["heartbeat \"c\" registered through the API is now defined by the config file", "heartbeat \"b\" is no longer in the config file: removed"]"#,
+        r#"[(Heartbeat, "a", 100), (Heartbeat, "c", 100), (Probe, "web", 200)]"#,
+        "end a true",
+        "end web true",
+        "end c early false",
+        r#"["probe \"gone\" is no longer defined: its mute is forgotten"]"#,
+        "delete true",
+        "delete false",
+        "None [] None",
+        "claim 1000 true",
+        "claim 1000 false",
+        "claim 900 false",
+        "claim 2000 true",
+        "Some(2000)",
+        "undone 2 3; pings [4, 4, 4, 2, 0]; probe results 2; decisions 2; events 2; events 0; \
+         notifications 1; notifications 2; notifications 0; ping 15; probe_result 2; \
+         decision 2; event 1; op 1; op_step 0; op_log 0; timeline 1; event_alert 1; \
+         notification 3; delivery 2",
+    ];
+    for line in expect {
+        assert!(
+            on_sqlite.iter().any(|s| s == line),
+            "{line}: {on_sqlite:#?}"
+        );
+    }
+    let web = on_sqlite
+        .iter()
+        .find(|l| l.starts_with(r#"ProbeRow { name: "web""#))
+        .unwrap();
+    assert!(
+        web.contains(
+            r#"state: "down", fails_in_row: 3, oks_in_row: 0, state_since: 420, last_at: Some(430)"#
+        ) && web.contains(r#"severity: Some("critical")"#),
+        "the state holds since it went down, with the last severity: {web}"
+    );
+    let a = on_sqlite
+        .iter()
+        .find(|l| l.starts_with(r#"HeartbeatRow { name: "a""#))
+        .unwrap();
+    assert!(
+        a.contains("paused: false, paused_reason: None, muted_until: None, resumed_at: Some(200)")
+            && a.contains(r#"pings: 3, state: "up", state_since: 40"#),
+        "{a}"
+    );
+    let internal = on_sqlite
+        .iter()
+        .position(|l| l.starts_with("[InternalRow"))
+        .unwrap();
+    assert!(on_sqlite[internal].contains("raised_at: 600, sent_at: 700"));
+    assert_eq!(on_sqlite[internal + 3], "[]", "resolved");
+}
