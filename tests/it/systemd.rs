@@ -575,13 +575,13 @@ fn the_example_units_pass_systemd_analyze_verify() {
             .unwrap_or_else(|e| panic!("examples/systemd/{unit}: {e}"));
         // verify checks that ExecStart= exists: point it at the heal under test.
         assert_eq!(
-            text.contains("ExecStart=/usr/local/bin/heal "),
+            text.contains("ExecStart=/usr/bin/heal "),
             unit.ends_with(".service"),
             "{unit}"
         );
         std::fs::write(
             dir.join(unit),
-            text.replace("/usr/local/bin/heal ", &format!("{} ", heal_bin())),
+            text.replace("/usr/bin/heal ", &format!("{} ", heal_bin())),
         )
         .unwrap();
     }
@@ -605,5 +605,51 @@ fn the_example_units_pass_systemd_analyze_verify() {
         "ExecReload=",
     ] {
         assert!(service.contains(line), "heal.service lacks {line}");
+    }
+}
+
+/// Every setting of /etc/default/heal-agent (examples/debian/heal-agent.default)
+/// is one heal-agent.service passes to heal, or one heal reads itself, and back.
+#[test]
+fn the_agent_settings_file_names_what_the_agent_unit_reads() {
+    let unit = std::fs::read_to_string(repo().join("examples/systemd/heal-agent.service")).unwrap();
+    let settings =
+        std::fs::read_to_string(repo().join("examples/debian/heal-agent.default")).unwrap();
+    assert!(
+        unit.contains("\nEnvironmentFile=-/etc/default/heal-agent\n"),
+        "{unit}"
+    );
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart=");
+    // The ones heal reads from its environment (heal agent --help says so).
+    let mut read: Vec<String> = vec!["HEAL_SERVER".into(), "HEAL_CA_FILE".into()];
+    read.extend(
+        exec.split("${")
+            .skip(1)
+            .map(|s| s.split('}').next().unwrap().to_string()),
+    );
+    read.sort();
+    let mut named: Vec<String> = settings
+        .lines()
+        .map(|l| l.trim_start_matches('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(name, _)| name.to_string())
+        .filter(|name| name.starts_with("HEAL_") && !name.contains(' '))
+        .collect();
+    named.sort();
+    assert_eq!(named, read, "{exec}");
+    let help = crate::support::heal_cli(&["agent", "--help"], &[], None).1;
+    for name in ["HEAL_SERVER", "HEAL_CA_FILE"] {
+        assert!(help.contains(&format!("${name}")), "{help}");
+    }
+    // Each ${NAME} of ExecStart= has a default in the unit's Environment=.
+    let defaults = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("Environment="))
+        .expect("Environment=");
+    for name in read.iter().filter(|n| exec.contains(&format!("${{{n}}}"))) {
+        assert!(defaults.contains(&format!("{name}=")), "{name}: {defaults}");
     }
 }
