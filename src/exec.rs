@@ -57,7 +57,8 @@ const EOF_WAIT: Duration = Duration::from_secs(1);
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// What to execute: a string goes to `/bin/sh -c`, a list is executed directly (no shell).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
 pub enum Run {
     /// A shell script, run as `/bin/sh -c SCRIPT`.
     Shell(String),

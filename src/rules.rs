@@ -176,7 +176,7 @@ pub fn env_collision(alert: &Alert) -> Option<String> {
 }
 
 /// Agent ids from a target expression's value: a string or a list of strings.
-fn target_ids(v: &Value) -> Result<Vec<String>, String> {
+pub fn target_ids(v: &Value) -> Result<Vec<String>, String> {
     let ids: Vec<String> = match v {
         Value::String(s) => vec![s.clone()],
         Value::Array(items) => items

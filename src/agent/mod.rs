@@ -7,8 +7,10 @@
 //! run only once: the server hands it out once, and the agent confirms it
 //! (the start acknowledgement) before its first step starts, so an op the
 //! server declared lost meanwhile (409) never starts. SIGTERM closes the
-//! waiting poll at once: no op is taken after it.
+//! waiting poll at once: no op is taken after it. Poll answers also carry
+//! runs of agent-side probes (`checks`).
 
+mod checks;
 mod secrets;
 mod state_dir;
 mod users;
@@ -81,6 +83,8 @@ struct Agent {
     reports: Mutex<VecDeque<(String, Value)>>,
     report_ready: Condvar,
     log_seq: AtomicUsize,
+    /// Runs of agent-side probes.
+    checks: checks::Checks,
 }
 
 /// Runs the agent until `shutdown` is triggered, then drains.
@@ -109,6 +113,7 @@ pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
         reports: Mutex::new(VecDeque::new()),
         report_ready: Condvar::new(),
         log_seq: AtomicUsize::new(0),
+        checks: checks::Checks::default(),
     };
     log::info!(
         "agent {} (instance {}) polling {} with {} slots; runbooks allowed: {}",
@@ -135,6 +140,9 @@ pub fn run(opts: Options, shutdown: &Shutdown) -> Result<()> {
         // Workers wait ready, so no thread is started between a poll's answer and the step.
         for _ in 0..agent.opts.concurrency {
             s.spawn(|| agent.op_worker(&stopping));
+        }
+        for _ in 0..checks::CHECK_THREADS {
+            s.spawn(|| agent.check_worker(&stopping));
         }
         agent.poll_loop(shutdown);
         agent.drain();
@@ -188,6 +196,7 @@ impl Agent {
                         );
                     }
                     backoff = Duration::from_millis(100);
+                    self.take_checks(&body);
                     for op in body
                         .get("ops")
                         .and_then(Value::as_array)

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 mod expr;
 mod names;
 mod notify;
+mod probe;
 mod rules;
 mod secrets;
 mod server;
@@ -31,6 +32,7 @@ pub use crate::redact::{redact, redact_url, redact_url_secrets};
 pub use expr::{doc, Expr};
 pub use names::{check_name, follows_name_rule, NAME_RULE};
 pub use notify::{check_channel, Channel, ChannelKind, Email, RateLimit, Route, SmtpTls, Stdin};
+pub use probe::{api_probe, On, Probe};
 pub use rules::{
     check_account_name, check_env_name, Action, Mode, Rule, Runbook, Source, Step, Target, Verify,
 };
@@ -39,8 +41,8 @@ pub use server::{Cidr, Safety, Server, Watchdog};
 pub(crate) use token::parse_sha256;
 pub use token::{hash_matches, hex, parse_expiry, token_hash, Scope, Token};
 pub use watch::{
-    api_probe, fields_toml, heartbeat, heartbeat_from_def, priority_level, toml_fields, Heartbeat,
-    Probe, RawHeartbeat, Retention, Scheduled,
+    fields_toml, heartbeat, heartbeat_from_def, priority_level, toml_fields, Heartbeat,
+    RawHeartbeat, Retention, Scheduled,
 };
 
 use validate::{RawFile, Validator};

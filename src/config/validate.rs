@@ -38,7 +38,7 @@ pub(super) struct RawFile {
     #[serde(default, rename = "heartbeat")]
     heartbeats: Vec<Spanned<RawHeartbeat>>,
     #[serde(default, rename = "probe")]
-    probes: Vec<Spanned<watch::RawProbe>>,
+    probes: Vec<Spanned<super::probe::RawProbe>>,
     #[serde(default, rename = "schedule")]
     schedules: Vec<Spanned<watch::RawSchedule>>,
     #[serde(default)]

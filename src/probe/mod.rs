@@ -1,6 +1,6 @@
 //! Probes: what a `[[probe]]` checks (an HTTP endpoint, a TCP port, a
-//! command on the server, a Prometheus query, a SQL query, a Graphite
-//! render) and one run of such a check,
+//! command, a Prometheus query, a SQL query, a Graphite render, how full a
+//! disk is) and one run of such a check,
 //! plus the pure up/down bookkeeping behind `fail_after` and `recover_after`.
 //!
 //! Every run is bounded by its timeout, roughly: HTTP uses ureq's global
@@ -25,10 +25,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::exec;
 use crate::time::format_duration;
 
 mod command;
+mod disk;
 mod graphite;
 mod http;
 mod prometheus;
@@ -37,18 +40,23 @@ mod step;
 mod tcp;
 mod tls;
 
+pub use disk::{parse_percent, space, Space};
 pub(crate) use http::describe_error;
 pub use step::*;
 
 use command::run_command;
+use disk::run_disk;
 use graphite::run_graphite;
 use http::run_http;
 use prometheus::run_prometheus;
 use sql::run_sql;
 use tcp::run_tcp;
 
-/// What a probe checks. Built by the config module from `[[probe]]`.
-#[derive(Debug, Clone)]
+/// What a probe checks. Built by the config module from `[[probe]]`. It
+/// serializes so the server can hand a check to an agent (`[[probe]] on`);
+/// the agent reads it back with the same derive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Check {
     /// An HTTP(S) request and what its answer must look like.
     Http(Http),
@@ -68,10 +76,23 @@ pub enum Check {
     Sql(Sql),
     /// A Graphite render whose every series, aggregated, must satisfy an expectation.
     Graphite(Graphite),
+    /// How full the filesystem holding a path is.
+    Disk(Disk),
+}
+
+/// A disk check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Disk {
+    /// A path on the filesystem to measure.
+    pub path: PathBuf,
+    /// Percent used above which it fails.
+    pub max_used: f64,
+    /// Percent used above which it is a warning (below `max_used`).
+    pub warn_used: Option<f64>,
 }
 
 /// An HTTP check.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Http {
     /// The URL to request (http or https).
     pub url: String,
@@ -96,7 +117,7 @@ pub struct Http {
 }
 
 /// A Prometheus check.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Prometheus {
     /// Base URL of a Prometheus server, e.g. `http://127.0.0.1:9090`.
     pub url: String,
@@ -111,7 +132,7 @@ pub struct Prometheus {
 }
 
 /// A SQL check, read only.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sql {
     /// `postgres://USER@HOST/DB?…` or `sqlite:///path/to.db`, `${ENV}` expanded.
     pub url: String,
@@ -126,7 +147,7 @@ pub struct Sql {
 }
 
 /// A Graphite check.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Graphite {
     /// Base URL of graphite-web, e.g. `http://127.0.0.1:8080`, `${ENV}` expanded.
     pub url: String,
@@ -145,7 +166,8 @@ pub struct Graphite {
 }
 
 /// How the points of a Graphite series (nulls skipped) become one number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Aggregate {
     /// The newest point.
     Last,
@@ -183,7 +205,7 @@ impl Aggregate {
 }
 
 /// A comparison with a fixed number, such as "< 0.9".
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Expect {
     /// The comparison.
     pub op: Cmp,
@@ -192,7 +214,7 @@ pub struct Expect {
 }
 
 /// A comparison operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Cmp {
     /// `<`
     Lt,
@@ -383,6 +405,7 @@ impl Check {
             Check::Prometheus(p) => p.warn.is_some(),
             Check::Sql(s) => s.warn.is_some(),
             Check::Graphite(g) => g.warn.is_some(),
+            Check::Disk(d) => d.warn_used.is_some(),
             Check::Tcp { .. } | Check::Command { .. } => false,
         }
     }
@@ -398,6 +421,7 @@ pub fn run(check: &Check, timeout: Duration) -> Outcome {
         Check::Prometheus(prometheus) => run_prometheus(prometheus, timeout),
         Check::Sql(sql) => run_sql(sql, timeout),
         Check::Graphite(graphite) => run_graphite(graphite, timeout),
+        Check::Disk(disk) => run_disk(disk, timeout),
     };
     outcome.latency_ms = millis(start.elapsed());
     // Its detail is stored, shown, logged and sent in notifications: never

@@ -50,7 +50,7 @@ impl Applied {
 pub fn finish(applied: Applied, metrics: &Metrics, source: &str) {
     metrics.observe_intake(source, &applied.tally);
     for (parked, claimed) in applied.handoffs {
-        super::longpoll::respond_ops(parked.request, &claimed);
+        super::longpoll::respond_ops(parked.request, &claimed, &[]);
     }
     for (level, line) in &applied.log {
         log::log!(*level, "{line}");

@@ -35,7 +35,7 @@ impl Waiters {
     pub fn park(&self, agent: &str, parked: Parked) {
         let old = self.lock().insert(agent.to_string(), parked);
         if let Some(old) = old {
-            respond_ops(old.request, &[]);
+            respond_ops(old.request, &[], &[]);
         }
     }
 
@@ -62,7 +62,7 @@ impl Waiters {
         };
         let n = expired.len();
         for p in expired {
-            respond_ops(p.request, &[]);
+            respond_ops(p.request, &[], &[]);
         }
         n
     }
@@ -98,8 +98,9 @@ impl Waiters {
     }
 }
 
-/// The poll answer: `{"ops": [...]}` with each op's id added to its spec.
-pub fn ops_body(claimed: &[Claimed]) -> Value {
+/// The poll answer: `{"ops": [...], "checks": [...]}`, each op's id added
+/// to its spec; `checks` are runs of agent-side probes (`watch::Checks::specs`).
+pub fn ops_body(claimed: &[Claimed], checks: &[Value]) -> Value {
     let ops: Vec<Value> = claimed
         .iter()
         .map(|c| {
@@ -109,16 +110,19 @@ pub fn ops_body(claimed: &[Claimed]) -> Value {
             spec
         })
         .collect();
-    json!({ "ops": ops })
+    json!({ "ops": ops, "checks": checks })
 }
 
-/// Answers a poll with ops (possibly none).
-pub fn respond_ops(request: tiny_http::Request, claimed: &[Claimed]) {
-    let response = super::api::json_response(200, &ops_body(claimed));
+/// Answers a poll with ops and checks (possibly none).
+pub fn respond_ops(request: tiny_http::Request, claimed: &[Claimed], checks: &[Value]) {
+    let response = super::api::json_response(200, &ops_body(claimed, checks));
     if let Err(e) = request.respond(response) {
         if !claimed.is_empty() {
             let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
             log::warn!("could not hand ops {ids:?} to their agent ({e}); they become lost when their lease ends");
+        }
+        if !checks.is_empty() {
+            log::warn!("could not hand {} checks to their agent ({e}); they are offered again at their next due time", checks.len());
         }
     }
 }

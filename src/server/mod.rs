@@ -79,14 +79,15 @@ impl State {
             .clone()
     }
 
-    /// Offers newly queued ops to the parked polls of these agents (after
-    /// the commit that queued them); an agent without a parked poll gets them
-    /// when it next polls.
+    /// Offers newly queued ops and checks to the parked polls of these
+    /// agents (after the commit that queued them); an agent without a parked
+    /// poll gets them when it next polls.
     pub fn wake(&self, agents: &[String]) {
         let mut agents = agents.to_vec();
         agents.sort();
         agents.dedup();
         let lease = self.config().server.lease.as_millis() as i64;
+        let checks = self.watch.checks.any();
         for agent in agents {
             let Some(parked) = self.waiters.take(&agent) else {
                 continue;
@@ -102,13 +103,20 @@ impl State {
                     now + lease,
                     now,
                 )?;
-                Ok((parked, claimed))
+                let runs = match checks {
+                    true => store::claim_checks(conn, &id, now)?,
+                    false => Vec::new(),
+                };
+                Ok((parked, claimed, runs))
             });
             match claimed {
-                Ok((parked, claimed)) if claimed.is_empty() => {
+                Ok((parked, claimed, runs)) if claimed.is_empty() && runs.is_empty() => {
                     self.waiters.put_back(&agent, parked)
                 }
-                Ok((parked, claimed)) => longpoll::respond_ops(parked.request, &claimed),
+                Ok((parked, claimed, runs)) => {
+                    let specs = self.watch.checks.specs(&runs);
+                    longpoll::respond_ops(parked.request, &claimed, &specs)
+                }
                 // The poll was dropped with the failed job (answered 500); the agent polls again.
                 Err(e) => log::error!("handing new ops to agent {agent}: {e}"),
             }

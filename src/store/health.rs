@@ -74,16 +74,11 @@ pub fn is_full() -> bool {
 
 /// Bytes free for heal on the filesystem holding `path`, if it can be read.
 pub fn room(path: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
-    let dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs reads a NUL-terminated path and writes one struct that lives on this frame.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(dir.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    crate::probe::space(dir).ok().map(|s| s.available)
 }
 
 /// A write that needs disk space and changes nothing: the schema version

@@ -414,6 +414,23 @@ pub const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     "#,
+    // 16: agent-side probes (`[[probe]] on`): the current run of each
+    // (probe, agent) pair. A due run is offered (handed = 0) until the
+    // agent's next poll takes it (handed = 1); lease_until bounds both and
+    // is NULL once its result came, so a pair never runs twice at once and
+    // each due time is offered once. The pair's state and results are those
+    // of the probe named `PROBE@AGENT` (neither name may hold an '@').
+    r#"
+    CREATE TABLE agent_check (
+        probe       TEXT NOT NULL,
+        agent       TEXT NOT NULL,
+        due         INTEGER NOT NULL,
+        handed      INTEGER NOT NULL,
+        lease_until INTEGER,
+        PRIMARY KEY (probe, agent)
+    );
+    CREATE INDEX agent_check_agent ON agent_check(agent, handed);
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction and returns the

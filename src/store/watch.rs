@@ -711,6 +711,7 @@ pub fn delete_api_probe<'a>(db: impl Into<Db<'a>>, name: &str) -> Result<bool> {
             .context("deleting a probe's results")?;
         db.execute("DELETE FROM probe WHERE name = ?1", args![name])
             .context("deleting a probe's state")?;
+        super::checks::forget_checks_of(db, name)?;
     }
     Ok(n > 0)
 }

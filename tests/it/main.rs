@@ -3,6 +3,7 @@
 mod support;
 
 mod agent;
+mod agent_checks;
 mod agents;
 mod alert_files;
 mod alertmanager;

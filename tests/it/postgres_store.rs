@@ -1585,3 +1585,125 @@ fn heartbeats_probes_mutes_schedules_and_retention_are_stored_alike_on_postgres(
     assert!(on_sqlite[internal].contains("raised_at: 600, sent_at: 700"));
     assert_eq!(on_sqlite[internal + 3], "[]", "resolved");
 }
+
+fn checks_results(db: Db) -> Vec<String> {
+    use heal::store::{
+        check_pairs, check_subject, claim_checks, finish_check, forget_check, forget_checks_of,
+        offer_check, probes, set_check_unknown,
+    };
+    let mut seen = Vec::new();
+    seen.push(format!(
+        "offer {}",
+        offer_check(db, "disk", "db-1", 1_000, 5_000, 1_000).unwrap()
+    ));
+    seen.push(format!(
+        "offer {}",
+        offer_check(db, "disk", "db-2", 1_000, 5_000, 1_000).unwrap()
+    ));
+    // Still out: the next due time is refused until the lease passes.
+    seen.push(format!(
+        "again {}",
+        offer_check(db, "disk", "db-1", 2_000, 6_000, 2_000).unwrap()
+    ));
+    seen.push(format!(
+        "claim {:?}",
+        claim_checks(db, "db-1", 2_000).unwrap()
+    ));
+    seen.push(format!(
+        "claim again {:?}",
+        claim_checks(db, "db-1", 2_000).unwrap()
+    ));
+    // db-2's offer expired before its poll came.
+    seen.push(format!(
+        "late claim {:?}",
+        claim_checks(db, "db-2", 5_000).unwrap()
+    ));
+    seen.push(format!(
+        "stale {:?}",
+        finish_check(db, "disk", "db-1", 999).unwrap()
+    ));
+    seen.push(format!(
+        "unknown {:?}",
+        finish_check(db, "disk", "db-1", 1_001).unwrap()
+    ));
+    seen.push(format!(
+        "fresh {:?}",
+        finish_check(db, "disk", "db-1", 1_000).unwrap()
+    ));
+    seen.push(format!(
+        "dup {:?}",
+        finish_check(db, "disk", "db-1", 1_000).unwrap()
+    ));
+    seen.push(format!(
+        "not handed {:?}",
+        finish_check(db, "disk", "db-2", 1_000).unwrap()
+    ));
+    // Finished: the next due time is offered at once.
+    seen.push(format!(
+        "next {}",
+        offer_check(db, "disk", "db-1", 2_000, 6_000, 2_500).unwrap()
+    ));
+    let subject = check_subject("disk", "db-1");
+    seen.push(format!(
+        "unknown set {}",
+        set_check_unknown(db, &subject, "agent db-1 is down", 3_000).unwrap()
+    ));
+    seen.push(format!(
+        "unknown again {}",
+        set_check_unknown(db, &subject, "agent db-1 is down", 3_500).unwrap()
+    ));
+    for p in probes(db).unwrap() {
+        seen.push(format!(
+            "probe {} {} {} {:?}",
+            p.name, p.state, p.state_since, p.last_detail
+        ));
+    }
+    seen.push(format!("pairs {:?}", check_pairs(db).unwrap()));
+    forget_check(db, "disk", "db-1").unwrap();
+    seen.push(format!(
+        "after forget {:?} {}",
+        check_pairs(db).unwrap(),
+        probes(db).unwrap().len()
+    ));
+    forget_checks_of(db, "disk").unwrap();
+    seen.push(format!("after forget all {:?}", check_pairs(db).unwrap()));
+    seen
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn the_runs_of_agent_side_probes_are_handed_out_alike_on_postgres() {
+    let Some((_pg, pg, sqlite)) =
+        both("postgres_store::the_runs_of_agent_side_probes_are_handed_out_alike_on_postgres")
+    else {
+        return;
+    };
+    let on_sqlite = checks_results(Db::from(&sqlite));
+    let on_postgres = checks_results(Db::from(&pg));
+    assert_eq!(on_sqlite, on_postgres);
+    let expect = [
+        "offer true",
+        "again false",
+        "claim [(\"disk\", 1000)]",
+        "claim again []",
+        "late claim []",
+        "stale Stale",
+        "unknown Unknown",
+        "fresh Fresh",
+        "dup Duplicate",
+        "not handed Unknown",
+        "next true",
+        "unknown set true",
+        "unknown again false",
+        "probe disk@db-1 unknown 3000 Some(\"agent db-1 is down\")",
+        "pairs [(\"disk\", \"db-1\"), (\"disk\", \"db-2\")]",
+        "after forget [(\"disk\", \"db-2\")] 0",
+        "after forget all []",
+    ];
+    for line in expect {
+        assert!(
+            on_sqlite.iter().any(|s| s == line),
+            "{line}: {on_sqlite:#?}"
+        );
+    }
+}

@@ -481,6 +481,12 @@ fn dispatch(
                 Ok((200, json!({ "ok": true })))
             })
         }
+        Route::CheckResult(agent, probe) => {
+            let body = read_json(request, max)?;
+            let (due, outcome) = crate::server::watch::parse_result(&body)?;
+            state.holders.touch(&agent, std::time::Instant::now());
+            Ok((200, crate::server::watch::record_result(state, agent, probe, due, outcome)?))
+        }
         Route::OpResult(agent, op) => {
             let body = read_json(request, max)?;
             let state_name = body

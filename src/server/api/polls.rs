@@ -65,8 +65,8 @@ pub(super) fn poll_request(
     })
 }
 
-/// Claims queued ops for the agent, or parks the poll until work arrives or
-/// the wait ends. Both happen inside one store job, so no op queued by
+/// Claims queued ops and offered checks for the agent, or parks the poll
+/// until work arrives or the wait ends. Both happen inside one store job, so no op queued by
 /// another request can fall between the two.
 pub(super) fn park_or_answer(
     request: Request,
@@ -75,6 +75,7 @@ pub(super) fn park_or_answer(
     state: &Arc<State>,
 ) -> u16 {
     let state2 = state.clone();
+    let checks = state.watch.checks.any();
     let handed = state.writer.write(move |conn| {
         let now = now_ms();
         store::touch_agent(conn, &agent, &poll.hello, now)?;
@@ -86,7 +87,11 @@ pub(super) fn park_or_answer(
             now + poll.lease_ms,
             now,
         )?;
-        if claimed.is_empty() && !poll.wait.is_zero() {
+        let runs = match checks {
+            true => store::claim_checks(conn, &agent, now)?,
+            false => Vec::new(),
+        };
+        if claimed.is_empty() && runs.is_empty() && !poll.wait.is_zero() {
             let parked = Parked {
                 request,
                 instance: poll.hello.instance,
@@ -96,10 +101,12 @@ pub(super) fn park_or_answer(
             state2.waiters.park(&agent, parked);
             return Ok(None);
         }
-        Ok(Some((request, claimed)))
+        Ok(Some((request, claimed, runs)))
     });
     match handed {
-        Ok(Some((request, claimed))) => respond_ops(request, &claimed),
+        Ok(Some((request, claimed, runs))) => {
+            respond_ops(request, &claimed, &state.watch.checks.specs(&runs))
+        }
         Ok(None) => {}
         // The request was dropped with the failed job: tiny_http answers it with a 500 and the agent polls again.
         Err(e) => {
@@ -124,7 +131,7 @@ pub(super) fn holder(state: &State, agent: &str, hello: &AgentHello) -> Result<(
     // A live holder with a parked poll polls again at once when it is answered.
     if let Some(parked) = state.waiters.take(agent) {
         if parked.instance == instance {
-            respond_ops(parked.request, &[]);
+            respond_ops(parked.request, &[], &[]);
         } else {
             state.waiters.put_back(agent, parked);
         }

@@ -285,6 +285,12 @@ pub const ROUTES: &[Spec] = &[
         AGENT,
         "an op's result",
     ),
+    spec(
+        POST,
+        "/api/v1/agents/{agent}/checks/{probe}/result",
+        AGENT,
+        "the result of an agent-side probe's run",
+    ),
 ];
 
 /// The table's entry for a template and method.
@@ -322,6 +328,7 @@ pub(super) enum Route {
     OpStart(String, i64),
     OpLog(String, i64),
     OpResult(String, i64),
+    CheckResult(String, String),
     Ping(String, PingPath),
     ListHeartbeats,
     ShowHeartbeat(String),
@@ -346,9 +353,11 @@ impl Route {
     /// The agent id in the path of agent routes.
     pub(super) fn agent(&self) -> Option<&str> {
         match self {
-            Route::Poll(a) | Route::OpStart(a, _) | Route::OpLog(a, _) | Route::OpResult(a, _) => {
-                Some(a)
-            }
+            Route::Poll(a)
+            | Route::OpStart(a, _)
+            | Route::OpLog(a, _)
+            | Route::OpResult(a, _)
+            | Route::CheckResult(a, _) => Some(a),
             _ => None,
         }
     }
@@ -464,6 +473,9 @@ pub(super) fn route(method: &Method, path: &str) -> Result<Route> {
         ["api", "v1", "agents", a, "ops", op, "result"] => {
             want(Method::Post, Route::OpResult(a.to_string(), id(op)?))
         }
+        ["api", "v1", "agents", a, "checks", p, "result"] => {
+            want(Method::Post, Route::CheckResult(a.to_string(), decode(p)))
+        }
         _ => Err(not_found()),
     }
 }
@@ -518,6 +530,7 @@ impl Route {
             Route::OpStart(..) => "/api/v1/agents/{agent}/ops/{op}/start",
             Route::OpLog(..) => "/api/v1/agents/{agent}/ops/{op}/log",
             Route::OpResult(..) => "/api/v1/agents/{agent}/ops/{op}/result",
+            Route::CheckResult(..) => "/api/v1/agents/{agent}/checks/{probe}/result",
         }
     }
 

@@ -356,6 +356,9 @@ fn probe_json(
             match &d.probe {
                 Ok(p) => {
                     v["type"] = json!(p.kind());
+                    if let Some(on) = &p.on {
+                        v["on"] = json!(on.describe());
+                    }
                     v["schedule"] = json!(p.schedule.to_string());
                     v["fail_after"] = json!(p.fail_after);
                     v["recover_after"] = json!(p.recover_after);
@@ -376,6 +379,42 @@ fn probe_json(
     v
 }
 
+/// An agent-side probe's entry gets its agents' rows (`PROBE@AGENT`), and
+/// the state of the worst of them: down if any is, up if all are.
+fn with_agents(v: &mut Value, name: &str, rows: &[store::ProbeRow]) {
+    let agents: Vec<Value> = rows
+        .iter()
+        .filter_map(|r| {
+            let (probe, agent) = r.name.split_once('@')?;
+            (probe == name).then(|| {
+                let mut a = serde_json::to_value(r).expect("a probe row always serializes");
+                a["agent"] = json!(agent);
+                if let Some(o) = a.as_object_mut() {
+                    o.remove("name");
+                }
+                a
+            })
+        })
+        .collect();
+    if v.get("on").is_none() && agents.is_empty() {
+        return;
+    }
+    let states: Vec<&str> = agents.iter().filter_map(|a| a["state"].as_str()).collect();
+    v["state"] = json!(if states.contains(&"down") {
+        "down"
+    } else if !states.is_empty() && states.iter().all(|s| *s == "up") {
+        "up"
+    } else {
+        "unknown"
+    });
+    let worst = agents
+        .iter()
+        .filter_map(|a| a["severity"].as_str())
+        .max_by_key(|s| crate::probe::Level::parse(s));
+    v["severity"] = json!(worst);
+    v["agents"] = json!(agents);
+}
+
 /// `GET /api/v1/probes?state=`: the file's probes and the API's, with their last results.
 pub fn probes(conn: &Connection, config: &Config, only: Option<&str>) -> Answer {
     let rows = store::probes(conn)?;
@@ -383,7 +422,8 @@ pub fn probes(conn: &Connection, config: &Config, only: Option<&str>) -> Answer 
     let defined = watch::defined_probes(conn, config)?;
     let mut names: Vec<&str> = defined.keys().map(String::as_str).collect();
     for r in &rows {
-        if !defined.contains_key(&r.name) {
+        // A pair `PROBE@AGENT` shows under its probe.
+        if !defined.contains_key(&r.name) && !r.name.contains('@') {
             names.push(&r.name);
         }
     }
@@ -392,7 +432,9 @@ pub fn probes(conn: &Connection, config: &Config, only: Option<&str>) -> Answer 
         .map(|n| {
             let row = rows.iter().find(|r| r.name == *n);
             let mute = mutes.get(*n);
-            probe_json(defined.get(*n), row, mute, n)
+            let mut v = probe_json(defined.get(*n), row, mute, n);
+            with_agents(&mut v, n, &rows);
+            v
         })
         .filter(|v| only.is_none_or(|s| v["state"] == s))
         .collect();
@@ -409,7 +451,14 @@ pub fn probe(conn: &Connection, config: &Config, name: &str, limit: i64) -> Answ
     }
     let mute = store::probe_mute(conn, name)?;
     let mut v = probe_json(def.as_ref(), row.as_ref(), mute.as_ref(), name);
+    with_agents(&mut v, name, &store::probes(conn)?);
     v["recent_results"] = json!(store::recent_probe_results(conn, name, limit)?);
+    if let Some(agents) = v.get_mut("agents").and_then(Value::as_array_mut) {
+        for a in agents {
+            let subject = store::check_subject(name, a["agent"].as_str().unwrap_or_default());
+            a["recent_results"] = json!(store::recent_probe_results(conn, &subject, limit)?);
+        }
+    }
     Ok((200, json!({ "probe": v })))
 }
 

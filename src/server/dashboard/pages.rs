@@ -212,9 +212,12 @@ pub fn probes(ctx: &Ctx) -> Result<Reply> {
             let name = p["name"].as_str().unwrap_or("");
             h.raw("<tr>").td_open("Probe");
             h.link(&path("/probes", name), name);
-            h.raw("</td>")
-                .td("Type", p["type"].as_str().unwrap_or(""))
-                .td_open("State");
+            let kind = p["type"].as_str().unwrap_or("");
+            let kind = match p["agents"].as_array() {
+                Some(a) if p["on"].is_string() => format!("{kind} on {} agents", a.len()),
+                _ => kind.to_string(),
+            };
+            h.raw("</td>").td("Type", &kind).td_open("State");
             probe_badge(&mut h, p);
             if p["muted"] == true {
                 mute_left(&mut h, &p["muted_until"], ctx.now);
@@ -232,6 +235,33 @@ pub fn probes(ctx: &Ctx) -> Result<Reply> {
     }
     manage::probe_form(&mut h, ctx, "");
     frame(ctx, "Probes", "/probes", Some(10), h)
+}
+
+/// An agent-side probe's runs, one row per agent.
+fn on_agents(h: &mut Html, agents: &[Value], now: i64) {
+    h.raw("<h2>On agents</h2>");
+    if agents.is_empty() {
+        h.raw("<p class=\"none\">No agent matches it yet, or none has run it.</p>");
+        return;
+    }
+    h.raw("<table class=\"rows\">");
+    h.thead(&["Agent", "State", "Since", "Last run", "Took", "Result"]);
+    h.raw("<tbody>");
+    for a in agents {
+        h.raw("<tr>")
+            .td("Agent", a["agent"].as_str().unwrap_or(""))
+            .td_open("State");
+        probe_badge(h, a);
+        h.raw("</td>").td_open("Since");
+        when(h, a["state_since"].as_i64(), now);
+        h.raw("</td>").td_open("Last run");
+        when(h, a["last_at"].as_i64(), now);
+        h.raw("</td>")
+            .td("Took", latency(&a["last_latency_ms"]))
+            .td("Result", a["last_detail"].as_str().unwrap_or(""))
+            .raw("</tr>");
+    }
+    h.raw("</tbody></table>");
 }
 
 /// After a state badge: " muted, 1h59m left" (or "until unmuted").
@@ -290,10 +320,18 @@ pub fn probe(ctx: &Ctx) -> Result<Reply> {
             p["fail_after"], p["recover_after"]
         ))
         .raw("</dd>");
+    if let Some(on) = p["on"].as_str() {
+        h.raw("<dt>Runs on</dt><dd>")
+            .text(format!("agents: on = {on}"))
+            .raw("</dd>");
+    }
     if p["muted"] == true {
         mute_facts(&mut h, &p["muted_reason"], &p["muted_until"], ctx.now);
     }
     h.raw("</dl>");
+    if let Some(agents) = p["agents"].as_array() {
+        on_agents(&mut h, agents, ctx.now);
+    }
     let from_api = p["source"] == "api";
     manage::controls(&mut h, ctx, true, name, p["muted"] == true, from_api);
     h.raw("<h2>Last results</h2><table class=\"rows\">");

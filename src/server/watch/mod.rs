@@ -1,6 +1,7 @@
 //! What heal watches by itself. One scheduler thread keeps time: every second
 //! it sweeps heartbeats, agents and the breaker and ends mutes whose time has come; it starts probes when they
-//! are due (run by a small pool, so a hung check holds no one up), fires
+//! are due (run by a small pool, so a hung check holds no one up, or
+//! offered to agents for probes with `on`: `checks`), fires
 //! `[[schedule]]`s and runs retention once a day. A missed tick (the server
 //! was stopped or stalled) is not replayed: the next time is computed from now.
 //!
@@ -28,9 +29,11 @@ use crate::store::{self, Purge};
 use crate::time::{format_duration, now_ms};
 
 mod alerts;
+mod checks;
 mod probes;
 mod sweeps;
 
+pub use checks::{parse_result, record_result, Checks};
 pub use probes::{defined_probes, resolve_probe, Defined};
 pub use sweeps::{agents_forgotten, Known};
 
@@ -58,6 +61,8 @@ pub struct Shared {
     /// Bumped when the API registers, replaces or deletes a probe: the
     /// scheduler then reads the probes again.
     api_probes: AtomicU64,
+    /// The probes that run on agents.
+    pub checks: Checks,
 }
 
 impl Shared {
@@ -234,7 +239,15 @@ impl Due {
             }
         }
         self.schedules = schedules;
-        forget_removed_probes(state, config, self.defs.keys().cloned().collect());
+        let on_agents: BTreeMap<String, Probe> = self
+            .defs
+            .iter()
+            .filter(|(_, p)| p.on.is_some())
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect();
+        let names = on_agents.keys().cloned().collect();
+        state.watch.checks.set(on_agents);
+        forget_removed_probes(state, config, self.defs.keys().cloned().collect(), names);
         self.config = Some(config.clone());
     }
 }
@@ -311,7 +324,8 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
         {
             due.refresh(state, &config, conn, now);
         }
-        if now >= next_sweep {
+        let swept = now >= next_sweep;
+        if swept {
             next_sweep = now + 1000;
             for (what, r) in [
                 ("heartbeats", sweep_heartbeats(state, conn)),
@@ -328,11 +342,17 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
                 }
             }
         }
+        let mut on_agents = Vec::new();
         for (name, at) in due.probes.iter_mut() {
             if *at > now {
                 continue;
             }
             let p = &due.defs[name];
+            if p.on.is_some() {
+                on_agents.push((p.clone(), Some(*at)));
+                *at = p.schedule.next_after(now).unwrap_or(i64::MAX);
+                continue;
+            }
             *at = p.schedule.next_after(now).unwrap_or(i64::MAX);
             if !state.watch.start_probe(name) {
                 log::warn!("probe {name}: still running from last time; this run is skipped");
@@ -344,6 +364,17 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
                 state.watch.end_probe(name);
                 log::warn!("probe {name}: every probe thread is busy; this run is skipped");
             }
+        }
+        if swept {
+            // Agents new to a probe get a first run; down ones turn unknown.
+            for p in due.defs.values().filter(|p| p.on.is_some()) {
+                if !on_agents.iter().any(|(d, _)| d.name == p.name) {
+                    on_agents.push((p.clone(), None));
+                }
+            }
+        }
+        if !on_agents.is_empty() {
+            checks::offer_due(state, &config, on_agents);
         }
         for (idx, s) in config.schedules.iter().enumerate() {
             let Some(at) = due.schedules.get_mut(&s.name) else {

@@ -69,16 +69,32 @@ pub fn resolve_probe(
     name: &str,
     now: i64,
 ) -> Result<Applied> {
-    let scope = BTreeSet::from([name.to_string()]);
+    // With the alerts it raised on agents, if it runs there.
+    let scope: BTreeSet<String> = store::internal_alerts(conn, "probe")?
+        .into_iter()
+        .map(|r| r.subject)
+        .filter(|s| store::subject_probe(s) == name)
+        .collect();
     reconcile(conn, config, state, "probe", Vec::new(), Some(&scope), now)
 }
 
-/// The `ProbeFailing` of a down probe. Its `severity` label is left out of
-/// the fingerprint, so a change of severity is the same alert, raised again
-/// with the new label (`reconcile`), not a new one.
-fn probe_raise(p: &Probe, outcome: &probe::Outcome, severity: probe::Level, now: i64) -> Raise {
+/// The `ProbeFailing` of a down probe, on `agent` for an agent-side one.
+/// Its `severity` label is left out of the fingerprint, so a change of
+/// severity is the same alert, raised again with the new label
+/// (`reconcile`), not a new one.
+fn probe_raise(
+    p: &Probe,
+    agent: Option<&str>,
+    outcome: &probe::Outcome,
+    severity: probe::Level,
+    now: i64,
+) -> Raise {
     let mut labels = p.labels.clone();
     labels.insert("probe".into(), p.name.clone());
+    if let Some(agent) = agent {
+        labels.insert("agent".into(), agent.to_string());
+    }
+    let on = agent.map(|a| format!(" on agent {a}")).unwrap_or_default();
     labels.insert("probe_type".into(), p.kind().into());
     for (k, v) in [("team", &p.team), ("priority", &p.priority)] {
         if let Some(v) = v {
@@ -97,14 +113,14 @@ fn probe_raise(p: &Probe, outcome: &probe::Outcome, severity: probe::Level, now:
     let mut notes = BTreeMap::from([
         (
             "summary".to_string(),
-            format!("probe {} is failing: {}", p.name, outcome.detail),
+            format!("probe {}{on} is failing: {}", p.name, outcome.detail),
         ),
         (
             "description".to_string(),
             match p.fail_after {
-                1 => format!("{} failed; last: {}", p.name, outcome.detail),
+                1 => format!("{}{on} failed; last: {}", p.name, outcome.detail),
                 n => format!(
-                    "{} failed {n} times in a row; last: {}",
+                    "{}{on} failed {n} times in a row; last: {}",
                     p.name, outcome.detail
                 ),
             },
@@ -121,10 +137,53 @@ fn probe_raise(p: &Probe, outcome: &probe::Outcome, severity: probe::Level, now:
     alert.fingerprint = fingerprint;
     Raise {
         kind: "probe",
-        subject: p.name.clone(),
+        subject: match agent {
+            Some(a) => store::check_subject(&p.name, a),
+            None => p.name.clone(),
+        },
         alert,
         renotify: None,
     }
+}
+
+/// Records one run of a probe, on `agent` for an agent-side one (as the
+/// probe `PROBE@AGENT`): counts it, and raises or resolves its
+/// `ProbeFailing` (a store job's part).
+pub(super) fn record_outcome(
+    conn: &Connection,
+    config: &Config,
+    state: &State,
+    p: &Probe,
+    agent: Option<&str>,
+    outcome: &probe::Outcome,
+    now: i64,
+) -> Result<Applied> {
+    let subject = match agent {
+        Some(a) => store::check_subject(&p.name, a),
+        None => p.name.clone(),
+    };
+    let row = store::probe(conn, &subject)?;
+    let prev = row.as_ref().map(|r| r.counts()).unwrap_or_default();
+    let (counts, change) = probe::step(prev, outcome.ok, p.fail_after, p.recover_after);
+    let before = row
+        .and_then(|r| r.severity)
+        .and_then(|s| probe::Level::parse(&s));
+    let severity = probe::severity(counts.state, outcome.level(), before);
+    store::record_probe_result(conn, &subject, outcome, counts, severity, now)?;
+    let muted = store::probe_mute(conn, &p.name)?.is_some();
+    let desired = match severity {
+        Some(severity) if !muted => vec![probe_raise(p, agent, outcome, severity, now)],
+        _ => Vec::new(),
+    };
+    let scope = BTreeSet::from([subject.clone()]);
+    let mut applied = reconcile(conn, config, state, "probe", desired, Some(&scope), now)?;
+    if let Some(change) = change {
+        applied.log.push((
+            log::Level::Info,
+            format!("probe {subject}: {change:?} ({})", outcome.detail),
+        ));
+    }
+    Ok(applied)
 }
 
 /// Runs due probes handed over by the scheduler and records their results.
@@ -139,58 +198,43 @@ pub(super) fn probe_worker(state: &Arc<State>, jobs: &Mutex<Receiver<Probe>>) {
                 // Deleted while it ran: its result would bring it back.
                 return Ok(Applied::default());
             }
-            let now = now_ms();
-            let row = store::probe(conn, &p.name)?;
-            let prev = row.as_ref().map(|r| r.counts()).unwrap_or_default();
-            let (counts, change) = probe::step(prev, outcome.ok, p.fail_after, p.recover_after);
-            let before = row
-                .and_then(|r| r.severity)
-                .and_then(|s| probe::Level::parse(&s));
-            let severity = probe::severity(counts.state, outcome.level(), before);
-            store::record_probe_result(conn, &p.name, &outcome, counts, severity, now)?;
-            let muted = store::probe_mute(conn, &p.name)?.is_some();
-            let desired = match severity {
-                Some(severity) if !muted => vec![probe_raise(&p, &outcome, severity, now)],
-                _ => Vec::new(),
-            };
-            let scope = BTreeSet::from([p.name.clone()]);
-            let mut applied = reconcile(conn, &config, &st2, "probe", desired, Some(&scope), now)?;
-            if let Some(change) = change {
-                applied.log.push((
-                    log::Level::Info,
-                    format!("probe {}: {change:?} ({})", p.name, outcome.detail),
-                ));
-            }
-            Ok(applied)
+            record_outcome(conn, &config, &st2, &p, None, &outcome, now_ms())
         });
         state.watch.end_probe(&name);
     }
 }
 
-/// Resolves the alerts of probes no longer defined (`names` are those that are).
+/// Resolves the alerts of probes no longer defined (`names` are those that
+/// are, `on_agents` those of them that run on agents) and forgets the
+/// agent-side runs of those no longer run on agents.
 pub(super) fn forget_removed_probes(
     state: &Arc<State>,
     config: &Arc<Config>,
     names: BTreeSet<String>,
+    on_agents: BTreeSet<String>,
 ) {
     let (config, st2) = (config.clone(), state.clone());
     submit(state, "removed probes", move |conn| {
+        let now = now_ms();
+        // A pair `PROBE@AGENT` goes with its probe; `checks` forgets the
+        // pairs of agents that no longer match.
         let gone: BTreeSet<String> = store::internal_alerts(conn, "probe")?
             .into_iter()
             .map(|r| r.subject)
-            .filter(|s| !names.contains(s))
+            .filter(|s| !names.contains(store::subject_probe(s)))
             .collect();
-        if gone.is_empty() {
-            return Ok(Applied::default());
+        let mut applied = super::checks::forget_undefined(conn, &config, &st2, &on_agents, now)?;
+        if !gone.is_empty() {
+            applied.merge(reconcile(
+                conn,
+                &config,
+                &st2,
+                "probe",
+                Vec::new(),
+                Some(&gone),
+                now,
+            )?);
         }
-        reconcile(
-            conn,
-            &config,
-            &st2,
-            "probe",
-            Vec::new(),
-            Some(&gone),
-            now_ms(),
-        )
+        Ok(applied)
     });
 }

@@ -195,23 +195,7 @@ pub(super) fn shared() -> Value {
             json!({ "id": int(), "at": int(), "kind": string(), "exit_code": { "type": "integer", "nullable": true }, "body": string(), "remote": string() }),
             &["id", "at", "kind", "body", "remote"],
         ),
-        "Probe": object(
-            json!({
-                "name": string(), "state": string(), "type": string(), "schedule": string(),
-                "source": { "type": "string", "enum": ["config", "api"], "description": "where it is defined: runbooks.toml, or PUT /api/v1/probes/{name}" },
-                "registered_at": int(), "updated_at": int(),
-                "fail_after": { "type": "integer" }, "recover_after": { "type": "integer" },
-                "tags": array(string()), "removed": boolean(),
-                "description": string(), "notify": array(string()),
-                "error": { "type": "string", "description": "why its stored definition no longer validates (it does not run)" },
-                "last_at": int_or_null(), "last_ok": { "type": "boolean", "nullable": true },
-                "last_latency_ms": int_or_null(), "last_detail": string_or_null(),
-                "severity": severity(),
-                "muted": boolean(), "muted_reason": string_or_null(),
-                "muted_until": muted_until(),
-            }),
-            &["name", "state", "muted"],
-        ),
+        "Probe": probe(),
         "Delivery": object(
             json!({
                 "id": int(), "notification_id": int(), "kind": string(), "subject": string(),
@@ -313,9 +297,9 @@ pub(super) fn breaker() -> Value {
 
 /// The body of `PUT /api/v1/probes/{name}`: the fields of a `[[probe]]`.
 fn probe_definition() -> Value {
-    json!({
+    let mut d = json!({
         "type": "object",
-        "description": "the fields of [[probe]]: one of http, tcp, prometheus, sql or graphite (command probes only in runbooks.toml), every or cron (with tz), timeout, fail_after, recover_after, notify, ...",
+        "description": "the fields of [[probe]]: one of http, tcp, prometheus, sql, graphite or disk (command probes only in runbooks.toml), on (agents to run it on), every or cron (with tz), timeout, fail_after, recover_after, notify, ...",
         "additionalProperties": false,
         "oneOf": exactly_one_of(&["http", "tcp", "prometheus", "sql", "graphite"]),
         "properties": {
@@ -368,7 +352,24 @@ fn probe_definition() -> Value {
                 &["url", "target", "expect"],
             )),
         }
-    })
+    });
+    d["oneOf"] = exactly_one_of(&["http", "tcp", "prometheus", "sql", "graphite", "disk"]);
+    d["properties"]["disk"] = closed(object(
+        json!({
+            "path": { "type": "string", "pattern": "^/", "description": "a path on the filesystem to measure" },
+            "max_used": { "type": "string", "description": "fails above this, e.g. \"90%\"" },
+            "warn_used": { "type": "string", "description": "a warning above this, below max_used, e.g. \"80%\"" },
+        }),
+        &["path", "max_used"],
+    ));
+    d["properties"]["on"] = json!({
+        "description": "run it on agents: { \"tags\": [...] } or an expression giving agent ids, such as \"'web-1'\" (http, tcp and disk only)",
+        "oneOf": [
+            { "type": "string" },
+            closed(object(json!({ "tags": array(string()) }), &["tags"])),
+        ],
+    });
+    d
 }
 
 /// `oneOf` branches: each requires one of `kinds` and none of the others.
@@ -443,4 +444,46 @@ fn muted_until() -> Value {
 
 fn pause_text(description: &str) -> Value {
     json!({ "type": "string", "minLength": 1, "maxLength": 1024, "pattern": "\\S", "description": description })
+}
+
+/// One agent's run of an agent-side probe, in a `Probe`'s `agents`.
+fn probe_on_agent() -> Value {
+    object(
+        json!({
+            "agent": string(), "state": string(), "fails_in_row": int(), "oks_in_row": int(),
+            "state_since": int(), "last_at": int_or_null(), "last_ok": { "type": "boolean", "nullable": true },
+            "last_latency_ms": int_or_null(), "last_detail": string_or_null(), "severity": severity(),
+            "recent_results": array(object(json!({}), &[])),
+        }),
+        &["agent", "state"],
+    )
+}
+
+/// A `Probe`'s `on`.
+fn probe_on() -> Value {
+    json!({ "type": "string", "description": "the agents it runs on, as written ({ tags = [...] } or an expression); absent: on the server" })
+}
+
+/// A probe as the API lists it.
+fn probe() -> Value {
+    let mut p = object(
+        json!({
+            "name": string(), "state": string(), "type": string(), "schedule": string(),
+            "source": { "type": "string", "enum": ["config", "api"], "description": "where it is defined: runbooks.toml, or PUT /api/v1/probes/{name}" },
+            "registered_at": int(), "updated_at": int(),
+            "fail_after": { "type": "integer" }, "recover_after": { "type": "integer" },
+            "tags": array(string()), "removed": boolean(),
+            "description": string(), "notify": array(string()),
+            "error": { "type": "string", "description": "why its stored definition no longer validates (it does not run)" },
+            "last_at": int_or_null(), "last_ok": { "type": "boolean", "nullable": true },
+            "last_latency_ms": int_or_null(), "last_detail": string_or_null(),
+            "severity": severity(),
+            "muted": boolean(), "muted_reason": string_or_null(),
+            "muted_until": muted_until(),
+        }),
+        &["name", "state", "muted"],
+    );
+    p["properties"]["on"] = probe_on();
+    p["properties"]["agents"] = array(probe_on_agent());
+    p
 }

@@ -477,7 +477,19 @@ fn agent(s: &mut Shape, method: &str, path: &str) -> bool {
                 ),
             ];
             s.body = Some((true, json_content(schema_ref("AgentHello"))));
-            s.answers = ok(wrapped("ops", array(schema_ref("Op"))));
+            let run = object(
+                json!({
+                    "probe": string(),
+                    "due": { "type": "integer", "format": "int64", "description": "the run's due time (ms); the result names it" },
+                    "timeout_ms": int(),
+                    "check": { "type": "object", "description": "what to run: one of command, tcp, http or disk, as heal serializes it" },
+                }),
+                &["probe", "due", "timeout_ms", "check"],
+            );
+            s.answers = ok(object(
+                json!({ "ops": array(schema_ref("Op")), "checks": array(run) }),
+                &["ops"],
+            ));
             // Another process holds the agent id (503 while heal stops is documented everywhere).
             s.errors = &[409];
         }
@@ -515,6 +527,26 @@ fn agent(s: &mut Shape, method: &str, path: &str) -> bool {
                 json!({ "recorded": boolean(), "duplicate": boolean() }),
                 &["recorded", "duplicate"],
             ));
+        }
+        ("POST", "/api/v1/agents/{agent}/checks/{probe}/result") => {
+            let body = object(
+                json!({
+                    "due": { "type": "integer", "format": "int64", "description": "the due time of the run, as the poll handed it" },
+                    "ok": boolean(),
+                    "warning": { "type": "boolean", "description": "crossed only the warn threshold (ok is false then)" },
+                    "detail": string(),
+                    "latency_ms": int(),
+                    "value": { "type": "number", "nullable": true },
+                }),
+                &["due", "ok", "detail"],
+            );
+            s.body = Some((true, json_content(body)));
+            s.answers = ok(object(
+                json!({ "recorded": boolean(), "duplicate": boolean(), "removed": boolean() }),
+                &["recorded"],
+            ));
+            // A later run was handed out since (the result is dropped).
+            s.errors = &[409];
         }
         _ => return false,
     }
