@@ -15,7 +15,7 @@
 //!   `ProbeFailing` resolves (its `AgentDown` says what is wrong). A pair
 //!   whose agent no longer matches, or was forgotten, is forgotten too.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +36,10 @@ use crate::time::now_ms;
 /// How long past its timeout a run handed out may take to report back
 /// (the poll, the agent's queue, the way back) before the pair may run again.
 pub const LEASE_GRACE: Duration = Duration::from_secs(30);
+
+/// How long after an agent is declared down the each-second pass still
+/// turns its checks unknown (due times do it whenever they come).
+const JUST_DOWN: i64 = 3_000;
 
 /// The agent-side probes the scheduler runs now, by name, so a poll can
 /// hand out a run it claimed.
@@ -133,7 +137,12 @@ pub(super) fn offer_due(
     let done = state.writer.write(move |conn| {
         let now = now_ms();
         let agents = store::list_agents(conn)?;
-        let pairs = store::check_pairs(conn)?;
+        // The agents each probe has a run on record with.
+        let mut pairs: HashMap<String, HashSet<String>> = HashMap::new();
+        for (probe, agent) in store::check_pairs(conn)? {
+            pairs.entry(probe).or_default().insert(agent);
+        }
+        let by_id: HashMap<&str, &store::AgentRow> = agents.iter().map(|a| (a.id.as_str(), a)).collect();
         let down_after = config2.server.agent_down_after.as_millis() as i64;
         let mut applied = Applied::default();
         let mut wake = Vec::new();
@@ -147,18 +156,23 @@ pub(super) fn offer_due(
                     continue;
                 }
             };
-            let gone: Vec<&str> = pairs
-                .iter()
-                .filter(|(probe, agent)| *probe == p.name && !targets.contains(agent))
-                .map(|(_, agent)| agent.as_str())
-                .collect();
-            for agent in gone {
-                applied.merge(forget(conn, &config2, &st2, &p.name, agent, now)?);
+            let known = pairs.get(&p.name);
+            let wanted: HashSet<&str> = targets.iter().map(String::as_str).collect();
+            for agent in known.into_iter().flatten() {
+                if !wanted.contains(agent.as_str()) {
+                    applied.merge(forget(conn, &config2, &st2, &p.name, agent, now)?);
+                }
             }
             for id in &targets {
-                let Some(agent) = agents.iter().find(|a| &a.id == id) else { continue };
+                let Some(agent) = by_id.get(id.as_str()) else { continue };
                 let subject = store::check_subject(&p.name, id);
-                if now - agent.last_seen > down_after {
+                let silent = now - agent.last_seen;
+                if silent > down_after {
+                    // Between due times, only agents that just went down:
+                    // the others were marked already.
+                    if at.is_none() && silent > down_after + JUST_DOWN {
+                        continue;
+                    }
                     let why = format!("agent {id} is down: this check waits until it polls again");
                     if store::set_check_unknown(conn, &subject, &why, now)? {
                         let scope = BTreeSet::from([subject]);
@@ -167,10 +181,9 @@ pub(super) fn offer_due(
                     }
                     continue;
                 }
-                let known = pairs.iter().any(|(probe, agent)| *probe == p.name && agent == id);
                 let at = match at {
                     Some(at) => *at,
-                    None if !known => now,
+                    None if !known.is_some_and(|k| k.contains(id)) => now,
                     None => continue,
                 };
                 let lease = now + (p.timeout + LEASE_GRACE).as_millis() as i64;
