@@ -278,8 +278,7 @@ fn migrate_postgres(
         println!("  {table:<16} {n:>10}");
     }
     println!(
-        "{} is left as it was. heal serve does not run on PostgreSQL yet: keep serving from {}, and run heal migrate --from again (into an empty database) when it does.",
-        file.display(),
+        "{} is left as it was. To serve from {shown}: in the server's unit (heal.service) set --db (or [server] db, or HEAL_DB) to the URL given to --to, with the password in PGPASSWORD from an EnvironmentFile= of mode 0600 or in the service user's ~/.pgpass, never in the unit itself; then restart heal. One heal serve runs on a database at a time.",
         file.display()
     );
     Ok(())

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use serde_json::{json, Value};
 
 use crate::alert::{Alert, Status};
@@ -68,7 +68,7 @@ pub fn evaluate(config: &Config, alerts: &[Alert]) -> Vec<Option<rules::Evaluati
 
 /// Stores and decides a batch of alerts.
 pub fn apply(
-    conn: &Connection,
+    conn: Db<'_>,
     config: &Config,
     waiters: &Waiters,
     alerts: &[Alert],
@@ -108,7 +108,7 @@ pub fn apply(
 
 #[allow(clippy::too_many_arguments)]
 fn apply_one(
-    conn: &Connection,
+    conn: Db<'_>,
     config: &Config,
     waiters: &Waiters,
     alert: &Alert,
@@ -249,7 +249,7 @@ pub fn recent_ms(config: &Config) -> i64 {
 /// A resolved alert: closes what waits on it (deferred, pending approval,
 /// escalated, dry-run), verifies what waits for it (verifying by
 /// resolution), and notes it on events that are running or recently ended.
-fn resolve(conn: &Connection, alert: &Alert, now: i64, applied: &mut Applied) -> Result<()> {
+fn resolve(conn: Db<'_>, alert: &Alert, now: i64, applied: &mut Applied) -> Result<()> {
     for (event_id, state, open) in
         store::events_of_alert(conn, &alert.fingerprint, now - RESOLVE_LOOKBACK_MS)?
     {
@@ -333,7 +333,7 @@ fn resolve(conn: &Connection, alert: &Alert, now: i64, applied: &mut Applied) ->
 /// Carries out a decision: the event it creates or joins. Returns the event's id.
 #[allow(clippy::too_many_arguments)]
 fn act(
-    conn: &Connection,
+    conn: Db<'_>,
     config: &Config,
     waiters: &Waiters,
     alert: &Alert,
@@ -449,7 +449,7 @@ fn act(
 
 /// Hands just-queued ops to their agents' parked polls, inside this job.
 fn offer(
-    conn: &Connection,
+    conn: Db<'_>,
     config: &Config,
     waiters: &Waiters,
     queued: Vec<store::Queued>,

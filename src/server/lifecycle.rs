@@ -3,7 +3,7 @@
 //! verification deadlines, deferred events re-checked, the breaker's count of
 //! failures in a row. Each runs inside one store job.
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use serde_json::Value;
 
 use crate::alert::Alert;
@@ -24,7 +24,7 @@ pub struct Done {
 
 /// Approves (runs once) or rejects (cancels) an event waiting for approval.
 pub fn approve(
-    conn: &Connection,
+    conn: Db<'_>,
     id: i64,
     approve: bool,
     by: &str,
@@ -88,13 +88,7 @@ pub fn approve(
 /// agent are cancelled with it. A step already running on an agent runs to
 /// its end (the agent protocol has no way to stop it); its result is still
 /// recorded on the timeline, and changes nothing.
-pub fn cancel(
-    conn: &Connection,
-    id: i64,
-    by: &str,
-    note: &str,
-    now: i64,
-) -> Result<(Done, EventRow)> {
+pub fn cancel(conn: Db<'_>, id: i64, by: &str, note: &str, now: i64) -> Result<(Done, EventRow)> {
     let event = store::event_by_id(conn, id)?
         .ok_or_else(|| Error::request(404, format!("no event {id}")))?;
     if event.ended_at.is_some() {
@@ -142,7 +136,7 @@ pub fn cancel(
 /// deadline that passed while heal itself was down is no agent's fault, and
 /// an agent that kept running the op delivers its result once it is back.
 pub fn tick(
-    conn: &Connection,
+    conn: Db<'_>,
     config: &Config,
     deferred_only: bool,
     agents_reconnected: bool,
@@ -204,7 +198,7 @@ pub fn tick(
 /// its rule is gone, runs it once the guard clears (unless a pause or the
 /// breaker holds it).
 fn recheck(
-    conn: &Connection,
+    conn: Db<'_>,
     config: &Config,
     ctx: &Value,
     e: &EventRow,

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use serde_json::json;
 
 use super::lifecycle::Done;
@@ -47,12 +47,7 @@ pub struct Request {
 
 /// Decides and starts a run by hand inside one store job; the agents to wake
 /// are in `Done::woke`.
-pub fn run(
-    conn: &Connection,
-    config: &Config,
-    req: &Request,
-    now: i64,
-) -> Result<(Done, EventRow)> {
+pub fn run(conn: Db<'_>, config: &Config, req: &Request, now: i64) -> Result<(Done, EventRow)> {
     let runbook = config.runbooks.get(&req.runbook).ok_or_else(|| {
         Error::request(
             422,
@@ -167,13 +162,7 @@ fn request_alert(req: &Request, now: i64) -> Alert {
 
 /// Refuses (409) a run that a pause covers, that the open breaker stops, or
 /// whose runbook still runs on the agent.
-fn refuse_if_held(
-    conn: &Connection,
-    req: &Request,
-    key: &str,
-    alert: &Alert,
-    now: i64,
-) -> Result<()> {
+fn refuse_if_held(conn: Db<'_>, req: &Request, key: &str, alert: &Alert, now: i64) -> Result<()> {
     let ctx = store::key_context(conn, RULE, key, "live", now, now)?;
     if let Some(open) = ctx["events"]
         .as_array()

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, Scope, Token};
 use crate::error::{Error, Result};
+use crate::store::sql::Db;
 use crate::store::{self, Writer};
 use crate::time::now_ms;
 
@@ -43,7 +44,7 @@ pub struct State {
     pub waiters: longpoll::Waiters,
     /// The SQLite file, for the sweeper's, scheduler's and outbox's own
     /// connections.
-    pub db_path: PathBuf,
+    pub location: store::Location,
     /// The HTTP workers' read connections, lent per request.
     pub readers: store::Readers,
     /// Tokens heal made for itself (the local agent's).
@@ -126,7 +127,7 @@ impl State {
     /// Runs a lifecycle job in the store, then wakes agents and logs.
     pub fn lifecycle(
         &self,
-        f: impl FnOnce(&rusqlite::Connection) -> Result<lifecycle::Done> + Send + 'static,
+        f: impl FnOnce(Db<'_>) -> Result<lifecycle::Done> + Send + 'static,
     ) -> Result<()> {
         let done = self.writer.write(f)?;
         for (level, line) in &done.log {
@@ -322,13 +323,8 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         .listen
         .clone()
         .unwrap_or_else(|| config.server.listen.clone());
-    let db_path = opts.db.clone().unwrap_or_else(|| config.server.db.clone());
-    if crate::pg::is_url(&db_path.to_string_lossy()) {
-        return Err(Error::Config(format!(
-            "{}: heal serve does not run on PostgreSQL yet; serve from a SQLite file (--db heal.db). heal migrate --to prepares a PostgreSQL database and copies a store into it",
-            crate::redact::redact_url_secrets(&db_path.to_string_lossy())
-        )));
-    }
+    let location =
+        store::Location::parse(&opts.db.clone().unwrap_or_else(|| config.server.db.clone()));
     // A socket from systemd wins over --listen: the checks below apply to it.
     let addr: SocketAddr = match &systemd.listener {
         Some(socket) => socket
@@ -368,26 +364,33 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     raise_open_files();
     // Before any connection opens: SQLite's error log feeds `/-/ready`.
     store::health::install();
-    // Held until `serve` returns; the kernel frees it however heal ends.
-    let mut lock = store::lock::acquire(&db_path, &addr.to_string())?;
-    let write_conn = store::open_and_migrate(&db_path)?;
-    let (version, _) = {
-        let tx = write_conn
-            .unchecked_transaction()
-            .map_err(|e| Error::Failed(format!("database {}: {e}", db_path.display())))?;
+    // A store is one server's: the lock (a file lock beside a SQLite file,
+    // a session advisory lock on PostgreSQL) is held until `serve` returns,
+    // and freed however heal ends.
+    let (mut lock, mut pg_lock, write_conn) = match &location {
+        store::Location::File(path) => (
+            Some(store::lock::acquire(path, &addr.to_string())?),
+            None,
+            store::Conn::Sqlite(store::open_and_migrate(path)?),
+        ),
+        store::Location::Postgres(url) => (
+            None,
+            Some(store::postgres::hold_server_lock(url, &addr.to_string())?),
+            store::postgres::open_and_migrate(url)?,
+        ),
+    };
+    let (version, _) = write_conn.db().transaction("recording the config", |db| {
         let now = now_ms();
         let applied = store::apply_config(
-            &tx,
+            db,
             &config.hash,
             "startup",
             &config.path.display().to_string(),
             now,
         )?;
-        watch::sync_heartbeats(&tx, &config, now)?;
-        tx.commit()
-            .map_err(|e| Error::Failed(format!("database {}: {e}", db_path.display())))?;
-        applied
-    };
+        watch::sync_heartbeats(db, &config, now)?;
+        Ok(applied)
+    })?;
     log::info!(
         "config {} is version {version} (sha256 {})",
         config.path.display(),
@@ -428,7 +431,12 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         },
     ));
     let scheme = if front.is_tls() { "https" } else { "http" };
-    lock.describe(&format!("{scheme}://{bound}"))?;
+    if let Some(lock) = &mut lock {
+        lock.describe(&format!("{scheme}://{bound}"))?;
+    }
+    if let Some(lock) = &mut pg_lock {
+        lock.describe(&format!("{scheme}://{bound}"))?;
+    }
     let mut internal_tokens = Vec::new();
     let local = opts.local_agent.map(|l| {
         let secret = crate::agent::random_hex(32);
@@ -449,8 +457,8 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         config: RwLock::new(Arc::new(config)),
         writer,
         waiters: longpoll::Waiters::default(),
-        readers: store::Readers::new(&db_path),
-        db_path,
+        readers: store::Readers::new(&location),
+        location,
         internal_tokens,
         watch: watch::Shared::default(),
         outbox: outbox::Shared::default(),
@@ -487,9 +495,13 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     std::thread::scope(|s| {
         s.spawn(|| front::run(listener, &front, &shutdown));
         s.spawn(|| {
-            store::run_writer(write_conn, jobs, &store_stop, |took| {
-                state.metrics.observe_commit(took)
-            })
+            store::run_writer(
+                write_conn,
+                || state.location.open(),
+                jobs,
+                &store_stop,
+                |took| state.metrics.observe_commit(took),
+            )
         });
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -648,13 +660,16 @@ fn drain(state: &State) {
 }
 
 /// Whether any event is deferred (a cheap read, so idle ticks write nothing).
-fn any_deferred(state: &State, reader: &mut Option<rusqlite::Connection>) -> bool {
+fn any_deferred(state: &State, reader: &mut Option<crate::store::Conn>) -> bool {
     if reader.is_none() {
-        *reader = store::open(&state.db_path).ok();
+        *reader = state.location.open().ok();
     }
-    reader
-        .as_ref()
-        .is_none_or(|conn| store::any_deferred(conn).unwrap_or(true))
+    let deferred = reader.as_ref().map(|c| store::any_deferred(c.db()));
+    if let Some(Err(_)) = deferred {
+        // Opened again at the next tick (a PostgreSQL session may have gone).
+        *reader = None;
+    }
+    deferred.is_none_or(|d| d.unwrap_or(true))
 }
 
 fn http_worker(server: &tiny_http::Server, state: &Arc<State>) {
@@ -685,7 +700,7 @@ fn http_worker(server: &tiny_http::Server, state: &Arc<State>) {
 fn sweeper(state: &State, shutdown: &Shutdown) {
     let started = Instant::now();
     let mut last_expiry = Instant::now() - Duration::from_secs(10);
-    let mut reader: Option<rusqlite::Connection> = None;
+    let mut reader: Option<crate::store::Conn> = None;
     loop {
         if shutdown.wait(Duration::from_millis(250)) {
             return;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Scope;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use serde_json::Value;
 
 use super::{Shutdown, State};
@@ -67,17 +67,19 @@ pub fn run<'scope>(
     state: &'scope Arc<State>,
     shutdown: &'scope Shutdown,
 ) {
-    let mut reader: Option<Connection> = None;
+    let mut reader: Option<crate::store::Conn> = None;
     loop {
         if shutdown.wait(TICK) {
             return;
         }
         if reader.is_none() {
-            reader = store::open(&state.db_path)
+            reader = state
+                .location
+                .open()
                 .map_err(|e| log::error!("outbox: {e}"))
                 .ok();
         }
-        let Some(conn) = reader.as_ref() else {
+        let Some(conn) = reader.as_ref().map(store::Conn::db) else {
             continue;
         };
         if let Err(e) = tick(s, state, shutdown, conn) {
@@ -91,7 +93,7 @@ fn tick<'scope>(
     s: &'scope Scope<'scope, '_>,
     state: &'scope Arc<State>,
     shutdown: &'scope Shutdown,
-    conn: &Connection,
+    conn: Db<'_>,
 ) -> Result<()> {
     while store::any_unrouted(conn)? {
         let config = state.config();
@@ -196,7 +198,7 @@ type Lines = Vec<(log::Level, String)>;
 
 /// Routes up to a batch of recorded notifications (a store job). Returns
 /// how many it routed, and log lines.
-fn route_batch(conn: &Connection, config: &Config, now: i64) -> Result<(usize, Lines)> {
+fn route_batch(conn: Db<'_>, config: &Config, now: i64) -> Result<(usize, Lines)> {
     let mut log = Vec::new();
     let batch = store::unrouted(conn, ROUTE_BATCH)?;
     let n = batch.len();
@@ -363,7 +365,8 @@ type Sent = Vec<(Vec<i64>, Option<usize>)>;
 /// Sends one channel's due deliveries in order: the oldest first, each
 /// after the one before it went out; the first failure stops the run.
 fn worker(state: &State, shutdown: &Shutdown, name: &str) -> Result<()> {
-    let conn = store::open(&state.db_path)?;
+    let conn = state.location.open()?;
+    let conn = conn.db();
     let mut sender: Option<(Duration, send::Sender)> = None;
     loop {
         let config = state.config();
@@ -375,7 +378,7 @@ fn worker(state: &State, shutdown: &Shutdown, name: &str) -> Result<()> {
         }
         let sender = &sender.as_ref().expect("set just above").1;
         let now = now_ms();
-        let pending = store::pending(&conn, name, DIGEST_MAX as i64)?;
+        let pending = store::pending(conn, name, DIGEST_MAX as i64)?;
         let due = pending.iter().take_while(|p| p.next_at <= now).count();
         if due == 0 {
             return Ok(());

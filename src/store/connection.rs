@@ -30,35 +30,38 @@ pub fn open(path: &Path) -> Result<Connection> {
 /// first. Each SQLite connection has its own page cache; a worker keeping
 /// its own connection would read with a cache another query had filled (32
 /// workers take requests in turn), while the one used last still holds what
-/// the next request of a burst reads.
+/// the next request of a burst reads. On PostgreSQL each is a session.
 pub struct Readers {
-    path: std::path::PathBuf,
-    idle: std::sync::Mutex<Vec<Connection>>,
+    location: super::Location,
+    idle: std::sync::Mutex<Vec<super::Conn>>,
 }
 
 /// More idle readers than this are closed when given back.
 const MAX_IDLE_READERS: usize = 64;
 
 impl Readers {
-    pub fn new(path: &Path) -> Readers {
+    pub fn new(location: &super::Location) -> Readers {
         Readers {
-            path: path.to_path_buf(),
+            location: location.clone(),
             idle: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     /// The reader used last, or a new one when all are lent.
-    pub fn take(&self) -> Result<Connection> {
+    pub fn take(&self) -> Result<super::Conn> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match idle {
             Some(conn) => Ok(conn),
-            None => open(&self.path),
+            None => self.location.open(),
         }
     }
 
-    /// Gives back a reader that ended its work normally (one a panic left
-    /// behind is dropped instead).
-    pub fn give(&self, conn: Connection) {
+    /// Gives back a reader that ended its work normally (one a panic or a
+    /// failed query left behind is dropped instead).
+    pub fn give(&self, conn: super::Conn) {
+        if conn.is_closed() {
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
@@ -194,18 +197,22 @@ mod tests {
     use crate::store::testing::temp_dir;
 
     /// Whether a connection carries the mark `mark` left on it.
-    fn marked(conn: &rusqlite::Connection, name: &str) -> bool {
-        conn.query_row(
-            "SELECT count(*) FROM temp.sqlite_master WHERE name = ?1",
-            [name],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap()
+    fn marked(conn: &crate::store::Conn, name: &str) -> bool {
+        conn.sqlite()
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM temp.sqlite_master WHERE name = ?1",
+                [name],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
             == 1
     }
 
-    fn mark(conn: &rusqlite::Connection, name: &str) {
-        conn.execute_batch(&format!("CREATE TEMP TABLE {name} (x)"))
+    fn mark(conn: &crate::store::Conn, name: &str) {
+        conn.sqlite()
+            .unwrap()
+            .execute_batch(&format!("CREATE TEMP TABLE {name} (x)"))
             .unwrap();
     }
 
@@ -214,7 +221,7 @@ mod tests {
         let dir = temp_dir("readers");
         let path = dir.join("heal.db");
         drop(open_and_migrate(&path).unwrap());
-        let readers = Readers::new(&path);
+        let readers = Readers::new(&crate::store::Location::File(path.clone()));
         let (a, b) = (readers.take().unwrap(), readers.take().unwrap());
         mark(&a, "a");
         mark(&b, "b");
@@ -227,6 +234,8 @@ mod tests {
         let third = readers.take().unwrap();
         assert!(!marked(&third, "a") && !marked(&third, "b"), "a new one");
         let n: i64 = third
+            .sqlite()
+            .unwrap()
             .query_row("SELECT count(*) FROM alert", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0);

@@ -49,6 +49,14 @@ pub fn observe(e: &rusqlite::Error) {
     }
 }
 
+/// `observe` for an error of either database; PostgreSQL's say nothing of
+/// the SQLite file.
+pub fn observe_db(e: &super::sql::DbError) {
+    if let super::sql::DbError::Sqlite(e) = e {
+        observe(e);
+    }
+}
+
 fn note(problem: u8) {
     SEEN.fetch_add(1, Ordering::SeqCst);
     STATE.fetch_max(problem, Ordering::SeqCst);
@@ -86,8 +94,12 @@ pub fn room(path: &std::path::Path) -> Option<u64> {
 /// through the writer while the disk is full, its commit says there is room
 /// again even when nothing else writes (a `/-/ready` that kept traffic away
 /// would otherwise never see a write succeed).
-pub fn probe_write(conn: &rusqlite::Connection) -> crate::error::Result<()> {
+pub fn probe_write(db: super::sql::Db<'_>) -> crate::error::Result<()> {
     use crate::error::StoreContext;
+    // Only a SQLite file fills its disk under heal; PostgreSQL says so itself.
+    let super::sql::Db::Sqlite(conn) = db else {
+        return Ok(());
+    };
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .context("reading the schema version")?;
@@ -96,10 +108,11 @@ pub fn probe_write(conn: &rusqlite::Connection) -> crate::error::Result<()> {
 }
 
 /// A read that must succeed for the store to be ready.
-pub fn probe_read(conn: &rusqlite::Connection) -> crate::error::Result<()> {
+pub fn probe_read(db: super::sql::Db<'_>) -> crate::error::Result<()> {
     use crate::error::StoreContext;
-    conn.query_row("SELECT 1", [], |_| Ok(()))
-        .context("readiness check")
+    db.query_row("SELECT 1", super::sql::args![], |_| Ok(()))
+        .context("readiness check")?;
+    Ok(())
 }
 
 /// Why the store is not ready, if it is not.

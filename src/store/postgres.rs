@@ -62,6 +62,83 @@ pub fn migrate(client: &mut Client) -> Result<usize> {
     Ok(found)
 }
 
+/// Connects to the store's PostgreSQL database and brings its schema up
+/// to date (`migrate`), as `heal serve` starts.
+pub fn open_and_migrate(url: &str) -> Result<super::Conn> {
+    let shown = crate::redact::redact_url_secrets(url);
+    let mut client = crate::pg::connect(url)?;
+    let found = migrate(&mut client).map_err(|e| match e {
+        Error::Config(m) => Error::Config(format!("{shown}: {m}")),
+        e => e,
+    })?;
+    if found < MIGRATIONS.len() {
+        log::info!(
+            "database {shown}: schema version {found} migrated to {}",
+            MIGRATIONS.len()
+        );
+    }
+    Ok(super::Conn::Postgres(Box::new(super::sql::Pg::new(client))))
+}
+
+/// The advisory lock a `heal serve` holds on its PostgreSQL database for as
+/// long as it runs. ("HEAL" in ASCII.)
+const SERVER_LOCK: i64 = 0x4845_414c;
+
+/// Takes the database for one `heal serve` (`listen` names it to others):
+/// a session advisory lock on a connection of its own, held until the
+/// returned client drops or the session ends. Refuses, naming the holder,
+/// when another server holds it: the sweeper, scheduler and outbox of two
+/// servers on one database would each act.
+pub fn hold_server_lock(url: &str, listen: &str) -> Result<ServerLock> {
+    let shown = crate::redact::redact_url_secrets(url);
+    let mut lock = ServerLock {
+        client: crate::pg::connect(url)?,
+    };
+    lock.describe(listen)?;
+    let took: bool = lock
+        .client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVER_LOCK])
+        .map_err(failed(format!("{shown}: cannot take the server lock")))?
+        .get(0);
+    if took {
+        return Ok(lock);
+    }
+    let client = &mut lock.client;
+    let holder: Option<String> = client
+        .query_opt(
+            "SELECT a.application_name || ' (from ' || coalesce(host(a.client_addr), 'a local socket') || ')' \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted \
+             AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 LIMIT 1",
+            &[&SERVER_LOCK],
+        )
+        .ok()
+        .flatten()
+        .map(|row| row.get(0));
+    Err(Error::Config(format!(
+        "{shown}: another heal server already runs on this database: {}; one heal serve per database (stop that one first, or give this one a database of its own)",
+        holder.unwrap_or_else(|| "its session is not visible to this user".into())
+    )))
+}
+
+/// The session that holds a server's lock on its database
+/// (`hold_server_lock`).
+pub struct ServerLock {
+    client: Client,
+}
+
+impl ServerLock {
+    /// Names the server to whoever finds the lock taken (the session's
+    /// `application_name`): its address and pid.
+    pub fn describe(&mut self, address: &str) -> Result<()> {
+        let name = format!("heal serve {address} pid {}", std::process::id());
+        self.client
+            .execute("SELECT set_config('application_name', $1, false)", &[&name])
+            .map_err(failed("cannot name the server's session"))?;
+        Ok(())
+    }
+}
+
 /// The schema version of a PostgreSQL database (0 before heal's first
 /// migration).
 pub fn schema_version(client: &mut Client) -> Result<usize> {

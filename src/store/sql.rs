@@ -64,6 +64,12 @@ impl Pg {
         }
     }
 
+    /// Whether the session has ended (the server restarted or the network
+    /// dropped): a new one must be opened.
+    pub fn is_closed(&self) -> bool {
+        self.client.borrow().is_closed()
+    }
+
     /// The statement for this SQL (SQLite's dialect), prepared once.
     fn statement(&self, sql: &str) -> Result<postgres::Statement, DbError> {
         if let Some(statement) = self.statements.borrow().get(sql) {
@@ -671,6 +677,24 @@ impl<'a> Db<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// Runs `f` in one write transaction (SQLite's takes the write lock at
+    /// once), committed when `f` succeeds and rolled back when it fails.
+    pub fn transaction<T>(
+        self,
+        what: &str,
+        f: impl FnOnce(Db<'a>) -> crate::error::Result<T>,
+    ) -> crate::error::Result<T> {
+        let begin = match self {
+            Db::Sqlite(_) => "BEGIN IMMEDIATE",
+            Db::Postgres(_) => "BEGIN",
+        };
+        self.batch(begin).context(what)?;
+        let result = f(self);
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.batch(end).context(what);
+        result.and_then(|value| ended.map(|()| value))
     }
 
     /// Runs statements without parameters or results (savepoints and the like).

@@ -4,9 +4,9 @@
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
-
+use super::conn::Conn;
 use super::health;
+use super::sql::Db;
 use crate::error::{Error, Result, StoreContext};
 use crate::shutdown::Shutdown;
 
@@ -14,7 +14,7 @@ use crate::shutdown::Shutdown;
 const MAX_BATCH: usize = 512;
 
 type Done = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Done + Send>;
+type Job = Box<dyn for<'c> FnOnce(Db<'c>) -> Done + Send>;
 
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
@@ -32,10 +32,10 @@ impl Writer {
     /// Runs `f` inside the next group commit and returns its value once committed.
     pub fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        f: impl for<'c> FnOnce(Db<'c>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = sync_channel(1);
-        let job: Job = Box::new(move |conn: &Connection| {
+        let job: Job = Box::new(move |conn: Db<'_>| {
             let result = in_savepoint(conn, f);
             if let Err(Error::Store(_, e)) = &result {
                 health::observe(e);
@@ -56,23 +56,23 @@ impl Writer {
     }
 }
 
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job")
-        .context("opening savepoint")?;
+fn in_savepoint<T>(conn: Db<'_>, f: impl FnOnce(Db<'_>) -> Result<T>) -> Result<T> {
+    conn.batch("SAVEPOINT job").context("opening savepoint")?;
     let result = f(conn);
     let end = if result.is_ok() {
         "RELEASE job"
     } else {
         "ROLLBACK TO job; RELEASE job"
     };
-    conn.execute_batch(end).context("closing savepoint")?;
+    conn.batch(end).context("closing savepoint")?;
     result
 }
 
 /// The writer thread: commits queued jobs in groups until shutdown and an
 /// idle queue; `committed` hears how long each COMMIT took.
 pub fn run_writer(
-    conn: Connection,
+    mut conn: Conn,
+    reopen: impl Fn() -> Result<Conn>,
     jobs: Receiver<Job>,
     shutdown: &Shutdown,
     committed: impl Fn(Duration),
@@ -91,28 +91,54 @@ pub fn run_writer(
                 Err(_) => break,
             }
         }
+        // A PostgreSQL session that ended (a restart, a failover) is
+        // replaced when work comes; while no new one opens, each batch
+        // fails at BEGIN and its callers hear why.
+        if conn.is_closed() {
+            match reopen() {
+                Ok(new) => {
+                    log::info!("store: the database session had ended; a new one is open");
+                    conn = new;
+                }
+                Err(e) => log::error!("store: the database session has ended: {e}"),
+            }
+        }
+        commit_batch(conn.db(), batch, &committed);
+    }
+}
+
+/// Runs a batch of jobs in one transaction and answers each after COMMIT.
+fn commit_batch(db: Db<'_>, batch: Vec<Job>, committed: &impl Fn(Duration)) {
+    // SQLite takes the write lock at BEGIN IMMEDIATE, so no job waits for it
+    // halfway; PostgreSQL locks row by row.
+    let (begin, sqlite) = match db {
+        Db::Sqlite(c) => ("BEGIN IMMEDIATE", Some(c)),
+        Db::Postgres(_) => ("BEGIN", None),
+    };
+    let changes = || sqlite.map_or(0, |c| c.total_changes());
+    {
         let mark = health::mark();
-        let changes = conn.total_changes();
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            health::observe(&e);
+        let before = changes();
+        if let Err(e) = db.batch(begin) {
+            health::observe_db(&e);
             log::error!("store: cannot begin a transaction: {e}");
             let message = e.to_string();
             for job in batch {
                 // The job still runs so its caller is answered, but nothing is committed.
-                job(&conn)(Err(message.clone()));
+                job(db)(Err(message.clone()));
             }
-            continue;
+            return;
         }
-        let done: Vec<Done> = batch.into_iter().map(|job| job(&conn)).collect();
+        let done: Vec<Done> = batch.into_iter().map(|job| job(db)).collect();
         let commit_started = Instant::now();
-        let result = conn.execute_batch("COMMIT").map_err(|e| {
-            health::observe(&e);
+        let result = db.batch("COMMIT").map_err(|e| {
+            health::observe_db(&e);
             log::error!("store: commit failed: {e}");
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = db.batch("ROLLBACK");
             e.to_string()
         });
         committed(commit_started.elapsed());
-        if result.is_ok() && conn.total_changes() > changes {
+        if result.is_ok() && changes() > before {
             health::committed(mark);
         }
         for d in done {

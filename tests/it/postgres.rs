@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use serde_json::json;
 
 use crate::support::postgres::{start_fast, Postgres};
 use crate::support::{heal_cli, repo, test_dir, Server};
@@ -127,7 +130,7 @@ fn a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("every table's row count checked"), "{out}");
     assert!(
-        out.contains("heal serve does not run on PostgreSQL yet"),
+        out.contains("To serve from postgres://") && out.contains("to the URL given to --to"),
         "{out}"
     );
     let (want, got) = (rows(&db, None), rows(&db, Some(&pg)));
@@ -174,6 +177,241 @@ fn a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("copies into an empty database only"), "{out}");
     assert_eq!(rows(&db, Some(&pg)), before);
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn a_copied_store_serves_on_postgres_one_server_at_a_time() {
+    let test = "postgres::a_copied_store_serves_on_postgres_one_server_at_a_time";
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let db = a_used_store("pg-serve");
+    let (code, out) = migrate(&["--from", db.to_str().unwrap(), "--to", &pg.url]);
+    assert_eq!(code, 0, "{out}");
+    let dir = test_dir("pg-serve-on");
+    let config = std::fs::read_to_string(repo().join("runbooks.toml")).unwrap();
+    let agent = ["--local-agent", "--local-agent-id", "localhost"];
+    let serve = |dir: &Path| {
+        Server::start_on(
+            dir,
+            &config,
+            std::process::Command::new(crate::support::heal_bin()),
+            pg.url.as_ref(),
+            "127.0.0.1:0",
+            &agent,
+        )
+    };
+    let mut server = serve(&dir);
+    // What the SQLite store held is served from PostgreSQL.
+    let copied = server.events();
+    let before = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM event", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    assert_eq!(copied.len() as i64, before, "{copied:?}");
+    assert!(copied.iter().all(|e| !e["ended_at"].is_null()));
+    // A new alert is decided, run on the agent and ended, all in PostgreSQL.
+    crate::support::wait_agent_polling(&server, "localhost");
+    let sample = std::fs::read_dir(repo().join("examples/alerts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let (code, out, err) = heal_cli(
+        &[
+            "fire",
+            "--file",
+            sample.to_str().unwrap(),
+            "--server",
+            &server.url,
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let new = crate::support::wait_until("a new event", Duration::from_secs(20), || {
+        let events = server.events();
+        (events.len() as i64 > before).then_some(events)
+    });
+    let newest = new.iter().map(|e| e["id"].as_i64().unwrap()).max().unwrap();
+    let ended = server.wait_event(newest, &["succeeded"], Duration::from_secs(60));
+    assert_eq!(ended["state"], "succeeded", "{ended}\n{}", server.logs());
+    let stored: i64 = pg
+        .psql(&format!(
+            "SELECT count(*) FROM op_step s JOIN op o ON o.id = s.op_id WHERE o.event_id = {newest}"
+        ))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(stored >= 1, "the new event's steps are in PostgreSQL");
+    // A second server on the same database is refused, naming the first.
+    let other = test_dir("pg-serve-second");
+    std::fs::write(other.join("runbooks.toml"), &config).unwrap();
+    let (code, out, err) = heal_cli(
+        &[
+            "serve",
+            "--db",
+            &pg.url,
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            other.join("runbooks.toml").to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("another heal server already runs on this database")
+            && err.contains(&format!("heal serve {} pid {}", server.url, server.pid())),
+        "{err}"
+    );
+    // Stopped, the first frees the database for the next.
+    assert_eq!(server.terminate(), Some(0), "{}", server.logs());
+    let mut again = serve(&other);
+    assert_eq!(again.events().len(), new.len());
+    assert_eq!(again.terminate(), Some(0), "{}", again.logs());
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn a_postgres_restart_under_load_answers_503_then_2xx_and_loses_nothing_acknowledged() {
+    let test = "postgres::a_postgres_restart_under_load_answers_503_then_2xx_and_loses_nothing_acknowledged";
+    let Some(mut pg) = crate::support::postgres::start(test) else {
+        return;
+    };
+    let dir = test_dir("pg-restart");
+    let ran = dir.join("ran.log");
+    let config = format!(
+        r#"
+[server]
+poll_wait = "2s"
+
+[safety]
+max_runs_per_hour = 1000000
+max_failed_in_row = 1000000
+
+[[rule]]
+name = "fix"
+when = "labels.alertname == 'RestartTest'"
+runbook = "fix"
+target = "labels.agent"
+
+[runbook.fix]
+timeout = "10s"
+steps = [ {{ name = "mark", run = "echo \"$HEAL_EVENT_ID\" >> {}" }} ]
+"#,
+        ran.display()
+    );
+    let mut server = Server::start_on(
+        &dir,
+        &config,
+        std::process::Command::new(crate::support::heal_bin()),
+        pg.url.as_ref(),
+        "127.0.0.1:0",
+        &[],
+    );
+    let agent = crate::support::Agent::start(&server.url, "pg-agent", &["--allow", "fix"]);
+    crate::support::wait_agent_polling(&server, "pg-agent");
+    let stop = AtomicBool::new(false);
+    let restarted = AtomicBool::new(false);
+    // Each client: (acknowledged fingerprints, statuses seen, 2xx after the restart).
+    let (results, outage) = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..2)
+            .map(|c| {
+                let (url, stop, restarted) = (&server.url, &stop, &restarted);
+                s.spawn(move || {
+                    let (mut acked, mut statuses, mut after) = (Vec::new(), Vec::new(), 0);
+                    let mut n = 0;
+                    while !stop.load(Ordering::SeqCst) && n < 5_000 {
+                        n += 1;
+                        let fingerprint = format!("r{c}{n:06}");
+                        let body = json!({
+                            "version": "4", "status": "firing", "receiver": "heal",
+                            "groupKey": format!("{{}}:{{fp=\"{fingerprint}\"}}"),
+                            "alerts": [{
+                                "status": "firing", "fingerprint": fingerprint,
+                                "labels": {"alertname": "RestartTest", "agent": "pg-agent", "n": fingerprint},
+                                "annotations": {}, "startsAt": "2026-12-04T10:00:00Z"
+                            }]
+                        });
+                        let (status, _) = crate::support::http(
+                            "POST",
+                            &format!("{url}/api/v1/alerts/alertmanager"),
+                            Some(body.to_string().as_bytes()),
+                            &[("Content-Type", "application/json")],
+                        );
+                        statuses.push(status);
+                        if (200..300).contains(&status) {
+                            acked.push(fingerprint);
+                            if restarted.load(Ordering::SeqCst) {
+                                after += 1;
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    (acked, statuses, after)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1500));
+        let began = std::time::Instant::now();
+        pg.restart_after(Duration::from_secs(3));
+        let outage = began.elapsed();
+        restarted.store(true, Ordering::SeqCst);
+        // Work goes on after the restart, on new sessions.
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::SeqCst);
+        let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        (results, outage)
+    });
+    let acked: Vec<String> = results.iter().flat_map(|r| r.0.clone()).collect();
+    let statuses: Vec<u16> = results.iter().flat_map(|r| r.1.clone()).collect();
+    let after: usize = results.iter().map(|r| r.2).sum();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    let other: Vec<&u16> = statuses
+        .iter()
+        .filter(|s| !(200..300).contains(*s) && **s != 503)
+        .collect();
+    eprintln!(
+        "postgres restart: down {} ms; {} requests, {} acknowledged ({after} after the restart), {refused} answered 503",
+        outage.as_millis(),
+        statuses.len(),
+        acked.len()
+    );
+    assert!(
+        other.is_empty(),
+        "neither 2xx nor 503: {other:?}\n{}",
+        server.logs()
+    );
+    assert!(refused >= 1, "no 503 during the outage\n{}", server.logs());
+    assert!(
+        after >= 10,
+        "only {after} acknowledged after the restart\n{}",
+        server.logs()
+    );
+    // Every acknowledged alert is stored.
+    let stored: std::collections::HashSet<String> = pg
+        .psql("SELECT fingerprint FROM alert")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|f| !stored.contains(*f)).collect();
+    assert!(lost.is_empty(), "acknowledged, not stored: {lost:?}");
+    // Every event ends, and no step ran twice.
+    crate::support::wait_until("every event to end", Duration::from_secs(90), || {
+        (pg.psql("SELECT count(*) FROM event WHERE ended_at IS NULL")
+            .trim()
+            == "0")
+            .then_some(())
+    });
+    let marks = std::fs::read_to_string(&ran).unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    let twice: Vec<&str> = marks.lines().filter(|l| !seen.insert(*l)).collect();
+    assert!(twice.is_empty(), "steps that ran twice: {twice:?}");
+    assert_eq!(server.terminate(), Some(0), "{}", server.logs());
+    drop(agent);
 }
 
 #[test]
@@ -332,7 +570,7 @@ fn bad_targets_a_running_server_and_a_store_not_heals_are_refused() {
         "{out}"
     );
     assert!(!out.contains("hunter2"), "{out}");
-    // heal serve says it does not run on PostgreSQL yet, without the password.
+    // heal serve names the database it cannot reach, without the password.
     let (code, out, err) = heal_cli(
         &[
             "serve",
@@ -346,9 +584,11 @@ fn bad_targets_a_running_server_and_a_store_not_heals_are_refused() {
         &[],
         None,
     );
-    assert_eq!(code, 2, "{out}{err}");
+    assert_ne!(code, 0, "{out}{err}");
     assert!(
-        err.contains("does not run on PostgreSQL yet") && !err.contains("hunter2"),
+        err.contains(&format!(
+            "cannot connect to postgres://<redacted>@127.0.0.1:{port}/heal"
+        )) && !err.contains("hunter2"),
         "{err}"
     );
     // A store with a table heal never made is not copied.

@@ -158,7 +158,20 @@ impl Server {
     pub fn start_command(
         dir: &Path,
         config: &str,
+        program: Command,
+        listen: &str,
+        extra: &[&str],
+    ) -> Server {
+        let db = dir.join("heal.db");
+        Self::start_on(dir, config, program, db.as_os_str(), listen, extra)
+    }
+
+    /// `start_command` on the store `db`: a SQLite file or a PostgreSQL URL.
+    pub fn start_on(
+        dir: &Path,
+        config: &str,
         mut program: Command,
+        db: &std::ffi::OsStr,
         listen: &str,
         extra: &[&str],
     ) -> Server {
@@ -168,7 +181,7 @@ impl Server {
             .arg("--config")
             .arg(dir.join("runbooks.toml"))
             .arg("--db")
-            .arg(dir.join("heal.db"))
+            .arg(db)
             .arg("--listen")
             .arg(listen)
             .args(extra)

@@ -15,6 +15,7 @@ use super::{new_pause, reason, short, Answer};
 use crate::error::Error;
 use crate::server::{intake, lifecycle, manual, metrics, watch, State};
 use crate::store;
+use crate::store::sql::Db;
 use crate::time::now_ms;
 
 /// Carries out the action of an API route (one that `Route::audit_action`
@@ -146,10 +147,7 @@ pub(super) fn perform(state: &Arc<State>, route: &Route, who: &str, body: &Value
 /// answers `{"event": ...}` with `status`.
 fn lifecycle_job(
     state: &Arc<State>,
-    f: impl FnOnce(
-            &rusqlite::Connection,
-            &str,
-        ) -> crate::error::Result<(lifecycle::Done, store::EventRow)>
+    f: impl FnOnce(Db<'_>, &str) -> crate::error::Result<(lifecycle::Done, store::EventRow)>
         + Send
         + 'static,
     who: &str,

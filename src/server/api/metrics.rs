@@ -1,7 +1,6 @@
 //! `GET /metrics` on the wire: the counters of `server::metrics` and the
 //! gauges read now from the store, in Prometheus' text format.
 
-use rusqlite::Connection;
 use tiny_http::{Header, Method, Request, Response};
 
 use super::{answer, reader, send};
@@ -16,7 +15,7 @@ pub(super) fn scrape(
     method: &Method,
     path: &str,
     state: &State,
-    conn: &mut Option<Connection>,
+    conn: &mut Option<crate::store::Conn>,
 ) -> u16 {
     let config = state.config();
     let down_after = i64::try_from(config.server.agent_down_after.as_millis()).unwrap_or(i64::MAX);

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response};
 
@@ -65,7 +65,11 @@ fn error_body(e: &Error) -> Value {
 
 /// Handles one request to its end (answered here, or parked for a poll);
 /// returns the status it was (or, parked, will be) answered with.
-pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Connection>) -> u16 {
+pub fn handle(
+    mut request: Request,
+    state: &Arc<State>,
+    reader: &mut Option<crate::store::Conn>,
+) -> u16 {
     let method = request.method().clone();
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
@@ -173,7 +177,7 @@ fn dispatch(
     who: &str,
     query: &str,
     state: &Arc<State>,
-    conn: &mut Option<Connection>,
+    conn: &mut Option<crate::store::Conn>,
 ) -> Answer {
     let config = state.config();
     let max = config.server.max_body;
@@ -263,7 +267,11 @@ fn dispatch(
             // a page may fit in what a failed write left, a request not.
             let need = config.server.max_body as u64;
             if store::health::is_full()
-                && store::health::room(&state.db_path).is_some_and(|free| free >= need)
+                && state
+                    .location
+                    .file()
+                    .and_then(store::health::room)
+                    .is_some_and(|free| free >= need)
             {
                 let mark = store::health::mark();
                 if state.writer.write(store::health::probe_write).is_ok() {
@@ -547,7 +555,7 @@ fn dispatch(
 /// One event as `GET /api/v1/events/{id}` shows it: the event, its alert,
 /// timeline, ops with their steps and output, the decisions that named it and
 /// the notifications sent for it; `None` if there is no such event.
-pub(crate) fn event_json(conn: &Connection, id: i64) -> Result<Option<Value>> {
+pub(crate) fn event_json(conn: Db<'_>, id: i64) -> Result<Option<Value>> {
     let Some(detail) = store::event_detail(conn, id)? else {
         return Ok(None);
     };

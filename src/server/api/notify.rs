@@ -1,6 +1,6 @@
 //! Channels and the outbox on the wire.
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use serde_json::{json, Value};
 
 use super::{decode, query_param, Answer};
@@ -13,7 +13,7 @@ use crate::time::{format_duration, now_ms};
 
 /// `GET /api/v1/outbox`: counts by state and the latest deliveries
 /// (`?state=pending|sent|failed`, `?channel=`, `?event=`, `?limit=`).
-pub fn outbox(conn: &Connection, query: &str, limit: i64) -> Answer {
+pub fn outbox(conn: Db<'_>, query: &str, limit: i64) -> Answer {
     // `filters` has checked the state.
     let state = query_param(query, "state").map(decode);
     let channel = query_param(query, "channel").map(decode);

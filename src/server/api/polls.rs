@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use serde_json::Value;
 use tiny_http::Request;
 
@@ -157,7 +157,7 @@ pub(super) fn op_call(
     state: &Arc<State>,
     agent: String,
     op: i64,
-    f: impl FnOnce(&Connection, &store::OpRef, i64) -> Result<(u16, Value)> + Send + 'static,
+    f: impl FnOnce(Db<'_>, &store::OpRef, i64) -> Result<(u16, Value)> + Send + 'static,
 ) -> Answer {
     state.holders.touch(&agent, Instant::now());
     let answer = state.writer.write(move |conn| {

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use serde_json::{json, Value};
 use tiny_http::Request;
 
@@ -74,12 +74,12 @@ pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 /// use; the HTTP worker gives it back when the request ends.
 pub(crate) fn reader<'a>(
     state: &State,
-    conn: &'a mut Option<Connection>,
-) -> Result<&'a Connection> {
+    conn: &'a mut Option<crate::store::Conn>,
+) -> Result<Db<'a>> {
     if conn.is_none() {
         *conn = Some(state.readers.take()?);
     }
-    Ok(conn.as_ref().expect("opened just above"))
+    Ok(conn.as_ref().expect("opened just above").db())
 }
 
 /// A JSON body that may be absent (empty) or `{}`.

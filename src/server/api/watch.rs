@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use serde_json::{json, Value};
 use tiny_http::Request;
 
@@ -47,7 +47,7 @@ impl PingPath {
 }
 
 /// Whether `key` is the ping key of heartbeat `name` (only its hash is stored).
-fn ping_key_matches(state: &State, conn: &Connection, name: &str, key: &str) -> Result<bool> {
+fn ping_key_matches(state: &State, conn: Db<'_>, name: &str, key: &str) -> Result<bool> {
     let Some(row) = store::heartbeat(conn, name)? else {
         return Ok(false);
     };
@@ -64,7 +64,7 @@ pub fn ping(
     path: PingPath,
     key: Option<&str>,
     state: &Arc<State>,
-    conn: &mut Option<Connection>,
+    conn: &mut Option<crate::store::Conn>,
 ) -> Answer {
     if let Some(key) = key {
         if !ping_key_matches(state, reader(state, conn)?, &name, key)? {
@@ -185,7 +185,7 @@ impl Only {
 
 /// `GET /api/v1/heartbeats?state=&service=&team=&limit=`: by name, at most
 /// `limit` (1,000 by default).
-pub fn list(state: &State, conn: &Connection, only: &Only, limit: usize) -> Answer {
+pub fn list(state: &State, conn: Db<'_>, only: &Only, limit: usize) -> Answer {
     let now = now_ms();
     let rows = store::heartbeats(conn)?;
     let total = rows.len();
@@ -211,7 +211,7 @@ pub fn list(state: &State, conn: &Connection, only: &Only, limit: usize) -> Answ
 }
 
 /// `GET /api/v1/heartbeats/<name>`: with its recent pings.
-pub fn show(state: &State, conn: &Connection, name: &str, limit: i64) -> Answer {
+pub fn show(state: &State, conn: Db<'_>, name: &str, limit: i64) -> Answer {
     let Some(row) = store::heartbeat(conn, name)? else {
         return Err(Error::request(404, format!("no heartbeat {name:?}")));
     };
@@ -416,7 +416,7 @@ fn with_agents(v: &mut Value, name: &str, rows: &[store::ProbeRow]) {
 }
 
 /// `GET /api/v1/probes?state=`: the file's probes and the API's, with their last results.
-pub fn probes(conn: &Connection, config: &Config, only: Option<&str>) -> Answer {
+pub fn probes(conn: Db<'_>, config: &Config, only: Option<&str>) -> Answer {
     let rows = store::probes(conn)?;
     let mutes = store::probe_mutes(conn)?;
     let defined = watch::defined_probes(conn, config)?;
@@ -442,7 +442,7 @@ pub fn probes(conn: &Connection, config: &Config, only: Option<&str>) -> Answer 
 }
 
 /// `GET /api/v1/probes/<name>`: with its recent results.
-pub fn probe(conn: &Connection, config: &Config, name: &str, limit: i64) -> Answer {
+pub fn probe(conn: Db<'_>, config: &Config, name: &str, limit: i64) -> Answer {
     let row = store::probe(conn, name)?;
     let mut defined = watch::defined_probes(conn, config)?;
     let def = defined.remove(name);
@@ -538,7 +538,7 @@ pub fn delete_probe(name: String, state: &Arc<State>) -> Answer {
 }
 
 /// `GET /api/v1/schedules`.
-pub fn schedules(conn: &Connection, config: &Config) -> Answer {
+pub fn schedules(conn: Db<'_>, config: &Config) -> Answer {
     let now = now_ms();
     let mut list = Vec::new();
     for s in &config.schedules {

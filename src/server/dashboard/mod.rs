@@ -30,7 +30,7 @@ pub mod table;
 
 use std::sync::Arc;
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use tiny_http::{Header, Request, Response};
 
 use super::api;
@@ -104,7 +104,7 @@ impl Reply {
 pub struct Ctx<'a> {
     state: &'a Arc<State>,
     config: Arc<Config>,
-    conn: &'a Connection,
+    conn: Db<'a>,
     viewer: Option<session::Viewer>,
     query: &'a str,
     /// The `{…}` segments of the path, decoded.
@@ -204,7 +204,11 @@ fn handler(method: &str, path: &str) -> Option<Handler> {
 }
 
 /// Answers one request to a dashboard path; returns the status it was answered with.
-pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Connection>) -> u16 {
+pub fn handle(
+    mut request: Request,
+    state: &Arc<State>,
+    reader: &mut Option<crate::store::Conn>,
+) -> u16 {
     let uri = request.url().to_string();
     let (path, query) = uri.split_once('?').unwrap_or((&uri, ""));
     let method = request.method().as_str().to_string();
@@ -225,7 +229,7 @@ pub fn handle(mut request: Request, state: &Arc<State>, reader: &mut Option<Conn
 fn serve(
     request: &mut Request,
     state: &Arc<State>,
-    reader: &mut Option<Connection>,
+    reader: &mut Option<crate::store::Conn>,
     uri: &str,
     path: &str,
     query: &str,
@@ -287,7 +291,7 @@ fn serve(
 
 impl<'a> Ctx<'a> {
     /// A context for the compiled-in files, which read nothing.
-    fn empty(state: &'a Arc<State>, reader: &'a mut Option<Connection>) -> Result<Ctx<'a>> {
+    fn empty(state: &'a Arc<State>, reader: &'a mut Option<crate::store::Conn>) -> Result<Ctx<'a>> {
         Ok(Ctx {
             state,
             config: state.config(),

@@ -15,7 +15,7 @@
 //! per client address with the API's wrong tokens (`api::limit`); a right
 //! token always logs in.
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use tiny_http::Request;
 
 use super::{header, Reply};
@@ -71,7 +71,7 @@ pub fn viewer(
     request: &Request,
     state: &State,
     config: &Config,
-    conn: &Connection,
+    conn: Db<'_>,
     now: i64,
 ) -> Result<Option<Viewer>> {
     if is_open(state, config) {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use serde_json::{json, Value};
 
 use crate::alert::{self, Alert, Status};
@@ -78,7 +78,7 @@ fn resolution(row: &InternalRow, now: i64) -> Option<Alert> {
 /// new ones, re-raises those due for renotify, resolves the rest. With
 /// `scope`, only those subjects are considered. Runs inside a store job.
 pub(super) fn reconcile(
-    conn: &Connection,
+    conn: Db<'_>,
     config: &Config,
     state: &State,
     kind: &str,
@@ -237,7 +237,7 @@ impl Raise {
 pub(super) fn submit(
     state: &Arc<State>,
     what: &str,
-    f: impl FnOnce(&Connection) -> Result<Applied> + Send + 'static,
+    f: impl FnOnce(Db<'_>) -> Result<Applied> + Send + 'static,
 ) {
     match state.writer.write(f) {
         Ok(applied) => intake::finish(applied, &state.metrics, crate::server::metrics::INTERNAL),

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 use serde_json::{json, Value};
 
 use super::alerts::reconcile;
@@ -212,7 +212,7 @@ pub(super) fn offer_due(
 
 /// Forgets a pair and resolves its alert (a store job's part).
 fn forget(
-    conn: &Connection,
+    conn: Db<'_>,
     config: &Config,
     state: &State,
     probe: &str,
@@ -232,7 +232,7 @@ fn forget(
 /// Forgets the pairs of probes no longer run on agents (`names` are the
 /// agent-side probes defined now); a store job's part.
 pub(super) fn forget_undefined(
-    conn: &Connection,
+    conn: Db<'_>,
     config: &Config,
     state: &State,
     names: &BTreeSet<String>,

@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 
 use super::intake::{self, Applied};
 use super::{Shutdown, State};
@@ -189,7 +189,7 @@ struct Due {
 
 impl Due {
     /// After a start or reload: keeps the times of unchanged names, computes the rest.
-    fn refresh(&mut self, state: &Arc<State>, config: &Arc<Config>, reader: &Connection, now: i64) {
+    fn refresh(&mut self, state: &Arc<State>, config: &Arc<Config>, reader: Db<'_>, now: i64) {
         self.api_probes = state.watch.api_probes.load(Ordering::SeqCst);
         let defined = match defined_probes(reader, config) {
             Ok(d) => d,
@@ -258,7 +258,7 @@ impl Due {
 /// defined, and logs what changed. Runs in the store job that records the config, at start and on
 /// each reload, so a heartbeat of the file can be pinged as soon as heal
 /// answers for that config.
-pub fn sync_heartbeats(conn: &Connection, config: &Config, now: i64) -> Result<()> {
+pub fn sync_heartbeats(conn: Db<'_>, config: &Config, now: i64) -> Result<()> {
     let defs: Vec<(String, String)> = config
         .heartbeats
         .values()
@@ -289,7 +289,7 @@ pub fn scheduler(state: &Arc<State>, shutdown: &Shutdown) {
 }
 
 fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>) {
-    let mut reader: Option<Connection> = None;
+    let mut reader: Option<crate::store::Conn> = None;
     let mut due = Due {
         config: None,
         api_probes: 0,
@@ -304,10 +304,13 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
         if shutdown.is_triggered() {
             return;
         }
+        if reader.as_ref().is_some_and(crate::store::Conn::is_closed) {
+            reader = None;
+        }
         let conn = match &reader {
-            Some(c) => c,
-            None => match store::open(&state.db_path) {
-                Ok(c) => reader.insert(c),
+            Some(c) => c.db(),
+            None => match state.location.open() {
+                Ok(c) => reader.insert(c).db(),
                 Err(e) => {
                     log::error!("scheduler: {e}");
                     if shutdown.wait(Duration::from_secs(1)) {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 
 use super::alerts::{internal, reconcile, submit, with_name, Raise};
 use crate::config::{Config, Probe};
@@ -28,7 +28,7 @@ pub struct Defined {
 
 /// The probes heal runs, by name: the file's, and those registered through
 /// the API that the file does not define.
-pub fn defined_probes(conn: &Connection, config: &Config) -> Result<BTreeMap<String, Defined>> {
+pub fn defined_probes(conn: Db<'_>, config: &Config) -> Result<BTreeMap<String, Defined>> {
     let mut out: BTreeMap<String, Defined> = config
         .probes
         .iter()
@@ -63,7 +63,7 @@ pub fn defined_probes(conn: &Connection, config: &Config) -> Result<BTreeMap<Str
 
 /// Resolves the alert of a probe deleted or muted through the API (a store job).
 pub fn resolve_probe(
-    conn: &Connection,
+    conn: Db<'_>,
     config: &Config,
     state: &State,
     name: &str,
@@ -150,7 +150,7 @@ fn probe_raise(
 /// probe `PROBE@AGENT`): counts it, and raises or resolves its
 /// `ProbeFailing` (a store job's part).
 pub(super) fn record_outcome(
-    conn: &Connection,
+    conn: Db<'_>,
     config: &Config,
     state: &State,
     p: &Probe,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use crate::store::sql::Db;
 
 use super::alerts::{differs, internal, reconcile, submit, with_name, Raise, Want};
 use crate::alert::{self};
@@ -123,7 +123,7 @@ fn heartbeat_raises(hb: &Heartbeat, st: &heartbeat::Status, now: i64) -> Vec<Rai
 /// Computes every heartbeat's status on a reader; only heartbeats whose state
 /// or alerts must change go to the store, where they are computed again from
 /// their current rows (a ping may have arrived meanwhile).
-pub(super) fn sweep_heartbeats(state: &Arc<State>, reader: &Connection) -> Result<()> {
+pub(super) fn sweep_heartbeats(state: &Arc<State>, reader: Db<'_>) -> Result<()> {
     let started = Instant::now();
     let now = now_ms();
     let rows = store::heartbeats(reader)?;
@@ -241,7 +241,7 @@ pub(super) fn sweep_heartbeats(state: &Arc<State>, reader: &Connection) -> Resul
     Ok(())
 }
 
-pub(super) fn agent_raises(conn: &Connection, config: &Config, now: i64) -> Result<Vec<Raise>> {
+pub(super) fn agent_raises(conn: Db<'_>, config: &Config, now: i64) -> Result<Vec<Raise>> {
     let after = config.server.agent_down_after.as_millis() as i64;
     let mut out = Vec::new();
     for store::AgentRow {
@@ -282,12 +282,7 @@ pub(super) fn agent_raises(conn: &Connection, config: &Config, now: i64) -> Resu
 /// Brings the `AgentDown` alerts in line in the store job that forgot
 /// agents, as the agent sweep does when an agent polls again: a forgotten
 /// agent's alert is resolved, with the notifications that follow.
-pub fn agents_forgotten(
-    conn: &Connection,
-    config: &Config,
-    state: &State,
-    now: i64,
-) -> Result<Applied> {
+pub fn agents_forgotten(conn: Db<'_>, config: &Config, state: &State, now: i64) -> Result<Applied> {
     let desired = agent_raises(conn, config, now)?;
     reconcile(conn, config, state, "agent", desired, None, now)
 }
@@ -295,7 +290,7 @@ pub fn agents_forgotten(
 /// Forgets agents silent for longer than `[server] forget_agents_after` (if
 /// set) that have no op still to end; found on the reader, forgotten only
 /// if there are any.
-pub(super) fn expire_agents(state: &Arc<State>, reader: &Connection) -> Result<()> {
+pub(super) fn expire_agents(state: &Arc<State>, reader: Db<'_>) -> Result<()> {
     let config = state.config();
     let Some(after) = config.server.forget_agents_after else {
         return Ok(());
@@ -338,7 +333,7 @@ pub(super) fn expire_agents(state: &Arc<State>, reader: &Connection) -> Result<(
 /// Ends the mutes whose time has come (found on the reader, ended in the
 /// store only if there are any), each audited as heal's own unmute. A mute
 /// that ended while heal was stopped ends at the first sweep after start.
-pub(super) fn end_mutes(state: &Arc<State>, reader: &Connection) -> Result<()> {
+pub(super) fn end_mutes(state: &Arc<State>, reader: Db<'_>) -> Result<()> {
     if store::ended_mutes(reader, now_ms())?.is_empty() {
         return Ok(());
     }
@@ -375,7 +370,7 @@ pub(super) fn end_mutes(state: &Arc<State>, reader: &Connection) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn breaker_raises(conn: &Connection, now: i64) -> Result<Vec<Raise>> {
+pub(super) fn breaker_raises(conn: Db<'_>, now: i64) -> Result<Vec<Raise>> {
     let b = store::breaker(conn, now)?;
     if b["state"] != "open" {
         return Ok(Vec::new());
@@ -399,12 +394,12 @@ pub(super) fn breaker_raises(conn: &Connection, now: i64) -> Result<Vec<Raise>> 
     }])
 }
 
-type RaisesFn = fn(&Connection, &Config, i64) -> Result<Vec<Raise>>;
+type RaisesFn = fn(Db<'_>, &Config, i64) -> Result<Vec<Raise>>;
 
 /// Sweeps one cheap source: compared on the reader, reconciled in the store only on a difference.
 pub(super) fn sweep_source(
     state: &Arc<State>,
-    reader: &Connection,
+    reader: Db<'_>,
     kind: &'static str,
     raises: RaisesFn,
 ) -> Result<()> {

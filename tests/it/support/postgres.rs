@@ -148,7 +148,13 @@ impl Postgres {
     /// Stops the server (fast) if it runs, and starts it again on the same
     /// port and data.
     pub fn restart(&mut self) {
+        self.restart_after(Duration::ZERO);
+    }
+
+    /// `restart`, down for `pause` between the stop and the start.
+    pub fn restart_after(&mut self, pause: Duration) {
         self.stop();
+        std::thread::sleep(pause);
         self.run();
     }
 
