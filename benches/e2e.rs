@@ -22,6 +22,8 @@
 //!   latency under 0–75% intake load, with a plot.
 //! - events: the dashboard bench with 100,000 events, and the main API reads,
 //!   among them an alert by fingerprint and by name.
+//! - probes (`e2e/probes.rs`): 1,000 probes of mixed kinds on the server and
+//!   200 on ten agents, every 10 s: the scheduler's rounds, runs and skips.
 //!
 //! Every server and agent is started on 127.0.0.1 port 0 in a fresh temp
 //! dir, and killed and reaped by its own pid at the end (also on panic).
@@ -53,6 +55,8 @@ use serde_json::{json, Value};
 
 #[path = "e2e/dashboard.rs"]
 mod dashboard;
+#[path = "e2e/probes.rs"]
+mod probes;
 #[path = "e2e/scale.rs"]
 mod scale;
 
@@ -139,8 +143,12 @@ fn main() {
         dashboard::dashboard(100_000, true);
         ran = true;
     }
+    if wanted("probes") {
+        probes::probes();
+        ran = true;
+    }
     if !ran {
-        eprintln!("no bench matches {filters:?} (benches: latency, intake, notify, ping, dashboard, sweep, agents, load, events)");
+        eprintln!("no bench matches {filters:?} (benches: latency, intake, notify, ping, dashboard, sweep, agents, load, events, probes)");
         std::process::exit(2);
     }
 }

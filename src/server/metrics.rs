@@ -53,7 +53,19 @@ pub struct Metrics {
     /// Failed authentications (wrong or expired tokens, at the API or the
     /// login form), and refusals for too many of them.
     auth: [AtomicU64; 2],
+    /// Probe runs recorded, and due runs skipped, by `PROBES_ON`.
+    probe_runs: [AtomicU64; 2],
+    probe_skipped: [AtomicU64; 2],
+    /// The scheduler's rounds, and the longest one, in microseconds.
+    rounds: Histogram,
+    round_max_us: AtomicU64,
 }
+
+/// Where a probe runs: on the server, or on agents (`on`).
+pub const PROBES_ON: [&str; 2] = ["server", "agent"];
+
+/// Scheduler round times, in seconds: a round is a few reads and a write.
+const ROUND_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// How a reload ends: applied, refused as invalid, or refused because it
 /// would leave no token or no rule (`config::emptied`).
@@ -133,6 +145,10 @@ impl Default for Metrics {
             commits: Histogram::new(COMMIT_BUCKETS),
             reloads: Default::default(),
             auth: Default::default(),
+            probe_runs: Default::default(),
+            probe_skipped: Default::default(),
+            rounds: Histogram::new(ROUND_BUCKETS),
+            round_max_us: AtomicU64::new(0),
         }
     }
 }
@@ -193,6 +209,24 @@ impl Metrics {
         self.commits.observe(took);
     }
 
+    /// Counts a probe run whose result was recorded (`on_agent`: reported
+    /// by an agent).
+    pub fn observe_probe_run(&self, on_agent: bool) {
+        self.probe_runs[usize::from(on_agent)].fetch_add(1, Relaxed);
+    }
+
+    /// Counts due probe runs skipped because the last run was still out.
+    pub fn observe_probe_skipped(&self, on_agent: bool, n: u64) {
+        self.probe_skipped[usize::from(on_agent)].fetch_add(n, Relaxed);
+    }
+
+    /// Records how long one round of the scheduler took.
+    pub fn observe_scheduler_round(&self, took: Duration) {
+        self.rounds.observe(took);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.round_max_us.fetch_max(us, Relaxed);
+    }
+
     /// The exposition: the counters, and the gauges from `figures` (read by
     /// the caller) and `connected` (agents with a poll parked now).
     pub fn render(&self, config: &Config, figures: &Figures, connected: usize) -> String {
@@ -201,6 +235,7 @@ impl Metrics {
         self.render_intake(&mut t, config);
         self.render_work(&mut t, figures);
         render_watch(&mut t, config, figures, connected);
+        self.render_scheduler(&mut t);
         self.render_outbox(&mut t, config, figures);
         self.render_server(&mut t);
         t.0
@@ -282,6 +317,37 @@ impl Metrics {
             "heal_alerts_firing",
             "Alerts firing now.",
             figures.alerts_firing,
+        );
+    }
+
+    fn render_scheduler(&self, t: &mut Text) {
+        fn on(counters: &[AtomicU64; 2]) -> [(&'static str, u64); 2] {
+            [0, 1].map(|i| (PROBES_ON[i], counters[i].load(Relaxed)))
+        }
+        t.labeled(
+            "heal_probe_runs_total",
+            "counter",
+            "Probe runs whose result was recorded, by where they ran: server, or agent (probes with on).",
+            "on",
+            on(&self.probe_runs),
+        );
+        t.labeled(
+            "heal_probe_runs_skipped_total",
+            "counter",
+            "Due probe runs skipped because the probe's last run (on that agent) was still running, by where they run.",
+            "on",
+            on(&self.probe_skipped),
+        );
+        t.family(
+            "heal_scheduler_round_seconds",
+            "histogram",
+            "How long one round of the scheduler took: sweeping heartbeats and agents, handing out due probes and schedules.",
+        );
+        self.rounds.render(t, "heal_scheduler_round_seconds", None);
+        t.single(
+            "heal_scheduler_round_max_seconds",
+            "The longest round of the scheduler since heal started.",
+            Float(self.round_max_us.load(Relaxed) as f64 / 1e6),
         );
     }
 

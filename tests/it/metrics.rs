@@ -472,6 +472,62 @@ fn metrics_parse_and_count_alerts_decisions_an_agent_op_and_requests() {
 }
 
 #[test]
+fn metrics_count_probe_runs_on_the_server_and_agents_skipped_runs_and_scheduler_rounds() {
+    let dir = test_dir("metrics-probes");
+    let config = r#"
+[server]
+poll_wait = "2s"
+
+[[probe]]
+name = "quick"
+every = "1s"
+command = { run = "true" }
+
+[[probe]]
+name = "slow"
+every = "1s"
+timeout = "10s"
+command = { run = "sleep 4" }
+
+[[probe]]
+name = "on-agent"
+every = "1s"
+on = "'metrics-agent'"
+command = { run = "true" }
+"#;
+    let server = Server::start(&dir, config);
+    let _agent = crate::support::Agent::start(&server.url, "metrics-agent", &[]);
+    let s = wait_until(
+        "probe runs on the server and an agent",
+        Duration::from_secs(20),
+        || {
+            let s = scrape(&server, None);
+            (s.value("heal_probe_runs_total", &[("on", "server")]) >= 3.0
+                && s.value("heal_probe_runs_total", &[("on", "agent")]) >= 2.0
+                && s.value("heal_probe_runs_skipped_total", &[("on", "server")]) >= 1.0)
+                .then_some(s)
+        },
+    );
+    // The slow probe's runs overlap its schedule: skipped, never queued twice.
+    // The agent's quick check never is.
+    assert_eq!(
+        s.value("heal_probe_runs_skipped_total", &[("on", "agent")]),
+        0.0
+    );
+    let rounds = s.value("heal_scheduler_round_seconds_count", &[]);
+    assert!(rounds >= 3.0, "{rounds} rounds");
+    let max = s.value("heal_scheduler_round_max_seconds", &[]);
+    assert!(max > 0.0 && max < 5.0, "longest round {max} s");
+    assert!(
+        server
+            .logs()
+            .contains("probe slow: still running from last time; this run is skipped"),
+        "{}",
+        server.logs()
+    );
+}
+
+#[test]
 fn metrics_need_a_read_token_once_tokens_are_configured() {
     let dir = test_dir("metrics-token");
     let server = Server::start(&dir, TOKENS);

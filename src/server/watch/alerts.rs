@@ -233,15 +233,22 @@ impl Raise {
     }
 }
 
-/// Runs a store job that applies internal alerts, then hands out ops and logs.
+/// Runs a store job that applies internal alerts, then hands out ops and
+/// logs; false (logged) when it failed.
 pub(super) fn submit(
     state: &Arc<State>,
     what: &str,
     f: impl FnOnce(Db<'_>) -> Result<Applied> + Send + 'static,
-) {
+) -> bool {
     match state.writer.write(f) {
-        Ok(applied) => intake::finish(applied, &state.metrics, crate::server::metrics::INTERNAL),
-        Err(e) => log::error!("{what}: {e}"),
+        Ok(applied) => {
+            intake::finish(applied, &state.metrics, crate::server::metrics::INTERNAL);
+            true
+        }
+        Err(e) => {
+            log::error!("{what}: {e}");
+            false
+        }
     }
 }
 

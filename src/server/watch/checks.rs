@@ -335,5 +335,8 @@ pub fn record_result(
         }
     })?;
     intake::finish(applied, &state.metrics, crate::server::metrics::INTERNAL);
+    if answer["recorded"] == true {
+        state.metrics.observe_probe_run(true);
+    }
     Ok(answer)
 }

@@ -14,9 +14,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::store::sql::Db;
 
@@ -277,7 +277,10 @@ pub fn sync_heartbeats(conn: Db<'_>, config: &Config, now: i64) -> Result<()> {
 
 /// The scheduler thread, with its probe pool.
 pub fn scheduler(state: &Arc<State>, shutdown: &Shutdown) {
-    let (tx, rx): (SyncSender<Probe>, Receiver<Probe>) = std::sync::mpsc::sync_channel(64);
+    // Unbounded: a probe is queued at most once at a time (`start_probe`),
+    // so the queue holds at most one run per probe, and a thousand probes
+    // due together wait their turn instead of being skipped.
+    let (tx, rx): (Sender<Probe>, Receiver<Probe>) = std::sync::mpsc::channel();
     let rx = Mutex::new(rx);
     std::thread::scope(|s| {
         for _ in 0..PROBE_THREADS {
@@ -288,7 +291,7 @@ pub fn scheduler(state: &Arc<State>, shutdown: &Shutdown) {
     });
 }
 
-fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>) {
+fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &Sender<Probe>) {
     let mut reader: Option<crate::store::Conn> = None;
     let mut due = Due {
         config: None,
@@ -320,6 +323,7 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
                 }
             },
         };
+        let round = Instant::now();
         let config = state.config();
         let now = now_ms();
         if due.config.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &config))
@@ -358,14 +362,13 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
             }
             *at = p.schedule.next_after(now).unwrap_or(i64::MAX);
             if !state.watch.start_probe(name) {
+                state.metrics.observe_probe_skipped(false, 1);
                 log::warn!("probe {name}: still running from last time; this run is skipped");
                 continue;
             }
-            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                probes.try_send(p.clone())
-            {
+            if probes.send(p.clone()).is_err() {
+                // The probe threads have stopped: heal is shutting down.
                 state.watch.end_probe(name);
-                log::warn!("probe {name}: every probe thread is busy; this run is skipped");
             }
         }
         if swept {
@@ -377,7 +380,8 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
             }
         }
         if !on_agents.is_empty() {
-            checks::offer_due(state, &config, on_agents);
+            let skipped = checks::offer_due(state, &config, on_agents);
+            state.metrics.observe_probe_skipped(true, skipped as u64);
         }
         for (idx, s) in config.schedules.iter().enumerate() {
             let Some(at) = due.schedules.get_mut(&s.name) else {
@@ -397,6 +401,7 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &SyncSender<Probe>
             }
             *at = s.schedule.next_after(now).unwrap_or(i64::MAX);
         }
+        state.metrics.observe_scheduler_round(round.elapsed());
         if now >= next_retention {
             next_retention = now + 86_400_000;
             retention(state, shutdown);

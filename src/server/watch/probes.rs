@@ -193,13 +193,16 @@ pub(super) fn probe_worker(state: &Arc<State>, jobs: &Mutex<Receiver<Probe>>) {
         let Ok(p) = job else { return };
         let outcome = probe::run(&p.check, p.timeout);
         let (config, st2, name) = (state.config(), state.clone(), p.name.clone());
-        submit(state, &format!("probe {name}"), move |conn| {
+        let recorded = submit(state, &format!("probe {name}"), move |conn| {
             if !config.probes.contains_key(&p.name) && store::api_probe(conn, &p.name)?.is_none() {
                 // Deleted while it ran: its result would bring it back.
                 return Ok(Applied::default());
             }
             record_outcome(conn, &config, &st2, &p, None, &outcome, now_ms())
         });
+        if recorded {
+            state.metrics.observe_probe_run(false);
+        }
         state.watch.end_probe(&name);
     }
 }
