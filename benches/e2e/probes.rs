@@ -154,6 +154,13 @@ pub fn probes() {
     let cpu = cpu_time(server.pid()) - cpu_before;
     let text = scrape(&url);
     let (rss_peak, rss) = server.rss_kib();
+    for line in server
+        .logs()
+        .lines()
+        .filter(|l| l.contains("scheduler: a round took"))
+    {
+        println!("server log: {line}");
+    }
     stop.store(true, Ordering::SeqCst);
     drop(agents);
     drop(server);

@@ -307,6 +307,11 @@ target = "labels.agent"
 
 #[test]
 fn the_result_route_and_the_config_refuse_what_they_must() {
+    if crate::support::sqlite_only(
+        "agent_checks::the_result_route_and_the_config_refuse_what_they_must",
+    ) {
+        return;
+    }
     let dir = test_dir("agent-checks-refuse");
     let config = r#"
 [server]

@@ -110,6 +110,11 @@ fn stream(url: &Mutex<String>, client: usize, stop: &AtomicBool) -> (Vec<String>
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_alert_and_runs_nothing_twice() {
+    if crate::support::sqlite_only(
+        "crash::kill_9_under_load_loses_no_acknowledged_alert_and_runs_nothing_twice",
+    ) {
+        return;
+    }
     let kills: usize = std::env::var("HEAL_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -737,6 +737,11 @@ fn bad_heartbeat_and_probe_forms_are_refused_and_change_nothing() {
 
 #[test]
 fn a_login_lasts_across_a_restart_and_ends_at_logout_or_when_its_token_goes() {
+    if crate::support::sqlite_only(
+        "dashboard::a_login_lasts_across_a_restart_and_ends_at_logout_or_when_its_token_goes",
+    ) {
+        return;
+    }
     let dir = test_dir("dashboard-session");
     let mut server = Server::start(&dir, &config(""));
     let mut b = Browser::new(&server.url);

@@ -68,6 +68,9 @@ fn stream_alerts(url: String, until: Instant, acked: Arc<Mutex<Vec<String>>>) {
 
 #[test]
 fn backup_while_alerts_stream_is_whole_and_serves() {
+    if crate::support::sqlite_only("ops::backup_while_alerts_stream_is_whole_and_serves") {
+        return;
+    }
     let dir = test_dir("ops-backup-live");
     let server = Server::start(&dir, CONFIG);
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -136,6 +139,9 @@ fn backup_while_alerts_stream_is_whole_and_serves() {
 
 #[test]
 fn backup_refuses_to_overwrite_unless_forced() {
+    if crate::support::sqlite_only("ops::backup_refuses_to_overwrite_unless_forced") {
+        return;
+    }
     let dir = test_dir("ops-backup-force");
     let db = dir.join("heal.db");
     version_2_database(&db);
@@ -183,6 +189,9 @@ fn backup_refuses_to_overwrite_unless_forced() {
 
 #[test]
 fn backup_of_a_missing_or_foreign_database_fails_naming_it() {
+    if crate::support::sqlite_only("ops::backup_of_a_missing_or_foreign_database_fails_naming_it") {
+        return;
+    }
     let dir = test_dir("ops-backup-bad");
     let missing = dir.join("nope.db");
     let out_file = dir.join("out.db");
@@ -242,6 +251,11 @@ fn known_version(out: &str) -> usize {
 
 #[test]
 fn migrate_check_lists_pending_migrations_and_migrate_applies_them() {
+    if crate::support::sqlite_only(
+        "ops::migrate_check_lists_pending_migrations_and_migrate_applies_them",
+    ) {
+        return;
+    }
     let dir = test_dir("ops-migrate-old");
     let db = dir.join("heal.db");
     version_2_database(&db);
@@ -275,6 +289,9 @@ fn migrate_check_lists_pending_migrations_and_migrate_applies_them() {
 
 #[test]
 fn migrate_check_on_a_current_database_is_up_to_date() {
+    if crate::support::sqlite_only("ops::migrate_check_on_a_current_database_is_up_to_date") {
+        return;
+    }
     let dir = test_dir("ops-migrate-current");
     let mut server = Server::start(&dir, CONFIG);
     server.terminate();
@@ -293,6 +310,11 @@ fn migrate_check_on_a_current_database_is_up_to_date() {
 
 #[test]
 fn a_database_from_a_newer_heal_is_refused_by_check_and_serve() {
+    if crate::support::sqlite_only(
+        "ops::a_database_from_a_newer_heal_is_refused_by_check_and_serve",
+    ) {
+        return;
+    }
     let dir = test_dir("ops-migrate-newer");
     let db = dir.join("heal.db");
     version_2_database(&db);
@@ -324,6 +346,9 @@ fn a_database_from_a_newer_heal_is_refused_by_check_and_serve() {
 
 #[test]
 fn migrate_never_creates_a_database() {
+    if crate::support::sqlite_only("ops::migrate_never_creates_a_database") {
+        return;
+    }
     let dir = test_dir("ops-migrate-missing");
     let missing = dir.join("nope.db");
     for args in [
@@ -349,6 +374,9 @@ fn migrate_never_creates_a_database() {
 
 #[test]
 fn version_is_printed_and_nothing_else_goes_with_it() {
+    if crate::support::sqlite_only("ops::version_is_printed_and_nothing_else_goes_with_it") {
+        return;
+    }
     let (code, out, err) = heal_cli(&["--version"], &[], None);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, format!("heal {}\n", env!("CARGO_PKG_VERSION")));

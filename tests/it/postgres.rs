@@ -121,6 +121,11 @@ fn strings(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there() {
+    if crate::support::sqlite_only(
+        "postgres::a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there",
+    ) {
+        return;
+    }
     let test = "postgres::a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there";
     let Some(pg) = start_fast(test) else {
         return;
@@ -182,6 +187,11 @@ fn a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn a_copied_store_serves_on_postgres_one_server_at_a_time() {
+    if crate::support::sqlite_only(
+        "postgres::a_copied_store_serves_on_postgres_one_server_at_a_time",
+    ) {
+        return;
+    }
     let test = "postgres::a_copied_store_serves_on_postgres_one_server_at_a_time";
     let Some(pg) = start_fast(test) else {
         return;
@@ -277,6 +287,9 @@ fn a_copied_store_serves_on_postgres_one_server_at_a_time() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn a_postgres_restart_under_load_answers_503_then_2xx_and_loses_nothing_acknowledged() {
+    if crate::support::sqlite_only("postgres::a_postgres_restart_under_load_answers_503_then_2xx_and_loses_nothing_acknowledged") {
+        return;
+    }
     let test = "postgres::a_postgres_restart_under_load_answers_503_then_2xx_and_loses_nothing_acknowledged";
     let Some(mut pg) = crate::support::postgres::start(test) else {
         return;
@@ -417,6 +430,11 @@ steps = [ {{ name = "mark", run = "echo \"$HEAL_EVENT_ID\" >> {}" }} ]
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn the_schema_on_postgres_has_every_table_column_and_index_of_sqlites() {
+    if crate::support::sqlite_only(
+        "postgres::the_schema_on_postgres_has_every_table_column_and_index_of_sqlites",
+    ) {
+        return;
+    }
     let test = "postgres::the_schema_on_postgres_has_every_table_column_and_index_of_sqlites";
     let Some(pg) = start_fast(test) else {
         return;
@@ -476,6 +494,10 @@ fn the_schema_on_postgres_has_every_table_column_and_index_of_sqlites() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn heals_migrating_one_database_at_once_migrate_it_once() {
+    if crate::support::sqlite_only("postgres::heals_migrating_one_database_at_once_migrate_it_once")
+    {
+        return;
+    }
     let test = "postgres::heals_migrating_one_database_at_once_migrate_it_once";
     let Some(pg) = start_fast(test) else {
         return;
@@ -506,6 +528,11 @@ fn heals_migrating_one_database_at_once_migrate_it_once() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn bad_targets_a_running_server_and_a_store_not_heals_are_refused() {
+    if crate::support::sqlite_only(
+        "postgres::bad_targets_a_running_server_and_a_store_not_heals_are_refused",
+    ) {
+        return;
+    }
     let test = "postgres::bad_targets_a_running_server_and_a_store_not_heals_are_refused";
     let Some(pg) = start_fast(test) else {
         return;
@@ -610,6 +637,11 @@ fn bad_targets_a_running_server_and_a_store_not_heals_are_refused() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn a_sql_probe_compares_a_postgres_value_and_never_shows_its_password() {
+    if crate::support::sqlite_only(
+        "postgres::a_sql_probe_compares_a_postgres_value_and_never_shows_its_password",
+    ) {
+        return;
+    }
     let test = "postgres::a_sql_probe_compares_a_postgres_value_and_never_shows_its_password";
     let Some(pg) = start_fast(test) else {
         return;
@@ -801,6 +833,11 @@ fn dialect_results(db: heal::store::sql::Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn the_store_sql_layer_reads_and_writes_alike_on_sqlite_and_postgres() {
+    if crate::support::sqlite_only(
+        "postgres::the_store_sql_layer_reads_and_writes_alike_on_sqlite_and_postgres",
+    ) {
+        return;
+    }
     let test = "postgres::the_store_sql_layer_reads_and_writes_alike_on_sqlite_and_postgres";
     let Some(mut pg) = start_fast(test) else {
         return;

@@ -123,6 +123,10 @@ fn agents_results(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn agents_are_stored_alike_on_sqlite_and_postgres() {
+    if crate::support::sqlite_only("postgres_store::agents_are_stored_alike_on_sqlite_and_postgres")
+    {
+        return;
+    }
     let Some((_pg, pg, sqlite)) =
         both("postgres_store::agents_are_stored_alike_on_sqlite_and_postgres")
     else {
@@ -216,6 +220,11 @@ fn alerts_results(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn alerts_and_decisions_are_stored_alike_on_sqlite_and_postgres() {
+    if crate::support::sqlite_only(
+        "postgres_store::alerts_and_decisions_are_stored_alike_on_sqlite_and_postgres",
+    ) {
+        return;
+    }
     let test = "postgres_store::alerts_and_decisions_are_stored_alike_on_sqlite_and_postgres";
     let Some((_pg, pg, sqlite)) = both(test) else {
         return;
@@ -338,6 +347,11 @@ fn events_results(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn events_their_alerts_and_timelines_are_stored_alike_on_sqlite_and_postgres() {
+    if crate::support::sqlite_only(
+        "postgres_store::events_their_alerts_and_timelines_are_stored_alike_on_sqlite_and_postgres",
+    ) {
+        return;
+    }
     let test =
         "postgres_store::events_their_alerts_and_timelines_are_stored_alike_on_sqlite_and_postgres";
     let Some((_pg, pg, sqlite)) = both(test) else {
@@ -492,6 +506,11 @@ fn ops_results(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn ops_are_queued_moved_and_logged_alike_on_sqlite_and_postgres() {
+    if crate::support::sqlite_only(
+        "postgres_store::ops_are_queued_moved_and_logged_alike_on_sqlite_and_postgres",
+    ) {
+        return;
+    }
     use heal::event::OpState;
     let test = "postgres_store::ops_are_queued_moved_and_logged_alike_on_sqlite_and_postgres";
     let Some((_pg, pg, sqlite)) = both(test) else {
@@ -770,6 +789,11 @@ fn lifecycle_results(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn the_event_lifecycle_runs_alike_on_sqlite_and_postgres() {
+    if crate::support::sqlite_only(
+        "postgres_store::the_event_lifecycle_runs_alike_on_sqlite_and_postgres",
+    ) {
+        return;
+    }
     let test = "postgres_store::the_event_lifecycle_runs_alike_on_sqlite_and_postgres";
     let Some((_pg, pg, sqlite)) = both(test) else {
         return;
@@ -794,6 +818,11 @@ fn the_event_lifecycle_runs_alike_on_sqlite_and_postgres() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn dashboard_sessions_are_stored_alike_on_postgres() {
+    if crate::support::sqlite_only(
+        "postgres_store::dashboard_sessions_are_stored_alike_on_postgres",
+    ) {
+        return;
+    }
     use heal::store::session::{create_session, end_session, session, SessionRow};
     let test = "postgres_store::dashboard_sessions_are_stored_alike_on_postgres";
     let Some((pg, session_db, sqlite)) = both(test) else {
@@ -824,6 +853,11 @@ fn dashboard_sessions_are_stored_alike_on_postgres() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn config_versions_and_the_audit_log_are_stored_alike_on_postgres() {
+    if crate::support::sqlite_only(
+        "postgres_store::config_versions_and_the_audit_log_are_stored_alike_on_postgres",
+    ) {
+        return;
+    }
     use heal::store::{apply_config, audit_entries, current_config};
     let test = "postgres_store::config_versions_and_the_audit_log_are_stored_alike_on_postgres";
     let Some((_pg, session, sqlite)) = both(test) else {
@@ -887,6 +921,11 @@ fn config_versions_and_the_audit_log_are_stored_alike_on_postgres() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn the_figures_of_metrics_are_counted_alike_on_postgres() {
+    if crate::support::sqlite_only(
+        "postgres_store::the_figures_of_metrics_are_counted_alike_on_postgres",
+    ) {
+        return;
+    }
     use heal::store::figures;
     let test = "postgres_store::the_figures_of_metrics_are_counted_alike_on_postgres";
     let Some((_pg, session, sqlite)) = both(test) else {
@@ -933,6 +972,9 @@ fn the_figures_of_metrics_are_counted_alike_on_postgres() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn the_outbox_is_stored_alike_on_postgres() {
+    if crate::support::sqlite_only("postgres_store::the_outbox_is_stored_alike_on_postgres") {
+        return;
+    }
     use heal::store::*;
     let test = "postgres_store::the_outbox_is_stored_alike_on_postgres";
     let Some((_pg, session, sqlite)) = both(test) else {
@@ -1057,6 +1099,11 @@ fn the_outbox_is_stored_alike_on_postgres() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn a_lease_has_one_holder_and_a_fenced_transaction_holds_off_the_next() {
+    if crate::support::sqlite_only(
+        "postgres_store::a_lease_has_one_holder_and_a_fenced_transaction_holds_off_the_next",
+    ) {
+        return;
+    }
     use heal::store::leader::{fence, lead, resign};
     use std::time::Instant;
     let test = "postgres_store::a_lease_has_one_holder_and_a_fenced_transaction_holds_off_the_next";
@@ -1520,6 +1567,9 @@ fn retention(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn heartbeats_probes_mutes_schedules_and_retention_are_stored_alike_on_postgres() {
+    if crate::support::sqlite_only("postgres_store::heartbeats_probes_mutes_schedules_and_retention_are_stored_alike_on_postgres") {
+        return;
+    }
     let test =
         "postgres_store::heartbeats_probes_mutes_schedules_and_retention_are_stored_alike_on_postgres";
     let Some((_pg, session, sqlite)) = both(test) else {
@@ -1673,6 +1723,11 @@ fn checks_results(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn the_runs_of_agent_side_probes_are_handed_out_alike_on_postgres() {
+    if crate::support::sqlite_only(
+        "postgres_store::the_runs_of_agent_side_probes_are_handed_out_alike_on_postgres",
+    ) {
+        return;
+    }
     let Some((_pg, pg, sqlite)) =
         both("postgres_store::the_runs_of_agent_side_probes_are_handed_out_alike_on_postgres")
     else {

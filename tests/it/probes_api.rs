@@ -70,6 +70,11 @@ rate_limit = "off"
 
 #[test]
 fn probes_register_list_replace_and_are_refused_with_the_field_named() {
+    if crate::support::sqlite_only(
+        "probes_api::probes_register_list_replace_and_are_refused_with_the_field_named",
+    ) {
+        return;
+    }
     let dir = test_dir("probe-api");
     let (site, hook) = (Receiver::start(), Receiver::start());
     let server = Server::start(&dir, &config(&site, &hook));
@@ -315,14 +320,14 @@ fn an_api_probe_runs_across_a_restart_notifies_its_channels_and_its_delete_resol
 
     // A restart keeps it, and runs it.
     assert_eq!(server.terminate(), Some(0));
-    let before = probe_runs(&dir);
+    let before = probe_runs(&server);
     let server2 = Server::start(&dir, &file);
     server = server2;
     assert_eq!(probe(&server, "checkout")["source"], "api");
     wait_until(
         "the probe to run after the restart",
         Duration::from_secs(10),
-        || (probe_runs(&dir) > before + 1).then_some(()),
+        || (probe_runs(&server) > before + 1).then_some(()),
     );
     assert_eq!(downs(&hook, "checkout"), 1, "still firing: not told again");
 
@@ -344,9 +349,9 @@ fn an_api_probe_runs_across_a_restart_notifies_its_channels_and_its_delete_resol
         "{:?}",
         up.iter().map(|g| &g.body["kind"]).collect::<Vec<_>>()
     );
-    let runs = probe_runs(&dir);
+    let runs = probe_runs(&server);
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(probe_runs(&dir), runs, "a deleted probe does not run");
+    assert_eq!(probe_runs(&server), runs, "a deleted probe does not run");
     assert_eq!(server.get("/api/v1/probes/checkout").0, 404);
     let firing: Vec<Value> = alerts_named(&server, "ProbeFailing")
         .into_iter()
@@ -355,15 +360,11 @@ fn an_api_probe_runs_across_a_restart_notifies_its_channels_and_its_delete_resol
     assert!(firing.is_empty(), "{firing:?}");
 }
 
-/// Runs of the API probe `checkout` so far, from the database.
-fn probe_runs(dir: &std::path::Path) -> i64 {
-    let conn = rusqlite::Connection::open(dir.join("heal.db")).unwrap();
-    conn.query_row(
-        "SELECT count(*) FROM probe_result WHERE probe = 'checkout'",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap()
+/// Runs of the API probe `checkout` so far, from the server's store.
+fn probe_runs(server: &Server) -> i64 {
+    server.store_query("SELECT count(*) FROM probe_result WHERE probe = 'checkout'")[0]
+        .parse()
+        .unwrap()
 }
 
 #[test]

@@ -304,6 +304,9 @@ fn changes_and_refused_tokens_are_audited_and_a_flood_is_folded() {
 
 #[test]
 fn plain_http_beyond_loopback_needs_insecure_http() {
+    if crate::support::sqlite_only("security::plain_http_beyond_loopback_needs_insecure_http") {
+        return;
+    }
     let dir = test_dir("security-plain");
     std::fs::write(dir.join("runbooks.toml"), config()).unwrap();
     let cfg = dir.join("runbooks.toml");

@@ -82,6 +82,11 @@ fn damage(db: &Path, len: u64) {
 // Regression: a second server on one database ran its outbox too.
 #[test]
 fn a_second_server_on_one_database_is_refused_and_names_the_first() {
+    if crate::support::sqlite_only(
+        "store::a_second_server_on_one_database_is_refused_and_names_the_first",
+    ) {
+        return;
+    }
     let dir = test_dir("store-second-server");
     let mut first = Server::start(&dir, CONFIG);
     let started = Instant::now();
@@ -127,6 +132,11 @@ fn a_second_server_on_one_database_is_refused_and_names_the_first() {
 // Regression: outside systemd's UMask=0077 the database was 0644.
 #[test]
 fn database_wal_lock_and_backups_are_private_whatever_the_umask() {
+    if crate::support::sqlite_only(
+        "store::database_wal_lock_and_backups_are_private_whatever_the_umask",
+    ) {
+        return;
+    }
     let dir = test_dir("store-private-files");
     let server = Server::start_command(&dir, CONFIG, heal_umask_022(), "127.0.0.1:0", &[]);
     let (status, body) = server.post("/api/v1/alerts", &json!({"name": "Written"}));
@@ -146,6 +156,10 @@ fn database_wal_lock_and_backups_are_private_whatever_the_umask() {
 // Regression: a damaged database started and said ready.
 #[test]
 fn a_damaged_database_is_refused_at_start_and_by_check_db() {
+    if crate::support::sqlite_only("store::a_damaged_database_is_refused_at_start_and_by_check_db")
+    {
+        return;
+    }
     let dir = test_dir("store-damaged-start");
     large_database(&dir);
     let db = dir.join("heal.db");
@@ -175,6 +189,9 @@ fn a_damaged_database_is_refused_at_start_and_by_check_db() {
 // Regression: /-/ready stayed ready while reads failed "malformed".
 #[test]
 fn ready_turns_503_once_the_store_reports_damage() {
+    if crate::support::sqlite_only("store::ready_turns_503_once_the_store_reports_damage") {
+        return;
+    }
     let dir = test_dir("store-damaged-live");
     large_database(&dir);
     let server = Server::start(&dir, CONFIG);
@@ -227,6 +244,11 @@ impl Drop for Tmpfs {
 #[test]
 #[ignore = "needs root, to mount a small tmpfs; cargo test -- --include-ignored runs it, as .ci/run does"]
 fn ready_turns_503_on_a_full_disk_and_back_when_a_write_succeeds() {
+    if crate::support::sqlite_only(
+        "store::ready_turns_503_on_a_full_disk_and_back_when_a_write_succeeds",
+    ) {
+        return;
+    }
     let dir = test_dir("store-disk-full");
     let Some(_fs) = Tmpfs::mount(&dir, "4m") else {
         support::skip(
@@ -283,6 +305,9 @@ const HEARTBEAT_KEY: &str = "hb-key-0123456789abcdef";
 // Regression: an API-registered heartbeat's ping_key was stored in plain text.
 #[test]
 fn ping_keys_are_stored_as_hashes_and_still_work() {
+    if crate::support::sqlite_only("store::ping_keys_are_stored_as_hashes_and_still_work") {
+        return;
+    }
     let dir = test_dir("store-ping-key-hash");
     let mut server = Server::start(&dir, CONFIG);
     let (status, body) = http(
@@ -348,6 +373,11 @@ fn ping_keys_are_stored_as_hashes_and_still_work() {
 // Regression: --token on a command line is readable by every local user.
 #[test]
 fn a_token_on_the_command_line_warns_and_names_the_alternatives() {
+    if crate::support::sqlite_only(
+        "store::a_token_on_the_command_line_warns_and_names_the_alternatives",
+    ) {
+        return;
+    }
     let dir = test_dir("store-token-warning");
     let server = Server::start(&dir, CONFIG);
     let (code, out, err) = heal_cli(

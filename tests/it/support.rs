@@ -140,9 +140,98 @@ pub struct Server {
     log: Arc<Mutex<String>>,
     /// Token sent with requests, if any.
     pub token: Option<String>,
+    /// In the PostgreSQL pass, the cluster its store is in (shared by the
+    /// servers a test starts in one directory).
+    pub pg: Option<Arc<postgres::Postgres>>,
+}
+
+/// Whether this is the PostgreSQL pass: the `it_postgres` test binary runs
+/// these same tests with every server's store in a throwaway PostgreSQL
+/// cluster (one per test directory) instead of `heal.db`.
+pub fn on_postgres() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| Some(p.file_name()?.to_str()?.starts_with("it_postgres")))
+            .unwrap_or(false)
+    })
+}
+
+/// In the PostgreSQL pass, a test that reads or damages `heal.db` itself
+/// (a SQLite file by nature): says so and returns true, and the test returns.
+pub fn sqlite_only(test: &str) -> bool {
+    if on_postgres() {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("{test}: about the SQLite file itself; runs in the SQLite pass only\n")
+                .as_bytes(),
+        );
+    }
+    on_postgres()
+}
+
+/// The PostgreSQL cluster of a test directory in the PostgreSQL pass:
+/// the one a server started there before still holds, or a new one.
+fn cluster_for(dir: &Path) -> Arc<postgres::Postgres> {
+    static CLUSTERS: Mutex<Vec<(PathBuf, std::sync::Weak<postgres::Postgres>)>> =
+        Mutex::new(Vec::new());
+    let mut clusters = CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
+    clusters.retain(|(_, weak)| weak.strong_count() > 0);
+    if let Some(pg) = clusters
+        .iter()
+        .find(|(d, _)| d == dir)
+        .and_then(|(_, weak)| weak.upgrade())
+    {
+        return pg;
+    }
+    let Some(pg) = postgres::start_fast(&format!("the PostgreSQL pass ({})", dir.display())) else {
+        // Without PostgreSQL's server the whole pass is skipped (`skip`
+        // said so, loudly, and fails under CI): no test of it can run.
+        std::process::exit(0);
+    };
+    let pg = Arc::new(pg);
+    clusters.push((dir.to_path_buf(), Arc::downgrade(&pg)));
+    // Kept until the test's thread ends, so a server dropped and started
+    // again in the directory finds its database.
+    thread_local! {
+        static HELD: std::cell::RefCell<Vec<Arc<postgres::Postgres>>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    HELD.with(|held| held.borrow_mut().push(pg.clone()));
+    pg
 }
 
 impl Server {
+    /// The first column of each row of a query on the server's store, as
+    /// text: `heal.db`, or its PostgreSQL database in the PostgreSQL pass.
+    pub fn store_query(&self, sql: &str) -> Vec<String> {
+        if let Some(pg) = &self.pg {
+            let out = pg.psql(sql);
+            return out.lines().map(str::to_string).collect();
+        }
+        let conn = rusqlite::Connection::open_with_flags(
+            self.dir.join("heal.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open heal.db");
+        let mut statement = conn.prepare(sql).expect("prepare");
+        statement
+            .query_map([], |r| {
+                Ok(match r.get_ref(0)? {
+                    rusqlite::types::ValueRef::Null => String::new(),
+                    rusqlite::types::ValueRef::Integer(i) => i.to_string(),
+                    rusqlite::types::ValueRef::Real(f) => f.to_string(),
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        String::from_utf8_lossy(t).into_owned()
+                    }
+                })
+            })
+            .expect("query")
+            .map(Result::unwrap)
+            .collect()
+    }
+
     /// Writes `config` to dir/runbooks.toml and starts a server on a free port.
     pub fn start(dir: &Path, config: &str) -> Server {
         Self::start_with(dir, config, "127.0.0.1:0", &[])
@@ -162,6 +251,12 @@ impl Server {
         listen: &str,
         extra: &[&str],
     ) -> Server {
+        if on_postgres() {
+            let pg = cluster_for(dir);
+            let mut server = Self::start_on(dir, config, program, pg.url.as_ref(), listen, extra);
+            server.pg = Some(pg);
+            return server;
+        }
         let db = dir.join("heal.db");
         Self::start_on(dir, config, program, db.as_os_str(), listen, extra)
     }
@@ -201,6 +296,7 @@ impl Server {
             dir: dir.to_path_buf(),
             log,
             token: None,
+            pg: None,
         };
         let addr = wait_until(
             "the server to log its address",

@@ -160,6 +160,9 @@ fn stream_alerts(url: &str, client: usize, stop: &AtomicBool) -> (Vec<String>, V
 
 #[test]
 fn restarts_under_load_refuse_and_lose_nothing() {
+    if crate::support::sqlite_only("systemd::restarts_under_load_refuse_and_lose_nothing") {
+        return;
+    }
     let dir = test_dir("systemd-restarts");
     let socket = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = socket.local_addr().unwrap();

@@ -193,6 +193,10 @@ fn server_agent_and_cli_speak_tls_with_a_private_ca() {
 
 #[test]
 fn bad_certificates_are_refused_at_start_with_the_file_named() {
+    if crate::support::sqlite_only("tls::bad_certificates_are_refused_at_start_with_the_file_named")
+    {
+        return;
+    }
     let dir = test_dir("tls-bad");
     let (_, cert, key) = pki(&dir);
     std::fs::write(dir.join("junk.pem"), "not a pem").unwrap();

@@ -1,9 +1,10 @@
 //! Agent-side probes (`[[probe]] on`): the server decides when each runs
 //! and on which agents, the agents run them.
 //!
-//! - At each due time the scheduler offers the run to every matching agent
+//! - At each due time the scheduler queues the run for the offer thread
+//!   (`Offers`, `offer_worker`), which offers it to every matching agent
 //!   that is up, and each second a first run to an agent that newly
-//!   matches (`offer_due`), in one store job: an `agent_check` row per
+//!   matches (`offer_due`), in one store job per batch: an `agent_check` row per
 //!   (probe, agent) pair, refused while the pair's last run is still out
 //!   (its lease, the probe's timeout plus `LEASE_GRACE`), so a due time is
 //!   offered once and a pair never runs twice at once. Agents with a parked
@@ -40,6 +41,72 @@ pub const LEASE_GRACE: Duration = Duration::from_secs(30);
 /// How long after an agent is declared down the each-second pass still
 /// turns its checks unknown (due times do it whenever they come).
 const JUST_DOWN: i64 = 3_000;
+
+/// A probe's run due at a time (`Some`), or the each-second pass (`None`).
+type Due = (Probe, Option<i64>);
+
+/// Runs the scheduler found due, waiting for the offer thread
+/// (`offer_worker`), so a round never waits for the store.
+#[derive(Default)]
+pub(super) struct Offers {
+    /// The queue, and whether the scheduler has stopped.
+    due: Mutex<(Vec<Due>, bool)>,
+    ready: std::sync::Condvar,
+}
+
+impl Offers {
+    /// Queues runs found due (`Some(due)`) or the each-second pass (`None`).
+    pub(super) fn push(&self, due: Vec<Due>) {
+        let mut queue = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        queue.0.extend(due);
+        self.ready.notify_one();
+    }
+
+    /// Ends the offer thread once the queue is empty.
+    pub(super) fn close(&self) {
+        self.due.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.ready.notify_one();
+    }
+
+    /// What is queued, or None once closed and empty.
+    fn take(&self) -> Option<Vec<Due>> {
+        let mut queue = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if !queue.0.is_empty() {
+                return Some(std::mem::take(&mut queue.0));
+            }
+            if queue.1 {
+                return None;
+            }
+            queue = self.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The offer thread: offers what the scheduler queued, one store job per
+/// batch. A probe queued more than once meanwhile is offered its latest due
+/// time; an earlier one it never offered counts as skipped.
+pub(super) fn offer_worker(state: &Arc<State>, offers: &Offers) {
+    while let Some(queued) = offers.take() {
+        let mut due: Vec<Due> = Vec::new();
+        let mut dropped = 0;
+        for (p, at) in queued {
+            match due.iter_mut().find(|(d, _)| d.name == p.name) {
+                Some(slot) => {
+                    if at.is_some() {
+                        if slot.1.is_some() {
+                            dropped += 1;
+                        }
+                        *slot = (p, at);
+                    }
+                }
+                None => due.push((p, at)),
+            }
+        }
+        let skipped = offer_due(state, &state.config(), due) + dropped;
+        state.metrics.observe_probe_skipped(true, skipped as u64);
+    }
+}
 
 /// The agent-side probes the scheduler runs now, by name, so a poll can
 /// hand out a run it claimed.
@@ -128,11 +195,7 @@ fn targets(
 /// the pairs of down agents unknown, then wakes the agents that got a run.
 /// Returns how many runs were skipped because the pair's last run was
 /// still out.
-pub(super) fn offer_due(
-    state: &Arc<State>,
-    config: &Arc<Config>,
-    due: Vec<(Probe, Option<i64>)>,
-) -> usize {
+fn offer_due(state: &Arc<State>, config: &Arc<Config>, due: Vec<(Probe, Option<i64>)>) -> usize {
     let (config2, st2) = (config.clone(), state.clone());
     let done = state.writer.write(move |conn| {
         let now = now_ms();

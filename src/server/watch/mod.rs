@@ -275,6 +275,50 @@ pub fn sync_heartbeats(conn: Db<'_>, config: &Config, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// A round slower than this is logged with where its time went.
+const SLOW_ROUND: Duration = Duration::from_millis(50);
+
+/// The parts of one scheduler round and how long each took.
+struct Phases {
+    last: Instant,
+    started: Instant,
+    took: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn new(started: Instant) -> Phases {
+        Phases {
+            last: started,
+            started,
+            took: Vec::new(),
+        }
+    }
+
+    /// Ends the part `what` now.
+    fn mark(&mut self, what: &'static str) {
+        let now = Instant::now();
+        self.took.push((what, now - self.last));
+        self.last = now;
+    }
+
+    fn log_if_slow(&self) {
+        let total = self.started.elapsed();
+        if total < SLOW_ROUND {
+            return;
+        }
+        let parts: Vec<String> = self
+            .took
+            .iter()
+            .map(|(what, d)| format!("{what} {:.1} ms", d.as_secs_f64() * 1e3))
+            .collect();
+        log::warn!(
+            "scheduler: a round took {:.1} ms ({}); probes, schedules and sweeps wait meanwhile",
+            total.as_secs_f64() * 1e3,
+            parts.join(", ")
+        );
+    }
+}
+
 /// The scheduler thread, with its probe pool.
 pub fn scheduler(state: &Arc<State>, shutdown: &Shutdown) {
     // Unbounded: a probe is queued at most once at a time (`start_probe`),
@@ -282,16 +326,24 @@ pub fn scheduler(state: &Arc<State>, shutdown: &Shutdown) {
     // due together wait their turn instead of being skipped.
     let (tx, rx): (Sender<Probe>, Receiver<Probe>) = std::sync::mpsc::channel();
     let rx = Mutex::new(rx);
+    let offers = checks::Offers::default();
     std::thread::scope(|s| {
         for _ in 0..PROBE_THREADS {
             s.spawn(|| probe_worker(state, &rx));
         }
-        keep_time(state, shutdown, &tx);
+        s.spawn(|| checks::offer_worker(state, &offers));
+        keep_time(state, shutdown, &tx, &offers);
         drop(tx);
+        offers.close();
     });
 }
 
-fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &Sender<Probe>) {
+fn keep_time(
+    state: &Arc<State>,
+    shutdown: &Shutdown,
+    probes: &Sender<Probe>,
+    offers: &checks::Offers,
+) {
     let mut reader: Option<crate::store::Conn> = None;
     let mut due = Due {
         config: None,
@@ -331,6 +383,8 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &Sender<Probe>) {
         {
             due.refresh(state, &config, conn, now);
         }
+        let mut phases = Phases::new(round);
+        phases.mark("config");
         let swept = now >= next_sweep;
         if swept {
             next_sweep = now + 1000;
@@ -349,6 +403,7 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &Sender<Probe>) {
                 }
             }
         }
+        phases.mark("sweeps");
         let mut on_agents = Vec::new();
         for (name, at) in due.probes.iter_mut() {
             if *at > now {
@@ -379,10 +434,11 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &Sender<Probe>) {
                 }
             }
         }
+        phases.mark("server probes");
         if !on_agents.is_empty() {
-            let skipped = checks::offer_due(state, &config, on_agents);
-            state.metrics.observe_probe_skipped(true, skipped as u64);
+            offers.push(on_agents);
         }
+        phases.mark("agent checks");
         for (idx, s) in config.schedules.iter().enumerate() {
             let Some(at) = due.schedules.get_mut(&s.name) else {
                 continue;
@@ -401,7 +457,9 @@ fn keep_time(state: &Arc<State>, shutdown: &Shutdown, probes: &Sender<Probe>) {
             }
             *at = s.schedule.next_after(now).unwrap_or(i64::MAX);
         }
+        phases.mark("schedules");
         state.metrics.observe_scheduler_round(round.elapsed());
+        phases.log_if_slow();
         if now >= next_retention {
             next_retention = now + 86_400_000;
             retention(state, shutdown);
