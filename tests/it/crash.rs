@@ -1,6 +1,6 @@
 //! Crash safety: webhooks stream in from several clients while the server
 //! is killed with SIGKILL at random moments and restarted on the same port
-//! and database. Afterwards every alert answered 2xx must be stored, no
+//! and database (a SQLite file, or PostgreSQL in the `it_postgres` pass). Afterwards every alert answered 2xx must be stored, no
 //! event's step may have run twice, and every event must end (finished or
 //! `lost`), none left stuck.
 //!
@@ -110,11 +110,6 @@ fn stream(url: &Mutex<String>, client: usize, stop: &AtomicBool) -> (Vec<String>
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_alert_and_runs_nothing_twice() {
-    if crate::support::sqlite_only(
-        "crash::kill_9_under_load_loses_no_acknowledged_alert_and_runs_nothing_twice",
-    ) {
-        return;
-    }
     let kills: usize = std::env::var("HEAL_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -176,35 +171,22 @@ fn kill_9_under_load_loses_no_acknowledged_alert_and_runs_nothing_twice() {
         acked.len()
     );
 
-    let db = rusqlite::Connection::open_with_flags(
-        dir.join("heal.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open heal.db");
     // Every event ends: finished, or lost once its lease or dispatch time passed.
     wait_until("every event to end", Duration::from_secs(90), || {
-        let open: i64 = db
-            .query_row(
-                "SELECT count(*) FROM event WHERE ended_at IS NULL",
-                [],
-                |r| r.get(0),
-            )
-            .ok()?;
-        (open == 0).then_some(())
+        (server.store_query("SELECT count(*) FROM event WHERE ended_at IS NULL")[0] == "0")
+            .then_some(())
     });
-    let events: Vec<(i64, String)> = db
-        .prepare("SELECT id, state FROM event")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
+    let events: Vec<(i64, String)> = server
+        .store_query("SELECT id || ' ' || state FROM event")
+        .iter()
+        .map(|row| {
+            let (id, state) = row.split_once(' ').expect("id and state");
+            (id.parse().expect("an id"), state.to_string())
+        })
         .collect();
-    let stored: HashSet<String> = db
-        .prepare("SELECT fingerprint FROM alert")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+    let stored: HashSet<String> = server
+        .store_query("SELECT fingerprint FROM alert")
+        .into_iter()
         .collect();
     let lost: Vec<&String> = acked.iter().filter(|f| !stored.contains(*f)).collect();
     assert!(
