@@ -8,6 +8,8 @@
 //!   separate `heal agent` that is idle and long-polling.
 //! - intake: sustained Alertmanager webhooks from many keep-alive clients,
 //!   every answer a durable 200.
+//! - intake-pg: the same with the store in a PostgreSQL cluster of its own
+//!   (Debian's `postgresql`, durable commits), one server.
 //! - ping: sustained heartbeat pings (`POST /ping/<name>`, a small body) to
 //!   100 heartbeats from many keep-alive clients; every answer must be a 200
 //!   and every 200 a counted, stored ping (else the bench fails).
@@ -55,6 +57,10 @@ use serde_json::{json, Value};
 
 #[path = "e2e/dashboard.rs"]
 mod dashboard;
+/// Throwaway PostgreSQL clusters, as the integration tests start them.
+#[path = "../tests/it/support/postgres.rs"]
+#[allow(dead_code)]
+mod pg_cluster;
 #[path = "e2e/probes.rs"]
 mod probes;
 #[path = "e2e/scale.rs"]
@@ -143,12 +149,16 @@ fn main() {
         dashboard::dashboard(100_000, true);
         ran = true;
     }
+    if wanted("intake-pg") {
+        intake_postgres();
+        ran = true;
+    }
     if wanted("probes") {
         probes::probes();
         ran = true;
     }
     if !ran {
-        eprintln!("no bench matches {filters:?} (benches: latency, intake, notify, ping, dashboard, sweep, agents, load, events, probes)");
+        eprintln!("no bench matches {filters:?} (benches: latency, intake, intake-pg, notify, ping, dashboard, sweep, agents, load, events, probes)");
         std::process::exit(2);
     }
 }
@@ -469,6 +479,11 @@ impl Drop for Proc {
 /// measure what logging costs), the bench picks a free port itself instead
 /// and waits for `/-/healthy`.
 fn start_server(dir: &Path, config: &str) -> (Proc, String) {
+    start_server_on(dir, config, dir.join("heal.db").as_os_str())
+}
+
+/// `start_server` on the store `db`: a SQLite file or a PostgreSQL URL.
+fn start_server_on(dir: &Path, config: &str, db: &std::ffi::OsStr) -> (Proc, String) {
     std::fs::write(dir.join("runbooks.toml"), config).expect("write config");
     let level = std::env::var("HEAL_BENCH_LOG").unwrap_or_else(|_| "info".into());
     let announces = ["info", "debug", "trace"].contains(&level.as_str());
@@ -485,7 +500,7 @@ fn start_server(dir: &Path, config: &str) -> (Proc, String) {
             .arg("--config")
             .arg(dir.join("runbooks.toml"))
             .arg("--db")
-            .arg(dir.join("heal.db"))
+            .arg(db)
             .args(["--listen", &listen])
             .env("HEAL_LOG", &level)
             .current_dir(dir),
@@ -852,6 +867,68 @@ fn drive_intake(server: &Proc, url: &str) -> (LoadSpec, Load) {
         post(http, &target, body)
     });
     (spec, load)
+}
+
+// ---- the same intake into PostgreSQL ----------------------------------------
+
+// What `pg_cluster` (the integration tests' harness) takes from its parent.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn test_dir(name: &str) -> PathBuf {
+    bench_dir(name)
+}
+
+fn skip(bench: &str, missing: &str) {
+    println!("\n*** SKIPPED: {bench}: needs {missing}; the bench did not run ***\n");
+}
+
+/// The intake bench with the store in PostgreSQL (a cluster of its own on
+/// 127.0.0.1, durable: fsync and synchronous commit on).
+fn intake_postgres() {
+    let Some(pg) = pg_cluster::start("intake-pg") else {
+        return;
+    };
+    let dir = bench_dir("intake-pg");
+    let config = "[server]\nhttp_threads = 64\n\n[[rule]]\nname = \"drop-bench\"\nwhen = \"labels.alertname == 'DiskSpaceLow'\"\naction = \"discard\"\n";
+    let (server, url) = start_server_on(&dir, config, pg.url.as_ref());
+    let (spec, load) = drive_intake(&server, &url);
+    let (hwm, _) = server.rss_kib();
+    let mut server = server;
+    server.kill();
+    let stored: i64 = pg
+        .psql("SELECT count(*) FROM alert")
+        .trim()
+        .parse()
+        .unwrap_or(-1);
+    let alerts_per_req = FIXTURE.matches("\"fingerprint\"").count();
+    println!();
+    println!(
+        "intake on PostgreSQL (one server, durable commits): {} keep-alive clients, {:.0} s measured after {:.0} s warm-up",
+        spec.threads,
+        load.secs,
+        INTAKE_WARMUP.as_secs_f64()
+    );
+    let mut rows = load.rows();
+    rows.insert(
+        3,
+        (
+            "alerts/s",
+            format!("{:.0}", load.rps() * alerts_per_req as f64),
+        ),
+    );
+    rows.extend([
+        ("server VmHWM (KiB)", hwm.to_string()),
+        (
+            "alert rows stored / 200s (all)",
+            format!("{stored} / {}", load.ok_total),
+        ),
+        ("loadavg (1 min) at the end", loadavg()),
+    ]);
+    print_rows(&rows);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn intake() {

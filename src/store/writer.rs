@@ -77,6 +77,8 @@ pub fn run_writer(
     shutdown: &Shutdown,
     committed: impl Fn(Duration),
 ) {
+    // Since when the database has been unreachable, and when that was last logged.
+    let mut outage: Option<(Instant, Instant)> = None;
     loop {
         let first = match jobs.recv_timeout(Duration::from_millis(100)) {
             Ok(job) => job,
@@ -92,20 +94,48 @@ pub fn run_writer(
             }
         }
         // A PostgreSQL session that ended (a restart, a failover) is
-        // replaced when work comes; while no new one opens, each batch
-        // fails at BEGIN and its callers hear why.
+        // replaced when work comes; while no new one opens, each batch is
+        // refused and its callers hear why (503). Logged when it begins,
+        // every OUTAGE_LOG_EVERY while it lasts, and when it ends.
         if conn.is_closed() {
             match reopen() {
                 Ok(new) => {
-                    log::info!("store: the database session had ended; a new one is open");
+                    let after = outage.take().map(|(since, _)| since.elapsed());
+                    log::info!(
+                        "store: the database is back{}; a new session is open",
+                        after.map_or(String::new(), |d| format!(
+                            " after {:.1} s",
+                            d.as_secs_f64()
+                        ))
+                    );
                     conn = new;
                 }
-                Err(e) => log::error!("store: the database session has ended: {e}"),
+                Err(e) => {
+                    let now = Instant::now();
+                    let (since, logged) = outage.get_or_insert((now, now - OUTAGE_LOG_EVERY));
+                    if now.duration_since(*logged) >= OUTAGE_LOG_EVERY {
+                        log::error!(
+                            "store: the database session ended {:.0} s ago and no new one opens: {e}; writes answer 503 until it does",
+                            since.elapsed().as_secs_f64()
+                        );
+                        *logged = now;
+                    }
+                    let message = format!("the database is unavailable: {e}");
+                    for job in batch {
+                        // Runs on the closed session, where every statement
+                        // fails at once, so its caller is answered.
+                        job(conn.db())(Err(message.clone()));
+                    }
+                    continue;
+                }
             }
         }
         commit_batch(conn.db(), batch, &committed);
     }
 }
+
+/// How often a database outage is logged again while it lasts.
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs a batch of jobs in one transaction and answers each after COMMIT.
 fn commit_batch(db: Db<'_>, batch: Vec<Job>, committed: &impl Fn(Duration)) {

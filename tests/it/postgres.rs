@@ -399,6 +399,13 @@ steps = [ {{ name = "mark", run = "echo \"$HEAL_EVENT_ID\" >> {}" }} ]
         server.logs()
     );
     assert!(refused >= 1, "no 503 during the outage\n{}", server.logs());
+    // The outage is logged once as it begins and once as it ends.
+    let logs = server.logs();
+    let began = logs.matches("no new one opens").count();
+    assert!(
+        began == 1 && logs.contains("store: the database is back after"),
+        "{began} lines for the outage\n{logs}"
+    );
     assert!(
         after >= 10,
         "only {after} acknowledged after the restart\n{}",
