@@ -15,7 +15,7 @@ use crate::rules::{self, Match, Outcome};
 use crate::store::{self, Claimed, NewEvent, Receipt};
 
 use super::longpoll::{Parked, Waiters};
-use super::metrics::{Metrics, Tally};
+use super::metrics::Tally;
 
 /// How far back a resolved alert looks for the events it resolves (ms).
 const RESOLVE_LOOKBACK_MS: i64 = 24 * 3_600_000;
@@ -27,6 +27,10 @@ pub struct Applied {
     pub alerts: Vec<Value>,
     /// Polls answered with new ops once the job commits.
     pub handoffs: Vec<(Parked, Vec<Claimed>)>,
+    /// Agents that got ops with no poll of theirs parked here: after the
+    /// commit, one that parked meanwhile, or on another server sharing the
+    /// database, is woken (`State::wake`).
+    pub elsewhere: Vec<String>,
     /// Log lines, written after the commit so the writer thread does not wait on stderr.
     /// Runs are logged at info; collapses, discards and resolutions, which a
     /// storm repeats by the thousand, at debug.
@@ -40,6 +44,7 @@ impl Applied {
     pub fn merge(&mut self, other: Applied) {
         self.alerts.extend(other.alerts);
         self.handoffs.extend(other.handoffs);
+        self.elsewhere.extend(other.elsewhere);
         self.log.extend(other.log);
         self.tally.merge(&other.tally);
     }
@@ -47,10 +52,13 @@ impl Applied {
 
 /// After the commit: counts the alerts (as coming from `source`) and
 /// decisions, answers the polls that get new ops, then logs.
-pub fn finish(applied: Applied, metrics: &Metrics, source: &str) {
-    metrics.observe_intake(source, &applied.tally);
+pub fn finish(applied: Applied, state: &super::State, source: &str) {
+    state.metrics.observe_intake(source, &applied.tally);
     for (parked, claimed) in applied.handoffs {
         super::longpoll::respond_ops(parked.request, &claimed, &[]);
+    }
+    if !applied.elsewhere.is_empty() {
+        state.wake(&applied.elsewhere);
     }
     for (level, line) in &applied.log {
         log::log!(*level, "{line}");
@@ -470,6 +478,12 @@ fn offer(
                 applied.handoffs.len() - 1
             }),
         };
+        if slot.is_none()
+            && !handoff_of.contains_key(&q.agent)
+            && !applied.elsewhere.contains(&q.agent)
+        {
+            applied.elsewhere.push(q.agent.clone());
+        }
         if let Some(idx) = slot {
             let instance = applied.handoffs[idx].0.instance.clone();
             if store::dispatch_op(

@@ -13,11 +13,13 @@ pub mod api;
 pub mod dashboard;
 pub mod front;
 pub mod intake;
+pub mod leader;
 pub mod lifecycle;
 pub mod longpoll;
 pub mod manual;
 pub mod metrics;
 pub mod outbox;
+pub mod peers;
 pub mod systemd;
 pub mod watch;
 pub mod watchdog;
@@ -69,6 +71,10 @@ pub struct State {
     pub dashboard: dashboard::Shared,
     /// Failed authentications (API tokens and logins) by client address this minute.
     pub auth_failures: api::limit::Failures,
+    /// Whether this server leads (runs the sweeper, scheduler and outbox).
+    pub leadership: Arc<leader::Leadership>,
+    /// The other servers on a shared database, told of wake-ups.
+    pub peers: peers::Peers,
 }
 
 impl State {
@@ -84,13 +90,24 @@ impl State {
     /// agents (after the commit that queued them); an agent without a parked
     /// poll gets them when it next polls.
     pub fn wake(&self, agents: &[String]) {
+        let elsewhere = self.wake_here(agents);
+        if !elsewhere.is_empty() {
+            self.peers.wake(&elsewhere);
+        }
+    }
+
+    /// `wake` for the polls parked on this server; returns the agents that
+    /// have none here (on a shared database, another server may have it).
+    pub fn wake_here(&self, agents: &[String]) -> Vec<String> {
         let mut agents = agents.to_vec();
         agents.sort();
         agents.dedup();
         let lease = self.config().server.lease.as_millis() as i64;
         let checks = self.watch.checks.any();
+        let mut elsewhere = Vec::new();
         for agent in agents {
             let Some(parked) = self.waiters.take(&agent) else {
+                elsewhere.push(agent);
                 continue;
             };
             let id = agent.clone();
@@ -122,6 +139,7 @@ impl State {
                 Err(e) => log::error!("handing new ops to agent {agent}: {e}"),
             }
         }
+        elsewhere
     }
 
     /// Runs a lifecycle job in the store, then wakes agents and logs.
@@ -364,20 +382,15 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     raise_open_files();
     // Before any connection opens: SQLite's error log feeds `/-/ready`.
     store::health::install();
-    // A store is one server's: the lock (a file lock beside a SQLite file,
-    // a session advisory lock on PostgreSQL) is held until `serve` returns,
-    // and freed however heal ends.
-    let (mut lock, mut pg_lock, write_conn) = match &location {
+    // A SQLite file is one server's: the lock is held until `serve`
+    // returns, and the kernel frees it however heal ends. Several servers
+    // share a PostgreSQL database (`leader`, `peers`).
+    let (mut lock, write_conn) = match &location {
         store::Location::File(path) => (
             Some(store::lock::acquire(path, &addr.to_string())?),
-            None,
             store::Conn::Sqlite(store::open_and_migrate(path)?),
         ),
-        store::Location::Postgres(url) => (
-            None,
-            Some(store::postgres::hold_server_lock(url, &addr.to_string())?),
-            store::postgres::open_and_migrate(url)?,
-        ),
+        store::Location::Postgres(url) => (None, store::postgres::open_and_migrate(url)?),
     };
     let (version, _) = write_conn.db().transaction("recording the config", |db| {
         let now = now_ms();
@@ -434,9 +447,6 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     if let Some(lock) = &mut lock {
         lock.describe(&format!("{scheme}://{bound}"))?;
     }
-    if let Some(lock) = &mut pg_lock {
-        lock.describe(&format!("{scheme}://{bound}"))?;
-    }
     let mut internal_tokens = Vec::new();
     let local = opts.local_agent.map(|l| {
         let secret = crate::agent::random_hex(32);
@@ -452,6 +462,11 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
     });
     let (writer, jobs) = Writer::new();
     let threads = config.server.http_threads;
+    let shared = matches!(location, store::Location::Postgres(_));
+    let peers = peers::Peers::new(match &location {
+        store::Location::Postgres(url) => Some(url.clone()),
+        store::Location::File(_) => None,
+    });
     let state = Arc::new(State {
         open_without_tokens: config.tokens.is_empty(),
         config: RwLock::new(Arc::new(config)),
@@ -469,6 +484,15 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         metrics: metrics::Metrics::default(),
         dashboard: dashboard::Shared::default(),
         auth_failures: api::limit::Failures::default(),
+        leadership: Arc::new(leader::Leadership::new(
+            format!(
+                "{} {scheme}://{bound} pid {}",
+                crate::host::hostname(),
+                std::process::id()
+            ),
+            shared,
+        )),
+        peers,
     });
     state.outbox.set_bound(&format!("{scheme}://{bound}"));
     let weak = Arc::downgrade(&state);
@@ -509,6 +533,13 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
                 s.spawn(move || http_worker(&server, &state))
             })
             .collect();
+        s.spawn(|| loop {
+            state.leadership.renew(&state.writer);
+            if shutdown.wait(Duration::from_secs(1)) {
+                return;
+            }
+        });
+        s.spawn(|| peers::listen(&state, &shutdown));
         s.spawn(|| sweeper(&state, &shutdown));
         s.spawn(|| watch::scheduler(&state, &shutdown));
         s.spawn(|| outbox::run(s, &state, &shutdown));
@@ -560,6 +591,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
             let _ = worker.join();
         }
         signal_handle.close();
+        state.leadership.resign(&state.writer);
         store_stop.trigger();
     });
     drop(lock);
@@ -706,13 +738,20 @@ fn sweeper(state: &State, shutdown: &Shutdown) {
             return;
         }
         state.waiters.expire(Instant::now(), false);
+        if !state.leadership.leads() {
+            // A follower's sweeper only answers its own waiting polls.
+            state.alive.beat();
+            continue;
+        }
         let full = last_expiry.elapsed() >= Duration::from_secs(1);
         if full || any_deferred(state, &mut reader) {
             let config = state.config();
             let reconnected = started.elapsed() >= RECONNECT_GRACE;
-            if let Err(e) = state
-                .lifecycle(move |conn| lifecycle::tick(conn, &config, !full, reconnected, now_ms()))
-            {
+            let leadership = state.leadership.clone();
+            if let Err(e) = state.lifecycle(move |conn| {
+                leadership.fence(conn)?;
+                lifecycle::tick(conn, &config, !full, reconnected, now_ms())
+            }) {
                 log::error!("sweeper: {e}");
             }
         }

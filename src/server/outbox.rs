@@ -72,6 +72,9 @@ pub fn run<'scope>(
         if shutdown.wait(TICK) {
             return;
         }
+        if !state.leadership.leads() {
+            continue;
+        }
         if reader.is_none() {
             reader = state
                 .location
@@ -387,7 +390,7 @@ fn worker(state: &State, shutdown: &Shutdown, name: &str) -> Result<()> {
         let mut flushed = std::time::Instant::now();
         let mut i = 0;
         let stop = loop {
-            if i >= due || shutdown.is_triggered() {
+            if i >= due || shutdown.is_triggered() || !state.leadership.leads() {
                 break false;
             }
             let p = &pending[i];
@@ -438,7 +441,7 @@ fn worker(state: &State, shutdown: &Shutdown, name: &str) -> Result<()> {
             }
         };
         flush(state, &mut sent)?;
-        if stop || shutdown.is_triggered() {
+        if stop || shutdown.is_triggered() || !state.leadership.leads() {
             return Ok(());
         }
     }

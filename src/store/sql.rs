@@ -686,15 +686,24 @@ impl<'a> Db<'a> {
         what: &str,
         f: impl FnOnce(Db<'a>) -> crate::error::Result<T>,
     ) -> crate::error::Result<T> {
-        let begin = match self {
-            Db::Sqlite(_) => "BEGIN IMMEDIATE",
-            Db::Postgres(_) => "BEGIN",
-        };
-        self.batch(begin).context(what)?;
+        self.batch(self.begin_write()).context(what)?;
         let result = f(self);
         let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
         let ended = self.batch(end).context(what);
         result.and_then(|value| ended.map(|()| value))
+    }
+
+    /// How a write transaction begins. SQLite takes its write lock at
+    /// BEGIN IMMEDIATE, so no write waits for it halfway. On PostgreSQL the
+    /// writers of every server sharing the database take turns (a
+    /// transaction-scoped advisory lock, its key "HEALW" in ASCII), so each
+    /// sees what the others committed before it, as with SQLite's one
+    /// writer: an alert posted to two servers at once is decided once.
+    pub fn begin_write(self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "BEGIN IMMEDIATE",
+            Db::Postgres(_) => "BEGIN; SELECT pg_advisory_xact_lock(310399552599)",
+        }
     }
 
     /// Runs statements without parameters or results (savepoints and the like).

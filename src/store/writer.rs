@@ -139,11 +139,11 @@ const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs a batch of jobs in one transaction and answers each after COMMIT.
 fn commit_batch(db: Db<'_>, batch: Vec<Job>, committed: &impl Fn(Duration)) {
-    // SQLite takes the write lock at BEGIN IMMEDIATE, so no job waits for it
-    // halfway; PostgreSQL locks row by row.
-    let (begin, sqlite) = match db {
-        Db::Sqlite(c) => ("BEGIN IMMEDIATE", Some(c)),
-        Db::Postgres(_) => ("BEGIN", None),
+    // One writer at a time, on either database (`Db::begin_write`).
+    let begin = db.begin_write();
+    let sqlite = match db {
+        Db::Sqlite(c) => Some(c),
+        Db::Postgres(_) => None,
     };
     let changes = || sqlite.map_or(0, |c| c.total_changes());
     {

@@ -32,7 +32,7 @@ fn children(pid: u32) -> Vec<u32> {
 #[test]
 #[ignore = "needs PostgreSQL's server (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn pg_harness_cluster_answers_on_loopback_only() {
-    if crate::support::sqlite_only("pg_harness::pg_harness_cluster_answers_on_loopback_only") {
+    if crate::support::first_pass_only("pg_harness::pg_harness_cluster_answers_on_loopback_only") {
         return;
     }
     let Some(pg) = postgres::start_fast("pg_harness_loopback") else {
@@ -55,7 +55,7 @@ fn pg_harness_cluster_answers_on_loopback_only() {
 #[test]
 #[ignore = "needs PostgreSQL's server (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn pg_harness_table_survives_a_restart() {
-    if crate::support::sqlite_only("pg_harness::pg_harness_table_survives_a_restart") {
+    if crate::support::first_pass_only("pg_harness::pg_harness_table_survives_a_restart") {
         return;
     }
     let Some(mut pg) = postgres::start("pg_harness_restart") else {
@@ -77,7 +77,7 @@ fn pg_harness_table_survives_a_restart() {
 #[test]
 #[ignore = "needs PostgreSQL's server (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn pg_harness_committed_row_survives_a_crash() {
-    if crate::support::sqlite_only("pg_harness::pg_harness_committed_row_survives_a_crash") {
+    if crate::support::first_pass_only("pg_harness::pg_harness_committed_row_survives_a_crash") {
         return;
     }
     let Some(mut pg) = postgres::start("pg_harness_crash") else {
@@ -103,7 +103,7 @@ fn pg_harness_committed_row_survives_a_crash() {
 #[test]
 #[ignore = "needs PostgreSQL's server (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn pg_harness_drop_leaves_no_process_and_no_dir() {
-    if crate::support::sqlite_only("pg_harness::pg_harness_drop_leaves_no_process_and_no_dir") {
+    if crate::support::first_pass_only("pg_harness::pg_harness_drop_leaves_no_process_and_no_dir") {
         return;
     }
     let Some(pg) = postgres::start_fast("pg_harness_drop") else {

@@ -121,7 +121,7 @@ fn strings(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres::a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there",
     ) {
         return;
@@ -186,13 +186,14 @@ fn a_stopped_store_is_copied_into_postgres_row_for_row_and_goes_on_there() {
 
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
-fn a_copied_store_serves_on_postgres_one_server_at_a_time() {
-    if crate::support::sqlite_only(
-        "postgres::a_copied_store_serves_on_postgres_one_server_at_a_time",
+fn a_copied_store_serves_on_postgres_and_a_stopped_server_lets_the_next_lead() {
+    if crate::support::first_pass_only(
+        "postgres::a_copied_store_serves_on_postgres_and_a_stopped_server_lets_the_next_lead",
     ) {
         return;
     }
-    let test = "postgres::a_copied_store_serves_on_postgres_one_server_at_a_time";
+    let test =
+        "postgres::a_copied_store_serves_on_postgres_and_a_stopped_server_lets_the_next_lead";
     let Some(pg) = start_fast(test) else {
         return;
     };
@@ -255,39 +256,21 @@ fn a_copied_store_serves_on_postgres_one_server_at_a_time() {
         .parse()
         .unwrap();
     assert!(stored >= 1, "the new event's steps are in PostgreSQL");
-    // A second server on the same database is refused, naming the first.
+    // Stopped, the first lets its lease go: the next server leads at once.
     let other = test_dir("pg-serve-second");
-    std::fs::write(other.join("runbooks.toml"), &config).unwrap();
-    let (code, out, err) = heal_cli(
-        &[
-            "serve",
-            "--db",
-            &pg.url,
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            other.join("runbooks.toml").to_str().unwrap(),
-        ],
-        &[],
-        None,
-    );
-    assert_ne!(code, 0, "{out}{err}");
-    assert!(
-        err.contains("another heal server already runs on this database")
-            && err.contains(&format!("heal serve {} pid {}", server.url, server.pid())),
-        "{err}"
-    );
-    // Stopped, the first frees the database for the next.
     assert_eq!(server.terminate(), Some(0), "{}", server.logs());
     let mut again = serve(&other);
     assert_eq!(again.events().len(), new.len());
+    crate::support::wait_until("the next server to lead", Duration::from_secs(5), || {
+        again.logs().contains("this server leads now").then_some(())
+    });
     assert_eq!(again.terminate(), Some(0), "{}", again.logs());
 }
 
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn a_postgres_restart_under_load_answers_503_then_2xx_and_loses_nothing_acknowledged() {
-    if crate::support::sqlite_only("postgres::a_postgres_restart_under_load_answers_503_then_2xx_and_loses_nothing_acknowledged") {
+    if crate::support::first_pass_only("postgres::a_postgres_restart_under_load_answers_503_then_2xx_and_loses_nothing_acknowledged") {
         return;
     }
     let test = "postgres::a_postgres_restart_under_load_answers_503_then_2xx_and_loses_nothing_acknowledged";
@@ -437,7 +420,7 @@ steps = [ {{ name = "mark", run = "echo \"$HEAL_EVENT_ID\" >> {}" }} ]
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn the_schema_on_postgres_has_every_table_column_and_index_of_sqlites() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres::the_schema_on_postgres_has_every_table_column_and_index_of_sqlites",
     ) {
         return;
@@ -501,8 +484,9 @@ fn the_schema_on_postgres_has_every_table_column_and_index_of_sqlites() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn heals_migrating_one_database_at_once_migrate_it_once() {
-    if crate::support::sqlite_only("postgres::heals_migrating_one_database_at_once_migrate_it_once")
-    {
+    if crate::support::first_pass_only(
+        "postgres::heals_migrating_one_database_at_once_migrate_it_once",
+    ) {
         return;
     }
     let test = "postgres::heals_migrating_one_database_at_once_migrate_it_once";
@@ -535,7 +519,7 @@ fn heals_migrating_one_database_at_once_migrate_it_once() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn bad_targets_a_running_server_and_a_store_not_heals_are_refused() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres::bad_targets_a_running_server_and_a_store_not_heals_are_refused",
     ) {
         return;
@@ -644,7 +628,7 @@ fn bad_targets_a_running_server_and_a_store_not_heals_are_refused() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn a_sql_probe_compares_a_postgres_value_and_never_shows_its_password() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres::a_sql_probe_compares_a_postgres_value_and_never_shows_its_password",
     ) {
         return;
@@ -840,7 +824,7 @@ fn dialect_results(db: heal::store::sql::Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn the_store_sql_layer_reads_and_writes_alike_on_sqlite_and_postgres() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres::the_store_sql_layer_reads_and_writes_alike_on_sqlite_and_postgres",
     ) {
         return;

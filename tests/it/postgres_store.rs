@@ -123,8 +123,9 @@ fn agents_results(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn agents_are_stored_alike_on_sqlite_and_postgres() {
-    if crate::support::sqlite_only("postgres_store::agents_are_stored_alike_on_sqlite_and_postgres")
-    {
+    if crate::support::first_pass_only(
+        "postgres_store::agents_are_stored_alike_on_sqlite_and_postgres",
+    ) {
         return;
     }
     let Some((_pg, pg, sqlite)) =
@@ -220,7 +221,7 @@ fn alerts_results(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn alerts_and_decisions_are_stored_alike_on_sqlite_and_postgres() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres_store::alerts_and_decisions_are_stored_alike_on_sqlite_and_postgres",
     ) {
         return;
@@ -347,7 +348,7 @@ fn events_results(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn events_their_alerts_and_timelines_are_stored_alike_on_sqlite_and_postgres() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres_store::events_their_alerts_and_timelines_are_stored_alike_on_sqlite_and_postgres",
     ) {
         return;
@@ -506,7 +507,7 @@ fn ops_results(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn ops_are_queued_moved_and_logged_alike_on_sqlite_and_postgres() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres_store::ops_are_queued_moved_and_logged_alike_on_sqlite_and_postgres",
     ) {
         return;
@@ -789,7 +790,7 @@ fn lifecycle_results(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn the_event_lifecycle_runs_alike_on_sqlite_and_postgres() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres_store::the_event_lifecycle_runs_alike_on_sqlite_and_postgres",
     ) {
         return;
@@ -818,7 +819,7 @@ fn the_event_lifecycle_runs_alike_on_sqlite_and_postgres() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn dashboard_sessions_are_stored_alike_on_postgres() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres_store::dashboard_sessions_are_stored_alike_on_postgres",
     ) {
         return;
@@ -853,7 +854,7 @@ fn dashboard_sessions_are_stored_alike_on_postgres() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn config_versions_and_the_audit_log_are_stored_alike_on_postgres() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres_store::config_versions_and_the_audit_log_are_stored_alike_on_postgres",
     ) {
         return;
@@ -921,7 +922,7 @@ fn config_versions_and_the_audit_log_are_stored_alike_on_postgres() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn the_figures_of_metrics_are_counted_alike_on_postgres() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres_store::the_figures_of_metrics_are_counted_alike_on_postgres",
     ) {
         return;
@@ -972,7 +973,7 @@ fn the_figures_of_metrics_are_counted_alike_on_postgres() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn the_outbox_is_stored_alike_on_postgres() {
-    if crate::support::sqlite_only("postgres_store::the_outbox_is_stored_alike_on_postgres") {
+    if crate::support::first_pass_only("postgres_store::the_outbox_is_stored_alike_on_postgres") {
         return;
     }
     use heal::store::*;
@@ -1099,7 +1100,7 @@ fn the_outbox_is_stored_alike_on_postgres() {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn a_lease_has_one_holder_and_a_fenced_transaction_holds_off_the_next() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres_store::a_lease_has_one_holder_and_a_fenced_transaction_holds_off_the_next",
     ) {
         return;
@@ -1567,7 +1568,7 @@ fn retention(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn heartbeats_probes_mutes_schedules_and_retention_are_stored_alike_on_postgres() {
-    if crate::support::sqlite_only("postgres_store::heartbeats_probes_mutes_schedules_and_retention_are_stored_alike_on_postgres") {
+    if crate::support::first_pass_only("postgres_store::heartbeats_probes_mutes_schedules_and_retention_are_stored_alike_on_postgres") {
         return;
     }
     let test =
@@ -1723,7 +1724,7 @@ fn checks_results(db: Db) -> Vec<String> {
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn the_runs_of_agent_side_probes_are_handed_out_alike_on_postgres() {
-    if crate::support::sqlite_only(
+    if crate::support::first_pass_only(
         "postgres_store::the_runs_of_agent_side_probes_are_handed_out_alike_on_postgres",
     ) {
         return;

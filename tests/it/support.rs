@@ -171,6 +171,20 @@ pub fn sqlite_only(test: &str) -> bool {
     on_postgres()
 }
 
+/// In the PostgreSQL pass, a test that starts PostgreSQL clusters of its
+/// own: says so and returns true, and the test returns (it ran in the
+/// first pass).
+pub fn first_pass_only(test: &str) -> bool {
+    if on_postgres() {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("{test}: starts its own PostgreSQL clusters; runs in the first pass only\n")
+                .as_bytes(),
+        );
+    }
+    on_postgres()
+}
+
 /// The PostgreSQL cluster of a test directory in the PostgreSQL pass:
 /// the one a server started there before still holds, or a new one.
 fn cluster_for(dir: &Path) -> Arc<postgres::Postgres> {

@@ -96,7 +96,7 @@ pub(super) fn forget_agent(state: &Arc<State>, id: String, who: &str) -> Answer 
         watch::agents_forgotten(conn, &config, &st, now_ms())
     })?;
     log::info!("agent {answer_id} forgotten by {who}");
-    intake::finish(applied, &state.metrics, metrics::INTERNAL);
+    intake::finish(applied, state, metrics::INTERNAL);
     Ok((200, json!({ "forgotten": answer_id })))
 }
 

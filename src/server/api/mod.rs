@@ -577,6 +577,6 @@ fn intake(state: &Arc<State>, config: &Arc<Config>, alerts: Vec<Alert>) -> Answe
         super::intake::apply(conn, &config2, &state2.waiters, &alerts, &evals, now_ms())
     })?;
     let alerts = std::mem::take(&mut applied.alerts);
-    super::intake::finish(applied, &state.metrics, &source);
+    super::intake::finish(applied, state, &source);
     Ok((200, json!({ "accepted": n, "alerts": alerts })))
 }

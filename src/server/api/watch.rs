@@ -316,7 +316,7 @@ pub fn mute(
             }
         }
     })?;
-    intake::finish(applied, &state.metrics, metrics::INTERNAL);
+    intake::finish(applied, state, metrics::INTERNAL);
     let what = what.as_str();
     let how = match (on, until) {
         (false, _) => "unmuted".to_string(),
@@ -506,6 +506,7 @@ pub fn put_probe(name: String, mut body: Value, state: &Arc<State>) -> Answer {
         store::put_api_probe(conn, &name2, &def, now_ms())
     })?;
     state.watch.probes_changed();
+    state.peers.probes_changed();
     registered("probe", name, created)
 }
 
@@ -532,8 +533,9 @@ pub fn delete_probe(name: String, state: &Arc<State>) -> Answer {
         watch::resolve_probe(conn, &config, &st, &name2, now_ms())
     })?;
     state.watch.probes_changed();
+    state.peers.probes_changed();
     log::info!("probe {name} deleted through the API");
-    intake::finish(applied, &state.metrics, metrics::INTERNAL);
+    intake::finish(applied, state, metrics::INTERNAL);
     Ok((200, json!({ "deleted": name })))
 }
 

@@ -234,15 +234,21 @@ impl Raise {
 }
 
 /// Runs a store job that applies internal alerts, then hands out ops and
-/// logs; false (logged) when it failed.
+/// logs; false (logged) when it failed. Only the leader's commit
+/// (`Leadership::fence`).
 pub(super) fn submit(
     state: &Arc<State>,
     what: &str,
     f: impl FnOnce(Db<'_>) -> Result<Applied> + Send + 'static,
 ) -> bool {
-    match state.writer.write(f) {
+    let leadership = state.leadership.clone();
+    let fenced = move |conn: Db<'_>| {
+        leadership.fence(conn)?;
+        f(conn)
+    };
+    match state.writer.write(fenced) {
         Ok(applied) => {
-            intake::finish(applied, &state.metrics, crate::server::metrics::INTERNAL);
+            intake::finish(applied, state, crate::server::metrics::INTERNAL);
             true
         }
         Err(e) => {

@@ -198,6 +198,7 @@ fn targets(
 fn offer_due(state: &Arc<State>, config: &Arc<Config>, due: Vec<(Probe, Option<i64>)>) -> usize {
     let (config2, st2) = (config.clone(), state.clone());
     let done = state.writer.write(move |conn| {
+        st2.leadership.fence(conn)?;
         let now = now_ms();
         let agents = store::list_agents(conn)?;
         // The agents each probe has a run on record with.
@@ -262,7 +263,7 @@ fn offer_due(state: &Arc<State>, config: &Arc<Config>, due: Vec<(Probe, Option<i
     });
     match done {
         Ok((applied, wake, skipped)) => {
-            intake::finish(applied, &state.metrics, crate::server::metrics::INTERNAL);
+            intake::finish(applied, state, crate::server::metrics::INTERNAL);
             state.wake(&wake);
             skipped
         }
@@ -397,7 +398,7 @@ pub fn record_result(
             }
         }
     })?;
-    intake::finish(applied, &state.metrics, crate::server::metrics::INTERNAL);
+    intake::finish(applied, state, crate::server::metrics::INTERNAL);
     if answer["recorded"] == true {
         state.metrics.observe_probe_run(true);
     }

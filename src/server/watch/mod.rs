@@ -189,7 +189,14 @@ struct Due {
 
 impl Due {
     /// After a start or reload: keeps the times of unchanged names, computes the rest.
-    fn refresh(&mut self, state: &Arc<State>, config: &Arc<Config>, reader: Db<'_>, now: i64) {
+    fn refresh(
+        &mut self,
+        state: &Arc<State>,
+        config: &Arc<Config>,
+        reader: Db<'_>,
+        now: i64,
+        leads: bool,
+    ) {
         self.api_probes = state.watch.api_probes.load(Ordering::SeqCst);
         let defined = match defined_probes(reader, config) {
             Ok(d) => d,
@@ -247,7 +254,9 @@ impl Due {
             .collect();
         let names = on_agents.keys().cloned().collect();
         state.watch.checks.set(on_agents);
-        forget_removed_probes(state, config, self.defs.keys().cloned().collect(), names);
+        if leads {
+            forget_removed_probes(state, config, self.defs.keys().cloned().collect(), names);
+        }
         self.config = Some(config.clone());
     }
 }
@@ -378,10 +387,20 @@ fn keep_time(
         let round = Instant::now();
         let config = state.config();
         let now = now_ms();
+        let leads = state.leadership.leads();
         if due.config.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &config))
             || due.api_probes != state.watch.api_probes.load(Ordering::SeqCst)
         {
-            due.refresh(state, &config, conn, now);
+            due.refresh(state, &config, conn, now, leads);
+        }
+        if !leads {
+            // The leader keeps time. This server knows the probes all the
+            // same: the agent-side ones are handed out by whichever server
+            // an agent polls.
+            if shutdown.wait(Duration::from_secs(1)) {
+                return;
+            }
+            continue;
         }
         let mut phases = Phases::new(round);
         phases.mark("config");
