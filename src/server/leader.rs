@@ -5,6 +5,9 @@
 //! The leader holds the store's `work` lease (`store::leader`), renewed
 //! every second for `TTL`; a server that finds it free or expired takes
 //! it, so another leads within `TTL` plus a second of the leader's death.
+//! A server restarted on the same host and address takes the lease of its
+//! earlier run at once as it starts (that run is gone: the address is this
+//! one's now).
 //! Each store job only the leader may commit (the sweeper's and the
 //! scheduler's) calls `fence` first: writes on PostgreSQL are taken in
 //! turn by every server (`store::writer`), so a leader that was paused past
@@ -15,6 +18,7 @@
 //!
 //! On SQLite one server owns the file: it always leads.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -37,6 +41,12 @@ const WORK: &str = "work";
 pub struct Leadership {
     /// This server's id as the lease names it: host, address and pid.
     pub id: String,
+    /// How an earlier run of this server (same host and address) named
+    /// itself: as this one starts, its lease is taken at once, not when it
+    /// passes.
+    predecessor: String,
+    /// Whether the first renewal has been answered.
+    started: AtomicBool,
     /// Whether the store is shared (PostgreSQL): if not, this server leads.
     shared: bool,
     /// The lease held, and until when (by this server's monotonic clock)
@@ -45,9 +55,17 @@ pub struct Leadership {
 }
 
 impl Leadership {
+    /// `id` is `host address pid N`; the part before the pid names the
+    /// server across restarts.
     pub fn new(id: String, shared: bool) -> Leadership {
+        let predecessor = match id.rfind(" pid ") {
+            Some(at) => id[..at + " pid ".len()].to_string(),
+            None => id.clone(),
+        };
         Leadership {
             id,
+            predecessor,
+            started: AtomicBool::new(false),
             shared,
             held: Mutex::new(None),
         }
@@ -94,7 +112,16 @@ impl Leadership {
         }
         let asked = Instant::now();
         let id = self.id.clone();
-        let got = writer.write(move |db| leader::lead(db, WORK, &id, TTL.as_millis() as i64));
+        // Only as it starts: a predecessor's lease is taken at once.
+        let predecessor = (!self.started.load(Ordering::SeqCst)).then(|| self.predecessor.clone());
+        let ttl = TTL.as_millis() as i64;
+        let got = writer.write(move |db| match &predecessor {
+            Some(p) => leader::lead_after(db, WORK, &id, p, ttl),
+            None => leader::lead(db, WORK, &id, ttl),
+        });
+        if got.is_ok() {
+            self.started.store(true, Ordering::SeqCst);
+        }
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let before = held.as_ref().map(|(lease, _)| lease.term);
         match got {

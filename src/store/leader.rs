@@ -41,6 +41,29 @@ pub fn lead<'a>(
     holder: &str,
     ttl_ms: i64,
 ) -> Result<Option<Lease>> {
+    take(db.into(), name, holder, None, ttl_ms)
+}
+
+/// `lead`, also taking the lease at once from a holder whose id begins
+/// with `predecessor`: an earlier run of the same server (same host and
+/// address) that died without letting it go.
+pub fn lead_after<'a>(
+    db: impl Into<Db<'a>>,
+    name: &str,
+    holder: &str,
+    predecessor: &str,
+    ttl_ms: i64,
+) -> Result<Option<Lease>> {
+    take(db.into(), name, holder, Some(predecessor), ttl_ms)
+}
+
+fn take(
+    db: Db<'_>,
+    name: &str,
+    holder: &str,
+    predecessor: Option<&str>,
+    ttl_ms: i64,
+) -> Result<Option<Lease>> {
     let sql = format!(
         "INSERT INTO leader (name, holder, term, expires_at) VALUES (?1, ?2, 1, {NOW} + ?3)
          ON CONFLICT (name) DO UPDATE SET
@@ -49,18 +72,18 @@ pub fn lead<'a>(
              holder = excluded.holder,
              expires_at = excluded.expires_at
          WHERE leader.holder = excluded.holder OR leader.expires_at < {NOW}
+             OR substr(leader.holder, 1, length(CAST(?4 AS TEXT))) = CAST(?4 AS TEXT)
          RETURNING term, expires_at"
     );
-    db.into()
-        .query_row(&sql, args![name, holder, ttl_ms], |r| {
-            Ok(Lease {
-                name: name.to_string(),
-                holder: holder.to_string(),
-                term: r.get(0)?,
-                expires_at: r.get(1)?,
-            })
+    db.query_row(&sql, args![name, holder, ttl_ms, predecessor], |r| {
+        Ok(Lease {
+            name: name.to_string(),
+            holder: holder.to_string(),
+            term: r.get(0)?,
+            expires_at: r.get(1)?,
         })
-        .context("taking a lease")
+    })
+    .context("taking a lease")
 }
 
 /// Whether `lease` is still held, checked inside the caller's transaction
@@ -119,5 +142,35 @@ mod tests {
         let a = lead(&conn, "scheduler", "a", 60_000).unwrap().unwrap();
         assert_eq!(a.term, 3);
         assert!(!fence(&conn, &b).unwrap());
+    }
+
+    #[test]
+    fn a_restarted_server_takes_its_earlier_runs_lease_and_no_one_elses() {
+        let conn = db();
+        let old = lead(&conn, "work", "h1 http://a:1 pid 10", 60_000)
+            .unwrap()
+            .unwrap();
+        let other = "h2 http://b:1 pid 20";
+        assert_eq!(
+            lead_after(&conn, "work", other, "h2 http://b:1 pid ", 60_000).unwrap(),
+            None
+        );
+        // A prefix with LIKE's wildcards is taken as it is written.
+        assert_eq!(
+            lead_after(&conn, "work", other, "h_ %", 60_000).unwrap(),
+            None
+        );
+        let new = lead_after(
+            &conn,
+            "work",
+            "h1 http://a:1 pid 11",
+            "h1 http://a:1 pid ",
+            60_000,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(new.term, old.term + 1);
+        assert!(!fence(&conn, &old).unwrap());
+        assert!(fence(&conn, &new).unwrap());
     }
 }
