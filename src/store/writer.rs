@@ -43,7 +43,11 @@ impl Writer {
             Box::new(move |committed: std::result::Result<(), String>| {
                 let result = match committed {
                     Ok(()) => result,
-                    Err(e) => result.and(Err(Error::Failed(format!("store: commit failed: {e}")))),
+                    // Nothing was stored: the client should retry (503).
+                    Err(e) => result.and(Err(Error::request(
+                        503,
+                        format!("store: commit failed, nothing was stored: {e}"),
+                    ))),
                 };
                 let _ = tx.send(result);
             })

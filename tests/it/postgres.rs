@@ -389,6 +389,12 @@ steps = [ {{ name = "mark", run = "echo \"$HEAL_EVENT_ID\" >> {}" }} ]
         began == 1 && logs.contains("store: the database is back after"),
         "{began} lines for the outage\n{logs}"
     );
+    // Not one line per webhook turned away.
+    let per_request = logs
+        .lines()
+        .filter(|l| l.contains("[ERROR] POST /api/v1/alerts"))
+        .count();
+    assert_eq!(per_request, 0, "{logs}");
     assert!(
         after >= 10,
         "only {after} acknowledged after the restart\n{}",

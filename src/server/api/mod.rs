@@ -133,7 +133,11 @@ fn answer(request: Request, method: &Method, path: &str, result: Result<(u16, Va
         Ok(answer) => answer,
         Err(e) => {
             let status = e.http_status();
-            if status >= 500 {
+            if status == 503 {
+                // The store's outage (or heal stopping) is logged where it
+                // is found, once, not for every request it turns away.
+                log::debug!("{method} {path}: {status} {e}");
+            } else if status >= 500 {
                 log::error!("{method} {path}: {e}");
             } else {
                 log::debug!("{method} {path}: {status} {e}");
