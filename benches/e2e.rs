@@ -854,18 +854,26 @@ struct ClientTally {
     first_failure: Option<String>,
 }
 
-/// Sustained Alertmanager webhooks (`intake_body`) from keep-alive clients.
-fn drive_intake(server: &Proc, url: &str) -> (LoadSpec, Load) {
-    let target = format!("{url}/api/v1/alerts/alertmanager");
+/// Sustained Alertmanager webhooks (`intake_body`) from keep-alive clients
+/// at `urls` (servers sharing one store), each client
+/// thread posting to one of them; CPU figures are the first server's.
+fn drive_intake(server: &Proc, urls: &[&str]) -> (LoadSpec, Load) {
+    let targets: Vec<String> = urls
+        .iter()
+        .map(|url| format!("{url}/api/v1/alerts/alertmanager"))
+        .collect();
     let spec = LoadSpec {
         threads: clients(INTAKE_THREADS),
         warmup: INTAKE_WARMUP,
         duration: INTAKE_DURATION,
         max_per_thread: INTAKE_MAX_PER_THREAD,
     };
-    let load = drive(server, &spec, intake_body, |http, body| {
-        post(http, &target, body)
-    });
+    let load = drive(
+        server,
+        &spec,
+        |t, i| (t, intake_body(t, i)),
+        |http, (t, body)| post(http, &targets[t % targets.len()], body),
+    );
     (spec, load)
 }
 
@@ -902,22 +910,8 @@ fn intake_postgres() {
                 (server, url, dir)
             })
             .collect();
-        let targets: Vec<String> = started
-            .iter()
-            .map(|(_, url, _)| format!("{url}/api/v1/alerts/alertmanager"))
-            .collect();
-        let spec = LoadSpec {
-            threads: clients(INTAKE_THREADS),
-            warmup: INTAKE_WARMUP,
-            duration: INTAKE_DURATION,
-            max_per_thread: INTAKE_MAX_PER_THREAD,
-        };
-        let load = drive(
-            &started[0].0,
-            &spec,
-            |t, i| (t, intake_body(t, i)),
-            |http, (t, body)| post(http, &targets[t % targets.len()], body),
-        );
+        let urls: Vec<&str> = started.iter().map(|(_, url, _)| url.as_str()).collect();
+        let (spec, load) = drive_intake(&started[0].0, &urls);
         let rss: Vec<String> = started
             .iter()
             .map(|(p, _, _)| format!("{}", p.rss_kib().0))
@@ -982,7 +976,7 @@ when = "labels.alertname == 'DiskSpaceLow'"
 action = "discard"
 "#;
     let (server, url) = start_server(&dir, config);
-    let (spec, load) = drive_intake(&server, &url);
+    let (spec, load) = drive_intake(&server, &[url.as_str()]);
     let (hwm, rss) = server.rss_kib();
     let threads = server.threads();
     let mut server = server;
@@ -1155,7 +1149,7 @@ steps = [ {{ name = "noop", run = "true" }} ]
 {notify}"#
     );
     let (server, url) = start_server(&dir, &config);
-    let (spec, load) = drive_intake(&server, &url);
+    let (spec, load) = drive_intake(&server, &[url.as_str()]);
     let outbox = get_json(
         &http_agent(Duration::from_secs(10)),
         &format!("{url}/api/v1/outbox?limit=1"),

@@ -293,7 +293,7 @@ pub fn load() {
     let dir = bench_dir("load");
     let marks_path = dir.join("marks.txt");
     let (server, url) = start_server(&dir, &config(&marks_path));
-    let (_, flat_out) = drive_intake(&server, &url);
+    let (_, flat_out) = drive_intake(&server, &[url.as_str()]);
     let max_rate = flat_out.rps();
     let agent = real_agent(&url, &dir, "warn");
     let mut marks = Marks::new(marks_path);

@@ -83,8 +83,8 @@ impl Leadership {
             .is_some_and(|(_, until)| Instant::now() < *until)
     }
 
-    /// The lease held now, if any (for `/metrics` and the API).
-    pub fn lease(&self) -> Option<Lease> {
+    /// The lease held now, if any.
+    fn lease(&self) -> Option<Lease> {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.as_ref()
             .filter(|(_, until)| Instant::now() < *until)
