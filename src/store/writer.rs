@@ -1,5 +1,9 @@
 //! The writer thread: jobs committed in groups, each in its own savepoint,
-//! each caller answered after the commit that holds its write.
+//! each caller answered after the commit that holds its write. The
+//! statements that open and close savepoints travel with the one before
+//! them (`BEGIN …; SAVEPOINT job`, `RELEASE job; SAVEPOINT job`, `RELEASE
+//! job; COMMIT`): on PostgreSQL each is a round trip, so a job costs one
+//! round trip beside its own statements, not two.
 
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
@@ -7,14 +11,17 @@ use std::time::{Duration, Instant};
 use super::conn::Conn;
 use super::health;
 use super::sql::Db;
-use crate::error::{Error, Result, StoreContext};
+use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
 
 type Done = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
-type Job = Box<dyn for<'c> FnOnce(Db<'c>) -> Done + Send>;
+/// A job run inside its savepoint (or not run, given no database: its
+/// transaction failed): whether it succeeded (else its savepoint is rolled
+/// back), and how to answer its caller after the commit.
+type Job = Box<dyn for<'c> FnOnce(Option<Db<'c>>) -> (bool, Done) + Send>;
 
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
@@ -35,12 +42,19 @@ impl Writer {
         f: impl for<'c> FnOnce(Db<'c>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = sync_channel(1);
-        let job: Job = Box::new(move |conn: Db<'_>| {
-            let result = in_savepoint(conn, f);
+        let job: Job = Box::new(move |conn: Option<Db<'_>>| {
+            let result = match conn {
+                Some(conn) => f(conn),
+                None => Err(Error::request(
+                    503,
+                    "store: the transaction failed, nothing was stored",
+                )),
+            };
             if let Err(Error::Store(_, e)) = &result {
                 health::observe(e);
             }
-            Box::new(move |committed: std::result::Result<(), String>| {
+            let ok = result.is_ok();
+            let done: Done = Box::new(move |committed: std::result::Result<(), String>| {
                 let result = match committed {
                     Ok(()) => result,
                     // Nothing was stored: the client should retry (503).
@@ -50,7 +64,8 @@ impl Writer {
                     ))),
                 };
                 let _ = tx.send(result);
-            })
+            });
+            (ok, done)
         });
         self.jobs
             .send(job)
@@ -58,18 +73,6 @@ impl Writer {
         rx.recv()
             .map_err(|_| Error::Failed("store: the writer stopped before answering".into()))?
     }
-}
-
-fn in_savepoint<T>(conn: Db<'_>, f: impl FnOnce(Db<'_>) -> Result<T>) -> Result<T> {
-    conn.batch("SAVEPOINT job").context("opening savepoint")?;
-    let result = f(conn);
-    let end = if result.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
-    conn.batch(end).context("closing savepoint")?;
-    result
 }
 
 /// The writer thread: commits queued jobs in groups until shutdown and an
@@ -126,9 +129,7 @@ pub fn run_writer(
                     }
                     let message = format!("the database is unavailable: {e}");
                     for job in batch {
-                        // Runs on the closed session, where every statement
-                        // fails at once, so its caller is answered.
-                        job(conn.db())(Err(message.clone()));
+                        job(None).1(Err(message.clone()));
                     }
                     continue;
                 }
@@ -141,42 +142,68 @@ pub fn run_writer(
 /// How often a database outage is logged again while it lasts.
 const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(30);
 
-/// Runs a batch of jobs in one transaction and answers each after COMMIT.
+/// Runs a batch of jobs in one transaction, each in its savepoint, and
+/// answers each after COMMIT. Should a savepoint not open or close, the
+/// whole batch is rolled back and every caller hears so: a transaction
+/// that failed underneath would otherwise end its COMMIT as a silent
+/// rollback.
 fn commit_batch(db: Db<'_>, batch: Vec<Job>, committed: &impl Fn(Duration)) {
     // One writer at a time, on either database (`Db::begin_write`).
-    let begin = db.begin_write();
+    let begin = format!("{}; SAVEPOINT job", db.begin_write());
     let sqlite = match db {
         Db::Sqlite(c) => Some(c),
         Db::Postgres(_) => None,
     };
     let changes = || sqlite.map_or(0, |c| c.total_changes());
-    {
-        let mark = health::mark();
-        let before = changes();
-        if let Err(e) = db.batch(begin) {
-            health::observe_db(&e);
-            log::error!("store: cannot begin a transaction: {e}");
-            let message = e.to_string();
-            for job in batch {
-                // The job still runs so its caller is answered, but nothing is committed.
-                job(db)(Err(message.clone()));
-            }
-            return;
+    let mark = health::mark();
+    let before = changes();
+    if let Err(e) = db.batch(&begin) {
+        health::observe_db(&e);
+        log::error!("store: cannot begin a transaction: {e}");
+        let _ = db.batch("ROLLBACK");
+        let message = e.to_string();
+        for job in batch {
+            job(None).1(Err(message.clone()));
         }
-        let done: Vec<Done> = batch.into_iter().map(|job| job(db)).collect();
-        let commit_started = Instant::now();
-        let result = db.batch("COMMIT").map_err(|e| {
+        return;
+    }
+    let last = batch.len() - 1;
+    let mut done: Vec<Done> = Vec::with_capacity(batch.len());
+    let mut failed: Option<String> = None;
+    let mut commit_took = Duration::ZERO;
+    for (i, job) in batch.into_iter().enumerate() {
+        if failed.is_some() {
+            done.push(job(None).1);
+            continue;
+        }
+        let (ok, d) = job(Some(db));
+        done.push(d);
+        let close = if ok {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        let next = if i == last { "COMMIT" } else { "SAVEPOINT job" };
+        let started = Instant::now();
+        if let Err(e) = db.batch(&format!("{close}; {next}")) {
             health::observe_db(&e);
-            log::error!("store: commit failed: {e}");
+            log::error!(
+                "store: {} failed: {e}",
+                if i == last { "commit" } else { "a savepoint" }
+            );
             let _ = db.batch("ROLLBACK");
-            e.to_string()
-        });
-        committed(commit_started.elapsed());
-        if result.is_ok() && changes() > before {
-            health::committed(mark);
+            failed = Some(e.to_string());
         }
-        for d in done {
-            d(result.clone());
+        if i == last {
+            commit_took = started.elapsed();
         }
+    }
+    committed(commit_took);
+    let result = failed.map_or(Ok(()), Err);
+    if result.is_ok() && changes() > before {
+        health::committed(mark);
+    }
+    for d in done {
+        d(result.clone());
     }
 }
