@@ -167,7 +167,14 @@ impl Agent {
             "hostname": hostname(),
         });
         while !shutdown.is_triggered() {
-            let free = self.opts.concurrency.saturating_sub(*self.lock_running());
+            // A slot is taken until its op's result is delivered: while the
+            // server is slow to take results, no more work is taken than
+            // can be reported, so none waits for its report past its deadline.
+            let undelivered = self.reports.lock().map(|q| q.len()).unwrap_or(0);
+            let free = self
+                .opts
+                .concurrency
+                .saturating_sub(*self.lock_running() + undelivered);
             if free == 0 {
                 let guard = self.lock_running();
                 let _ = self
@@ -805,6 +812,7 @@ impl Agent {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .pop_front();
+                    self.slot_freed.notify_all();
                 }
                 Ok((status @ 400..=499, answer)) if status != 408 && status != 429 => {
                     log::error!(
@@ -815,6 +823,7 @@ impl Agent {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .pop_front();
+                    self.slot_freed.notify_all();
                 }
                 _ => {
                     std::thread::sleep(jitter(backoff));
