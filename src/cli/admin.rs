@@ -1,5 +1,5 @@
-//! `heal token new`, `heal reload` and `heal audit`: who may talk to heal,
-//! the config it runs, and what they did.
+//! `heal token new`, `heal reload`, `heal audit` and `heal status`: who may talk to heal,
+//! the config it runs, what they did, and which servers run.
 
 use std::path::PathBuf;
 
@@ -203,6 +203,83 @@ pub fn audit(a: Audit) -> Result<()> {
             str_of(&e["actor"]),
             str_of(&e["target"]),
             str_of(&e["detail"])
+        );
+    }
+    Ok(())
+}
+
+/// Show the server asked and every server on its store: which leads, their versions, configs, and when each was last heard from.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+pub struct Status {
+    /// server URL, or several comma-separated for servers on one database (default: $HEAL_SERVER, else http://127.0.0.1:7878)
+    #[argh(option)]
+    server: Vec<String>,
+    /// bearer token (default: $HEAL_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// file holding the bearer token
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// `heal status`: `GET /api/v1/status`.
+pub fn status(s: Status) -> Result<()> {
+    let client = client(s.server, s.token, s.token_file)?;
+    let v = client.get("/api/v1/status")?;
+    if s.json {
+        print_json(&v);
+        return Ok(());
+    }
+    let me = &v["server"];
+    let hash = str_of(&me["config_sha256"]);
+    println!(
+        "{} ({}): heal {}, {} store, {}, config {} (sha256 {})",
+        str_of(&me["address"]),
+        str_of(&me["host"]),
+        str_of(&me["version"]),
+        str_of(&me["store"]),
+        if me["leads"].as_bool() == Some(true) {
+            "leads"
+        } else {
+            "does not lead"
+        },
+        me["config_version"]
+            .as_i64()
+            .map_or("unrecorded".to_string(), |n| format!("version {n}")),
+        &hash[..hash.len().min(12)],
+    );
+    println!(
+        "\n{:<32}  {:<20}  {:<8}  {:<7}  {:<14}  {:<6}  ROLE",
+        "ADDRESS", "HOST", "VERSION", "CONFIG", "LAST SEEN", "STATE"
+    );
+    for r in v["replicas"].as_array().into_iter().flatten() {
+        let mut role = String::new();
+        if r["leader"].as_bool() == Some(true) {
+            role.push_str("leader");
+        }
+        if r["config_differs"].as_bool() == Some(true) {
+            role.push_str(if role.is_empty() { "" } else { ", " });
+            role.push_str("CONFIG DIFFERS FROM THE LEADER'S");
+        }
+        let seen = r["seen_ago_ms"].as_i64().unwrap_or(0).max(0);
+        println!(
+            "{:<32}  {:<20}  {:<8}  {:<7}  {:<14}  {:<6}  {role}",
+            str_of(&r["address"]),
+            str_of(&r["host"]),
+            str_of(&r["version"]),
+            r["config_version"]
+                .as_i64()
+                .map_or("-".to_string(), |n| format!("v{n}")),
+            format!("{:.1} s ago", seen as f64 / 1000.0),
+            if r["up"].as_bool() == Some(true) {
+                "up"
+            } else {
+                "gone"
+            },
         );
     }
     Ok(())

@@ -71,6 +71,11 @@ impl Leadership {
         }
     }
 
+    /// Whether the store is shared by several servers (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
     /// Whether this server leads now.
     pub fn leads(&self) -> bool {
         if !self.shared {

@@ -31,6 +31,7 @@ use crate::event::OpState;
 use crate::heartbeat;
 use crate::probe;
 use crate::rules::Outcome;
+use crate::store::replicas::Replica;
 use crate::store::Figures;
 
 /// The `Content-Type` of the answer.
@@ -228,10 +229,19 @@ impl Metrics {
     }
 
     /// The exposition: the counters, and the gauges from `figures` (read by
-    /// the caller) and `connected` (agents with a poll parked now).
-    pub fn render(&self, config: &Config, figures: &Figures, connected: usize) -> String {
+    /// the caller), `connected` (agents with a poll parked now), and the
+    /// servers on the store (`replicas`; whether this one `leads`).
+    pub fn render(
+        &self,
+        config: &Config,
+        figures: &Figures,
+        connected: usize,
+        replicas: &[Replica],
+        leads: bool,
+    ) -> String {
         let mut t = Text::default();
         self.render_process(&mut t);
+        render_replicas(&mut t, replicas, leads);
         self.render_intake(&mut t, config);
         self.render_work(&mut t, figures);
         render_watch(&mut t, config, figures, connected);
@@ -418,6 +428,52 @@ impl Metrics {
                 ("limited", self.auth[1].load(Relaxed)),
             ],
         );
+    }
+}
+
+/// The servers on the store: each one's identity, which leads, whose
+/// config differs from the leader's, and when each was last heard from.
+fn render_replicas(t: &mut Text, replicas: &[Replica], leads: bool) {
+    t.single(
+        "heal_leader",
+        "1 while this server leads: runs the sweeper, the scheduler and the outbox (always, on a SQLite file).",
+        u64::from(leads),
+    );
+    t.family(
+        "heal_replica_info",
+        "gauge",
+        "Each server on this store heard from lately (1) or not (0), with its host, address, heal version, config version and whether it leads.",
+    );
+    for r in replicas {
+        let version = r.config_version.map(|v| v.to_string()).unwrap_or_default();
+        let leader = if r.leader { "true" } else { "false" };
+        let labels = [
+            ("id", r.id.as_str()),
+            ("host", &r.host),
+            ("address", &r.address),
+            ("version", &r.version),
+            ("config_version", &version),
+            ("leader", leader),
+        ];
+        t.sample("heal_replica_info", &labels, u64::from(r.up));
+    }
+    t.family(
+        "heal_replica_last_seen_seconds",
+        "gauge",
+        "How long ago each server on this store was last heard from (it writes every few seconds).",
+    );
+    for r in replicas {
+        let ago = Float(r.seen_ago_ms.max(0) as f64 / 1000.0);
+        t.sample("heal_replica_last_seen_seconds", &[("id", &r.id)], ago);
+    }
+    t.family(
+        "heal_replica_config_differs",
+        "gauge",
+        "1 for a server whose config file differs from the leader's (reload or fix it), else 0.",
+    );
+    for r in replicas {
+        let differs = u64::from(r.config_differs);
+        t.sample("heal_replica_config_differs", &[("id", &r.id)], differs);
     }
 }
 

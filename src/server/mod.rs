@@ -20,6 +20,7 @@ pub mod manual;
 pub mod metrics;
 pub mod outbox;
 pub mod peers;
+pub mod replicas;
 pub mod systemd;
 pub mod watch;
 pub mod watchdog;
@@ -57,8 +58,6 @@ pub struct State {
     pub watch: watch::Shared,
     /// What the outbox shares with the API.
     pub outbox: outbox::Shared,
-    /// Which agent process holds each agent id.
-    pub holders: longpoll::Holders,
     /// Refused tokens this minute: (minute, count, not yet recorded).
     refusals: Mutex<(i64, u64, u64)>,
     /// The front door (TLS, request limits); knows each request's client.
@@ -75,6 +74,8 @@ pub struct State {
     pub leadership: Arc<leader::Leadership>,
     /// The other servers on a shared database, told of wake-ups.
     pub peers: peers::Peers,
+    /// This server's host, address and start, for the replica list.
+    pub me: replicas::Me,
 }
 
 impl State {
@@ -93,6 +94,19 @@ impl State {
         let elsewhere = self.wake_here(agents);
         if !elsewhere.is_empty() {
             self.peers.wake(&elsewhere);
+        }
+    }
+
+    /// Another process asks for `agent`'s id: the holder's waiting poll,
+    /// here or on another server, is answered, so a live holder polls
+    /// again at once (`store::claim_agent`).
+    pub fn ask_holder(&self, agent: &str, newcomer: &str) {
+        match self.waiters.take(agent) {
+            Some(parked) if parked.instance != newcomer => {
+                longpoll::respond_ops(parked.request, &[], &[]);
+            }
+            Some(parked) => self.waiters.put_back(agent, parked),
+            None => self.peers.ask(agent),
         }
     }
 
@@ -477,7 +491,6 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         internal_tokens,
         watch: watch::Shared::default(),
         outbox: outbox::Shared::default(),
-        holders: longpoll::Holders::default(),
         refusals: Mutex::new((0, 0, 0)),
         front: front.clone(),
         alive: watchdog::Alive::default(),
@@ -493,6 +506,11 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
             shared,
         )),
         peers,
+        me: replicas::Me {
+            host: crate::host::hostname(),
+            address: format!("{scheme}://{bound}"),
+            started_at: now_ms(),
+        },
     });
     state.outbox.set_bound(&format!("{scheme}://{bound}"));
     let weak = Arc::downgrade(&state);
@@ -535,6 +553,7 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
             .collect();
         s.spawn(|| loop {
             state.leadership.renew(&state.writer);
+            replicas::beat(&state);
             if shutdown.wait(Duration::from_secs(1)) {
                 return;
             }

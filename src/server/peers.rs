@@ -4,6 +4,9 @@
 //! - `wake AGENT…`: ops or checks were queued for agents whose polls wait
 //!   on another server (`State::wake` tells the others after its commit);
 //!   the server where one is parked claims them and answers it at once.
+//! - `ask AGENT`: a process asks for an agent id another holds
+//!   (`store::claim_agent`); the server where the holder's poll waits
+//!   answers it, so a live holder polls again at once and shows it is.
 //! - `probes`: a probe was registered, replaced or deleted through the API
 //!   of one server; the leader's scheduler reads the probes again.
 //!
@@ -57,6 +60,11 @@ impl Peers {
         if payload.len() > "wake".len() {
             self.send(&payload);
         }
+    }
+
+    /// Tells the other servers that a process asks for `agent`'s id.
+    pub fn ask(&self, agent: &str) {
+        self.send(&format!("ask {agent}"));
     }
 
     /// Tells the other servers that the API changed a probe.
@@ -136,6 +144,13 @@ fn hear(state: &Arc<State>, payload: &str) {
         Some("wake") => {
             let agents: Vec<String> = words.map(str::to_string).collect();
             state.wake_here(&agents);
+        }
+        Some("ask") => {
+            if let Some(agent) = words.next() {
+                if let Some(parked) = state.waiters.take(agent) {
+                    super::longpoll::respond_ops(parked.request, &[], &[]);
+                }
+            }
         }
         Some("probes") => state.watch.probes_changed(),
         _ => log::debug!("another server said something this one does not know: {payload:.40}"),

@@ -14,11 +14,8 @@
 //!   expiry therefore cannot act on what it decided before.
 //! - `resign` lets the lease go at once (a server stopping).
 
-use super::sql::{args, Db};
+use super::sql::{args, Db, DB_NOW_MS as NOW};
 use crate::error::{Result, StoreContext};
-
-/// The database's clock, in milliseconds.
-const NOW: &str = "CAST(unixepoch('subsec') * 1000 AS BIGINT)";
 
 /// A lease held.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -431,6 +431,26 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX agent_check_agent ON agent_check(agent, handed);
     "#,
+    // 17: several servers on one database. Which process holds an agent id
+    // (`agent.instance`) is decided in the store, so a second process with
+    // the same id is refused whichever server it polls: a newcomer's
+    // instance and when it first asked (the database's clock, ms), and
+    // whether the holder was heard from since. And the servers themselves:
+    // each writes its row every few seconds (`store::replicas`).
+    r#"
+    ALTER TABLE agent ADD COLUMN challenger TEXT;
+    ALTER TABLE agent ADD COLUMN challenged_at INTEGER;
+    ALTER TABLE agent ADD COLUMN holder_heard INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE replica (
+        id          TEXT PRIMARY KEY,     -- host, address and pid, as the `work` lease names it
+        host        TEXT NOT NULL,
+        address     TEXT NOT NULL,        -- the URL it serves on
+        version     TEXT NOT NULL,        -- heal's version
+        config_hash TEXT NOT NULL,        -- SHA-256 of its config file's text
+        started_at  INTEGER NOT NULL,     -- ms, its own clock
+        last_seen   INTEGER NOT NULL      -- ms, the database's clock
+    );
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction and returns the
@@ -498,6 +518,35 @@ pub fn summary(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Servers sharing a PostgreSQL database are upgraded one at a time: the
+    /// first new one migrates, the others run on with the old code. So every
+    /// migration since several servers could share a database (15) only
+    /// adds: tables, indexes, and columns that are nullable or have a default.
+    #[test]
+    fn migrations_since_several_servers_share_a_database_only_add() {
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(14) {
+            let statements = sql
+                .split(';')
+                .map(|s| {
+                    s.lines()
+                        .map(|l| l.split("--").next().unwrap_or("").trim())
+                        .filter(|l| !l.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .filter(|s| !s.is_empty());
+            for st in statements {
+                let upper = st.to_uppercase();
+                let adds = upper.starts_with("CREATE TABLE ")
+                    || upper.starts_with("CREATE INDEX ")
+                    || (upper.starts_with("ALTER TABLE ")
+                        && upper.contains(" ADD COLUMN ")
+                        && (!upper.contains("NOT NULL") || upper.contains(" DEFAULT ")));
+                assert!(adds, "migration {}: {st:?} does not only add", i + 1);
+            }
+        }
+    }
 
     #[test]
     fn migrate_twice_is_a_no_op() {

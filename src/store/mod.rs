@@ -26,6 +26,7 @@ pub mod migrations;
 pub mod notify;
 pub mod ops;
 pub mod postgres;
+pub mod replicas;
 pub mod session;
 pub mod sql;
 pub mod watch;

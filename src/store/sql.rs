@@ -20,6 +20,10 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use super::dialect;
 use crate::error::{postgres_message, Error, StoreContext};
 
+/// The database's clock in milliseconds, as SQL (the same on both): what
+/// several servers compare must not depend on any one server's clock.
+pub const DB_NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS BIGINT)";
+
 /// The store's database, either of them.
 #[derive(Clone, Copy)]
 pub enum Db<'a> {

@@ -40,8 +40,8 @@ fn an_op(db: Db, event_id: i64, agent: &str, state: &str, instance: Option<&str>
 
 fn agents_results(db: Db) -> Vec<String> {
     use heal::store::{
-        agent_known, agents_with_tags, forget_agent, list_agents, silent_agents, touch_agent,
-        unfinished_ops, AgentHello,
+        agent_known, agents_with_tags, claim_agent, forget_agent, heard_from, list_agents,
+        silent_agents, unfinished_ops, AgentHello,
     };
     let mut seen = Vec::new();
     let hello = |instance: &str, tags: &[&str]| AgentHello {
@@ -52,13 +52,30 @@ fn agents_results(db: Db) -> Vec<String> {
         hostname: "h".into(),
     };
     seen.push(format!("known before {}", agent_known(db, "web").unwrap()));
-    touch_agent(db, "web", &hello("i1", &["web", "eu"]), 1_000).unwrap();
-    touch_agent(db, "db", &hello("i1", &["db"]), 1_000).unwrap();
-    touch_agent(db, "old", &hello("i1", &[]), 100).unwrap();
+    let claim = |id: &str, hello: AgentHello, now: i64| {
+        let claim = claim_agent(db, id, &hello, now, 0).unwrap();
+        format!("claim {id} {} {claim:?}", hello.instance)
+    };
+    seen.push(claim("web", hello("i1", &["web", "eu"]), 1_000));
+    seen.push(claim("db", hello("i1", &["db"]), 1_000));
+    seen.push(claim("old", hello("i1", &[]), 100));
     // Within the resolution and unchanged: nothing written, last_seen stays.
-    touch_agent(db, "web", &hello("i1", &["web", "eu"]), 2_000).unwrap();
-    // A new instance and tags: written at once.
-    touch_agent(db, "db", &hello("i2", &["db", "eu"]), 2_000).unwrap();
+    seen.push(claim("web", hello("i1", &["web", "eu"]), 2_000));
+    // A new instance asks; the holder is heard from; the newcomer is
+    // refused; the holder goes silent, and the newcomer takes the id.
+    seen.push(claim("db", hello("i2", &["db", "eu"]), 2_000));
+    seen.push(claim("db", hello("i1", &["db"]), 2_000));
+    seen.push(claim("db", hello("i2", &["db", "eu"]), 2_000));
+    seen.push(claim("db", hello("i2", &["db", "eu"]), 2_000));
+    seen.push(claim("db", hello("i3", &["db"]), 2_000));
+    seen.push(format!("heard db {}", heard_from(db, "db").unwrap()));
+    seen.push(format!(
+        "heard nobody {}",
+        heard_from(db, "nobody").unwrap()
+    ));
+    claim_agent(db, "db", &hello("i3", &[]), 2_000, 0).unwrap();
+    seen.push(claim("db", hello("i3", &["db"]), 2_000));
+    seen.push(claim("db", hello("i2", &["db", "eu"]), 2_000));
     seen.push(format!("known after {}", agent_known(db, "web").unwrap()));
     seen.push(format!(
         "eu {:?}",
@@ -138,11 +155,17 @@ fn agents_are_stored_alike_on_sqlite_and_postgres() {
     assert_eq!(on_sqlite, on_postgres);
     let expect = [
         "known before false",
+        "claim db i2 Checking { instance: \"i1\", hostname: \"h\" }",
+        "claim db i2 InUse { instance: \"i1\", hostname: \"h\" }",
+        "claim db i2 Held",
+        "claim db i3 Held",
+        "claim db i2 Checking { instance: \"i3\", hostname: \"h\" }",
+        "heard nobody false",
         "known after true",
-        "eu [\"db\", \"web\"]",
+        "eu [\"web\"]",
         "web+eu [\"web\"]",
         "event 1",
-        "db i2 [\"db\", \"eu\"] [\"*\"] 1.0 h 1000 2000 0 0",
+        "db i3 [\"db\"] [\"*\"] 1.0 h 1000 2000 0 0",
         "old i1 [] [\"*\"] 1.0 h 100 100 0 0",
         "web i1 [\"web\", \"eu\"] [\"*\"] 1.0 h 1000 1000 1 2",
         "silent 5000 [\"db\", \"old\"]",

@@ -214,3 +214,151 @@ command = { run = "true" }
     let raised = pg.psql("SELECT count(*) FROM event WHERE rule = 'fix'");
     assert_eq!(raised.trim(), "1");
 }
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn an_agent_id_held_through_one_server_is_refused_on_another_until_its_holder_dies() {
+    let test =
+        "replicas::an_agent_id_held_through_one_server_is_refused_on_another_until_its_holder_dies";
+    if first_pass_only(test) {
+        return;
+    }
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let dir = test_dir("replicas-identity");
+    let ran = dir.join("ran.log");
+    let config = config(&ran, "IdentityTest", "");
+    let (dir_a, dir_b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let a = replica(&dir_a, &pg, &config);
+    let b = replica(&dir_b, &pg, &config);
+    let mut first = Agent::start(&a.url, "r-agent", &["--allow", "fix"]);
+    wait_agent_polling(&a, "r-agent");
+    // A second process with the same id polls the other server: the store
+    // knows the first holds it, and A answers the first's waiting poll when
+    // B asks, so the first shows it is alive and the second is refused.
+    let second = Agent::start(&b.url, "r-agent", &["--allow", "fix"]);
+    wait_until("the second to be refused", Duration::from_secs(15), || {
+        second
+            .logs()
+            .contains("in use by a live agent")
+            .then_some(())
+    });
+    assert!(
+        b.logs().contains("a second process"),
+        "B logs the refusal:\n{}",
+        b.logs()
+    );
+    // Its work still goes to the first, through either server.
+    assert_eq!(
+        post_alert(&b, &alert("IdentityTest", "f-1", "r-agent")),
+        200
+    );
+    wait_until("the first run", Duration::from_secs(10), || {
+        (!marks(&ran).is_empty()).then_some(())
+    });
+    // The holder dies: the second takes the id within seconds and runs
+    // what comes next.
+    first.kill();
+    let killed = Instant::now();
+    wait_agent_polling(&b, "r-agent");
+    let took = killed.elapsed();
+    eprintln!("replicas: the holder killed, the other process held the id after {took:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(
+        post_alert(&a, &alert("IdentityTest", "f-2", "r-agent")),
+        200
+    );
+    wait_until("the second run", Duration::from_secs(10), || {
+        (marks(&ran).len() >= 2).then_some(())
+    });
+    assert_eq!(marks(&ran).len(), 2, "{:?}", marks(&ran));
+}
+
+#[test]
+#[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
+fn every_server_shows_every_replica_which_leads_and_whose_config_differs() {
+    let test = "replicas::every_server_shows_every_replica_which_leads_and_whose_config_differs";
+    if first_pass_only(test) {
+        return;
+    }
+    let Some(pg) = start_fast(test) else {
+        return;
+    };
+    let dir = test_dir("replicas-status");
+    let ran = dir.join("ran.log");
+    let (dir_a, dir_b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let a = replica(&dir_a, &pg, &config(&ran, "StatusTest", ""));
+    wait_until("A to lead", Duration::from_secs(15), || {
+        leads(&a).then_some(())
+    });
+    // B runs another config: flagged.
+    let b = replica(&dir_b, &pg, &config(&ran, "OtherTest", ""));
+    let status = wait_until("both servers listed", Duration::from_secs(15), || {
+        let s = b.get_ok("/api/v1/status");
+        (s["replicas"].as_array()?.len() == 2).then_some(s)
+    });
+    assert_eq!(status["server"]["store"], "postgresql");
+    assert_eq!(status["server"]["leads"], false);
+    assert_eq!(status["server"]["address"], b.url.as_str());
+    let replicas = status["replicas"].as_array().unwrap();
+    let of = |url: &str| {
+        replicas
+            .iter()
+            .find(|r| r["address"] == url)
+            .unwrap_or_else(|| panic!("{url} not listed: {status}"))
+            .clone()
+    };
+    let (ra, rb) = (of(&a.url), of(&b.url));
+    assert_eq!(
+        (ra["leader"].clone(), rb["leader"].clone()),
+        (json!(true), json!(false))
+    );
+    assert_eq!(ra["config_differs"], false);
+    assert_eq!(rb["config_differs"], true, "{status}");
+    assert!(ra["up"] == true && rb["up"] == true);
+    assert_eq!(ra["version"], env!("CARGO_PKG_VERSION"));
+    assert_ne!(ra["config_version"], rb["config_version"]);
+    // A says the same; /-/ready carries it too.
+    let ready = a.get_ok("/-/ready");
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["server"]["leads"], true);
+    assert_eq!(ready["replicas"].as_array().unwrap().len(), 2);
+    // /metrics.
+    let (code, text) = crate::support::http("GET", &format!("{}/metrics", a.url), None, &[]);
+    assert_eq!(code, 200);
+    assert!(text.contains("heal_leader 1"), "{text}");
+    let info: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("heal_replica_info{"))
+        .collect();
+    assert_eq!(info.len(), 2, "{info:?}");
+    assert!(info
+        .iter()
+        .any(|l| l.contains(&format!("address=\"{}\"", a.url)) && l.contains("leader=\"true\"")));
+    let differs = format!(
+        "heal_replica_config_differs{{id=\"{}\"}} 1",
+        rb["id"].as_str().unwrap()
+    );
+    assert!(text.contains(&differs), "{differs} in\n{text}");
+    // heal status, asking B.
+    let (code, out, err) = crate::support::heal_cli(&["status", "--server", &b.url], &[], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("does not lead") && out.contains("postgresql"),
+        "{out}"
+    );
+    assert!(out.contains(&a.url) && out.contains("leader"), "{out}");
+    assert!(out.contains("CONFIG DIFFERS FROM THE LEADER'S"), "{out}");
+    // The dashboard's agents page lists both.
+    let (code, page) = crate::support::http("GET", &format!("{}/agents", a.url), None, &[]);
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("heal servers") && page.contains(&b.url) && page.contains("config differs"),
+        "{page}"
+    );
+}

@@ -19,11 +19,17 @@ pub(super) fn scrape(
 ) -> u16 {
     let config = state.config();
     let down_after = i64::try_from(config.server.agent_down_after.as_millis()).unwrap_or(i64::MAX);
-    let figures = reader(state, conn).and_then(|c| store::figures(c, now_ms(), down_after));
+    let figures = reader(state, conn).and_then(|c| {
+        let figures = store::figures(c, now_ms(), down_after)?;
+        Ok((figures, crate::server::replicas::list(state, c)?))
+    });
     match figures {
-        Ok(figures) => {
+        Ok((figures, replicas)) => {
             let connected = state.waiters.connected().len();
-            let text = state.metrics.render(&config, &figures, connected);
+            let leads = state.leadership.leads();
+            let text = state
+                .metrics
+                .render(&config, &figures, connected, &replicas, leads);
             let header =
                 Header::from_bytes("Content-Type", CONTENT_TYPE).expect("a static header is valid");
             send(

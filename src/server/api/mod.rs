@@ -43,7 +43,7 @@ pub use watch::PING_BODY_MAX;
 
 use auth::{authorize, Caller};
 pub(crate) use auth::{remote, same_secret};
-use polls::{holder, op_call, park_or_answer, poll_request};
+use polls::{op_call, park_or_answer, poll_request, Polled};
 pub(crate) use request::{decode, header, query_param, read_body, reader};
 use request::{
     flag, force, limit, new_mute, new_pause, parse_since, read_json, read_optional_json, reason,
@@ -111,9 +111,9 @@ pub fn handle(
         let polled = poll_request(&mut request, &agent, query, &state.config())
             .and_then(|poll| caller.may_declare(&poll.hello.tags).map(|()| poll));
         return match polled {
-            Ok(poll) => match holder(state, &agent, &poll.hello) {
-                Ok(()) => park_or_answer(request, agent, poll, state),
-                Err(e) => answer(request, &method, path, Err(e)),
+            Ok(poll) => match park_or_answer(request, agent, poll, state) {
+                Polled::Done(status) => status,
+                Polled::Refused(refused) => answer(refused.0, &method, path, Err(refused.1)),
             },
             Err(e) => answer(request, &method, path, Err(e)),
         };
@@ -203,6 +203,7 @@ fn dispatch(
             )?;
             Ok((200, json!({ "entries": entries })))
         }
+        Route::Status => Ok((200, crate::server::replicas::status(state, reader(state, conn)?)?)),
         Route::ShowConfig => {
             let current = store::current_config(reader(state, conn)?)?;
             Ok((
@@ -286,7 +287,9 @@ fn dispatch(
                 return Err(Error::request(503, problem));
             }
             store::health::probe_read(reader(state, conn)?)?;
-            Ok((200, json!({ "status": "ready" })))
+            let mut status = crate::server::replicas::status(state, reader(state, conn)?)?;
+            status["status"] = json!("ready");
+            Ok((200, status))
         }
         Route::AlertmanagerIntake => {
             let body = read_json(request, max)?;
@@ -496,7 +499,6 @@ fn dispatch(
         Route::CheckResult(agent, probe) => {
             let body = read_json(request, max)?;
             let (due, outcome) = crate::server::watch::parse_result(&body)?;
-            state.holders.touch(&agent, std::time::Instant::now());
             Ok((200, crate::server::watch::record_result(state, agent, probe, due, outcome)?))
         }
         Route::OpResult(agent, op) => {

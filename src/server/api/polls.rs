@@ -1,5 +1,6 @@
 //! The agents' side: a poll parked until work comes or answered at once,
-//! which process holds an agent id, and the calls about one op.
+//! refused when another process holds its agent id, and the calls about
+//! one op.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,12 +11,12 @@ use tiny_http::Request;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::store::{self, AgentHello};
+use crate::store::{self, AgentHello, Claim};
 use crate::time::now_ms;
 
 use super::request::{query_param, read_json};
 use super::Answer;
-use crate::server::longpoll::{respond_ops, Claim, Parked};
+use crate::server::longpoll::{respond_ops, Parked};
 use crate::server::State;
 
 pub(super) struct PollRequest {
@@ -65,20 +66,34 @@ pub(super) fn poll_request(
     })
 }
 
+/// What became of a poll.
+pub(super) enum Polled {
+    /// Answered or parked; the status for the request log.
+    Done(u16),
+    /// Another process holds the agent id: the request, to answer with the error.
+    Refused(Box<(Request, Error)>),
+}
+
 /// Claims queued ops and offered checks for the agent, or parks the poll
 /// until work arrives or the wait ends. Both happen inside one store job, so no op queued by
-/// another request can fall between the two.
+/// another request can fall between the two. The same job first decides
+/// whether the polling process may hold its agent id (`store::claim_agent`).
 pub(super) fn park_or_answer(
     request: Request,
     agent: String,
     poll: PollRequest,
     state: &Arc<State>,
-) -> u16 {
+) -> Polled {
     let state2 = state.clone();
     let checks = state.watch.checks.any();
+    let id = agent.clone();
+    let newcomer = (poll.hello.instance.clone(), poll.hello.hostname.clone());
     let handed = state.writer.write(move |conn| {
         let now = now_ms();
-        store::touch_agent(conn, &agent, &poll.hello, now)?;
+        let claim = store::claim_agent(conn, &agent, &poll.hello, now, store::CHALLENGE_MS)?;
+        if claim != Claim::Held {
+            return Ok(Handed::Refused(request, claim));
+        }
         let claimed = store::claim_ops(
             conn,
             &agent,
@@ -99,58 +114,59 @@ pub(super) fn park_or_answer(
                 deadline: Instant::now() + poll.wait,
             };
             state2.waiters.park(&agent, parked);
-            return Ok(None);
+            return Ok(Handed::Parked);
         }
-        Ok(Some((request, claimed, runs)))
+        Ok(Handed::Now(request, claimed, runs))
     });
     match handed {
-        Ok(Some((request, claimed, runs))) => {
-            respond_ops(request, &claimed, &state.watch.checks.specs(&runs))
+        Ok(Handed::Now(request, claimed, runs)) => {
+            respond_ops(request, &claimed, &state.watch.checks.specs(&runs));
+            Polled::Done(200)
         }
-        Ok(None) => {}
+        Ok(Handed::Parked) => Polled::Done(200),
+        Ok(Handed::Refused(request, claim)) => {
+            Polled::Refused(Box::new((request, refused(state, &id, &newcomer, claim))))
+        }
         // The request was dropped with the failed job: tiny_http answers it with a 500 and the agent polls again.
         Err(e) => {
             log::error!("poll: {e}");
-            return 500;
+            Polled::Done(500)
         }
     }
-    200
 }
 
-/// Whether the polling process may hold its agent id (see `longpoll::Holders`);
-/// a refused one learns who holds it.
-pub(super) fn holder(state: &State, agent: &str, hello: &AgentHello) -> Result<()> {
-    let claim = state
-        .holders
-        .claim(agent, &hello.instance, &hello.hostname, Instant::now());
+/// What the poll's store job did with it.
+enum Handed {
+    Now(Request, Vec<store::Claimed>, Vec<(String, i64)>),
+    Parked,
+    Refused(Request, Claim),
+}
+
+/// The answer to a process refused its agent id; the holder's waiting poll,
+/// on this server or another, is answered, so a live holder polls again at
+/// once and shows it is alive.
+fn refused(state: &State, agent: &str, newcomer: &(String, String), claim: Claim) -> Error {
     let (instance, hostname, alive) = match claim {
-        Claim::Held => return Ok(()),
         Claim::Checking { instance, hostname } => (instance, hostname, false),
         Claim::InUse { instance, hostname } => (instance, hostname, true),
+        Claim::Held => unreachable!("a held id is not refused"),
     };
-    // A live holder with a parked poll polls again at once when it is answered.
-    if let Some(parked) = state.waiters.take(agent) {
-        if parked.instance == instance {
-            respond_ops(parked.request, &[], &[]);
-        } else {
-            state.waiters.put_back(agent, parked);
-        }
-    }
+    state.ask_holder(agent, &newcomer.0);
     if !alive {
-        return Err(Error::request(
+        return Error::request(
             409,
             format!("agent id {agent:?} is held by another process (instance {instance}, host {hostname:?}); checking that it is still there: poll again in a second"),
-        ));
+        );
     }
     log::warn!(
         "agent id {agent:?}: a second process (instance {}, host {:?}) polls while instance {instance} on host {hostname:?} holds the id; refused: give each agent its own --id",
-        hello.instance,
-        hello.hostname
+        newcomer.0,
+        newcomer.1
     );
-    Err(Error::request(
+    Error::request(
         409,
         format!("agent id {agent:?} is in use by a live agent (instance {instance}, host {hostname:?}): give each agent its own --id"),
-    ))
+    )
 }
 
 pub(super) fn op_call(
@@ -159,9 +175,8 @@ pub(super) fn op_call(
     op: i64,
     f: impl FnOnce(Db<'_>, &store::OpRef, i64) -> Result<(u16, Value)> + Send + 'static,
 ) -> Answer {
-    state.holders.touch(&agent, Instant::now());
     let answer = state.writer.write(move |conn| {
-        if !store::agent_known(conn, &agent)? {
+        if !store::heard_from(conn, &agent)? {
             return Err(Error::request(
                 404,
                 format!("unknown agent {agent:?}: it has never polled this server"),

@@ -207,7 +207,7 @@ pub fn tone(state: &str) -> &'static str {
     match state {
         "succeeded" | "up" | "closed" | "sent" | "run" | "polling" | "resolved" => "good",
         "failed" | "timed_out" | "lost" | "escalated" | "down" | "open" | "invalid" | "breaker"
-        | "firing" | "critical" => "bad",
+        | "firing" | "critical" | "config_differs" => "bad",
         "pending_approval" | "await-approval" | "deferred" | "late" | "paused" | "pending"
         | "defer" | "overrun" | "warning" => "wait",
         "queued" | "running" | "verifying" | "dispatched" | "started" => "busy",

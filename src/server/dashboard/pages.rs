@@ -65,7 +65,48 @@ pub fn agents(ctx: &Ctx) -> Result<Reply> {
         }
         h.raw("</tbody></table>");
     }
+    servers(&mut h, ctx)?;
     frame(ctx, "Agents", "/agents", Some(10), h)
+}
+
+/// The heal servers on this store: which leads, what each runs, and whose
+/// config differs from the leader's.
+fn servers(h: &mut Html, ctx: &Ctx) -> Result<()> {
+    let replicas = crate::server::replicas::list(ctx.state, ctx.conn)?;
+    h.raw("<section aria-labelledby=\"servers\"><h2 id=\"servers\">heal servers</h2><table class=\"rows\">");
+    h.thead(&["Server", "State", "Host", "Version", "Config", "Last seen"]);
+    h.raw("<tbody>");
+    for r in &replicas {
+        h.raw("<tr>").td("Server", &r.address).td_open("State");
+        badge(h, if r.up { "up" } else { "down" });
+        if r.leader {
+            h.raw(" ");
+            badge(h, "leader");
+        }
+        if r.id == ctx.state.leadership.id {
+            h.raw(" <span class=\"none\">(this one)</span>");
+        }
+        h.raw("</td>")
+            .td("Host", &r.host)
+            .td("Version", &r.version)
+            .td_open("Config");
+        h.text(match r.config_version {
+            Some(v) => format!("version {v}"),
+            None => format!(
+                "sha256 {}",
+                &r.config_sha256[..r.config_sha256.len().min(12)]
+            ),
+        });
+        if r.config_differs {
+            h.raw(" ");
+            badge(h, "config_differs");
+        }
+        h.raw("</td>").td_open("Last seen");
+        when(h, Some(r.last_seen), ctx.now);
+        h.raw("</td></tr>");
+    }
+    h.raw("</tbody></table></section>");
+    Ok(())
 }
 
 /// `GET /heartbeats`.

@@ -373,7 +373,7 @@ pub fn record_result(
 ) -> Result<Value> {
     let st2 = state.clone();
     let (answer, applied) = state.writer.write(move |conn| {
-        if !store::agent_known(conn, &agent)? {
+        if !store::heard_from(conn, &agent)? {
             return Err(Error::request(404, format!("unknown agent {agent:?}: it has never polled this server")));
         }
         let now = now_ms();

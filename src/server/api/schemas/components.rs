@@ -214,6 +214,32 @@ pub(super) fn shared() -> Value {
             }),
             &["id", "instance", "tags", "allow", "first_seen", "last_seen", "running_ops", "queued_ops", "polling"],
         ),
+        "Replica": object(
+            json!({
+                "id": { "type": "string", "description": "host, address and pid" },
+                "host": string(), "address": string(), "version": string(),
+                "config_sha256": string(), "config_version": int_or_null(),
+                "started_at": int(), "last_seen": int(), "seen_ago_ms": int(),
+                "up": boolean(), "leader": boolean(),
+                "config_differs": { "type": "boolean", "description": "its config's SHA-256 is not the leader's" },
+            }),
+            &["id", "host", "address", "version", "config_sha256", "config_version", "started_at", "last_seen", "seen_ago_ms", "up", "leader", "config_differs"],
+        ),
+        "Status": object(
+            json!({
+                "server": object(
+                    json!({
+                        "id": string(), "host": string(), "address": string(), "version": string(),
+                        "store": { "type": "string", "enum": ["sqlite", "postgresql"] },
+                        "leads": boolean(), "config_sha256": string(), "config_version": int_or_null(),
+                        "started_at": int(),
+                    }),
+                    &["id", "host", "address", "version", "store", "leads", "config_sha256", "config_version", "started_at"],
+                ),
+                "replicas": array(schema_ref("Replica")),
+            }),
+            &["server", "replicas"],
+        ),
         "AgentHello": object(
             json!({
                 "instance": { "type": "string", "minLength": 1, "maxLength": 128, "description": "random per agent process" },

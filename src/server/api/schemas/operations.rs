@@ -24,7 +24,10 @@ pub(super) fn shape(method: &str, path: &str) -> Option<Shape> {
 fn service(s: &mut Shape, method: &str, path: &str) -> bool {
     match (method, path) {
         ("GET", "/-/healthy") => s.answers = ok(status_answer("ok")),
-        ("GET", "/-/ready") => s.answers = ok(status_answer("ready")),
+        ("GET", "/-/ready") => {
+            s.answers = ok(json!({ "allOf": [schema_ref("Status"), status_answer("ready")] }))
+        }
+        ("GET", "/api/v1/status") => s.answers = ok(schema_ref("Status")),
         ("GET", "/metrics") => {
             s.answers = vec![(
                 200,
