@@ -32,6 +32,7 @@ mod postgres;
 mod postgres_store;
 mod probes_api;
 mod reload;
+mod replica_chaos;
 mod replicas;
 mod schema;
 mod secrets;
