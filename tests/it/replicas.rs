@@ -75,6 +75,7 @@ agent_down_after = "30s"
 [[rule]]
 name = "fix"
 when = "labels.alertname == '{rule_on}'"
+cooldown = "1m"
 runbook = "fix"
 target = "'r-agent'"
 
