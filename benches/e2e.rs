@@ -9,7 +9,7 @@
 //! - intake: sustained Alertmanager webhooks from many keep-alive clients,
 //!   every answer a durable 200.
 //! - intake-pg: the same with the store in a PostgreSQL cluster of its own
-//!   (Debian's `postgresql`, durable commits), one server.
+//!   (Debian's `postgresql`, durable commits), one server, then two.
 //! - ping: sustained heartbeat pings (`POST /ping/<name>`, a small body) to
 //!   100 heartbeats from many keep-alive clients; every answer must be a 200
 //!   and every 200 a counted, stored ping (else the bench fails).
@@ -26,6 +26,9 @@
 //!   among them an alert by fingerprint and by name.
 //! - probes (`e2e/probes.rs`): 1,000 probes of mixed kinds on the server and
 //!   200 on ten agents, every 10 s: the scheduler's rounds, runs and skips.
+//! - replicas (`e2e/replicas.rs`): two servers on one PostgreSQL: alert →
+//!   step start with the alert posted to one and the agent polling the
+//!   other; 4,000 agents long-polling, 2,000 on each.
 //!
 //! Every server and agent is started on 127.0.0.1 port 0 in a fresh temp
 //! dir, and killed and reaped by its own pid at the end (also on panic).
@@ -63,6 +66,8 @@ mod dashboard;
 mod pg_cluster;
 #[path = "e2e/probes.rs"]
 mod probes;
+#[path = "e2e/replicas.rs"]
+mod replicas;
 #[path = "e2e/scale.rs"]
 mod scale;
 
@@ -157,8 +162,12 @@ fn main() {
         probes::probes();
         ran = true;
     }
+    if wanted("replicas") {
+        replicas::replicas();
+        ran = true;
+    }
     if !ran {
-        eprintln!("no bench matches {filters:?} (benches: latency, intake, intake-pg, notify, ping, dashboard, sweep, agents, load, events, probes)");
+        eprintln!("no bench matches {filters:?} (benches: latency, intake, intake-pg, notify, ping, dashboard, sweep, agents, load, events, probes, replicas)");
         std::process::exit(2);
     }
 }

@@ -36,7 +36,7 @@ const LEVELS: [f64; 4] = [0.0, 0.25, 0.5, 0.75];
 
 /// A config whose rule runs this executable's marker step on the target agent;
 /// webhooks of the intake fixture (`DiskSpaceLow`) are discarded.
-fn config(marks: &std::path::Path) -> String {
+pub(super) fn config(marks: &std::path::Path) -> String {
     let exe = std::env::current_exe().expect("own executable");
     let step = json!([
         exe.display().to_string(),
@@ -105,7 +105,7 @@ pub(super) fn real_agent(url: &str, dir: &std::path::Path, log: &str) -> Proc {
 }
 
 /// Raises this process's open-file limit to its hard limit (2,000 connections need more than 1,024).
-fn raise_nofile() {
+pub(super) fn raise_nofile() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -121,7 +121,12 @@ fn raise_nofile() {
 
 /// One simulated agent: polls as `sim-<n>` until `stop`, each poll its own
 /// kept-alive connection; counts polls answered.
-fn simulated_agent(url: String, n: usize, stop: Arc<AtomicBool>, answered: Arc<AtomicUsize>) {
+pub(super) fn simulated_agent(
+    url: String,
+    n: usize,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
+) {
     let http = http_agent(Duration::from_secs(AGENT_WAIT_SECS + 15));
     let poll = format!("{url}/api/v1/agents/sim-{n:04}/poll?capacity=1&wait={AGENT_WAIT_SECS}");
     let hello = json!({
@@ -146,7 +151,7 @@ fn simulated_agent(url: String, n: usize, stop: Arc<AtomicBool>, answered: Arc<A
 }
 
 /// Latencies (ns, sorted) of `n` alerts for the real agent, marks from `first`.
-fn latencies(url: &str, marks: &mut Marks, first: usize, n: usize) -> Vec<i64> {
+pub(super) fn latencies(url: &str, marks: &mut Marks, first: usize, n: usize) -> Vec<i64> {
     let http = http_agent(Duration::from_secs(30));
     let mut v: Vec<i64> = (first..first + n)
         .map(|i| {
@@ -159,7 +164,7 @@ fn latencies(url: &str, marks: &mut Marks, first: usize, n: usize) -> Vec<i64> {
     v
 }
 
-fn print_latency(label: &str, v: &[i64]) {
+pub(super) fn print_latency(label: &str, v: &[i64]) {
     println!(
         "  {label:<44} p50 {:>7} ms  p99 {:>7} ms  p99.9 {:>7} ms  max {:>7} ms",
         ms(quantile(v, 0.5)),
