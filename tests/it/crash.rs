@@ -15,29 +15,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{fixture, http, test_dir, wait_agent_polling, wait_until, Agent, Server};
+use crate::support::{
+    env_number, fixture, http, seed_from_env, test_dir, wait_agent_polling, wait_until, Agent, Rng,
+    Server,
+};
 
 /// Client threads sending webhooks.
 const CLIENTS: usize = 4;
 
 /// How long a client keeps retrying one alert (as Alertmanager does) before it counts it failed.
 const RETRY_FOR: Duration = Duration::from_secs(60);
-
-/// A small xorshift generator: the kill times need to vary, not to be secret.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
 
 fn config(ran: &Path) -> String {
     format!(
@@ -110,20 +97,8 @@ fn stream(url: &Mutex<String>, client: usize, stop: &AtomicBool) -> (Vec<String>
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_alert_and_runs_nothing_twice() {
-    let kills: usize = std::env::var("HEAL_CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let seed: u64 = std::env::var("HEAL_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let kills = env_number("HEAL_CRASH_KILLS", 5) as usize;
+    let seed = seed_from_env("HEAL_CRASH_SEED");
     eprintln!("crash harness: {kills} kills, HEAL_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = test_dir("crash");

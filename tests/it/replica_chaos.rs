@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 
 use crate::support::postgres::{start_fast, Postgres};
 use crate::support::{
-    first_pass_only, fixture, heal_bin, http, repo, test_dir, wait_agent_polling, wait_until,
-    Agent, Server,
+    env_number, first_pass_only, fixture, heal_bin, http, seed_from_env, serve_until_exit_on,
+    test_dir, wait_agent_polling, wait_until, Agent, Rng, Server,
 };
 
 /// Client threads sending webhooks in the kill test.
@@ -48,22 +48,6 @@ const PINGS_FOR: Duration = Duration::from_secs(3);
 
 /// The heartbeat that goes missing in the kill test.
 const HEARTBEAT: &str = "chaos-nightly";
-
-/// A small xorshift generator: the choices need to vary, not to be secret.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
 
 /// Sets its flag when dropped, so the client threads of a test that
 /// panicked stop, and the thread scope that waits for them ends.
@@ -289,20 +273,8 @@ fn three_replicas_killed_at_random_lose_no_acknowledged_alert_run_nothing_twice_
     let Some(pg) = start_fast(test) else {
         return;
     };
-    let kills: usize = std::env::var("HEAL_REPLICA_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let seed: u64 = std::env::var("HEAL_REPLICA_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let kills = env_number("HEAL_REPLICA_KILLS", 5) as usize;
+    let seed = seed_from_env("HEAL_REPLICA_SEED");
     eprintln!("replica chaos: {kills} kills, HEAL_REPLICA_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = test_dir("replica-chaos");
@@ -726,38 +698,6 @@ fn replicas_restarted_one_at_a_time_refuse_no_webhook_and_lose_no_op() {
     );
 }
 
-/// `heal serve` on `db` that must stop by itself within 20 s (a refusal
-/// as it starts): its exit code and stderr.
-fn serve_until_exit(dir: &Path, db: &str) -> (Option<i32>, String) {
-    std::fs::write(dir.join("runbooks.toml"), "").unwrap();
-    let mut child = Command::new(heal_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--db", db, "--config"])
-        .arg(dir.join("runbooks.toml"))
-        .current_dir(repo())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn heal serve");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait heal serve") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("heal serve was expected to stop by itself but kept running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        std::io::Read::read_to_string(&mut stderr, &mut err).expect("read stderr");
-    }
-    (status.code(), err)
-}
-
 #[test]
 #[ignore = "needs postgresql (apt-get install postgresql); cargo test -- --include-ignored runs it, as .ci/run does"]
 fn replicas_starting_at_once_on_an_empty_database_migrate_it_once_and_a_newer_schema_is_refused() {
@@ -809,7 +749,8 @@ fn replicas_starting_at_once_on_an_empty_database_migrate_it_once_and_a_newer_sc
     // and leaves it alone; the replica still running serves on.
     drop(servers.pop());
     pg.psql("UPDATE heal_schema SET version = version + 1");
-    let (code, err) = serve_until_exit(&dirs[2], &pg.url);
+    std::fs::write(dirs[2].join("runbooks.toml"), "").unwrap();
+    let (code, err) = serve_until_exit_on(Command::new(heal_bin()), &dirs[2], pg.url.as_ref());
     assert_eq!(code, Some(2), "{err}");
     let says = format!(
         "the database has schema version {}, newer than this heal knows ({newest}): run the newer heal, or restore a backup",

@@ -824,15 +824,60 @@ impl Drop for GraphiteWeb {
     }
 }
 
+/// A small xorshift generator: kill times and choices of the chaos tests
+/// need to vary, not to be secret.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `lo..hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+/// A whole number from the environment variable `name`, else `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A random seed, or the one `name` replays (odd, never zero).
+pub fn seed_from_env(name: &str) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    env_number(name, now) | 1
+}
+
 /// Runs `heal serve` through `program` (heal itself, or a wrapper that execs
 /// it) on dir/runbooks.toml and dir/heal.db, expecting it to stop by itself
 /// within 20 s (a refusal at start); returns its exit code and stderr.
-pub fn serve_until_exit(mut program: Command, dir: &Path) -> (Option<i32>, String) {
+pub fn serve_until_exit(program: Command, dir: &Path) -> (Option<i32>, String) {
+    serve_until_exit_on(program, dir, dir.join("heal.db").as_os_str())
+}
+
+/// `serve_until_exit` on the store `db`: a SQLite file or a PostgreSQL URL.
+pub fn serve_until_exit_on(
+    mut program: Command,
+    dir: &Path,
+    db: &std::ffi::OsStr,
+) -> (Option<i32>, String) {
     let mut child = program
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(dir.join("runbooks.toml"))
         .arg("--db")
-        .arg(dir.join("heal.db"))
+        .arg(db)
         .current_dir(repo())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
