@@ -155,6 +155,55 @@ fn events_and_agents_commands_show_server_state() {
     assert!(err.contains("cannot reach heal"), "{err}");
 }
 
+/// `heal status` and `/api/v1/status`: one server, which leads (on a
+/// SQLite file always; on PostgreSQL once it holds the lease), its store,
+/// version and config version.
+#[test]
+fn status_shows_the_server_and_that_it_leads() {
+    let dir = test_dir("cli-status");
+    let server = Server::start(
+        &dir,
+        &crate::support::one_rule_config(r#"{ name = "ok", run = "true" }"#, ""),
+    );
+    let store = if crate::support::on_postgres() {
+        "postgresql"
+    } else {
+        "sqlite"
+    };
+    let status = crate::support::wait_until(
+        "the server to lead and list itself",
+        std::time::Duration::from_secs(15),
+        || {
+            let s = server.get_ok("/api/v1/status");
+            (s["server"]["leads"] == true && s["replicas"].as_array()?.len() == 1).then_some(s)
+        },
+    );
+    assert_eq!(status["server"]["store"], store);
+    assert_eq!(status["server"]["address"], server.url.as_str());
+    assert_eq!(status["server"]["config_version"], 1);
+    let me = &status["replicas"][0];
+    assert_eq!(me["id"], status["server"]["id"]);
+    assert_eq!(
+        (
+            me["leader"].clone(),
+            me["up"].clone(),
+            me["config_differs"].clone()
+        ),
+        (Value::Bool(true), Value::Bool(true), Value::Bool(false))
+    );
+    let (code, out, err) = heal_cli(&["status", "--server", &server.url], &[], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("{store} store, leads, config version 1")),
+        "{out}"
+    );
+    assert!(out.contains(&server.url) && out.contains(" up "), "{out}");
+    let (code, out, _) = heal_cli(&["status", "--json", "--server", &server.url], &[], None);
+    assert_eq!(code, 0);
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["server"]["id"], status["server"]["id"]);
+}
+
 /// A command whose reader has gone (`heal check-config | head -1`, with the
 /// pipe already closed) ends by SIGPIPE, as other Unix tools do, and never
 /// panics.
