@@ -278,7 +278,7 @@ fn migrate_postgres(
         println!("  {table:<16} {n:>10}");
     }
     println!(
-        "{} is left as it was. To serve from {shown}: in the server's unit (heal.service) set --db (or [server] db, or HEAL_DB) to the URL given to --to, with the password in PGPASSWORD from an EnvironmentFile= of mode 0600 or in the service user's ~/.pgpass, never in the unit itself; then restart heal. Several heal serve may share the database (README: PostgreSQL, and several servers).",
+        "{} is left as it was. To serve from {shown}: in the server's unit (heal.service) set --db (or [server] db, or HEAL_DB) to the URL given to --to, with the password in PGPASSWORD from an EnvironmentFile= of mode 0600 or in the service user's ~/.pgpass, never in the unit itself; then restart heal. Several heal serve may share the database (README: High availability).",
         file.display()
     );
     Ok(())

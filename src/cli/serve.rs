@@ -21,7 +21,7 @@ pub struct Serve {
     /// config file (default: ./runbooks.toml)
     #[argh(option, default = "PathBuf::from(\"runbooks.toml\")")]
     config: PathBuf,
-    /// SQLite database (default: [server] db, else ./heal.db)
+    /// the store: a SQLite file, or a postgres:// URL for servers sharing a PostgreSQL database (default: $HEAL_DB, else [server] db, else ./heal.db)
     #[argh(option)]
     db: Option<PathBuf>,
     /// address to listen on; port 0 picks a free port (default: [server] listen, else 127.0.0.1:7878)
@@ -113,7 +113,11 @@ pub fn serve(c: Serve) -> Result<()> {
         server::Options {
             config,
             listen: c.listen,
-            db: c.db,
+            db: c.db.or_else(|| {
+                std::env::var_os("HEAL_DB")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            }),
             local_agent,
             insecure_http: c.insecure_http,
         },

@@ -204,6 +204,41 @@ fn status_shows_the_server_and_that_it_leads() {
     assert_eq!(json["server"]["id"], status["server"]["id"]);
 }
 
+/// Without `--db`, `HEAL_DB` names the store (as a unit's `EnvironmentFile=`
+/// may set it), before `[server] db`.
+#[test]
+fn heal_db_names_the_store_when_db_is_not_given() {
+    let test = "cli::heal_db_names_the_store_when_db_is_not_given";
+    if crate::support::sqlite_only(test) {
+        return;
+    }
+    let dir = test_dir("cli-heal-db");
+    let db = dir.join("from-env.db");
+    let config = dir.join("runbooks.toml");
+    std::fs::write(&config, "[server]\ndb = \"from-config.db\"\n").unwrap();
+    let mut child = std::process::Command::new(crate::support::heal_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("HEAL_DB", &db)
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn heal serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !db.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        db.exists(),
+        "heal serve made no store at HEAL_DB within 15 s"
+    );
+    assert!(!dir.join("from-config.db").exists());
+}
+
 /// A command whose reader has gone (`heal check-config | head -1`, with the
 /// pipe already closed) ends by SIGPIPE, as other Unix tools do, and never
 /// panics.
