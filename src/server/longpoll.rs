@@ -44,6 +44,18 @@ impl Waiters {
         self.lock().remove(agent)
     }
 
+    /// Answers the agent's parked poll, if any, with nothing, so its agent
+    /// polls again at once; whether there was one.
+    pub fn release(&self, agent: &str) -> bool {
+        match self.take(agent) {
+            Some(parked) => {
+                respond_ops(parked.request, &[], &[]);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Puts back a poll that was taken but not used.
     pub fn put_back(&self, agent: &str, parked: Parked) {
         self.park(agent, parked)

@@ -100,13 +100,10 @@ impl State {
     /// Another process asks for `agent`'s id: the holder's waiting poll,
     /// here or on another server, is answered, so a live holder polls
     /// again at once (`store::claim_agent`).
-    pub fn ask_holder(&self, agent: &str, newcomer: &str) {
-        match self.waiters.take(agent) {
-            Some(parked) if parked.instance != newcomer => {
-                longpoll::respond_ops(parked.request, &[], &[]);
-            }
-            Some(parked) => self.waiters.put_back(agent, parked),
-            None => self.peers.ask(agent),
+    /// (A refused newcomer has no poll parked: the one parked is the holder's.)
+    pub fn ask_holder(&self, agent: &str) {
+        if !self.waiters.release(agent) {
+            self.peers.ask(agent);
         }
     }
 
@@ -458,8 +455,10 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         },
     ));
     let scheme = if front.is_tls() { "https" } else { "http" };
+    let address = format!("{scheme}://{bound}");
+    let host = crate::host::hostname();
     if let Some(lock) = &mut lock {
-        lock.describe(&format!("{scheme}://{bound}"))?;
+        lock.describe(&address)?;
     }
     let mut internal_tokens = Vec::new();
     let local = opts.local_agent.map(|l| {
@@ -498,21 +497,17 @@ pub fn serve(opts: Options, shutdown: Arc<Shutdown>) -> Result<()> {
         dashboard: dashboard::Shared::default(),
         auth_failures: api::limit::Failures::default(),
         leadership: Arc::new(leader::Leadership::new(
-            format!(
-                "{} {scheme}://{bound} pid {}",
-                crate::host::hostname(),
-                std::process::id()
-            ),
+            format!("{host} {address} pid {}", std::process::id()),
             shared,
         )),
         peers,
         me: replicas::Me {
-            host: crate::host::hostname(),
-            address: format!("{scheme}://{bound}"),
+            host,
+            address,
             started_at: now_ms(),
         },
     });
-    state.outbox.set_bound(&format!("{scheme}://{bound}"));
+    state.outbox.set_bound(&state.me.address);
     let weak = Arc::downgrade(&state);
     front.on_client_gone(move |port| {
         if let Some(state) = weak.upgrade() {

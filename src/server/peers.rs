@@ -147,9 +147,7 @@ fn hear(state: &Arc<State>, payload: &str) {
         }
         Some("ask") => {
             if let Some(agent) = words.next() {
-                if let Some(parked) = state.waiters.take(agent) {
-                    super::longpoll::respond_ops(parked.request, &[], &[]);
-                }
+                state.waiters.release(agent);
             }
         }
         Some("probes") => state.watch.probes_changed(),

@@ -151,7 +151,7 @@ fn refused(state: &State, agent: &str, newcomer: &(String, String), claim: Claim
         Claim::InUse { instance, hostname } => (instance, hostname, true),
         Claim::Held => unreachable!("a held id is not refused"),
     };
-    state.ask_holder(agent, &newcomer.0);
+    state.ask_holder(agent);
     if !alive {
         return Error::request(
             409,
